@@ -1,0 +1,188 @@
+"""Typed model of the provisioning file.
+
+Every field an admin may write is declared here; unknown keys are errors so a
+typo never silently does nothing.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+Language = Literal["pt-BR", "en"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _host_port(value: str, what: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ValueError(f"{what} must be HOST:PORT, got {value!r}")
+    number = int(port)
+    if not 1 <= number <= 65535:
+        raise ValueError(f"{what} port {number} is out of range 1-65535")
+    try:
+        ipaddress.ip_address(host)
+    except ValueError as exc:
+        raise ValueError(f"{what} host must be an IP address, got {host!r}") from exc
+    return host, number
+
+
+class SipConfig(_Strict):
+    """Where the app server listens for SIP, and which UDP ports carry RTP."""
+
+    listen: str = "127.0.0.1:5080"
+    rtp_ports: str = "40000-40999"
+    user_agent: str = "ponte"
+    codecs: list[str] = Field(default_factory=lambda: ["PCMU/8000", "PCMA/8000", "G722/16000"])
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, v: str) -> str:
+        _host_port(v, "sip.listen")
+        return v
+
+    @field_validator("rtp_ports")
+    @classmethod
+    def _rtp(cls, v: str) -> str:
+        lo, sep, hi = v.partition("-")
+        if not sep or not lo.isdigit() or not hi.isdigit():
+            raise ValueError(f"sip.rtp_ports must be LOW-HIGH, got {v!r}")
+        low, high = int(lo), int(hi)
+        if not 1024 <= low < high <= 65535:
+            raise ValueError("sip.rtp_ports must satisfy 1024 <= LOW < HIGH <= 65535")
+        if high - low < 3:
+            raise ValueError("sip.rtp_ports needs room for at least two RTP/RTCP pairs")
+        return v
+
+    @property
+    def host(self) -> str:
+        return _host_port(self.listen, "sip.listen")[0]
+
+    @property
+    def port(self) -> int:
+        return _host_port(self.listen, "sip.listen")[1]
+
+    @property
+    def rtp_range(self) -> tuple[int, int]:
+        lo, _, hi = self.rtp_ports.partition("-")
+        return int(lo), int(hi)
+
+    @model_validator(mode="after")
+    def _sip_outside_rtp(self) -> SipConfig:
+        lo, hi = self.rtp_range
+        if lo <= self.port <= hi:
+            raise ValueError(
+                f"sip.listen port {self.port} lies inside sip.rtp_ports {self.rtp_ports}"
+            )
+        return self
+
+
+Pin = str
+
+
+def _check_pin(value: str, what: str) -> str:
+    if not value.isdigit():
+        raise ValueError(f"{what} must be digits only, got {value!r}")
+    if not 3 <= len(value) <= 12:
+        raise ValueError(f"{what} must have 3 to 12 digits")
+    return value
+
+
+class Room(_Strict):
+    """A conference room and the PINs that lead into it."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    participant_pin: Pin
+    moderator_pin: Pin
+
+    @field_validator("participant_pin", "moderator_pin", mode="before")
+    @classmethod
+    def _pin(cls, v: object, info) -> str:  # type: ignore[no-untyped-def]
+        if isinstance(v, int) and not isinstance(v, bool):
+            # YAML reads 1111 as an int and would drop leading zeros: refuse it.
+            raise ValueError(f'{info.field_name} must be quoted, e.g. "{v}"')
+        if not isinstance(v, str):
+            raise ValueError(f"{info.field_name} must be a quoted digit string")
+        return _check_pin(v, info.field_name)
+
+    @model_validator(mode="after")
+    def _distinct(self) -> Room:
+        if self.participant_pin == self.moderator_pin:
+            raise ValueError("participant_pin and moderator_pin must differ")
+        return self
+
+
+class AccessNumber(_Strict):
+    """A SIP user part that leads to the conference entry IVR."""
+
+    user: str = Field(pattern=r"^[A-Za-z0-9_.+-]{1,64}$")
+    language: Language = "pt-BR"
+
+
+class PromptsConfig(_Strict):
+    """Where rendered prompts are cached and where admin overrides live."""
+
+    cache_dir: Path = Path("/var/cache/ponte/prompts")
+    override_dir: Path | None = None
+
+
+class IvrConfig(_Strict):
+    """Timing of digit collection in the entry IVR."""
+
+    interdigit_timeout: float = Field(5.0, gt=0, le=60)
+    total_timeout: float = Field(15.0, gt=0, le=300)
+    max_tries: int = Field(3, ge=1, le=10)
+
+
+class ControlConfig(_Strict):
+    """The local control socket used by `ponte status` and the tests."""
+
+    socket: Path = Path("/run/ponte/control.sock")
+
+
+class Config(_Strict):
+    """The whole provisioning tree."""
+
+    sip: SipConfig = SipConfig()
+    rooms: list[Room] = Field(default_factory=list)
+    access_numbers: list[AccessNumber] = Field(default_factory=list)
+    prompts: PromptsConfig = PromptsConfig()
+    ivr: IvrConfig = IvrConfig()
+    control: ControlConfig = ControlConfig()
+
+    @field_validator("access_numbers", mode="before")
+    @classmethod
+    def _plain_users(cls, v: object) -> object:
+        # `- conf` is shorthand for `- {user: conf}`.
+        if isinstance(v, list):
+            return [{"user": item} if isinstance(item, str) else item for item in v]
+        return v
+
+    @model_validator(mode="after")
+    def _unique(self) -> Config:
+        names: set[str] = set()
+        pins: dict[str, str] = {}
+        for room in self.rooms:
+            if room.name in names:
+                raise ValueError(f"room name {room.name!r} is used twice")
+            names.add(room.name)
+            for pin in (room.participant_pin, room.moderator_pin):
+                if pin in pins:
+                    raise ValueError(
+                        f"PIN {pin} of room {room.name!r} is already used by room {pins[pin]!r}"
+                    )
+                pins[pin] = room.name
+        users = [a.user for a in self.access_numbers]
+        if len(users) != len(set(users)):
+            raise ValueError("an access number is listed twice")
+        return self
+
+    def access_number(self, user: str) -> AccessNumber | None:
+        """The access number whose SIP user part is `user`, if any."""
+        return next((a for a in self.access_numbers if a.user == user), None)
