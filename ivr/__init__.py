@@ -1,0 +1,1 @@
+"""IVR dialogues: digit collection, PIN entry and spoken prompts."""

@@ -1,0 +1,1 @@
+"""Prompt catalogue data (catalogue.yaml); rendering lives in ivr.prompts."""
