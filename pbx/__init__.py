@@ -1,0 +1,1 @@
+"""PBX: the SIP user agent adapter and call routing."""

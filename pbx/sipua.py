@@ -1,0 +1,422 @@
+"""The pjsua2 adapter: the one module in ponte that imports pjsua2.
+
+Everything else speaks in legs (plain ints), paths and events. The rules
+pjsua2 imposes live here and nowhere else:
+
+* One thread makes every pjsua2 call: `threadCnt=0`, `mainThreadOnly`, and the
+  owner polls `poll()` (which calls `libHandleEvents`). pjsua2 then runs every
+  callback, DTMF included, on that same thread.
+* A Python reference is kept to every live Call, Account, player and recorder;
+  a Call is dropped in its DISCONNECTED callback, because a Call freed later
+  would hang up whatever new call reused its slot.
+* `getInfo()` results are held in a variable before their vectors are read.
+* Every pjsua2 object is released before `libDestroy`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import logging
+import re
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import pjsua2 as pj
+
+log = logging.getLogger("ponte.sip")
+pjlog = logging.getLogger("ponte.pjsip")
+
+DTMF_METHODS = {
+    pj.PJSUA_DTMF_METHOD_RFC2833: "rfc2833",
+    pj.PJSUA_DTMF_METHOD_SIP_INFO: "info",
+}
+_REQUEST_USER = re.compile(r"^[A-Z]+ sips?:(?:([^@;>\s]+)@)?")
+_URI_USER = re.compile(r"sips?:([^@;>\s]+)@")
+
+
+@dataclass(frozen=True)
+class IncomingCall:
+    """What the app needs to route a new inbound call."""
+
+    leg: int
+    request_user: str  # the Request-URI's user part: the number dialed
+    from_uri: str
+    from_user: str
+    sip_call_id: str
+    source: str  # "ip:port" the INVITE came from
+
+
+class SipEvents(Protocol):
+    """Callbacks the adapter's owner implements (all on the polling thread)."""
+
+    def on_incoming(self, call: IncomingCall) -> None: ...
+    def on_media_ready(self, leg: int) -> None: ...
+    def on_confirmed(self, leg: int) -> None: ...
+    def on_digit(self, leg: int, digit: str, method: str) -> None: ...
+    def on_disconnected(self, leg: int, code: int, reason: str) -> None: ...
+
+
+class SipError(Exception):
+    """A pjsua2 operation failed."""
+
+
+class _LogWriter(pj.LogWriter):
+    """Routes pjsip's log into Python logging."""
+
+    _LEVELS = {0: logging.CRITICAL, 1: logging.ERROR, 2: logging.WARNING, 3: logging.INFO}
+
+    def write(self, entry: pj.LogEntry) -> None:  # noqa: D102 - pjsua2 callback
+        level = self._LEVELS.get(entry.level, logging.DEBUG)
+        # pjsip's own level 3 is chatty; keep it out of our INFO call lines.
+        pjlog.log(logging.DEBUG if level == logging.INFO else level, entry.msg.rstrip())
+
+
+class _Call(pj.Call):
+    def __init__(self, ua: SipUA, leg: int, acc: pj.Account, call_id: int | None = None) -> None:
+        if call_id is None:
+            super().__init__(acc)
+        else:
+            super().__init__(acc, call_id)
+        self.ua = ua
+        self.leg = leg
+        self.audio: pj.AudioMedia | None = None
+        self.confirmed = False
+
+    def onCallState(self, prm: pj.OnCallStateParam) -> None:  # noqa: N802
+        self.ua._on_call_state(self)
+
+    def onCallMediaState(self, prm: pj.OnCallMediaStateParam) -> None:  # noqa: N802
+        self.ua._on_media_state(self)
+
+    def onDtmfDigit(self, prm: pj.OnDtmfDigitParam) -> None:  # noqa: N802
+        self.ua.events.on_digit(self.leg, prm.digit, DTMF_METHODS.get(prm.method, "rfc2833"))
+
+
+class _Account(pj.Account):
+    def __init__(self, ua: SipUA) -> None:
+        super().__init__()
+        self.ua = ua
+
+    def onIncomingCall(self, prm: pj.OnIncomingCallParam) -> None:  # noqa: N802
+        self.ua._on_incoming(self, prm)
+
+
+@dataclass
+class _Leg:
+    call: _Call
+    players: dict[str, pj.AudioMediaPlayer]
+    recorder: pj.AudioMediaRecorder | None = None
+
+
+class SipUA:
+    """One pjsua2 Endpoint with one UDP transport and one local account."""
+
+    def __init__(
+        self,
+        events: SipEvents,
+        host: str,
+        port: int,
+        rtp_range: tuple[int, int],
+        *,
+        clock_rate: int = 8000,
+        codecs: Sequence[str] = ("PCMU/8000", "PCMA/8000", "G722/16000"),
+        user: str = "ponte",
+        user_agent: str = "ponte",
+        max_calls: int = 1000,
+        pj_log_level: int = 3,
+    ) -> None:
+        self.events = events
+        self.host = host
+        self.port = port
+        self.rtp_range = rtp_range
+        self.clock_rate = clock_rate
+        self.codecs = list(codecs)
+        self.user = user
+        self.user_agent = user_agent
+        self.max_calls = max_calls
+        self.pj_log_level = pj_log_level
+        self._ep: pj.Endpoint | None = None
+        self._acc: _Account | None = None
+        self._writer = _LogWriter()
+        self._legs: dict[int, _Leg] = {}
+        self._ids = itertools.count(1)
+        self.bound_port = port
+
+    # -- lifecycle --------------------------------------------------------
+    def start(self) -> None:
+        """Create the endpoint, bind SIP, and open the null sound device."""
+        ep = pj.Endpoint()
+        ep.libCreate()
+        cfg = pj.EpConfig()
+        cfg.uaConfig.threadCnt = 0
+        cfg.uaConfig.mainThreadOnly = True
+        cfg.uaConfig.maxCalls = self.max_calls
+        cfg.uaConfig.userAgent = self.user_agent
+        cfg.logConfig.writer = self._writer
+        cfg.logConfig.level = self.pj_log_level
+        cfg.logConfig.consoleLevel = self.pj_log_level
+        cfg.logConfig.decor = 0
+        cfg.medConfig.clockRate = self.clock_rate
+        cfg.medConfig.sndClockRate = self.clock_rate
+        cfg.medConfig.channelCount = 1
+        cfg.medConfig.audioFramePtime = 20
+        cfg.medConfig.ptime = 20
+        cfg.medConfig.noVad = True
+        cfg.medConfig.ecTailLen = 0  # a bridge has no acoustic echo to cancel
+        cfg.medConfig.quality = 4
+        # The null device must never auto-close: with it closed the bridge's
+        # clock stops and no RTP (nor RFC 2833) goes out.
+        cfg.medConfig.sndAutoCloseTime = -1
+        ep.libInit(cfg)
+        self._ep = ep
+
+        tcfg = pj.TransportConfig()
+        tcfg.port = self.port
+        tcfg.boundAddress = self.host
+        tcfg.publicAddress = self.host
+        try:
+            tid = ep.transportCreate(pj.PJSIP_TRANSPORT_UDP, tcfg)
+        except pj.Error as exc:
+            ep.libDestroy()
+            self._ep = None
+            raise SipError(f"cannot listen on {self.host}:{self.port}: {exc.info()}") from None
+        tinfo = ep.transportGetInfo(tid)
+        self.bound_port = int(tinfo.localName.rpartition(":")[2])
+        ep.audDevManager().setNullDev()
+        ep.libStart()
+        self._set_codecs()
+
+        acfg = pj.AccountConfig()
+        acfg.idUri = f"sip:{self.user}@{self.host}:{self.bound_port}"
+        lo, hi = self.rtp_range
+        acfg.mediaConfig.transportConfig.port = lo
+        acfg.mediaConfig.transportConfig.portRange = hi - lo
+        acfg.mediaConfig.transportConfig.boundAddress = self.host
+        acc = _Account(self)
+        acc.create(acfg, True)
+        self._acc = acc
+        log.debug("SIP listening on %s:%d, RTP %d-%d", self.host, self.bound_port, lo, hi)
+
+    def _set_codecs(self) -> None:
+        assert self._ep is not None
+        infos = self._ep.codecEnum2()  # held: a temporary's vector is freed under you
+        wanted = {c.lower(): len(self.codecs) - i for i, c in enumerate(self.codecs)}
+        for info in infos:
+            cid = info.codecId
+            key = cid.rsplit("/", 1)[0].lower()  # "PCMU/8000/1" -> "pcmu/8000"
+            prio = wanted.get(key, 0)
+            self._ep.codecSetPriority(cid, 128 + prio if prio else 0)
+
+    def poll(self, timeout_ms: int) -> None:
+        """Run pjsip's event loop for at most `timeout_ms`."""
+        assert self._ep is not None
+        self._ep.libHandleEvents(timeout_ms)
+
+    def shutdown(self, timeout: float = 2.0) -> None:
+        """Hang up everything with BYE, wait for the dialogs to end, destroy."""
+        ep = self._ep
+        if ep is None:
+            return
+        if self._legs:
+            ep.hangupAllCalls()
+            deadline = time.monotonic() + timeout
+            while self._legs and time.monotonic() < deadline:
+                ep.libHandleEvents(20)
+        for leg in list(self._legs):
+            self._release_media(leg)
+        self._legs.clear()
+        if self._acc is not None:
+            self._acc.shutdown()
+            self._acc = None
+        ep.libDestroy()
+        self._ep = None
+
+    # -- calls ------------------------------------------------------------
+    def answer(self, leg: int, code: int = 200) -> None:
+        """Answer (or send a provisional response to) an inbound call."""
+        prm = pj.CallOpParam()
+        prm.statusCode = code
+        self._call(leg).answer(prm)
+
+    def hangup(self, leg: int, code: int = 0, reason: str = "") -> None:
+        """End a call: BYE when answered, CANCEL or a final response before."""
+        entry = self._legs.get(leg)
+        if entry is None:
+            return
+        prm = pj.CallOpParam()
+        if code:
+            prm.statusCode = code
+        if reason:
+            prm.reason = reason
+        try:
+            entry.call.hangup(prm)
+        except pj.Error as exc:
+            log.debug("hangup leg %d: %s", leg, exc.info())
+
+    def make_call(self, uri: str) -> int:
+        """Place an outbound call; returns its leg."""
+        assert self._acc is not None
+        leg = next(self._ids)
+        call = _Call(self, leg, self._acc)
+        self._legs[leg] = _Leg(call, {})
+        prm = pj.CallOpParam(True)
+        try:
+            call.makeCall(uri, prm)
+        except pj.Error as exc:
+            del self._legs[leg]
+            raise SipError(f"cannot call {uri}: {exc.info()}") from None
+        return leg
+
+    def send_dtmf(self, leg: int, digits: str, method: str = "rfc2833") -> None:
+        """Send digits by RFC 2833 or SIP INFO."""
+        prm = pj.CallSendDtmfParam()
+        prm.digits = digits
+        prm.method = (
+            pj.PJSUA_DTMF_METHOD_SIP_INFO if method == "info" else pj.PJSUA_DTMF_METHOD_RFC2833
+        )
+        prm.duration = 160
+        self._call(leg).sendDtmf(prm)
+
+    def has_leg(self, leg: int) -> bool:
+        """True while the leg's call exists."""
+        return leg in self._legs
+
+    def has_media(self, leg: int) -> bool:
+        """True once the leg's audio is on the conference bridge."""
+        entry = self._legs.get(leg)
+        return entry is not None and entry.call.audio is not None
+
+    def call_count(self) -> int:
+        """Live calls."""
+        return len(self._legs)
+
+    def conf_ports(self) -> int:
+        """Ports in use on pjmedia's conference bridge (leak check)."""
+        assert self._ep is not None
+        return int(self._ep.mediaActivePorts())
+
+    # -- media ------------------------------------------------------------
+    def play(
+        self, leg: int, files: Sequence[Path], *, loop: bool = False, slot: str = "prompt"
+    ) -> None:
+        """Play files in sequence to a leg, replacing what plays in `slot`."""
+        entry = self._legs.get(leg)
+        if entry is None or entry.call.audio is None:
+            return
+        self.stop_play(leg, slot)
+        player = pj.AudioMediaPlayer()
+        opts = 0 if loop else pj.PJMEDIA_FILE_NO_LOOP
+        names = [str(f) for f in files]
+        if len(names) == 1:
+            player.createPlayer(names[0], opts)
+        else:
+            vec = pj.StringVector(names)
+            player.createPlaylist(vec, slot, opts)
+        player.startTransmit(entry.call.audio)
+        entry.players[slot] = player
+
+    def stop_play(self, leg: int, slot: str = "prompt") -> None:
+        """Stop a playback (dropping the player frees its conference port)."""
+        entry = self._legs.get(leg)
+        if entry is None:
+            return
+        player = entry.players.pop(slot, None)
+        if player is not None and entry.call.audio is not None:
+            with contextlib.suppress(pj.Error):
+                player.stopTransmit(entry.call.audio)
+
+    def record(self, leg: int, path: Path) -> None:
+        """Record what the leg receives from the far end into a WAV file."""
+        entry = self._legs.get(leg)
+        if entry is None or entry.call.audio is None:
+            raise SipError(f"leg {leg} has no media to record")
+        rec = pj.AudioMediaRecorder()
+        rec.createRecorder(str(path))
+        entry.call.audio.startTransmit(rec)
+        entry.recorder = rec
+
+    def stop_record(self, leg: int) -> None:
+        """Close the leg's recording (the WAV header is finalised)."""
+        entry = self._legs.get(leg)
+        if entry is not None:
+            entry.recorder = None
+
+    def connect(self, src: int, dst: int) -> None:
+        """Send `src`'s received audio to `dst` on the conference bridge."""
+        a, b = self._audio(src), self._audio(dst)
+        if a is not None and b is not None:
+            a.startTransmit(b)
+
+    def disconnect(self, src: int, dst: int) -> None:
+        """Stop sending `src`'s audio to `dst`."""
+        a, b = self._audio(src), self._audio(dst)
+        if a is not None and b is not None:
+            with contextlib.suppress(pj.Error):
+                a.stopTransmit(b)
+
+    # -- internals --------------------------------------------------------
+    def _call(self, leg: int) -> _Call:
+        entry = self._legs.get(leg)
+        if entry is None:
+            raise SipError(f"no call on leg {leg}")
+        return entry.call
+
+    def _audio(self, leg: int) -> pj.AudioMedia | None:
+        entry = self._legs.get(leg)
+        return entry.call.audio if entry else None
+
+    def _release_media(self, leg: int) -> None:
+        entry = self._legs.get(leg)
+        if entry is None:
+            return
+        entry.players.clear()
+        entry.recorder = None
+        entry.call.audio = None
+
+    def _on_incoming(self, acc: _Account, prm: pj.OnIncomingCallParam) -> None:
+        leg = next(self._ids)
+        call = _Call(self, leg, acc, prm.callId)
+        self._legs[leg] = _Leg(call, {})
+        rdata = prm.rdata
+        first_line = rdata.wholeMsg.split("\r\n", 1)[0]
+        m = _REQUEST_USER.match(first_line)
+        info = call.getInfo()
+        from_uri = info.remoteUri
+        fm = _URI_USER.search(from_uri)
+        incoming = IncomingCall(
+            leg=leg,
+            request_user=(m.group(1) or "") if m else "",
+            from_uri=from_uri,
+            from_user=fm.group(1) if fm else "",
+            sip_call_id=info.callIdString,
+            source=rdata.srcAddress,
+        )
+        self.events.on_incoming(incoming)
+
+    def _on_call_state(self, call: _Call) -> None:
+        info = call.getInfo()
+        if info.state == pj.PJSIP_INV_STATE_CONFIRMED and not call.confirmed:
+            call.confirmed = True
+            self.events.on_confirmed(call.leg)
+        elif info.state == pj.PJSIP_INV_STATE_DISCONNECTED:
+            code, reason = int(info.lastStatusCode), str(info.lastReason)
+            self._release_media(call.leg)
+            # Dropped here and only here: see the module docstring.
+            self._legs.pop(call.leg, None)
+            self.events.on_disconnected(call.leg, code, reason)
+
+    def _on_media_state(self, call: _Call) -> None:
+        info = call.getInfo()
+        media = info.media  # held before iterating (see module docstring)
+        for i in range(len(media)):
+            mi = media[i]
+            if mi.type == pj.PJMEDIA_TYPE_AUDIO and mi.status == pj.PJSUA_CALL_MEDIA_ACTIVE:
+                first = call.audio is None
+                call.audio = call.getAudioMedia(i)
+                if first:
+                    self.events.on_media_ready(call.leg)
+                return

@@ -1,0 +1,293 @@
+"""A scriptable test softphone built on the same pjsua2 adapter.
+
+It dials, sends DTMF (RFC 2833, SIP INFO or both), plays a sine tone, records
+everything it hears, and prints a JSON report of what happened. Tests run it
+in a subprocess, so each phone is a real SIP peer with its own endpoint.
+
+    python -m pbx.softphone --target sip:conf@127.0.0.1:5080 \\
+        --script "wait_media 5; dtmf 1111#; tone 440; wait 3; hangup" \\
+        --record /tmp/a.wav
+
+Script steps (separated by `;`):
+    wait S                 sleep S seconds
+    wait_media T           wait up to T s for audio to be up
+    dtmf DIGITS [METHOD]   send digits one by one (rfc2833 | info | both)
+    tone HZ                send a continuous sine of HZ Hz (0: silence)
+    mark NAME              note the time under NAME in the report
+    hangup                 send BYE
+    wait_end T             wait up to T s for the far end to hang up
+
+With --calls N the same script runs on N calls, started --rate per second.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import shlex
+import signal
+import sys
+import tempfile
+import time
+import wave
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pbx.sipua import IncomingCall, SipUA
+
+DIGIT_GAP = 0.18  # seconds between digits of one `dtmf` step (a human is slower)
+TONE_AMPLITUDE = 0.3
+RATE = 8000
+
+
+def write_tone(path: Path, hz: float, seconds: float = 10.0, rate: int = RATE) -> None:
+    """A loopable sine WAV (a whole number of cycles in the file)."""
+    n = int(seconds * rate)
+    amp = int(32767 * TONE_AMPLITUDE)
+    frames = bytearray()
+    for i in range(n):
+        v = int(amp * math.sin(2 * math.pi * hz * i / rate)) if hz else 0
+        frames += v.to_bytes(2, "little", signed=True)
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(bytes(frames))
+
+
+@dataclass
+class PhoneCall:
+    """One scripted call and what happened on it."""
+
+    index: int
+    steps: list[list[str]]
+    record: Path | None
+    leg: int | None = None
+    step: int = 0
+    resume_at: float = 0.0
+    waiting: str | None = None  # "media" | "end" while blocked on an event
+    deadline: float = 0.0
+    pending_digits: list[tuple[str, str]] = field(default_factory=list)
+    report: dict[str, Any] = field(default_factory=dict)
+    done: bool = False
+
+
+class Softphone:
+    """Runs scripted calls on one SipUA and collects their reports."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        lo, _, hi = args.rtp.partition("-")
+        self.ua = SipUA(
+            self,
+            args.bind,
+            args.port,
+            (int(lo), int(hi)),
+            user=args.user,
+            user_agent="ponte-softphone",
+            max_calls=max(4, args.calls + 2),
+            codecs=args.codecs.split(","),
+            pj_log_level=args.pj_log_level,
+        )
+        self.tmp = Path(tempfile.mkdtemp(prefix="softphone-"))
+        self.calls: list[PhoneCall] = []
+        self.by_leg: dict[int, PhoneCall] = {}
+        self.stop = False
+
+    # -- SipEvents --------------------------------------------------------
+    def on_incoming(self, call: IncomingCall) -> None:
+        self.ua.answer(call.leg, 486)  # this phone only dials out
+
+    def on_media_ready(self, leg: int) -> None:
+        c = self.by_leg.get(leg)
+        if c is None:
+            return
+        c.report["media_at"] = time.monotonic()
+        if c.record is not None:
+            self.ua.record(leg, c.record)
+            c.report["record_start"] = time.monotonic()
+            c.report["recording"] = str(c.record)
+
+    def on_confirmed(self, leg: int) -> None:
+        c = self.by_leg.get(leg)
+        if c is not None:
+            c.report["confirmed_at"] = time.monotonic()
+
+    def on_digit(self, leg: int, digit: str, method: str) -> None:
+        c = self.by_leg.get(leg)
+        if c is not None:
+            c.report.setdefault("digits_received", []).append(digit)
+
+    def on_disconnected(self, leg: int, code: int, reason: str) -> None:
+        c = self.by_leg.pop(leg, None)
+        if c is None:
+            return
+        c.report.update(ended_at=time.monotonic(), code=code, reason=reason)
+        c.report.setdefault("hung_up_by", "remote")
+        c.done = True
+
+    # -- running ----------------------------------------------------------
+    def start_call(self, c: PhoneCall) -> None:
+        c.report["started_at"] = time.monotonic()
+        try:
+            c.leg = self.ua.make_call(self.args.target)
+        except Exception as exc:  # report, don't crash the other calls
+            c.report["error"] = str(exc)
+            c.done = True
+            return
+        self.by_leg[c.leg] = c
+
+    def advance(self, c: PhoneCall, now: float) -> None:
+        """Run the call's script as far as it can go without waiting."""
+        while not c.done:
+            if c.pending_digits:
+                if now < c.resume_at:
+                    return
+                digit, method = c.pending_digits.pop(0)
+                self._send_digit(c, digit, method)
+                c.resume_at = now + DIGIT_GAP
+                continue
+            if c.waiting == "media":
+                if "media_at" in c.report:
+                    c.waiting = None
+                elif now > c.deadline:
+                    c.report["error"] = "no media"
+                    self._hangup(c)
+                    return
+                else:
+                    return
+            if c.waiting == "end":
+                if now > c.deadline:
+                    c.waiting = None
+                    c.report["end_timeout"] = True
+                else:
+                    return
+            if now < c.resume_at:
+                return
+            if c.step >= len(c.steps):
+                self._hangup(c)
+                return
+            op, *argv = c.steps[c.step]
+            c.step += 1
+            self._do(c, op, argv, now)
+
+    def _do(self, c: PhoneCall, op: str, argv: list[str], now: float) -> None:
+        assert c.leg is not None
+        if op == "wait":
+            c.resume_at = now + float(argv[0])
+        elif op == "wait_media":
+            c.waiting, c.deadline = "media", now + float(argv[0] if argv else 10)
+        elif op == "wait_end":
+            c.waiting, c.deadline = "end", now + float(argv[0] if argv else 30)
+        elif op == "dtmf":
+            method = argv[1] if len(argv) > 1 else "rfc2833"
+            methods = ["rfc2833", "info"] if method == "both" else [method]
+            c.pending_digits = [(d, m) for d in argv[0] for m in methods]
+        elif op == "tone":
+            hz = float(argv[0])
+            path = self.tmp / f"tone-{hz:g}.wav"
+            if not path.exists():
+                write_tone(path, hz)
+            if hz:
+                self.ua.play(c.leg, [path], loop=True, slot="tone")
+            else:
+                self.ua.stop_play(c.leg, slot="tone")
+            c.report.setdefault("tones", []).append([hz, time.monotonic()])
+        elif op == "mark":
+            c.report.setdefault("marks", {})[argv[0]] = time.monotonic()
+        elif op == "hangup":
+            self._hangup(c)
+        else:
+            raise ValueError(f"unknown script step {op!r}")
+
+    def _send_digit(self, c: PhoneCall, digit: str, method: str) -> None:
+        if c.leg is None or not self.ua.has_leg(c.leg):
+            return
+        self.ua.send_dtmf(c.leg, digit, method)
+        c.report.setdefault("digits_sent", []).append([digit, method, time.monotonic()])
+
+    def _hangup(self, c: PhoneCall) -> None:
+        if c.leg is not None and self.ua.has_leg(c.leg):
+            c.report["hung_up_by"] = "local"
+            c.report["hangup_sent_at"] = time.monotonic()
+            self.ua.stop_record(c.leg)
+            self.ua.hangup(c.leg)
+        c.waiting = "end"
+        c.deadline = time.monotonic() + 5
+        c.step = len(c.steps) + 1
+        if c.leg is None or not self.ua.has_leg(c.leg):
+            c.done = True
+
+    def run(self) -> list[dict[str, Any]]:
+        """Place the calls, run their scripts, return one report per call."""
+        args = self.args
+        steps = [shlex.split(s.strip()) for s in args.script.split(";") if s.strip()]
+        for i in range(args.calls):
+            rec = None
+            if args.record:
+                rec = Path(args.record.replace("{i}", str(i)))
+            self.calls.append(PhoneCall(i, steps, rec, report={"index": i}))
+        self.ua.start()
+        t0 = time.monotonic()
+        interval = 1.0 / args.rate if args.rate > 0 else 0.0
+        started = 0
+        limit = t0 + args.max_seconds
+        try:
+            while not self.stop and time.monotonic() < limit:
+                now = time.monotonic()
+                while started < len(self.calls) and now >= t0 + started * interval:
+                    self.start_call(self.calls[started])
+                    started += 1
+                for c in self.calls[:started]:
+                    if not c.done:
+                        self.advance(c, now)
+                if started == len(self.calls) and all(c.done for c in self.calls):
+                    break
+                self.ua.poll(5)
+        finally:
+            for c in self.calls:
+                if not c.done:
+                    c.report["error"] = c.report.get("error", "script did not finish")
+            self.ua.shutdown(timeout=2.0)
+        for c in self.calls:
+            c.report["digits_sent"] = c.report.get("digits_sent", [])
+        return [c.report for c in self.calls]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Command-line options."""
+    p = argparse.ArgumentParser(
+        prog="softphone", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--target", required=True, help="SIP URI to call")
+    p.add_argument("--script", default="wait_media 5; wait 2; hangup")
+    p.add_argument("--bind", default="127.0.0.1", help="local IP (a 127.x address)")
+    p.add_argument("--port", type=int, default=0, help="local SIP port (0: any)")
+    p.add_argument("--rtp", default="30000-30999", help="local RTP port range LOW-HIGH")
+    p.add_argument("--user", default="softphone", help="user part of our From URI")
+    p.add_argument("--codecs", default="PCMU/8000,PCMA/8000")
+    p.add_argument("--record", help="WAV path for what we hear ({i}: call index)")
+    p.add_argument("--calls", type=int, default=1)
+    p.add_argument("--rate", type=float, default=10.0, help="new calls per second")
+    p.add_argument("--max-seconds", type=float, default=120.0, help="hard stop")
+    p.add_argument("--pj-log-level", type=int, default=1)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the scripted calls and print the reports as JSON on stdout."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(stream=sys.stderr, level=logging.WARNING)
+    phone = Softphone(args)
+    signal.signal(signal.SIGTERM, lambda *_: setattr(phone, "stop", True))
+    reports = phone.run()
+    json.dump(reports if args.calls > 1 else reports[0], sys.stdout)
+    sys.stdout.write("\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,121 @@
+"""The `ponte` command: serve, check, prompts, status."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from provisioning.loader import EXAMPLE, ConfigError, load_config
+
+EXIT_CONFIG = 2
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=getattr(logging, level.upper()),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+def _load(path: str | None):  # type: ignore[no-untyped-def]
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        print(f"ponte: invalid configuration: {exc}", file=sys.stderr)
+        raise SystemExit(EXIT_CONFIG) from None
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    """Validate the file and print what would run."""
+    cfg = _load(args.config)
+    print(f"{args.config or EXAMPLE}: OK")
+    print(f"SIP        {cfg.sip.listen} (RTP {cfg.sip.rtp_ports})")
+    for a in cfg.access_numbers:
+        print(f"access     sip:{a.user}@{cfg.sip.listen} -> conference entry ({a.language})")
+    for r in cfg.rooms:
+        pins = f"participant PIN {r.participant_pin}, moderator PIN {r.moderator_pin}"
+        print(f"room       {r.name}: {pins}")
+    print(
+        f"prompts    {cfg.prompts.cache_dir}"
+        + (f" (overrides {cfg.prompts.override_dir})" if cfg.prompts.override_dir else "")
+    )
+    print(f"control    {cfg.control.socket}")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Run the app server until SIGTERM/SIGINT."""
+    cfg = _load(args.config)
+    from pbx.sipua import SipError
+    from ponte.server import AppServer
+
+    server = AppServer(cfg)
+    server.install_signal_handlers()
+    try:
+        server.start()
+    except SipError as exc:
+        logging.getLogger("ponte").error("%s", exc)
+        return 1
+    server.serve_forever()
+    return 0
+
+
+def cmd_prompts(args: argparse.Namespace) -> int:
+    """Render every prompt of the catalogue into the cache."""
+    cfg = _load(args.config)
+    from ivr.prompts import PromptLibrary
+
+    lib = PromptLibrary(cfg.prompts.cache_dir, cfg.prompts.override_dir)
+    n = lib.render_all()
+    print(f"rendered {n} prompts into {cfg.prompts.cache_dir}")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """Ask a running server for its calls, rooms and conference ports."""
+    cfg = _load(args.config)
+    from ponte.control import request
+
+    try:
+        print(json.dumps(request(Path(cfg.control.socket), "status"), indent=2))
+    except OSError as exc:
+        print(f"ponte: cannot reach the server at {cfg.control.socket}: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (exposed for tests and docs)."""
+    p = argparse.ArgumentParser(prog="ponte", description=__doc__)
+    p.add_argument(
+        "--log-level",
+        default="info",
+        choices=["debug", "info", "warning", "error"],
+        help="stderr log level",
+    )
+    sub = p.add_subparsers(dest="command", required=True)
+    for name, fn, help_ in (
+        ("serve", cmd_serve, "run the appliance"),
+        ("check", cmd_check, "validate the provisioning file and show what would run"),
+        ("prompts", cmd_prompts, "render the spoken prompts (set-up does this)"),
+        ("status", cmd_status, "show a running server's calls and rooms"),
+    ):
+        sp = sub.add_parser(name, help=help_)
+        sp.add_argument("--config", help="provisioning YAML (default: the bundled example)")
+        sp.set_defaults(fn=fn)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `ponte` console script."""
+    args = build_parser().parse_args(argv)
+    _setup_logging(args.log_level)
+    return args.fn(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
