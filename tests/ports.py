@@ -1,0 +1,54 @@
+"""Port allocation that never collides between pytest-xdist workers.
+
+Each worker owns a disjoint block of UDP ports (by its gwN index) and hands
+out sub-ranges in order, skipping any port something else already holds.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+
+BASE = 21000
+BLOCK = 3000  # ports per worker: up to 14 workers below 63000
+
+_lock = threading.Lock()
+_next: int | None = None
+
+
+def _worker_index() -> int:
+    name = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    return int(name[2:]) if name.startswith("gw") and name[2:].isdigit() else 0
+
+
+def _udp_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def allocate(count: int = 1) -> int:
+    """Reserve `count` consecutive free UDP ports in this worker's block."""
+    global _next
+    with _lock:
+        lo = BASE + _worker_index() * BLOCK
+        if _next is None:
+            _next = lo
+        for _ in range(BLOCK):
+            start = _next
+            if start + count > lo + BLOCK:
+                start = lo
+            _next = start + count
+            if all(_udp_free(p) for p in range(start, start + count)):
+                return start
+        raise RuntimeError("no free UDP ports left in this worker's block")
+
+
+def rtp_range(size: int = 40) -> str:
+    """A LOW-HIGH RTP range of `size` ports."""
+    start = allocate(size)
+    return f"{start}-{start + size - 1}"
