@@ -17,7 +17,8 @@ Script steps (separated by `;`):
     hangup                 send BYE
     wait_end T             wait up to T s for the far end to hang up
 
-With --calls N the same script runs on N calls, started --rate per second.
+With --calls N the same script runs on N calls, started --rate per second;
+`{pin}` in the script takes the next of --pins for each call.
 """
 
 from __future__ import annotations
@@ -224,8 +225,10 @@ class Softphone:
     def run(self) -> list[dict[str, Any]]:
         """Place the calls, run their scripts, return one report per call."""
         args = self.args
-        steps = [shlex.split(s.strip()) for s in args.script.split(";") if s.strip()]
+        pins = args.pins.split(",") if args.pins else [""]
         for i in range(args.calls):
+            script = args.script.replace("{pin}", pins[i % len(pins)])
+            steps = [shlex.split(s.strip()) for s in script.split(";") if s.strip()]
             rec = None
             if args.record:
                 rec = Path(args.record.replace("{i}", str(i)))
@@ -271,6 +274,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--codecs", default="PCMU/8000,PCMA/8000")
     p.add_argument("--record", help="WAV path for what we hear ({i}: call index)")
     p.add_argument("--calls", type=int, default=1)
+    p.add_argument("--pins", default="", help="comma-separated PINs for {pin}, one per call")
     p.add_argument("--rate", type=float, default=10.0, help="new calls per second")
     p.add_argument("--max-seconds", type=float, default=120.0, help="hard stop")
     p.add_argument("--pj-log-level", type=int, default=1)
@@ -280,7 +284,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run the scripted calls and print the reports as JSON on stdout."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(stream=sys.stderr, level=logging.WARNING)
+    logging.basicConfig(
+        stream=sys.stderr, level=logging.DEBUG if args.pj_log_level > 3 else logging.WARNING
+    )
     phone = Softphone(args)
     signal.signal(signal.SIGTERM, lambda *_: setattr(phone, "stop", True))
     reports = phone.run()

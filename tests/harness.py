@@ -1,0 +1,102 @@
+"""Start the real app server as a subprocess (shared by tests and bench/)."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tests import ports
+
+ROOT = Path(__file__).resolve().parent.parent
+PY = sys.executable
+
+DEFAULT_ROOMS = [
+    {"name": "demo", "participant_pin": "1111", "moderator_pin": "9999"},
+    {"name": "other", "participant_pin": "2222", "moderator_pin": "8888"},
+]
+
+
+@dataclass
+class Server:
+    """A running `ponte serve` subprocess."""
+
+    proc: subprocess.Popen
+    config_path: Path
+    config: dict[str, Any]
+    sip_port: int
+    control: Path
+    log_path: Path
+
+    @property
+    def host(self) -> str:
+        return "127.0.0.1"
+
+    def uri(self, user: str) -> str:
+        return f"sip:{user}@127.0.0.1:{self.sip_port}"
+
+    def status(self) -> dict[str, Any]:
+        from ponte.control import request
+
+        return request(self.control, "status")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+
+def start_server(tmp: Path, prompt_cache: Path, **overrides: Any) -> Server:
+    """Write a config with free ports and start `ponte serve` on it."""
+    config: dict[str, Any] = {
+        "access_numbers": [
+            {"user": "conf", "language": "pt-BR"},
+            {"user": "conf-en", "language": "en"},
+        ],
+        "rooms": overrides.pop("rooms", DEFAULT_ROOMS),
+        "prompts": {"cache_dir": str(prompt_cache)},
+        "control": {"socket": str(tmp / "control.sock")},
+    }
+    if "sip" not in overrides:
+        config["sip"] = {
+            "listen": f"127.0.0.1:{ports.allocate(1)}",
+            "rtp_ports": ports.rtp_range(200),
+        }
+    for key, value in overrides.items():
+        config[key] = value
+    path = tmp / "ponte.yaml"
+    path.write_text(yaml.safe_dump(config))
+    log_path = tmp / "server.log"
+    proc = subprocess.Popen(
+        [PY, "-m", "ponte.cli", "--log-level", "debug", "serve", "--config", str(path)],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=log_path.open("w"),
+    )
+    listen_port = int(config["sip"]["listen"].rpartition(":")[2])
+    server = Server(proc, path, config, listen_port, tmp / "control.sock", log_path)
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited {proc.returncode}:\n{server.log()}")
+        try:
+            server.status()
+            return server
+        except OSError:
+            time.sleep(0.05)
+    server.stop(signal.SIGKILL)
+    raise RuntimeError(f"server did not come up:\n{server.log()}")
