@@ -1,8 +1,15 @@
-"""Rooms as plain state: membership in, media connections out.
+"""Rooms as plain state: membership and rules in, media commands out.
 
-The bridge decides who hears whom and returns Connect/Disconnect commands; the
-SIP adapter carries them out on pjmedia's conference bridge. A member hears
-every other member of its room and never itself; nothing crosses rooms.
+The room decides who hears whom and returns commands; the app server carries
+them out on pjmedia's conference bridge. The links wanted are recomputed from
+the room's state after every change and diffed against the links in place, so
+no change can leave a stale connection behind.
+
+Rules (ClaireExpress manual): participants who arrive before a moderator hear
+music and nobody hears them; the conference starts when a moderator enters;
+when the last moderator leaves, the participants hear so and are disconnected
+(unless the room keeps running). A member never hears itself; nothing crosses
+rooms.
 """
 
 from __future__ import annotations
@@ -11,6 +18,8 @@ from collections.abc import Hashable
 from dataclasses import dataclass, field
 
 LegId = Hashable
+MODERATOR = "moderator"
+PARTICIPANT = "participant"
 
 
 @dataclass(frozen=True)
@@ -29,7 +38,47 @@ class Disconnect:
     dst: LegId
 
 
+@dataclass(frozen=True)
+class StartMusic:
+    """Loop the room's hold music to a waiting leg."""
+
+    leg: LegId
+
+
+@dataclass(frozen=True)
+class StopMusic:
+    """Stop a leg's hold music."""
+
+    leg: LegId
+
+
+@dataclass(frozen=True)
+class Signal:
+    """Play a short signal (e.g. "join_tone") to these legs."""
+
+    legs: tuple[LegId, ...]
+    signal: str
+
+
+@dataclass(frozen=True)
+class EndLeg:
+    """Tell a leg why (prompt ids) and hang it up."""
+
+    leg: LegId
+    prompts: tuple[str, ...]
+
+
 MediaCommand = Connect | Disconnect
+RoomCommand = Connect | Disconnect | StartMusic | StopMusic | Signal | EndLeg
+
+
+@dataclass(frozen=True)
+class RoomRules:
+    """Per-room options from provisioning."""
+
+    entry_signal: str = "tone"  # "tone" | "none"
+    end_on_moderator_exit: bool = True
+    max_members: int | None = None
 
 
 @dataclass
@@ -39,35 +88,118 @@ class Member:
     leg: LegId
     role: str
     joined_at: float
+    muted: bool = False
+
+    @property
+    def moderator(self) -> bool:
+        return self.role == MODERATOR
 
 
 @dataclass
 class Room:
-    """One conference: its members and the connections between them."""
+    """One conference: members, state, and the links in place."""
 
     name: str
+    rules: RoomRules = field(default_factory=RoomRules)
     members: dict[LegId, Member] = field(default_factory=dict)
     links: set[tuple[LegId, LegId]] = field(default_factory=set)
+    started: bool = False  # a moderator has entered
+    lecture: bool = False
+    locked: bool = False
+    ending: bool = False  # the last moderator left; members are being sent away
 
-    def join(self, leg: LegId, role: str, now: float) -> list[MediaCommand]:
-        """Add a leg; it hears everyone present and they hear it."""
+    # -- queries ----------------------------------------------------------
+    @property
+    def has_moderator(self) -> bool:
+        return any(m.moderator for m in self.members.values())
+
+    def is_full(self) -> bool:
+        """No room for one more member."""
+        cap = self.rules.max_members
+        return cap is not None and len(self.members) >= cap
+
+    def talks(self, m: Member) -> bool:
+        """Whether the others hear this member."""
+        if m.muted:
+            return False
+        return not (self.lecture and not m.moderator)
+
+    def wanted_links(self) -> set[tuple[LegId, LegId]]:
+        """Every (speaker, listener) pair the rules call for."""
+        if not self.started or self.ending:
+            return set()
+        return {
+            (a.leg, b.leg)
+            for a in self.members.values()
+            if self.talks(a)
+            for b in self.members.values()
+            if a.leg != b.leg
+        }
+
+    # -- changes ----------------------------------------------------------
+    def _sync(self) -> list[RoomCommand]:
+        want = self.wanted_links()
+        drop = sorted(self.links - want, key=repr)
+        add = sorted(want - self.links, key=repr)
+        self.links = want
+        return [Disconnect(*p) for p in drop] + [Connect(*p) for p in add]
+
+    def _signal(self, exclude: LegId) -> list[RoomCommand]:
+        if self.rules.entry_signal != "tone" or not self.started:
+            return []
+        legs = tuple(leg for leg in self.members if leg != exclude)
+        return [Signal(legs, "join_tone")] if legs else []
+
+    def join(self, leg: LegId, role: str, now: float) -> list[RoomCommand]:
+        """Add a leg. Participants wait with music until a moderator is in."""
         if leg in self.members:
             return []
-        cmds: list[MediaCommand] = []
-        for other in self.members:
-            for pair in ((other, leg), (leg, other)):
-                self.links.add(pair)
-                cmds.append(Connect(*pair))
-        self.members[leg] = Member(leg, role, now)
+        if self.ending:
+            # Someone arriving after the last moderator left starts afresh.
+            self.ending = self.started = False
+        member = Member(leg, role, now)
+        self.members[leg] = member
+        cmds: list[RoomCommand] = []
+        if member.moderator and not self.started:
+            self.started = True
+            cmds += [StopMusic(m.leg) for m in self.members.values() if not m.moderator]
+        elif not self.started:
+            cmds.append(StartMusic(leg))
+        cmds += self._sync()
+        cmds += self._signal(exclude=leg)
         return cmds
 
-    def leave(self, leg: LegId) -> list[MediaCommand]:
-        """Remove a leg and every connection to or from it."""
-        if self.members.pop(leg, None) is None:
+    def leave(self, leg: LegId) -> list[RoomCommand]:
+        """Remove a leg; the last moderator leaving may end the room."""
+        member = self.members.pop(leg, None)
+        if member is None:
             return []
-        gone = [pair for pair in self.links if leg in pair]
-        self.links.difference_update(gone)
-        return [Disconnect(*pair) for pair in sorted(gone, key=repr)]
+        cmds: list[RoomCommand] = []
+        last_moderator = member.moderator and not self.has_moderator
+        if self.started and not self.ending and last_moderator and self.rules.end_on_moderator_exit:
+            self.ending = True
+            cmds += self._sync()
+            cmds += [EndLeg(m.leg, ("moderator_left",)) for m in self.members.values()]
+            return cmds
+        cmds += self._sync()
+        if self.started and not self.ending and self.rules.entry_signal == "tone" and self.members:
+            cmds.append(Signal(tuple(self.members), "leave_tone"))
+        return cmds
+
+    def set_muted(self, leg: LegId, muted: bool) -> list[RoomCommand]:
+        """A member's own mute."""
+        m = self.members.get(leg)
+        if m is None:
+            return []
+        m.muted = muted
+        return self._sync()
+
+    def set_lecture(self, on: bool) -> list[RoomCommand]:
+        """Lecture mode: only moderators are heard; off restores own mutes."""
+        self.lecture = on
+        cmds = self._sync()
+        legs = tuple(self.members)
+        return ([Signal(legs, "join_tone")] if legs else []) + cmds
 
 
 class Bridge:
@@ -77,14 +209,23 @@ class Bridge:
         self.rooms: dict[str, Room] = {}
         self.room_of: dict[LegId, str] = {}
 
-    def join(self, room: str, leg: LegId, role: str, now: float) -> list[MediaCommand]:
+    def room(self, name: str, rules: RoomRules | None = None) -> Room:
+        """The live room of that name (created on first use)."""
+        r = self.rooms.get(name)
+        if r is None:
+            r = self.rooms[name] = Room(name, rules or RoomRules())
+        return r
+
+    def join(
+        self, room: str, leg: LegId, role: str, now: float, rules: RoomRules | None = None
+    ) -> list[RoomCommand]:
         """Put a leg in a room (leaving any room it was in)."""
         cmds = self.leave(leg)
-        r = self.rooms.setdefault(room, Room(room))
+        r = self.room(room, rules)
         self.room_of[leg] = room
         return cmds + r.join(leg, role, now)
 
-    def leave(self, leg: LegId) -> list[MediaCommand]:
+    def leave(self, leg: LegId) -> list[RoomCommand]:
         """Take a leg out of its room; an empty room is forgotten."""
         name = self.room_of.pop(leg, None)
         if name is None:
@@ -94,6 +235,11 @@ class Bridge:
         if not room.members:
             del self.rooms[name]
         return cmds
+
+    def room_for(self, leg: LegId) -> Room | None:
+        """The room a leg is in."""
+        name = self.room_of.get(leg)
+        return self.rooms.get(name) if name else None
 
     def members(self, room: str) -> list[Member]:
         """Members of a room, in join order."""

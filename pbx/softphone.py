@@ -26,37 +26,25 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import shlex
 import signal
 import sys
 import tempfile
 import time
-import wave
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ivr.tones import write_segments
 from pbx.sipua import IncomingCall, SipUA
 
 DIGIT_GAP = 0.18  # seconds between digits of one `dtmf` step (a human is slower)
-TONE_AMPLITUDE = 0.3
 RATE = 8000
 
 
 def write_tone(path: Path, hz: float, seconds: float = 10.0, rate: int = RATE) -> None:
     """A loopable sine WAV (a whole number of cycles in the file)."""
-    n = int(seconds * rate)
-    amp = int(32767 * TONE_AMPLITUDE)
-    frames = bytearray()
-    for i in range(n):
-        v = int(amp * math.sin(2 * math.pi * hz * i / rate)) if hz else 0
-        frames += v.to_bytes(2, "little", signed=True)
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(rate)
-        w.writeframes(bytes(frames))
+    write_segments(path, [(hz, int(seconds * 1000))], rate)
 
 
 @dataclass

@@ -13,11 +13,22 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from bridge.room import Bridge, Connect, Disconnect, MediaCommand
+from bridge.room import (
+    Bridge,
+    Connect,
+    Disconnect,
+    EndLeg,
+    RoomCommand,
+    RoomRules,
+    Signal,
+    StartMusic,
+    StopMusic,
+)
 from ivr.commands import CancelTimer, Command, Hangup, JoinRoom, Play, StartTimer, StopPlayback
 from ivr.dtmf import DtmfDeduper
 from ivr.pin_entry import PinEntry, PinMatch
 from ivr.prompts import PromptLibrary
+from ivr.tones import signal_path
 from pbx.sipua import IncomingCall, SipUA
 from ponte.control import ControlServer
 from ponte.loop import Loop, TimerHandle
@@ -65,6 +76,7 @@ class AppServer:
         self.join_latencies: list[float] = []
         self.control = ControlServer(config.control.socket, self._control, self.loop)
         self._pins = self._pin_table(config)
+        self._rooms = {r.name: r for r in config.rooms}
         self._stop_reason = ""
 
     @staticmethod
@@ -183,7 +195,7 @@ class AppServer:
             leg.dialogue.hangup()
         if leg.room is not None:
             room = leg.room
-            self._media(self.bridge.leave(leg_id))
+            self._room_cmds(self.bridge.leave(leg_id))
             log.info(
                 "call %d leave room=%s members=%d", leg_id, room, len(self.bridge.members(room))
             )
@@ -262,10 +274,22 @@ class AppServer:
         log.info("call %d ending: %s", leg.leg, reason)
         self.ua.hangup(leg.leg)
 
+    def _rules(self, room: str) -> RoomRules:
+        r = self._rooms[room]
+        return RoomRules(r.entry_signal, r.end_on_moderator_exit, r.max_members)
+
     def _join(self, leg: Leg, room: str, role: str) -> None:
         self._stop_prompt(leg)
+        live = self.bridge.rooms.get(room)
+        if live is not None and live.is_full():
+            log.info("call %d refused: room=%s is full", leg.leg, room)
+            self._run(
+                leg,
+                [Play(("conference_full", "goodbye"), barge_in=False), Hangup("conference full")],
+            )
+            return
         leg.room, leg.role = room, role
-        self._media(self.bridge.join(room, leg.leg, role, self.loop.now()))
+        self._room_cmds(self.bridge.join(room, leg.leg, role, self.loop.now(), self._rules(room)))
         if leg.hash_at is not None:
             self.join_latencies.append(self.loop.now() - leg.hash_at)
         log.info(
@@ -276,12 +300,29 @@ class AppServer:
             len(self.bridge.members(room)),
         )
 
-    def _media(self, cmds: Iterable[MediaCommand]) -> None:
+    def _room_cmds(self, cmds: Iterable[RoomCommand]) -> None:
+        cache = self.prompts.cache_dir
         for cmd in cmds:
-            if isinstance(cmd, Connect):
-                self.ua.connect(cmd.src, cmd.dst)
-            elif isinstance(cmd, Disconnect):
-                self.ua.disconnect(cmd.src, cmd.dst)
+            match cmd:
+                case Connect(src, dst):
+                    self.ua.connect(src, dst)
+                case Disconnect(src, dst):
+                    self.ua.disconnect(src, dst)
+                case StartMusic(leg_id):
+                    room = self._rooms.get(self.bridge.room_of.get(leg_id, ""))
+                    music = room.music if room and room.music else signal_path(cache, "hold_music")
+                    self.ua.play(leg_id, [music], loop=True, slot="music")
+                case StopMusic(leg_id):
+                    self.ua.stop_play(leg_id, slot="music")
+                case Signal(legs, name):
+                    path = signal_path(cache, name)
+                    for leg_id in legs:
+                        self.ua.play(leg_id, [path], slot="signal")
+                case EndLeg(leg_id, prompts):
+                    leg = self.legs.get(leg_id)
+                    if leg is not None:
+                        self._play(leg, prompts, barge_in=False)
+                        leg.hangup_after_prompt = f"sent away by the room ({', '.join(prompts)})"
 
     # -- control socket ---------------------------------------------------
     def _control(self, request: dict[str, Any]) -> dict[str, Any]:

@@ -100,6 +100,10 @@ class Room(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     participant_pin: Pin
     moderator_pin: Pin
+    music: Path | None = None  # looping WAV for participants waiting for a moderator
+    entry_signal: Literal["tone", "none"] = "tone"
+    end_on_moderator_exit: bool = True
+    max_members: int | None = Field(None, ge=1, le=1000)
 
     @field_validator("participant_pin", "moderator_pin", mode="before")
     @classmethod

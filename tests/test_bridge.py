@@ -1,42 +1,95 @@
-"""Room membership and media links as plain state."""
+"""Room rules as plain state: who hears whom, music, moderator exit."""
 
-from bridge.room import Bridge, Connect, Disconnect
+from bridge.room import (
+    Bridge,
+    Connect,
+    Disconnect,
+    EndLeg,
+    RoomRules,
+    Signal,
+    StartMusic,
+    StopMusic,
+)
+
+P, M = "participant", "moderator"
 
 
-def test_members_hear_each_other_never_themselves():
+def links(cmds):
+    return {(c.src, c.dst) for c in cmds if isinstance(c, Connect)}
+
+
+def test_participants_wait_with_music_until_a_moderator():
     b = Bridge()
-    assert b.join("demo", 1, "participant", 0.0) == []
-    cmds = b.join("demo", 2, "participant", 1.0)
-    assert set(cmds) == {Connect(1, 2), Connect(2, 1)}
-    cmds = b.join("demo", 3, "moderator", 2.0)
-    assert set(cmds) == {Connect(1, 3), Connect(3, 1), Connect(2, 3), Connect(3, 2)}
-    assert all(c.src != c.dst for c in cmds)
+    assert b.join("demo", 1, P, 0) == [StartMusic(1)]
+    assert b.join("demo", 2, P, 0) == [StartMusic(2)]
+    assert b.link_count() == 0  # waiting callers neither speak nor hear
+    cmds = b.join("demo", 3, M, 1)
+    assert StopMusic(1) in cmds and StopMusic(2) in cmds
+    assert links(cmds) == {(a, c) for a in (1, 2, 3) for c in (1, 2, 3) if a != c}
+    assert Signal((1, 2), "join_tone") in cmds
 
 
-def test_rooms_are_isolated():
+def test_members_never_hear_themselves_and_rooms_are_isolated():
     b = Bridge()
-    b.join("a", 1, "participant", 0)
-    assert b.join("b", 2, "participant", 0) == []
+    b.join("a", 1, M, 0)
+    cmds = b.join("a", 2, P, 0) + b.join("b", 3, M, 0) + b.join("b", 4, P, 0)
+    assert all(c.src != c.dst for c in cmds if isinstance(c, Connect))
+    assert links(cmds) == {(1, 2), (2, 1), (3, 4), (4, 3)}
 
 
-def test_leave_removes_every_link_and_empty_rooms():
+def test_last_moderator_leaving_ends_the_room():
     b = Bridge()
-    for leg in range(1, 6):
-        b.join("demo", leg, "participant", 0)
-    cmds = b.leave(3)
-    assert len(cmds) == 8 and all(isinstance(c, Disconnect) and 3 in (c.src, c.dst) for c in cmds)
-    for leg in (1, 2, 4, 5):
-        b.leave(leg)
-    assert b.rooms == {} and b.link_count() == 0
-    assert b.leave(99) == []
+    for leg, role in ((1, M), (2, P), (3, P)):
+        b.join("demo", leg, role, 0)
+    cmds = b.leave(1)
+    assert {c for c in cmds if isinstance(c, EndLeg)} == {
+        EndLeg(2, ("moderator_left",)),
+        EndLeg(3, ("moderator_left",)),
+    }
+    assert b.link_count() == 0
+
+
+def test_room_can_outlive_its_moderator():
+    b = Bridge()
+    rules = RoomRules(end_on_moderator_exit=False)
+    for leg, role in ((1, M), (2, P), (3, P)):
+        b.join("demo", leg, role, 0, rules)
+    cmds = b.leave(1)
+    assert not [c for c in cmds if isinstance(c, EndLeg)]
+    assert b.rooms["demo"].links == {(2, 3), (3, 2)}
+    assert Signal((2, 3), "leave_tone") in cmds
+
+
+def test_mute_and_lecture_cut_only_what_the_others_hear():
+    b = Bridge()
+    for leg, role in ((1, M), (2, P), (3, P)):
+        b.join("demo", leg, role, 0)
+    room = b.rooms["demo"]
+    cmds = room.set_muted(2, True)
+    assert set(cmds) == {Disconnect(2, 1), Disconnect(2, 3)}
+    room.set_lecture(True)
+    assert room.links == {(1, 2), (1, 3)}
+    room.set_lecture(False)  # 2 stays muted by its own choice
+    assert room.links == {(1, 2), (1, 3), (3, 1), (3, 2)}
+
+
+def test_max_members():
+    b = Bridge()
+    rules = RoomRules(max_members=2)
+    b.join("demo", 1, M, 0, rules)
+    assert not b.rooms["demo"].is_full()
+    b.join("demo", 2, P, 0, rules)
+    assert b.rooms["demo"].is_full()
 
 
 def test_churn_leaves_no_stale_links():
     b = Bridge()
+    b.join("demo", "mod", M, 0, RoomRules(end_on_moderator_exit=False))
     for i in range(200):
-        b.join("demo", i, "participant", 0)
+        b.join("demo", i, P, 0)
         if i % 3:
             b.leave(i - 1)
     for i in range(200):
         b.leave(i)
-    assert b.link_count() == 0 and b.room_of == {}
+    b.leave("mod")
+    assert b.link_count() == 0 and b.room_of == {} and b.rooms == {}

@@ -1,0 +1,53 @@
+"""Generated signals: entry/exit beeps and the default hold music.
+
+Made from sine segments at set-up, like the prompts, so nothing copyrighted
+ships and every signal has a known spectrum that tests can look for.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+import wave
+from collections.abc import Sequence
+from pathlib import Path
+
+AMPLITUDE = 0.3
+
+# name -> [(frequency Hz or 0 for silence, milliseconds), ...]
+SIGNALS: dict[str, list[tuple[float, int]]] = {
+    "join_tone": [(1400, 180), (0, 80), (1400, 180)],
+    "leave_tone": [(1100, 180), (0, 80), (1100, 180)],
+    # A slow C-major arpeggio: recognisably "music", easy to find by FFT.
+    "hold_music": [(523, 250), (659, 250), (784, 250), (659, 250)] * 4,
+}
+MUSIC_NOTES = (523, 659, 784)
+
+
+def write_segments(path: Path, segments: Sequence[tuple[float, int]], rate: int = 8000) -> None:
+    """Write sine segments to a mono 16-bit WAV, atomically."""
+    amp = int(32767 * AMPLITUDE)
+    frames = bytearray()
+    for hz, ms in segments:
+        n = int(rate * ms / 1000)
+        for i in range(n):
+            v = int(amp * math.sin(2 * math.pi * hz * i / rate)) if hz else 0
+            frames += v.to_bytes(2, "little", signed=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".part")
+    os.close(fd)
+    with wave.open(tmp, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(bytes(frames))
+    os.replace(tmp, path)
+
+
+def signal_path(cache_dir: Path, name: str, rate: int = 8000) -> Path:
+    """The WAV of a named signal, generated on first use."""
+    path = Path(cache_dir) / "signals" / f"{name}-{rate}.wav"
+    if not path.exists():
+        write_segments(path, SIGNALS[name], rate)
+    return path
