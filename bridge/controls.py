@@ -1,0 +1,150 @@
+"""What the in-conference keys do, as plain logic over a Room.
+
+Each action is a function (room, member, context) -> commands, found through
+the ACTION_HANDLERS table; who may use which key is data in ivr.keys.ACTIONS
+plus the room's security level (bridge.levels).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from bridge.levels import LevelPolicy, permits
+from bridge.room import LegId, Member, Room, RoomCommand
+from ivr.keys import ACTIONS, MODERATOR, KeyReader
+
+# (listening level, confirmation prompt), cycled by *4: normal -> +6 dB -> -6 dB.
+GAIN_STEPS: tuple[tuple[float, str], ...] = (
+    (1.0, "volume_normal"),
+    (2.0, "volume_up"),
+    (0.5, "volume_down"),
+)
+
+SayItem = str | Path  # a prompt id, or a recorded file
+
+
+@dataclass(frozen=True)
+class Say:
+    """Play prompts and recordings to one leg (over the room audio)."""
+
+    leg: LegId
+    items: tuple[SayItem, ...]
+    slot: str = "prompt"
+
+
+@dataclass(frozen=True)
+class StopSay:
+    """Stop what plays to a leg in a slot."""
+
+    leg: LegId
+    slot: str
+
+
+@dataclass(frozen=True)
+class SetGain:
+    """Set the level of what a leg hears."""
+
+    leg: LegId
+    level: float
+
+
+ControlCommand = RoomCommand | Say | StopSay | SetGain
+
+
+@dataclass(frozen=True)
+class Context:
+    """What an action may need besides the room."""
+
+    policy: LevelPolicy
+    keys: KeyReader
+    operator: str | None = None
+
+
+def digits_prompts(text: str) -> tuple[str, ...]:
+    """'*92' -> ('star', 'digit_9', 'digit_2')."""
+    return tuple("star" if ch == "*" else f"digit_{ch}" for ch in text)
+
+
+def allowed(member: Member, action: str, policy: LevelPolicy) -> bool:
+    """Whether this member may run this action in a room of this level."""
+    a = ACTIONS[action]
+    if a.who == MODERATOR and not member.moderator:
+        return False
+    return permits(policy, a.needs)
+
+
+def _help(room: Room, m: Member, ctx: Context) -> list[ControlCommand]:
+    items: list[SayItem] = []
+    for key, action in ctx.keys.keys.items():
+        if allowed(m, action, ctx.policy):
+            items += [ACTIONS[action].help_prompt, *digits_prompts(key)]
+    if ctx.operator:
+        items.append("help_operator")
+    return [Say(m.leg, tuple(items))]
+
+
+def _gain(room: Room, m: Member, ctx: Context) -> list[ControlCommand]:
+    m.gain_step = (m.gain_step + 1) % len(GAIN_STEPS)
+    level, prompt = GAIN_STEPS[m.gain_step]
+    return [SetGain(m.leg, level), Say(m.leg, (prompt,))]
+
+
+def _mute(room: Room, m: Member, ctx: Context) -> list[ControlCommand]:
+    cmds: list[ControlCommand] = list(room.set_muted(m.leg, not m.muted))
+    return [*cmds, Say(m.leg, ("muted" if m.muted else "unmuted",))]
+
+
+def _lecture(room: Room, m: Member, ctx: Context) -> list[ControlCommand]:
+    on = not room.lecture
+    cmds: list[ControlCommand] = list(room.set_lecture(on))
+    for other in room.members.values():
+        if not other.moderator:
+            cmds.append(Say(other.leg, ("lecture_on" if on else "lecture_off",)))
+    cmds.append(Say(m.leg, ("lecture_on" if on else "lecture_off",)))
+    return cmds
+
+
+def _lock(room: Room, m: Member, ctx: Context) -> list[ControlCommand]:
+    room.locked = not room.locked
+    return [Say(m.leg, ("locked" if room.locked else "unlocked",))]
+
+
+def _roll_call(room: Room, m: Member, ctx: Context) -> list[ControlCommand]:
+    items: list[SayItem] = []
+    for n, other in enumerate(room.members.values(), start=1):
+        if other.leg == m.leg:
+            continue
+        if other.name_path is not None:
+            items.append(Path(other.name_path))
+        else:
+            items += ["caller", *digits_prompts(str(n))]
+    return [Say(m.leg, tuple(items) or ("nobody_else",), slot="roll_call")]
+
+
+def _stop_roll_call(room: Room, m: Member, ctx: Context) -> list[ControlCommand]:
+    return [StopSay(m.leg, "roll_call")]
+
+
+Handler = Callable[[Room, Member, Context], list[ControlCommand]]
+ACTION_HANDLERS: dict[str, Handler] = {
+    "help": _help,
+    "gain": _gain,
+    "mute": _mute,
+    "lecture": _lecture,
+    "lock": _lock,
+    "roll_call": _roll_call,
+    "stop_roll_call": _stop_roll_call,
+}
+
+
+def run_action(room: Room, leg: LegId, action: str, ctx: Context) -> list[ControlCommand]:
+    """Run a key's action for a member, or say "not available"."""
+    m = room.members.get(leg)
+    if m is None:
+        return []
+    handler = ACTION_HANDLERS.get(action)
+    if handler is None or not allowed(m, action, ctx.policy):
+        return [Say(leg, ("not_available",))]
+    return handler(room, m, ctx)

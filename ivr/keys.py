@@ -1,0 +1,139 @@
+"""In-conference star keys: the key map (data) and the reader that turns a
+DTMF stream into actions.
+
+Keys are `*` followed by digits, read from the same stream as the PIN. When
+one key is a prefix of another (`*9` and `*92`), the reader waits
+`feature_digit_timeout` for the longer one before acting, as Asterisk's
+`featuredigittimeout` does.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+ANYONE = "anyone"
+MODERATOR = "moderator"
+
+
+@dataclass(frozen=True)
+class Action:
+    """What a key does and who may use it."""
+
+    name: str
+    who: str  # ANYONE | MODERATOR
+    help_prompt: str  # spoken in the *0 help list
+    needs: str | None = None  # a room permission on top of the role: "lock" | "dial_out" | …
+
+
+ACTIONS: dict[str, Action] = {
+    a.name: a
+    for a in (
+        Action("help", ANYONE, "help_help"),
+        Action("gain", ANYONE, "help_gain"),
+        Action("mute", ANYONE, "help_mute"),
+        Action("lecture", MODERATOR, "help_lecture"),
+        Action("lock", MODERATOR, "help_lock", needs="lock"),
+        Action("roll_call", MODERATOR, "help_roll_call"),
+        Action("stop_roll_call", MODERATOR, "help_stop_roll_call"),
+        # Reserved for the dial-out issue: mapped, refused as "not available".
+        Action("dial_out", MODERATOR, "help_dial_out", needs="reserved"),
+        Action("dial_out_with_guest", MODERATOR, "help_dial_out_with_guest", needs="reserved"),
+        Action("dial_out_alone", MODERATOR, "help_dial_out_alone", needs="reserved"),
+        Action("blast", MODERATOR, "help_blast", needs="reserved"),
+    )
+}
+
+DEFAULT_KEYS: dict[str, str] = {
+    "*0": "help",
+    "*1": "dial_out",
+    "*2": "dial_out_with_guest",
+    "*3": "dial_out_alone",
+    "*92": "blast",
+    "*4": "gain",
+    "*5": "lecture",
+    "*6": "mute",
+    "*7": "lock",
+    "*8": "roll_call",
+    "*9": "stop_roll_call",
+}
+
+KEY_PATTERN = re.compile(r"^\*[0-9#]{1,3}$")
+
+
+def validate_key_map(keys: dict[str, str], feature_digit_timeout: float) -> None:
+    """Raise ValueError for a bad key, an unknown action, or an unresolvable prefix."""
+    for key, action in keys.items():
+        if not KEY_PATTERN.match(key):
+            raise ValueError(f"key {key!r} must be * followed by 1 to 3 digits")
+        if action not in ACTIONS:
+            known = ", ".join(sorted(ACTIONS))
+            raise ValueError(f"key {key} binds unknown action {action!r} (known: {known})")
+    if feature_digit_timeout <= 0:
+        for a in keys:
+            for b in keys:
+                if a != b and b.startswith(a):
+                    raise ValueError(
+                        f"key {a} is a prefix of {b}: set feature_digit_timeout above 0 "
+                        "so the longer key can be keyed"
+                    )
+
+
+@dataclass(frozen=True)
+class KeyResult:
+    """What the reader decided after a digit or a timeout."""
+
+    action: str | None = None  # an action to run
+    unknown: str | None = None  # a complete sequence that maps to nothing
+    wait: float | None = None  # start (or restart) the key timer for this long
+    cancel_wait: bool = False
+
+
+class KeyReader:
+    """Turns digits into key actions. Plain state: the caller runs the timer."""
+
+    def __init__(
+        self,
+        keys: dict[str, str],
+        feature_digit_timeout: float = 1.0,
+        sequence_timeout: float = 3.0,
+    ) -> None:
+        self.keys = dict(keys)
+        self.feature_digit_timeout = feature_digit_timeout
+        self.sequence_timeout = sequence_timeout
+        self.buffer = ""
+
+    def _is_prefix(self, seq: str) -> bool:
+        return any(k != seq and k.startswith(seq) for k in self.keys)
+
+    def digit(self, d: str) -> KeyResult:
+        """One deduplicated DTMF digit."""
+        if d == "*":
+            self.buffer = "*"
+            return KeyResult(wait=self.sequence_timeout)
+        if not self.buffer:
+            return KeyResult()  # digits outside a sequence mean nothing here
+        self.buffer += d
+        seq = self.buffer
+        if seq in self.keys:
+            if self._is_prefix(seq):
+                return KeyResult(wait=self.feature_digit_timeout)
+            self.buffer = ""
+            return KeyResult(action=self.keys[seq], cancel_wait=True)
+        if self._is_prefix(seq):
+            return KeyResult(wait=self.sequence_timeout)
+        self.buffer = ""
+        return KeyResult(unknown=seq, cancel_wait=True)
+
+    def timeout(self) -> KeyResult:
+        """The key timer ran out: act on a complete shorter key, or drop."""
+        seq, self.buffer = self.buffer, ""
+        if seq in self.keys:
+            return KeyResult(action=self.keys[seq])
+        if len(seq) > 1:
+            return KeyResult(unknown=seq)
+        return KeyResult()  # a lone `*` then silence: nothing was asked
+
+    def keys_for(self, action: str) -> list[str]:
+        """The keys bound to an action (for the help list)."""
+        return [k for k, a in self.keys.items() if a == action]
