@@ -1,0 +1,183 @@
+"""Conference billing records in SQLite (minutes x participants).
+
+A session runs from a room's first join to its last leave. Each leg's row is
+written when the leg ends, and the session row is updated in the same
+transaction, so a crash of the process loses nothing that had finished
+(WAL journal, one commit per event).
+
+Billed minutes: each leg's duration rounded up to the whole minute, summed
+over the legs of the session; exact participant-seconds are kept beside them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+
+SESSIONS = "conference_sessions"
+LEGS = "conference_legs"
+
+
+def iso(ts: float) -> str:
+    """Epoch seconds -> ISO 8601 UTC with milliseconds."""
+    return dt.datetime.fromtimestamp(ts, dt.UTC).isoformat(timespec="milliseconds")
+
+
+@dataclass(frozen=True)
+class LegRecord:
+    """One leg's stay in a room."""
+
+    session_id: int
+    leg: int
+    caller: str
+    role: str
+    name_file: str | None
+    joined: float  # epoch seconds
+    left: float
+    ended_by: str  # "caller" | "moderator_exit" | "room" | "server"
+    joined_by: str = "dial-in"
+
+
+class BillingStore:
+    """The SQLite file holding conference sessions and their legs."""
+
+    def __init__(self, path: Path) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite_utils.Database(path)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self._schema()
+
+    def _schema(self) -> None:
+        if SESSIONS not in self.db.table_names():
+            self.db[SESSIONS].create(
+                {
+                    "id": int,
+                    "room": str,
+                    "started_at": str,
+                    "ended_at": str,
+                    "started_ts": float,
+                    "ended_ts": float,
+                    "legs": int,
+                    "participant_seconds": float,
+                    "billed_minutes": int,
+                    "peak_members": int,
+                },
+                pk="id",
+            )
+            self.db[SESSIONS].create_index(["room", "started_ts"])
+        if LEGS not in self.db.table_names():
+            self.db[LEGS].create(
+                {
+                    "id": int,
+                    "session_id": int,
+                    "leg": int,
+                    "caller": str,
+                    "role": str,
+                    "name_file": str,
+                    "joined_at": str,
+                    "left_at": str,
+                    "seconds": float,
+                    "billed_minutes": int,
+                    "ended_by": str,
+                    "joined_by": str,
+                },
+                pk="id",
+                foreign_keys=[("session_id", SESSIONS, "id")],
+            )
+            self.db[LEGS].create_index(["session_id"])
+
+    def open_session(self, room: str, started: float) -> int:
+        """A room came alive: start its session row."""
+        with self.db.conn:
+            table = self.db[SESSIONS].insert(
+                {
+                    "room": room,
+                    "started_at": iso(started),
+                    "started_ts": started,
+                    "ended_at": None,
+                    "ended_ts": None,
+                    "legs": 0,
+                    "participant_seconds": 0.0,
+                    "billed_minutes": 0,
+                    "peak_members": 0,
+                }
+            )
+        return int(table.last_pk)
+
+    def note_peak(self, session_id: int, members: int) -> None:
+        """Raise the session's peak member count if `members` beats it."""
+        with self.db.conn:
+            self.db.execute(
+                f"UPDATE {SESSIONS} SET peak_members = MAX(peak_members, ?) WHERE id = ?",
+                [members, session_id],
+            )
+
+    def leg_ended(self, rec: LegRecord) -> None:
+        """Write a finished leg and add it to its session, in one commit."""
+        seconds = max(0.0, rec.left - rec.joined)
+        billed = math.ceil(seconds / 60) if seconds > 0 else 0
+        with self.db.conn:
+            self.db[LEGS].insert(
+                {
+                    "session_id": rec.session_id,
+                    "leg": rec.leg,
+                    "caller": rec.caller,
+                    "role": rec.role,
+                    "name_file": rec.name_file,
+                    "joined_at": iso(rec.joined),
+                    "left_at": iso(rec.left),
+                    "seconds": round(seconds, 3),
+                    "billed_minutes": billed,
+                    "ended_by": rec.ended_by,
+                    "joined_by": rec.joined_by,
+                }
+            )
+            self.db.execute(
+                f"UPDATE {SESSIONS} SET legs = legs + 1, "
+                "participant_seconds = participant_seconds + ?, "
+                "billed_minutes = billed_minutes + ? WHERE id = ?",
+                [seconds, billed, rec.session_id],
+            )
+
+    def close_session(self, session_id: int, ended: float) -> None:
+        """The room emptied."""
+        with self.db.conn:
+            self.db[SESSIONS].update(session_id, {"ended_at": iso(ended), "ended_ts": ended})
+
+    # -- reports ----------------------------------------------------------
+    def sessions(
+        self, room: str | None = None, start: float | None = None, end: float | None = None
+    ) -> Iterator[dict[str, Any]]:
+        """Sessions, oldest first, filtered by room and start time."""
+        where, args = ["1=1"], []
+        if room:
+            where.append("room = ?")
+            args.append(room)
+        if start is not None:
+            where.append("started_ts >= ?")
+            args.append(start)
+        if end is not None:
+            where.append("started_ts < ?")
+            args.append(end)
+        sql = (
+            "SELECT id, room, started_at, ended_at, legs, peak_members, "
+            "ROUND(participant_seconds / 60.0, 2) AS participant_minutes, billed_minutes "
+            f"FROM {SESSIONS} WHERE {' AND '.join(where)} ORDER BY started_ts"
+        )
+        yield from self.db.query(sql, args)
+
+    def legs(self, session_id: int) -> Iterator[dict[str, Any]]:
+        """The legs of one session, in join order."""
+        yield from self.db.query(
+            "SELECT leg, caller, role, name_file, joined_at, left_at, seconds, billed_minutes, "
+            f"ended_by, joined_by FROM {LEGS} WHERE session_id = ? ORDER BY joined_at",
+            [session_id],
+        )
