@@ -92,7 +92,7 @@ def run(legs: int, window: float, cache: Path) -> dict[str, float]:
             joined = 0
             while time.monotonic() < deadline:
                 st = srv.status()
-                joined = sum(len(m) for m in st["rooms"].values())
+                joined = sum(len(r["members"]) for r in st["rooms"].values())
                 if joined >= legs:
                     break
                 time.sleep(0.2)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Hashable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 LegId = Hashable
 MODERATOR = "moderator"
@@ -54,10 +55,10 @@ class StopMusic:
 
 @dataclass(frozen=True)
 class Signal:
-    """Play a short signal (e.g. "join_tone") to these legs."""
+    """Play signals, prompts or recordings (a Path) in turn to these legs."""
 
     legs: tuple[LegId, ...]
-    signal: str
+    items: tuple[str | Path, ...]
 
 
 @dataclass(frozen=True)
@@ -76,7 +77,7 @@ RoomCommand = Connect | Disconnect | StartMusic | StopMusic | Signal | EndLeg
 class RoomRules:
     """Per-room options from provisioning."""
 
-    entry_signal: str = "tone"  # "tone" | "none"
+    entry_signal: str = "tone"  # "tone" | "name" | "none"
     end_on_moderator_exit: bool = True
     max_members: int | None = None
 
@@ -89,6 +90,8 @@ class Member:
     role: str
     joined_at: float
     muted: bool = False
+    gain_step: int = 0  # index into bridge.controls.GAIN_STEPS
+    name_path: str | None = None  # the caller's recorded name
 
     @property
     def moderator(self) -> bool:
@@ -107,6 +110,7 @@ class Room:
     lecture: bool = False
     locked: bool = False
     ending: bool = False  # the last moderator left; members are being sent away
+    session_id: int | None = None  # the billing session this room's life is recorded under
 
     # -- queries ----------------------------------------------------------
     @property
@@ -144,20 +148,26 @@ class Room:
         self.links = want
         return [Disconnect(*p) for p in drop] + [Connect(*p) for p in add]
 
-    def _signal(self, exclude: LegId) -> list[RoomCommand]:
-        if self.rules.entry_signal != "tone" or not self.started:
+    def _announce(self, who: Member, joined: bool) -> list[RoomCommand]:
+        """The entry/exit signal for `who`, to everyone else in the room."""
+        mode = self.rules.entry_signal
+        legs = tuple(leg for leg in self.members if leg != who.leg)
+        if mode == "none" or not self.started or self.ending or not legs:
             return []
-        legs = tuple(leg for leg in self.members if leg != exclude)
-        return [Signal(legs, "join_tone")] if legs else []
+        if mode == "name" and who.name_path:
+            return [Signal(legs, (Path(who.name_path), "joined" if joined else "left"))]
+        return [Signal(legs, ("join_tone" if joined else "leave_tone",))]
 
-    def join(self, leg: LegId, role: str, now: float) -> list[RoomCommand]:
+    def join(
+        self, leg: LegId, role: str, now: float, name_path: str | None = None
+    ) -> list[RoomCommand]:
         """Add a leg. Participants wait with music until a moderator is in."""
         if leg in self.members:
             return []
         if self.ending:
             # Someone arriving after the last moderator left starts afresh.
             self.ending = self.started = False
-        member = Member(leg, role, now)
+        member = Member(leg, role, now, name_path=name_path)
         self.members[leg] = member
         cmds: list[RoomCommand] = []
         if member.moderator and not self.started:
@@ -166,7 +176,7 @@ class Room:
         elif not self.started:
             cmds.append(StartMusic(leg))
         cmds += self._sync()
-        cmds += self._signal(exclude=leg)
+        cmds += self._announce(member, joined=True)
         return cmds
 
     def leave(self, leg: LegId) -> list[RoomCommand]:
@@ -182,8 +192,7 @@ class Room:
             cmds += [EndLeg(m.leg, ("moderator_left",)) for m in self.members.values()]
             return cmds
         cmds += self._sync()
-        if self.started and not self.ending and self.rules.entry_signal == "tone" and self.members:
-            cmds.append(Signal(tuple(self.members), "leave_tone"))
+        cmds += self._announce(member, joined=False)
         return cmds
 
     def set_muted(self, leg: LegId, muted: bool) -> list[RoomCommand]:
@@ -199,7 +208,7 @@ class Room:
         self.lecture = on
         cmds = self._sync()
         legs = tuple(self.members)
-        return ([Signal(legs, "join_tone")] if legs else []) + cmds
+        return ([Signal(legs, ("join_tone",))] if legs else []) + cmds
 
 
 class Bridge:
@@ -217,13 +226,19 @@ class Bridge:
         return r
 
     def join(
-        self, room: str, leg: LegId, role: str, now: float, rules: RoomRules | None = None
+        self,
+        room: str,
+        leg: LegId,
+        role: str,
+        now: float,
+        rules: RoomRules | None = None,
+        name_path: str | None = None,
     ) -> list[RoomCommand]:
         """Put a leg in a room (leaving any room it was in)."""
         cmds = self.leave(leg)
         r = self.room(room, rules)
         self.room_of[leg] = room
-        return cmds + r.join(leg, role, now)
+        return cmds + r.join(leg, role, now, name_path)
 
     def leave(self, leg: LegId) -> list[RoomCommand]:
         """Take a leg out of its room; an empty room is forgotten."""

@@ -45,10 +45,17 @@ class JoinRoom:
 
 
 @dataclass(frozen=True)
+class RecordName:
+    """Record the caller's name (after a beep) for `seconds`."""
+
+    seconds: float = 3.0
+
+
+@dataclass(frozen=True)
 class Hangup:
     """End the call once prompts queued before it have played."""
 
     reason: str
 
 
-Command = Play | StopPlayback | StartTimer | CancelTimer | JoinRoom | Hangup
+Command = Play | StopPlayback | StartTimer | CancelTimer | JoinRoom | RecordName | Hangup

@@ -1,5 +1,6 @@
 """The conference entry dialogue: ask for a PIN, collect digits up to `#`,
-retry on a wrong PIN, and hand the caller to a room.
+then the moderator's counter-PIN, then (in rooms that announce names) record
+the caller's name, and hand the caller to a room.
 
 A plain state machine: feed it events, it returns commands.
 """
@@ -10,7 +11,16 @@ import enum
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ivr.commands import CancelTimer, Command, Hangup, JoinRoom, Play, StartTimer, StopPlayback
+from ivr.commands import (
+    CancelTimer,
+    Command,
+    Hangup,
+    JoinRoom,
+    Play,
+    RecordName,
+    StartTimer,
+    StopPlayback,
+)
 
 INTERDIGIT = "interdigit"
 TOTAL = "total"
@@ -22,29 +32,38 @@ class PinMatch:
 
     room: str
     role: str  # "participant" | "moderator"
+    counter_pin: str | None = None
+    record_name: bool = False
 
 
 PinLookup = Callable[[str], PinMatch | None]
+# Returns the prompt that refuses entry (e.g. "pin_not_valid_now") or None.
+Gate = Callable[[PinMatch], str | None]
 
 
 class State(enum.Enum):
-    PROMPTING = "prompting"  # the PIN prompt plays; digits barge in
+    PROMPTING = "prompting"  # a prompt plays; digits barge in
     COLLECTING = "collecting"
-    RETRY_PROMPT = "retry_prompt"  # "invalid PIN" + "enter PIN" play
+    RECORDING = "recording"  # the caller says their name
     DONE = "done"
+
+
+class Step(enum.Enum):
+    PIN = "pin"
+    COUNTER = "counter"
 
 
 @dataclass
 class Outcome:
     """Why the dialogue ended (for logs and call records)."""
 
-    kind: str  # "joined" | "failed" | "hangup"
+    kind: str  # "joined" | "failed" | "refused" | "hangup"
     pin_tries: int
     match: PinMatch | None = None
 
 
 class PinEntry:
-    """Collects a PIN and decides where the caller goes."""
+    """Collects a PIN (and counter-PIN) and decides where the caller goes."""
 
     def __init__(
         self,
@@ -53,17 +72,22 @@ class PinEntry:
         total_timeout: float = 15.0,
         max_tries: int = 3,
         max_digits: int = 16,
+        gate: Gate | None = None,
     ) -> None:
         self.lookup = lookup
+        self.gate = gate or (lambda _m: None)
         self.interdigit_timeout = interdigit_timeout
         self.total_timeout = total_timeout
         self.max_tries = max_tries
         self.max_digits = max_digits
         self.state = State.PROMPTING
+        self.step = Step.PIN
         self.digits = ""
         self.tries = 0
+        self.match: PinMatch | None = None
+        self.name_path: str | None = None
         self.outcome: Outcome | None = None
-        self.events: list[str] = []  # what happened, for the call's log line
+        self.events: list[str] = []  # what happened, for the call's log lines
 
     # -- events -----------------------------------------------------------
     def start(self) -> list[Command]:
@@ -72,7 +96,10 @@ class PinEntry:
 
     def prompt_finished(self) -> list[Command]:
         """The prompt played to its end without being interrupted."""
-        if self.state in (State.PROMPTING, State.RETRY_PROMPT):
+        if self.state is State.PROMPTING:
+            if self.step is Step.PIN and self.match is not None:  # "say your name" ended
+                self.state = State.RECORDING
+                return [RecordName()]
             self.state = State.COLLECTING
             # The caller gets the whole window from the end of the prompt.
             return [StartTimer(TOTAL, self.total_timeout)]
@@ -80,10 +107,12 @@ class PinEntry:
 
     def digit(self, d: str) -> list[Command]:
         """A deduplicated key press."""
-        if self.state is State.DONE:
+        if self.state in (State.DONE, State.RECORDING):
             return []
+        if self.match is not None and self.step is Step.PIN:
+            return []  # past the PINs (the name prompt plays): keys wait for the room
         cmds: list[Command] = []
-        if self.state in (State.PROMPTING, State.RETRY_PROMPT):
+        if self.state is State.PROMPTING:
             # Barge-in: a caller who knows the PIN does not wait for the prompt.
             self.state = State.COLLECTING
             cmds += [StopPlayback(), StartTimer(TOTAL, self.total_timeout)]
@@ -108,6 +137,13 @@ class PinEntry:
             return self._wrong(("no_input",))
         return []
 
+    def name_recorded(self, path: str | None) -> list[Command]:
+        """The name recording finished (None: nothing usable was said)."""
+        if self.state is not State.RECORDING or self.match is None:
+            return []
+        self.name_path = path
+        return self._admit(self.match)
+
     def hangup(self) -> None:
         """The caller hung up during the dialogue."""
         if self.state is not State.DONE:
@@ -116,29 +152,59 @@ class PinEntry:
 
     # -- internals --------------------------------------------------------
     def _submit(self) -> list[Command]:
-        pin, self.digits = self.digits, ""
-        cancel = [CancelTimer(INTERDIGIT), CancelTimer(TOTAL)]
-        match = self.lookup(pin) if pin else None
-        if match is not None:
-            self.tries += 1
-            self.state = State.DONE
-            self.outcome = Outcome("joined", self.tries, match)
-            self.events.append("pin ok")
-            return [*cancel, JoinRoom(match.room, match.role)]
-        self.events.append("pin failed")
-        return cancel + self._wrong(("invalid_pin",))
-
-    def _wrong(self, said: tuple[str, ...]) -> list[Command]:
+        entered, self.digits = self.digits, ""
+        cancel: list[Command] = [CancelTimer(INTERDIGIT), CancelTimer(TOTAL)]
+        if self.step is Step.COUNTER:
+            assert self.match is not None
+            if entered == self.match.counter_pin:
+                self.events.append("counter-pin ok")
+                return cancel + self._after_pins(self.match)
+            self.events.append("counter-pin failed")
+            self.match, self.step = None, Step.PIN
+            return cancel + self._wrong(("invalid_pin",), count=False)
+        match = self.lookup(entered) if entered else None
+        if match is None:
+            self.events.append("pin failed")
+            return cancel + self._wrong(("invalid_pin",))
         self.tries += 1
+        refused = self.gate(match)
+        if refused is not None:
+            self.events.append(f"pin refused: {refused}")
+            self.state = State.DONE
+            self.outcome = Outcome("refused", self.tries, match)
+            return [*cancel, Play((refused, "goodbye"), barge_in=False), Hangup(refused)]
+        self.events.append(f"pin ok room={match.room} role={match.role}")
+        if match.counter_pin:
+            self.match, self.step = match, Step.COUNTER
+            self.state = State.PROMPTING
+            return [*cancel, Play(("enter_counter_pin",))]
+        return cancel + self._after_pins(match)
+
+    def _after_pins(self, match: PinMatch) -> list[Command]:
+        self.match, self.step = match, Step.PIN
+        if match.record_name:
+            self.state = State.PROMPTING
+            return [Play(("say_name",), barge_in=False)]
+        return self._admit(match)
+
+    def _admit(self, match: PinMatch) -> list[Command]:
+        self.state = State.DONE
+        self.outcome = Outcome("joined", self.tries, match)
+        return [JoinRoom(match.room, match.role)]
+
+    def _wrong(self, said: tuple[str, ...], count: bool = True) -> list[Command]:
+        # A PIN + counter-PIN attempt is one try: the right PIN already counted it.
+        if count:
+            self.tries += 1
         self.digits = ""
+        cancel: list[Command] = [CancelTimer(INTERDIGIT), CancelTimer(TOTAL)]
         if self.tries >= self.max_tries:
             self.state = State.DONE
             self.outcome = Outcome("failed", self.tries)
             return [
-                CancelTimer(INTERDIGIT),
-                CancelTimer(TOTAL),
+                *cancel,
                 Play((*said, "goodbye"), barge_in=False),
                 Hangup("too many wrong PINs"),
             ]
-        self.state = State.RETRY_PROMPT
-        return [CancelTimer(INTERDIGIT), CancelTimer(TOTAL), Play((*said, "enter_pin"))]
+        self.state = State.PROMPTING
+        return [*cancel, Play((*said, "enter_pin"))]

@@ -19,6 +19,7 @@ AMPLITUDE = 0.3
 SIGNALS: dict[str, list[tuple[float, int]]] = {
     "join_tone": [(1400, 180), (0, 80), (1400, 180)],
     "leave_tone": [(1100, 180), (0, 80), (1100, 180)],
+    "record_beep": [(1000, 250), (0, 50)],
     # A slow C-major arpeggio: recognisably "music", easy to find by FFT.
     "hold_music": [(523, 250), (659, 250), (784, 250), (659, 250)] * 4,
 }

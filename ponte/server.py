@@ -1,44 +1,64 @@
 """The app server: routes calls, runs IVR dialogues and rooms, steers media.
 
 It owns one SipUA (the pjsua2 adapter) and feeds its events into plain state
-machines (ivr.pin_entry, bridge.room), then carries out the commands they
-return. Everything runs on the loop thread.
+machines (ivr.pin_entry, ivr.keys, bridge.room, bridge.controls), then
+carries out the commands they return. Everything runs on the loop thread.
 """
 
 from __future__ import annotations
 
 import logging
 import signal
+import wave
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from bridge.billing import BillingStore, LegRecord
+from bridge.controls import Context, ControlCommand, Say, SetGain, StopSay, run_action
+from bridge.levels import LevelPolicy, refusal
 from bridge.room import (
     Bridge,
     Connect,
     Disconnect,
     EndLeg,
-    RoomCommand,
     RoomRules,
     Signal,
     StartMusic,
     StopMusic,
 )
-from ivr.commands import CancelTimer, Command, Hangup, JoinRoom, Play, StartTimer, StopPlayback
+from ivr.commands import (
+    CancelTimer,
+    Command,
+    Hangup,
+    JoinRoom,
+    Play,
+    RecordName,
+    StartTimer,
+    StopPlayback,
+)
 from ivr.dtmf import DtmfDeduper
+from ivr.keys import KeyReader
 from ivr.pin_entry import PinEntry, PinMatch
-from ivr.prompts import PromptLibrary
-from ivr.tones import signal_path
+from ivr.prompts import PromptLibrary, wav_seconds
+from ivr.tones import SIGNALS, signal_path
 from pbx.sipua import IncomingCall, SipUA
+from ponte.clock import WallClock
 from ponte.control import ControlServer
 from ponte.loop import Loop, TimerHandle
 from provisioning.schema import Config
+from provisioning.schema import Room as RoomConfig
 
 log = logging.getLogger("ponte.call")
 
 # Margin after a prompt's nominal length before we call it finished: covers
 # the jitter between the bridge clock and ours.
 PROMPT_TAIL = 0.15
+# A recorded name quieter than this (RMS of 16-bit samples) is taken as silence.
+NAME_SILENCE_RMS = 150
 
 
 @dataclass
@@ -51,20 +71,33 @@ class Leg:
     language: str
     dedupe: DtmfDeduper = field(default_factory=DtmfDeduper)
     dialogue: PinEntry | None = None
+    keys: KeyReader | None = None
     room: str | None = None
     role: str | None = None
+    session_id: int | None = None
+    joined_wall: float = 0.0
+    name_path: str | None = None
+    ended_by: str = "caller"
     timers: dict[str, TimerHandle] = field(default_factory=dict)
     prompt_timer: TimerHandle | None = None
     barge_in: bool = True
     hangup_after_prompt: str | None = None
     hash_at: float | None = None  # when the PIN's `#` arrived (latency stats)
+    slot_gen: dict[str, int] = field(default_factory=dict)
+
+
+def _policy(room: RoomConfig) -> LevelPolicy:
+    return LevelPolicy(
+        room.security_level, room.timezone, room.issued, room.allow_lock, room.allow_dial_out
+    )
 
 
 class AppServer:
     """Conference entry IVR and rooms on top of one SIP user agent."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, clock: WallClock | None = None) -> None:
         self.config = config
+        self.clock = clock or WallClock.from_env()
         self.loop = Loop(self._poll)
         sip = config.sip
         self.ua = SipUA(
@@ -72,27 +105,33 @@ class AppServer:
         )
         self.prompts = PromptLibrary(config.prompts.cache_dir, config.prompts.override_dir)
         self.bridge = Bridge()
+        self.billing: BillingStore | None = None
         self.legs: dict[int, Leg] = {}
         self.join_latencies: list[float] = []
         self.control = ControlServer(config.control.socket, self._control, self.loop)
-        self._pins = self._pin_table(config)
         self._rooms = {r.name: r for r in config.rooms}
+        self._pins = self._pin_table(config)
         self._stop_reason = ""
+        self._names_dir = Path(config.state_dir) / "names"
 
     @staticmethod
     def _pin_table(config: Config) -> dict[str, PinMatch]:
         table: dict[str, PinMatch] = {}
         for room in config.rooms:
-            table[room.participant_pin] = PinMatch(room.name, "participant")
-            table[room.moderator_pin] = PinMatch(room.name, "moderator")
+            named = room.entry_signal == "name"
+            table[room.participant_pin] = PinMatch(room.name, "participant", None, named)
+            table[room.moderator_pin] = PinMatch(room.name, "moderator", room.counter_pin, named)
         return table
 
     # -- process ----------------------------------------------------------
     def start(self) -> None:
-        """Render missing prompts, bind SIP, open the control socket."""
+        """Open the records, render missing prompts, bind SIP and the control socket."""
+        self.billing = BillingStore(self.config.database)
         rendered = self.prompts.render_all()
         if rendered:
             log.info("rendered %d prompts into %s", rendered, self.prompts.cache_dir)
+        for name in SIGNALS:
+            signal_path(self.prompts.cache_dir, name)
         self.ua.start()
         self.control.start()
         log.info(
@@ -126,6 +165,7 @@ class AppServer:
         log.info("stopping (%s): hanging up %d calls", self._stop_reason or "requested", n)
         self.control.stop()
         for leg in self.legs.values():
+            leg.ended_by = "server"
             for t in leg.timers.values():
                 t.cancel()
         self.ua.shutdown(timeout=2.0)
@@ -152,7 +192,11 @@ class AppServer:
         leg = Leg(call.leg, call.from_user or call.from_uri, call.request_user, access.language)
         ivr = self.config.ivr
         leg.dialogue = PinEntry(
-            self._pins.get, ivr.interdigit_timeout, ivr.total_timeout, ivr.max_tries
+            self._pins.get,
+            ivr.interdigit_timeout,
+            ivr.total_timeout,
+            ivr.max_tries,
+            gate=self._gate,
         )
         self.legs[call.leg] = leg
         self.ua.answer(call.leg, 200)
@@ -162,7 +206,7 @@ class AppServer:
         """Audio is up: start the dialogue."""
         leg = self.legs.get(leg_id)
         if leg is not None and leg.dialogue is not None:
-            self._run(leg, leg.dialogue.start())
+            self._dialogue(leg, leg.dialogue.start)
 
     def on_confirmed(self, leg_id: int) -> None:
         """ACK received (nothing to do: media already started the dialogue)."""
@@ -177,7 +221,9 @@ class AppServer:
             log.debug("call %d digit %r via %s dropped as duplicate", leg_id, digit, method)
             return
         log.debug("call %d digit %r via %s", leg_id, digit, method)
-        if leg.dialogue is not None and leg.room is None:
+        if leg.room is not None and leg.keys is not None:
+            self._key_result(leg, leg.keys.digit(digit))
+        elif leg.dialogue is not None:
             if digit == "#":
                 leg.hash_at = now
             self._dialogue(leg, leg.dialogue.digit, digit)
@@ -194,14 +240,22 @@ class AppServer:
         if leg.dialogue is not None:
             leg.dialogue.hangup()
         if leg.room is not None:
-            room = leg.room
-            self._room_cmds(self.bridge.leave(leg_id))
-            log.info(
-                "call %d leave room=%s members=%d", leg_id, room, len(self.bridge.members(room))
-            )
+            self._leave(leg)
         log.info("call %d hangup code=%d cause=%s", leg_id, code, reason)
 
-    # -- commands ---------------------------------------------------------
+    # -- dialogue ---------------------------------------------------------
+    def _gate(self, match: PinMatch) -> str | None:
+        """Admission after a right PIN: hours, validity, lock."""
+        room = self._rooms[match.room]
+        why = refusal(_policy(room), self.clock.now())
+        if why is not None:
+            log.info("room=%s PIN not valid now: %s", room.name, why)
+            return "pin_not_valid_now"
+        live = self.bridge.rooms.get(match.room)
+        if live is not None and live.locked:
+            return "conference_locked"
+        return None
+
     def _dialogue(self, leg: Leg, event: Callable[..., list[Command]], *args: Any) -> None:
         """Feed one event to the leg's dialogue, log what it decided, run it."""
         dialogue = leg.dialogue
@@ -223,11 +277,11 @@ class AppServer:
                     if leg.barge_in:
                         self._stop_prompt(leg)
                 case StartTimer(name, seconds):
-                    self._start_timer(leg, name, seconds)
+                    self._start_timer(leg, name, seconds, self._dialogue_timeout)
                 case CancelTimer(name):
-                    t = leg.timers.pop(name, None)
-                    if t:
-                        t.cancel()
+                    self._cancel_timer(leg, name)
+                case RecordName(seconds):
+                    self._record_name(leg, seconds)
                 case JoinRoom(room, role):
                     self._join(leg, room, role)
                 case Hangup(reason):
@@ -235,6 +289,10 @@ class AppServer:
                         leg.hangup_after_prompt = reason
                     else:
                         self._hangup(leg, reason)
+
+    def _dialogue_timeout(self, leg: Leg, name: str) -> None:
+        if leg.dialogue is not None and leg.room is None:
+            self._dialogue(leg, leg.dialogue.timeout, name)
 
     def _play(self, leg: Leg, ids: tuple[str, ...], barge_in: bool) -> None:
         prompts = [self.prompts.get(pid, leg.language) for pid in ids]
@@ -258,22 +316,50 @@ class AppServer:
         elif leg.dialogue is not None and leg.room is None:
             self._dialogue(leg, leg.dialogue.prompt_finished)
 
-    def _start_timer(self, leg: Leg, name: str, seconds: float) -> None:
-        old = leg.timers.pop(name, None)
-        if old:
-            old.cancel()
+    def _start_timer(
+        self, leg: Leg, name: str, seconds: float, fire: Callable[[Leg, str], None]
+    ) -> None:
+        self._cancel_timer(leg, name)
 
-        def fire() -> None:
+        def run() -> None:
             leg.timers.pop(name, None)
-            if leg.dialogue is not None and leg.room is None and leg.leg in self.legs:
-                self._dialogue(leg, leg.dialogue.timeout, name)
+            if leg.leg in self.legs:
+                fire(leg, name)
 
-        leg.timers[name] = self.loop.call_later(seconds, fire)
+        leg.timers[name] = self.loop.call_later(seconds, run)
+
+    def _cancel_timer(self, leg: Leg, name: str) -> None:
+        t = leg.timers.pop(name, None)
+        if t:
+            t.cancel()
 
     def _hangup(self, leg: Leg, reason: str) -> None:
         log.info("call %d ending: %s", leg.leg, reason)
         self.ua.hangup(leg.leg)
 
+    def _record_name(self, leg: Leg, seconds: float) -> None:
+        beep = signal_path(self.prompts.cache_dir, "record_beep")
+        self.ua.play(leg.leg, [beep], slot="signal")
+        stamp = self.clock.now().strftime("%Y%m%d")
+        path = self._names_dir / stamp / f"leg{leg.leg}-{int(self.clock.ts() * 1000)}.wav"
+        path.parent.mkdir(parents=True, exist_ok=True)
+
+        def start(_leg: Leg, _name: str) -> None:
+            self.ua.record(leg.leg, path)
+            self._start_timer(leg, "name", seconds, done)
+
+        def done(_leg: Leg, _name: str) -> None:
+            self.ua.stop_record(leg.leg)
+            kept = str(path) if _voiced(path) else None
+            if kept is None:
+                path.unlink(missing_ok=True)
+            log.info("call %d name %s", leg.leg, "recorded" if kept else "silent")
+            if leg.dialogue is not None:
+                self._dialogue(leg, leg.dialogue.name_recorded, kept)
+
+        self._start_timer(leg, "name", wav_seconds(beep), start)
+
+    # -- rooms ------------------------------------------------------------
     def _rules(self, room: str) -> RoomRules:
         r = self._rooms[room]
         return RoomRules(r.entry_signal, r.end_on_moderator_exit, r.max_members)
@@ -281,27 +367,119 @@ class AppServer:
     def _join(self, leg: Leg, room: str, role: str) -> None:
         self._stop_prompt(leg)
         live = self.bridge.rooms.get(room)
-        if live is not None and live.is_full():
-            log.info("call %d refused: room=%s is full", leg.leg, room)
-            self._run(
-                leg,
-                [Play(("conference_full", "goodbye"), barge_in=False), Hangup("conference full")],
-            )
+        if live is not None and (live.locked or live.is_full()):
+            why = "conference_locked" if live.locked else "conference_full"
+            log.info("call %d refused: room=%s %s", leg.leg, room, why)
+            self._run(leg, [Play((why, "goodbye"), barge_in=False), Hangup(why)])
             return
+        if leg.dialogue is not None:
+            leg.name_path = leg.dialogue.name_path
         leg.room, leg.role = room, role
-        self._room_cmds(self.bridge.join(room, leg.leg, role, self.loop.now(), self._rules(room)))
+        keys = self.config.keys
+        leg.keys = KeyReader(keys.map, keys.feature_digit_timeout, keys.sequence_timeout)
+        now = self.loop.now()
+        cmds = self.bridge.join(room, leg.leg, role, now, self._rules(room), leg.name_path)
+        live = self.bridge.rooms[room]
+        leg.joined_wall = self.clock.ts()
+        if self.billing is not None:
+            if live.session_id is None:
+                live.session_id = self.billing.open_session(room, leg.joined_wall)
+            leg.session_id = live.session_id
+            self.billing.note_peak(live.session_id, len(live.members))
+        self._room_cmds(cmds)
         if leg.hash_at is not None:
-            self.join_latencies.append(self.loop.now() - leg.hash_at)
-        log.info(
-            "call %d join room=%s role=%s members=%d",
-            leg.leg,
-            room,
-            role,
-            len(self.bridge.members(room)),
-        )
+            self.join_latencies.append(now - leg.hash_at)
+        log.info("call %d join room=%s role=%s members=%d", leg.leg, room, role, len(live.members))
 
-    def _room_cmds(self, cmds: Iterable[RoomCommand]) -> None:
-        cache = self.prompts.cache_dir
+    def _leave(self, leg: Leg) -> None:
+        room = leg.room
+        assert room is not None
+        live = self.bridge.rooms.get(room)
+        session_id = leg.session_id
+        cmds = self.bridge.leave(leg.leg)
+        left = self.clock.ts()
+        if self.billing is not None and session_id is not None:
+            self.billing.leg_ended(
+                LegRecord(
+                    session_id,
+                    leg.leg,
+                    leg.caller,
+                    leg.role or "",
+                    leg.name_path,
+                    leg.joined_wall,
+                    left,
+                    leg.ended_by,
+                )
+            )
+            if room not in self.bridge.rooms:
+                self.billing.close_session(session_id, left)
+        self._room_cmds(cmds)
+        remaining = len(live.members) if live is not None else 0
+        log.info("call %d leave room=%s members=%d", leg.leg, room, remaining)
+
+    def _key_result(self, leg: Leg, result: Any) -> None:
+        if result.cancel_wait:
+            self._cancel_timer(leg, "key")
+        if result.wait is not None:
+            self._start_timer(leg, "key", result.wait, self._key_timeout)
+        if result.action is not None:
+            self._action(leg, result.action)
+        elif result.unknown is not None:
+            log.info("call %d key %s unknown", leg.leg, result.unknown)
+            self._room_cmds([Say(leg.leg, ("not_available",))])
+
+    def _key_timeout(self, leg: Leg, _name: str) -> None:
+        if leg.keys is not None:
+            self._key_result(leg, leg.keys.timeout())
+
+    def _action(self, leg: Leg, action: str) -> None:
+        live = self.bridge.room_for(leg.leg)
+        if live is None or leg.room is None:
+            return
+        cfg = self._rooms[leg.room]
+        ctx = Context(_policy(cfg), leg.keys or KeyReader({}), cfg.operator)
+        cmds = run_action(live, leg.leg, action, ctx)
+        refused = any(isinstance(c, Say) and c.items == ("not_available",) for c in cmds)
+        log.info(
+            "call %d key action=%s%s room=%s",
+            leg.leg,
+            action,
+            " refused" if refused else "",
+            leg.room,
+        )
+        self._room_cmds(cmds)
+
+    def _items(self, leg_id: int, items: Iterable[str | Path]) -> list[Path]:
+        leg = self.legs.get(leg_id)
+        lang = leg.language if leg else "pt-BR"
+        paths: list[Path] = []
+        for item in items:
+            if isinstance(item, Path):
+                paths.append(item)
+            elif item in SIGNALS:
+                paths.append(signal_path(self.prompts.cache_dir, item))
+            else:
+                paths.append(self.prompts.get(item, lang).path)
+        return paths
+
+    def _say(self, leg_id: int, items: Iterable[str | Path], slot: str) -> None:
+        """Play to a leg in a slot, and free the player when it is done."""
+        leg = self.legs.get(leg_id)
+        if leg is None:
+            return
+        paths = [p for p in self._items(leg_id, items) if p.exists()]
+        if not paths:
+            return
+        self.ua.play(leg_id, paths, slot=slot)
+        gen = leg.slot_gen[slot] = leg.slot_gen.get(slot, 0) + 1
+
+        def free() -> None:
+            if leg.slot_gen.get(slot) == gen:
+                self.ua.stop_play(leg_id, slot=slot)
+
+        self.loop.call_later(sum(wav_seconds(p) for p in paths) + PROMPT_TAIL, free)
+
+    def _room_cmds(self, cmds: Iterable[ControlCommand]) -> None:
         for cmd in cmds:
             match cmd:
                 case Connect(src, dst):
@@ -310,17 +488,24 @@ class AppServer:
                     self.ua.disconnect(src, dst)
                 case StartMusic(leg_id):
                     room = self._rooms.get(self.bridge.room_of.get(leg_id, ""))
-                    music = room.music if room and room.music else signal_path(cache, "hold_music")
+                    music = room.music if room and room.music else None
+                    music = music or signal_path(self.prompts.cache_dir, "hold_music")
                     self.ua.play(leg_id, [music], loop=True, slot="music")
                 case StopMusic(leg_id):
                     self.ua.stop_play(leg_id, slot="music")
-                case Signal(legs, name):
-                    path = signal_path(cache, name)
+                case Signal(legs, items):
                     for leg_id in legs:
-                        self.ua.play(leg_id, [path], slot="signal")
+                        self._say(leg_id, items, "signal")
+                case Say(leg_id, items, slot):
+                    self._say(leg_id, items, slot)
+                case StopSay(leg_id, slot):
+                    self.ua.stop_play(leg_id, slot=slot)
+                case SetGain(leg_id, level):
+                    self.ua.set_listen_level(leg_id, level)
                 case EndLeg(leg_id, prompts):
                     leg = self.legs.get(leg_id)
                     if leg is not None:
+                        leg.ended_by = "moderator_exit"
                         self._play(leg, prompts, barge_in=False)
                         leg.hangup_after_prompt = f"sent away by the room ({', '.join(prompts)})"
 
@@ -334,13 +519,37 @@ class AppServer:
                 "conf_ports": self.ua.conf_ports(),
                 "links": self.bridge.link_count(),
                 "rooms": {
-                    name: [
-                        {"leg": m.leg, "role": m.role, "caller": self.legs[m.leg].caller}
-                        for m in room.members.values()
-                        if m.leg in self.legs
-                    ]
+                    name: {
+                        "locked": room.locked,
+                        "lecture": room.lecture,
+                        "started": room.started,
+                        "members": [
+                            {
+                                "leg": m.leg,
+                                "role": m.role,
+                                "muted": m.muted,
+                                "caller": self.legs[m.leg].caller,
+                            }
+                            for m in room.members.values()
+                            if m.leg in self.legs
+                        ],
+                    }
                     for name, room in self.bridge.rooms.items()
                 },
                 "join_latencies": list(self.join_latencies),
             }
         return {"error": f"unknown command {cmd!r}"}
+
+
+def _voiced(path: Path) -> bool:
+    """Whether a recorded name holds more than silence."""
+    try:
+        with wave.open(str(path), "rb") as w:
+            data = w.readframes(w.getnframes())
+            width = w.getsampwidth()
+    except (OSError, EOFError, wave.Error):
+        return False
+    if width != 2 or not data:
+        return False
+    samples = np.frombuffer(data, dtype="<i2").astype(np.float64)
+    return float(np.sqrt(np.mean(samples**2))) > NAME_SILENCE_RMS

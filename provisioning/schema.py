@@ -6,11 +6,15 @@ typo never silently does nothing.
 
 from __future__ import annotations
 
+import datetime as dt
 import ipaddress
+import zoneinfo
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from ivr.keys import DEFAULT_KEYS, validate_key_map
 
 Language = Literal["pt-BR", "en"]
 
@@ -100,14 +104,32 @@ class Room(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     participant_pin: Pin
     moderator_pin: Pin
+    counter_pin: Pin | None = None  # a moderator's second PIN (contra-senha)
     music: Path | None = None  # looping WAV for participants waiting for a moderator
-    entry_signal: Literal["tone", "none"] = "tone"
+    entry_signal: Literal["tone", "name", "none"] = "tone"
     end_on_moderator_exit: bool = True
     max_members: int | None = Field(None, ge=1, le=1000)
+    security_level: Literal[1, 2, 3] = 2
+    allow_lock: bool = False  # level 2 only: level 3 may always lock, level 1 never
+    allow_dial_out: bool = False  # level 2 only, as allow_lock
+    issued: dt.date | None = None  # PINs are valid 12 months from this date
+    timezone: str = "America/Sao_Paulo"
+    operator: str | None = None  # extension offered by the *0 help
 
-    @field_validator("participant_pin", "moderator_pin", mode="before")
+    @field_validator("timezone")
     @classmethod
-    def _pin(cls, v: object, info) -> str:  # type: ignore[no-untyped-def]
+    def _tz(cls, v: str) -> str:
+        try:
+            zoneinfo.ZoneInfo(v)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {v!r} (e.g. America/Sao_Paulo)") from None
+        return v
+
+    @field_validator("participant_pin", "moderator_pin", "counter_pin", mode="before")
+    @classmethod
+    def _pin(cls, v: object, info) -> str | None:  # type: ignore[no-untyped-def]
+        if v is None and info.field_name == "counter_pin":
+            return None
         if isinstance(v, int) and not isinstance(v, bool):
             # YAML reads 1111 as an int and would drop leading zeros: refuse it.
             raise ValueError(f'{info.field_name} must be quoted, e.g. "{v}"')
@@ -119,6 +141,19 @@ class Room(_Strict):
     def _distinct(self) -> Room:
         if self.participant_pin == self.moderator_pin:
             raise ValueError("participant_pin and moderator_pin must differ")
+        return self
+
+
+class KeysConfig(_Strict):
+    """The in-conference key map: key -> action."""
+
+    map: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_KEYS))
+    feature_digit_timeout: float = Field(1.0, ge=0, le=5)
+    sequence_timeout: float = Field(3.0, gt=0, le=10)
+
+    @model_validator(mode="after")
+    def _valid(self) -> KeysConfig:
+        validate_key_map(self.map, self.feature_digit_timeout)
         return self
 
 
@@ -158,7 +193,10 @@ class Config(_Strict):
     access_numbers: list[AccessNumber] = Field(default_factory=list)
     prompts: PromptsConfig = PromptsConfig()
     ivr: IvrConfig = IvrConfig()
+    keys: KeysConfig = KeysConfig()
     control: ControlConfig = ControlConfig()
+    database: Path = Path("/var/lib/ponte/ponte.db")
+    state_dir: Path = Path("/var/lib/ponte")  # recorded names live here
 
     @field_validator("access_numbers", mode="before")
     @classmethod

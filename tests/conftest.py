@@ -35,10 +35,10 @@ def server_factory(tmp_path: Path, prompt_cache: Path) -> Iterator:
     """Start servers with given config overrides; all are stopped afterwards."""
     started: list[Server] = []
 
-    def make(**overrides: Any) -> Server:
+    def make(env: dict[str, str] | None = None, **overrides: Any) -> Server:
         sub = tmp_path / f"srv{len(started)}"
         sub.mkdir()
-        s = start_server(sub, prompt_cache, **overrides)
+        s = start_server(sub, prompt_cache, env=env, **overrides)
         started.append(s)
         return s
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -60,7 +61,9 @@ class Server:
         return self.proc.returncode
 
 
-def start_server(tmp: Path, prompt_cache: Path, **overrides: Any) -> Server:
+def start_server(
+    tmp: Path, prompt_cache: Path, env: dict[str, str] | None = None, **overrides: Any
+) -> Server:
     """Write a config with free ports and start `ponte serve` on it."""
     config: dict[str, Any] = {
         "access_numbers": [
@@ -70,6 +73,8 @@ def start_server(tmp: Path, prompt_cache: Path, **overrides: Any) -> Server:
         "rooms": overrides.pop("rooms", DEFAULT_ROOMS),
         "prompts": {"cache_dir": str(prompt_cache)},
         "control": {"socket": str(tmp / "control.sock")},
+        "database": str(tmp / "ponte.db"),
+        "state_dir": str(tmp / "state"),
     }
     if "sip" not in overrides:
         config["sip"] = {
@@ -84,6 +89,7 @@ def start_server(tmp: Path, prompt_cache: Path, **overrides: Any) -> Server:
     proc = subprocess.Popen(
         [PY, "-m", "ponte.cli", "--log-level", "debug", "serve", "--config", str(path)],
         cwd=ROOT,
+        env={**os.environ, **(env or {})},
         stdout=subprocess.DEVNULL,
         stderr=log_path.open("w"),
     )

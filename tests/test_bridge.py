@@ -26,7 +26,7 @@ def test_participants_wait_with_music_until_a_moderator():
     cmds = b.join("demo", 3, M, 1)
     assert StopMusic(1) in cmds and StopMusic(2) in cmds
     assert links(cmds) == {(a, c) for a in (1, 2, 3) for c in (1, 2, 3) if a != c}
-    assert Signal((1, 2), "join_tone") in cmds
+    assert Signal((1, 2), ("join_tone",)) in cmds
 
 
 def test_members_never_hear_themselves_and_rooms_are_isolated():
@@ -57,7 +57,7 @@ def test_room_can_outlive_its_moderator():
     cmds = b.leave(1)
     assert not [c for c in cmds if isinstance(c, EndLeg)]
     assert b.rooms["demo"].links == {(2, 3), (3, 2)}
-    assert Signal((2, 3), "leave_tone") in cmds
+    assert Signal((2, 3), ("leave_tone",)) in cmds
 
 
 def test_mute_and_lecture_cut_only_what_the_others_hear():

@@ -92,4 +92,4 @@ def test_caller_over_max_members_hears_full_and_is_hung_up(server_factory, phone
     assert audio.speech_like(
         audio.segment(samples, rate, *window(r, hash_time(r) + 0.2, r["ended_at"])), rate
     )
-    assert "is full" in srv.log()
+    assert "conference_full" in srv.log()
