@@ -38,7 +38,13 @@ def cmd_check(args: argparse.Namespace) -> int:
         print(f"access     sip:{a.user}@{cfg.sip.listen} -> conference entry ({a.language})")
     for r in cfg.rooms:
         pins = f"participant PIN {r.participant_pin}, moderator PIN {r.moderator_pin}"
-        print(f"room       {r.name}: {pins}")
+        extra = f"level {r.security_level}, signal {r.entry_signal}"
+        if r.counter_pin:
+            extra += ", counter-PIN"
+        if r.issued:
+            extra += f", issued {r.issued}"
+        print(f"room       {r.name}: {pins} ({extra})")
+    print(f"records    {cfg.database}")
     print(
         f"prompts    {cfg.prompts.cache_dir}"
         + (f" (overrides {cfg.prompts.override_dir})" if cfg.prompts.override_dir else "")
@@ -88,6 +94,32 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    """Conference sessions and their participants, from the records."""
+    cfg = _load(args.config)
+    from bridge.billing import BillingStore
+    from ponte.reports import LEG_COLUMNS, SESSION_COLUMNS, emit, parse_day
+
+    if not Path(cfg.database).exists():
+        print(f"ponte: no records yet at {cfg.database}", file=sys.stderr)
+        return 1
+    store = BillingStore(cfg.database)
+    if args.what == "conferences":
+        try:
+            start = parse_day(args.date_from, args.tz) if args.date_from else None
+            end = parse_day(args.date_to, args.tz, end=True) if args.date_to else None
+        except ValueError as exc:
+            print(f"ponte: {exc}", file=sys.stderr)
+            return EXIT_CONFIG
+        emit(store.sessions(args.room, start, end), SESSION_COLUMNS, args.csv)
+        return 0
+    if args.session is None:
+        print("ponte: report participants needs a SESSION id", file=sys.stderr)
+        return EXIT_CONFIG
+    emit(store.legs(args.session), LEG_COLUMNS, args.csv)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for tests and docs)."""
     p = argparse.ArgumentParser(prog="ponte", description=__doc__)
@@ -107,6 +139,16 @@ def build_parser() -> argparse.ArgumentParser:
         sp = sub.add_parser(name, help=help_)
         sp.add_argument("--config", help="provisioning YAML (default: the bundled example)")
         sp.set_defaults(fn=fn)
+    rp = sub.add_parser("report", help="billing reports: conferences, participants SESSION")
+    rp.add_argument("what", choices=["conferences", "participants"])
+    rp.add_argument("session", nargs="?", type=int, help="session id (participants)")
+    rp.add_argument("--config", help="provisioning YAML (default: the bundled example)")
+    rp.add_argument("--room")
+    rp.add_argument("--from", dest="date_from", help="YYYY-MM-DD (inclusive)")
+    rp.add_argument("--to", dest="date_to", help="YYYY-MM-DD (inclusive)")
+    rp.add_argument("--tz", default="America/Sao_Paulo", help="time zone of --from/--to")
+    rp.add_argument("--csv", action="store_true", help="CSV instead of a table")
+    rp.set_defaults(fn=cmd_report)
     return p
 
 

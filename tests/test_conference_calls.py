@@ -214,3 +214,42 @@ def test_billing_rows_match_the_real_durations(server, phone):
     assert session["legs"] == 2 and session["peak_members"] == 2
     assert session["billed_minutes"] == 2 and session["ended_at"] is not None
     assert legs["participant"]["ended_by"] == "caller"
+
+
+def test_reports_print_sessions_and_participants(server, phone):
+    import csv
+    import io
+    import subprocess
+    import sys
+
+    from tests.harness import ROOT
+
+    mod = phone(server.uri("conf"), "wait_media 5; dtmf 9999#; wait 2.5; hangup", record=False)
+    part = phone(server.uri("conf"), "wait_media 5; dtmf 1111#; wait 1.5; hangup", record=False)
+    mod.result(), part.result()
+    base = [sys.executable, "-m", "ponte.cli", "report"]
+    cfg = ["--config", str(server.config_path)]
+    out = subprocess.run(
+        [*base, "conferences", *cfg, "--csv", "--room", "demo"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    (row,) = list(csv.DictReader(io.StringIO(out)))
+    assert row["room"] == "demo" and row["legs"] == "2" and row["billed_minutes"] == "2"
+    table = subprocess.run(
+        [*base, "participants", row["id"], *cfg],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert "moderator" in table and "participant" in table
+    bad = subprocess.run(
+        [*base, "conferences", *cfg, "--from", "yesterday"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert bad.returncode == 2 and "not a date" in bad.stderr
