@@ -253,3 +253,47 @@ def test_reports_print_sessions_and_participants(server, phone):
         text=True,
     )
     assert bad.returncode == 2 and "not a date" in bad.stderr
+
+
+def test_roll_call_numbers_unnamed_callers_and_star9_stops_it(server, phone):
+    mod = phone(
+        server.uri("conf-en"),
+        "wait_media 5; wait 1; dtmf 9999#; wait 2; dtmf *1; wait 3; dtmf *8; wait 1.5; "
+        "dtmf *9; wait 4; hangup",
+    )
+    parts = [
+        phone(server.uri("conf-en"), "wait_media 5; dtmf 1111#; wait 14; hangup", record=False)
+        for _ in range(3)
+    ]
+    rm = mod.result()
+    for p in parts:
+        p.result()
+    sent = rm["digits_sent"]
+    star1, star8, star9 = (t for d, _m, t in sent if d == "*")
+    refused, rate = seg(mod, rm, star1 + 0.3, star1 + 2.0)
+    assert audio.speech_like(refused, rate), "*1 is reserved: 'not available'"
+    rolling, _ = seg(mod, rm, star8 + 0.3, star9)
+    assert audio.speech_like(rolling, rate), "the roll call speaks 'caller N'"
+    # *9 acts after the 1 s wait for a possible *92; then the roll call is silent.
+    stopped, _ = seg(mod, rm, star9 + 1.6, star9 + 3.5)
+    assert audio.rms(stopped) < 0.01
+    log = server.log()
+    assert "key action=dial_out refused" in log and "key action=stop_roll_call" in log
+
+
+def test_finished_legs_survive_kill_9(server, phone):
+    import signal
+    import sqlite3
+    import time
+
+    mod = phone(server.uri("conf"), "wait_media 5; dtmf 9999#; wait_end 30", record=False)
+    short = phone(server.uri("conf"), "wait_media 5; dtmf 1111#; wait 1.5; hangup", record=False)
+    short.result()
+    time.sleep(0.3)
+    server.proc.send_signal(signal.SIGKILL)
+    server.proc.wait(10)
+    mod.proc.kill()
+    db = sqlite3.connect(server.config["database"])
+    assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    rows = db.execute("SELECT role, ended_by FROM conference_legs").fetchall()
+    assert rows == [("participant", "caller")]

@@ -93,3 +93,19 @@ def test_caller_over_max_members_hears_full_and_is_hung_up(server_factory, phone
         audio.segment(samples, rate, *window(r, hash_time(r) + 0.2, r["ended_at"])), rate
     )
     assert "conference_full" in srv.log()
+
+
+def test_room_music_file_replaces_the_default(server_factory, phone, tmp_path):
+    from ivr.tones import write_segments
+
+    music = tmp_path / "music.wav"
+    write_segments(music, [(300, 2000)])
+    rooms = [
+        {"name": "demo", "participant_pin": "1111", "moderator_pin": "9999", "music": str(music)}
+    ]
+    srv = server_factory(rooms=rooms)
+    p = phone(srv.uri("conf"), "wait_media 5; dtmf 1111#; wait 3; hangup")
+    r = p.result()
+    heard, rate = audio.load(p.record)
+    waiting = audio.segment(heard, rate, *window(r, hash_time(r) + 0.5, r["hangup_sent_at"]))
+    assert audio.band_fraction(waiting, rate, 300) > 0.5
