@@ -51,13 +51,19 @@ class IncomingCall:
 
 
 class SipEvents(Protocol):
-    """Callbacks the adapter's owner implements (all on the polling thread)."""
+    """Callbacks the adapter's owner implements (all on the polling thread).
+
+    Owners may also define `on_progress(leg, code)` (180/183 on an outbound
+    leg) and `on_registration(account, code, reason, active)`.
+    """
 
     def on_incoming(self, call: IncomingCall) -> None: ...
     def on_media_ready(self, leg: int) -> None: ...
     def on_confirmed(self, leg: int) -> None: ...
     def on_digit(self, leg: int, digit: str, method: str) -> None: ...
-    def on_disconnected(self, leg: int, code: int, reason: str) -> None: ...
+    def on_disconnected(
+        self, leg: int, code: int, reason: str, headers: dict[str, str]
+    ) -> None: ...
 
 
 class SipError(Exception):
@@ -87,7 +93,7 @@ class _Call(pj.Call):
         self.confirmed = False
 
     def onCallState(self, prm: pj.OnCallStateParam) -> None:  # noqa: N802
-        self.ua._on_call_state(self)
+        self.ua._on_call_state(self, prm)
 
     def onCallMediaState(self, prm: pj.OnCallMediaStateParam) -> None:  # noqa: N802
         self.ua._on_media_state(self)
@@ -97,12 +103,41 @@ class _Call(pj.Call):
 
 
 class _Account(pj.Account):
-    def __init__(self, ua: SipUA) -> None:
+    def __init__(self, ua: SipUA, key: str) -> None:
         super().__init__()
         self.ua = ua
+        self.key = key
 
     def onIncomingCall(self, prm: pj.OnIncomingCallParam) -> None:  # noqa: N802
         self.ua._on_incoming(self, prm)
+
+    def onRegState(self, prm: pj.OnRegStateParam) -> None:  # noqa: N802
+        info = self.getInfo()
+        handler = getattr(self.ua.events, "on_registration", None)
+        if handler is not None:
+            handler(self.key, int(prm.code), str(prm.reason), bool(info.regIsActive))
+
+
+def _headers(msg: str, names: Sequence[str] = ("Retry-After", "Warning", "Reason")) -> dict:
+    """A few headers of a SIP message, by name (case-insensitive)."""
+    found: dict[str, str] = {}
+    head = msg.split("\r\n\r\n", 1)[0]
+    for line in head.split("\r\n")[1:]:
+        name, sep, value = line.partition(":")
+        for wanted in names:
+            if sep and name.strip().lower() == wanted.lower():
+                found[wanted] = value.strip()
+    return found
+
+
+def _header_vector(headers: dict[str, str] | None) -> pj.SipHeaderVector:
+    vec = pj.SipHeaderVector()
+    for name, value in (headers or {}).items():
+        h = pj.SipHeader()
+        h.hName = name
+        h.hValue = value
+        vec.append(h)
+    return vec
 
 
 @dataclass
@@ -141,6 +176,7 @@ class SipUA:
         self.pj_log_level = pj_log_level
         self._ep: pj.Endpoint | None = None
         self._acc: _Account | None = None
+        self._accounts: dict[str, _Account] = {}
         self._writer = _LogWriter()
         self._legs: dict[int, _Leg] = {}
         self._ids = itertools.count(1)
@@ -196,7 +232,8 @@ class SipUA:
         acfg.mediaConfig.transportConfig.port = lo
         acfg.mediaConfig.transportConfig.portRange = hi - lo
         acfg.mediaConfig.transportConfig.boundAddress = self.host
-        acc = _Account(self)
+        self._acc_media = acfg.mediaConfig
+        acc = _Account(self, "local")
         acc.create(acfg, True)
         self._acc = acc
         log.debug("SIP listening on %s:%d, RTP %d-%d", self.host, self.bound_port, lo, hi)
@@ -229,17 +266,63 @@ class SipUA:
         for leg in list(self._legs):
             self._release_media(leg)
         self._legs.clear()
+        for acc in self._accounts.values():
+            acc.shutdown()
+        self._accounts.clear()
         if self._acc is not None:
             self._acc.shutdown()
             self._acc = None
         ep.libDestroy()
         self._ep = None
 
+    # -- accounts ---------------------------------------------------------
+    def add_account(
+        self,
+        key: str,
+        id_uri: str,
+        *,
+        registrar: str = "",
+        username: str = "",
+        password: str = "",
+        retry_seconds: int = 30,
+        expires: int = 300,
+    ) -> None:
+        """An account with digest credentials, registering when `registrar` is set."""
+        acfg = pj.AccountConfig()
+        acfg.idUri = id_uri
+        acfg.mediaConfig = self._acc_media
+        if registrar:
+            acfg.regConfig.registrarUri = registrar
+            acfg.regConfig.timeoutSec = expires
+            # Re-register after a failure; pjsua adds a random 0-10 s on top.
+            acfg.regConfig.retryIntervalSec = retry_seconds
+            acfg.regConfig.firstRetryIntervalSec = min(retry_seconds, 5)
+        else:
+            acfg.regConfig.registerOnAdd = False
+        if username:
+            cred = pj.AuthCredInfo("digest", "*", username, 0, password)
+            acfg.sipConfig.authCreds.append(cred)
+        acc = _Account(self, key)
+        acc.create(acfg)
+        self._accounts[key] = acc
+
+    def remove_account(self, key: str) -> None:
+        """Unregister and drop an account."""
+        acc = self._accounts.pop(key, None)
+        if acc is not None:
+            acc.shutdown()
+
     # -- calls ------------------------------------------------------------
-    def answer(self, leg: int, code: int = 200) -> None:
-        """Answer (or send a provisional response to) an inbound call."""
+    def answer(
+        self, leg: int, code: int = 200, reason: str = "", headers: dict[str, str] | None = None
+    ) -> None:
+        """Answer (or send a provisional or final response to) an inbound call."""
         prm = pj.CallOpParam()
         prm.statusCode = code
+        if reason:
+            prm.reason = reason
+        if headers:
+            prm.txOption.headers = _header_vector(headers)
         self._call(leg).answer(prm)
 
     def hangup(self, leg: int, code: int = 0, reason: str = "") -> None:
@@ -257,13 +340,18 @@ class SipUA:
         except pj.Error as exc:
             log.debug("hangup leg %d: %s", leg, exc.info())
 
-    def make_call(self, uri: str) -> int:
-        """Place an outbound call; returns its leg."""
-        assert self._acc is not None
+    def make_call(
+        self, uri: str, account: str | None = None, headers: dict[str, str] | None = None
+    ) -> int:
+        """Place an outbound call (through an account's credentials); returns its leg."""
+        acc = self._accounts[account] if account else self._acc
+        assert acc is not None
         leg = next(self._ids)
-        call = _Call(self, leg, self._acc)
+        call = _Call(self, leg, acc)
         self._legs[leg] = _Leg(call, {})
         prm = pj.CallOpParam(True)
+        if headers:
+            prm.txOption.headers = _header_vector(headers)
         try:
             call.makeCall(uri, prm)
         except pj.Error as exc:
@@ -405,17 +493,30 @@ class SipUA:
         )
         self.events.on_incoming(incoming)
 
-    def _on_call_state(self, call: _Call) -> None:
+    def _on_call_state(self, call: _Call, prm: pj.OnCallStateParam) -> None:
         info = call.getInfo()
-        if info.state == pj.PJSIP_INV_STATE_CONFIRMED and not call.confirmed:
+        if info.state == pj.PJSIP_INV_STATE_EARLY:
+            handler = getattr(self.events, "on_progress", None)
+            if handler is not None:
+                handler(call.leg, int(info.lastStatusCode))
+        elif info.state == pj.PJSIP_INV_STATE_CONFIRMED and not call.confirmed:
             call.confirmed = True
             self.events.on_confirmed(call.leg)
         elif info.state == pj.PJSIP_INV_STATE_DISCONNECTED:
             code, reason = int(info.lastStatusCode), str(info.lastReason)
+            headers: dict[str, str] = {}
+            try:
+                ev = prm.e
+                if ev.type == pj.PJSIP_EVENT_TSX_STATE:
+                    src = ev.body.tsxState.src
+                    if ev.body.tsxState.type == pj.PJSIP_EVENT_RX_MSG:
+                        headers = _headers(src.rdata.wholeMsg)
+            except (AttributeError, pj.Error):
+                pass
             self._release_media(call.leg)
             # Dropped here and only here: see the module docstring.
             self._legs.pop(call.leg, None)
-            self.events.on_disconnected(call.leg, code, reason)
+            self.events.on_disconnected(call.leg, code, reason, headers)
 
     def _on_media_state(self, call: _Call) -> None:
         info = call.getInfo()

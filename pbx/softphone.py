@@ -85,10 +85,35 @@ class Softphone:
         self.calls: list[PhoneCall] = []
         self.by_leg: dict[int, PhoneCall] = {}
         self.stop = False
+        self.registration: dict[str, Any] | None = None
+        self.account: str | None = None
 
     # -- SipEvents --------------------------------------------------------
     def on_incoming(self, call: IncomingCall) -> None:
-        self.ua.answer(call.leg, 486)  # this phone only dials out
+        waiting = [c for c in self.calls if c.leg is None and not c.done]
+        if not self.args.answer or not waiting:
+            self.ua.answer(call.leg, 486)
+            return
+        c = waiting[0]
+        c.leg = call.leg
+        c.report.update(
+            started_at=time.monotonic(), from_user=call.from_user, dialed=call.request_user
+        )
+        self.by_leg[c.leg] = c
+        self.ua.answer(call.leg, 200)
+
+    def on_registration(self, account: str, code: int, reason: str, active: bool) -> None:
+        self.registration = {
+            "code": code,
+            "reason": reason,
+            "active": active,
+            "at": time.monotonic(),
+        }
+
+    def on_progress(self, leg: int, code: int) -> None:
+        c = self.by_leg.get(leg)
+        if c is not None:
+            c.report.setdefault("progress", []).append([code, time.monotonic()])
 
     def on_media_ready(self, leg: int) -> None:
         c = self.by_leg.get(leg)
@@ -110,11 +135,13 @@ class Softphone:
         if c is not None:
             c.report.setdefault("digits_received", []).append(digit)
 
-    def on_disconnected(self, leg: int, code: int, reason: str) -> None:
+    def on_disconnected(
+        self, leg: int, code: int, reason: str, headers: dict[str, str] | None = None
+    ) -> None:
         c = self.by_leg.pop(leg, None)
         if c is None:
             return
-        c.report.update(ended_at=time.monotonic(), code=code, reason=reason)
+        c.report.update(ended_at=time.monotonic(), code=code, reason=reason, headers=headers or {})
         c.report.setdefault("hung_up_by", "remote")
         c.done = True
 
@@ -122,7 +149,7 @@ class Softphone:
     def start_call(self, c: PhoneCall) -> None:
         c.report["started_at"] = time.monotonic()
         try:
-            c.leg = self.ua.make_call(self.args.target)
+            c.leg = self.ua.make_call(self.args.target, account=self.account)
         except Exception as exc:  # report, don't crash the other calls
             c.report["error"] = str(exc)
             c.done = True
@@ -223,9 +250,13 @@ class Softphone:
             self.calls.append(PhoneCall(i, steps, rec, report={"index": i}))
         self.ua.start()
         t0 = time.monotonic()
-        interval = 1.0 / args.rate if args.rate > 0 else 0.0
-        started = 0
         limit = t0 + args.max_seconds
+        if args.register:
+            self._register(limit)
+        interval = 1.0 / args.rate if args.rate > 0 else 0.0
+        # Answering phones wait for calls; a phone that only registers places none.
+        started = len(self.calls) if args.answer or not args.target else 0
+        t0 = time.monotonic()
         try:
             while not self.stop and time.monotonic() < limit:
                 now = time.monotonic()
@@ -233,8 +264,12 @@ class Softphone:
                     self.start_call(self.calls[started])
                     started += 1
                 for c in self.calls[:started]:
-                    if not c.done:
+                    if not c.done and c.leg is not None:
                         self.advance(c, now)
+                if not args.target and not args.answer:
+                    for c in self.calls:  # registering was the whole job
+                        c.done = True
+                    break
                 if started == len(self.calls) and all(c.done for c in self.calls):
                     break
                 self.ua.poll(5)
@@ -245,7 +280,24 @@ class Softphone:
             self.ua.shutdown(timeout=2.0)
         for c in self.calls:
             c.report["digits_sent"] = c.report.get("digits_sent", [])
+            c.report["registration"] = self.registration
         return [c.report for c in self.calls]
+
+    def _register(self, limit: float) -> None:
+        """REGISTER (with digest auth) and wait for the first answer."""
+        user_pass, _, hostport = self.args.register.rpartition("@")
+        user, _, password = user_pass.partition(":")
+        self.account = "reg"
+        self.ua.add_account(
+            "reg",
+            f"sip:{user}@{hostport}",
+            registrar=f"sip:{hostport}",
+            username=user,
+            password=password,
+            retry_seconds=60,
+        )
+        while self.registration is None and time.monotonic() < limit:
+            self.ua.poll(10)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -253,7 +305,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="softphone", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument("--target", required=True, help="SIP URI to call")
+    p.add_argument("--target", default="", help="SIP URI to call (none: answer or register)")
+    p.add_argument("--register", default="", help="USER:PASSWORD@HOST:PORT to register to")
+    p.add_argument(
+        "--answer",
+        action="store_true",
+        help="answer --calls incoming calls and run the script on each",
+    )
     p.add_argument("--script", default="wait_media 5; wait 2; hangup")
     p.add_argument("--bind", default="127.0.0.1", help="local IP (a 127.x address)")
     p.add_argument("--port", type=int, default=0, help="local SIP port (0: any)")

@@ -45,6 +45,9 @@ from ivr.keys import KeyReader
 from ivr.pin_entry import PinEntry, PinMatch
 from ivr.prompts import PromptLibrary, wav_seconds
 from ivr.tones import SIGNALS, signal_path
+from pbx.b2bua import B2BUA
+from pbx.kamailio import Kamailio
+from pbx.ratelimit import SlidingWindowLimiter
 from pbx.sipua import IncomingCall, SipUA
 from ponte.clock import WallClock
 from ponte.control import ControlServer
@@ -113,6 +116,12 @@ class AppServer:
         self._pins = self._pin_table(config)
         self._stop_reason = ""
         self._names_dir = Path(config.state_dir) / "names"
+        self.b2bua = B2BUA(self.ua)
+        self.kamailio = (
+            Kamailio(config, Path(config.state_dir) / "kamailio") if config.extensions else None
+        )
+        self.limiters = {t.name: SlidingWindowLimiter(t.cps) for t in config.trunks}
+        self._kamailio_restarts = 0
 
     @staticmethod
     def _pin_table(config: Config) -> dict[str, PinMatch]:
@@ -133,6 +142,11 @@ class AppServer:
         for name in SIGNALS:
             signal_path(self.prompts.cache_dir, name)
         self.ua.start()
+        for trunk in self.config.trunks:
+            self._add_trunk(trunk)
+        if self.kamailio is not None:
+            self.kamailio.start()
+            self.loop.call_later(1.0, self._watch_kamailio)
         self.control.start()
         log.info(
             "listening on sip:%s:%d, %d rooms, access numbers %s",
@@ -170,14 +184,45 @@ class AppServer:
                 t.cancel()
         self.ua.shutdown(timeout=2.0)
         self.legs.clear()
+        if self.kamailio is not None:
+            self.kamailio.stop()
 
     def _poll(self, ms: int) -> None:
         self.ua.poll(ms)
 
+    def _add_trunk(self, trunk: Any) -> None:
+        port = f":{trunk.port}" if trunk.port else ""
+        self.ua.add_account(
+            f"trunk:{trunk.name}",
+            f"sip:{trunk.username}@{trunk.host}{port}",
+            registrar=trunk.registrar if trunk.registration else "",
+            username=trunk.username,
+            password=trunk.password,
+        )
+
+    def on_registration(self, account: str, code: int, reason: str, active: bool) -> None:
+        """A trunk's registration answered (or failed; pjsua retries with back-off)."""
+        level = logging.INFO if active or code // 100 == 2 else logging.WARNING
+        log.log(level, "%s registration %d %s (active=%s)", account, code, reason, active)
+
+    def _watch_kamailio(self) -> None:
+        kam = self.kamailio
+        if kam is None or self.loop.stopping:
+            return
+        if not kam.alive():
+            self._kamailio_restarts += 1
+            log.error("kamailio died; restarting it (restart %d)", self._kamailio_restarts)
+            try:
+                kam.start()
+            except Exception:  # keep serving conference calls without the proxy
+                log.exception("kamailio restart failed")
+        delay = min(30.0, 1.0 * 2 ** min(self._kamailio_restarts, 5)) if not kam.alive() else 1.0
+        self.loop.call_later(delay, self._watch_kamailio)
+
     # -- SIP events -------------------------------------------------------
     def on_incoming(self, call: IncomingCall) -> None:
-        """Route a new call by the dialed user part."""
-        access = self.config.access_number(call.request_user)
+        """Route a new call: access number, DID, or an extension's outbound number."""
+        cfg = self.config
         log.info(
             "call %d incoming from=%s to=%s src=%s",
             call.leg,
@@ -185,11 +230,59 @@ class AppServer:
             call.request_user,
             call.source,
         )
-        if access is None:
-            log.info("call %d refused: %r is not a number here (404)", call.leg, call.request_user)
-            self.ua.answer(call.leg, 404)
+        access = cfg.access_number(call.request_user)
+        if access is not None:
+            self._entry_ivr(call, access.language)
             return
-        leg = Leg(call.leg, call.from_user or call.from_uri, call.request_user, access.language)
+        did = cfg.did_target(call.request_user)
+        if did is not None:
+            log.info("call %d DID %s", call.leg, call.request_user)
+            if did.extension:
+                uri = f"sip:{did.extension}@{cfg.pbx.host}:{cfg.pbx.port}"
+                self.b2bua.bridge(call.leg, uri)
+                return
+            if did.room_access:
+                target = cfg.access_number(did.room_access)
+                self._entry_ivr(call, target.language if target else did.language)
+                return
+            self._entry_ivr(call, did.language)
+            return
+        from_proxy = self.kamailio is not None and call.source == cfg.pbx.listen
+        route = cfg.trunk_for_number(call.request_user) if from_proxy else None
+        if route is not None:
+            self._outbound(call, *route)
+            return
+        log.info("call %d refused: %r is not a number here (404)", call.leg, call.request_user)
+        self.ua.answer(call.leg, 404)
+
+    def _outbound(self, call: IncomingCall, trunk: Any, number: str) -> None:
+        """An extension's call to the outside, through a trunk under its CPS limit."""
+        if not self.limiters[trunk.name].try_acquire(self.loop.now()):
+            log.warning(
+                "call %d refused: trunk %s over %g calls/s (503, Retry-After: 1)",
+                call.leg,
+                trunk.name,
+                trunk.cps,
+            )
+            self.ua.answer(call.leg, 503, "Service Unavailable", {"Retry-After": "1"})
+            return
+        port = f":{trunk.port}" if trunk.port else ""
+        log.info(
+            "call %d outbound ext=%s number=%s trunk=%s",
+            call.leg,
+            call.from_user,
+            number,
+            trunk.name,
+        )
+        self.b2bua.bridge(
+            call.leg,
+            f"sip:{number}@{trunk.host}{port}",
+            account=f"trunk:{trunk.name}",
+            trunk=trunk.name,
+        )
+
+    def _entry_ivr(self, call: IncomingCall, language: str) -> None:
+        leg = Leg(call.leg, call.from_user or call.from_uri, call.request_user, language)
         ivr = self.config.ivr
         leg.dialogue = PinEntry(
             self._pins.get,
@@ -202,14 +295,22 @@ class AppServer:
         self.ua.answer(call.leg, 200)
         log.info("call %d answer", call.leg)
 
+    def on_progress(self, leg_id: int, code: int) -> None:
+        """An outbound leg rings."""
+        self.b2bua.on_progress(leg_id, code)
+
     def on_media_ready(self, leg_id: int) -> None:
-        """Audio is up: start the dialogue."""
+        """Audio is up: start the dialogue (or link a bridged call)."""
+        if self.b2bua.owns(leg_id):
+            self.b2bua.on_media_ready(leg_id)
+            return
         leg = self.legs.get(leg_id)
         if leg is not None and leg.dialogue is not None:
             self._dialogue(leg, leg.dialogue.start)
 
     def on_confirmed(self, leg_id: int) -> None:
-        """ACK received (nothing to do: media already started the dialogue)."""
+        """A call is established (a bridged B answered: answer its A)."""
+        self.b2bua.on_confirmed(leg_id)
 
     def on_digit(self, leg_id: int, digit: str, method: str) -> None:
         """A DTMF digit by either method; duplicates across methods are dropped."""
@@ -228,8 +329,14 @@ class AppServer:
                 leg.hash_at = now
             self._dialogue(leg, leg.dialogue.digit, digit)
 
-    def on_disconnected(self, leg_id: int, code: int, reason: str) -> None:
+    def on_disconnected(
+        self, leg_id: int, code: int, reason: str, headers: dict[str, str] | None = None
+    ) -> None:
         """The call ended, whoever ended it."""
+        if self.b2bua.owns(leg_id):
+            self.b2bua.on_disconnected(leg_id, code, reason)
+            log.info("call %d hangup code=%d cause=%s", leg_id, code, reason)
+            return
         leg = self.legs.pop(leg_id, None)
         if leg is None:
             return

@@ -157,6 +157,118 @@ class KeysConfig(_Strict):
         return self
 
 
+class Extension(_Strict):
+    """A phone that registers to Kamailio with a password (ramal)."""
+
+    number: str = Field(pattern=r"^[1-9][0-9]{2,5}$")
+    name: str = ""
+    password: str
+
+    @model_validator(mode="after")
+    def _strong(self) -> Extension:
+        if len(self.password) < 10:
+            raise ValueError(f"extension {self.number}: password needs at least 10 characters")
+        if self.password == self.number or self.number in self.password:
+            raise ValueError(f"extension {self.number}: password must not contain the number")
+        return self
+
+
+def _uri_host(uri: str) -> tuple[str, int | None]:
+    rest = uri.split(":", 1)[1] if uri.startswith(("sip:", "sips:")) else uri
+    rest = rest.split(";", 1)[0].split("@")[-1]
+    host, _, port = rest.partition(":")
+    return host, int(port) if port.isdigit() else None
+
+
+class Trunk(_Strict):
+    """A SIP trunk to a provider: digest auth, addressed by DNS name."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    registrar: str
+    username: str = Field(min_length=1)
+    password: str = Field(min_length=1)
+    registration: bool = True  # register to the provider (False: IP-authenticated peer)
+    allow_ip: bool = False
+    cps: float = Field(2.0, gt=0, le=100)  # new calls per second towards the trunk
+    dids: list[str] = Field(default_factory=list)
+    outbound_prefixes: list[str] = Field(default_factory=list)
+
+    @field_validator("registrar")
+    @classmethod
+    def _uri(cls, v: str) -> str:
+        if not v.startswith(("sip:", "sips:")) or not _uri_host(v)[0]:
+            raise ValueError(f"registrar must be a sip: URI with a host, got {v!r}")
+        return v
+
+    @model_validator(mode="after")
+    def _dns(self) -> Trunk:
+        try:
+            ipaddress.ip_address(self.host.strip("[]"))
+        except ValueError:
+            return self
+        if not self.allow_ip:
+            raise ValueError(
+                f"trunk {self.name}: registrar {self.registrar!r} is an IP address; trunks are "
+                "addressed by DNS name (allow_ip: true overrides)"
+            )
+        return self
+
+    @field_validator("outbound_prefixes")
+    @classmethod
+    def _prefixes(cls, v: list[str]) -> list[str]:
+        for p in v:
+            if not p.isdigit():
+                raise ValueError(f"outbound prefix {p!r} must be digits")
+        return v
+
+    @property
+    def host(self) -> str:
+        return _uri_host(self.registrar)[0]
+
+    @property
+    def port(self) -> int | None:
+        return _uri_host(self.registrar)[1]
+
+
+class DidTarget(_Strict):
+    """Where a DID goes: exactly one of room_access, extension, ivr."""
+
+    room_access: str | None = None
+    extension: str | None = None
+    ivr: Literal["entry"] | None = None  # the conference entry IVR
+    language: Language = "pt-BR"
+
+    @model_validator(mode="after")
+    def _one(self) -> DidTarget:
+        chosen = [k for k in ("room_access", "extension", "ivr") if getattr(self, k)]
+        if len(chosen) != 1:
+            raise ValueError("a DID goes to exactly one of room_access, extension or ivr")
+        return self
+
+
+class PbxConfig(_Strict):
+    """Kamailio, the registrar and proxy in front of the app server."""
+
+    listen: str = "127.0.0.1:5060"
+    flood_density: int = Field(30, ge=2, le=10000)  # requests per 2 s before a ban
+    ban_seconds: int = Field(300, ge=1, le=86400)
+    max_message: int = Field(8192, ge=1024, le=65535)
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, v: str) -> str:
+        _host_port(v, "pbx.listen")
+        return v
+
+    @property
+    def host(self) -> str:
+        return _host_port(self.listen, "pbx.listen")[0]
+
+    @property
+    def port(self) -> int:
+        return _host_port(self.listen, "pbx.listen")[1]
+
+
 class AccessNumber(_Strict):
     """A SIP user part that leads to the conference entry IVR."""
 
@@ -195,6 +307,10 @@ class Config(_Strict):
     ivr: IvrConfig = IvrConfig()
     keys: KeysConfig = KeysConfig()
     control: ControlConfig = ControlConfig()
+    pbx: PbxConfig = PbxConfig()
+    extensions: list[Extension] = Field(default_factory=list)
+    trunks: list[Trunk] = Field(default_factory=list)
+    dids: dict[str, DidTarget] = Field(default_factory=dict)
     database: Path = Path("/var/lib/ponte/ponte.db")
     state_dir: Path = Path("/var/lib/ponte")  # recorded names live here
 
@@ -223,7 +339,36 @@ class Config(_Strict):
         users = [a.user for a in self.access_numbers]
         if len(users) != len(set(users)):
             raise ValueError("an access number is listed twice")
+        numbers = [e.number for e in self.extensions]
+        if len(numbers) != len(set(numbers)):
+            raise ValueError("an extension number is listed twice")
+        if self.extensions and self.pbx.port == self.sip.port and self.pbx.host == self.sip.host:
+            raise ValueError("pbx.listen and sip.listen must differ")
+        names = [t.name for t in self.trunks]
+        if len(names) != len(set(names)):
+            raise ValueError("a trunk name is listed twice")
+        for did, target in self.dids.items():
+            if target.room_access and self.access_number(target.room_access) is None:
+                raise ValueError(f"DID {did} goes to unknown access number {target.room_access!r}")
+            if target.extension and target.extension not in numbers:
+                raise ValueError(f"DID {did} goes to unknown extension {target.extension!r}")
         return self
+
+    def trunk_for_number(self, number: str) -> tuple[Trunk, str] | None:
+        """The trunk whose longest outbound prefix starts the dialed number."""
+        best: tuple[int, Trunk] | None = None
+        for t in self.trunks:
+            for p in t.outbound_prefixes:
+                if number.startswith(p) and (best is None or len(p) > best[0]):
+                    best = (len(p), t)
+        return (best[1], number) if best else None
+
+    def did_target(self, user: str) -> DidTarget | None:
+        """The DID route for a dialed user part ('+55…' or '55…')."""
+        for candidate in (user, "+" + user.lstrip("+"), user.lstrip("+")):
+            if candidate in self.dids:
+                return self.dids[candidate]
+        return None
 
     def access_number(self, user: str) -> AccessNumber | None:
         """The access number whose SIP user part is `user`, if any."""

@@ -1,0 +1,178 @@
+"""Kamailio as ponte's registrar and proxy: config, database, process.
+
+pjsua2 cannot answer REGISTER, so extensions register to Kamailio. ponte
+generates `kamailio.cfg` from `kamailio.cfg.tmpl` and the YAML, writes the
+`subscriber` table from the extensions (a reload rewrites it: Kamailio reads
+it per request, so no restart), and runs Kamailio as a child process.
+"""
+
+from __future__ import annotations
+
+import glob
+import logging
+import shutil
+import sqlite3
+import subprocess
+from pathlib import Path
+from string import Template
+
+from provisioning.schema import Config, Extension
+
+log = logging.getLogger("ponte.kamailio")
+
+TEMPLATE = Path(__file__).with_name("kamailio.cfg.tmpl")
+SCHEMA_DIR = Path("/usr/share/kamailio/db_sqlite")
+SCHEMA_FILES = ("standard-create.sql", "auth_db-create.sql", "usrloc-create.sql")
+# Extensions are numbers of 3 to 6 digits not starting with 0 (0 is the
+# outbound prefix); the proxy answers 480 for any of them not registered.
+EXT_PATTERN = "^[1-9][0-9]{2,5}$"
+
+
+class KamailioError(Exception):
+    """Kamailio is missing, misconfigured or died."""
+
+
+def module_path() -> str:
+    """Where Debian put Kamailio's modules."""
+    found = glob.glob("/usr/lib/*/kamailio/modules") + glob.glob("/usr/lib/kamailio/modules")
+    if not found:
+        raise KamailioError("Kamailio modules not found: install kamailio (scripts/setup)")
+    return found[0]
+
+
+def render_config(config: Config, runtime: Path, debug: int = 1) -> str:
+    """kamailio.cfg for this provisioning."""
+    return Template(TEMPLATE.read_text()).substitute(
+        app_host=config.sip.host,
+        app_port=config.sip.port,
+        listen_host=config.pbx.host,
+        listen_port=config.pbx.port,
+        db_path=runtime / "kamailio.db",
+        ext_pattern=EXT_PATTERN,
+        debug=debug,
+        module_path=module_path(),
+        ctl_socket=runtime / "kamailio.ctl",
+        pike_density=config.pbx.flood_density,
+        ban_seconds=config.pbx.ban_seconds,
+        max_message=config.pbx.max_message,
+    )
+
+
+def init_db(path: Path) -> None:
+    """Create Kamailio's SQLite schema (version, subscriber, location) once."""
+    if path.exists():
+        return
+    db = sqlite3.connect(path)
+    try:
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute(
+            "CREATE TABLE version (id INTEGER PRIMARY KEY NOT NULL, "
+            "table_name VARCHAR(32) NOT NULL, table_version INTEGER DEFAULT 0 NOT NULL, "
+            "CONSTRAINT version_t_name_idx UNIQUE (table_name))"
+        )
+        for name in SCHEMA_FILES[1:]:
+            db.executescript((SCHEMA_DIR / name).read_text())
+        db.commit()
+    finally:
+        db.close()
+
+
+def sync_subscribers(path: Path, extensions: list[Extension]) -> None:
+    """Make the subscriber table hold exactly these extensions (one transaction)."""
+    db = sqlite3.connect(path, timeout=5)
+    try:
+        with db:
+            db.execute("DELETE FROM subscriber")
+            db.executemany(
+                "INSERT INTO subscriber (username, domain, password) VALUES (?, '', ?)",
+                [(e.number, e.password) for e in extensions],
+            )
+    finally:
+        db.close()
+
+
+class Kamailio:
+    """One Kamailio child process serving this provisioning."""
+
+    def __init__(self, config: Config, runtime: Path, debug: int = 1) -> None:
+        self.config = config
+        self.runtime = Path(runtime)
+        self.debug = debug
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log_path = self.runtime / "kamailio.log"
+
+    @property
+    def db_path(self) -> Path:
+        return self.runtime / "kamailio.db"
+
+    def prepare(self) -> Path:
+        """Write the config and database; check the config with `kamailio -c`."""
+        binary = shutil.which("kamailio") or "/usr/sbin/kamailio"
+        if not Path(binary).exists():
+            raise KamailioError("kamailio is not installed (scripts/setup installs it)")
+        self.runtime.mkdir(parents=True, exist_ok=True)
+        cfg = self.runtime / "kamailio.cfg"
+        cfg.write_text(render_config(self.config, self.runtime, self.debug))
+        init_db(self.db_path)
+        sync_subscribers(self.db_path, self.config.extensions)
+        check = subprocess.run(
+            [binary, "-c", "-f", str(cfg)], capture_output=True, text=True, timeout=30
+        )
+        if check.returncode != 0:
+            raise KamailioError(f"generated kamailio.cfg is invalid:\n{check.stderr[-2000:]}")
+        return cfg
+
+    def start(self) -> None:
+        """Start Kamailio in the foreground as our child, logging to a file."""
+        cfg = self.prepare()
+        binary = shutil.which("kamailio") or "/usr/sbin/kamailio"
+        logf = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [
+                binary,
+                "-DD",
+                "-E",
+                "-f",
+                str(cfg),
+                "-Y",
+                str(self.runtime),
+                "-P",
+                str(self.runtime / "kamailio.pid"),
+                "-m",
+                "64",
+                "-M",
+                "8",
+            ],
+            stdout=logf,
+            stderr=logf,
+            stdin=subprocess.DEVNULL,
+        )
+        log.info(
+            "kamailio started (pid %d) on %s, %d extensions",
+            self.proc.pid,
+            self.config.pbx.listen,
+            len(self.config.extensions),
+        )
+
+    def alive(self) -> bool:
+        """Whether the child is still running."""
+        return self.proc is not None and self.proc.poll() is None
+
+    def reload_subscribers(self, config: Config) -> None:
+        """New passwords and extensions, live (Kamailio reads the table per request)."""
+        self.config = config
+        sync_subscribers(self.db_path, config.extensions)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """SIGTERM, then SIGKILL if it lingers."""
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        log.info("kamailio stopped (exit %s)", self.proc.returncode)
+        self.proc = None
