@@ -248,6 +248,11 @@ class SipUA:
             prio = wanted.get(key, 0)
             self._ep.codecSetPriority(cid, 128 + prio if prio else 0)
 
+    @property
+    def started(self) -> bool:
+        """Whether the endpoint exists (between start and shutdown)."""
+        return self._ep is not None
+
     def poll(self, timeout_ms: int) -> None:
         """Run pjsip's event loop for at most `timeout_ms`."""
         assert self._ep is not None

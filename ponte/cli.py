@@ -56,6 +56,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     """Run the app server until SIGTERM/SIGINT."""
     cfg = _load(args.config)
+    from pbx.kamailio import KamailioError
     from pbx.sipua import SipError
     from ponte.server import AppServer
 
@@ -63,8 +64,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     server.install_signal_handlers()
     try:
         server.start()
-    except SipError as exc:
-        logging.getLogger("ponte").error("%s", exc)
+    except (SipError, KamailioError, OSError) as exc:
+        logging.getLogger("ponte").error("cannot start: %s", exc)
         return 1
     server.serve_forever()
     return 0

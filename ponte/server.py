@@ -134,7 +134,18 @@ class AppServer:
 
     # -- process ----------------------------------------------------------
     def start(self) -> None:
-        """Open the records, render missing prompts, bind SIP and the control socket."""
+        """Open the records, render missing prompts, bind SIP, Kamailio, control socket.
+
+        A failure part-way releases what was started (pjsua2 must be destroyed
+        before the interpreter tears its Python callbacks down).
+        """
+        try:
+            self._start()
+        except BaseException:
+            self.shutdown()
+            raise
+
+    def _start(self) -> None:
         self.billing = BillingStore(self.config.database)
         rendered = self.prompts.render_all()
         if rendered:
@@ -175,7 +186,7 @@ class AppServer:
 
     def shutdown(self) -> None:
         """Hang up all calls (BYE), release pjsua2, close the control socket."""
-        n = self.ua.call_count() if self.ua._ep is not None else 0
+        n = self.ua.call_count() if self.ua.started else 0
         log.info("stopping (%s): hanging up %d calls", self._stop_reason or "requested", n)
         self.control.stop()
         for leg in self.legs.values():

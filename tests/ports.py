@@ -52,3 +52,18 @@ def rtp_range(size: int = 40) -> str:
     """A LOW-HIGH RTP range of `size` ports."""
     start = allocate(size)
     return f"{start}-{start + size - 1}"
+
+
+_ip_counter = 0
+
+
+def loopback_ip() -> str:
+    """A fresh 127.x address for one SIP peer (Kamailio bans per source IP).
+
+    Each xdist worker draws from its own 127.(20+N).0.0/16.
+    """
+    global _ip_counter
+    with _lock:
+        _ip_counter += 1
+        n = _ip_counter
+    return f"127.{20 + _worker_index()}.{n // 250}.{n % 250 + 2}"

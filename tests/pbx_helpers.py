@@ -1,0 +1,126 @@
+"""Peers for PBX tests: a SIPp provider, and waiting on Kamailio's registrar."""
+
+from __future__ import annotations
+
+import re
+import signal
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from tests import ports
+from tests.harness import Server
+
+SIPP_DIR = Path(__file__).resolve().parent / "sipp"
+EXTENSIONS = [
+    {"number": "1001", "name": "Ana", "password": "ana-Secret-xk27q"},
+    {"number": "1002", "name": "Bruno", "password": "bruno-Secret-m4w"},
+]
+
+
+def pbx_overrides(provider_port: int | None = None, **extra) -> dict:
+    """Config for a server with Kamailio, two extensions and (optionally) a trunk."""
+    cfg: dict = {
+        "pbx": {"listen": f"127.0.0.1:{ports.allocate(1)}", "flood_density": 200},
+        "extensions": EXTENSIONS,
+    }
+    if provider_port is not None:
+        cfg["trunks"] = [
+            {
+                "name": "provider1",
+                "registrar": f"sip:localhost:{provider_port}",
+                "username": "trunkuser",
+                "password": "trunkpass",
+                "cps": 2,
+                "dids": ["+551130001000"],
+                "outbound_prefixes": ["0", "00"],
+            }
+        ]
+        cfg["dids"] = {"+551130001000": {"room_access": "conf"}}
+    cfg.update(extra)
+    return cfg
+
+
+def proxy(server: Server) -> str:
+    """host:port of the server's Kamailio."""
+    return server.config["pbx"]["listen"]
+
+
+def wait_registered(server: Server, user: str, timeout: float = 10.0) -> None:
+    """Block until Kamailio holds a contact for `user`."""
+    ctl = Path(server.config["state_dir"]) / "kamailio" / "kamailio.ctl"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        r = subprocess.run(
+            ["kamcmd", "-s", f"unix:{ctl}", "ul.lookup", "location", f"s:{user}"],
+            capture_output=True,
+            text=True,
+        )
+        if r.returncode == 0 and "Contact" in r.stdout:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"{user} did not register")
+
+
+@dataclass
+class Provider:
+    """A SIPp UAS playing the trunk provider."""
+
+    proc: subprocess.Popen
+    port: int
+    log_path: Path
+
+    def events(self) -> list[tuple[int, str]]:
+        """(ms since SIPp started, text) for each logged request."""
+        if not self.log_path.exists():
+            return []
+        out = []
+        for line in self.log_path.read_text(errors="replace").splitlines():
+            m = re.match(r"^(\d+) (.*)$", line.strip())
+            if m:
+                out.append((int(m.group(1)), m.group(2)))
+        return out
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def start_provider(tmp: Path) -> Provider:
+    """Start the provider UAS on 127.0.0.1 (the trunk reaches it as `localhost`)."""
+    port = ports.allocate(1)
+    rtp = ports.allocate(2)
+    log_path = tmp / "provider.log"
+    proc = subprocess.Popen(
+        [
+            "sipp",
+            "-sf",
+            str(SIPP_DIR / "provider_uas.xml"),
+            "-i",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            "-mp",
+            str(rtp),
+            "-rtp_echo",
+            "-nostdin",
+            "-trace_logs",
+            "-log_file",
+            str(log_path),
+            "-timeout",
+            "90s",
+            "-timeout_error",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=(tmp / "provider.err").open("w"),
+        stdin=subprocess.DEVNULL,
+        cwd=tmp,
+    )
+    time.sleep(0.3)
+    return Provider(proc, port, log_path)
