@@ -60,7 +60,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from pbx.sipua import SipError
     from ponte.server import AppServer
 
-    server = AppServer(cfg)
+    server = AppServer(cfg, config_path=Path(args.config) if args.config else EXAMPLE)
     server.install_signal_handlers()
     try:
         server.start()
@@ -121,6 +121,23 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_reload(args: argparse.Namespace) -> int:
+    """Ask the running server to re-read its file; exit 2 if it refused."""
+    cfg = _load(args.config)
+    from ponte.control import request
+
+    try:
+        answer = request(Path(cfg.control.socket), "reload")
+    except OSError as exc:
+        print(f"ponte: cannot reach the server at {cfg.control.socket}: {exc}", file=sys.stderr)
+        return 1
+    if not answer.get("ok"):
+        print(f"ponte: reload refused: {answer.get('error')}", file=sys.stderr)
+        return EXIT_CONFIG
+    print("reloaded")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for tests and docs)."""
     p = argparse.ArgumentParser(prog="ponte", description=__doc__)
@@ -136,6 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("check", cmd_check, "validate the provisioning file and show what would run"),
         ("prompts", cmd_prompts, "render the spoken prompts (set-up does this)"),
         ("status", cmd_status, "show a running server's calls and rooms"),
+        ("reload", cmd_reload, "re-read the provisioning file without dropping calls"),
     ):
         sp = sub.add_parser(name, help=help_)
         sp.add_argument("--config", help="provisioning YAML (default: the bundled example)")

@@ -98,8 +98,11 @@ def _policy(room: RoomConfig) -> LevelPolicy:
 class AppServer:
     """Conference entry IVR and rooms on top of one SIP user agent."""
 
-    def __init__(self, config: Config, clock: WallClock | None = None) -> None:
+    def __init__(
+        self, config: Config, clock: WallClock | None = None, config_path: Path | None = None
+    ) -> None:
         self.config = config
+        self.config_path = config_path
         self.clock = clock or WallClock.from_env()
         self.loop = Loop(self._poll)
         sip = config.sip
@@ -173,9 +176,64 @@ class AppServer:
         self.loop.stopping = True
 
     def install_signal_handlers(self) -> None:
-        """SIGTERM and SIGINT end every call with BYE and stop."""
+        """SIGTERM and SIGINT end every call with BYE and stop; SIGHUP reloads."""
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda s, _f: self.request_stop(signal.Signals(s).name))
+        signal.signal(signal.SIGHUP, lambda _s, _f: self.loop.call_soon_threadsafe(self.reload))
+
+    def reload(self) -> dict[str, Any]:
+        """Re-read the provisioning file; on any error keep running as before.
+
+        New calls use the new configuration; calls in progress carry on (a
+        removed room lives until its last member leaves).
+        """
+        from provisioning.loader import ConfigError, load_config
+
+        if self.config_path is None:
+            return {"ok": False, "error": "this server was not started from a file"}
+        try:
+            new = load_config(self.config_path)
+        except ConfigError as exc:
+            log.error("reload refused, configuration unchanged: %s", exc)
+            return {"ok": False, "error": str(exc)}
+        old = self.config
+        fixed = [
+            key
+            for key in ("sip", "pbx", "control", "database", "state_dir", "prompts")
+            if getattr(new, key) != getattr(old, key)
+        ]
+        if fixed:
+            msg = f"{', '.join(fixed)} changed: these take effect only on restart"
+            log.error("reload refused, configuration unchanged: %s", msg)
+            return {"ok": False, "error": f"{self.config_path}: {msg}"}
+        self.config = new
+        live = {name: self._rooms[name] for name in self.bridge.rooms if name in self._rooms}
+        self._rooms = {**live, **{r.name: r for r in new.rooms}}
+        self._pins = self._pin_table(new)
+        for trunk in old.trunks:
+            if trunk not in new.trunks:
+                self.ua.remove_account(f"trunk:{trunk.name}")
+        for trunk in new.trunks:
+            if trunk not in old.trunks:
+                self._add_trunk(trunk)
+        self.limiters = {
+            t.name: self.limiters.get(t.name) or SlidingWindowLimiter(t.cps) for t in new.trunks
+        }
+        for t in new.trunks:
+            if self.limiters[t.name].limit != SlidingWindowLimiter(t.cps).limit:
+                self.limiters[t.name] = SlidingWindowLimiter(t.cps)
+        if self.kamailio is not None:
+            self.kamailio.reload_subscribers(new)
+        elif new.extensions:
+            log.warning("extensions added: Kamailio starts with the next restart")
+        log.info(
+            "reloaded %s: %d rooms, %d extensions, %d trunks",
+            self.config_path,
+            len(new.rooms),
+            len(new.extensions),
+            len(new.trunks),
+        )
+        return {"ok": True}
 
     def serve_forever(self) -> None:
         """Run until a stop is requested, then hang up and tear down."""
@@ -630,6 +688,8 @@ class AppServer:
     # -- control socket ---------------------------------------------------
     def _control(self, request: dict[str, Any]) -> dict[str, Any]:
         cmd = request.get("cmd")
+        if cmd == "reload":
+            return self.reload()
         if cmd == "status":
             return {
                 "calls": self.ua.call_count(),

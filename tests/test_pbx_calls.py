@@ -211,3 +211,27 @@ def test_ten_calls_at_once_reach_the_trunk_at_two_per_second(server_factory, pho
     ticks = sorted(t for t, e in provider.events() if e.startswith("INVITE"))
     for i, t in enumerate(ticks):
         assert sum(1 for x in ticks[i:] if x < t + 1000) <= 2, ticks
+
+
+def test_did_routed_to_an_extension(server_factory, phone):
+    srv = server_factory(**pbx_overrides(dids={"+551130002000": {"extension": "1002"}}))
+    callee = phone(
+        "",
+        "wait_media 5; tone 700; wait 4; hangup",
+        bind=ports.loopback_ip(),
+        extra=[*reg("1002", srv), "--answer"],
+    )
+    wait_registered(srv, "1002")
+    caller = phone(
+        srv.uri("+551130002000"),
+        "wait_media 8; tone 440; wait 3.5; hangup",
+        bind=ports.loopback_ip(),
+    )
+    ra, rb = caller.result(), callee.result()
+    assert "error" not in ra and rb["dialed"] == "1002", (ra, rb)
+    start = max(ra["media_at"], rb["media_at"]) + 0.5
+    end = min(ra["hangup_sent_at"], rb["ended_at"]) - 0.3
+    sa, rate = audio.load(caller.record)
+    sb, _ = audio.load(callee.record)
+    assert audio.hears_tone(audio.segment(sa, rate, *window(ra, start, end)), rate, 700)
+    assert audio.hears_tone(audio.segment(sb, rate, *window(rb, start, end)), rate, 440)

@@ -1,0 +1,68 @@
+"""Live reload: new settings for new calls, nothing dropped, bad files refused."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import yaml
+
+from tests import ports
+from tests.harness import ROOT
+from tests.pbx_helpers import pbx_overrides, proxy
+
+
+def reload(server) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "ponte.cli", "reload", "--config", str(server.config_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+
+def test_reload_adds_a_room_and_changes_a_password_without_dropping_calls(server_factory, phone):
+    srv = server_factory(**pbx_overrides())
+    kam_pid = (srv.log_path.parent / "state" / "kamailio" / "kamailio.pid").read_text()
+    talking = phone(srv.uri("conf"), "wait_media 5; dtmf 9999#; wait 6; hangup", record=False)
+    time.sleep(1.5)
+    cfg = dict(srv.config)
+    cfg["rooms"] = [
+        *cfg["rooms"],
+        {"name": "new", "participant_pin": "3333", "moderator_pin": "7777"},
+    ]
+    cfg["extensions"] = [dict(e) for e in cfg["extensions"]]
+    cfg["extensions"][1]["password"] = "a-brand-New-secret"
+    srv.config_path.write_text(yaml.safe_dump(cfg))
+    r = reload(srv)
+    assert r.returncode == 0, r.stderr
+    newcomer = phone(srv.uri("conf"), "wait_media 5; dtmf 7777#; wait 1; hangup", record=False)
+    assert newcomer.result()["hung_up_by"] == "local"
+    assert "join room=new role=moderator" in srv.log()
+    assert talking.result()["hung_up_by"] == "local", "the call in progress went on"
+    new_pw = phone(
+        "",
+        "",
+        record=False,
+        bind=ports.loopback_ip(),
+        extra=["--register", f"1002:a-brand-New-secret@{proxy(srv)}"],
+    ).result()
+    assert new_pw["registration"]["code"] == 200
+    kam_dir = srv.log_path.parent / "state" / "kamailio"
+    assert (kam_dir / "kamailio.pid").read_text() == kam_pid, "Kamailio was not restarted"
+
+
+def test_broken_reload_keeps_the_old_pins(server, phone):
+    good = server.config_path.read_text()
+    server.config_path.write_text(good.replace("participant_pin: '1111'", "participant_pin: [1111"))
+    r = reload(server)
+    assert r.returncode == 2 and str(server.config_path) in r.stderr
+    # SIGHUP with the broken file: refused and logged, the server runs on.
+    server.proc.send_signal(1)
+    time.sleep(0.5)
+    assert "reload refused, configuration unchanged" in server.log()
+    p = phone(server.uri("conf"), "wait_media 5; dtmf 1111#; wait 1; hangup", record=False)
+    assert p.result()["hung_up_by"] == "local"
+    assert "join room=demo role=participant" in server.log()
