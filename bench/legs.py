@@ -55,6 +55,7 @@ def run(legs: int, window: float, cache: Path) -> dict[str, float]:
         srv = start_server(
             Path(tmp),
             cache,
+            log_level="info",
             rooms=rooms,
             sip={
                 "listen": f"127.0.0.1:{ports.allocate(1)}",

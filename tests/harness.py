@@ -62,7 +62,11 @@ class Server:
 
 
 def start_server(
-    tmp: Path, prompt_cache: Path, env: dict[str, str] | None = None, **overrides: Any
+    tmp: Path,
+    prompt_cache: Path,
+    env: dict[str, str] | None = None,
+    log_level: str = "debug",
+    **overrides: Any,
 ) -> Server:
     """Write a config with free ports and start `ponte serve` on it."""
     config: dict[str, Any] = {
@@ -87,7 +91,7 @@ def start_server(
     path.write_text(yaml.safe_dump(config))
     log_path = tmp / "server.log"
     proc = subprocess.Popen(
-        [PY, "-m", "ponte.cli", "--log-level", "debug", "serve", "--config", str(path)],
+        [PY, "-m", "ponte.cli", "--log-level", log_level, "serve", "--config", str(path)],
         cwd=ROOT,
         env={**os.environ, **(env or {})},
         stdout=subprocess.DEVNULL,
