@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import re
 import zoneinfo
 from pathlib import Path
 from typing import Literal
@@ -269,6 +270,147 @@ class PbxConfig(_Strict):
         return _host_port(self.listen, "pbx.listen")[1]
 
 
+Limit = Literal["unlimited", "blocked"] | float
+DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+_WINDOW = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-4]):([0-5]\d)$")
+
+
+class Calendar(_Strict):
+    """When a profile's lines may call out (closed days, holidays, windows)."""
+
+    days: list[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]] = list(DAYS)
+    holidays: Literal["deny", "allow"] = "allow"
+    windows: list[str] = Field(default_factory=lambda: ["00:00-24:00"], max_length=4)
+
+    @field_validator("windows")
+    @classmethod
+    def _windows(cls, v: list[str]) -> list[str]:
+        for w in v:
+            m = _WINDOW.match(w)
+            if not m or (m.group(3) == "24" and m.group(4) != "00"):
+                raise ValueError(f"window {w!r} must be HH:MM-HH:MM")
+            if w[:5] >= w[6:]:
+                raise ValueError(f"window {w!r} ends before it starts")
+        return v
+
+
+class Accumulated(_Strict):
+    """One pool of minutes for several call types (mode: accumulated)."""
+
+    minutes: float = Field(ge=0)
+    types: list[str]
+
+
+class Profile(_Strict):
+    """What a line may call, when, and how many minutes per billing cycle."""
+
+    quota: Literal["individual", "shared"] = "individual"
+    mode: Literal["per_type", "accumulated"] = "per_type"
+    cut_at_limit: bool = True
+    limits: dict[str, Limit] = Field(default_factory=dict)
+    accumulated: Accumulated | None = None
+    calendar: Calendar = Calendar()
+    allow_numbers: list[str] = Field(default_factory=list)
+    deny_numbers: list[str] = Field(default_factory=list)
+    whitelist_counts: bool = False
+
+    @field_validator("limits")
+    @classmethod
+    def _limits(cls, v: dict[str, Limit]) -> dict[str, Limit]:
+        from lines.classify import CALL_TYPES, GROUPS
+
+        seen: dict[str, str] = {}
+        for name, value in v.items():
+            if name not in CALL_TYPES and name not in GROUPS:
+                raise ValueError(f"limit {name!r} is neither a call type nor a group")
+            if name in ("emergency",):
+                raise ValueError("emergency calls cannot be limited")
+            if isinstance(value, float) and value < 0:
+                raise ValueError(f"limit {name}: minutes cannot be negative")
+            if name in GROUPS:
+                for t in GROUPS[name]:
+                    if t in seen:
+                        raise ValueError(
+                            f"groups {seen[t]!r} and {name!r} both cover {t}: name {t} directly"
+                        )
+                    seen[t] = name
+        return v
+
+    @model_validator(mode="after")
+    def _acc(self) -> Profile:
+        from lines.classify import CALL_TYPES, GROUPS
+
+        if self.mode == "accumulated":
+            if self.accumulated is None:
+                raise ValueError("mode accumulated needs an accumulated: {minutes, types}")
+            for t in self.accumulated.types:
+                if t not in CALL_TYPES and t not in GROUPS:
+                    raise ValueError(f"accumulated type {t!r} is neither a call type nor a group")
+        return self
+
+
+class TemporaryProfile(_Strict):
+    """A profile that replaces the permanent one between two dates (inclusive)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    profile: str
+    start: dt.date = Field(alias="from")
+    end: dt.date = Field(alias="to")
+
+    @model_validator(mode="after")
+    def _order(self) -> TemporaryProfile:
+        if self.end < self.start:
+            raise ValueError("temporary profile ends before it starts")
+        return self
+
+
+class Line(_Strict):
+    """An extension (or `room:NAME` for dial-out) as a controlled line."""
+
+    area_code: str = Field(pattern=r"^[1-9][1-9]$")
+    department: str | None = None
+    profile: str | None = None
+    temporary: TemporaryProfile | None = None
+
+
+class Department(_Strict):
+    """A group of lines sharing a profile (and its quota when shared)."""
+
+    profile: str
+
+
+class Carrier(_Strict):
+    """The long-distance carrier (CSP) put on LD and international calls."""
+
+    csp: str = Field(pattern=r"^\d{2}$")
+    force: bool = False
+
+
+class ExtraHoliday(_Strict):
+    """A local holiday, for the listed area codes (all when empty)."""
+
+    date: dt.date
+    name: str
+    area_codes: list[str] = Field(default_factory=list)
+
+
+class HolidaysConfig(_Strict):
+    """Holidays from the `holidays` package plus local extras."""
+
+    country: str = "BR"
+    subdivision: str | None = None
+    extra: list[ExtraHoliday] = Field(default_factory=list)
+
+
+class AlertsConfig(_Strict):
+    """Consumption alerts: thresholds in percent of a limit, and where they go."""
+
+    thresholds: list[int] = Field(default_factory=lambda: [60, 80, 100])
+    webhook: str | None = None
+    message_to: list[str] = Field(default_factory=list)
+
+
 class AccessNumber(_Strict):
     """A SIP user part that leads to the conference entry IVR."""
 
@@ -311,6 +453,14 @@ class Config(_Strict):
     extensions: list[Extension] = Field(default_factory=list)
     trunks: list[Trunk] = Field(default_factory=list)
     dids: dict[str, DidTarget] = Field(default_factory=dict)
+    lines: dict[str, Line] = Field(default_factory=dict)
+    departments: dict[str, Department] = Field(default_factory=dict)
+    profiles: dict[str, Profile] = Field(default_factory=dict)
+    carrier: Carrier | None = None
+    holidays: HolidaysConfig = HolidaysConfig()
+    alerts: AlertsConfig = AlertsConfig()
+    billing_cycle_day: int = Field(1, ge=1, le=28)
+    timezone: str = "America/Sao_Paulo"
     database: Path = Path("/var/lib/ponte/ponte.db")
     state_dir: Path = Path("/var/lib/ponte")  # recorded names live here
 
@@ -347,6 +497,17 @@ class Config(_Strict):
         names = [t.name for t in self.trunks]
         if len(names) != len(set(names)):
             raise ValueError("a trunk name is listed twice")
+        for name, line in self.lines.items():
+            for prof in filter(None, (line.profile, line.temporary and line.temporary.profile)):
+                if prof not in self.profiles:
+                    raise ValueError(f"line {name} uses unknown profile {prof!r}")
+            if line.department and line.department not in self.departments:
+                raise ValueError(f"line {name} is in unknown department {line.department!r}")
+            if not line.profile and not line.department:
+                raise ValueError(f"line {name} needs a profile or a department")
+        for name, dep in self.departments.items():
+            if dep.profile not in self.profiles:
+                raise ValueError(f"department {name} uses unknown profile {dep.profile!r}")
         for did, target in self.dids.items():
             if target.room_access and self.access_number(target.room_access) is None:
                 raise ValueError(f"DID {did} goes to unknown access number {target.room_access!r}")

@@ -1,0 +1,1 @@
+"""Line profiles: classify, allow, count and cut every outbound call."""
