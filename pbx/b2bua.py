@@ -40,9 +40,15 @@ class Pair:
 class B2BUA:
     """Keeps A/B pairs and turns each leg's events into the other's actions."""
 
-    def __init__(self, ua: SipUA, on_end: Callable[[Pair, int, str], None] | None = None) -> None:
+    def __init__(
+        self,
+        ua: SipUA,
+        on_end: Callable[[Pair, int, str], None] | None = None,
+        on_answer: Callable[[Pair], None] | None = None,
+    ) -> None:
         self.ua = ua
         self.on_end = on_end
+        self.on_answer = on_answer
         self.by_leg: dict[int, Pair] = {}
 
     def owns(self, leg: int) -> bool:
@@ -60,6 +66,8 @@ class B2BUA:
         except SipError as exc:
             log.info("call %d cannot reach %s: %s", a, uri, exc)
             pair.b_gone = True
+            pair.a_gone = True
+            self.by_leg.pop(a, None)
             self.ua.answer(a, 503)
             return pair
         self.by_leg[pair.b] = pair
@@ -88,6 +96,8 @@ class B2BUA:
         pair.a_answered = True
         self.ua.answer(pair.a, 200)
         log.info("call %d answered by %s", pair.a, pair.target)
+        if self.on_answer is not None:
+            self.on_answer(pair)
 
     def on_media_ready(self, leg: int) -> None:
         """Link A and B once both have audio."""

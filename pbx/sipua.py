@@ -111,6 +111,11 @@ class _Account(pj.Account):
     def onIncomingCall(self, prm: pj.OnIncomingCallParam) -> None:  # noqa: N802
         self.ua._on_incoming(self, prm)
 
+    def onInstantMessage(self, prm: pj.OnInstantMessageParam) -> None:  # noqa: N802
+        handler = getattr(self.ua.events, "on_message", None)
+        if handler is not None:
+            handler(str(prm.fromUri), str(prm.msgBody))
+
     def onRegState(self, prm: pj.OnRegStateParam) -> None:  # noqa: N802
         info = self.getInfo()
         handler = getattr(self.ua.events, "on_registration", None)
@@ -177,6 +182,7 @@ class SipUA:
         self._ep: pj.Endpoint | None = None
         self._acc: _Account | None = None
         self._accounts: dict[str, _Account] = {}
+        self._buddies: dict[str, pj.Buddy] = {}
         self._writer = _LogWriter()
         self._legs: dict[int, _Leg] = {}
         self._ids = itertools.count(1)
@@ -271,6 +277,7 @@ class SipUA:
         for leg in list(self._legs):
             self._release_media(leg)
         self._legs.clear()
+        self._buddies.clear()
         for acc in self._accounts.values():
             acc.shutdown()
         self._accounts.clear()
@@ -316,6 +323,26 @@ class SipUA:
         acc = self._accounts.pop(key, None)
         if acc is not None:
             acc.shutdown()
+
+    def send_message(self, uri: str, text: str) -> None:
+        """Send a SIP MESSAGE (text/plain) out of dialog."""
+        assert self._acc is not None
+        buddy = self._buddies.get(uri)
+        if buddy is None:
+            bcfg = pj.BuddyConfig()
+            bcfg.uri = uri
+            bcfg.subscribe = False
+            buddy = pj.Buddy()
+            buddy.create(self._acc, bcfg)
+            # Kept: the MESSAGE transaction outlives this call.
+            self._buddies[uri] = buddy
+        prm = pj.SendInstantMessageParam()
+        prm.content = text
+        prm.contentType = "text/plain"
+        try:
+            buddy.sendInstantMessage(prm)
+        except pj.Error as exc:
+            raise SipError(f"cannot send MESSAGE to {uri}: {exc.info()}") from None
 
     # -- calls ------------------------------------------------------------
     def answer(

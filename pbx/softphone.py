@@ -87,6 +87,7 @@ class Softphone:
         self.stop = False
         self.registration: dict[str, Any] | None = None
         self.account: str | None = None
+        self.messages: list[dict[str, Any]] = []
 
     # -- SipEvents --------------------------------------------------------
     def on_incoming(self, call: IncomingCall) -> None:
@@ -101,6 +102,9 @@ class Softphone:
         )
         self.by_leg[c.leg] = c
         self.ua.answer(call.leg, 200)
+
+    def on_message(self, from_uri: str, body: str) -> None:
+        self.messages.append({"from": from_uri, "body": body, "at": time.monotonic()})
 
     def on_registration(self, account: str, code: int, reason: str, active: bool) -> None:
         self.registration = {
@@ -266,8 +270,8 @@ class Softphone:
                 for c in self.calls[:started]:
                     if not c.done and c.leg is not None:
                         self.advance(c, now)
-                if not args.target and not args.answer:
-                    for c in self.calls:  # registering was the whole job
+                if not args.target and not args.answer and now - t0 >= args.linger:
+                    for c in self.calls:  # registering (and listening) was the whole job
                         c.done = True
                     break
                 if started == len(self.calls) and all(c.done for c in self.calls):
@@ -281,6 +285,7 @@ class Softphone:
         for c in self.calls:
             c.report["digits_sent"] = c.report.get("digits_sent", [])
             c.report["registration"] = self.registration
+            c.report["messages"] = self.messages
         return [c.report for c in self.calls]
 
     def _register(self, limit: float) -> None:
@@ -320,6 +325,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--codecs", default="PCMU/8000,PCMA/8000")
     p.add_argument("--record", help="WAV path for what we hear ({i}: call index)")
     p.add_argument("--calls", type=int, default=1)
+    p.add_argument(
+        "--linger",
+        type=float,
+        default=0.0,
+        help="with no target: stay registered this long (to receive MESSAGEs)",
+    )
     p.add_argument("--pins", default="", help="comma-separated PINs for {pin}, one per call")
     p.add_argument("--rate", type=float, default=10.0, help="new calls per second")
     p.add_argument("--max-seconds", type=float, default=120.0, help="hard stop")

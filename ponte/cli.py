@@ -104,6 +104,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     if not Path(cfg.database).exists():
         print(f"ponte: no records yet at {cfg.database}", file=sys.stderr)
         return 1
+    if args.what == "usage":
+        return cmd_usage_report(args, cfg)
     store = BillingStore(cfg.database)
     if args.what == "conferences":
         try:
@@ -138,6 +140,85 @@ def cmd_reload(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_dial_check(args: argparse.Namespace) -> int:
+    """Print the line-profile decision for one dialed number, as JSON."""
+    cfg = _load(args.config)
+    import datetime as dt
+
+    from lines.policy import decide
+
+    try:
+        at = dt.datetime.fromisoformat(args.at) if args.at else dt.datetime.now(dt.UTC)
+        if at.tzinfo is None:
+            raise ValueError("--at needs a UTC offset, e.g. 2026-11-23T10:00:00-03:00")
+    except ValueError as exc:
+        print(f"ponte: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    used = _usage_reader(cfg)
+    print(json.dumps(decide(cfg, args.line, args.number, at, used).as_json()))
+    return 0
+
+
+def _usage_reader(cfg):  # type: ignore[no-untyped-def]
+    """Usage from the configured database; nothing used if there is none yet."""
+    if not Path(cfg.database).exists():
+        return lambda _k, _c, _t: 0.0
+    from lines.usage import UsageStore
+
+    return UsageStore(cfg.database).used
+
+
+def _usage_rows(cfg, line: str | None, department: str | None):  # type: ignore[no-untyped-def]
+    import datetime as dt
+    from zoneinfo import ZoneInfo
+
+    from lines.policy import cycle_start, limit_types, resolve
+    from lines.usage import UsageStore
+
+    store = UsageStore(cfg.database)
+    today = dt.datetime.now(ZoneInfo(cfg.timezone)).date()
+    cycle = cycle_start(today, cfg.billing_cycle_day)
+    sent: dict[tuple[str, str], list[int]] = {}
+    for a in store.alerts():
+        if a["cycle"] == cycle.isoformat():
+            sent.setdefault((a["key"], a["limit_name"]), []).append(a["threshold"])
+    seen: set[str] = set()
+    for line_id, spec in sorted(cfg.lines.items()):
+        if line and line_id != line or department and spec.department != department:
+            continue
+        resolved = resolve(cfg, line_id, today)
+        if resolved is None:
+            continue
+        pname, prof, key = resolved
+        if key in seen:
+            continue
+        seen.add(key)
+        entries = dict(prof.limits)
+        if prof.mode == "accumulated" and prof.accumulated is not None:
+            entries["accumulated"] = prof.accumulated.minutes
+        for limit, value in entries.items():
+            used = store.used(key, cycle, limit_types(prof, limit)) / 60
+            minutes = value if isinstance(value, float) else None
+            yield {
+                "key": key,
+                "profile": pname,
+                "cycle": cycle.isoformat(),
+                "limit": limit,
+                "used_min": round(used, 2),
+                "limit_min": value if minutes is None else round(minutes, 2),
+                "pct": round(100 * used / minutes, 1) if minutes else "",
+                "alerts": ",".join(f"{t}%" for t in sorted(sent.get((key, limit), []))),
+            }
+
+
+def cmd_usage_report(args: argparse.Namespace, cfg) -> int:  # type: ignore[no-untyped-def]
+    """Used vs limit per type for the current cycle, with the alerts sent."""
+    from ponte.reports import USAGE_COLUMNS, emit
+
+    emit(_usage_rows(cfg, args.line, args.department), USAGE_COLUMNS, args.csv)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for tests and docs)."""
     p = argparse.ArgumentParser(prog="ponte", description=__doc__)
@@ -158,8 +239,10 @@ def build_parser() -> argparse.ArgumentParser:
         sp = sub.add_parser(name, help=help_)
         sp.add_argument("--config", help="provisioning YAML (default: the bundled example)")
         sp.set_defaults(fn=fn)
-    rp = sub.add_parser("report", help="billing reports: conferences, participants SESSION")
-    rp.add_argument("what", choices=["conferences", "participants"])
+    rp = sub.add_parser("report", help="reports: conferences, participants SESSION, usage")
+    rp.add_argument("what", choices=["conferences", "participants", "usage"])
+    rp.add_argument("--line", help="usage of one line")
+    rp.add_argument("--department", help="usage of one department's lines")
     rp.add_argument("session", nargs="?", type=int, help="session id (participants)")
     rp.add_argument("--config", help="provisioning YAML (default: the bundled example)")
     rp.add_argument("--room")
@@ -168,6 +251,12 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--tz", default="America/Sao_Paulo", help="time zone of --from/--to")
     rp.add_argument("--csv", action="store_true", help="CSV instead of a table")
     rp.set_defaults(fn=cmd_report)
+    dc = sub.add_parser("dial-check", help="the line-profile decision for a number (JSON)")
+    dc.add_argument("--config", help="provisioning YAML (default: the bundled example)")
+    dc.add_argument("--line", required=True, help="the calling line, e.g. 1001 or room:demo")
+    dc.add_argument("--number", required=True, help="the number as dialed")
+    dc.add_argument("--at", help="ISO time with offset (default: now)")
+    dc.set_defaults(fn=cmd_dial_check)
     return p
 
 

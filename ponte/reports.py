@@ -72,3 +72,4 @@ LEG_COLUMNS = (
     "joined_by",
     "name_file",
 )
+USAGE_COLUMNS = ("key", "profile", "cycle", "limit", "used_min", "limit_min", "pct", "alerts")

@@ -7,13 +7,17 @@ carries out the commands they return. Everything runs on the loop thread.
 
 from __future__ import annotations
 
+import json
 import logging
 import signal
+import threading
+import urllib.request
 import wave
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import numpy as np
 
@@ -45,7 +49,12 @@ from ivr.keys import KeyReader
 from ivr.pin_entry import PinEntry, PinMatch
 from ivr.prompts import PromptLibrary, wav_seconds
 from ivr.tones import SIGNALS, signal_path
-from pbx.b2bua import B2BUA
+from lines.classify import EMERGENCY
+from lines.meter import Action as MeterAction
+from lines.meter import Crossed, Cut, Flush, Meter, Warn
+from lines.policy import Decision, cycle_start, decide, limit_types, resolve
+from lines.usage import UsageStore
+from pbx.b2bua import B2BUA, Pair
 from pbx.kamailio import Kamailio
 from pbx.ratelimit import SlidingWindowLimiter
 from pbx.sipua import IncomingCall, SipUA
@@ -87,6 +96,8 @@ class Leg:
     hangup_after_prompt: str | None = None
     hash_at: float | None = None  # when the PIN's `#` arrived (latency stats)
     slot_gen: dict[str, int] = field(default_factory=dict)
+    refusal: str | None = None  # a refused outbound call: the prompt to play, then 403
+    hangup_code: int = 0
 
 
 def _policy(room: RoomConfig) -> LevelPolicy:
@@ -119,7 +130,11 @@ class AppServer:
         self._pins = self._pin_table(config)
         self._stop_reason = ""
         self._names_dir = Path(config.state_dir) / "names"
-        self.b2bua = B2BUA(self.ua)
+        self.b2bua = B2BUA(self.ua, on_end=self._bridged_end, on_answer=self._bridged_answer)
+        self.usage: UsageStore | None = None
+        self.meter: Meter | None = None
+        self._to_meter: dict[int, Decision] = {}
+        self._alerted: set[tuple] = set()
         self.kamailio = (
             Kamailio(config, Path(config.state_dir) / "kamailio") if config.extensions else None
         )
@@ -150,6 +165,9 @@ class AppServer:
 
     def _start(self) -> None:
         self.billing = BillingStore(self.config.database)
+        self.usage = UsageStore(self.config.database)
+        self.meter = Meter(self.usage.used, list(self.config.alerts.thresholds))
+        self.loop.call_later(1.0, self._meter_tick)
         rendered = self.prompts.render_all()
         if rendered:
             log.info("rendered %d prompts into %s", rendered, self.prompts.cache_dir)
@@ -318,6 +336,8 @@ class AppServer:
             return
         from_proxy = self.kamailio is not None and call.source == cfg.pbx.listen
         route = cfg.trunk_for_number(call.request_user) if from_proxy else None
+        if route is None and from_proxy and call.request_user in EMERGENCY and cfg.trunks:
+            route = (cfg.trunks[0], call.request_user)  # emergency: any trunk will do
         if route is not None:
             self._outbound(call, *route)
             return
@@ -325,8 +345,33 @@ class AppServer:
         self.ua.answer(call.leg, 404)
 
     def _outbound(self, call: IncomingCall, trunk: Any, number: str) -> None:
-        """An extension's call to the outside, through a trunk under its CPS limit."""
-        if not self.limiters[trunk.name].try_acquire(self.loop.now()):
+        """An extension's call to the outside: line profile, CPS limit, then the trunk."""
+        decision: Decision | None = None
+        dial = number
+        if self.config.lines:
+            assert self.usage is not None
+            decision = decide(
+                self.config, call.from_user, number, self.clock.now(), self.usage.used
+            )
+            log.info(
+                "call %d line=%s number=%s type=%s decision=%s rule=%s: %s",
+                call.leg,
+                call.from_user,
+                number,
+                decision.call_type,
+                decision.decision,
+                decision.rule,
+                decision.reason,
+            )
+            if decision.decision == "deny":
+                self._refuse(call, decision.prompt, decision.reason)
+                return
+            dial = decision.dial or number
+        emergency = decision is not None and decision.call_type == "emergency"
+        limiter = self.limiters[trunk.name]
+        if emergency:
+            limiter.try_acquire(self.loop.now())  # counted, never refused
+        elif not limiter.try_acquire(self.loop.now()):
             log.warning(
                 "call %d refused: trunk %s over %g calls/s (503, Retry-After: 1)",
                 call.leg,
@@ -345,10 +390,114 @@ class AppServer:
         )
         self.b2bua.bridge(
             call.leg,
-            f"sip:{number}@{trunk.host}{port}",
+            f"sip:{dial}@{trunk.host}{port}",
             account=f"trunk:{trunk.name}",
             trunk=trunk.name,
         )
+        if decision is not None:
+            self._to_meter[call.leg] = decision
+
+    def _refuse(self, call: IncomingCall, prompt: str, reason: str) -> None:
+        """Say why as early media (183), then 403 Forbidden."""
+        leg = Leg(call.leg, call.from_user, call.request_user, "pt-BR")
+        leg.refusal, leg.hangup_code = prompt, 403
+        leg.hangup_after_prompt = f"refused: {reason}"
+        self.legs[call.leg] = leg
+        self.ua.answer(call.leg, 183)
+
+    # -- metering ---------------------------------------------------------
+    def _bridged_answer(self, pair: Pair) -> None:
+        decision = self._to_meter.pop(pair.a, None)
+        if decision is None or self.meter is None or not decision.usage_key:
+            return
+        local = self.clock.now().astimezone(ZoneInfo(self.config.timezone)).date()
+        resolved = resolve(self.config, decision.line, local)
+        types = (
+            limit_types(resolved[1], decision.limit)
+            if resolved and decision.limit
+            else frozenset({decision.call_type or ""})
+        )
+        cycle = cycle_start(local, self.config.billing_cycle_day)
+        self.meter.start(pair.a, decision, cycle, types, self.loop.now())
+
+    def _bridged_end(self, pair: Pair, code: int, reason: str) -> None:
+        self._to_meter.pop(pair.a, None)
+        if self.meter is not None:
+            self._meter_actions(self.meter.stop(pair.a, self.loop.now()))
+
+    def _meter_tick(self) -> None:
+        if self.loop.stopping or self.meter is None:
+            return
+        try:
+            self._meter_actions(self.meter.tick(self.loop.now()))
+        finally:
+            self.loop.call_later(1.0, self._meter_tick)
+
+    def _meter_actions(self, actions: Iterable[MeterAction]) -> None:
+        assert self.usage is not None
+        for a in actions:
+            match a:
+                case Flush(key, cycle, call_type, seconds):
+                    self.usage.add(key, cycle, call_type, seconds)
+                case Cut(call_id, used, limit):
+                    log.info("call %d cut at the limit (%.1f of %.0f s used)", call_id, used, limit)
+                    self.ua.hangup(call_id)
+                case Warn(call_id):
+                    log.info("call %d warned: 30 s of quota left", call_id)
+                    warning = signal_path(self.prompts.cache_dir, "limit_warning")
+                    self.ua.play(call_id, [warning], slot="signal")
+                case Crossed():
+                    self._alert(a)
+
+    def _alert(self, a: Crossed) -> None:
+        mark = (a.key, a.cycle, a.limit, a.threshold)
+        if mark in self._alerted:
+            return
+        self._alerted.add(mark)
+        assert self.usage is not None
+        new = self.usage.record_alert(
+            a.key,
+            a.cycle,
+            a.limit,
+            a.threshold,
+            a.line,
+            a.used,
+            a.limit_seconds,
+            self.clock.now(),
+        )
+        if not new:
+            return
+        text = (
+            f"ponte: {a.key} used {a.threshold}% of {a.limit} "
+            f"({a.used / 60:.1f} of {a.limit_seconds / 60:g} min) this cycle"
+        )
+        log.warning("alert %s", text)
+        alerts = self.config.alerts
+        if alerts.webhook:
+            payload = {
+                "key": a.key,
+                "line": a.line,
+                "limit": a.limit,
+                "threshold": a.threshold,
+                "used_seconds": round(a.used, 1),
+                "limit_seconds": a.limit_seconds,
+                "cycle": a.cycle.isoformat(),
+                "at": self.clock.now().isoformat(),
+            }
+            threading.Thread(
+                target=_post_json,
+                args=(alerts.webhook, payload),
+                daemon=True,
+                name="alert-webhook",
+            ).start()
+        pbx = self.config.pbx
+        own = [a.line] if a.line.isdigit() else []
+        if self.kamailio is not None:
+            for ext in dict.fromkeys([*alerts.message_to, *own]):
+                try:
+                    self.ua.send_message(f"sip:{ext}@{pbx.host}:{pbx.port}", text)
+                except Exception as exc:  # an alert must never break a call
+                    log.warning("alert MESSAGE to %s failed: %s", ext, exc)
 
     def _entry_ivr(self, call: IncomingCall, language: str) -> None:
         leg = Leg(call.leg, call.from_user or call.from_uri, call.request_user, language)
@@ -374,7 +523,11 @@ class AppServer:
             self.b2bua.on_media_ready(leg_id)
             return
         leg = self.legs.get(leg_id)
-        if leg is not None and leg.dialogue is not None:
+        if leg is not None and leg.refusal is not None:
+            reason = leg.hangup_after_prompt
+            self._play(leg, (leg.refusal,), barge_in=False)
+            leg.hangup_after_prompt = reason
+        elif leg is not None and leg.dialogue is not None:
             self._dialogue(leg, leg.dialogue.start)
 
     def on_confirmed(self, leg_id: int) -> None:
@@ -511,7 +664,7 @@ class AppServer:
 
     def _hangup(self, leg: Leg, reason: str) -> None:
         log.info("call %d ending: %s", leg.leg, reason)
-        self.ua.hangup(leg.leg)
+        self.ua.hangup(leg.leg, leg.hangup_code)
 
     def _record_name(self, leg: Leg, seconds: float) -> None:
         beep = signal_path(self.prompts.cache_dir, "record_beep")
@@ -717,6 +870,21 @@ class AppServer:
                 "join_latencies": list(self.join_latencies),
             }
         return {"error": f"unknown command {cmd!r}"}
+
+
+def _post_json(url: str, payload: dict[str, Any]) -> None:
+    """POST an alert to the webhook (in its own thread: the loop never waits)."""
+    req = urllib.request.Request(
+        url,
+        data=json.dumps(payload).encode(),
+        method="POST",
+        headers={"Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=5) as resp:
+            resp.read()
+    except (OSError, ValueError) as exc:
+        log.warning("alert webhook %s failed: %s", url, exc)
 
 
 def _voiced(path: Path) -> bool:
