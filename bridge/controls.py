@@ -50,7 +50,29 @@ class SetGain:
     level: float
 
 
-ControlCommand = RoomCommand | Say | StopSay | SetGain
+@dataclass(frozen=True)
+class StartDialOut:
+    """*1: the moderator leaves the room's audio to call a guest."""
+
+    leg: LegId
+
+
+@dataclass(frozen=True)
+class EndDialOut:
+    """*2 (with the guest) or *3 (alone, or cancel a blast)."""
+
+    leg: LegId
+    with_guest: bool
+
+
+@dataclass(frozen=True)
+class StartBlast:
+    """*92: call the room's invitation list."""
+
+    leg: LegId
+
+
+ControlCommand = RoomCommand | Say | StopSay | SetGain | StartDialOut | EndDialOut | StartBlast
 
 
 @dataclass(frozen=True)
@@ -127,6 +149,22 @@ def _stop_roll_call(room: Room, m: Member, ctx: Context) -> list[ControlCommand]
     return [StopSay(m.leg, "roll_call")]
 
 
+def _dial_out(room: Room, m: Member, ctx: Context) -> list[ControlCommand]:
+    return [*room.set_away(m.leg, True), StartDialOut(m.leg)]
+
+
+def _with_guest(room: Room, m: Member, ctx: Context) -> list[ControlCommand]:
+    return [EndDialOut(m.leg, with_guest=True)]
+
+
+def _alone(room: Room, m: Member, ctx: Context) -> list[ControlCommand]:
+    return [EndDialOut(m.leg, with_guest=False)]
+
+
+def _blast(room: Room, m: Member, ctx: Context) -> list[ControlCommand]:
+    return [StartBlast(m.leg)]
+
+
 Handler = Callable[[Room, Member, Context], list[ControlCommand]]
 ACTION_HANDLERS: dict[str, Handler] = {
     "help": _help,
@@ -136,6 +174,10 @@ ACTION_HANDLERS: dict[str, Handler] = {
     "lock": _lock,
     "roll_call": _roll_call,
     "stop_roll_call": _stop_roll_call,
+    "dial_out": _dial_out,
+    "dial_out_with_guest": _with_guest,
+    "dial_out_alone": _alone,
+    "blast": _blast,
 }
 
 

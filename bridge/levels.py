@@ -4,7 +4,8 @@
 |---|---|---|---|
 | hours the PINs work | 06:00-24:00 | 24 h | 24 h |
 | moderator may lock (*7) | no | if allow_lock | yes |
-| moderator dial-out / blast | no | if allow_dial_out | yes |
+| moderator dial-out | no | if allow_dial_out | yes |
+| moderator blast dial-out | no | if allow_blast | yes |
 | PIN validity | 12 months from `issued` | same | same |
 """
 
@@ -27,6 +28,7 @@ class LevelPolicy:
     issued: dt.date | None = None
     allow_lock: bool = False
     allow_dial_out: bool = False
+    allow_blast: bool = False
 
 
 def _add_months(day: dt.date, months: int) -> dt.date:
@@ -62,8 +64,12 @@ def permits(policy: LevelPolicy, need: str | None) -> bool:
     """Whether the room's level grants a moderator permission."""
     if need is None:
         return True
+    if "|" in need:
+        return any(permits(policy, n) for n in need.split("|"))
     if need == "lock":
         return policy.level == 3 or (policy.level == 2 and policy.allow_lock)
     if need == "dial_out":
         return policy.level == 3 or (policy.level == 2 and policy.allow_dial_out)
+    if need == "blast":
+        return policy.level == 3 or (policy.level == 2 and policy.allow_blast)
     return False  # "reserved" and anything unknown

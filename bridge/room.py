@@ -92,6 +92,8 @@ class Member:
     muted: bool = False
     gain_step: int = 0  # index into bridge.controls.GAIN_STEPS
     name_path: str | None = None  # the caller's recorded name
+    away: bool = False  # out of the room's audio (a moderator dialing out), still a member
+    joined_by: str = "dial-in"
 
     @property
     def moderator(self) -> bool:
@@ -132,13 +134,8 @@ class Room:
         """Every (speaker, listener) pair the rules call for."""
         if not self.started or self.ending:
             return set()
-        return {
-            (a.leg, b.leg)
-            for a in self.members.values()
-            if self.talks(a)
-            for b in self.members.values()
-            if a.leg != b.leg
-        }
+        present = [m for m in self.members.values() if not m.away]
+        return {(a.leg, b.leg) for a in present if self.talks(a) for b in present if a.leg != b.leg}
 
     # -- changes ----------------------------------------------------------
     def _sync(self) -> list[RoomCommand]:
@@ -159,7 +156,12 @@ class Room:
         return [Signal(legs, ("join_tone" if joined else "leave_tone",))]
 
     def join(
-        self, leg: LegId, role: str, now: float, name_path: str | None = None
+        self,
+        leg: LegId,
+        role: str,
+        now: float,
+        name_path: str | None = None,
+        joined_by: str = "dial-in",
     ) -> list[RoomCommand]:
         """Add a leg. Participants wait with music until a moderator is in."""
         if leg in self.members:
@@ -167,7 +169,7 @@ class Room:
         if self.ending:
             # Someone arriving after the last moderator left starts afresh.
             self.ending = self.started = False
-        member = Member(leg, role, now, name_path=name_path)
+        member = Member(leg, role, now, name_path=name_path, joined_by=joined_by)
         self.members[leg] = member
         cmds: list[RoomCommand] = []
         if member.moderator and not self.started:
@@ -203,6 +205,14 @@ class Room:
         m.muted = muted
         return self._sync()
 
+    def set_away(self, leg: LegId, away: bool) -> list[RoomCommand]:
+        """Take a member out of the room's audio (or bring it back)."""
+        m = self.members.get(leg)
+        if m is None:
+            return []
+        m.away = away
+        return self._sync()
+
     def set_lecture(self, on: bool) -> list[RoomCommand]:
         """Lecture mode: only moderators are heard; off restores own mutes."""
         self.lecture = on
@@ -233,12 +243,13 @@ class Bridge:
         now: float,
         rules: RoomRules | None = None,
         name_path: str | None = None,
+        joined_by: str = "dial-in",
     ) -> list[RoomCommand]:
         """Put a leg in a room (leaving any room it was in)."""
         cmds = self.leave(leg)
         r = self.room(room, rules)
         self.room_of[leg] = room
-        return cmds + r.join(leg, role, now, name_path)
+        return cmds + r.join(leg, role, now, name_path, joined_by)
 
     def leave(self, leg: LegId) -> list[RoomCommand]:
         """Take a leg out of its room; an empty room is forgotten."""

@@ -36,11 +36,11 @@ ACTIONS: dict[str, Action] = {
         Action("lock", MODERATOR, "help_lock", needs="lock"),
         Action("roll_call", MODERATOR, "help_roll_call"),
         Action("stop_roll_call", MODERATOR, "help_stop_roll_call"),
-        # Reserved for the dial-out issue: mapped, refused as "not available".
-        Action("dial_out", MODERATOR, "help_dial_out", needs="reserved"),
-        Action("dial_out_with_guest", MODERATOR, "help_dial_out_with_guest", needs="reserved"),
-        Action("dial_out_alone", MODERATOR, "help_dial_out_alone", needs="reserved"),
-        Action("blast", MODERATOR, "help_blast", needs="reserved"),
+        Action("dial_out", MODERATOR, "help_dial_out", needs="dial_out"),
+        Action("dial_out_with_guest", MODERATOR, "help_dial_out_with_guest", needs="dial_out"),
+        # *3 also cancels a blast, so either permission will do.
+        Action("dial_out_alone", MODERATOR, "help_dial_out_alone", needs="dial_out|blast"),
+        Action("blast", MODERATOR, "help_blast", needs="blast"),
     )
 }
 

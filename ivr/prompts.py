@@ -114,6 +114,15 @@ class PromptLibrary:
                 count += 1
         return count
 
+    def render_text(self, text: str, lang: str) -> Path:
+        """A WAV of free text (e.g. a blast invitation), rendered once and cached."""
+        digest = hashlib.sha256(f"{VOICES[lang]}|{self.rate}|{text}".encode()).hexdigest()[:16]
+        path = self.cache_dir / lang / f"text-{digest}.wav"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            _render(text, VOICES[lang], self.rate, path)
+        return path
+
     def get(self, pid: str, lang: str) -> Prompt:
         """The WAV for a prompt id in a language (override first)."""
         key = (pid, lang)

@@ -20,6 +20,7 @@ SIGNALS: dict[str, list[tuple[float, int]]] = {
     "join_tone": [(1400, 180), (0, 80), (1400, 180)],
     "leave_tone": [(1100, 180), (0, 80), (1100, 180)],
     "record_beep": [(1000, 250), (0, 50)],
+    "ringback": [(425, 1000), (0, 4000)],  # Brazil's ring-back: 425 Hz, 1 s on, 4 s off
     "limit_warning": [(600, 200), (0, 150), (600, 200), (0, 150), (600, 200)],
     # A slow C-major arpeggio: recognisably "music", easy to find by FFT.
     "hold_music": [(523, 250), (659, 250), (784, 250), (659, 250)] * 4,

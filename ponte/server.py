@@ -22,7 +22,17 @@ from zoneinfo import ZoneInfo
 import numpy as np
 
 from bridge.billing import BillingStore, LegRecord
-from bridge.controls import Context, ControlCommand, Say, SetGain, StopSay, run_action
+from bridge.controls import (
+    Context,
+    ControlCommand,
+    EndDialOut,
+    Say,
+    SetGain,
+    StartBlast,
+    StartDialOut,
+    StopSay,
+    run_action,
+)
 from bridge.levels import LevelPolicy, refusal
 from bridge.room import (
     Bridge,
@@ -60,6 +70,7 @@ from pbx.ratelimit import SlidingWindowLimiter
 from pbx.sipua import IncomingCall, SipUA
 from ponte.clock import WallClock
 from ponte.control import ControlServer
+from ponte.dialout import DialOut
 from ponte.loop import Loop, TimerHandle
 from provisioning.schema import Config
 from provisioning.schema import Room as RoomConfig
@@ -98,11 +109,17 @@ class Leg:
     slot_gen: dict[str, int] = field(default_factory=dict)
     refusal: str | None = None  # a refused outbound call: the prompt to play, then 403
     hangup_code: int = 0
+    joined_by: str = "dial-in"
 
 
 def _policy(room: RoomConfig) -> LevelPolicy:
     return LevelPolicy(
-        room.security_level, room.timezone, room.issued, room.allow_lock, room.allow_dial_out
+        room.security_level,
+        room.timezone,
+        room.issued,
+        room.allow_lock,
+        room.allow_dial_out,
+        room.allow_blast,
     )
 
 
@@ -134,6 +151,7 @@ class AppServer:
         self.usage: UsageStore | None = None
         self.meter: Meter | None = None
         self._to_meter: dict[int, Decision] = {}
+        self.dialout = DialOut(self)
         self._alerted: set[tuple] = set()
         self.kamailio = (
             Kamailio(config, Path(config.state_dir) / "kamailio") if config.extensions else None
@@ -407,7 +425,11 @@ class AppServer:
 
     # -- metering ---------------------------------------------------------
     def _bridged_answer(self, pair: Pair) -> None:
-        decision = self._to_meter.pop(pair.a, None)
+        self._start_meter(pair.a)
+
+    def _start_meter(self, leg_id: int) -> None:
+        """An allowed outbound call was answered: count it from now."""
+        decision = self._to_meter.pop(leg_id, None)
         if decision is None or self.meter is None or not decision.usage_key:
             return
         local = self.clock.now().astimezone(ZoneInfo(self.config.timezone)).date()
@@ -418,12 +440,15 @@ class AppServer:
             else frozenset({decision.call_type or ""})
         )
         cycle = cycle_start(local, self.config.billing_cycle_day)
-        self.meter.start(pair.a, decision, cycle, types, self.loop.now())
+        self.meter.start(leg_id, decision, cycle, types, self.loop.now())
 
     def _bridged_end(self, pair: Pair, code: int, reason: str) -> None:
-        self._to_meter.pop(pair.a, None)
+        self._stop_meter(pair.a)
+
+    def _stop_meter(self, leg_id: int) -> None:
+        self._to_meter.pop(leg_id, None)
         if self.meter is not None:
-            self._meter_actions(self.meter.stop(pair.a, self.loop.now()))
+            self._meter_actions(self.meter.stop(leg_id, self.loop.now()))
 
     def _meter_tick(self) -> None:
         if self.loop.stopping or self.meter is None:
@@ -519,6 +544,8 @@ class AppServer:
 
     def on_media_ready(self, leg_id: int) -> None:
         """Audio is up: start the dialogue (or link a bridged call)."""
+        if self.dialout.on_media_ready(leg_id):
+            return
         if self.b2bua.owns(leg_id):
             self.b2bua.on_media_ready(leg_id)
             return
@@ -532,7 +559,8 @@ class AppServer:
 
     def on_confirmed(self, leg_id: int) -> None:
         """A call is established (a bridged B answered: answer its A)."""
-        self.b2bua.on_confirmed(leg_id)
+        if not self.dialout.on_confirmed(leg_id):
+            self.b2bua.on_confirmed(leg_id)
 
     def on_digit(self, leg_id: int, digit: str, method: str) -> None:
         """A DTMF digit by either method; duplicates across methods are dropped."""
@@ -544,6 +572,8 @@ class AppServer:
             log.debug("call %d digit %r via %s dropped as duplicate", leg_id, digit, method)
             return
         log.debug("call %d digit %r via %s", leg_id, digit, method)
+        if leg.room is not None and self.dialout.digit(leg_id, digit):
+            return
         if leg.room is not None and leg.keys is not None:
             self._key_result(leg, leg.keys.digit(digit))
         elif leg.dialogue is not None:
@@ -555,10 +585,12 @@ class AppServer:
         self, leg_id: int, code: int, reason: str, headers: dict[str, str] | None = None
     ) -> None:
         """The call ended, whoever ended it."""
-        if self.b2bua.owns(leg_id):
-            self.b2bua.on_disconnected(leg_id, code, reason)
+        if self.b2bua.owns(leg_id) or self.dialout.on_disconnected(leg_id, code):
+            if self.b2bua.owns(leg_id):
+                self.b2bua.on_disconnected(leg_id, code, reason)
             log.info("call %d hangup code=%d cause=%s", leg_id, code, reason)
             return
+        self.dialout.moderator_gone(leg_id)
         leg = self.legs.pop(leg_id, None)
         if leg is None:
             return
@@ -642,7 +674,9 @@ class AppServer:
         self.ua.stop_play(leg.leg)
         if leg.hangup_after_prompt is not None:
             self._hangup(leg, leg.hangup_after_prompt)
-        elif leg.dialogue is not None and leg.room is None:
+        elif leg.room is not None:
+            self.dialout.prompt_done(leg.leg)
+        elif leg.dialogue is not None:
             self._dialogue(leg, leg.dialogue.prompt_finished)
 
     def _start_timer(
@@ -703,11 +737,17 @@ class AppServer:
             return
         if leg.dialogue is not None:
             leg.name_path = leg.dialogue.name_path
-        leg.room, leg.role = room, role
+        self.enter_room(leg, room, role)
+
+    def enter_room(self, leg: Leg, room: str, role: str, joined_by: str = "dial-in") -> None:
+        """Put a leg in a room (no admission checks), with its billing record."""
+        leg.room, leg.role, leg.joined_by = room, role, joined_by
         keys = self.config.keys
         leg.keys = KeyReader(keys.map, keys.feature_digit_timeout, keys.sequence_timeout)
         now = self.loop.now()
-        cmds = self.bridge.join(room, leg.leg, role, now, self._rules(room), leg.name_path)
+        cmds = self.bridge.join(
+            room, leg.leg, role, now, self._rules(room), leg.name_path, joined_by
+        )
         live = self.bridge.rooms[room]
         leg.joined_wall = self.clock.ts()
         if self.billing is not None:
@@ -738,6 +778,7 @@ class AppServer:
                     leg.joined_wall,
                     left,
                     leg.ended_by,
+                    leg.joined_by,
                 )
             )
             if room not in self.bridge.rooms:
@@ -831,12 +872,26 @@ class AppServer:
                     self.ua.stop_play(leg_id, slot=slot)
                 case SetGain(leg_id, level):
                     self.ua.set_listen_level(leg_id, level)
+                case StartDialOut(leg_id):
+                    self.dialout.start(leg_id)
+                case EndDialOut(leg_id, with_guest):
+                    self.dialout.end(leg_id, with_guest)
+                case StartBlast(leg_id):
+                    self.dialout.start_blast(leg_id)
                 case EndLeg(leg_id, prompts):
                     leg = self.legs.get(leg_id)
                     if leg is not None:
                         leg.ended_by = "moderator_exit"
                         self._play(leg, prompts, barge_in=False)
                         leg.hangup_after_prompt = f"sent away by the room ({', '.join(prompts)})"
+
+    def blast_message(self, room: str, language: str) -> Path:
+        """The WAV a blast callee hears: the room's file, or its text spoken."""
+        blast = self._rooms[room].blast
+        assert blast is not None
+        if blast.message.lower().endswith(".wav"):
+            return Path(blast.message)
+        return self.prompts.render_text(blast.message, language)
 
     # -- control socket ---------------------------------------------------
     def _control(self, request: dict[str, Any]) -> dict[str, Any]:

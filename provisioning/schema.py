@@ -99,6 +99,13 @@ def _check_pin(value: str, what: str) -> str:
     return value
 
 
+class Blast(_Strict):
+    """A room's invitation list for blast dial-out (*92)."""
+
+    numbers: list[str] = Field(min_length=1, max_length=200)
+    message: str  # a WAV file, or text spoken with espeak-ng
+
+
 class Room(_Strict):
     """A conference room and the PINs that lead into it."""
 
@@ -116,6 +123,10 @@ class Room(_Strict):
     issued: dt.date | None = None  # PINs are valid 12 months from this date
     timezone: str = "America/Sao_Paulo"
     operator: str | None = None  # extension offered by the *0 help
+    allow_blast: bool = False  # level 2 only: level 3 may always blast, level 1 never
+    dial_out_carriers: list[str] = Field(default_factory=lambda: ["15", "21"])
+    area_code: str | None = Field(None, pattern=r"^[1-9][1-9]$")  # else the room line's
+    blast: Blast | None = None
 
     @field_validator("timezone")
     @classmethod
