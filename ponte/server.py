@@ -191,6 +191,12 @@ class AppServer:
             log.info("rendered %d prompts into %s", rendered, self.prompts.cache_dir)
         for name in SIGNALS:
             signal_path(self.prompts.cache_dir, name)
+        # Blast invitations given as text are spoken now, not mid-call on the loop.
+        languages = {a.language for a in self.config.access_numbers} or {"pt-BR"}
+        for room in self.config.rooms:
+            if room.blast and not room.blast.message.lower().endswith(".wav"):
+                for lang in languages:
+                    self.prompts.render_text(room.blast.message, lang)
         self.ua.start()
         for trunk in self.config.trunks:
             self._add_trunk(trunk)
