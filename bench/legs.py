@@ -50,45 +50,43 @@ def run(legs: int, window: float, cache: Path) -> dict[str, float]:
         {"name": f"r{i}", "participant_pin": f"{1000 + i}", "moderator_pin": f"{5000 + i}"}
         for i in range((legs + ROOM_SIZE - 1) // ROOM_SIZE)
     ]
-    pins = ",".join(rooms[i // ROOM_SIZE]["participant_pin"] for i in range(legs))
+    # The first caller of each room moderates it, so rooms mix (not hold music).
+    pins = ",".join(
+        rooms[i // ROOM_SIZE]["moderator_pin" if i % ROOM_SIZE == 0 else "participant_pin"]
+        for i in range(legs)
+    )
+    sip = {"listen": f"127.0.0.1:{ports.allocate(1)}", "rtp_ports": ports.rtp_range(2 * legs + 20)}
+    phone_rtp = ports.rtp_range(4 * legs + 8)
+    hold = 15 + legs / 25 + window
     with tempfile.TemporaryDirectory() as tmp:
-        srv = start_server(
-            Path(tmp),
-            cache,
-            log_level="info",
-            rooms=rooms,
-            sip={
-                "listen": f"127.0.0.1:{ports.allocate(1)}",
-                "rtp_ports": ports.rtp_range(2 * legs + 20),
-            },
-        )
-        hold = 15 + legs / 25 + window
-        phone = subprocess.Popen(
-            [
-                PY,
-                "-m",
-                "pbx.softphone",
-                "--target",
-                srv.uri("conf"),
-                "--script",
-                f"wait_media 10; dtmf {{pin}}#; tone 440; wait {hold}; hangup",
-                "--calls",
-                str(legs),
-                "--rate",
-                "50",
-                "--pins",
-                pins,
-                "--rtp",
-                ports.rtp_range(4 * legs + 8),
-                "--max-seconds",
-                str(hold + 40),
-            ],
-            cwd=ROOT,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        srv = start_server(Path(tmp), cache, log_level="info", rooms=rooms, sip=sip)
+        phone = None
         try:
+            phone = subprocess.Popen(
+                [
+                    PY,
+                    "-m",
+                    "pbx.softphone",
+                    "--target",
+                    srv.uri("conf"),
+                    "--script",
+                    f"wait_media 10; dtmf {{pin}}#; tone 440; wait {hold}; hangup",
+                    "--calls",
+                    str(legs),
+                    "--rate",
+                    "50",
+                    "--pins",
+                    pins,
+                    "--rtp",
+                    phone_rtp,
+                    "--max-seconds",
+                    str(hold + 40),
+                ],
+                cwd=ROOT,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
             deadline = time.monotonic() + 15 + legs / 10
             joined = 0
             while time.monotonic() < deadline:
@@ -103,13 +101,18 @@ def run(legs: int, window: float, cache: Path) -> dict[str, float]:
             c1, p1, t1 = cpu_seconds(srv.proc.pid), cpu_seconds(phone.pid), time.monotonic()
             st = srv.status()
             lat = [x * 1000 for x in st["join_latencies"]]
-        finally:
-            phone.terminate()
-            _, err = phone.communicate(timeout=30)
             if joined < legs:
+                errors = [ln for ln in srv.log().splitlines() if "ERROR" in ln][:5]
                 print(
-                    f"only {joined}/{legs} joined; softphone said:\n{err[-2000:]}", file=sys.stderr
+                    f"only {joined}/{legs} joined; server errors:",
+                    *errors,
+                    sep="\n",
+                    file=sys.stderr,
                 )
+        finally:
+            if phone is not None:
+                phone.terminate()
+                phone.communicate(timeout=30)
             srv.stop()
     return {
         "legs": legs,

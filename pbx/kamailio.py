@@ -8,9 +8,11 @@ it per request, so no restart), and runs Kamailio as a child process.
 
 from __future__ import annotations
 
+import ctypes
 import glob
 import logging
 import shutil
+import signal
 import sqlite3
 import subprocess
 from pathlib import Path
@@ -26,6 +28,18 @@ SCHEMA_FILES = ("standard-create.sql", "auth_db-create.sql", "usrloc-create.sql"
 # Extensions are numbers of 3 to 6 digits not starting with 0 (0 is the
 # outbound prefix); the proxy answers 480 for any of them not registered.
 EXT_PATTERN = "^[1-9][0-9]{2,5}$"
+
+
+def _die_with_parent() -> None:
+    """In the child: SIGTERM when ponte dies, even by SIGKILL (Linux prctl).
+
+    An orphaned proxy would keep the SIP port and relay to a dead app server.
+    """
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+PR_SET_PDEATHSIG = 1
 
 
 class KamailioError(Exception):

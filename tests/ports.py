@@ -42,15 +42,19 @@ def allocate(count: int = 1) -> int:
             start = _next
             if start + count > lo + BLOCK:
                 start = lo
-            _next = start + count
-            if all(_udp_free(p) for p in range(start, start + count)):
+            busy = next((p for p in range(start, start + count) if not _udp_free(p)), None)
+            if busy is None:
+                _next = start + count
                 return start
+            _next = busy + 1  # look again just past the port someone holds
         raise RuntimeError("no free UDP ports left in this worker's block")
 
 
 def rtp_range(size: int = 40) -> str:
-    """A LOW-HIGH RTP range of `size` ports."""
-    start = allocate(size)
+    """A LOW-HIGH RTP range of `size` ports, starting even (RTP even, RTCP odd),
+    with a spare pair after it: pjsua may round into the next pair at the top."""
+    start = allocate(size + 4)
+    start += start % 2
     return f"{start}-{start + size - 1}"
 
 
