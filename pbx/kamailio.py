@@ -8,13 +8,16 @@ it per request, so no restart), and runs Kamailio as a child process.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import glob
 import logging
+import os
 import shutil
 import signal
 import sqlite3
 import subprocess
+import time
 from pathlib import Path
 from string import Template
 
@@ -136,15 +139,40 @@ class Kamailio:
             raise KamailioError(f"generated kamailio.cfg is invalid:\n{check.stderr[-2000:]}")
         return cfg
 
+    def reap_stale(self) -> None:
+        """Stop a Kamailio left running from our config by a ponte that died.
+
+        PR_SET_PDEATHSIG normally takes it down with us, but not every kernel
+        (or sandbox) honours it, and the old proxy would hold the SIP port.
+        """
+        pid_file = self.runtime / "kamailio.pid"
+        try:
+            pid = int(pid_file.read_text().strip())
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except (OSError, ValueError):
+            return
+        if str(self.runtime / "kamailio.cfg").encode() not in cmdline:
+            return
+        log.warning("stopping a stale kamailio (pid %d) left by a previous run", pid)
+        try:
+            os.killpg(pid, signal.SIGTERM)
+            for _ in range(50):
+                os.kill(pid, 0)
+                time.sleep(0.1)
+            os.killpg(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
     def start(self) -> None:
         """Start Kamailio in the foreground as our child, logging to a file."""
+        self.reap_stale()
         cfg = self.prepare()
         binary = shutil.which("kamailio") or "/usr/sbin/kamailio"
         logf = self.log_path.open("ab")
         self.proc = subprocess.Popen(
             [
                 binary,
-                "-DD",
+                "-DD",  # the creator stays in the foreground as our child
                 "-E",
                 "-f",
                 str(cfg),
@@ -160,6 +188,9 @@ class Kamailio:
             stdout=logf,
             stderr=logf,
             stdin=subprocess.DEVNULL,
+            preexec_fn=_die_with_parent,
+            # Its own process group, so creator, main and workers stop as one.
+            start_new_session=True,
         )
         log.info(
             "kamailio started (pid %d) on %s, %d extensions",
@@ -178,15 +209,17 @@ class Kamailio:
         sync_subscribers(self.db_path, config.extensions)
 
     def stop(self, timeout: float = 5.0) -> None:
-        """SIGTERM, then SIGKILL if it lingers."""
+        """SIGTERM to its process group (creator, main and workers), then SIGKILL."""
         if self.proc is None:
             return
         if self.proc.poll() is None:
-            self.proc.terminate()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGTERM)
             try:
                 self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
-                self.proc.kill()
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
         log.info("kamailio stopped (exit %s)", self.proc.returncode)
         self.proc = None

@@ -58,7 +58,17 @@ class Server:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        self._reap_kamailio()
         return self.proc.returncode
+
+    def _reap_kamailio(self) -> None:
+        """A test that kill -9s the server must not leave its proxy behind."""
+        pid_file = Path(self.config.get("state_dir", "")) / "kamailio" / "kamailio.pid"
+        try:
+            pid = int(pid_file.read_text().strip())
+            os.killpg(pid, signal.SIGKILL)  # Kamailio runs in its own process group
+        except (OSError, ValueError):
+            pass
 
 
 def start_server(

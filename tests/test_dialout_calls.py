@@ -123,9 +123,12 @@ def test_dial_out_refused_by_the_room_profile_and_by_level_1(server_factory, pho
         assert not [e for _, e in provider.events() if e.startswith("INVITE")]
         assert "rule=deny_list" in srv.log() and "(refused_number_blocked)" in srv.log()
         # A busy guest: the moderator is told and goes back to the room.
-        busy = phone(srv.uri("conf-en"),
-                     "wait_media 5; dtmf 9999#; dtmf *1; wait 1; dtmf 212133334860#; "
-                     "wait 0.5; dtmf 1; wait 3; hangup", record=False)
+        busy = phone(
+            srv.uri("conf-en"),
+            "wait_media 5; dtmf 9999#; dtmf *1; wait 1; dtmf 212133334860#; "
+            "wait 0.5; dtmf 1; wait 3; hangup",
+            record=False,
+        )
         busy.result()
         assert "(dialout_busy)" in srv.log()
     finally:
