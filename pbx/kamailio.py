@@ -139,6 +139,25 @@ class Kamailio:
             raise KamailioError(f"generated kamailio.cfg is invalid:\n{check.stderr[-2000:]}")
         return cfg
 
+    def command(self, cfg: Path) -> list[str]:
+        """Kamailio's command line for this config (foreground, log to stderr)."""
+        binary = shutil.which("kamailio") or "/usr/sbin/kamailio"
+        return [
+            binary,
+            "-DD",  # the creator stays in the foreground as our child
+            "-E",
+            "-f",
+            str(cfg),
+            "-Y",
+            str(self.runtime),
+            "-P",
+            str(self.runtime / "kamailio.pid"),
+            "-m",
+            "64",
+            "-M",
+            "8",
+        ]
+
     def reap_stale(self) -> None:
         """Stop a Kamailio left running from our config by a ponte that died.
 
@@ -167,24 +186,9 @@ class Kamailio:
         """Start Kamailio in the foreground as our child, logging to a file."""
         self.reap_stale()
         cfg = self.prepare()
-        binary = shutil.which("kamailio") or "/usr/sbin/kamailio"
         logf = self.log_path.open("ab")
         self.proc = subprocess.Popen(
-            [
-                binary,
-                "-DD",  # the creator stays in the foreground as our child
-                "-E",
-                "-f",
-                str(cfg),
-                "-Y",
-                str(self.runtime),
-                "-P",
-                str(self.runtime / "kamailio.pid"),
-                "-m",
-                "64",
-                "-M",
-                "8",
-            ],
+            self.command(cfg),
             stdout=logf,
             stderr=logf,
             stdin=subprocess.DEVNULL,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -60,7 +61,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from pbx.sipua import SipError
     from ponte.server import AppServer
 
-    server = AppServer(cfg, config_path=Path(args.config) if args.config else EXAMPLE)
+    server = AppServer(
+        cfg,
+        config_path=Path(args.config) if args.config else EXAMPLE,
+        run_kamailio=not args.no_kamailio,
+    )
     server.install_signal_handlers()
     try:
         server.start()
@@ -219,6 +224,58 @@ def cmd_usage_report(args: argparse.Namespace, cfg) -> int:  # type: ignore[no-u
     return 0
 
 
+def cmd_kamailio(args: argparse.Namespace) -> int:
+    """Write Kamailio's config and database from the YAML, then become Kamailio.
+
+    ponte-kamailio.service runs this, so the proxy is its own unit.
+    """
+    cfg = _load(args.config)
+    from pbx.kamailio import Kamailio, KamailioError
+
+    kam = Kamailio(cfg, Path(cfg.state_dir) / "kamailio")
+    try:
+        argv = kam.command(kam.prepare())
+    except KamailioError as exc:
+        print(f"ponte: {exc}", file=sys.stderr)
+        return 1
+    os.execv(argv[0], argv)
+    return 1  # not reached
+
+
+def cmd_install(args: argparse.Namespace) -> int:
+    """Put the units, /etc/ponte/ponte.yaml and the state directory in place."""
+    from ponte.install import install
+
+    for line in install(Path(args.root), create_user=args.root == "/"):
+        print(line)
+    return 0
+
+
+def cmd_drain(args: argparse.Namespace) -> int:
+    """Stop taking calls and wait for the ones in progress to end."""
+    cfg = _load(args.config)
+    import time
+
+    from ponte.control import request
+
+    sock = Path(cfg.control.socket)
+    try:
+        answer = request(sock, "drain")
+        print(f"draining: {answer.get('calls', 0)} calls in progress")
+        deadline = time.monotonic() + args.timeout
+        while time.monotonic() < deadline:
+            calls = request(sock, "status")["calls"]
+            if calls == 0:
+                print("drained: no calls left; the service can be restarted")
+                return 0
+            time.sleep(1)
+    except OSError as exc:
+        print(f"ponte: cannot reach the server at {sock}: {exc}", file=sys.stderr)
+        return 1
+    print(f"ponte: {calls} calls still up after {args.timeout:g} s", file=sys.stderr)
+    return 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for tests and docs)."""
     p = argparse.ArgumentParser(prog="ponte", description=__doc__)
@@ -239,6 +296,12 @@ def build_parser() -> argparse.ArgumentParser:
         sp = sub.add_parser(name, help=help_)
         sp.add_argument("--config", help="provisioning YAML (default: the bundled example)")
         sp.set_defaults(fn=fn)
+        if name == "serve":
+            sp.add_argument(
+                "--no-kamailio",
+                action="store_true",
+                help="do not run Kamailio (systemd runs ponte-kamailio.service)",
+            )
     rp = sub.add_parser("report", help="reports: conferences, participants SESSION, usage")
     rp.add_argument("what", choices=["conferences", "participants", "usage"])
     rp.add_argument("--line", help="usage of one line")
@@ -251,6 +314,16 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--tz", default="America/Sao_Paulo", help="time zone of --from/--to")
     rp.add_argument("--csv", action="store_true", help="CSV instead of a table")
     rp.set_defaults(fn=cmd_report)
+    kp = sub.add_parser("kamailio", help="generate Kamailio's config and run it (for systemd)")
+    kp.add_argument("--config", help="provisioning YAML (default: the bundled example)")
+    kp.set_defaults(fn=cmd_kamailio)
+    ip = sub.add_parser("install", help="install the systemd units and /etc/ponte")
+    ip.add_argument("--root", default="/", help="install under this root (default /)")
+    ip.set_defaults(fn=cmd_install)
+    dr = sub.add_parser("drain", help="refuse new calls and wait for the rest to end")
+    dr.add_argument("--config", help="provisioning YAML (default: the bundled example)")
+    dr.add_argument("--timeout", type=float, default=3600.0, help="seconds to wait")
+    dr.set_defaults(fn=cmd_drain)
     dc = sub.add_parser("dial-check", help="the line-profile decision for a number (JSON)")
     dc.add_argument("--config", help="provisioning YAML (default: the bundled example)")
     dc.add_argument("--line", required=True, help="the calling line, e.g. 1001 or room:demo")

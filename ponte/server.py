@@ -72,6 +72,7 @@ from ponte.clock import WallClock
 from ponte.control import ControlServer
 from ponte.dialout import DialOut
 from ponte.loop import Loop, TimerHandle
+from ponte.sdnotify import Notifier
 from provisioning.schema import Config
 from provisioning.schema import Room as RoomConfig
 
@@ -127,9 +128,15 @@ class AppServer:
     """Conference entry IVR and rooms on top of one SIP user agent."""
 
     def __init__(
-        self, config: Config, clock: WallClock | None = None, config_path: Path | None = None
+        self,
+        config: Config,
+        clock: WallClock | None = None,
+        config_path: Path | None = None,
+        run_kamailio: bool = True,
     ) -> None:
         self.config = config
+        # False under systemd, where ponte-kamailio.service runs the proxy.
+        self.run_kamailio = run_kamailio
         self.config_path = config_path
         self.clock = clock or WallClock.from_env()
         self.loop = Loop(self._poll)
@@ -152,6 +159,8 @@ class AppServer:
         self.meter: Meter | None = None
         self._to_meter: dict[int, Decision] = {}
         self.dialout = DialOut(self)
+        self.notifier = Notifier()
+        self.accepting = True  # False while draining or stopping: new calls get 503
         self._alerted: set[tuple] = set()
         self.kamailio = (
             Kamailio(config, Path(config.state_dir) / "kamailio") if config.extensions else None
@@ -200,7 +209,7 @@ class AppServer:
         self.ua.start()
         for trunk in self.config.trunks:
             self._add_trunk(trunk)
-        if self.kamailio is not None:
+        if self.kamailio is not None and self.run_kamailio:
             self.kamailio.start()
             self.loop.call_later(1.0, self._watch_kamailio)
         self.control.start()
@@ -211,11 +220,47 @@ class AppServer:
             len(self.config.rooms),
             ", ".join(a.user for a in self.config.access_numbers) or "(none)",
         )
+        self.notifier.ready(f"listening on {self.config.sip.listen}")
+        if self.notifier.watchdog_interval:
+            self.loop.call_later(0, self._watchdog)
+
+    def _watchdog(self) -> None:
+        # Pinged from the loop itself: if the loop is stuck, the pings stop.
+        interval = self.notifier.watchdog_interval
+        if interval and not self.loop.stopping:
+            self.notifier.watchdog()
+            self.loop.call_later(interval, self._watchdog)
 
     def request_stop(self, reason: str) -> None:
-        """Ask the loop to stop (safe from a signal handler)."""
+        """Stop gracefully (safe from a signal handler); a second request stops now."""
+        if self._stop_reason:
+            self.loop.stopping = True
+            return
         self._stop_reason = reason
+        self.loop.call_soon_threadsafe(self._begin_stop)
+
+    def _begin_stop(self) -> None:
+        """Refuse new calls, tell connected callers, then end everything."""
+        self.accepting = False
+        self.notifier.stopping(f"stopping ({self._stop_reason})")
+        longest = 0.0
+        for leg in list(self.legs.values()):
+            if self.ua.has_media(leg.leg):
+                self._play(leg, ("service_restarting",), barge_in=False)
+                leg.hangup_after_prompt = "the service is restarting"
+                prompt = self.prompts.get("service_restarting", leg.language)
+                longest = max(longest, prompt.seconds)
+        # Bounded well inside systemd's TimeoutStopSec (10 s).
+        self.loop.call_later(min(longest + 0.5, 6.0), self._end_loop)
+
+    def _end_loop(self) -> None:
         self.loop.stopping = True
+
+    def drain(self) -> dict[str, Any]:
+        """Stop taking new calls (503); calls in progress carry on."""
+        self.accepting = False
+        log.info("draining: new calls are refused, %d in progress", self.ua.call_count())
+        return {"ok": True, "calls": self.ua.call_count()}
 
     def install_signal_handlers(self) -> None:
         """SIGTERM and SIGINT end every call with BYE and stop; SIGHUP reloads."""
@@ -334,6 +379,10 @@ class AppServer:
     def on_incoming(self, call: IncomingCall) -> None:
         """Route a new call: access number, DID, or an extension's outbound number."""
         cfg = self.config
+        if not self.accepting:
+            log.info("call %d refused: draining or stopping (503)", call.leg)
+            self.ua.answer(call.leg, 503, "Service Unavailable", {"Retry-After": "5"})
+            return
         log.info(
             "call %d incoming from=%s to=%s src=%s",
             call.leg,
@@ -358,7 +407,7 @@ class AppServer:
                 return
             self._entry_ivr(call, did.language)
             return
-        from_proxy = self.kamailio is not None and call.source == cfg.pbx.listen
+        from_proxy = bool(cfg.extensions) and call.source == cfg.pbx.listen
         route = cfg.trunk_for_number(call.request_user) if from_proxy else None
         if route is None and from_proxy and call.request_user in EMERGENCY and cfg.trunks:
             route = (cfg.trunks[0], call.request_user)  # emergency: any trunk will do
@@ -523,7 +572,7 @@ class AppServer:
             ).start()
         pbx = self.config.pbx
         own = [a.line] if a.line.isdigit() else []
-        if self.kamailio is not None:
+        if self.config.extensions:
             for ext in dict.fromkeys([*alerts.message_to, *own]):
                 try:
                     self.ua.send_message(f"sip:{ext}@{pbx.host}:{pbx.port}", text)
@@ -904,6 +953,8 @@ class AppServer:
         cmd = request.get("cmd")
         if cmd == "reload":
             return self.reload()
+        if cmd == "drain":
+            return self.drain()
         if cmd == "status":
             return {
                 "calls": self.ua.call_count(),
@@ -929,6 +980,7 @@ class AppServer:
                     for name, room in self.bridge.rooms.items()
                 },
                 "join_latencies": list(self.join_latencies),
+                "accepting": self.accepting,
             }
         return {"error": f"unknown command {cmd!r}"}
 
