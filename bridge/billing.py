@@ -53,6 +53,7 @@ class BillingStore:
         self.db = sqlite_utils.Database(path)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
+        self._next_id: int | None = None
         self._schema()
 
     def _schema(self) -> None:
@@ -94,11 +95,21 @@ class BillingStore:
             )
             self.db[LEGS].create_index(["session_id"])
 
-    def open_session(self, room: str, started: float) -> int:
+    def new_session_id(self) -> int:
+        """An id for the next session, known before its row is written (so the
+        write can wait out a full disk without holding the call up)."""
+        if self._next_id is None:
+            row = self.db.execute(f"SELECT COALESCE(MAX(id), 0) FROM {SESSIONS}").fetchone()
+            self._next_id = int(row[0]) + 1
+        sid, self._next_id = self._next_id, self._next_id + 1
+        return sid
+
+    def open_session(self, room: str, started: float, session_id: int | None = None) -> int:
         """A room came alive: start its session row."""
         with self.db.conn:
             table = self.db[SESSIONS].insert(
                 {
+                    **({"id": session_id} if session_id is not None else {}),
                     "room": room,
                     "started_at": iso(started),
                     "started_ts": started,

@@ -59,6 +59,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     cfg = _load(args.config)
     from pbx.kamailio import KamailioError
     from pbx.sipua import SipError
+    from ponte.database import DatabaseRefused
     from ponte.server import AppServer
 
     server = AppServer(
@@ -69,6 +70,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     server.install_signal_handlers()
     try:
         server.start()
+    except DatabaseRefused as exc:
+        # Exit 2: systemd must not restart into the same refusal (RestartPreventExitStatus).
+        logging.getLogger("ponte").error("refusing to start: %s", exc)
+        return EXIT_CONFIG
     except (SipError, KamailioError, OSError) as exc:
         logging.getLogger("ponte").error("cannot start: %s", exc)
         return 1

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import signal
+import sqlite3
 import threading
 import urllib.request
 import wave
@@ -70,6 +71,7 @@ from pbx.ratelimit import SlidingWindowLimiter
 from pbx.sipua import IncomingCall, SipUA
 from ponte.clock import WallClock
 from ponte.control import ControlServer
+from ponte.database import RecordWriter, check_database, mark_created
 from ponte.dialout import DialOut
 from ponte.loop import Loop, TimerHandle
 from ponte.sdnotify import Notifier
@@ -161,6 +163,7 @@ class AppServer:
         self.dialout = DialOut(self)
         self.notifier = Notifier()
         self.accepting = True  # False while draining or stopping: new calls get 503
+        self.records = RecordWriter()
         self._alerted: set[tuple] = set()
         self.kamailio = (
             Kamailio(config, Path(config.state_dir) / "kamailio") if config.extensions else None
@@ -191,8 +194,11 @@ class AppServer:
             raise
 
     def _start(self) -> None:
+        check_database(self.config.database, self.config.state_dir)
         self.billing = BillingStore(self.config.database)
         self.usage = UsageStore(self.config.database)
+        mark_created(self.config.database, self.config.state_dir)
+        self.loop.call_later(5.0, self._flush_records)
         self.meter = Meter(self.usage.used, list(self.config.alerts.thresholds))
         self.loop.call_later(1.0, self._meter_tick)
         rendered = self.prompts.render_all()
@@ -223,6 +229,12 @@ class AppServer:
         self.notifier.ready(f"listening on {self.config.sip.listen}")
         if self.notifier.watchdog_interval:
             self.loop.call_later(0, self._watchdog)
+
+    def _flush_records(self) -> None:
+        """Retry record writes a full disk held back."""
+        self.records.flush()
+        if not self.loop.stopping:
+            self.loop.call_later(5.0, self._flush_records)
 
     def _watchdog(self) -> None:
         # Pinged from the loop itself: if the loop is stuck, the pings stop.
@@ -340,6 +352,10 @@ class AppServer:
                 t.cancel()
         self.ua.shutdown(timeout=2.0)
         self.legs.clear()
+        if not self.records.flush():
+            log.error(
+                "%d call-record writes could not be made (disk full?)", len(self.records.pending)
+            )
         if self.kamailio is not None:
             self.kamailio.stop()
 
@@ -518,7 +534,7 @@ class AppServer:
         for a in actions:
             match a:
                 case Flush(key, cycle, call_type, seconds):
-                    self.usage.add(key, cycle, call_type, seconds)
+                    self.records.write(self.usage.add, key, cycle, call_type, seconds)
                 case Cut(call_id, used, limit):
                     log.info("call %d cut at the limit (%.1f of %.0f s used)", call_id, used, limit)
                     self.ua.hangup(call_id)
@@ -535,7 +551,7 @@ class AppServer:
             return
         self._alerted.add(mark)
         assert self.usage is not None
-        new = self.usage.record_alert(
+        args = (
             a.key,
             a.cycle,
             a.limit,
@@ -545,6 +561,15 @@ class AppServer:
             a.limit_seconds,
             self.clock.now(),
         )
+        if self.records.pending:
+            new = True  # the disk is full: alert now, the row waits with the others
+            self.records.write(self.usage.record_alert, *args)
+        else:
+            try:
+                new = self.usage.record_alert(*args)
+            except sqlite3.OperationalError:
+                new = True
+                self.records.write(self.usage.record_alert, *args)
         if not new:
             return
         text = (
@@ -807,9 +832,12 @@ class AppServer:
         leg.joined_wall = self.clock.ts()
         if self.billing is not None:
             if live.session_id is None:
-                live.session_id = self.billing.open_session(room, leg.joined_wall)
+                live.session_id = self.billing.new_session_id()
+                self.records.write(
+                    self.billing.open_session, room, leg.joined_wall, live.session_id
+                )
             leg.session_id = live.session_id
-            self.billing.note_peak(live.session_id, len(live.members))
+            self.records.write(self.billing.note_peak, live.session_id, len(live.members))
         self._room_cmds(cmds)
         if leg.hash_at is not None:
             self.join_latencies.append(now - leg.hash_at)
@@ -823,7 +851,8 @@ class AppServer:
         cmds = self.bridge.leave(leg.leg)
         left = self.clock.ts()
         if self.billing is not None and session_id is not None:
-            self.billing.leg_ended(
+            self.records.write(
+                self.billing.leg_ended,
                 LegRecord(
                     session_id,
                     leg.leg,
@@ -834,10 +863,10 @@ class AppServer:
                     left,
                     leg.ended_by,
                     leg.joined_by,
-                )
+                ),
             )
             if room not in self.bridge.rooms:
-                self.billing.close_session(session_id, left)
+                self.records.write(self.billing.close_session, session_id, left)
         self._room_cmds(cmds)
         remaining = len(live.members) if live is not None else 0
         log.info("call %d leave room=%s members=%d", leg.leg, room, remaining)

@@ -61,6 +61,34 @@ class Server:
         self._reap_kamailio()
         return self.proc.returncode
 
+    def restart(self, timeout: float = 15) -> int:
+        """Start the server again on the same file (after a stop or a kill)."""
+        self.proc = subprocess.Popen(
+            [
+                PY,
+                "-m",
+                "ponte.cli",
+                "--log-level",
+                "debug",
+                "serve",
+                "--config",
+                str(self.config_path),
+            ],
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=self.log_path.open("a"),
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                return self.proc.returncode
+            try:
+                self.status()
+                return 0
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("server did not come back")
+
     def _reap_kamailio(self) -> None:
         """A test that kill -9s the server must not leave its proxy behind."""
         pid_file = Path(self.config.get("state_dir", "")) / "kamailio" / "kamailio.pid"
