@@ -112,3 +112,36 @@ def test_drain_refuses_new_calls_and_waits_for_the_rest(server, phone):
     assert up.result()["hung_up_by"] == "local"
     out, _ = drain.communicate(timeout=30)
     assert drain.returncode == 0 and "drained" in out
+
+
+def test_supervised_service_restarts_after_a_crash_and_a_stuck_loop(server_factory, phone):
+    from tests.supervisor import Supervisor
+
+    srv = server_factory()
+    srv.stop()  # the supervisor runs it from here on, on the same file
+    sup = Supervisor(
+        [sys.executable, "-m", "ponte.cli", "serve", "--config", str(srv.config_path)],
+        srv.config_path.parent,
+        srv.log_path,
+    )
+    sup.start()
+    try:
+        assert sup.ready.wait(15)
+        sup.proc.send_signal(signal.SIGKILL)  # a crash: Restart=on-failure
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and sup.starts < 2:
+            time.sleep(0.1)
+        assert sup.ready.wait(15) and sup.starts == 2
+        sup.proc.send_signal(signal.SIGSTOP)  # a stuck loop: no more WATCHDOG=1
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and sup.starts < 3:
+            time.sleep(0.1)
+        assert "watchdog-kill" in sup.events
+        assert sup.ready.wait(15) and sup.starts == 3
+        r = phone(
+            srv.uri("conf"), "wait_media 5; dtmf 9999#; wait 1; hangup", record=False
+        ).result()
+        assert r["hung_up_by"] == "local" and "confirmed_at" in r
+    finally:
+        sup.stop()
+    assert sup.proc.returncode == 0  # SIGTERM: a clean stop
