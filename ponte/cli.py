@@ -15,6 +15,17 @@ EXIT_CONFIG = 2
 
 
 def _setup_logging(level: str) -> None:
+    from ponte.journal import JournalHandler, wanted
+
+    journal = wanted()
+    if journal:
+        # Under systemd: straight to the journal, with CALL_LEG/ROOM/LINE fields.
+        logging.basicConfig(
+            level=getattr(logging, level.upper()),
+            handlers=[JournalHandler(journal)],
+            format="%(name)s: %(message)s",
+        )
+        return
     logging.basicConfig(
         stream=sys.stderr,
         level=getattr(logging, level.upper()),

@@ -145,3 +145,23 @@ def test_supervised_service_restarts_after_a_crash_and_a_stuck_loop(server_facto
     finally:
         sup.stop()
     assert sup.proc.returncode == 0  # SIGTERM: a clean stop
+
+
+def test_journal_records_carry_call_room_and_line_fields(server_factory, phone, tmp_path):
+    path = tmp_path / "journal.sock"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(path))
+    sock.settimeout(0.5)
+    srv = server_factory(env={"JOURNAL_STREAM": "8:1", "PONTE_JOURNAL_SOCKET": str(path)})
+    phone(srv.uri("conf"), "wait_media 5; dtmf 9999#; wait 1; hangup", record=False).result()
+    records = []
+    while True:
+        try:
+            records.append(sock.recv(65536).decode())
+        except TimeoutError:
+            break
+    joins = [r for r in records if "join room=demo" in r]
+    assert joins, records[:5]
+    fields = dict(line.split("=", 1) for line in joins[0].splitlines() if "=" in line)
+    assert fields["ROOM"] == "demo" and fields["CALL_LEG"].isdigit()
+    assert fields["PRIORITY"] == "6" and fields["SYSLOG_IDENTIFIER"] == "ponte"
