@@ -203,6 +203,15 @@ class Kamailio:
             len(self.config.extensions),
         )
 
+    def running_elsewhere(self) -> bool:
+        """Whether a Kamailio from our config runs (started by its own unit)."""
+        try:
+            pid = int((self.runtime / "kamailio.pid").read_text().strip())
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except (OSError, ValueError):
+            return False
+        return str(self.runtime / "kamailio.cfg").encode() in cmdline
+
     def alive(self) -> bool:
         """Whether the child is still running."""
         return self.proc is not None and self.proc.poll() is None

@@ -170,6 +170,7 @@ class AppServer:
         )
         self.limiters = {t.name: SlidingWindowLimiter(t.cps) for t in config.trunks}
         self._kamailio_restarts = 0
+        self._proxy_up: bool | None = None
 
     @staticmethod
     def _pin_table(config: Config) -> dict[str, PinMatch]:
@@ -218,6 +219,8 @@ class AppServer:
         if self.kamailio is not None and self.run_kamailio:
             self.kamailio.start()
             self.loop.call_later(1.0, self._watch_kamailio)
+        elif self.kamailio is not None:
+            self.loop.call_later(1.0, self._watch_unit_kamailio)
         self.control.start()
         log.info(
             "listening on sip:%s:%d, %d rooms, access numbers %s",
@@ -390,6 +393,21 @@ class AppServer:
                 log.exception("kamailio restart failed")
         delay = min(30.0, 1.0 * 2 ** min(self._kamailio_restarts, 5)) if not kam.alive() else 1.0
         self.loop.call_later(delay, self._watch_kamailio)
+
+    def _watch_unit_kamailio(self) -> None:
+        """Under systemd the proxy is its own unit (which restarts it): we only
+        notice and say so, once per change."""
+        kam = self.kamailio
+        if kam is None or self.loop.stopping:
+            return
+        up = kam.running_elsewhere()
+        if up != self._proxy_up:
+            if up:
+                log.info("kamailio is up (ponte-kamailio.service)")
+            else:
+                log.error("kamailio is down: extensions cannot register or call")
+            self._proxy_up = up
+        self.loop.call_later(2.0, self._watch_unit_kamailio)
 
     # -- SIP events -------------------------------------------------------
     def on_incoming(self, call: IncomingCall) -> None:

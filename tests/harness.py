@@ -104,6 +104,7 @@ def start_server(
     prompt_cache: Path,
     env: dict[str, str] | None = None,
     log_level: str = "debug",
+    extra_args: list[str] | None = None,
     **overrides: Any,
 ) -> Server:
     """Write a config with free ports and start `ponte serve` on it."""
@@ -125,11 +126,22 @@ def start_server(
         }
     for key, value in overrides.items():
         config[key] = value
+    tmp.mkdir(parents=True, exist_ok=True)
     path = tmp / "ponte.yaml"
     path.write_text(yaml.safe_dump(config))
     log_path = tmp / "server.log"
     proc = subprocess.Popen(
-        [PY, "-m", "ponte.cli", "--log-level", log_level, "serve", "--config", str(path)],
+        [
+            PY,
+            "-m",
+            "ponte.cli",
+            "--log-level",
+            log_level,
+            "serve",
+            "--config",
+            str(path),
+            *(extra_args or []),
+        ],
         cwd=ROOT,
         env={**os.environ, **(env or {})},
         stdout=subprocess.DEVNULL,

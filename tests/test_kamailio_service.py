@@ -13,11 +13,11 @@ from pathlib import Path
 import yaml
 
 from tests import ports
-from tests.harness import ROOT
+from tests.harness import ROOT, start_server
 from tests.pbx_helpers import EXTENSIONS
 
 
-def test_ponte_kamailio_becomes_the_proxy(tmp_path, phone):
+def test_ponte_kamailio_becomes_the_proxy(tmp_path, phone, prompt_cache):
     pbx_port = ports.allocate(1)
     cfg = {
         "sip": {"listen": f"127.0.0.1:{ports.allocate(1)}", "rtp_ports": ports.rtp_range(20)},
@@ -49,6 +49,28 @@ def test_ponte_kamailio_becomes_the_proxy(tmp_path, phone):
             extra=["--register", f"1002:{pw}@127.0.0.1:{pbx_port}"],
         ).result()
         assert r["registration"]["code"] == 200
+        # The app server started without its own proxy sees this one, and its loss.
+        srv = start_server(
+            tmp_path / "app",
+            prompt_cache,
+            **{
+                **cfg,
+                "control": {"socket": str(tmp_path / "app" / "control.sock")},
+            },
+            extra_args=["--no-kamailio"],
+        )
+        try:
+            time.sleep(2.5)
+            assert "kamailio is up (ponte-kamailio.service)" in srv.log()
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(10)
+            deadline = time.monotonic() + 6
+            while time.monotonic() < deadline and "kamailio is down" not in srv.log():
+                time.sleep(0.2)
+            assert "kamailio is down" in srv.log()
+        finally:
+            srv.stop()
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(10)
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(10)
