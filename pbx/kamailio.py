@@ -196,6 +196,12 @@ class Kamailio:
             # Its own process group, so creator, main and workers stop as one.
             start_new_session=True,
         )
+        # Ready means listening: wait for the pid file Kamailio writes once it is up.
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and self.proc.poll() is None:
+            if self.running_elsewhere():
+                break
+            time.sleep(0.02)
         log.info(
             "kamailio started (pid %d) on %s, %d extensions",
             self.proc.pid,

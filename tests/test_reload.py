@@ -25,7 +25,11 @@ def reload(server) -> subprocess.CompletedProcess:
 
 def test_reload_adds_a_room_and_changes_a_password_without_dropping_calls(server_factory, phone):
     srv = server_factory(**pbx_overrides())
-    kam_pid = (srv.log_path.parent / "state" / "kamailio" / "kamailio.pid").read_text()
+    pid_file = srv.log_path.parent / "state" / "kamailio" / "kamailio.pid"
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and not pid_file.exists():
+        time.sleep(0.05)  # Kamailio writes it a moment after ponte is up
+    kam_pid = pid_file.read_text()
     talking = phone(srv.uri("conf"), "wait_media 5; dtmf 9999#; wait 6; hangup", record=False)
     time.sleep(1.5)
     cfg = dict(srv.config)
