@@ -240,6 +240,14 @@ def cmd_usage_report(args: argparse.Namespace, cfg) -> int:  # type: ignore[no-u
     return 0
 
 
+def cmd_schema(args: argparse.Namespace) -> int:
+    """Print the JSON Schema of the provisioning file (for editors)."""
+    from provisioning.schema import json_schema
+
+    print(json.dumps(json_schema(), indent=2))
+    return 0
+
+
 def cmd_kamailio(args: argparse.Namespace) -> int:
     """Write Kamailio's config and database from the YAML, then become Kamailio.
 
@@ -330,6 +338,8 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--tz", default="America/Sao_Paulo", help="time zone of --from/--to")
     rp.add_argument("--csv", action="store_true", help="CSV instead of a table")
     rp.set_defaults(fn=cmd_report)
+    sc = sub.add_parser("schema", help="print the provisioning file's JSON Schema")
+    sc.set_defaults(fn=cmd_schema)
     kp = sub.add_parser("kamailio", help="generate Kamailio's config and run it (for systemd)")
     kp.add_argument("--config", help="provisioning YAML (default: the bundled example)")
     kp.set_defaults(fn=cmd_kamailio)

@@ -545,3 +545,19 @@ class Config(_Strict):
     def access_number(self, user: str) -> AccessNumber | None:
         """The access number whose SIP user part is `user`, if any."""
         return next((a for a in self.access_numbers if a.user == user), None)
+
+
+def json_schema() -> dict:
+    """The JSON Schema of the provisioning file, from the same models.
+
+    Cross-field rules (unique PINs, known profiles, overlapping groups) are
+    checked by `ponte check`; the schema carries everything an editor can
+    check as the admin types: keys, types, patterns, ranges and choices.
+    """
+    schema = Config.model_json_schema(mode="validation")
+    # `- conf` is accepted as shorthand for `- {user: conf}`.
+    access = schema["properties"]["access_numbers"]
+    access["items"] = {"anyOf": [access["items"], {"type": "string"}]}
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "ponte provisioning"
+    return schema
