@@ -122,3 +122,13 @@ def phone(tmp_path: Path) -> Iterator:
         if p.proc.poll() is None:
             p.proc.kill()
             p.proc.wait()
+
+
+@pytest.fixture
+def provider(tmp_path: Path):
+    """A SIPp UAS playing the trunk provider (stopped afterwards)."""
+    from tests.pbx_helpers import start_provider
+
+    p = start_provider(tmp_path)
+    yield p
+    p.stop()

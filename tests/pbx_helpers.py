@@ -42,6 +42,14 @@ def pbx_overrides(provider_port: int | None = None, **extra) -> dict:
     return cfg
 
 
+PASSWORDS = {e["number"]: e["password"] for e in EXTENSIONS}
+
+
+def register(number: str, server: Server) -> list[str]:
+    """Softphone arguments to register `number` to the server's Kamailio."""
+    return ["--register", f"{number}:{PASSWORDS[number]}@{proxy(server)}"]
+
+
 def proxy(server: Server) -> str:
     """host:port of the server's Kamailio."""
     return server.config["pbx"]["listen"]

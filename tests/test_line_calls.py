@@ -19,16 +19,7 @@ import pytest
 
 from tests import audio, ports
 from tests.harness import ROOT
-from tests.pbx_helpers import EXTENSIONS, pbx_overrides, proxy, start_provider, wait_registered
-
-PW = {e["number"]: e["password"] for e in EXTENSIONS}
-
-
-@pytest.fixture
-def provider(tmp_path):
-    p = start_provider(tmp_path)
-    yield p
-    p.stop()
+from tests.pbx_helpers import pbx_overrides, proxy, register, wait_registered
 
 
 @pytest.fixture
@@ -78,17 +69,13 @@ def lines_config(provider_port: int, national_minutes: float, hook: str | None =
     return cfg
 
 
-def reg(number, srv):
-    return ["--register", f"{number}:{PW[number]}@{proxy(srv)}"]
-
-
 def test_refusal_is_spoken_as_early_media_then_403(server_factory, phone, provider):
     srv = server_factory(**lines_config(provider.port, 1))
     p = phone(
         f"sip:0015442079460000@{proxy(srv)}",
         "wait_end 15",
         bind=ports.loopback_ip(),
-        extra=reg("1001", srv),
+        extra=register("1001", srv),
     )
     r = p.result()
     assert r["code"] == 403, r
@@ -105,14 +92,14 @@ def test_shared_quota_cuts_two_live_calls_on_time(server_factory, phone, provide
         "wait_media 8; wait 25; hangup",
         record=False,
         bind=ports.loopback_ip(),
-        extra=reg("1001", srv),
+        extra=register("1001", srv),
     )
     b = phone(
         f"sip:0412133335555@{proxy(srv)}",
         "wait_media 8; wait 25; hangup",
         record=False,
         bind=ports.loopback_ip(),
-        extra=reg("1002", srv),
+        extra=register("1002", srv),
     )
     ra, rb = a.result(), b.result()
     for r in (ra, rb):
@@ -130,7 +117,7 @@ def test_shared_quota_cuts_two_live_calls_on_time(server_factory, phone, provide
         "wait_end 15",
         record=False,
         bind=ports.loopback_ip(),
-        extra=reg("1001", srv),
+        extra=register("1001", srv),
     ).result()
     assert again["code"] == 403
     assert "rule=quota" in srv.log()
@@ -140,7 +127,11 @@ def test_alerts_at_60_80_100_by_webhook_and_sip_message(server_factory, phone, p
     url, got = webhook
     srv = server_factory(**lines_config(provider.port, 0.2, url))
     watcher = phone(
-        "", "", record=False, bind=ports.loopback_ip(), extra=[*reg("1002", srv), "--linger", "22"]
+        "",
+        "",
+        record=False,
+        bind=ports.loopback_ip(),
+        extra=[*register("1002", srv), "--linger", "22"],
     )
     wait_registered(srv, "1002")
     caller = phone(
@@ -148,7 +139,7 @@ def test_alerts_at_60_80_100_by_webhook_and_sip_message(server_factory, phone, p
         "wait_media 8; wait 25; hangup",
         record=False,
         bind=ports.loopback_ip(),
-        extra=reg("1001", srv),
+        extra=register("1001", srv),
     )
     rc = caller.result()
     rw = watcher.result()
@@ -195,7 +186,7 @@ def test_counters_survive_kill_9_mid_call(server_factory, phone, provider):
         "wait_media 8; wait_end 60",
         record=False,
         bind=ports.loopback_ip(),
-        extra=reg("1001", srv),
+        extra=register("1001", srv),
     )
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline and "answered by" not in srv.log():

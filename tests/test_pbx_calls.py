@@ -9,21 +9,8 @@ import time
 import pytest
 
 from tests import audio, ports
-from tests.pbx_helpers import EXTENSIONS, pbx_overrides, proxy, start_provider, wait_registered
+from tests.pbx_helpers import pbx_overrides, proxy, register, wait_registered
 from tests.test_spine_calls import window
-
-PW = {e["number"]: e["password"] for e in EXTENSIONS}
-
-
-@pytest.fixture
-def provider(tmp_path):
-    p = start_provider(tmp_path)
-    yield p
-    p.stop()
-
-
-def reg(number: str, server) -> list[str]:
-    return ["--register", f"{number}:{PW[number]}@{proxy(server)}"]
 
 
 def test_two_extensions_register_and_talk(server_factory, phone):
@@ -32,14 +19,14 @@ def test_two_extensions_register_and_talk(server_factory, phone):
         "",
         "wait_media 5; tone 700; wait 4; hangup",
         bind=ports.loopback_ip(),
-        extra=[*reg("1002", srv), "--answer"],
+        extra=[*register("1002", srv), "--answer"],
     )
     wait_registered(srv, "1002")
     caller = phone(
         f"sip:1002@{proxy(srv)}",
         "wait_media 8; tone 440; wait 3.5; hangup",
         bind=ports.loopback_ip(),
-        extra=reg("1001", srv),
+        extra=register("1001", srv),
     )
     ra, rb = caller.result(), callee.result()
     assert ra["registration"]["code"] == 200 and "error" not in ra, ra
@@ -68,7 +55,7 @@ def test_wrong_password_and_unknown_extension(server_factory, phone):
         "wait_media 3; hangup",
         record=False,
         bind=ports.loopback_ip(),
-        extra=reg("1001", srv),
+        extra=register("1001", srv),
     ).result()
     assert r["code"] == 480
     r = phone(
@@ -76,7 +63,7 @@ def test_wrong_password_and_unknown_extension(server_factory, phone):
         "wait_media 3; hangup",
         record=False,
         bind=ports.loopback_ip(),
-        extra=reg("1001", srv),
+        extra=register("1001", srv),
     ).result()
     assert r["code"] == 480
 
@@ -140,10 +127,12 @@ def test_register_flood_bans_the_source(server_factory, phone, tmp_path):
         cwd=tmp_path.parent.parent.parent if False else None,
     )
     banned = phone(
-        "", "", record=False, bind=flooder, extra=[*reg("1001", srv), "--max-seconds", "12"]
+        "", "", record=False, bind=flooder, extra=[*register("1001", srv), "--max-seconds", "12"]
     ).result()
     assert banned["registration"] is None or banned["registration"]["code"] in (408, 0, 503)
-    other = phone("", "", record=False, bind=ports.loopback_ip(), extra=reg("1001", srv)).result()
+    other = phone(
+        "", "", record=False, bind=ports.loopback_ip(), extra=register("1001", srv)
+    ).result()
     assert other["registration"]["code"] == 200
     kam_log = (srv.log_path.parent / "state" / "kamailio" / "kamailio.log").read_text()
     assert f"flood from {flooder}" in kam_log
@@ -177,7 +166,7 @@ def test_extension_calls_out_through_the_trunk_with_audio(server_factory, phone,
         f"sip:011999998888@{proxy(srv)}",
         "wait_media 8; tone 440; wait 3; hangup",
         bind=ports.loopback_ip(),
-        extra=reg("1001", srv),
+        extra=register("1001", srv),
     )
     r = p.result()
     assert "confirmed_at" in r and r["hung_up_by"] == "local", r
@@ -200,7 +189,7 @@ def test_ten_calls_at_once_reach_the_trunk_at_two_per_second(server_factory, pho
         bind=ports.loopback_ip(),
         calls=10,
         rate=200,
-        extra=reg("1001", srv),
+        extra=register("1001", srv),
     )
     reports = p.result(timeout=60)
     refused = [r for r in reports if r.get("code") == 503]
@@ -219,7 +208,7 @@ def test_did_routed_to_an_extension(server_factory, phone):
         "",
         "wait_media 5; tone 700; wait 4; hangup",
         bind=ports.loopback_ip(),
-        extra=[*reg("1002", srv), "--answer"],
+        extra=[*register("1002", srv), "--answer"],
     )
     wait_registered(srv, "1002")
     caller = phone(

@@ -21,6 +21,7 @@ CHECKER = jsonschema.Draft202012Validator.FORMAT_CHECKER  # editors check format
 def validate(data) -> None:
     jsonschema.validate(data, SCHEMA, format_checker=CHECKER)
 
+
 BAD = [
     "sip: {listen: 127.0.0.1:5080, bogus: 1}",
     "nonsense: true",
