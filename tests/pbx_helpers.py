@@ -50,6 +50,39 @@ def register(number: str, server: Server) -> list[str]:
     return ["--register", f"{number}:{PASSWORDS[number]}@{proxy(server)}"]
 
 
+def busiest_window(times: list[float], width: float) -> int:
+    """The most events in any window of `width` (what a provider's CPS counter sees)."""
+    times = sorted(times)
+    return max((sum(1 for x in times[i:] if x < t + width) for i, t in enumerate(times)), default=0)
+
+
+def answering_extension(phone, server: Server, number: str = "1002", hz: int = 700):
+    """A softphone registered as `number` that answers, sends a tone and records."""
+    callee = phone(
+        "",
+        f"wait_media 5; tone {hz}; wait 4; hangup",
+        bind=ports.loopback_ip(),
+        extra=[*register(number, server), "--answer"],
+    )
+    wait_registered(server, number)
+    return callee
+
+
+def assert_two_way_audio(
+    caller, callee, ra: dict, rb: dict, caller_hz: int = 440, callee_hz: int = 700
+) -> None:
+    """Each side heard the other's tone while both were up."""
+    from tests import audio
+    from tests.test_spine_calls import window
+
+    start = max(ra["media_at"], rb["media_at"]) + 0.5
+    end = min(ra["hangup_sent_at"], rb["ended_at"]) - 0.3
+    sa, rate = audio.load(caller.record)
+    sb, _ = audio.load(callee.record)
+    assert audio.hears_tone(audio.segment(sa, rate, *window(ra, start, end)), rate, callee_hz)
+    assert audio.hears_tone(audio.segment(sb, rate, *window(rb, start, end)), rate, caller_hz)
+
+
 def proxy(server: Server) -> str:
     """host:port of the server's Kamailio."""
     return server.config["pbx"]["listen"]
