@@ -11,12 +11,14 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import glob
+import hashlib
 import logging
 import os
 import shutil
 import signal
 import sqlite3
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 from string import Template
@@ -57,6 +59,19 @@ def module_path() -> str:
     return found[0]
 
 
+CTL_PATH_MAX = 100  # Kamailio's ctl module refuses UNIX socket paths over 104 bytes
+
+
+def ctl_path(runtime: Path) -> Path:
+    """Kamailio's control socket: in its runtime folder, or, when that path is
+    too long for a UNIX socket, a short name in /tmp derived from it."""
+    path = Path(runtime) / "kamailio.ctl"
+    if len(str(path)) <= CTL_PATH_MAX:
+        return path
+    digest = hashlib.sha256(str(Path(runtime).resolve()).encode()).hexdigest()[:16]
+    return Path(tempfile.gettempdir()) / f"ponte-kamailio-{digest}.ctl"
+
+
 def render_config(config: Config, runtime: Path, debug: int = 1) -> str:
     """kamailio.cfg for this provisioning."""
     return Template(TEMPLATE.read_text()).substitute(
@@ -68,7 +83,7 @@ def render_config(config: Config, runtime: Path, debug: int = 1) -> str:
         ext_pattern=EXT_PATTERN,
         debug=debug,
         module_path=module_path(),
-        ctl_socket=runtime / "kamailio.ctl",
+        ctl_socket=ctl_path(runtime),
         pike_density=config.pbx.flood_density,
         ban_seconds=config.pbx.ban_seconds,
         max_message=config.pbx.max_message,

@@ -9,6 +9,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from pbx.kamailio import ctl_path
 from tests import ports
 from tests.harness import Server
 
@@ -90,7 +91,7 @@ def proxy(server: Server) -> str:
 
 def wait_registered(server: Server, user: str, timeout: float = 10.0) -> None:
     """Block until Kamailio holds a contact for `user`."""
-    ctl = Path(server.config["state_dir"]) / "kamailio" / "kamailio.ctl"
+    ctl = ctl_path(Path(server.config["state_dir"]) / "kamailio")
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         r = subprocess.run(

@@ -19,7 +19,10 @@ _next: int | None = None
 
 def _worker_index() -> int:
     name = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
-    return int(name[2:]) if name.startswith("gw") and name[2:].isdigit() else 0
+    index = int(name[2:]) if name.startswith("gw") and name[2:].isdigit() else 0
+    # A second test session on the same machine (e.g. a bench beside the
+    # suite) takes other blocks with PONTE_TEST_SLOT_OFFSET.
+    return index + int(os.environ.get("PONTE_TEST_SLOT_OFFSET", "0"))
 
 
 def _udp_free(port: int) -> bool:
