@@ -9,9 +9,10 @@ import os
 import sys
 from pathlib import Path
 
-from provisioning.loader import EXAMPLE, ConfigError, load_config
+from provisioning.loader import EXAMPLE, ConfigError, load_config, load_tree
 
 EXIT_CONFIG = 2
+EXIT_DENIED = 3  # the admin named by --as may not do this
 
 
 def _setup_logging(level: str) -> None:
@@ -116,49 +117,237 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _fmt(args: argparse.Namespace) -> str:
+    return "json" if args.json else "csv" if args.csv else "table"
+
+
 def cmd_report(args: argparse.Namespace) -> int:
-    """Conference sessions and their participants, from the records."""
+    """Reports from the records: a table, or CSV / JSON, streamed."""
     cfg = _load(args.config)
-    from bridge.billing import BillingStore
-    from ponte.reports import LEG_COLUMNS, SESSION_COLUMNS, emit, parse_day
+    from ponte import reports
 
     if not Path(cfg.database).exists():
         print(f"ponte: no records yet at {cfg.database}", file=sys.stderr)
         return 1
-    if args.what == "usage":
-        return cmd_usage_report(args, cfg)
-    store = BillingStore(cfg.database)
-    if args.what == "conferences":
-        try:
-            start = parse_day(args.date_from, args.tz) if args.date_from else None
-            end = parse_day(args.date_to, args.tz, end=True) if args.date_to else None
-        except ValueError as exc:
-            print(f"ponte: {exc}", file=sys.stderr)
-            return EXIT_CONFIG
-        emit(store.sessions(args.room, start, end), SESSION_COLUMNS, args.csv)
-        return 0
-    if args.session is None:
-        print("ponte: report participants needs a SESSION id", file=sys.stderr)
+    try:
+        start = reports.parse_day(args.date_from, args.tz) if args.date_from else None
+        end = reports.parse_day(args.date_to, args.tz, end=True) if args.date_to else None
+    except ValueError as exc:
+        print(f"ponte: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    emit(store.legs(args.session), LEG_COLUMNS, args.csv)
+    fmt = _fmt(args)
+    if args.what == "usage":
+        reports.emit(_usage_rows(cfg, args.line, args.department), reports.USAGE_COLUMNS, fmt)
+        return 0
+    if args.what in ("conferences", "participants"):
+        from bridge.billing import BillingStore
+
+        store = BillingStore(cfg.database)
+        if args.what == "conferences":
+            rows = reports.with_progress(
+                store.sessions(args.room, start, end), "started_at", start, end
+            )
+            reports.emit(rows, reports.SESSION_COLUMNS, fmt)
+            return 0
+        if args.session is None:
+            print("ponte: report participants needs a SESSION id", file=sys.stderr)
+            return EXIT_CONFIG
+        reports.emit(store.legs(args.session), reports.LEG_COLUMNS, fmt)
+        return 0
+    if args.what == "alerts":
+        reports.emit(_alert_rows(cfg, args.line, start, end), reports.ALERT_COLUMNS, fmt)
+        return 0
+    from ponte.records import RecordStore
+
+    records = RecordStore(cfg.database)
+    lo, hi = reports.iso_bound(start), reports.iso_bound(end)
+    if args.what == "audit":
+        rows = records.audit_rows(lo, hi, args.object, args.user)
+        columns = reports.AUDIT_COLUMNS if fmt == "table" else (*reports.AUDIT_COLUMNS, "changes")
+        reports.emit(reports.with_progress(rows, "at", start, end), columns, fmt)
+    elif args.what == "restores":
+        reports.emit(records.restore_rows(lo, hi), reports.RESTORE_COLUMNS, fmt)
+    else:  # calls
+        rows = records.call_rows(lo, hi, args.line)
+        reports.emit(
+            reports.with_progress(rows, "started_at", start, end), reports.CALL_COLUMNS, fmt
+        )
     return 0
 
 
-def cmd_reload(args: argparse.Namespace) -> int:
-    """Ask the running server to re-read its file; exit 2 if it refused."""
-    cfg = _load(args.config)
+def _alert_rows(cfg, line: str | None, start: float | None, end: float | None):  # type: ignore[no-untyped-def]
+    """The alerts history: every 60/80/100 % mark sent, oldest first."""
+    import datetime as dt
+
+    from lines.usage import UsageStore
+
+    for a in UsageStore(cfg.database).alerts():
+        if line and a["line"] != line:
+            continue
+        at = dt.datetime.fromisoformat(a["at"]).timestamp()
+        if (start is not None and at < start) or (end is not None and at >= end):
+            continue
+        yield {
+            **a,
+            "used_min": round((a["used"] or 0) / 60, 2),
+            "limit_min": round((a["limit_seconds"] or 0) / 60, 2),
+        }
+
+
+def _identity(args: argparse.Namespace) -> dict[str, str]:
+    """--as / --by for commands that change state (the server checks them)."""
+    who: dict[str, str] = {}
+    if getattr(args, "as_name", None):
+        who["as"] = args.as_name
+    if getattr(args, "by", None):
+        who["by"] = args.by
+    return who
+
+
+def _change(cfg, cmd: str, refused: str, **args: object) -> tuple[int, dict]:  # type: ignore[no-untyped-def]
+    """Send a state-changing command; exit 1 unreachable, 3 denied, 2 refused."""
     from ponte.control import request
 
     try:
-        answer = request(Path(cfg.control.socket), "reload")
+        answer = request(Path(cfg.control.socket), cmd, **args)
     except OSError as exc:
         print(f"ponte: cannot reach the server at {cfg.control.socket}: {exc}", file=sys.stderr)
-        return 1
+        return 1, {}
     if not answer.get("ok"):
-        print(f"ponte: reload refused: {answer.get('error')}", file=sys.stderr)
+        print(f"ponte: {refused}{answer.get('error')}", file=sys.stderr)
+        return (EXIT_DENIED if answer.get("denied") else EXIT_CONFIG), answer
+    return 0, answer
+
+
+def cmd_room(args: argparse.Namespace) -> int:
+    """An admin action on a live room: lock, mute, kick, end..."""
+    cfg = _load(args.config)
+    code, answer = _change(
+        cfg, "room", "", action=args.action, room=args.room, member=args.member, **_identity(args)
+    )
+    if code == 0:
+        print(f"room {args.room}: {args.action} done (by {answer.get('by')})")
+    return code
+
+
+def cmd_reload(args: argparse.Namespace) -> int:
+    """Ask the running server to re-read its file; exit 2 if it refused, 3 if denied."""
+    cfg = _load(args.config)
+    code, answer = _change(cfg, "reload", "reload refused: ", **_identity(args))
+    if code == 0:
+        print(f"reloaded: {answer.get('changes', 0)} objects changed (by {answer.get('by')})")
+    return code
+
+
+def _backups_dir(cfg, args: argparse.Namespace) -> Path:  # type: ignore[no-untyped-def]
+    return Path(args.dir) if getattr(args, "dir", None) else Path(cfg.state_dir) / "backups"
+
+
+def cmd_backup(args: argparse.Namespace) -> int:
+    """Write a backup archive (or list them with `ponte backup list`)."""
+    import getpass
+
+    from ponte import backup
+    from ponte.reports import emit
+
+    path = Path(args.config) if args.config else EXAMPLE
+    try:
+        loaded = load_tree(path)
+    except ConfigError as exc:
+        print(f"ponte: invalid configuration: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    print("reloaded")
+    dest = _backups_dir(loaded.config, args)
+    if args.action == "list":
+        columns = ("archive", "created", "by", "parts", "size_kib", "status")
+        emit(backup.list_rows(dest), columns, _fmt(args))
+        return 0
+    try:
+        parts = backup.parse_parts(args.parts)
+        archive = backup.make_backup(
+            loaded, path, loaded.config.database, dest, parts, args.by or getpass.getuser()
+        )
+    except backup.BackupError as exc:
+        print(f"ponte: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    print(archive)
     return 0
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    """Restore parts of an archive: validate, write atomically, reload, record."""
+    import getpass
+
+    from ponte import backup
+    from ponte.control import request
+    from ponte.records import RecordStore
+    from provisioning.admins import PermissionDenied, authorize, authorize_changes, who
+    from provisioning.diff import Change, diff_configs
+
+    path = Path(args.config) if args.config else EXAMPLE
+    cfg = _load(str(path))
+    unix_user = getpass.getuser()
+    records = RecordStore(cfg.database)
+    archive_path = Path(args.archive)
+    if not archive_path.exists() and not archive_path.is_absolute():
+        archive_path = _backups_dir(cfg, args) / args.archive
+    by = args.as_name or args.by or unix_user
+    parts: list[str] = []
+
+    def failed(message: str, code: int) -> int:
+        print(f"ponte: restore failed, nothing changed: {message}", file=sys.stderr)
+        records.restore_done(str(archive_path), parts, "error", by, message)
+        return code
+
+    try:
+        by = (
+            args.by
+            if args.by and not cfg.admins and not args.as_name
+            else who(cfg, args.as_name, unix_user)
+        )
+        archive = backup.open_archive(archive_path)
+        parts = backup.parse_parts(args.parts, tuple(archive.parts))
+        yaml_parts = [p for p in parts if p != "usage"]
+        plan = backup.plan_restore(archive, yaml_parts, path) if yaml_parts else None
+        changes = diff_configs(cfg, plan.loaded.config) if plan else []
+        authorize_changes(cfg, plan.loaded.config if plan else cfg, args.as_name, changes)
+        if "usage" in parts:
+            authorize(cfg, args.as_name, {None})  # counters belong to the whole appliance
+    except backup.BackupError as exc:
+        return failed(str(exc), EXIT_CONFIG)
+    except PermissionDenied as exc:
+        return failed(str(exc), EXIT_DENIED)
+    detail: dict = {"rejected": plan.rejected if plan else []}
+    if plan and plan.texts:
+        backup.write_files(plan.texts)
+    if "usage" in parts:
+        try:
+            counts = backup.restore_usage(archive, cfg.database)
+        except backup.BackupError as exc:
+            return failed(str(exc), 1)
+        fields = {f"{t}.rows": v for t, v in counts.items()}
+        records.audit([Change("usage", "counters", "restored", fields)], by, "restore", unix_user)
+    identity = {"as": args.as_name} if args.as_name else {"by": by}
+    try:
+        answer = request(Path(cfg.control.socket), "reload", source="restore", **identity)
+        if not answer.get("ok"):
+            detail["reload"] = answer.get("error")
+    except OSError:
+        # No server running: the audit rows come from here instead.
+        records.audit(changes, by, "restore", unix_user)
+        detail["reload"] = "no running server; the next start uses the restored files"
+    status = (
+        "partial" if detail["rejected"] or "error" in str(detail.get("reload", "")) else "success"
+    )
+    if detail.get("reload") and not detail["reload"].startswith("no running"):
+        status = "partial"
+    records.restore_done(str(archive_path), parts, status, by, detail)
+    what = f"{', '.join(parts)} from {archive_path.name}"
+    print(f"restore {status}: {what}, {len(changes)} objects changed")
+    for item in detail["rejected"]:
+        print(f"  rejected {item['item']}: {item['error']}")
+    if detail.get("reload"):
+        print(f"  {detail['reload']}")
+    return 0 if status == "success" else 1
 
 
 def cmd_dial_check(args: argparse.Namespace) -> int:
@@ -232,14 +421,6 @@ def _usage_rows(cfg, line: str | None, department: str | None):  # type: ignore[
             }
 
 
-def cmd_usage_report(args: argparse.Namespace, cfg) -> int:  # type: ignore[no-untyped-def]
-    """Used vs limit per type for the current cycle, with the alerts sent."""
-    from ponte.reports import USAGE_COLUMNS, emit
-
-    emit(_usage_rows(cfg, args.line, args.department), USAGE_COLUMNS, args.csv)
-    return 0
-
-
 def cmd_schema(args: argparse.Namespace) -> int:
     """Print the JSON Schema of the provisioning file (for editors)."""
     from provisioning.schema import json_schema
@@ -300,6 +481,17 @@ def cmd_drain(args: argparse.Namespace) -> int:
     return 1
 
 
+REPORTS = ("conferences", "participants", "usage", "calls", "alerts", "audit", "restores")
+ROOM_ACTIONS = ("lock", "unlock", "mute", "unmute", "kick", "lecture-on", "lecture-off", "end")
+
+
+def _identity_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--as", dest="as_name", metavar="NAME", help="act as this admin (role checked, audited)"
+    )
+    p.add_argument("--by", metavar="NAME", help="name recorded in the audit (no admins listed)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for tests and docs)."""
     p = argparse.ArgumentParser(prog="ponte", description=__doc__)
@@ -320,24 +512,55 @@ def build_parser() -> argparse.ArgumentParser:
         sp = sub.add_parser(name, help=help_)
         sp.add_argument("--config", help="provisioning YAML (default: the bundled example)")
         sp.set_defaults(fn=fn)
+        if name == "reload":
+            _identity_args(sp)
         if name == "serve":
             sp.add_argument(
                 "--no-kamailio",
                 action="store_true",
                 help="do not run Kamailio (systemd runs ponte-kamailio.service)",
             )
-    rp = sub.add_parser("report", help="reports: conferences, participants SESSION, usage")
-    rp.add_argument("what", choices=["conferences", "participants", "usage"])
-    rp.add_argument("--line", help="usage of one line")
-    rp.add_argument("--department", help="usage of one department's lines")
+    rp = sub.add_parser(
+        "report", help="reports: conferences, participants, usage, calls, alerts, audit, restores"
+    )
+    rp.add_argument("what", choices=REPORTS)
     rp.add_argument("session", nargs="?", type=int, help="session id (participants)")
     rp.add_argument("--config", help="provisioning YAML (default: the bundled example)")
-    rp.add_argument("--room")
+    rp.add_argument("--line", help="one line (usage, calls, alerts)")
+    rp.add_argument("--department", help="usage of one department's lines")
+    rp.add_argument("--room", help="sessions of one room (conferences)")
+    rp.add_argument("--object", help="audit of one object (room:demo) or kind (room)")
+    rp.add_argument("--user", help="audit rows by this admin")
     rp.add_argument("--from", dest="date_from", help="YYYY-MM-DD (inclusive)")
     rp.add_argument("--to", dest="date_to", help="YYYY-MM-DD (inclusive)")
     rp.add_argument("--tz", default="America/Sao_Paulo", help="time zone of --from/--to")
-    rp.add_argument("--csv", action="store_true", help="CSV instead of a table")
+    out = rp.add_mutually_exclusive_group()
+    out.add_argument("--csv", action="store_true", help="CSV instead of a table")
+    out.add_argument("--json", action="store_true", help="a JSON array instead of a table")
     rp.set_defaults(fn=cmd_report)
+    ro = sub.add_parser("room", help="act on a live room: " + ", ".join(ROOM_ACTIONS))
+    ro.add_argument("action", choices=ROOM_ACTIONS)
+    ro.add_argument("room")
+    ro.add_argument("member", nargs="?", help="call id or caller (mute, unmute, kick)")
+    ro.add_argument("--config", help="provisioning YAML (default: the bundled example)")
+    _identity_args(ro)
+    ro.set_defaults(fn=cmd_room)
+    bp = sub.add_parser("backup", help="write a backup archive, or `backup list`")
+    bp.add_argument("action", nargs="?", choices=["create", "list"], default="create")
+    bp.add_argument("--parts", help="comma-separated: config,profiles,extensions,rooms,usage")
+    bp.add_argument("--config", help="provisioning YAML (default: the bundled example)")
+    bp.add_argument("--dir", help="where archives live (default: STATE_DIR/backups)")
+    bp.add_argument("--by", metavar="NAME", help="name recorded in the manifest")
+    bp.add_argument("--csv", action="store_true", help="list as CSV")
+    bp.add_argument("--json", action="store_true", help="list as JSON")
+    bp.set_defaults(fn=cmd_backup)
+    rs = sub.add_parser("restore", help="restore parts of a backup archive, then reload")
+    rs.add_argument("archive", help="archive path, or its name in the backups folder")
+    rs.add_argument("--parts", help="comma-separated parts (default: all in the archive)")
+    rs.add_argument("--config", help="provisioning YAML (default: the bundled example)")
+    rs.add_argument("--dir", help="where archives live (default: STATE_DIR/backups)")
+    _identity_args(rs)
+    rs.set_defaults(fn=cmd_restore)
     sc = sub.add_parser("schema", help="print the provisioning file's JSON Schema")
     sc.set_defaults(fn=cmd_schema)
     kp = sub.add_parser("kamailio", help="generate Kamailio's config and run it (for systemd)")

@@ -10,7 +10,9 @@ import contextlib
 import json
 import logging
 import os
+import pwd
 import socket
+import struct
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -86,6 +88,8 @@ class ControlServer:
         except ValueError as exc:
             conn.sendall(json.dumps({"error": f"bad request: {exc}"}).encode() + b"\n")
             return
+        # Who is asking, from the kernel: the audit's Unix user cannot be forged.
+        request["unix_user"] = _peer_user(conn)
         done = threading.Event()
         reply: dict[str, Any] = {}
 
@@ -101,6 +105,16 @@ class ControlServer:
         if not done.wait(5):
             reply = {"error": "the server loop did not answer"}
         conn.sendall(json.dumps(reply).encode() + b"\n")
+
+
+def _peer_user(conn: socket.socket) -> str:
+    """The Unix user at the other end of a UNIX socket (SO_PEERCRED)."""
+    try:
+        creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+        _pid, uid, _gid = struct.unpack("3i", creds)
+        return pwd.getpwuid(uid).pw_name
+    except (OSError, KeyError):
+        return "?"
 
 
 def request(path: Path, cmd: str, timeout: float = 5.0, **args: Any) -> dict[str, Any]:

@@ -1,11 +1,14 @@
-"""`ponte report ...`: tables on a terminal, CSV with --csv."""
+"""`ponte report ...`: tables on a terminal, CSV with --csv, JSON with --json."""
 
 from __future__ import annotations
 
 import csv
 import datetime as dt
+import itertools
+import json
 import sys
-from collections.abc import Iterable, Sequence
+import time
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, TextIO
 from zoneinfo import ZoneInfo
 
@@ -29,25 +32,92 @@ def parse_day(value: str, tz: str, end: bool = False) -> float:
     return dt.datetime.combine(day, dt.time(), ZoneInfo(tz)).timestamp()
 
 
+TABLE_SAMPLE = 200  # rows read before a streamed table fixes its column widths
+
+
 def emit(
-    rows: Iterable[dict[str, Any]], columns: Sequence[str], as_csv: bool, out: TextIO = sys.stdout
+    rows: Iterable[dict[str, Any]],
+    columns: Sequence[str],
+    fmt: str = "table",
+    out: TextIO | None = None,
 ) -> int:
-    """Print rows as CSV (streamed) or as an aligned table; return the row count."""
-    if as_csv:
+    """Print rows as a table, CSV or a JSON array, streaming; return the count.
+
+    A table sizes its columns on the first rows and then streams the rest, so
+    a long report starts at once and never sits whole in memory.
+    """
+    out = out or sys.stdout
+    if fmt is True:  # the old boolean `as_csv`
+        fmt = "csv"
+    n = 0
+    if fmt == "csv":
         w = csv.DictWriter(out, fieldnames=list(columns), extrasaction="ignore")
         w.writeheader()
-        n = 0
         for row in rows:
             w.writerow(row)
             n += 1
         return n
-    table = [[("" if r.get(c) is None else str(r.get(c))) for c in columns] for r in rows]
-    widths = [max([len(c), *(len(row[i]) for row in table)]) for i, c in enumerate(columns)]
-    print("  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)), file=out)
-    print("  ".join("-" * w for w in widths), file=out)
-    for row in table:
-        print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)), file=out)
-    return len(table)
+    if fmt == "json":
+        out.write("[")
+        for row in rows:
+            item = {c: row.get(c) for c in columns}
+            out.write(("," if n else "") + "\n" + json.dumps(item, ensure_ascii=False))
+            n += 1
+        out.write("\n]\n" if n else "]\n")
+        return n
+    it = iter(rows)
+    head = [_cells(r, columns) for r in itertools.islice(it, TABLE_SAMPLE)]
+    widths = [max([len(c), *(len(row[i]) for row in head)]) for i, c in enumerate(columns)]
+
+    def line(values: Sequence[str]) -> str:
+        return "  ".join(v.ljust(w) for v, w in zip(values, widths, strict=True)).rstrip()
+
+    print(line(columns), file=out)
+    print(line(["-" * w for w in widths]), file=out)
+    for cells in itertools.chain(head, (_cells(r, columns) for r in it)):
+        print(line(cells), file=out)
+        n += 1
+    return n
+
+
+def _cells(row: dict[str, Any], columns: Sequence[str]) -> list[str]:
+    return ["" if row.get(c) is None else str(row.get(c)) for c in columns]
+
+
+def with_progress(
+    rows: Iterable[dict[str, Any]], column: str, start: float | None, end: float | None
+) -> Iterator[dict[str, Any]]:
+    """Show a progress bar on a terminal (stderr) while a long window streams.
+
+    Progress is how far the rows' timestamps have got through the window.
+    """
+    if start is None or not sys.stderr.isatty() or (end or time.time()) - start < LONG_WINDOW:
+        yield from rows
+        return
+    from tqdm import tqdm
+
+    stop = end or time.time()
+    total = int(stop - start)
+    with tqdm(total=total, unit="s", file=sys.stderr, leave=False, desc="reading") as bar:
+        done = 0
+        for row in rows:
+            stamp = row.get(column)
+            if stamp:
+                at = int(dt.datetime.fromisoformat(stamp).timestamp() - start)
+                if at > done:
+                    bar.update(min(at, total) - done)
+                    done = min(at, total)
+            yield row
+
+
+LONG_WINDOW = 7 * 86400  # a week or more of records: worth a progress bar
+
+
+def iso_bound(ts: float | None) -> str | None:
+    """Epoch seconds -> the ISO text the records compare against."""
+    if ts is None:
+        return None
+    return dt.datetime.fromtimestamp(ts, dt.UTC).isoformat(timespec="milliseconds")
 
 
 SESSION_COLUMNS = (
@@ -73,3 +143,19 @@ LEG_COLUMNS = (
     "name_file",
 )
 USAGE_COLUMNS = ("key", "profile", "cycle", "limit", "used_min", "limit_min", "pct", "alerts")
+AUDIT_COLUMNS = ("at", "by", "unix_user", "source", "object", "action", "summary")
+RESTORE_COLUMNS = ("at", "by", "archive", "parts", "status", "detail")
+CALL_COLUMNS = (
+    "started_at",
+    "origin",
+    "destination",
+    "call_type",
+    "duration",
+    "disposition",
+    "sip_code",
+    "trunk",
+    "line",
+    "profile_rule",
+    "cut_at_limit",
+)
+ALERT_COLUMNS = ("at", "line", "key", "cycle", "limit_name", "threshold", "used_min", "limit_min")

@@ -74,7 +74,11 @@ from ponte.control import ControlServer
 from ponte.database import RecordWriter, check_database, mark_created
 from ponte.dialout import DialOut
 from ponte.loop import Loop, TimerHandle
+from ponte.records import CallRecord, RecordStore
+from ponte.roomops import room_command
 from ponte.sdnotify import Notifier
+from provisioning.admins import PermissionDenied, authorize_changes, who
+from provisioning.diff import diff_configs
 from provisioning.schema import Config
 from provisioning.schema import Room as RoomConfig
 
@@ -158,6 +162,8 @@ class AppServer:
         self._names_dir = Path(config.state_dir) / "names"
         self.b2bua = B2BUA(self.ua, on_end=self._bridged_end, on_answer=self._bridged_answer)
         self.usage: UsageStore | None = None
+        self.store: RecordStore | None = None  # audit, restores, call history
+        self.cdrs: dict[int, CallRecord] = {}  # inbound legs -> their history row
         self.meter: Meter | None = None
         self._to_meter: dict[int, Decision] = {}
         self.dialout = DialOut(self)
@@ -198,6 +204,7 @@ class AppServer:
         check_database(self.config.database, self.config.state_dir)
         self.billing = BillingStore(self.config.database)
         self.usage = UsageStore(self.config.database)
+        self.store = RecordStore(self.config.database)
         mark_created(self.config.database, self.config.state_dir)
         self.loop.call_later(5.0, self._flush_records)
         self.meter = Meter(self.usage.used, list(self.config.alerts.thresholds))
@@ -281,13 +288,32 @@ class AppServer:
         """SIGTERM and SIGINT end every call with BYE and stop; SIGHUP reloads."""
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda s, _f: self.request_stop(signal.Signals(s).name))
-        signal.signal(signal.SIGHUP, lambda _s, _f: self.loop.call_soon_threadsafe(self.reload))
+        signal.signal(
+            signal.SIGHUP,
+            lambda _s, _f: self.loop.call_soon_threadsafe(lambda: self.reload(by="SIGHUP")),
+        )
 
-    def reload(self) -> dict[str, Any]:
+    def _who(self, as_name: str | None, by: str | None, unix_user: str | None) -> str:
+        """The name an admin change is recorded under (PermissionDenied if unknown)."""
+        if as_name is None and by == "SIGHUP":
+            return "SIGHUP"  # systemctl reload: root's signal, the service itself
+        if as_name is None and by and not self.config.admins:
+            return by
+        return who(self.config, as_name, unix_user or "?")
+
+    def reload(
+        self,
+        as_name: str | None = None,
+        by: str | None = None,
+        unix_user: str | None = None,
+        source: str = "reload",
+    ) -> dict[str, Any]:
         """Re-read the provisioning file; on any error keep running as before.
 
         New calls use the new configuration; calls in progress carry on (a
-        removed room lives until its last member leaves).
+        removed room lives until its last member leaves). Each changed object
+        gets an audit row; an admin's role is checked against the running
+        configuration before anything changes.
         """
         from provisioning.loader import ConfigError, load_config
 
@@ -299,6 +325,13 @@ class AppServer:
             log.error("reload refused, configuration unchanged: %s", exc)
             return {"ok": False, "error": str(exc)}
         old = self.config
+        changes = diff_configs(old, new)
+        try:
+            name = self._who(as_name, by, unix_user)
+            authorize_changes(old, new, as_name, changes)
+        except PermissionDenied as exc:
+            log.error("reload refused, configuration unchanged: %s", exc)
+            return {"ok": False, "error": str(exc), "denied": True}
         fixed = [
             key
             for key in ("sip", "pbx", "control", "database", "state_dir", "prompts")
@@ -328,14 +361,18 @@ class AppServer:
             self.kamailio.reload_subscribers(new)
         elif new.extensions:
             log.warning("extensions added: Kamailio starts with the next restart")
+        if self.store is not None and changes:
+            self.records.write(self.store.audit, changes, name, source, unix_user)
         log.info(
-            "reloaded %s: %d rooms, %d extensions, %d trunks",
+            "reloaded %s by %s: %d objects changed; %d rooms, %d extensions, %d trunks",
             self.config_path,
+            name,
+            len(changes),
             len(new.rooms),
             len(new.extensions),
             len(new.trunks),
         )
-        return {"ok": True}
+        return {"ok": True, "changes": len(changes), "by": name}
 
     def serve_forever(self) -> None:
         """Run until a stop is requested, then hang up and tear down."""
@@ -413,6 +450,9 @@ class AppServer:
     def on_incoming(self, call: IncomingCall) -> None:
         """Route a new call: access number, DID, or an extension's outbound number."""
         cfg = self.config
+        self.cdrs[call.leg] = CallRecord(
+            call.leg, call.from_user or call.from_uri, call.request_user, self.clock.ts()
+        )
         if not self.accepting:
             log.info("call %d refused: draining or stopping (503)", call.leg)
             self.ua.answer(call.leg, 503, "Service Unavailable", {"Retry-After": "5"})
@@ -426,11 +466,13 @@ class AppServer:
         )
         access = cfg.access_number(call.request_user)
         if access is not None:
+            self.cdrs[call.leg].call_type = "conference"
             self._entry_ivr(call, access.language)
             return
         did = cfg.did_target(call.request_user)
         if did is not None:
             log.info("call %d DID %s", call.leg, call.request_user)
+            self.cdrs[call.leg].call_type = "did" if did.extension else "conference"
             if did.extension:
                 uri = f"sip:{did.extension}@{cfg.pbx.host}:{cfg.pbx.port}"
                 self.b2bua.bridge(call.leg, uri)
@@ -455,11 +497,15 @@ class AppServer:
         """An extension's call to the outside: line profile, CPS limit, then the trunk."""
         decision: Decision | None = None
         dial = number
+        cdr = self.cdrs[call.leg]
+        cdr.trunk, cdr.line, cdr.call_type = trunk.name, call.from_user, "outbound"
         if self.config.lines:
             assert self.usage is not None
             decision = decide(
                 self.config, call.from_user, number, self.clock.now(), self.usage.used
             )
+            cdr.call_type = decision.call_type or "outbound"
+            cdr.profile_rule = decision.rule
             log.info(
                 "call %d line=%s number=%s type=%s decision=%s rule=%s: %s",
                 call.leg,
@@ -514,7 +560,27 @@ class AppServer:
 
     # -- metering ---------------------------------------------------------
     def _bridged_answer(self, pair: Pair) -> None:
+        self._answered(pair.a)
         self._start_meter(pair.a)
+
+    def _answered(self, leg_id: int) -> None:
+        cdr = self.cdrs.get(leg_id)
+        if cdr is not None and cdr.answered is None:
+            cdr.answered = self.clock.ts()
+
+    def _call_ended(self, leg_id: int, code: int) -> None:
+        """Write the call's history row: who, where, how long, and how it ended."""
+        cdr = self.cdrs.pop(leg_id, None)
+        if cdr is None or self.store is None:
+            return
+        cdr.sip_code = code
+        if cdr.cut_at_limit:
+            cdr.disposition = "cut_at_limit"
+        elif cdr.answered is not None:
+            cdr.disposition = "answered"
+        else:
+            cdr.disposition = DISPOSITIONS.get(code, "failed")
+        self.records.write(self.store.call_ended, cdr.row(self.clock.ts()))
 
     def _start_meter(self, leg_id: int) -> None:
         """An allowed outbound call was answered: count it from now."""
@@ -555,6 +621,8 @@ class AppServer:
                     self.records.write(self.usage.add, key, cycle, call_type, seconds)
                 case Cut(call_id, used, limit):
                     log.info("call %d cut at the limit (%.1f of %.0f s used)", call_id, used, limit)
+                    if call_id in self.cdrs:
+                        self.cdrs[call_id].cut_at_limit = True
                     self.ua.hangup(call_id)
                 case Warn(call_id):
                     log.info("call %d warned: 30 s of quota left", call_id)
@@ -657,6 +725,8 @@ class AppServer:
 
     def on_confirmed(self, leg_id: int) -> None:
         """A call is established (a bridged B answered: answer its A)."""
+        if leg_id in self.legs:
+            self._answered(leg_id)  # the IVR answered it
         if not self.dialout.on_confirmed(leg_id):
             self.b2bua.on_confirmed(leg_id)
 
@@ -683,6 +753,7 @@ class AppServer:
         self, leg_id: int, code: int, reason: str, headers: dict[str, str] | None = None
     ) -> None:
         """The call ended, whoever ended it."""
+        self._call_ended(leg_id, code)
         if self.b2bua.owns(leg_id) or self.dialout.on_disconnected(leg_id, code):
             if self.b2bua.owns(leg_id):
                 self.b2bua.on_disconnected(leg_id, code, reason)
@@ -999,7 +1070,14 @@ class AppServer:
     def _control(self, request: dict[str, Any]) -> dict[str, Any]:
         cmd = request.get("cmd")
         if cmd == "reload":
-            return self.reload()
+            return self.reload(
+                request.get("as"),
+                request.get("by"),
+                request.get("unix_user"),
+                request.get("source", "reload"),
+            )
+        if cmd == "room":
+            return room_command(self, request)
         if cmd == "drain":
             return self.drain()
         if cmd == "status":
@@ -1030,6 +1108,19 @@ class AppServer:
                 "accepting": self.accepting,
             }
         return {"error": f"unknown command {cmd!r}"}
+
+
+# How an unanswered call ended, by the final SIP code its caller got.
+DISPOSITIONS = {
+    403: "refused",
+    404: "not_found",
+    480: "no_answer",
+    408: "no_answer",
+    486: "busy",
+    600: "busy",
+    487: "cancelled",
+    503: "rejected",
+}
 
 
 def _post_json(url: str, payload: dict[str, Any]) -> None:

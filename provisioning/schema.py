@@ -127,6 +127,7 @@ class Room(_Strict):
     dial_out_carriers: list[str] = Field(default_factory=lambda: ["15", "21"])
     area_code: str | None = Field(None, pattern=r"^[1-9][1-9]$")  # else the room line's
     blast: Blast | None = None
+    department: str | None = None  # whose sub-administrators may manage the room
 
     @field_validator("timezone")
     @classmethod
@@ -444,6 +445,24 @@ class IvrConfig(_Strict):
     max_tries: int = Field(3, ge=1, le=10)
 
 
+class Admin(_Strict):
+    """A named admin and what they may change (administrator, sub-administrator
+    of listed departments, or read-only)."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.@-]{1,64}$")
+    role: Literal["administrator", "sub_administrator", "read_only"]
+    departments: list[str] = Field(default_factory=list)
+    password_hash: str | None = None  # scrypt, for the web console; never the clear text
+
+    @model_validator(mode="after")
+    def _scope(self) -> Admin:
+        if self.role == "sub_administrator" and not self.departments:
+            raise ValueError(f"admin {self.name}: a sub_administrator needs departments")
+        if self.role != "sub_administrator" and self.departments:
+            raise ValueError(f"admin {self.name}: only a sub_administrator has departments")
+        return self
+
+
 class ControlConfig(_Strict):
     """The local control socket used by `ponte status` and the tests."""
 
@@ -474,6 +493,7 @@ class Config(_Strict):
     timezone: str = "America/Sao_Paulo"
     database: Path = Path("/var/lib/ponte/ponte.db")
     state_dir: Path = Path("/var/lib/ponte")  # recorded names live here
+    admins: list[Admin] = Field(default_factory=list)
 
     @field_validator("access_numbers", mode="before")
     @classmethod
@@ -519,6 +539,16 @@ class Config(_Strict):
         for name, dep in self.departments.items():
             if dep.profile not in self.profiles:
                 raise ValueError(f"department {name} uses unknown profile {dep.profile!r}")
+        for room in self.rooms:
+            if room.department and room.department not in self.departments:
+                raise ValueError(f"room {room.name} is in unknown department {room.department!r}")
+        admins = [a.name for a in self.admins]
+        if len(admins) != len(set(admins)):
+            raise ValueError("an admin name is listed twice")
+        for admin in self.admins:
+            for dep in admin.departments:
+                if dep not in self.departments:
+                    raise ValueError(f"admin {admin.name} manages unknown department {dep!r}")
         for did, target in self.dids.items():
             if target.room_access and self.access_number(target.room_access) is None:
                 raise ValueError(f"DID {did} goes to unknown access number {target.room_access!r}")
@@ -541,6 +571,10 @@ class Config(_Strict):
             if candidate in self.dids:
                 return self.dids[candidate]
         return None
+
+    def admin(self, name: str) -> Admin | None:
+        """The admin called `name`, if listed."""
+        return next((a for a in self.admins if a.name == name), None)
 
     def access_number(self, user: str) -> AccessNumber | None:
         """The access number whose SIP user part is `user`, if any."""

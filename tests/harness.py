@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -160,3 +161,21 @@ def start_server(
             time.sleep(0.05)
     server.stop(signal.SIGKILL)
     raise RuntimeError(f"server did not come up:\n{server.log()}")
+
+
+def cli(server: Server, *args: str) -> subprocess.CompletedProcess:
+    """Run `ponte ARGS --config <the server's file>` and return the result."""
+    return subprocess.run(
+        [PY, "-m", "ponte.cli", *args, "--config", str(server.config_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def report(server: Server, what: str, *args: str) -> list[dict[str, Any]]:
+    """`ponte report WHAT --json` rows."""
+    done = cli(server, "report", what, "--json", *args)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)

@@ -18,7 +18,7 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 import pytest
 
 from tests import audio, ports
-from tests.harness import ROOT
+from tests.harness import ROOT, report
 from tests.pbx_helpers import pbx_overrides, proxy, register, wait_registered
 
 
@@ -83,6 +83,14 @@ def test_refusal_is_spoken_as_early_media_then_403(server_factory, phone, provid
     assert audio.speech_like(samples, rate), "the reason was heard before the 403"
     assert not [e for _, e in provider.events() if e.startswith("INVITE")]
     assert "rule=type" in srv.log()
+    (call,) = report(srv, "calls")
+    assert call["origin"] == "1001" and call["destination"] == "0015442079460000"
+    assert (call["disposition"], call["sip_code"], call["call_type"]) == (
+        "refused",
+        403,
+        "international",
+    )
+    assert call["profile_rule"] == "type" and call["duration"] == 0
 
 
 def test_shared_quota_cuts_two_live_calls_on_time(server_factory, phone, provider):
@@ -121,6 +129,14 @@ def test_shared_quota_cuts_two_live_calls_on_time(server_factory, phone, provide
     ).result()
     assert again["code"] == 403
     assert "rule=quota" in srv.log()
+    # The call history: two calls cut at the limit through the trunk, one refused.
+    calls = report(srv, "calls")
+    assert [c["disposition"] for c in calls] == ["cut_at_limit", "cut_at_limit", "refused"]
+    for c in calls[:2]:
+        assert c["cut_at_limit"] == 1 and c["trunk"] == "provider1" and 4 < c["duration"] < 9
+    assert calls[2]["profile_rule"] == "quota"
+    by_line = report(srv, "calls", "--line", "1002")
+    assert [c["destination"] for c in by_line] == ["0412133335555"]
 
 
 def test_alerts_at_60_80_100_by_webhook_and_sip_message(server_factory, phone, provider, webhook):

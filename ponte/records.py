@@ -1,0 +1,211 @@
+"""Admin records in SQLite: the audit (transaction) history, the restore
+history and the call history (CDRs), beside the billing and usage tables.
+
+Every query streams rows from a cursor, so a long report never holds the
+whole window in memory.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import sqlite3
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+
+from provisioning.diff import Change
+
+AUDIT_KEEP_DAYS = 180  # as the portal: transactions are kept 180 days
+
+SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS audit (id INTEGER PRIMARY KEY, at TEXT NOT NULL, "
+    "by TEXT NOT NULL, unix_user TEXT, source TEXT NOT NULL, object TEXT NOT NULL, "
+    "action TEXT NOT NULL, changes TEXT NOT NULL DEFAULT '{}', summary TEXT NOT NULL DEFAULT '')",
+    "CREATE INDEX IF NOT EXISTS audit_at ON audit (at)",
+    "CREATE TABLE IF NOT EXISTS restores (id INTEGER PRIMARY KEY, at TEXT NOT NULL, "
+    "by TEXT NOT NULL, archive TEXT NOT NULL, parts TEXT NOT NULL, status TEXT NOT NULL, "
+    "detail TEXT NOT NULL DEFAULT '')",
+    "CREATE TABLE IF NOT EXISTS calls (id INTEGER PRIMARY KEY, leg INTEGER, "
+    "origin TEXT, destination TEXT, call_type TEXT, started_at TEXT NOT NULL, "
+    "answered_at TEXT, ended_at TEXT NOT NULL, duration REAL NOT NULL DEFAULT 0, "
+    "disposition TEXT NOT NULL, sip_code INTEGER, trunk TEXT, line TEXT, profile_rule TEXT, "
+    "cut_at_limit INTEGER NOT NULL DEFAULT 0)",
+    "CREATE INDEX IF NOT EXISTS calls_started ON calls (started_at)",
+)
+
+
+def now_iso() -> str:
+    """The current UTC time as ISO 8601 (what every table stores)."""
+    return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
+
+
+def iso(ts: float) -> str:
+    """Epoch seconds -> ISO 8601 UTC with milliseconds."""
+    return dt.datetime.fromtimestamp(ts, dt.UTC).isoformat(timespec="milliseconds")
+
+
+@dataclass
+class CallRecord:
+    """One call's history row, filled in as the call goes."""
+
+    leg: int
+    origin: str
+    destination: str
+    started: float
+    call_type: str = "internal"
+    answered: float | None = None
+    disposition: str = "failed"
+    sip_code: int | None = None
+    trunk: str | None = None
+    line: str | None = None
+    profile_rule: str | None = None
+    cut_at_limit: bool = False
+
+    def row(self, ended: float) -> dict[str, Any]:
+        """The row written when the call ends."""
+        d = asdict(self)
+        started, answered = d.pop("started"), d.pop("answered")
+        return {
+            **d,
+            "started_at": iso(started),
+            "answered_at": iso(answered) if answered else None,
+            "ended_at": iso(ended),
+            "duration": round(ended - answered, 3) if answered else 0.0,
+            "cut_at_limit": int(self.cut_at_limit),
+        }
+
+
+class RecordStore:
+    """The audit, restore and call-history tables of the records database."""
+
+    def __init__(self, path: Path) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite_utils.Database(path)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        with self.db.conn:
+            for statement in SCHEMA:
+                self.db.execute(statement)
+
+    # -- audit ------------------------------------------------------------
+    def audit(
+        self,
+        changes: Iterable[Change],
+        by: str,
+        source: str,
+        unix_user: str | None = None,
+        at: str | None = None,
+    ) -> int:
+        """One row per changed object, in one transaction; drop rows past 180 days."""
+        at = at or now_iso()
+        rows = [
+            (at, by, unix_user, source, c.object, c.action, c.as_json(), c.describe())
+            for c in changes
+        ]
+        cutoff = (dt.datetime.now(dt.UTC) - dt.timedelta(days=AUDIT_KEEP_DAYS)).isoformat()
+        with self.db.conn:
+            self.db.conn.executemany(
+                "INSERT INTO audit (at, by, unix_user, source, object, action, changes, summary) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+            self.db.execute("DELETE FROM audit WHERE at < ?", [cutoff])
+        return len(rows)
+
+    def audit_rows(
+        self,
+        start: str | None = None,
+        end: str | None = None,
+        obj: str | None = None,
+        by: str | None = None,
+    ) -> Iterator[dict[str, Any]]:
+        """Audit rows oldest first; `obj` matches a kind (room) or an object (room:demo)."""
+        where, args = _window("at", start, end)
+        if obj:
+            where.append("(object = ? OR object LIKE ?)")
+            args += [obj, f"{obj}:%"]
+        if by:
+            where.append("by = ?")
+            args.append(by)
+        yield from self._query("audit", where, args, "at, id")
+
+    # -- restores ---------------------------------------------------------
+    def restore_done(
+        self, archive: str, parts: list[str], status: str, by: str, detail: Any = ""
+    ) -> None:
+        """Record a restore: success, partial (with what was rejected) or error."""
+        with self.db.conn:
+            self.db.execute(
+                "INSERT INTO restores (at, by, archive, parts, status, detail) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                [
+                    now_iso(),
+                    by,
+                    archive,
+                    ",".join(parts),
+                    status,
+                    detail if isinstance(detail, str) else json.dumps(detail, ensure_ascii=False),
+                ],
+            )
+
+    def restore_rows(self, start: str | None = None, end: str | None = None) -> Iterator[dict]:
+        """The restore history, oldest first."""
+        where, args = _window("at", start, end)
+        yield from self._query("restores", where, args, "at, id")
+
+    # -- call history -----------------------------------------------------
+    def call_ended(self, row: dict[str, Any]) -> None:
+        """Write one call's history row (one commit: it survives a crash)."""
+        with self.db.conn:
+            self.db["calls"].insert(row)
+
+    def call_rows(
+        self,
+        start: str | None = None,
+        end: str | None = None,
+        line: str | None = None,
+    ) -> Iterator[dict[str, Any]]:
+        """Calls by start time, oldest first."""
+        where, args = _window("started_at", start, end)
+        if line:
+            where.append("(origin = ? OR line = ?)")
+            args += [line, line]
+        yield from self._query("calls", where, args, "started_at, id")
+
+    def _query(self, table: str, where: list[str], args: list[Any], order: str) -> Iterator[dict]:
+        sql = f"SELECT * FROM {table}"  # noqa: S608 - table and columns are ours
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        cursor = self.db.conn.execute(f"{sql} ORDER BY {order}", args)
+        names = [d[0] for d in cursor.description]
+        try:
+            for values in cursor:
+                yield dict(zip(names, values, strict=True))
+        finally:
+            cursor.close()
+
+
+def _window(column: str, start: str | None, end: str | None) -> tuple[list[str], list[Any]]:
+    where: list[str] = []
+    args: list[Any] = []
+    if start:
+        where.append(f"{column} >= ?")
+        args.append(start)
+    if end:
+        where.append(f"{column} < ?")
+        args.append(end)
+    return where, args
+
+
+def readable(path: Path) -> bool:
+    """Whether the records database exists and opens."""
+    try:
+        sqlite3.connect(f"file:{path}?mode=ro", uri=True).close()
+    except sqlite3.Error:
+        return False
+    return Path(path).exists()

@@ -1,0 +1,85 @@
+"""Who may change what: administrator, sub-administrator of departments, read-only.
+
+Roles always come from the configuration that is running, never from the
+file being loaded, so nobody can promote themselves by editing it.
+"""
+
+from __future__ import annotations
+
+from provisioning.diff import Change
+from provisioning.schema import Config
+
+
+class PermissionDenied(Exception):
+    """The named admin may not do this; nothing was changed."""
+
+
+def departments_of(change: Change, old: Config, new: Config) -> set[str | None]:
+    """The departments an object belongs to, before and after (None: global)."""
+    kind, name = change.kind, change.name
+    found: set[str | None] = set()
+    for cfg in (old, new):
+        if kind == "line" or kind == "extension":
+            line = cfg.lines.get(name)
+            if line is not None:
+                found.add(line.department)
+            elif kind == "extension" and any(e.number == name for e in cfg.extensions):
+                found.add(None)
+        elif kind == "room":
+            room = next((r for r in cfg.rooms if r.name == name), None)
+            if room is not None:
+                found.add(room.department)
+        elif kind == "department":
+            found.add(name)
+        else:
+            found.add(None)
+    return found or {None}
+
+
+def who(config: Config, name: str | None, unix_user: str) -> str:
+    """The name the audit records; refuse an unknown admin name.
+
+    With admins listed, a change must name one of them (`--as NAME`).
+    """
+    if name is None:
+        if config.admins:
+            raise PermissionDenied("this appliance lists admins: say who you are with --as NAME")
+        return unix_user
+    if config.admin(name) is None:
+        raise PermissionDenied(f"{name!r} is not an admin of this appliance")
+    return name
+
+
+def authorize(config: Config, name: str | None, scopes: set[str | None]) -> None:
+    """Refuse unless admin `name` (or an admin-less appliance) may change
+    objects of these departments (None: the appliance as a whole)."""
+    if name is None:
+        return  # who() already refused a nameless change where admins exist
+    admin = config.admin(name)
+    if admin is None:
+        raise PermissionDenied(f"{name!r} is not an admin of this appliance")
+    if admin.role == "administrator" or not scopes:
+        return
+    if admin.role == "read_only":
+        raise PermissionDenied(f"{name} is read-only")
+    outside = sorted(
+        str(s) if s else "(the whole appliance)" for s in scopes - set(admin.departments)
+    )
+    if outside:
+        raise PermissionDenied(
+            f"{name} is a sub-administrator of {', '.join(admin.departments)}, "
+            f"not of {', '.join(outside)}"
+        )
+
+
+def authorize_changes(
+    running: Config, new: Config, name: str | None, changes: list[Change]
+) -> None:
+    """Refuse a reload or restore that reaches outside the admin's scope."""
+    scopes: set[str | None] = set()
+    for change in changes:
+        scopes |= departments_of(change, running, new)
+    admin = running.admin(name) if name else None
+    if admin is not None and admin.role == "read_only":
+        raise PermissionDenied(f"{name} is read-only")  # even a change of nothing
+    authorize(running, name, scopes)
