@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import tarfile
 from pathlib import Path
@@ -194,3 +195,44 @@ def test_usage_restore_replaces_the_counters_in_one_transaction(tmp_path):
     assert counts["usage"] == (2, 1)
     rows = sqlite3.connect(db).execute("SELECT key, seconds FROM usage").fetchall()
     assert rows == [("line:1001", 60.0)]
+
+
+def test_audit_keeps_180_days(tmp_path):
+    from provisioning.diff import Change
+
+    store = RecordStore(tmp_path / "r.db")
+    old = "2020-01-01T00:00:00.000+00:00"
+    with store.db.conn:
+        store.db.execute(
+            "INSERT INTO audit (at, by, source, object, action) VALUES (?, 'ana', 'reload', "
+            "'room:a', 'changed')",
+            [old],
+        )
+    assert [r["at"] for r in store.audit_rows()] == [old]
+    store.audit([Change("room", "a", "changed", {"max_members": (2, 3)})], "ana", "reload")
+    rows = list(store.audit_rows())
+    assert len(rows) == 1 and rows[0]["at"] > old, "rows past 180 days are dropped"
+
+
+def test_long_reports_stream_with_a_progress_bar_on_a_terminal(monkeypatch, capsys):
+    import datetime as dt
+    import io
+
+    from ponte import reports
+
+    start = dt.datetime(2026, 1, 1, tzinfo=dt.UTC).timestamp()
+    rows = (
+        {"at": dt.datetime.fromtimestamp(start + i * 86400, dt.UTC).isoformat(), "n": i}
+        for i in range(30)
+    )
+    monkeypatch.setattr("sys.stderr.isatty", lambda: True)
+    out = io.StringIO()
+    n = reports.emit(
+        reports.with_progress(rows, "at", start, start + 30 * 86400), ("at", "n"), "json", out
+    )
+    assert n == 30 and len(json.loads(out.getvalue())) == 30
+    assert "reading" in capsys.readouterr().err, "tqdm drew its bar on stderr"
+    # A short window, or no terminal: no bar.
+    monkeypatch.setattr("sys.stderr.isatty", lambda: False)
+    reports.emit(reports.with_progress(iter([]), "at", start, None), ("at",), "csv", io.StringIO())
+    assert capsys.readouterr().err == ""

@@ -9,8 +9,6 @@ import io
 import json
 import signal
 import sqlite3
-import subprocess
-import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, HTTPServer
@@ -18,7 +16,7 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 import pytest
 
 from tests import audio, ports
-from tests.harness import ROOT, report
+from tests.harness import cli, report
 from tests.pbx_helpers import pbx_overrides, proxy, register, wait_registered
 
 
@@ -172,27 +170,18 @@ def test_alerts_at_60_80_100_by_webhook_and_sip_message(server_factory, phone, p
     assert any("100% of national" in m["body"] for m in rc["messages"])
     db = sqlite3.connect(srv.config["database"])
     assert db.execute("SELECT COUNT(*) FROM alerts").fetchone()[0] == 3
-    report = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "ponte.cli",
-            "report",
-            "usage",
-            "--department",
-            "vendas",
-            "--config",
-            str(srv.config_path),
-            "--csv",
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    row = next(r for r in csv.DictReader(io.StringIO(report)) if r["limit"] == "national")
+    usage = cli(srv, "report", "usage", "--department", "vendas", "--csv").stdout
+    row = next(r for r in csv.DictReader(io.StringIO(usage)) if r["limit"] == "national")
     assert float(row["used_min"]) == pytest.approx(0.2, abs=0.02)
     assert row["alerts"] == "60%,80%,100%"
+    # The alerts history, with the line that crossed each mark.
+    history = report(srv, "alerts", "--line", "1001")
+    assert [(a["threshold"], a["key"], a["limit_name"]) for a in history] == [
+        (60, "dept:vendas", "national"),
+        (80, "dept:vendas", "national"),
+        (100, "dept:vendas", "national"),
+    ]
+    assert history[-1]["limit_min"] == pytest.approx(0.2)
 
 
 def test_counters_survive_kill_9_mid_call(server_factory, phone, provider):
