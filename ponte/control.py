@@ -28,10 +28,19 @@ Handler = Callable[[dict[str, Any]], dict[str, Any]]
 class ControlServer:
     """Accepts one JSON request per connection and replies with one JSON line."""
 
-    def __init__(self, path: Path, handler: Handler, loop: Loop) -> None:
+    def __init__(
+        self,
+        path: Path,
+        handler: Handler,
+        loop: Loop,
+        prepare: Callable[[dict[str, Any]], None] | None = None,
+    ) -> None:
         self.path = Path(path)
         self.handler = handler
         self.loop = loop
+        # Slow work that needs no pjsua2 (reading a big YAML) runs here, on
+        # the socket's thread, so the loop never stops polling for it.
+        self.prepare = prepare
         self._sock: socket.socket | None = None
         self._thread: threading.Thread | None = None
 
@@ -90,6 +99,9 @@ class ControlServer:
             return
         # Who is asking, from the kernel: the audit's Unix user cannot be forged.
         request["unix_user"] = _peer_user(conn)
+        request.pop("_prepared", None)  # only ever set here, never by a client
+        if self.prepare is not None:
+            self.prepare(request)
         done = threading.Event()
         reply: dict[str, Any] = {}
 

@@ -78,7 +78,7 @@ from ponte.records import CallRecord, RecordStore
 from ponte.roomops import room_command
 from ponte.sdnotify import Notifier
 from provisioning.admins import PermissionDenied, authorize_changes, who
-from provisioning.diff import diff_configs
+from provisioning.diff import Change, diff_configs
 from provisioning.schema import Config
 from provisioning.schema import Room as RoomConfig
 
@@ -119,6 +119,16 @@ class Leg:
     joined_by: str = "dial-in"
 
 
+@dataclass
+class PreparedReload:
+    """A provisioning file read and compared off the loop, waiting to be applied."""
+
+    old: Config
+    new: Config | None
+    error: str | None
+    changes: list[Change] = field(default_factory=list)
+
+
 def _policy(room: RoomConfig) -> LevelPolicy:
     return LevelPolicy(
         room.security_level,
@@ -155,7 +165,9 @@ class AppServer:
         self.billing: BillingStore | None = None
         self.legs: dict[int, Leg] = {}
         self.join_latencies: list[float] = []
-        self.control = ControlServer(config.control.socket, self._control, self.loop)
+        self.control = ControlServer(
+            config.control.socket, self._control, self.loop, prepare=self._prepare_control
+        )
         self._rooms = {r.name: r for r in config.rooms}
         self._pins = self._pin_table(config)
         self._stop_reason = ""
@@ -288,10 +300,7 @@ class AppServer:
         """SIGTERM and SIGINT end every call with BYE and stop; SIGHUP reloads."""
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda s, _f: self.request_stop(signal.Signals(s).name))
-        signal.signal(
-            signal.SIGHUP,
-            lambda _s, _f: self.loop.call_soon_threadsafe(lambda: self.reload(by="SIGHUP")),
-        )
+        signal.signal(signal.SIGHUP, lambda _s, _f: self._reload_in_background("SIGHUP"))
 
     def _who(self, as_name: str | None, by: str | None, unix_user: str | None) -> str:
         """The name an admin change is recorded under (PermissionDenied if unknown)."""
@@ -301,12 +310,41 @@ class AppServer:
             return by
         return who(self.config, as_name, unix_user or "?")
 
+    def prepare_reload(self) -> PreparedReload:
+        """Read, validate and diff the file: the slow part of a reload, safe on
+        any thread (no pjsua2 here), so the loop keeps polling meanwhile."""
+        from provisioning.loader import ConfigError, load_config
+
+        old = self.config
+        if self.config_path is None:
+            return PreparedReload(old, None, "this server was not started from a file")
+        try:
+            new = load_config(self.config_path)
+        except ConfigError as exc:
+            return PreparedReload(old, None, str(exc))
+        return PreparedReload(old, new, None, diff_configs(old, new))
+
+    def _reload_in_background(self, by: str) -> None:
+        """SIGHUP: read the file on a thread, apply it on the loop."""
+
+        def work() -> None:
+            prepared = self.prepare_reload()
+            self.loop.call_soon_threadsafe(lambda: self.reload(by=by, prepared=prepared))
+
+        threading.Thread(target=work, name="reload", daemon=True).start()
+
+    def _prepare_control(self, request: dict[str, Any]) -> None:
+        """Runs on the control socket's thread before the loop gets the request."""
+        if request.get("cmd") == "reload":
+            request["_prepared"] = self.prepare_reload()
+
     def reload(
         self,
         as_name: str | None = None,
         by: str | None = None,
         unix_user: str | None = None,
         source: str = "reload",
+        prepared: PreparedReload | None = None,
     ) -> dict[str, Any]:
         """Re-read the provisioning file; on any error keep running as before.
 
@@ -315,17 +353,12 @@ class AppServer:
         gets an audit row; an admin's role is checked against the running
         configuration before anything changes.
         """
-        from provisioning.loader import ConfigError, load_config
-
-        if self.config_path is None:
-            return {"ok": False, "error": "this server was not started from a file"}
-        try:
-            new = load_config(self.config_path)
-        except ConfigError as exc:
-            log.error("reload refused, configuration unchanged: %s", exc)
-            return {"ok": False, "error": str(exc)}
-        old = self.config
-        changes = diff_configs(old, new)
+        if prepared is None or prepared.old is not self.config:
+            prepared = self.prepare_reload()  # another reload got in first
+        if prepared.new is None:
+            log.error("reload refused, configuration unchanged: %s", prepared.error)
+            return {"ok": False, "error": prepared.error}
+        old, new, changes = self.config, prepared.new, prepared.changes
         try:
             name = self._who(as_name, by, unix_user)
             authorize_changes(old, new, as_name, changes)
@@ -1075,6 +1108,7 @@ class AppServer:
                 request.get("by"),
                 request.get("unix_user"),
                 request.get("source", "reload"),
+                request.get("_prepared"),
             )
         if cmd == "room":
             return room_command(self, request)
