@@ -16,6 +16,7 @@ import logging
 import os
 import shutil
 import signal
+import socket
 import sqlite3
 import subprocess
 import tempfile
@@ -109,6 +110,44 @@ def init_db(path: Path) -> None:
         db.close()
 
 
+TRUNK_PEERS_SQL = (
+    "CREATE TABLE IF NOT EXISTS trunk_peers (id INTEGER PRIMARY KEY NOT NULL, "
+    "key_name VARCHAR(64) DEFAULT '' NOT NULL, key_type INTEGER DEFAULT 0 NOT NULL, "
+    "value_type INTEGER DEFAULT 0 NOT NULL, key_value VARCHAR(128) DEFAULT '' NOT NULL, "
+    "expires INTEGER DEFAULT 0 NOT NULL)"
+)
+
+
+def trunk_peers(config: Config) -> set[str]:
+    """`IP:port` of every trunk provider, resolved from their DNS names now."""
+    peers: set[str] = set()
+    for trunk in config.trunks:
+        port = trunk.port or 5060
+        try:
+            infos = socket.getaddrinfo(trunk.host, port, socket.AF_INET, socket.SOCK_DGRAM)
+        except OSError as exc:
+            log.warning("trunk %s: cannot resolve %s (%s)", trunk.name, trunk.host, exc)
+            continue
+        peers.update(f"{info[4][0]}:{port}" for info in infos)
+    return peers
+
+
+def sync_trunk_peers(path: Path, peers: set[str]) -> None:
+    """Make Kamailio's trunk_peers table hold exactly these addresses."""
+    db = sqlite3.connect(path, timeout=5)
+    try:
+        with db:
+            db.execute(TRUNK_PEERS_SQL)
+            db.execute("DELETE FROM trunk_peers")
+            db.executemany(
+                "INSERT INTO trunk_peers (key_name, key_type, value_type, key_value) "
+                "VALUES (?, 0, 0, '1')",
+                [(p,) for p in sorted(peers)],
+            )
+    finally:
+        db.close()
+
+
 def sync_subscribers(path: Path, extensions: list[Extension]) -> None:
     """Make the subscriber table hold exactly these extensions (one transaction)."""
     db = sqlite3.connect(path, timeout=5)
@@ -147,6 +186,7 @@ class Kamailio:
         cfg.write_text(render_config(self.config, self.runtime, self.debug))
         init_db(self.db_path)
         sync_subscribers(self.db_path, self.config.extensions)
+        sync_trunk_peers(self.db_path, trunk_peers(self.config))
         check = subprocess.run(
             [binary, "-c", "-f", str(cfg)], capture_output=True, text=True, timeout=30
         )
@@ -238,9 +278,22 @@ class Kamailio:
         return self.proc is not None and self.proc.poll() is None
 
     def reload_subscribers(self, config: Config) -> None:
-        """New passwords and extensions, live (Kamailio reads the table per request)."""
+        """New passwords, extensions and trunk providers, live (Kamailio reads
+        the subscriber table per request; the trunk table is reloaded by RPC)."""
+        old = trunk_peers(self.config)
         self.config = config
         sync_subscribers(self.db_path, config.extensions)
+        new = trunk_peers(config)
+        if new != old:
+            sync_trunk_peers(self.db_path, new)
+            rpc = subprocess.run(
+                ["kamcmd", "-s", f"unix:{ctl_path(self.runtime)}", "htable.reload", "trunkpeer"],
+                capture_output=True,
+                text=True,
+                timeout=5,
+            )
+            if rpc.returncode != 0:
+                log.warning("kamailio did not reload the trunk table: %s", rpc.stderr.strip())
 
     def stop(self, timeout: float = 5.0) -> None:
         """SIGTERM to its process group (creator, main and workers), then SIGKILL."""

@@ -36,6 +36,7 @@ DTMF_METHODS = {
 }
 _REQUEST_USER = re.compile(r"^[A-Z]+ sips?:(?:([^@;>\s]+)@)?")
 _URI_USER = re.compile(r"sips?:([^@;>\s]+)@")
+_LINE_HEADER = re.compile(r"^X-Ponte-Line:[ \t]*([0-9]{1,16})[ \t]*$", re.IGNORECASE | re.MULTILINE)
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,9 @@ class IncomingCall:
     from_user: str
     sip_call_id: str
     source: str  # "ip:port" the INVITE came from
+    # The extension Kamailio authenticated (its X-Ponte-Line header); None for
+    # anything else, e.g. a provider's call to a DID.
+    line: str | None = None
 
 
 class SipEvents(Protocol):
@@ -298,11 +302,18 @@ class SipUA:
         password: str = "",
         retry_seconds: int = 30,
         expires: int = 300,
+        proxy: str = "",
     ) -> None:
-        """An account with digest credentials, registering when `registrar` is set."""
+        """An account with digest credentials, registering when `registrar` is set.
+
+        With `proxy`, every request of the account goes through that outbound
+        proxy (a `;lr` URI), registrations included.
+        """
         acfg = pj.AccountConfig()
         acfg.idUri = id_uri
         acfg.mediaConfig = self._acc_media
+        if proxy:
+            acfg.sipConfig.proxies.append(proxy)
         if registrar:
             acfg.regConfig.registrarUri = registrar
             acfg.regConfig.timeoutSec = expires
@@ -510,7 +521,9 @@ class SipUA:
         call = _Call(self, leg, acc, prm.callId)
         self._legs[leg] = _Leg(call, {})
         rdata = prm.rdata
-        first_line = rdata.wholeMsg.split("\r\n", 1)[0]
+        whole = rdata.wholeMsg
+        first_line = whole.split("\r\n", 1)[0]
+        lines = _LINE_HEADER.findall(whole.split("\r\n\r\n", 1)[0])
         m = _REQUEST_USER.match(first_line)
         info = call.getInfo()
         from_uri = info.remoteUri
@@ -522,6 +535,7 @@ class SipUA:
             from_user=fm.group(1) if fm else "",
             sip_call_id=info.callIdString,
             source=rdata.srcAddress,
+            line=lines[0] if len(lines) == 1 else None,  # two headers: forged, ignore
         )
         self.events.on_incoming(incoming)
 

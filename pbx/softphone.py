@@ -87,6 +87,9 @@ class Softphone:
         self.stop = False
         self.registration: dict[str, Any] | None = None
         self.account: str | None = None
+        # Extra INVITE headers (--header NAME:VALUE), e.g. a forged one in attack tests.
+        self.headers = dict(h.split(":", 1) for h in args.header)
+        self.headers = {k.strip(): v.strip() for k, v in self.headers.items()}
         self.messages: list[dict[str, Any]] = []
 
     # -- SipEvents --------------------------------------------------------
@@ -153,7 +156,9 @@ class Softphone:
     def start_call(self, c: PhoneCall) -> None:
         c.report["started_at"] = time.monotonic()
         try:
-            c.leg = self.ua.make_call(self.args.target, account=self.account)
+            c.leg = self.ua.make_call(
+                self.args.target, account=self.account, headers=self.headers or None
+            )
         except Exception as exc:  # report, don't crash the other calls
             c.report["error"] = str(exc)
             c.done = True
@@ -257,6 +262,10 @@ class Softphone:
         limit = t0 + args.max_seconds
         if args.register:
             self._register(limit)
+        elif args.proxy:
+            # Calls through an outbound proxy, e.g. a provider reaching us via Kamailio.
+            self.account = "proxy"
+            self.ua.add_account("proxy", f"sip:{args.user}@{args.bind}", proxy=args.proxy)
         interval = 1.0 / args.rate if args.rate > 0 else 0.0
         # Answering phones wait for calls; a phone that only registers places none.
         started = len(self.calls) if args.answer or not args.target else 0
@@ -319,6 +328,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--script", default="wait_media 5; wait 2; hangup")
     p.add_argument("--bind", default="127.0.0.1", help="local IP (a 127.x address)")
+    p.add_argument("--header", action="append", default=[], help="extra INVITE header NAME:VALUE")
+    p.add_argument("--proxy", default="", help="outbound proxy URI for calls (sip:HOST:PORT;lr)")
     p.add_argument("--port", type=int, default=0, help="local SIP port (0: any)")
     p.add_argument("--rtp", default="30000-30999", help="local RTP port range LOW-HIGH")
     p.add_argument("--user", default="softphone", help="user part of our From URI")

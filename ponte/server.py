@@ -184,7 +184,9 @@ class AppServer:
         self.records = RecordWriter()
         self._alerted: set[tuple] = set()
         self.kamailio = (
-            Kamailio(config, Path(config.state_dir) / "kamailio") if config.extensions else None
+            Kamailio(config, Path(config.state_dir) / "kamailio")
+            if config.extensions or config.trunks
+            else None
         )
         self.limiters = {t.name: SlidingWindowLimiter(t.cps) for t in config.trunks}
         self._kamailio_restarts = 0
@@ -437,12 +439,16 @@ class AppServer:
 
     def _add_trunk(self, trunk: Any) -> None:
         port = f":{trunk.port}" if trunk.port else ""
+        pbx = self.config.pbx
         self.ua.add_account(
             f"trunk:{trunk.name}",
             f"sip:{trunk.username}@{trunk.host}{port}",
             registrar=trunk.registrar if trunk.registration else "",
             username=trunk.username,
             password=trunk.password,
+            # Everything to and from the provider passes Kamailio (issue 9):
+            # pjsip never talks to the network directly.
+            proxy=f"sip:{pbx.host}:{pbx.port};lr" if self.kamailio is not None else "",
         )
 
     def on_registration(self, account: str, code: int, reason: str, active: bool) -> None:
@@ -516,9 +522,11 @@ class AppServer:
                 return
             self._entry_ivr(call, did.language)
             return
-        from_proxy = bool(cfg.extensions) and call.source == cfg.pbx.listen
-        route = cfg.trunk_for_number(call.request_user) if from_proxy else None
-        if route is None and from_proxy and call.request_user in EMERGENCY and cfg.trunks:
+        # Only an extension Kamailio authenticated may call out: it says which
+        # in X-Ponte-Line (and strips that header from everyone else).
+        from_line = call.line is not None and call.source == cfg.pbx.listen
+        route = cfg.trunk_for_number(call.request_user) if from_line else None
+        if route is None and from_line and call.request_user in EMERGENCY and cfg.trunks:
             route = (cfg.trunks[0], call.request_user)  # emergency: any trunk will do
         if route is not None:
             self._outbound(call, *route)
@@ -530,19 +538,18 @@ class AppServer:
         """An extension's call to the outside: line profile, CPS limit, then the trunk."""
         decision: Decision | None = None
         dial = number
+        line = call.line or call.from_user  # Kamailio's authenticated extension
         cdr = self.cdrs[call.leg]
-        cdr.trunk, cdr.line, cdr.call_type = trunk.name, call.from_user, "outbound"
+        cdr.trunk, cdr.line, cdr.call_type = trunk.name, line, "outbound"
         if self.config.lines:
             assert self.usage is not None
-            decision = decide(
-                self.config, call.from_user, number, self.clock.now(), self.usage.used
-            )
+            decision = decide(self.config, line, number, self.clock.now(), self.usage.used)
             cdr.call_type = decision.call_type or "outbound"
             cdr.profile_rule = decision.rule
             log.info(
                 "call %d line=%s number=%s type=%s decision=%s rule=%s: %s",
                 call.leg,
-                call.from_user,
+                line,
                 number,
                 decision.call_type,
                 decision.decision,
@@ -570,7 +577,7 @@ class AppServer:
         log.info(
             "call %d outbound ext=%s number=%s trunk=%s",
             call.leg,
-            call.from_user,
+            line,
             number,
             trunk.name,
         )

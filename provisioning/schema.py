@@ -49,7 +49,14 @@ class SipConfig(_Strict):
     @field_validator("listen")
     @classmethod
     def _listen(cls, v: str) -> str:
-        _host_port(v, "sip.listen")
+        host, _ = _host_port(v, "sip.listen")
+        if not ipaddress.ip_address(host).is_loopback:
+            # pjproject 2.12.1 lacks later security fixes: only Kamailio
+            # (pbx.listen) may face the network; it relays to us on loopback.
+            raise ValueError(
+                f"sip.listen must be a loopback address (e.g. 127.0.0.1:5080), got {host}: "
+                "only Kamailio (pbx.listen) faces the network"
+            )
         return v
 
     @field_validator("rtp_ports")

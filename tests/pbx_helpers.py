@@ -51,6 +51,11 @@ def register(number: str, server: Server) -> list[str]:
     return ["--register", f"{number}:{PASSWORDS[number]}@{proxy(server)}"]
 
 
+def via_proxy(server: Server) -> list[str]:
+    """Softphone arguments to call through Kamailio as a provider would (Route: Kamailio)."""
+    return ["--proxy", f"sip:{proxy(server)};lr"]
+
+
 def busiest_window(times: list[float], width: float) -> int:
     """The most events in any window of `width` (what a provider's CPS counter sees)."""
     times = sorted(times)

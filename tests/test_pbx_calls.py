@@ -16,6 +16,7 @@ from tests.pbx_helpers import (
     pbx_overrides,
     proxy,
     register,
+    via_proxy,
 )
 from tests.test_spine_calls import window
 
@@ -142,18 +143,26 @@ def test_trunk_registers_with_digest_and_did_reaches_the_entry_ivr(server_factor
     ):
         time.sleep(0.1)
     assert any(e == "REGISTER-AUTH user=trunkuser" for _, e in provider.events())
+    # The registration went out through Kamailio, which put itself in a Path.
+    kam = proxy(srv)
+    assert any(e.endswith(f"sip:{kam}") for _, e in provider.events() if "PATH-ON" in e), (
+        provider.events()
+    )
     time.sleep(0.5)
     assert "trunk:provider1 registration 200" in srv.log()
-    # The provider delivers a call to the DID: the caller hears the PIN prompt.
+    # The provider delivers a call to the DID following that Path (a Route to
+    # Kamailio): the caller hears the PIN prompt.
     p = phone(
         srv.uri("+551130001000"),
         "wait_media 5; wait 2.5; dtmf 1111#; wait 1; hangup",
         bind=ports.loopback_ip(),
+        extra=via_proxy(srv),
     )
     assert p.result()["hung_up_by"] == "local"
     samples, rate = audio.load(p.record)
     assert audio.speech_like(audio.segment(samples, rate, 0.3, 2.3), rate)
     assert "DID +551130001000" in srv.log() and "join room=demo" in srv.log()
+    assert f"src={kam}" in srv.log(), "the DID call reached the app server from Kamailio"
 
 
 def test_extension_calls_out_through_the_trunk_with_audio(server_factory, phone, provider):
@@ -169,6 +178,9 @@ def test_extension_calls_out_through_the_trunk_with_audio(server_factory, phone,
     assert [c for c, _t in r.get("progress", [])][:1] == [180]
     invites = [e for _, e in provider.events() if e.startswith("INVITE")]
     assert len(invites) == 1
+    # The call left through Kamailio, which stays in its route for the BYE.
+    rr = [e for _, e in provider.events() if e.startswith("RR-ON-INVITE")]
+    assert rr and proxy(srv) in rr[0], provider.events()
     # The provider echoes RTP: our own tone comes back through the B2BUA.
     samples, rate = audio.load(p.record)
     heard = audio.segment(samples, rate, *window(r, r["media_at"] + 1.0, r["hangup_sent_at"]))
@@ -204,7 +216,35 @@ def test_did_routed_to_an_extension(server_factory, phone):
         srv.uri("+551130002000"),
         "wait_media 8; tone 440; wait 3.5; hangup",
         bind=ports.loopback_ip(),
+        extra=via_proxy(srv),
     )
     ra, rb = caller.result(), callee.result()
     assert "error" not in ra and rb["dialed"] == "1002", (ra, rb)
     assert_two_way_audio(caller, callee, ra, rb)
+
+
+def test_only_an_authenticated_extension_calls_out(server_factory, phone, provider):
+    """A provider's (or anyone's) call through Kamailio reaches the app server
+    unauthenticated, but a forged X-Ponte-Line never makes it an extension."""
+    srv = server_factory(**pbx_overrides(provider.port))
+    forged = ["--header", "X-Ponte-Line: 1001"]
+    # Routed to the app server through Kamailio, as a provider's DID call is.
+    routed = phone(
+        srv.uri("0011999990000"),
+        "wait_end 5",
+        record=False,
+        bind=ports.loopback_ip(),
+        extra=[*via_proxy(srv), *forged],
+    ).result()
+    assert routed["code"] == 404, routed
+    # Straight to Kamailio: challenged, and no credentials to answer with.
+    direct = phone(
+        f"sip:0011999990000@{proxy(srv)}",
+        "wait_end 5",
+        record=False,
+        bind=ports.loopback_ip(),
+        extra=forged,
+    ).result()
+    assert direct["code"] == 407, direct
+    assert not [e for _, e in provider.events() if e.startswith("INVITE")]
+    assert "outbound" not in srv.log()
