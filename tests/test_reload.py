@@ -2,25 +2,13 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import time
 
 import yaml
 
 from tests import ports
-from tests.harness import ROOT
+from tests.harness import cli
 from tests.pbx_helpers import pbx_overrides, proxy
-
-
-def reload(server) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "ponte.cli", "reload", "--config", str(server.config_path)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
 
 
 def test_reload_adds_a_room_and_changes_a_password_without_dropping_calls(server_factory, phone):
@@ -40,7 +28,7 @@ def test_reload_adds_a_room_and_changes_a_password_without_dropping_calls(server
     cfg["extensions"] = [dict(e) for e in cfg["extensions"]]
     cfg["extensions"][1]["password"] = "a-brand-New-secret"
     srv.config_path.write_text(yaml.safe_dump(cfg))
-    r = reload(srv)
+    r = cli(srv, "reload")
     assert r.returncode == 0, r.stderr
     newcomer = phone(srv.uri("conf"), "wait_media 5; dtmf 7777#; wait 1; hangup", record=False)
     assert newcomer.result()["hung_up_by"] == "local"
@@ -61,7 +49,7 @@ def test_reload_adds_a_room_and_changes_a_password_without_dropping_calls(server
 def test_broken_reload_keeps_the_old_pins(server, phone):
     good = server.config_path.read_text()
     server.config_path.write_text(good.replace("participant_pin: '1111'", "participant_pin: [1111"))
-    r = reload(server)
+    r = cli(server, "reload")
     assert r.returncode == 2 and str(server.config_path) in r.stderr
     # SIGHUP with the broken file: refused and logged, the server runs on.
     server.proc.send_signal(1)
