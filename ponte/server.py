@@ -14,6 +14,7 @@ import sqlite3
 import threading
 import urllib.request
 import wave
+from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -113,6 +114,7 @@ class Leg:
     barge_in: bool = True
     hangup_after_prompt: str | None = None
     hash_at: float | None = None  # when the PIN's `#` arrived (latency stats)
+    digit_at: float = 0.0  # when the last in-room digit arrived (key latency stats)
     slot_gen: dict[str, int] = field(default_factory=dict)
     refusal: str | None = None  # a refused outbound call: the prompt to play, then 403
     hangup_code: int = 0
@@ -165,6 +167,8 @@ class AppServer:
         self.billing: BillingStore | None = None
         self.legs: dict[int, Leg] = {}
         self.join_latencies: list[float] = []
+        # Digit arrival -> the key's action applied to the room (bench/dtmf.py).
+        self.action_latencies: deque[tuple[str, float]] = deque(maxlen=10000)
         self.control = ControlServer(
             config.control.socket, self._control, self.loop, prepare=self._prepare_control
         )
@@ -783,6 +787,7 @@ class AppServer:
         if leg.room is not None and self.dialout.digit(leg_id, digit):
             return
         if leg.room is not None and leg.keys is not None:
+            leg.digit_at = now
             self._key_result(leg, leg.keys.digit(digit))
         elif leg.dialogue is not None:
             if digit == "#":
@@ -1031,6 +1036,8 @@ class AppServer:
             leg.room,
         )
         self._room_cmds(cmds)
+        if leg.digit_at:
+            self.action_latencies.append((action, self.loop.now() - leg.digit_at))
 
     def _items(self, leg_id: int, items: Iterable[str | Path]) -> list[Path]:
         leg = self.legs.get(leg_id)
@@ -1146,6 +1153,7 @@ class AppServer:
                     for name, room in self.bridge.rooms.items()
                 },
                 "join_latencies": list(self.join_latencies),
+                "action_latencies": [list(a) for a in self.action_latencies],
                 "accepting": self.accepting,
             }
         return {"error": f"unknown command {cmd!r}"}
