@@ -52,10 +52,15 @@ class RecordName:
 
 
 @dataclass(frozen=True)
+class WrongPin:
+    """A wrong PIN was keyed: it counts against the caller's source."""
+
+
+@dataclass(frozen=True)
 class Hangup:
     """End the call once prompts queued before it have played."""
 
     reason: str
 
 
-Command = Play | StopPlayback | StartTimer | CancelTimer | JoinRoom | RecordName | Hangup
+Command = Play | StopPlayback | StartTimer | CancelTimer | JoinRoom | RecordName | WrongPin | Hangup

@@ -20,6 +20,7 @@ from ivr.commands import (
     RecordName,
     StartTimer,
     StopPlayback,
+    WrongPin,
 )
 
 INTERDIGIT = "interdigit"
@@ -161,11 +162,11 @@ class PinEntry:
                 return cancel + self._after_pins(self.match)
             self.events.append("counter-pin failed")
             self.match, self.step = None, Step.PIN
-            return cancel + self._wrong(("invalid_pin",), count=False)
+            return [*cancel, WrongPin(), *self._wrong(("invalid_pin",), count=False)]
         match = self.lookup(entered) if entered else None
         if match is None:
             self.events.append("pin failed")
-            return cancel + self._wrong(("invalid_pin",))
+            return [*cancel, WrongPin(), *self._wrong(("invalid_pin",))]
         self.tries += 1
         refused = self.gate(match)
         if refused is not None:

@@ -55,8 +55,10 @@ from ivr.commands import (
     RecordName,
     StartTimer,
     StopPlayback,
+    WrongPin,
 )
 from ivr.dtmf import DtmfDeduper
+from ivr.guard import PinGuard
 from ivr.keys import KeyReader
 from ivr.pin_entry import PinEntry, PinMatch
 from ivr.prompts import PromptLibrary, wav_seconds
@@ -115,6 +117,7 @@ class Leg:
     hangup_after_prompt: str | None = None
     hash_at: float | None = None  # when the PIN's `#` arrived (latency stats)
     digit_at: float = 0.0  # when the last in-room digit arrived (key latency stats)
+    source_key: str = ""  # who keyed the PINs, for the guessing lockout
     slot_gen: dict[str, int] = field(default_factory=dict)
     refusal: str | None = None  # a refused outbound call: the prompt to play, then 403
     hangup_code: int = 0
@@ -167,6 +170,8 @@ class AppServer:
         self.billing: BillingStore | None = None
         self.legs: dict[int, Leg] = {}
         self.join_latencies: list[float] = []
+        ivr = config.ivr
+        self.pin_guard = PinGuard(ivr.lockout_after, ivr.lockout_window, ivr.lockout_seconds)
         # Digit arrival -> the key's action applied to the room (bench/dtmf.py).
         self.action_latencies: deque[tuple[str, float]] = deque(maxlen=10000)
         self.control = ControlServer(
@@ -734,8 +739,27 @@ class AppServer:
                 except Exception as exc:  # an alert must never break a call
                     log.warning("alert MESSAGE to %s failed: %s", ext, exc)
 
+    def _source_key(self, call: IncomingCall) -> str:
+        """Who is calling, for the PIN lockout: the extension Kamailio
+        authenticated, the caller ID of a call relayed by Kamailio (a trunk's),
+        or the IP address of a direct call."""
+        if call.line:
+            return f"ext:{call.line}"
+        if call.source == self.config.pbx.listen:
+            return f"cid:{call.from_user or call.from_uri}"
+        return f"ip:{call.source.rpartition(':')[0]}"
+
     def _entry_ivr(self, call: IncomingCall, language: str) -> None:
         leg = Leg(call.leg, call.from_user or call.from_uri, call.request_user, language)
+        leg.source_key = self._source_key(call)
+        if self.pin_guard.is_locked(leg.source_key, self.loop.now()):
+            # Told why in early media (183), then 403: no PIN is asked.
+            log.info("call %d refused: %s is locked out (PIN guessing)", call.leg, leg.source_key)
+            leg.refusal, leg.hangup_code = "try_later", 403
+            leg.hangup_after_prompt = "locked out after wrong PINs"
+            self.legs[call.leg] = leg
+            self.ua.answer(call.leg, 183)
+            return
         ivr = self.config.ivr
         leg.dialogue = PinEntry(
             self._pins.get,
@@ -859,6 +883,14 @@ class AppServer:
                     self._record_name(leg, seconds)
                 case JoinRoom(room, role):
                     self._join(leg, room, role)
+                case WrongPin():
+                    for source in self.pin_guard.record_wrong(leg.source_key, self.loop.now()):
+                        log.warning(
+                            "PIN guessing: %s locked out for %g s after %d wrong PINs",
+                            source,
+                            self.pin_guard.lockout,
+                            len(self.pin_guard.wrong),
+                        )
                 case Hangup(reason):
                     if leg.prompt_timer is not None:
                         leg.hangup_after_prompt = reason
