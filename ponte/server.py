@@ -198,6 +198,9 @@ class AppServer:
             else None
         )
         self.limiters = {t.name: SlidingWindowLimiter(t.cps) for t in config.trunks}
+        self.admission = SlidingWindowLimiter(config.sip.max_new_calls_per_second)
+        self.shed = 0  # calls refused for overload (counted, not logged one by one)
+        self._shed_logged = 0
         self._kamailio_restarts = 0
         self._proxy_up: bool | None = None
 
@@ -505,6 +508,10 @@ class AppServer:
             log.info("call %d refused: draining or stopping (503)", call.leg)
             self.ua.answer(call.leg, 503, "Service Unavailable", {"Retry-After": "5"})
             return
+        if self._overloaded(call):
+            self.cdrs.pop(call.leg, None)  # a flood must not become a flood of writes
+            self.ua.answer(call.leg, 503, "Service Unavailable", {"Retry-After": "2"})
+            return
         log.info(
             "call %d incoming from=%s to=%s src=%s",
             call.leg,
@@ -542,6 +549,25 @@ class AppServer:
             return
         log.info("call %d refused: %r is not a number here (404)", call.leg, call.request_user)
         self.ua.answer(call.leg, 404)
+
+    def _overloaded(self, call: IncomingCall) -> bool:
+        """Shed a new call beyond max_new_calls_per_second or max_calls
+        (never an extension's emergency call)."""
+        if call.line is not None and call.request_user in EMERGENCY:
+            return False
+        sip = self.config.sip
+        now = self.loop.now()
+        lo, hi = sip.rtp_range
+        # Each call holds an RTP/RTCP pair: past the range, pjsua would scan it
+        # all for every new call, which is what turns a flood into a stall.
+        cap = min(sip.max_calls, (hi - lo + 1) // 2 - 8)
+        if self.ua.call_count() <= cap and self.admission.try_acquire(now):
+            return False
+        self.shed += 1
+        if now - self._shed_logged >= 1.0:  # one line a second, however hard the flood
+            self._shed_logged = now
+            log.warning("overload: shedding new calls with 503 (%d so far)", self.shed)
+        return True
 
     def _outbound(self, call: IncomingCall, trunk: Any, number: str) -> None:
         """An extension's call to the outside: line profile, CPS limit, then the trunk."""
@@ -1187,6 +1213,7 @@ class AppServer:
                 "join_latencies": list(self.join_latencies),
                 "action_latencies": [list(a) for a in self.action_latencies],
                 "accepting": self.accepting,
+                "shed": self.shed,
             }
         return {"error": f"unknown command {cmd!r}"}
 

@@ -45,6 +45,10 @@ class SipConfig(_Strict):
     rtp_ports: str = "40000-40999"
     user_agent: str = "ponte"
     codecs: list[str] = Field(default_factory=lambda: ["PCMU/8000", "PCMA/8000", "G722/16000"])
+    # Overload: beyond these, new calls are shed with 503 + Retry-After so the
+    # calls in progress keep their audio (a B2BUA call counts twice).
+    max_calls: int = Field(800, ge=1, le=1000)
+    max_new_calls_per_second: float = Field(150.0, gt=0, le=2000)
 
     @field_validator("listen")
     @classmethod
