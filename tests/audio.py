@@ -56,3 +56,60 @@ def speech_like(samples: np.ndarray, rate: int) -> bool:
     # A pure tone puts nearly all energy into a few bins; speech does not.
     top = np.sort(voice)[-20:].sum()
     return bool(voice.sum() > 0 and top / voice.sum() < 0.8)
+
+
+SLICE = 0.1  # seconds: the granularity at which a steady tone must never go missing
+HOLE = 0.7  # a slice whose tone is below this share of its steady level has a hole
+
+
+def tone_levels(samples: np.ndarray, rate: int, hear: tuple[int, ...]) -> np.ndarray:
+    """RMS of each tone in `hear` per 100 ms slice, every 50 ms (rows: slices).
+
+    band_fraction x energy is the tone's own energy, whatever else plays with
+    it (a join beep adds energy; it must not count as the tone going missing).
+    """
+    n = int(SLICE * rate)
+    rows = []
+    # Slices overlap by half: a hole of 60 ms or more fills most of one of them
+    # wherever it falls.
+    for i in range(0, len(samples) - n + 1, n // 2):
+        part = samples[i : i + n]
+        level = rms(part)
+        rows.append([level * np.sqrt(band_fraction(part, rate, hz)) for hz in hear])
+    return np.array(rows)
+
+
+def holes(samples: np.ndarray, rate: int, hear: tuple[int, ...]) -> list[str]:
+    """Every 100 ms slice in which one of the tones it should carry is missing."""
+    levels = tone_levels(samples, rate, hear)
+    steady = np.median(levels, axis=0)
+    bad = []
+    for k, row in enumerate(levels):
+        # Below 0.7 of its steady level, at least half of the slice lacks the tone.
+        if np.any(row < HOLE * steady):
+            shown = ", ".join(f"{hz} Hz {v:.3f}" for hz, v in zip(hear, row, strict=True))
+            at = k * SLICE / 2
+            bad.append(f"slice at {at:.2f} s: {shown} (steady {np.round(steady, 3)})")
+    return bad
+
+
+def longest_gap(samples: np.ndarray, rate: int, hz: float, step: float = 0.02) -> float:
+    """Seconds of the longest run in which a steady tone is missing.
+
+    The tone's amplitude is taken per `step` (20 ms) by projecting onto that
+    frequency (a 20 ms window still tells 440, 700 and 1200 Hz apart); a step
+    below half the median amplitude counts as missing.
+    """
+    n = int(step * rate)
+    steps = len(samples) // n
+    if not steps:
+        return 0.0
+    frames = samples[: steps * n].reshape(steps, n)
+    t = np.arange(n) / rate
+    amplitude = np.abs(frames @ np.exp(-2j * np.pi * hz * t)) * 2 / n
+    missing = amplitude < 0.5 * np.median(amplitude)
+    longest = run = 0
+    for m in missing:
+        run = run + 1 if m else 0
+        longest = max(longest, run)
+    return longest * step

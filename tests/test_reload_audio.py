@@ -12,7 +12,6 @@ import re
 import time
 from typing import Any
 
-import numpy as np
 import yaml
 
 from tests import audio, ports
@@ -24,12 +23,10 @@ MOD_HZ, P1_HZ, P2_HZ = 700, 440, 900
 OLD_PIN, NEW_PIN = "1111", "3434"  # room demo's participant PIN before and after the reload
 EXTRA_ROOMS = 50
 RELOADS = 3
-SLICE = 0.1  # seconds: the granularity at which audio must never be missing
 MARGIN = 0.3  # seconds of window before the first reload and after the last one
 # Upper bound of the mouth-to-ear delay (two jitter buffers and the bridge):
 # up to ~0.8 s right after a call is set up, shrinking by ~50 ms/s after.
 LAG = 1.0
-HOLE = 0.7  # a slice whose tone is below this share of its steady level has a hole
 
 
 def changed_config(server: Server, generation: int) -> dict[str, Any]:
@@ -77,37 +74,6 @@ def leg_from(log: str, ip: str) -> int:
     m = re.search(rf"call (\d+) incoming from=\S+ to=\S+ src={re.escape(ip)}:", log)
     assert m, f"no call from {ip} in the log"
     return int(m.group(1))
-
-
-def tone_levels(samples: np.ndarray, rate: int, hear: tuple[int, ...]) -> np.ndarray:
-    """RMS of each tone in `hear` per 100 ms slice, every 50 ms (rows: slices).
-
-    band_fraction x energy is the tone's own energy, whatever else plays with
-    it (a join beep adds energy; it must not count as the tone going missing).
-    """
-    n = int(SLICE * rate)
-    rows = []
-    # Slices overlap by half: a hole of 60 ms or more fills most of one of them
-    # wherever it falls.
-    for i in range(0, len(samples) - n + 1, n // 2):
-        part = samples[i : i + n]
-        level = audio.rms(part)
-        rows.append([level * np.sqrt(audio.band_fraction(part, rate, hz)) for hz in hear])
-    return np.array(rows)
-
-
-def holes(samples: np.ndarray, rate: int, hear: tuple[int, ...]) -> list[str]:
-    """Every 100 ms slice in which one of the tones it should carry is missing."""
-    levels = tone_levels(samples, rate, hear)
-    steady = np.median(levels, axis=0)
-    bad = []
-    for k, row in enumerate(levels):
-        # Below 0.7 of its steady level, at least half of the slice lacks the tone.
-        if np.any(row < HOLE * steady):
-            shown = ", ".join(f"{hz} Hz {v:.3f}" for hz, v in zip(hear, row, strict=True))
-            at = k * SLICE / 2
-            bad.append(f"slice at {at:.2f} s: {shown} (steady {np.round(steady, 3)})")
-    return bad
 
 
 def test_reload_during_a_live_conference_keeps_its_audio_flowing(server_factory, phone):
@@ -177,7 +143,7 @@ def test_reload_during_a_live_conference_keeps_its_audio_flowing(server_factory,
         heard = audio.segment(samples, rate, *window(r, start, end))
         assert len(heard) >= int((end - start) * rate) - rate // 50, "recording too short"
         others = tuple(hz for _p, hz in members if hz != own)
-        bad = holes(heard, rate, others)
+        bad = audio.holes(heard, rate, others)
         assert not bad, f"the {own} Hz caller lost the others during the reloads:\n" + "\n".join(
             bad[:10]
         )
