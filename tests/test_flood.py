@@ -9,8 +9,13 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
+
 from tests import audio, ports
 from tests.test_spine_calls import window
+
+# The flood saturates both cores: run it with nothing beside it (scripts/test).
+pytestmark = pytest.mark.alone
 
 SIPP = Path(__file__).resolve().parent / "sipp" / "flood_uac.xml"
 CAPACITY = 150  # calls/s: sip.max_new_calls_per_second, within the measured 200/s
