@@ -14,6 +14,7 @@ import glob
 import hashlib
 import logging
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -73,6 +74,17 @@ def ctl_path(runtime: Path) -> Path:
     return Path(tempfile.gettempdir()) / f"ponte-kamailio-{digest}.ctl"
 
 
+def rr_token(runtime: Path) -> str:
+    """A random token kept in the runtime folder, put in our Record-Route so
+    only dialogs this proxy set up are relayed (it survives restarts, so
+    calls set up before one still end cleanly)."""
+    path = Path(runtime) / "rr.token"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(secrets.token_hex(8))
+    return path.read_text().strip()
+
+
 def render_config(config: Config, runtime: Path, debug: int = 1) -> str:
     """kamailio.cfg for this provisioning."""
     return Template(TEMPLATE.read_text()).substitute(
@@ -85,6 +97,8 @@ def render_config(config: Config, runtime: Path, debug: int = 1) -> str:
         debug=debug,
         module_path=module_path(),
         ctl_socket=ctl_path(runtime),
+        rr_token=rr_token(runtime),
+        auth_failures=config.pbx.auth_failures,
         pike_density=config.pbx.flood_density,
         ban_seconds=config.pbx.ban_seconds,
         max_message=config.pbx.max_message,
@@ -128,7 +142,10 @@ def trunk_peers(config: Config) -> set[str]:
         except OSError as exc:
             log.warning("trunk %s: cannot resolve %s (%s)", trunk.name, trunk.host, exc)
             continue
-        peers.update(f"{info[4][0]}:{port}" for info in infos)
+        # IP:port for calls from the provider's signalling address, and the IP
+        # alone for its calls that follow our Path (they may use another port).
+        for info in infos:
+            peers.update((f"{info[4][0]}:{port}", info[4][0]))
     return peers
 
 

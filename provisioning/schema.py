@@ -276,7 +276,8 @@ class PbxConfig(_Strict):
     listen: str = "127.0.0.1:5060"
     flood_density: int = Field(30, ge=2, le=10000)  # requests per 2 s before a ban
     ban_seconds: int = Field(300, ge=1, le=86400)
-    max_message: int = Field(8192, ge=1024, le=65535)
+    max_message: int = Field(4096, ge=1024, le=65535)  # pjsip itself stops near 4 kB
+    auth_failures: int = Field(10, ge=2, le=1000)  # wrong passwords in 10 min before a ban
 
     @field_validator("listen")
     @classmethod

@@ -155,7 +155,7 @@ def test_trunk_registers_with_digest_and_did_reaches_the_entry_ivr(server_factor
     p = phone(
         srv.uri("+551130001000"),
         "wait_media 5; wait 2.5; dtmf 1111#; wait 1; hangup",
-        bind=ports.loopback_ip(),
+        bind="127.0.0.1",  # the provider's address: `localhost` resolves to it
         extra=via_proxy(srv),
     )
     assert p.result()["hung_up_by"] == "local"
@@ -209,13 +209,16 @@ def test_ten_calls_at_once_reach_the_trunk_at_two_per_second(server_factory, pho
     assert busiest_window(ticks, 1000) <= 2, ticks
 
 
-def test_did_routed_to_an_extension(server_factory, phone):
-    srv = server_factory(**pbx_overrides(dids={"+551130002000": {"extension": "1002"}}))
+def test_did_routed_to_an_extension(server_factory, phone, provider):
+    # The provider's trunk makes its address trusted to deliver DID calls.
+    srv = server_factory(
+        **pbx_overrides(provider.port, dids={"+551130002000": {"extension": "1002"}})
+    )
     callee = answering_extension(phone, srv)
     caller = phone(
         srv.uri("+551130002000"),
         "wait_media 8; tone 440; wait 3.5; hangup",
-        bind=ports.loopback_ip(),
+        bind="127.0.0.1",  # a trunk provider's address (the DID call comes from it)
         extra=via_proxy(srv),
     )
     ra, rb = caller.result(), callee.result()
@@ -233,7 +236,7 @@ def test_only_an_authenticated_extension_calls_out(server_factory, phone, provid
         srv.uri("0011999990000"),
         "wait_end 5",
         record=False,
-        bind=ports.loopback_ip(),
+        bind="127.0.0.1",  # the provider's address
         extra=[*via_proxy(srv), *forged],
     ).result()
     assert routed["code"] == 404, routed
