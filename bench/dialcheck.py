@@ -6,6 +6,8 @@ call, SQLite usage lookups included) and the wall time of the whole
 `ponte dial-check` command (load and validate the YAML, decide, print).
 
     .venv/bin/python bench/dialcheck.py [--lines 10000] [--profiles 100] [--n 5000]
+
+The last line is the `BENCH-RESULT` JSON that `bench/run` collects.
 """
 
 from __future__ import annotations
@@ -13,17 +15,21 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import random
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+# The repository first (bench/pbx.py must not shadow the `pbx` package), then
+# bench/ for the benches' shared modules.
+sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
+
+from common import emit, graceful_sigterm, loadavg, summary  # noqa: E402
 
 from lines.policy import cycle_start, decide  # noqa: E402
 from lines.usage import UsageStore  # noqa: E402
@@ -46,6 +52,7 @@ NUMBERS = [
 
 
 def make_config(path: Path, lines: int, profiles: int, db: Path) -> None:
+    """Write a provisioning file of `lines` lines sharing `profiles` profiles."""
     profs = {}
     for i in range(profiles):
         profs[f"p{i}"] = {
@@ -89,42 +96,30 @@ def make_config(path: Path, lines: int, profiles: int, db: Path) -> None:
     )
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--lines", type=int, default=10000)
-    ap.add_argument("--profiles", type=int, default=100)
-    ap.add_argument("--n", type=int, default=5000)
-    args = ap.parse_args()
+def measure(lines: int, profiles: int, n: int, cli_runs: int) -> dict[str, Any]:
+    """Time `decide()` in process and the whole `ponte dial-check` command."""
     random.seed(7)
     with tempfile.TemporaryDirectory() as tmp:
         cfg_path, db = Path(tmp) / "big.yaml", Path(tmp) / "usage.db"
-        make_config(cfg_path, args.lines, args.profiles, db)
+        make_config(cfg_path, lines, profiles, db)
         t0 = time.perf_counter()
         cfg = load_config(cfg_path)
         load_s = time.perf_counter() - t0
         store = UsageStore(db)
         at = dt.datetime(2026, 11, 23, 10, 0, tzinfo=dt.timezone(dt.timedelta(hours=-3)))
         cycle = cycle_start(at.date(), 16)
-        for i in range(0, args.lines, 7):
+        # Every 7th line has usage this cycle: decide() reads it from SQLite.
+        for i in range(0, lines, 7):
             store.add(f"line:{10000 + i}", cycle, "national_fixed", 20)
         line_ids = list(cfg.lines)
         times = []
-        for _ in range(args.n):
+        for _ in range(n):
             line, number = random.choice(line_ids), random.choice(NUMBERS)
             t = time.perf_counter()
             decide(cfg, line, number, at, store.used)
             times.append((time.perf_counter() - t) * 1e6)
-        times.sort()
-        print(
-            f"config: {args.lines} lines, {args.profiles} profiles, "
-            f"{cfg_path.stat().st_size // 1024} KiB YAML, validated in {load_s:.2f} s"
-        )
-        print(
-            f"decide() in process, {args.n} decisions: p50 {statistics.median(times):.0f} us, "
-            f"p99 {times[int(0.99 * len(times))]:.0f} us"
-        )
         walls = []
-        for _ in range(5):
+        for _ in range(cli_runs):
             t = time.perf_counter()
             subprocess.run(
                 [
@@ -144,12 +139,41 @@ def main() -> int:
                 cwd=ROOT,
                 capture_output=True,
                 check=True,
+                timeout=120,
             )
             walls.append(time.perf_counter() - t)
-        print(
-            f"ponte dial-check command (load + validate + decide): "
-            f"median {statistics.median(walls):.2f} s over 5 runs"
-        )
+        return {
+            "lines": lines,
+            "profiles": profiles,
+            "yaml_kib": cfg_path.stat().st_size // 1024,
+            "load_s": load_s,
+            "decide_us": summary(times),
+            "cli_s": summary(walls),
+        }
+
+
+def main() -> int:
+    """Print the numbers, then the `BENCH-RESULT` line."""
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--lines", type=int, default=10000)
+    ap.add_argument("--profiles", type=int, default=100)
+    ap.add_argument("--n", type=int, default=5000)
+    ap.add_argument("--cli-runs", type=int, default=5)
+    args = ap.parse_args()
+    graceful_sigterm()
+    load0, t0 = loadavg(), time.monotonic()
+    r = measure(args.lines, args.profiles, args.n, args.cli_runs)
+    print(
+        f"config: {r['lines']} lines, {r['profiles']} profiles, "
+        f"{r['yaml_kib']} KiB YAML, validated in {r['load_s']:.2f} s"
+    )
+    d, c = r["decide_us"], r["cli_s"]
+    print(f"decide() in process, {d['n']} decisions: p50 {d['p50']:.0f} us, p99 {d['p99']:.0f} us")
+    print(
+        f"ponte dial-check command (load + validate + decide): "
+        f"p50 {c['p50']:.2f} s, max {c['max']:.2f} s over {c['n']} runs"
+    )
+    emit("dialcheck", r, load0, t0)
     return 0
 
 

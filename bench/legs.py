@@ -1,151 +1,479 @@
 #!/usr/bin/env python3
-"""Legs in rooms versus app-server CPU, and PIN `#` -> joined latency.
+"""Conference capacity: legs in rooms versus app-server CPU and media health.
 
-For each leg count, starts a fresh app server, has one softphone process place
-that many calls (8 kHz G.711, each sending a 440 Hz tone) into rooms of 10,
-waits until every leg has joined, then samples the server's CPU time from
-/proc over a fixed window. Prints one row per leg count.
+One series = one codec and one room size on one app server. The legs rise in
+steps; each step adds a softphone process (bench/loadphone.py, which is
+pbx/softphone.py) placing the new calls at --rate per second. Every leg keys
+its room's PIN (the first of each room the moderator PIN, so the room mixes
+instead of playing hold music) and then sends a 440 Hz tone: every leg really
+sends audio. A few raw probe legs (bench/rawleg.py) sit in the first rooms,
+send a tone in PCMU too, and have the kernel stamp each RTP packet the server
+sends them. Once all legs have joined and a second has passed, a steady window
+measures:
 
-    .venv/bin/python bench/legs.py [--legs 20,60,120,250] [--window 10]
+- the server's CPU (utime + stime from /proc/PID/stat; 100 = one core), and
+  per thread (/proc/PID/task/*/stat), with each thread named by the syscall
+  it waits in (pjlib leaves them all `python`);
+- the load generators' CPU, and how busy the whole machine was (/proc/stat);
+- on the probes: packets received versus expected (one per 20 ms), sequence
+  gaps, and inter-arrival gaps over 40 ms.
 
-Bounded: loopback only, each run stops by itself (softphone --max-seconds).
+A step is *degraded* when a probe lost more than 1 % of its packets, saw any
+gap over 40 ms, the server used more than 90 % of a core, or not every leg
+could join. The machine is shared (test runs, builds), so a degraded window
+is measured once more at the same legs and only a second bad one counts. The
+series stops at the first degraded step, at the last step, or when its time
+budget would run out. The load generators run at nice 5: on the server's own
+two cores they take what the server leaves, as phones elsewhere would.
+
+    .venv/bin/python bench/legs.py [--codec g711] [--room 10] [--steps 30,60,120]
+                                   [--window 10] [--budget 120]
+
+Bounded: loopback only, ports from the benches' block (bench/common.py),
+every softphone has --max-seconds, every wait a deadline. The last line is the
+`BENCH-RESULT` JSON that `bench/run` collects.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import math
 import os
-import statistics
+import re
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+# The repository first (bench/pbx.py must not shadow the `pbx` package), then
+# bench/ for the benches' shared modules.
+sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
+
+import common  # noqa: E402
+
+common.use_bench_ports()
+
+from rawleg import RawLeg, health  # noqa: E402
 
 from tests import ports  # noqa: E402
-from tests.harness import PY, start_server  # noqa: E402
+from tests.harness import PY, Server, start_server  # noqa: E402
 
-TICKS = os.sysconf("SC_CLK_TCK")
-ROOM_SIZE = 10
+# codec name -> what the server accepts (sip.codecs) and what the load phones offer.
+# The probes offer PCMU only, so the server keeps PCMU for them beside the codec
+# under test; the softphones offer only the codec under test.
+CODECS: dict[str, dict[str, Any]] = {
+    "g711": {"label": "G.711 u-law 8 kHz", "server": ["PCMU/8000"], "phone": "PCMU/8000"},
+    "g722": {
+        "label": "G.722 16 kHz",
+        "server": ["G722/16000", "PCMU/8000"],
+        "phone": "G722/16000",
+    },
+    "opus16": {
+        "label": "opus 16 kHz",
+        "server": ["opus/48000", "PCMU/8000"],
+        "phone": "opus/48000",
+        "opus_rate": 16000,
+    },
+}
+LOSS_LIMIT_PCT = 1.0
+GAP_LIMIT_MS = 40.0
+CPU_LIMIT = 90.0  # % of one core
+JOIN_SETTLE_S = 1.0  # after the last join: past the join beeps
+PHONE_NICE = 5  # the load generators' niceness
 
 
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of a process, in seconds."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS
+def degraded(step: dict[str, Any]) -> list[str]:
+    """Why a step counts as degraded (empty: healthy)."""
+    why = []
+    if step["joined"] < step["legs"]:
+        why.append(f"only {step['joined']}/{step['legs']} joined")
+    if step["probe_loss_pct"] > LOSS_LIMIT_PCT:
+        why.append(f"probe loss {step['probe_loss_pct']:.1f} %")
+    if step["probe_gaps_over_40ms"] > 0:
+        gaps, worst = step["probe_gaps_over_40ms"], step["probe_max_gap_ms"]
+        why.append(f"{gaps} gaps > 40 ms (max {worst:.0f} ms)")
+    if step["server_cpu"] > CPU_LIMIT:
+        why.append(f"server CPU {step['server_cpu']:.0f} %")
+    return why
 
 
-def pct(values: list[float], p: float) -> float:
-    """The p-th percentile (nearest rank)."""
-    s = sorted(values)
-    return s[min(len(s) - 1, max(0, round(p / 100 * len(s)) - 1))]
-
-
-def run(legs: int, window: float, cache: Path) -> dict[str, float]:
-    """One measurement at `legs` legs."""
-    rooms = [
-        {"name": f"r{i}", "participant_pin": f"{1000 + i}", "moderator_pin": f"{5000 + i}"}
-        for i in range((legs + ROOM_SIZE - 1) // ROOM_SIZE)
-    ]
-    # The first caller of each room moderates it, so rooms mix (not hold music).
-    pins = ",".join(
-        rooms[i // ROOM_SIZE]["moderator_pin" if i % ROOM_SIZE == 0 else "participant_pin"]
-        for i in range(legs)
+def codec_available(name: str) -> bool:
+    """Whether this pjsua2 build has the codec (Endpoint.codecEnum2), checked in a
+    child process so this one never creates an Endpoint of its own."""
+    wanted = CODECS[name]["phone"].lower()
+    code = (
+        "import pjsua2 as pj\n"
+        "ep = pj.Endpoint(); ep.libCreate(); c = pj.EpConfig()\n"
+        "c.uaConfig.threadCnt = 0; c.uaConfig.mainThreadOnly = True\n"
+        "c.logConfig.level = 0; c.logConfig.consoleLevel = 0\n"
+        "ep.libInit(c); ep.audDevManager().setNullDev(); ep.libStart()\n"
+        "print(','.join(i.codecId for i in ep.codecEnum2()))\n"
+        "ep.libDestroy()\n"
     )
-    sip = {"listen": f"127.0.0.1:{ports.allocate(1)}", "rtp_ports": ports.rtp_range(2 * legs + 20)}
-    phone_rtp = ports.rtp_range(4 * legs + 8)
-    hold = 15 + legs / 25 + window
-    with tempfile.TemporaryDirectory() as tmp:
-        srv = start_server(Path(tmp), cache, log_level="info", rooms=rooms, sip=sip)
-        phone = None
-        try:
-            phone = subprocess.Popen(
-                [
-                    PY,
-                    "-m",
-                    "pbx.softphone",
-                    "--target",
-                    srv.uri("conf"),
-                    "--script",
-                    f"wait_media 10; dtmf {{pin}}#; tone 440; wait {hold}; hangup",
-                    "--calls",
-                    str(legs),
-                    "--rate",
-                    "50",
-                    "--pins",
-                    pins,
-                    "--rtp",
-                    phone_rtp,
-                    "--max-seconds",
-                    str(hold + 40),
-                ],
-                cwd=ROOT,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-            )
-            deadline = time.monotonic() + 15 + legs / 10
-            joined = 0
-            while time.monotonic() < deadline:
-                st = srv.status()
-                joined = sum(len(r["members"]) for r in st["rooms"].values())
-                if joined >= legs:
-                    break
-                time.sleep(0.2)
-            time.sleep(1.0)  # let the joins settle before measuring
-            c0, p0, t0 = cpu_seconds(srv.proc.pid), cpu_seconds(phone.pid), time.monotonic()
-            time.sleep(window)
-            c1, p1, t1 = cpu_seconds(srv.proc.pid), cpu_seconds(phone.pid), time.monotonic()
-            st = srv.status()
-            lat = [x * 1000 for x in st["join_latencies"]]
-            if joined < legs:
-                errors = [ln for ln in srv.log().splitlines() if "ERROR" in ln][:5]
-                print(
-                    f"only {joined}/{legs} joined; server errors:",
-                    *errors,
-                    sep="\n",
-                    file=sys.stderr,
-                )
-        finally:
-            if phone is not None:
-                phone.terminate()
-                phone.communicate(timeout=30)
-            srv.stop()
-    return {
-        "legs": legs,
-        "joined": joined,
-        "server_cpu": 100 * (c1 - c0) / (t1 - t0),
-        "phone_cpu": 100 * (p1 - p0) / (t1 - t0),
-        "conf_ports": st["conf_ports"],
-        "join_p50_ms": statistics.median(lat) if lat else float("nan"),
-        "join_p99_ms": pct(lat, 99) if lat else float("nan"),
+    out = subprocess.run(
+        [PY, "-c", code], capture_output=True, text=True, timeout=30, cwd=ROOT
+    ).stdout
+    ids = [c.lower().rsplit("/", 1)[0] for c in out.strip().splitlines()[-1].split(",")]
+    return wanted in ids
+
+
+@dataclass
+class Layout:
+    """Which PIN each leg keys: slot s is member s % size of room s // size."""
+
+    size: int
+    max_legs: int
+    probe_slots: list[int] = field(default_factory=list)
+
+    @property
+    def rooms(self) -> list[dict[str, str]]:
+        """The rooms for the server's configuration."""
+        return [
+            {"name": f"r{i}", "participant_pin": f"{10000 + i}", "moderator_pin": f"{50000 + i}"}
+            for i in range(math.ceil(self.max_legs / self.size))
+        ]
+
+    def pin(self, slot: int) -> str:
+        """The first member of each room moderates it, so its room mixes."""
+        room, pos = divmod(slot, self.size)
+        return f"{50000 + room}" if pos == 0 else f"{10000 + room}"
+
+    def place_probes(self, count: int, first_step: int) -> None:
+        """Probes take the last places of the first step's rooms (never a moderator's)."""
+        first_rooms = math.ceil(first_step / self.size)
+        slots = [
+            room * self.size + pos
+            for pos in range(self.size - 1, 0, -1)
+            for room in range(first_rooms)
+            if room * self.size + pos < first_step
+        ]
+        self.probe_slots = slots[:count]
+
+
+def start_phones(
+    srv: Server, codec: str, pins: list[str], rate: float, tmp: Path, seconds: float
+) -> subprocess.Popen[str]:
+    """One load softphone process placing len(pins) calls into rooms."""
+    spec = CODECS[codec]
+    cmd = [
+        PY,
+        str(ROOT / "bench" / "loadphone.py"),
+        "--target",
+        srv.uri("conf"),
+        "--script",
+        "wait_media 10; dtmf {pin}#; tone 440; wait_end 3600",
+        "--calls",
+        str(len(pins)),
+        "--rate",
+        str(rate),
+        "--pins",
+        ",".join(pins),
+        "--codecs",
+        spec["phone"],
+        "--rtp",
+        ports.rtp_range(3 * len(pins) + 10),
+        "--max-seconds",
+        str(seconds),
+    ]
+    if spec.get("opus_rate"):
+        cmd += ["--opus-rate", str(spec["opus_rate"])]
+    err = (tmp / f"phones-{time.monotonic_ns()}.err").open("w")
+    # The load generators share the server's two cores; at a lower priority they
+    # take what the server leaves, as phones on other machines would.
+    return subprocess.Popen(
+        cmd,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=err,
+        text=True,
+        preexec_fn=lambda: os.nice(PHONE_NICE),
+    )
+
+
+def joined(srv: Server) -> int:
+    """Members in all rooms of the server."""
+    return sum(len(r["members"]) for r in srv.status()["rooms"].values())
+
+
+def wait_joined(srv: Server, want: int, timeout: float) -> int:
+    """Poll the control socket until `want` members are in rooms (or time is up)."""
+    deadline = time.monotonic() + timeout
+    n = joined(srv)
+    while n < want and time.monotonic() < deadline:
+        time.sleep(0.25)
+        n = joined(srv)
+    return n
+
+
+def join_probe(srv: Server, pin: str, out: list[RawLeg], errors: list[str]) -> None:
+    """Call, key the PIN as SIP INFO, and keep the probe (thread target)."""
+    leg = RawLeg(("127.0.0.1", srv.sip_port), tone=True)
+    try:
+        leg.call()
+        time.sleep(0.5)  # the PIN prompt starts; digits barge in
+        leg.info_digits(pin + "#")
+        out.append(leg)
+    except (OSError, RuntimeError, TimeoutError) as exc:
+        errors.append(f"probe: {exc}")
+        leg.close()
+
+
+def steady_window(
+    srv: Server,
+    phones: list[subprocess.Popen[str]],
+    probes: list[RawLeg],
+    window: float,
+    known: dict[int, str],
+) -> dict[str, Any]:
+    """CPU and probe media health over `window` seconds of steady state
+    (`known`: the server's thread labels so far, kept across windows)."""
+    cpu = common.CpuWindow(srv.proc.pid, [p.pid for p in phones], known=known)
+    cpu.start()
+    w0 = time.time()
+    end = time.monotonic() + window
+    while time.monotonic() < end:
+        cpu.sample_syscalls()
+        time.sleep(0.2)
+    w1 = time.time()
+    out = cpu.stop()
+    per_probe = [health(p.arrivals, w0, w1) for p in probes]
+    out["probes"] = per_probe
+    out["probe_loss_pct"] = max((h["loss_pct"] for h in per_probe), default=math.nan)
+    out["probe_gaps_over_40ms"] = sum(h["gaps_over_40ms"] for h in per_probe)
+    out["probe_max_gap_ms"] = max((h["max_gap_ms"] for h in per_probe), default=math.nan)
+    out["probe_received"] = sum(h["received"] for h in per_probe)
+    out["probe_expected"] = sum(h["expected"] for h in per_probe)
+    return out
+
+
+def series(
+    codec: str,
+    room: int,
+    steps: list[int],
+    window: float,
+    budget: float,
+    cache: Path,
+    probes: int = 3,
+    rate: float = 50.0,
+    keep_log: Path | None = None,
+) -> dict[str, Any]:
+    """Raise legs through `steps` on one server; stop at the first degraded step
+    (`keep_log`: where to copy the server's log)."""
+    started = time.monotonic()
+    spec = CODECS[codec]
+    result: dict[str, Any] = {
+        "codec": codec,
+        "label": spec["label"],
+        "room": room,
+        "window_s": window,
+        "rate": rate,
+        "probes": probes,
+        "steps": [],
+        "errors": [],
     }
+    if not codec_available(codec):
+        result["unavailable"] = f"{spec['phone']} is not in this pjsua2 build (codecEnum2)"
+        return result
+    layout = Layout(room, steps[-1])
+    layout.place_probes(probes, steps[0])
+    sip = {
+        "listen": f"127.0.0.1:{ports.allocate(1)}",
+        "rtp_ports": ports.rtp_range(2 * steps[-1] + 40),
+        "codecs": spec["server"],
+    }
+    phones: list[subprocess.Popen[str]] = []
+    legs: list[RawLeg] = []
+    known: dict[int, str] = {}  # the server's thread labels, by thread id
+    with tempfile.TemporaryDirectory(prefix="ponte-bench-legs-") as tmpdir:
+        tmp = Path(tmpdir)
+        srv = start_server(tmp / "srv", cache, log_level="info", rooms=layout.rooms, sip=sip)
+        try:
+            have = 0
+            for target in steps:
+                new = target - have
+                # Placing the calls, keying PINs (about 1 s), the settle, and the
+                # window (twice, should the first be degraded).
+                need = new / rate + 6 + JOIN_SETTLE_S + 2 * window
+                if time.monotonic() - started + need > budget:
+                    result["stopped"] = f"time budget ({budget:.0f} s) before {target} legs"
+                    break
+                pins = [layout.pin(s) for s in range(have, target) if s not in layout.probe_slots]
+                left = budget - (time.monotonic() - started) + 30
+                phones.append(start_phones(srv, codec, pins, rate, tmp, left))
+                if have == 0 and layout.probe_slots:
+                    # The moderators are in: the probes join as participants.
+                    wait_joined(srv, len(pins), 10 + new / 20)
+                    errors: list[str] = []
+                    threads = [
+                        threading.Thread(target=join_probe, args=(srv, layout.pin(s), legs, errors))
+                        for s in layout.probe_slots
+                    ]
+                    for t in threads:
+                        t.start()
+                    for t in threads:
+                        t.join(15)
+                    result["errors"] += errors
+                n = wait_joined(srv, target, 10 + new / 20)
+                time.sleep(JOIN_SETTLE_S)
+                st = srv.status()
+                step = {"legs": target, "joined": n, "conf_ports": st["conf_ports"]}
+                step |= steady_window(srv, phones, legs, window, known)
+                step["degraded"] = degraded(step)
+                print(_step_line(codec, room, step), file=sys.stderr, flush=True)
+                if step["degraded"] and n >= target:
+                    # The machine is shared (test runs, builds): one bad window may
+                    # be another process's burst. A second window at the same legs
+                    # decides; the first is kept as `transient`.
+                    again = {"legs": target, "joined": joined(srv), "conf_ports": st["conf_ports"]}
+                    again |= steady_window(srv, phones, legs, window, known)
+                    again["degraded"] = degraded(again)
+                    again["first_window"] = {
+                        k: step[k]
+                        for k in ("server_cpu", "probe_loss_pct", "probe_max_gap_ms", "degraded")
+                    }
+                    print(_step_line(codec, room, again), file=sys.stderr, flush=True)
+                    step = again
+                result["steps"].append(step)
+                have = target
+                if step["degraded"]:
+                    break
+            st = srv.status()
+            result["join_latencies_ms"] = [x * 1000 for x in st["join_latencies"]]
+        finally:
+            for p in phones:
+                if p.poll() is None:
+                    p.terminate()  # the softphone hangs its calls up and reports
+            for p in phones:
+                try:
+                    out, _ = p.communicate(timeout=20)
+                    reports = json.loads(out.strip().splitlines()[-1]) if out.strip() else []
+                    if isinstance(reports, dict):
+                        reports = [reports]
+                    bad = [r.get("error") for r in reports if r.get("error")]
+                    bad = [e for e in bad if e != "script did not finish"]  # we stopped them
+                    if bad:
+                        result["errors"].append(f"softphone: {len(bad)} calls: {bad[0]}")
+                except (subprocess.TimeoutExpired, json.JSONDecodeError, ValueError):
+                    p.kill()
+                    p.communicate()
+            for leg in legs:
+                leg.bye()
+            srv.stop()
+        result["server_log"] = log_summary(srv.log())
+        if keep_log is not None:
+            keep_log.write_text(srv.log())
+        errors_logged = [ln for ln in srv.log().splitlines() if " ERROR " in ln]
+        if errors_logged:
+            result["errors"].append(
+                f"server log: {len(errors_logged)} ERROR lines, first: {errors_logged[0][:200]}"
+            )
+    healthy = [s["legs"] for s in result["steps"] if not s["degraded"]]
+    bad_steps = [s for s in result["steps"] if s["degraded"]]
+    result["max_healthy_legs"] = max(healthy, default=0)
+    result["bridge_ceiling_legs"] = bridge_ceiling(result["steps"])
+    result["first_degraded_legs"] = bad_steps[0]["legs"] if bad_steps else None
+    result["first_degraded_why"] = bad_steps[0]["degraded"] if bad_steps else []
+    result["wall_s"] = round(time.monotonic() - started, 1)
+    return result
+
+
+def log_summary(log: str, top: int = 5) -> list[list[Any]]:
+    """The server's most frequent WARNING/ERROR messages, numbers masked, with counts:
+    what the server complained about while it was loaded."""
+    counts: Counter[str] = Counter()
+    for line in log.splitlines():
+        if " WARNING " in line or " ERROR " in line:
+            counts[re.sub(r"\d+", "N", line[24:])[:160]] += 1
+    return [[n, msg] for msg, n in counts.most_common(top)]
+
+
+def bridge_ceiling(steps: list[dict[str, Any]]) -> float | None:
+    """Legs at which the conference bridge's clock thread would reach 90 % of a
+    core, extrapolated linearly from the largest step measured.
+
+    pjmedia mixes, encodes and sends every leg's audio on that one thread, so
+    when it cannot finish a 20 ms tick in 20 ms every room's audio stutters,
+    whatever the other core is doing. None when no thread was labelled so.
+    """
+    for st in reversed(steps):
+        clock = [t for t in st.get("server_threads", []) if t["what"].startswith("bridge clock")]
+        if clock and clock[0]["cpu"] > 0:
+            return round(st["legs"] * CPU_LIMIT / clock[0]["cpu"])
+    return None
+
+
+def _step_line(codec: str, room: int, s: dict[str, Any]) -> str:
+    return (
+        f"{codec} room {room}: {s['joined']}/{s['legs']} legs, server {s['server_cpu']:.0f} %"
+        f" (busiest thread {s['busiest_thread_cpu']:.0f} %), phones {s['generator_cpu']:.0f} %,"
+        f" machine {s['machine_busy']:.0f} %, probe loss {s['probe_loss_pct']:.2f} %,"
+        f" gaps>40 {s['probe_gaps_over_40ms']}, max gap {s['probe_max_gap_ms']:.1f} ms"
+        + (f"  DEGRADED: {'; '.join(s['degraded'])}" if s["degraded"] else "")
+    )
+
+
+def print_table(r: dict[str, Any]) -> None:
+    """One Markdown table for a series."""
+    print(f"\n{r['label']}, rooms of {r['room']}")
+    if r.get("unavailable"):
+        print(f"(not measured: {r['unavailable']})")
+        return
+    print(
+        "| legs | joined | server CPU % | busiest thread % | phones CPU % | machine % "
+        "| probe rx/expected | loss % | gaps > 40 ms | max gap ms | verdict |"
+    )
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+    for s in r["steps"]:
+        print(
+            f"| {s['legs']} | {s['joined']} | {s['server_cpu']:.1f} | "
+            f"{s['busiest_thread_cpu']:.1f} | {s['generator_cpu']:.1f} | {s['machine_busy']:.0f} | "
+            f"{s['probe_received']}/{s['probe_expected']} | {s['probe_loss_pct']:.2f} | "
+            f"{s['probe_gaps_over_40ms']} | {s['probe_max_gap_ms']:.1f} | "
+            f"{'; '.join(s['degraded']) or 'ok'} |"
+        )
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--legs", default="20,60,120,250")
-    ap.add_argument("--window", type=float, default=10.0, help="CPU sampling seconds")
-    args = ap.parse_args()
-    from ivr.prompts import PromptLibrary
-
-    cache = Path(tempfile.gettempdir()) / "ponte-test-prompts"
-    PromptLibrary(cache).render_all()
-    print(
-        "| legs | joined | server CPU % (1 core = 100) | softphone CPU % | "
-        "# -> joined p50 ms | p99 ms |"
+    """One series from the command line; tables, then the `BENCH-RESULT` line."""
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    print("|---:|---:|---:|---:|---:|---:|")
-    for n in (int(x) for x in args.legs.split(",")):
-        r = run(n, args.window, cache)
-        print(
-            f"| {r['legs']} | {r['joined']} | {r['server_cpu']:.1f} | {r['phone_cpu']:.1f} | "
-            f"{r['join_p50_ms']:.2f} | {r['join_p99_ms']:.2f} |",
-            flush=True,
-        )
+    ap.add_argument("--codec", default="g711", choices=sorted(CODECS))
+    ap.add_argument("--room", type=int, default=10, help="members per room")
+    ap.add_argument("--steps", default="30,60,120,180,240,300", help="legs at each step")
+    ap.add_argument("--window", type=float, default=10.0, help="steady seconds measured")
+    ap.add_argument("--budget", type=float, default=150.0, help="seconds for the series")
+    ap.add_argument("--probes", type=int, default=3)
+    ap.add_argument("--rate", type=float, default=50.0, help="new calls per second")
+    ap.add_argument("--keep-log", type=Path, help="copy the server's log here")
+    args = ap.parse_args()
+    common.graceful_sigterm()
+    load0, t0 = common.loadavg(), time.monotonic()
+    steps = [int(x) for x in args.steps.split(",")]
+    r = series(
+        args.codec,
+        args.room,
+        steps,
+        args.window,
+        args.budget,
+        common.prompt_cache(),
+        args.probes,
+        args.rate,
+        args.keep_log,
+    )
+    print_table(r)
+    lat = common.summary(r.get("join_latencies_ms", []))
+    print(
+        f"PIN # -> joined over {lat['n']} joins: p50 {lat['p50']:.2f} ms, p99 {lat['p99']:.2f} ms"
+    )
+    common.emit("legs", r, load0, t0)
     return 0
 
 

@@ -3,11 +3,11 @@
 
 Starts the appliance on a generated file (2,000 extensions, 500 rooms, line
 profiles), puts a softphone moderator in a room sending a tone, and joins the
-same room with a minimal raw SIP UA written here: a plain UDP socket sends the
-INVITE (SDP pointing at an RTP port this script owns), ACKs the 200 and keys
-the participant PIN as SIP INFO (application/dtmf-relay). The kernel stamps the
-arrival of every RTP packet the server sends to that port (SO_TIMESTAMPNS), so
-a slow bench process cannot fake a gap. Then it reloads a slightly changed
+same room with a minimal raw SIP UA (bench/rawleg.py): a plain UDP socket
+sends the INVITE (SDP pointing at an RTP port this script owns), ACKs the 200
+and keys the participant PIN as SIP INFO (application/dtmf-relay). The kernel
+stamps the arrival of every RTP packet the server sends to that port
+(SO_TIMESTAMPNS), so a slow bench process cannot fake a gap. Then it reloads a slightly changed
 file N times through the CLI and N times straight through the control socket,
 and prints reload times and the largest RTP inter-arrival gap during the
 reloads against a quiet baseline. Goal: no gap over 40 ms. SIP OPTIONS sent
@@ -16,8 +16,9 @@ answers SIP and DTMF) was kept busy.
 
     .venv/bin/python bench/reload.py [--reloads 5] [--baseline 5]
 
-Bounded: loopback only, ports from a block no pytest-xdist worker uses, and an
-alarm ends the run after 115 s whatever happens.
+Bounded: loopback only, ports from the benches' block (bench/common.py), and an
+alarm ends the run after 115 s whatever happens. The last line is the
+`BENCH-RESULT` JSON that `bench/run` collects.
 """
 
 from __future__ import annotations
@@ -25,21 +26,16 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
-import itertools
-import os
 import random
 import re
 import signal
-import socket
 import statistics
-import struct
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -47,12 +43,16 @@ from typing import Any
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-# tests/ports.py hands out ports by xdist worker: gw12 is a block (57000-59999)
-# that a `pytest -n 4` run beside this bench never touches.
-os.environ["PYTEST_XDIST_WORKER"] = "gw12"
+# The repository first (bench/pbx.py must not shadow the `pbx` package), then
+# bench/ for the benches' shared modules.
+sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
-from dialcheck import make_config  # noqa: E402 - bench/ is sys.path[0] for a script
+import common  # noqa: E402
+
+common.use_bench_ports()  # before tests.ports hands out a single port
+
+from dialcheck import make_config  # noqa: E402
+from rawleg import RawLeg, gaps, lost  # noqa: E402
 
 from tests import ports  # noqa: E402
 from tests.harness import PY, Server, start_server  # noqa: E402
@@ -64,8 +64,6 @@ ROOMS = 500
 LINES = 500  # line profiles: with the extensions and rooms, about 10,000 YAML lines
 PROFILES = 20
 ROOM = 0  # the room both callers join
-SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)  # Linux; Python lacks the name
-PCMU_SILENCE = b"\xff" * 160  # 20 ms of silence at 8 kHz
 
 
 def participant_pin(i: int) -> str:
@@ -112,251 +110,6 @@ def variant(config: dict[str, Any], n: int) -> str:
     ext["password"] = f"pw-Changed-{n:03d}-x"
     cfg["extensions"][n] = ext
     return yaml.safe_dump(cfg)
-
-
-# -- a minimal SIP UA on a raw UDP socket ---------------------------------------
-
-
-@dataclass
-class Arrival:
-    """One RTP packet from the server: kernel arrival time and sequence number."""
-
-    at: float  # CLOCK_REALTIME seconds, stamped by the kernel on receipt
-    seq: int
-
-
-@dataclass
-class RawLeg:
-    """A SIP call made by hand: INVITE/ACK, INFO DTMF, BYE; RTP in and out."""
-
-    server: tuple[str, int]
-    host: str = "127.0.0.1"
-    call_id: str = field(default_factory=lambda: uuid.uuid4().hex)
-    from_tag: str = field(default_factory=lambda: uuid.uuid4().hex[:10])
-    to_tag: str = ""
-    target: str = ""  # the server's Contact: where in-dialog requests go
-    cseq: int = 1
-    arrivals: list[Arrival] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        self.sip = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sip.bind((self.host, ports.allocate(1)))
-        lo = int(ports.rtp_range(2).partition("-")[0])
-        self.rtp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.rtp.bind((self.host, lo))
-        self.rtp.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
-        self.rtp.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
-        self.rtp.settimeout(0.2)
-        # Bound so the server's RTCP lands somewhere instead of drawing ICMP errors.
-        self.rtcp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.rtcp.bind((self.host, lo + 1))
-        self.rtp_port = lo
-        self.sip_port = self.sip.getsockname()[1]
-        self.responses: list[tuple[int, str, dict[str, str]]] = []
-        self._cond = threading.Condition()
-        self._stop = threading.Event()
-        self._threads = [
-            threading.Thread(target=fn, daemon=True, name=fn.__name__)
-            for fn in (self._sip_reader, self._rtp_reader, self._rtp_sender)
-        ]
-        self.remote_rtp: tuple[str, int] | None = None
-        self._probes = itertools.count(1000)  # CSeqs of the OPTIONS probes
-
-    # -- SIP messages ---------------------------------------------------
-    def _uri(self, user: str) -> str:
-        return f"sip:{user}@{self.server[0]}:{self.server[1]}"
-
-    def _request(self, method: str, uri: str, body: str = "", ctype: str = "") -> None:
-        to = f"<{self._uri('conf')}>" + (f";tag={self.to_tag}" if self.to_tag else "")
-        lines = [
-            f"{method} {uri} SIP/2.0",
-            f"Via: SIP/2.0/UDP {self.host}:{self.sip_port};branch=z9hG4bK{uuid.uuid4().hex};rport",
-            "Max-Forwards: 70",
-            f"From: <sip:bench@{self.host}:{self.sip_port}>;tag={self.from_tag}",
-            f"To: {to}",
-            f"Call-ID: {self.call_id}",
-            f"CSeq: {self.cseq if method != 'ACK' else 1} {method}",
-            f"Contact: <sip:bench@{self.host}:{self.sip_port}>",
-            "User-Agent: ponte-bench-raw",
-        ]
-        if ctype:
-            lines.append(f"Content-Type: {ctype}")
-        lines.append(f"Content-Length: {len(body.encode())}")
-        self.sip.sendto(("\r\n".join(lines) + "\r\n\r\n" + body).encode(), self.server)
-
-    def _sdp(self) -> str:
-        return (
-            "v=0\r\n"
-            f"o=bench 1 1 IN IP4 {self.host}\r\n"
-            "s=-\r\n"
-            f"c=IN IP4 {self.host}\r\n"
-            "t=0 0\r\n"
-            f"m=audio {self.rtp_port} RTP/AVP 0\r\n"
-            "a=rtpmap:0 PCMU/8000\r\n"
-            "a=ptime:20\r\n"
-            "a=sendrecv\r\n"
-        )
-
-    def _final(self, method: str, cseq: int, timeout: float) -> tuple[int, dict[str, str]]:
-        """Wait for the final answer to our request `cseq`."""
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while time.monotonic() < deadline:
-                for code, cs, headers in self.responses:
-                    if cs == f"{cseq} {method}" and code >= 200:
-                        return code, headers
-                self._cond.wait(0.05)
-        raise TimeoutError(f"no final answer to {method} (CSeq {cseq})")
-
-    def call(self) -> None:
-        """INVITE, then ACK the 200: the server answers and its RTP starts."""
-        for t in self._threads:
-            t.start()
-        self._request("INVITE", self._uri("conf"), self._sdp(), "application/sdp")
-        code, headers = self._final("INVITE", 1, 10)
-        if code != 200:
-            raise RuntimeError(f"INVITE answered {code}")
-        self.to_tag = re.search(r"tag=([^;>\s]+)", headers["to"]).group(1)  # type: ignore[union-attr]
-        self.target = re.search(r"<([^>]+)>", headers["contact"]).group(1)  # type: ignore[union-attr]
-        m = re.search(r"m=audio (\d+)", headers["body"])
-        c = re.search(r"c=IN IP4 (\S+)", headers["body"])
-        if m and c:
-            self.remote_rtp = (c.group(1), int(m.group(1)))
-        self._request("ACK", self.target)
-
-    def info_digits(self, digits: str, gap: float = 0.15) -> None:
-        """Key digits as SIP INFO (application/dtmf-relay), one request each."""
-        for d in digits:
-            self.cseq += 1
-            self._request(
-                "INFO", self.target, f"Signal={d}\r\nDuration=160\r\n", "application/dtmf-relay"
-            )
-            code, _ = self._final("INFO", self.cseq, 5)
-            if code != 200:
-                raise RuntimeError(f"INFO {d} answered {code}")
-            time.sleep(gap)
-
-    def options(self, timeout: float = 10) -> float:
-        """An out-of-dialog OPTIONS; seconds until the server answers it.
-
-        pjsua answers OPTIONS on the thread that polls it, the server's loop
-        thread: the delay shows how long that thread was busy elsewhere.
-        """
-        cseq = next(self._probes)
-        lines = [
-            f"OPTIONS {self._uri('conf')} SIP/2.0",
-            f"Via: SIP/2.0/UDP {self.host}:{self.sip_port};branch=z9hG4bK{uuid.uuid4().hex};rport",
-            "Max-Forwards: 70",
-            f"From: <sip:bench@{self.host}:{self.sip_port}>;tag={uuid.uuid4().hex[:10]}",
-            f"To: <{self._uri('conf')}>",
-            f"Call-ID: {uuid.uuid4().hex}",
-            f"CSeq: {cseq} OPTIONS",
-            "Content-Length: 0",
-        ]
-        t0 = time.monotonic()
-        self.sip.sendto(("\r\n".join(lines) + "\r\n\r\n").encode(), self.server)
-        self._final("OPTIONS", cseq, timeout)
-        return time.monotonic() - t0
-
-    def bye(self) -> None:
-        """End the call (and the RTP threads)."""
-        self.cseq += 1
-        self._request("BYE", self.target)
-        with contextlib.suppress(TimeoutError):
-            self._final("BYE", self.cseq, 3)
-        self._stop.set()
-        for t in self._threads:
-            t.join(timeout=1)
-        for s in (self.sip, self.rtp, self.rtcp):
-            s.close()
-
-    # -- threads --------------------------------------------------------
-    def _sip_reader(self) -> None:
-        self.sip.settimeout(0.2)
-        while not self._stop.is_set():
-            try:
-                data, addr = self.sip.recvfrom(65535)
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            head, _, body = data.decode(errors="replace").partition("\r\n\r\n")
-            first, *rest = head.split("\r\n")
-            headers = {"body": body}
-            for line in rest:
-                name, _, value = line.partition(":")
-                headers[name.strip().lower()] = value.strip()
-            if first.startswith("SIP/2.0"):
-                code = int(first.split()[1])
-                if code == 200 and headers.get("cseq", "").endswith("INVITE") and self.to_tag:
-                    self._request("ACK", self.target)  # a retransmitted 200: ACK again
-                with self._cond:
-                    self.responses.append((code, headers.get("cseq", ""), headers))
-                    self._cond.notify_all()
-            elif not first.startswith("ACK"):
-                # BYE, OPTIONS, a re-INVITE...: 200 OK, echoing the dialog headers.
-                reply = ["SIP/2.0 200 OK"] + [
-                    line
-                    for line in rest
-                    if line.split(":", 1)[0].strip().lower()
-                    in ("via", "from", "to", "call-id", "cseq")
-                ]
-                sdp = self._sdp() if first.startswith("INVITE") else ""
-                if sdp:
-                    reply.append("Content-Type: application/sdp")
-                reply.append(f"Content-Length: {len(sdp)}")
-                self.sip.sendto(("\r\n".join(reply) + "\r\n\r\n" + sdp).encode(), addr)
-
-    def _rtp_reader(self) -> None:
-        cmsg = socket.CMSG_SPACE(16)
-        while not self._stop.is_set():
-            try:
-                data, anc, _flags, _addr = self.rtp.recvmsg(2048, cmsg)
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            at = time.time()
-            for level, kind, raw in anc:
-                if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS:
-                    sec, nsec = struct.unpack("qq", raw[:16])
-                    at = sec + nsec / 1e9
-            if len(data) >= 12:
-                self.arrivals.append(Arrival(at, struct.unpack("!H", data[2:4])[0]))
-
-    def _rtp_sender(self) -> None:
-        """Silence every 20 ms, as a phone with VAD off sends: symmetric RTP."""
-        ssrc, seq, ts = random.getrandbits(32), random.getrandbits(16), random.getrandbits(32)
-        nxt = time.monotonic()
-        while not self._stop.is_set():
-            if self.remote_rtp is not None:
-                header = struct.pack("!BBHII", 0x80, 0, seq, ts, ssrc)
-                with contextlib.suppress(OSError):
-                    self.rtp.sendto(header + PCMU_SILENCE, self.remote_rtp)
-                seq, ts = (seq + 1) & 0xFFFF, (ts + 160) & 0xFFFFFFFF
-            nxt += 0.02
-            time.sleep(max(0.0, nxt - time.monotonic()))
-
-
-# -- measuring -------------------------------------------------------------------
-
-
-def gaps(arrivals: list[Arrival], start: float, end: float) -> list[float]:
-    """Inter-arrival times (ms) of packets that arrived within [start, end]."""
-    times = [a.at for a in arrivals if start <= a.at <= end]
-    return [(b - a) * 1000 for a, b in zip(times, times[1:], strict=False)]
-
-
-def lost(arrivals: list[Arrival], start: float, end: float) -> int:
-    """Packets missing by sequence number within [start, end]."""
-    seqs = [a.seq for a in arrivals if start <= a.at <= end]
-    return sum((b - a) % 65536 - 1 for a, b in zip(seqs, seqs[1:], strict=False))
-
-
-def pct(values: list[float], p: float) -> float:
-    """The p-th percentile (nearest rank)."""
-    s = sorted(values)
-    return s[min(len(s) - 1, max(0, round(p / 100 * len(s)) - 1))] if s else float("nan")
 
 
 def log_times(server: Server, needle: str) -> list[float]:
@@ -466,14 +219,11 @@ def breakdown(server: Server, before: str, after: str, tmp: Path) -> dict[str, f
     }
 
 
-def run(args: argparse.Namespace, tmp: Path) -> int:
-    """Set up, measure, tear down, print; exit 1 if the raw UA lost its room."""
-    from ivr.prompts import PromptLibrary
-
+def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
+    """Set up, measure, tear down, print the tables; return the numbers."""
     sipua = (ROOT / "pbx" / "sipua.py").read_text()
     vad_off = bool(re.search(r"noVad\s*=\s*True", sipua))
-    cache = Path(tempfile.gettempdir()) / "ponte-test-prompts"
-    PromptLibrary(cache).render_all()
+    cache = common.prompt_cache()
     overrides = big_config(tmp)
     srv = start_server(tmp / "srv", cache, log_level="info", **overrides)
     nlines = len(srv.config_path.read_text().splitlines())
@@ -568,12 +318,13 @@ def run(args: argparse.Namespace, tmp: Path) -> int:
     print("|---|---:|---:|---:|---:|---:|---:|")
     print(
         f"| baseline {args.baseline:g} s | {len(base) + 1} | {statistics.median(base):.1f} | "
-        f"{pct(base, 99):.1f} | {max(base):.1f} | {lost(leg.arrivals, base_start, base_end)} | "
+        f"{common.pct(base, 99):.1f} | {max(base):.1f} | "
+        f"{lost(leg.arrivals, base_start, base_end)} | "
         f"{max(base_sip) * 1000:.0f} |"
     )
     print(
         f"| during {len(reloads)} reloads | {len(during) + len(reloads)} | "
-        f"{statistics.median(during):.1f} | {pct(during, 99):.1f} | {max(during):.1f} | "
+        f"{statistics.median(during):.1f} | {common.pct(during, 99):.1f} | {max(during):.1f} | "
         f"{sum(rl.lost for rl in reloads)} | {max(rl.sip_delay for rl in reloads) * 1000:.0f} |"
     )
     print()
@@ -588,7 +339,25 @@ def run(args: argparse.Namespace, tmp: Path) -> int:
     worst = max(during)
     verdict = "met" if worst <= GOAL_MS else "NOT met"
     print(f"goal (no RTP gap over {GOAL_MS:.0f} ms during reloads): {verdict} (max {worst:.1f} ms)")
-    return 0 if still == 2 else 1
+    by_via = {
+        via: [(rl.answered - rl.sent) * 1000 for rl in reloads if rl.via == via]
+        for via in ("CLI", "socket")
+    }
+    return {
+        "config_lines": nlines,
+        "reloads": len(reloads),
+        "cli_wall_ms": common.summary(by_via["CLI"]),
+        "socket_wall_ms": common.summary(by_via["socket"]),
+        "server_ms": common.summary([(rl.server_done - rl.sent) * 1000 for rl in reloads]),
+        "slowest_sip_ms": max(rl.sip_delay for rl in reloads) * 1000,
+        "baseline_max_gap_ms": max(base),
+        "during_max_gap_ms": worst,
+        "during_p99_gap_ms": common.pct(during, 99),
+        "during_lost": sum(rl.lost for rl in reloads),
+        "steps_ms": {k: v * 1000 for k, v in parts.items()},
+        "members_after": still,
+        "ok": still == 2,
+    }
 
 
 def main() -> int:
@@ -603,11 +372,15 @@ def main() -> int:
 
     signal.signal(signal.SIGALRM, overdue)
     signal.alarm(DEADLINE_S)
+    common.graceful_sigterm()
+    load0, t0 = common.loadavg(), time.monotonic()
     try:
         with tempfile.TemporaryDirectory(prefix="ponte-bench-reload-") as tmp:
-            return run(args, Path(tmp))
+            result = run(args, Path(tmp))
     finally:
         signal.alarm(0)
+    common.emit("reload", result, load0, t0)
+    return 0 if result["ok"] else 1
 
 
 if __name__ == "__main__":

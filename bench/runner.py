@@ -1,0 +1,262 @@
+"""Run every bench with bounded parameters and write bench/results/ (see bench/run).
+
+Each bench runs as its own process (its own process group), its output is
+echoed and kept in bench/results/logs/NAME.log, and its last line
+`BENCH-RESULT {json}` is collected. A bench that runs over its time is sent
+SIGTERM (the benches turn it into SystemExit, so their servers and Kamailio
+stop), then, 30 s later, SIGKILL for its whole group. The conference-capacity
+series run last and share whatever time is left of the run's budget, so the
+whole run stays under it whatever the machine's load did to the rest.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+sys.path[:0] = [str(ROOT), str(BENCH)]
+
+import common  # noqa: E402
+import report  # noqa: E402
+
+PY = sys.executable
+RUN_BUDGET_S = 14 * 60  # the whole run; the brief is "under 15 minutes"
+MARGIN_S = 25  # kept back for writing the results and a last teardown
+
+
+@dataclass
+class Job:
+    """One bench process: a script, its arguments and its time limit."""
+
+    name: str
+    script: str
+    args: list[str]
+    timeout: float
+    weight: float = 0.0  # capacity series: share of the time left (timeout unused)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+# codec, room size, steps, share of the capacity time
+SERIES_FULL = [
+    ("g711", 10, "30,60,100,150,200,300", 0.23),
+    ("g711", 3, "30,60,99,150,201,300", 0.21),
+    ("g711", 100, "100,200,300", 0.14),
+    ("g722", 10, "10,20,40,70,100,150,200,300", 0.21),
+    ("opus16", 10, "10,20,40,70,100,150,200", 0.21),
+]
+SERIES_QUICK = [
+    ("g711", 10, "10,20", 0.25),
+    ("g711", 3, "6,12", 0.2),
+    ("g711", 100, "20", 0.15),
+    ("g722", 10, "10", 0.2),
+    ("opus16", 10, "10", 0.2),
+]
+
+
+def plan(quick: bool) -> tuple[list[Job], list[Job]]:
+    """(fixed benches, capacity series) for a full or a quick (smoke) run."""
+    if quick:
+        fixed = [
+            Job("dialcheck", "dialcheck.py", ["--n", "300", "--cli-runs", "1"], 60),
+            Job("reload", "reload.py", ["--reloads", "1", "--baseline", "2", "--pause", "0.5"], 90),
+            Job("trunk", "trunk.py", ["--calls", "10"], 60),
+            Job("dtmf", "dtmf.py", ["--legs", "20", "--probe-presses", "3"], 60),
+            Job(
+                "pbx",
+                "pbx.py",
+                ["--rates", "10,25", "--seconds", "2", "--reg-rates", "100", "--reg-seconds", "1"]
+                + ["--ext-calls", "3"],
+                90,
+            ),
+        ]
+        window = "3"
+        series = SERIES_QUICK
+    else:
+        fixed = [
+            Job("dialcheck", "dialcheck.py", ["--n", "3000", "--cli-runs", "3"], 90),
+            Job(
+                "reload", "reload.py", ["--reloads", "3", "--baseline", "3", "--pause", "0.5"], 120
+            ),
+            Job("trunk", "trunk.py", ["--calls", "30"], 90),
+            Job("dtmf", "dtmf.py", ["--legs", "100", "--probe-presses", "10"], 120),
+            Job(
+                "pbx",
+                "pbx.py",
+                ["--rates", "25,50,100,150,200,250,300,400", "--seconds", "5"]
+                + ["--reg-rates", "200,500,1000", "--reg-seconds", "3", "--ext-calls", "20"],
+                240,
+            ),
+        ]
+        window = "10"
+        series = SERIES_FULL
+    capacity = [
+        Job(
+            f"legs {codec} room {room}",
+            "legs.py",
+            ["--codec", codec, "--room", str(room), "--steps", steps, "--window", window],
+            0,
+            weight,
+        )
+        for codec, room, steps, weight in series
+    ]
+    return fixed, capacity
+
+
+def run_job(job: Job, log_dir: Path) -> dict[str, Any]:
+    """Run one bench, echo and keep its output; its result (or why there is none)."""
+    log_path = log_dir / (job.name.replace(" ", "_") + ".log")
+    cmd = [PY, str(BENCH / job.script), *job.args]
+    print(f"\n=== {job.name}: {' '.join(cmd[1:])} (limit {job.timeout:.0f} s)", flush=True)
+    started, load0 = time.monotonic(), common.loadavg()
+    proc = subprocess.Popen(
+        cmd,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,  # its own group: a stuck bench is ended with its children
+    )
+    lines: list[str] = []
+
+    def pump() -> None:
+        assert proc.stdout is not None
+        with log_path.open("w") as log:
+            for line in proc.stdout:
+                lines.append(line)
+                log.write(line)
+                if not line.startswith(common.RESULT_TAG):
+                    print(f"  {line}", end="", flush=True)
+
+    reader = threading.Thread(target=pump, daemon=True)
+    reader.start()
+    why = ""
+    try:
+        proc.wait(timeout=job.timeout)
+    except subprocess.TimeoutExpired:
+        why = f"ran over {job.timeout:.0f} s"
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    reader.join(timeout=10)
+    result: dict[str, Any] = {}
+    for line in reversed(lines):
+        if line.startswith(common.RESULT_TAG):
+            result = json.loads(line[len(common.RESULT_TAG) :])
+            break
+    if not result:
+        tail = "".join(lines[-3:]).strip().replace("\n", " / ")[-300:]
+        result = {
+            "failed": why or f"exit {proc.returncode}, no result: {tail}",
+            "loadavg_start": load0,
+            "loadavg_end": common.loadavg(),
+            "wall_s": round(time.monotonic() - started, 1),
+            "bench": "legs" if job.script == "legs.py" else job.script.removesuffix(".py"),
+        }
+        result |= job.extra
+    result["name"] = job.name
+    print(f"=== {job.name}: {result.get('failed') or 'done'} in {result['wall_s']} s", flush=True)
+    return result
+
+
+def build_meta(mode: str) -> dict[str, Any]:
+    """Where and what was measured: machine, commit, pjsua2 build."""
+    cpu_model = next(
+        (
+            ln.split(":", 1)[1].strip()
+            for ln in Path("/proc/cpuinfo").read_text().splitlines()
+            if ln.startswith("model name")
+        ),
+        "?",
+    )
+
+    def git(*args: str) -> str:
+        r = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True)
+        return r.stdout.strip()
+
+    code = (
+        "import pjsua2 as pj\n"
+        "ep = pj.Endpoint(); ep.libCreate(); c = pj.EpConfig()\n"
+        "c.uaConfig.threadCnt = 0; c.uaConfig.mainThreadOnly = True\n"
+        "c.logConfig.level = 0; c.logConfig.consoleLevel = 0\n"
+        "ep.libInit(c); ep.audDevManager().setNullDev(); ep.libStart()\n"
+        "print(ep.libVersion().full + ';' + ','.join(i.codecId for i in ep.codecEnum2()))\n"
+        "ep.libDestroy()\n"
+    )
+    out = subprocess.run([PY, "-c", code], capture_output=True, text=True, timeout=30)
+    version, _, codecs = (out.stdout.strip().splitlines() or ["?;?"])[-1].partition(";")
+    return {
+        "mode": mode,
+        "started": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "cpus": os.cpu_count(),
+        "cpu_model": cpu_model,
+        "commit": git("rev-parse", "--short", "HEAD"),
+        "dirty": bool(git("status", "--porcelain", "--", "ponte", "pbx", "bridge", "ivr")),
+        "pjsua2": version,
+        "codecs": codecs,
+        "loadavg_start": common.loadavg(),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the plan; write results.json, RESULTS.md and cpu_latency.png."""
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--quick", action="store_true", help="tiny parameters: a smoke run")
+    ap.add_argument("--only", default="", help="comma-separated bench names (dialcheck,legs,...)")
+    ap.add_argument("--budget", type=float, default=RUN_BUDGET_S, help="seconds for the run")
+    ap.add_argument("--out", default=str(BENCH / "results"), help="results folder")
+    args = ap.parse_args(argv)
+    t0 = time.monotonic()
+    out_dir = Path(args.out)
+    log_dir = out_dir / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    meta = build_meta("quick" if args.quick else "full")
+    fixed, capacity = plan(args.quick)
+    if args.only:
+        keep = set(args.only.split(","))
+        fixed = [j for j in fixed if j.name in keep]
+        capacity = [j for j in capacity if "legs" in keep or j.name in keep]
+    results: list[dict[str, Any]] = []
+    try:
+        for job in fixed:
+            left = args.budget - MARGIN_S - (time.monotonic() - t0)
+            job.timeout = min(job.timeout, max(10.0, left))
+            results.append(run_job(job, log_dir))
+        for i, job in enumerate(capacity):
+            # What is left, shared by weight among the series still to run: a
+            # series that ended early leaves its time to the next ones.
+            left = args.budget - MARGIN_S - (time.monotonic() - t0)
+            share = left * job.weight / sum(j.weight for j in capacity[i:])
+            # The series plans its steps within `budget`; the limit adds its start
+            # and teardown (softphones hang up, the server stops).
+            budget = max(20.0, share - 35)
+            job.args += ["--budget", f"{budget:.0f}"]
+            job.args += ["--keep-log", str(log_dir / (job.name.replace(" ", "_") + ".server.log"))]
+            job.timeout = max(30.0, share)
+            codec, room = job.args[1], int(job.args[3])
+            job.extra = {"codec": codec, "room": room, "label": codec}
+            results.append(run_job(job, log_dir))
+    except KeyboardInterrupt:
+        print("interrupted: writing what was measured", file=sys.stderr)
+    meta["wall_s"] = time.monotonic() - t0
+    meta["loadavg_end"] = common.loadavg()
+    (out_dir / "results.json").write_text(
+        json.dumps({"meta": meta, "results": results}, indent=1, default=str)
+    )
+    md = report.write(results, meta, out_dir)
+    print(f"\nwrote {md} and {out_dir / 'cpu_latency.png'} in {meta['wall_s']:.0f} s")
+    return 0 if all(not r.get("failed") for r in results) else 1
