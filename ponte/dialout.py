@@ -116,15 +116,30 @@ class DialOut:
         else:
             self.srv.ua.stop_play(leg, slot="ringback")
 
-    def _call_trunk(self, dial: str) -> int:
-        """Place a call to the trunk serving `dial` (SipError if none can)."""
+    def _call_trunk(self, dial: str, room: str, decision: Decision | None) -> int:
+        """Place a call to the trunk serving `dial` (SipError if none can),
+        with its call-history row (the room's line is the origin)."""
+        from ponte.records import CallRecord
+
         srv = self.srv
         route = srv.config.trunk_for_number(dial)
         if route is None:
             raise SipError(f"no trunk serves {dial}")
         trunk, number = route
         port = f":{trunk.port}" if trunk.port else ""
-        return srv.ua.make_call(f"sip:{number}@{trunk.host}{port}", account=f"trunk:{trunk.name}")
+        leg = srv.ua.make_call(f"sip:{number}@{trunk.host}{port}", account=f"trunk:{trunk.name}")
+        line = f"room:{room}"
+        srv.cdrs[leg] = CallRecord(
+            leg,
+            line,
+            dial,
+            srv.clock.ts(),
+            call_type=(decision.call_type if decision else None) or "outbound",
+            trunk=trunk.name,
+            line=line,
+            profile_rule=decision.rule if decision else None,
+        )
+        return leg
 
     def _limiter(self, dial: str) -> Any:
         route = self.srv.config.trunk_for_number(dial)
@@ -216,7 +231,7 @@ class DialOut:
                 return
             limiter.try_acquire(self.srv.loop.now())
             try:
-                s.guest = self._call_trunk(target)
+                s.guest = self._call_trunk(target, s.room, s.decision)
             except SipError as exc:
                 log.info("call %d dial-out failed: %s", s.moderator, exc)
                 self._back(s, ("dialout_failed",))
@@ -398,7 +413,7 @@ class DialOut:
                 return
             run.pending.pop(0)
             try:
-                leg_id = self._call_trunk(dial)
+                leg_id = self._call_trunk(dial, run.room, decision)
             except SipError as exc:
                 log.info("blast to %s failed: %s", dial, exc)
                 continue

@@ -5,6 +5,7 @@ hears can be checked), or the SIPp provider where only pacing matters."""
 from __future__ import annotations
 
 from tests import audio, ports
+from tests.harness import report
 from tests.pbx_helpers import busiest_window, pbx_overrides, start_provider
 from tests.test_spine_calls import window
 
@@ -177,6 +178,10 @@ def test_blast_paces_8_calls_plays_the_message_and_joins_them(server_factory, ph
     n = db.execute("SELECT COUNT(*) FROM conference_legs WHERE joined_by = 'blast'").fetchone()
     assert n[0] == 8
     assert rm["hung_up_by"] == "local"
+    # Each blast call is in the call history, from the room's line.
+    calls = report(srv, "calls", "--line", "room:demo")
+    assert len(calls) == 8 and {c["disposition"] for c in calls} == {"answered"}, calls
+    assert all(c["origin"] == "room:demo" and c["trunk"] and c["duration"] > 5 for c in calls)
 
 
 def test_star3_mid_blast_stops_the_rest(server_factory, phone, tmp_path):
