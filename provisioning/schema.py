@@ -456,7 +456,7 @@ class IvrConfig(_Strict):
     total_timeout: float = Field(15.0, gt=0, le=300)
     max_tries: int = Field(3, ge=1, le=10)
     # PIN guessing: this many wrong PINs in `lockout_window` seconds, from any
-    # sources, lock the sources that keyed them out for `lockout_seconds`.
+    # sources, lock out the sources that keyed 3 or more of them for `lockout_seconds`.
     lockout_after: int = Field(20, ge=1, le=10000)
     lockout_window: float = Field(600.0, gt=0, le=86400)
     lockout_seconds: float = Field(900.0, ge=0, le=86400)

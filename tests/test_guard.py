@@ -21,3 +21,18 @@ def test_wrong_pins_spread_over_more_than_the_window_never_lock():
     for i in range(100):
         assert g.record_wrong("ip:10.0.0.1", i * 32.0) == []  # at most 19 in any 600 s
     assert not g.is_locked("ip:10.0.0.1", 3200)
+
+
+def test_a_caller_who_mistyped_during_an_attack_is_spared():
+    g = PinGuard(limit=20, window=600, lockout=900)
+    assert g.record_wrong("ip:10.0.0.9", 0.0) == []  # a bystander's typo
+    for i in range(18):
+        g.record_wrong("ip:10.0.0.1", 1.0 + i)
+    assert g.record_wrong("ip:10.0.0.1", 30.0) == ["ip:10.0.0.1"]
+    assert not g.is_locked("ip:10.0.0.9", 31.0)
+    # Attackers spread over sources are locked once each keyed a call's worth.
+    g2 = PinGuard(limit=20, window=600, lockout=900)
+    locked: list[str] = []
+    for i in range(21):
+        locked += g2.record_wrong(f"ip:10.0.1.{i % 7}", float(i))
+    assert sorted(set(locked)) == [f"ip:10.0.1.{n}" for n in range(7)]
