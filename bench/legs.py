@@ -2,8 +2,8 @@
 """Conference capacity: legs in rooms versus app-server CPU and media health.
 
 One series = one codec and one room size on one app server. The legs rise in
-steps; each step adds a softphone process (bench/loadphone.py, which is
-pbx/softphone.py) placing the new calls at --rate per second. Every leg keys
+steps; each step adds a softphone process (pbx/softphone.py; --opus-rate for opus)
+placing the new calls at --rate per second. Every leg keys
 its room's PIN (the first of each room the moderator PIN, so the room mixes
 instead of playing hold music) and then sends a 440 Hz tone: every leg really
 sends audio. A few raw probe legs (bench/rawleg.py) sit in the first rooms,
@@ -105,23 +105,21 @@ def degraded(step: dict[str, Any]) -> list[str]:
 
 
 def codec_available(name: str) -> bool:
-    """Whether this pjsua2 build has the codec (Endpoint.codecEnum2), checked in a
-    child process so this one never creates an Endpoint of its own."""
+    """Whether this pjsua2 build has the codec, asked of the adapter in a child
+    process (`python -m pbx.sipua`) so this one never creates an Endpoint."""
     wanted = CODECS[name]["phone"].lower()
-    code = (
-        "import pjsua2 as pj\n"
-        "ep = pj.Endpoint(); ep.libCreate(); c = pj.EpConfig()\n"
-        "c.uaConfig.threadCnt = 0; c.uaConfig.mainThreadOnly = True\n"
-        "c.logConfig.level = 0; c.logConfig.consoleLevel = 0\n"
-        "ep.libInit(c); ep.audDevManager().setNullDev(); ep.libStart()\n"
-        "print(','.join(i.codecId for i in ep.codecEnum2()))\n"
-        "ep.libDestroy()\n"
-    )
+    return wanted in [c.lower().rsplit("/", 1)[0] for c in pjsua2_build()["codecs"]]
+
+
+def pjsua2_build() -> dict[str, Any]:
+    """Version and codecs of the pjsua2 build (its last output line is JSON)."""
     out = subprocess.run(
-        [PY, "-c", code], capture_output=True, text=True, timeout=30, cwd=ROOT
+        [PY, "-m", "pbx.sipua"], capture_output=True, text=True, timeout=30, cwd=ROOT
     ).stdout
-    ids = [c.lower().rsplit("/", 1)[0] for c in out.strip().splitlines()[-1].split(",")]
-    return wanted in ids
+    try:
+        return json.loads(out.strip().splitlines()[-1])
+    except (IndexError, ValueError):
+        return {"version": "?", "codecs": []}
 
 
 @dataclass
@@ -164,7 +162,8 @@ def start_phones(
     spec = CODECS[codec]
     cmd = [
         PY,
-        str(ROOT / "bench" / "loadphone.py"),
+        "-m",
+        "pbx.softphone",
         "--target",
         srv.uri("conf"),
         "--script",

@@ -57,7 +57,7 @@ def capacity_section(series: list[Result]) -> list[str]:
         "## Conference capacity (legs vs app-server CPU and media health)",
         "",
         "How measured: one app server per series; legs rise in steps, each step a new "
-        f"`bench/loadphone.py` (= `pbx/softphone.py`) process placing calls at {rate}/s into "
+        f"`pbx/softphone.py` process placing calls at {rate}/s into "
         "`conf`; each leg keys its room's PIN (first of each room the moderator's) and sends a "
         f"440 Hz tone. After all legs joined + 1 s, a steady window of {window} s: server CPU = "
         "utime+stime of the server process from `/proc/PID/stat` over the window (100 % = one "

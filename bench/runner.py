@@ -188,17 +188,10 @@ def build_meta(mode: str) -> dict[str, Any]:
         r = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True)
         return r.stdout.strip()
 
-    code = (
-        "import pjsua2 as pj\n"
-        "ep = pj.Endpoint(); ep.libCreate(); c = pj.EpConfig()\n"
-        "c.uaConfig.threadCnt = 0; c.uaConfig.mainThreadOnly = True\n"
-        "c.logConfig.level = 0; c.logConfig.consoleLevel = 0\n"
-        "ep.libInit(c); ep.audDevManager().setNullDev(); ep.libStart()\n"
-        "print(ep.libVersion().full + ';' + ','.join(i.codecId for i in ep.codecEnum2()))\n"
-        "ep.libDestroy()\n"
-    )
-    out = subprocess.run([PY, "-c", code], capture_output=True, text=True, timeout=30)
-    version, _, codecs = (out.stdout.strip().splitlines() or ["?;?"])[-1].partition(";")
+    from legs import pjsua2_build
+
+    build = pjsua2_build()
+    version, codecs = build["version"], ",".join(build["codecs"])
     return {
         "mode": mode,
         "started": dt.datetime.now().astimezone().isoformat(timespec="seconds"),

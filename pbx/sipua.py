@@ -172,8 +172,12 @@ class SipUA:
         user_agent: str = "ponte",
         max_calls: int = 1000,
         pj_log_level: int = 3,
+        opus_rate: int = 0,
     ) -> None:
         self.events = events
+        # Run opus at this clock rate (mono) instead of pjmedia's 48 kHz, and
+        # say so in the SDP (the benches' 16 kHz opus legs); 0 leaves it alone.
+        self.opus_rate = opus_rate
         self.host = host
         self.port = port
         self.rtp_range = rtp_range
@@ -257,6 +261,25 @@ class SipUA:
             key = cid.rsplit("/", 1)[0].lower()  # "PCMU/8000/1" -> "pcmu/8000"
             prio = wanted.get(key, 0)
             self._ep.codecSetPriority(cid, 128 + prio if prio else 0)
+            if self.opus_rate and key == "opus/48000":
+                self._set_opus_rate(cid)
+
+    def _set_opus_rate(self, cid: str) -> None:
+        assert self._ep is not None
+        param = self._ep.codecGetParam(cid)
+        param.info.clockRate = self.opus_rate
+        param.info.channelCnt = 1
+        fmtp = pj.CodecFmtpVector()
+        for name, value in (
+            ("useinbandfec", "1"),
+            ("maxplaybackrate", str(self.opus_rate)),
+            ("sprop-maxcapturerate", str(self.opus_rate)),
+        ):
+            f = pj.CodecFmtp()
+            f.name, f.val = name, value
+            fmtp.append(f)
+        param.setting.decFmtp = fmtp
+        self._ep.codecSetParam(cid, param)
 
     @property
     def started(self) -> bool:
@@ -575,3 +598,34 @@ class SipUA:
                 if first:
                     self.events.on_media_ready(call.leg)
                 return
+
+
+def build_info() -> dict[str, object]:
+    """This pjsua2 build's version and codecs, from a throwaway Endpoint.
+
+    Meant for a child process (the benches ask with `python -m pbx.sipua`):
+    one process may hold only one Endpoint.
+    """
+    ep = pj.Endpoint()
+    ep.libCreate()
+    cfg = pj.EpConfig()
+    cfg.uaConfig.threadCnt = 0
+    cfg.uaConfig.mainThreadOnly = True
+    cfg.logConfig.level = 0
+    cfg.logConfig.consoleLevel = 0
+    ep.libInit(cfg)
+    ep.audDevManager().setNullDev()
+    ep.libStart()
+    try:
+        infos = ep.codecEnum2()  # held: a temporary's vector is freed under you
+        return {"version": ep.libVersion().full, "codecs": [i.codecId for i in infos]}
+    finally:
+        ep.libDestroy()
+
+
+if __name__ == "__main__":
+    import json
+    import sys
+
+    json.dump(build_info(), sys.stdout)
+    print()

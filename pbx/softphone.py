@@ -80,6 +80,7 @@ class Softphone:
             max_calls=max(4, args.calls + 2),
             codecs=args.codecs.split(","),
             pj_log_level=args.pj_log_level,
+            opus_rate=args.opus_rate,
         )
         self.tmp = Path(tempfile.mkdtemp(prefix="softphone-"))
         self.calls: list[PhoneCall] = []
@@ -334,6 +335,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rtp", default="30000-30999", help="local RTP port range LOW-HIGH")
     p.add_argument("--user", default="softphone", help="user part of our From URI")
     p.add_argument("--codecs", default="PCMU/8000,PCMA/8000")
+    p.add_argument("--opus-rate", type=int, default=0, help="opus clock rate, e.g. 16000")
     p.add_argument("--record", help="WAV path for what we hear ({i}: call index)")
     p.add_argument("--calls", type=int, default=1)
     p.add_argument(
