@@ -16,8 +16,10 @@ pjsua2 imposes live here and nowhere else:
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import itertools
 import logging
+import os
 import re
 import time
 from collections.abc import Sequence
@@ -25,7 +27,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+import _pjsua2
 import pjsua2 as pj
+
+# pbx._pjx (our media port) is compiled against pjproject's headers and calls
+# the pj* functions _pjsua2 holds; Python loaded _pjsua2 RTLD_LOCAL, so make
+# its symbols global before importing the extension.
+ctypes.CDLL(_pjsua2.__file__, mode=os.RTLD_GLOBAL | os.RTLD_NOLOAD)
+from pbx import _pjx  # noqa: E402
 
 log = logging.getLogger("ponte.sip")
 pjlog = logging.getLogger("ponte.pjsip")
@@ -104,6 +113,34 @@ class _Call(pj.Call):
 
     def onDtmfDigit(self, prm: pj.OnDtmfDigitParam) -> None:  # noqa: N802
         self.ua.events.on_digit(self.leg, prm.digit, DTMF_METHODS.get(prm.method, "rfc2833"))
+
+
+class _PortCall:
+    """A conference member fed by Python (a browser over WebRTC) instead of RTP.
+
+    It stands where a `_Call` stands in `_Leg`, so players, recorders,
+    connect/disconnect and levels work on it unchanged; `hangup` removes the
+    port and reports the leg disconnected on the next poll, as a call would.
+    """
+
+    def __init__(self, ua: SipUA, leg: int, port: _pjx.MediaPort) -> None:
+        self.ua = ua
+        self.leg = leg
+        self.port = port
+        self.confirmed = True
+        # pjsua2 has no AudioMedia constructor for a bare slot; its port list
+        # holds one per slot. The vector is kept: its elements live in it.
+        self._ports = ua._ep.mediaEnumPorts2() if ua._ep is not None else None
+        self.audio: pj.AudioMedia | None = None
+        for i in range(len(self._ports or ())):
+            if self._ports[i].getPortId() == port.slot:
+                self.audio = self._ports[i]
+                break
+        if self.audio is None:
+            raise SipError(f"media port slot {port.slot} not on the bridge")
+
+    def hangup(self, prm: pj.CallOpParam) -> None:
+        self.ua._port_ended.append((self.leg, int(prm.statusCode or 200)))
 
 
 class _Account(pj.Account):
@@ -193,6 +230,7 @@ class SipUA:
         self._buddies: dict[str, pj.Buddy] = {}
         self._writer = _LogWriter()
         self._legs: dict[int, _Leg] = {}
+        self._port_ended: list[tuple[int, int]] = []
         self._ids = itertools.count(1)
         self.bound_port = port
 
@@ -223,6 +261,9 @@ class SipUA:
         cfg.medConfig.sndAutoCloseTime = -1
         ep.libInit(cfg)
         self._ep = ep
+        # Invalid requests (RFC 4475) get 400 here even when they did not come
+        # through Kamailio: pjsip 2.12.1 alone answers some of them 200.
+        _pjx.install_screen()
 
         tcfg = pj.TransportConfig()
         tcfg.port = self.port
@@ -289,6 +330,9 @@ class SipUA:
     def poll(self, timeout_ms: int) -> None:
         """Run pjsip's event loop for at most `timeout_ms`."""
         assert self._ep is not None
+        if self._port_ended:
+            self._end_ports()
+            timeout_ms = 0
         self._ep.libHandleEvents(timeout_ms)
 
     def shutdown(self, timeout: float = 2.0) -> None:
@@ -296,6 +340,10 @@ class SipUA:
         ep = self._ep
         if ep is None:
             return
+        for leg, entry in list(self._legs.items()):
+            if isinstance(entry.call, _PortCall):
+                self._port_ended.append((leg, 503))
+        self._end_ports()
         if self._legs:
             ep.hangupAllCalls()
             deadline = time.monotonic() + timeout
@@ -452,6 +500,50 @@ class SipUA:
         """Ports in use on pjmedia's conference bridge (leak check)."""
         assert self._ep is not None
         return int(self._ep.mediaActivePorts())
+
+    # -- ports fed by Python ----------------------------------------------
+    def add_port_leg(self, depth: int = 8) -> tuple[int, _pjx.MediaPort]:
+        """A new leg whose audio Python pushes and pulls in 20 ms frames of
+        the bridge's rate (s16le mono), e.g. a browser's WebRTC audio.
+
+        The port's `push`/`pull` may be called from any thread; the leg is
+        ended like a call, with `hangup`, and reported by `on_disconnected`.
+        """
+        port = _pjx.MediaPort(self.clock_rate, 20, depth, "web")
+        leg = next(self._ids)
+        try:
+            call = _PortCall(self, leg, port)
+        except SipError:
+            port.close()
+            raise
+        self._legs[leg] = _Leg(call, {})  # type: ignore[arg-type]
+        return leg, port
+
+    def levels(self, leg: int) -> tuple[int, int] | None:
+        """The leg's last (heard, said) signal levels, 0-255, or None."""
+        audio = self._audio(leg)
+        if audio is None:
+            return None
+        try:
+            return _pjx.signal_level(audio.getPortId())
+        except ValueError:
+            return None
+
+    @staticmethod
+    def screened() -> dict[str, int]:
+        """Requests the SIP screen refused with 400, by rule."""
+        return dict(_pjx.screen_stats())
+
+    def _end_ports(self) -> None:
+        ended, self._port_ended = self._port_ended, []
+        for leg, code in ended:
+            entry = self._legs.get(leg)
+            if entry is None or not isinstance(entry.call, _PortCall):
+                continue
+            self._release_media(leg)
+            entry.call.port.close()
+            self._legs.pop(leg, None)
+            self.events.on_disconnected(leg, code, "port closed", {})
 
     # -- media ------------------------------------------------------------
     def play(

@@ -35,8 +35,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from tests import audio, ports
 from tests.harness import Server
 from tests.pbx_helpers import PASSWORDS, Provider, pbx_overrides, proxy, register
@@ -475,32 +473,46 @@ def test_torture_messages_to_kamailio(server_factory: ServerFactory, phone: Phon
     assert_alive(srv, kam)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AcceptedInvalid,
-    reason=(
-        "pjsip 2.12.1 answers several invalid requests 200 OK (clerr, multi01, escruri, "
-        "baddate INVITEs open calls; mismatch01, mcl01, trws, badaspec, baddn OPTIONS): "
-        "the app server relies on Kamailio's screening"
-    ),
-)
+# The invalid requests pjsip 2.12.1 alone would answer 200 (or 501), which
+# pbx/_pjx.c's SIP screen refuses with 400: one rule each.
+SCREENED = {
+    "clerr": "content_length",
+    "multi01": "duplicate_header",
+    "mcl01": "duplicate_header",
+    "trws": "request_line",
+    "escruri": "ruri_headers",
+    "baddate": "date",
+    "badaspec": "name_addr",
+    "baddn": "name_addr",
+    "mismatch01": "cseq_method",
+    "mismatch02": "cseq_method",
+}
+
+
 def test_torture_messages_to_the_app_server(
     server_factory: ServerFactory, phone: PhoneFactory
 ) -> None:
-    """Every torture message straight to the app server (pjsip): it survives
-    and still serves calls; and ideally every invalid request gets a 4xx or
-    nothing. pjsip answers some with 200, which is why it must stay behind
-    Kamailio: that last check is the expected failure."""
+    """Every torture message straight to the app server (pjsip plus our SIP
+    screen): it survives, still serves calls, and every invalid request gets a
+    4xx or nothing. The screen refuses exactly the invalid requests pjsip
+    would have accepted, and no valid one."""
     srv = server_factory(**pbx_overrides())
     kam = kamailio_pid(srv)
     results = fire_torture(srv.config["sip"]["listen"])
     print(torture_table(results))
     assert_alive(srv, kam)
-    assert_still_serves_calls(srv, phone)
-    assert_alive(srv, kam)
+    for name in SCREENED:
+        assert results[name].codes == [400], (name, results[name].summary())
+    expected: dict[str, int] = {}
+    for rule in SCREENED.values():
+        expected[rule] = expected.get(rule, 0) + 1
+    screened = srv.status()["screened"]
+    assert {k: v for k, v in screened.items() if v} == expected, screened
     bad = torture_violations(results)
     if bad:
         raise AcceptedInvalid("\n".join(bad) + "\n\n" + torture_table(results))
+    assert_still_serves_calls(srv, phone)
+    assert_alive(srv, kam)
 
 
 # -- 3. RTP from a stranger ------------------------------------------------------
