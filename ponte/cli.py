@@ -15,9 +15,16 @@ EXIT_CONFIG = 2
 EXIT_DENIED = 3  # the admin named by --as may not do this
 
 
+# Libraries that log every packet at DEBUG: kept at INFO even with
+# --log-level debug (one line per RTP packet would swamp the log and the loop).
+QUIET_LIBRARIES = ("aiortc", "aioice", "aiohttp.access", "asyncio")
+
+
 def _setup_logging(level: str) -> None:
     from ponte.journal import JournalHandler, wanted
 
+    for name in QUIET_LIBRARIES:
+        logging.getLogger(name).setLevel(max(logging.INFO, getattr(logging, level.upper())))
     journal = wanted()
     if journal:
         # Under systemd: straight to the journal, with CALL_LEG/ROOM/LINE fields.
@@ -137,7 +144,9 @@ def cmd_report(args: argparse.Namespace) -> int:
         return EXIT_CONFIG
     fmt = _fmt(args)
     if args.what == "usage":
-        reports.emit(_usage_rows(cfg, args.line, args.department), reports.USAGE_COLUMNS, fmt)
+        reports.emit(
+            reports.usage_rows(cfg, args.line, args.department), reports.USAGE_COLUMNS, fmt
+        )
         return 0
     if args.what in ("conferences", "participants"):
         from bridge.billing import BillingStore
@@ -378,54 +387,32 @@ def _usage_reader(cfg):  # type: ignore[no-untyped-def]
     return UsageStore(cfg.database).used
 
 
-def _usage_rows(cfg, line: str | None, department: str | None):  # type: ignore[no-untyped-def]
-    import datetime as dt
-    from zoneinfo import ZoneInfo
-
-    from lines.policy import cycle_start, limit_types, resolve
-    from lines.usage import UsageStore
-
-    store = UsageStore(cfg.database)
-    today = dt.datetime.now(ZoneInfo(cfg.timezone)).date()
-    cycle = cycle_start(today, cfg.billing_cycle_day)
-    sent: dict[tuple[str, str], list[int]] = {}
-    for a in store.alerts():
-        if a["cycle"] == cycle.isoformat():
-            sent.setdefault((a["key"], a["limit_name"]), []).append(a["threshold"])
-    seen: set[str] = set()
-    for line_id, spec in sorted(cfg.lines.items()):
-        if line and line_id != line or department and spec.department != department:
-            continue
-        resolved = resolve(cfg, line_id, today)
-        if resolved is None:
-            continue
-        pname, prof, key = resolved
-        if key in seen:
-            continue
-        seen.add(key)
-        entries = dict(prof.limits)
-        if prof.mode == "accumulated" and prof.accumulated is not None:
-            entries["accumulated"] = prof.accumulated.minutes
-        for limit, value in entries.items():
-            used = store.used(key, cycle, limit_types(prof, limit)) / 60
-            minutes = value if isinstance(value, float) else None
-            yield {
-                "key": key,
-                "profile": pname,
-                "cycle": cycle.isoformat(),
-                "limit": limit,
-                "used_min": round(used, 2),
-                "limit_min": value if minutes is None else round(minutes, 2),
-                "pct": round(100 * used / minutes, 1) if minutes else "",
-                "alerts": ",".join(f"{t}%" for t in sorted(sent.get((key, limit), []))),
-            }
-
-
 def cmd_schema(args: argparse.Namespace) -> int:
     """Print the JSON Schema of the provisioning file (for editors)."""
     from provisioning.schema import json_schema
 
     print(json.dumps(json_schema(), indent=2))
+    return 0
+
+
+def cmd_passwd(args: argparse.Namespace) -> int:
+    """Read a web console password and print its scrypt hash for admins[].password_hash."""
+    import getpass
+
+    from web.auth import hash_password
+
+    if sys.stdin.isatty():
+        password = getpass.getpass(f"web console password for {args.name}: ")
+        if getpass.getpass("again: ") != password:
+            print("ponte: the passwords differ", file=sys.stderr)
+            return 1
+    else:
+        password = sys.stdin.readline().rstrip("\r\n")
+    if len(password) < 10:
+        print("ponte: the password needs at least 10 characters", file=sys.stderr)
+        return 1
+    print(hash_password(password))
+    print(f"paste it as password_hash of admin {args.name} in the YAML", file=sys.stderr)
     return 0
 
 
@@ -563,6 +550,9 @@ def build_parser() -> argparse.ArgumentParser:
     rs.set_defaults(fn=cmd_restore)
     sc = sub.add_parser("schema", help="print the provisioning file's JSON Schema")
     sc.set_defaults(fn=cmd_schema)
+    pw = sub.add_parser("passwd", help="hash a web console password for admins[].password_hash")
+    pw.add_argument("name", help="the admin's name (for the prompt)")
+    pw.set_defaults(fn=cmd_passwd)
     kp = sub.add_parser("kamailio", help="generate Kamailio's config and run it (for systemd)")
     kp.add_argument("--config", help="provisioning YAML (default: the bundled example)")
     kp.set_defaults(fn=cmd_kamailio)

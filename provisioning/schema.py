@@ -486,6 +486,56 @@ class ControlConfig(_Strict):
     socket: Path = Path("/run/ponte/control.sock")
 
 
+class WebConfig(_Strict):
+    """The web console (rooms, actions, usage, events): off unless `listen` is set."""
+
+    listen: str | None = None  # HOST:PORT on loopback or the LAN, e.g. 127.0.0.1:8088
+    ice_servers: list[str] = Field(default_factory=list)  # e.g. stun:stun.lan:3478; none public
+    webhooks: list[str] = Field(default_factory=list)  # URLs that receive each room event (JSON)
+    session_minutes: int = Field(480, ge=5, le=10080)  # a login lasts this long
+    # The prompts a browser participant hears (help, music announcements).
+    language: Language = "pt-BR"
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, v: str | None) -> str | None:
+        if v is None:
+            return None
+        host, _ = _host_port(v, "web.listen")
+        addr = ipaddress.ip_address(host)
+        if addr.is_unspecified or not (addr.is_loopback or addr.is_private):
+            raise ValueError(
+                f"web.listen must be a loopback or LAN address (e.g. 127.0.0.1:8088), got {host}"
+            )
+        return v
+
+    @field_validator("ice_servers")
+    @classmethod
+    def _ice(cls, v: list[str]) -> list[str]:
+        for url in v:
+            if not re.match(r"^(stun|turn|turns):[^\s:/?#]+(:\d{1,5})?(\?[^\s]*)?$", url):
+                raise ValueError(f"ICE server {url!r} must look like stun:HOST[:PORT]")
+        return v
+
+    @field_validator("webhooks")
+    @classmethod
+    def _hooks(cls, v: list[str]) -> list[str]:
+        for url in v:
+            if not re.match(r"^https?://[^\s/?#]+(/[^\s]*)?$", url):
+                raise ValueError(f"webhook {url!r} must be an http:// or https:// URL")
+        if len(v) != len(set(v)):
+            raise ValueError("a webhook URL is listed twice")
+        return v
+
+    @property
+    def host(self) -> str | None:
+        return _host_port(self.listen, "web.listen")[0] if self.listen else None
+
+    @property
+    def port(self) -> int | None:
+        return _host_port(self.listen, "web.listen")[1] if self.listen else None
+
+
 class Config(_Strict):
     """The whole provisioning tree."""
 
@@ -511,6 +561,7 @@ class Config(_Strict):
     database: Path = Path("/var/lib/ponte/ponte.db")
     state_dir: Path = Path("/var/lib/ponte")  # recorded names live here
     admins: list[Admin] = Field(default_factory=list)
+    web: WebConfig = WebConfig()
 
     @field_validator("access_numbers", mode="before")
     @classmethod

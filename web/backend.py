@@ -1,0 +1,90 @@
+"""What the web console needs from the app server, as a Protocol.
+
+The app server implements it; the tests use a fake. Every method is called
+on the web server's asyncio loop, so an implementation that touches the SIP
+side hands the work over to that side's own thread and awaits the answer.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from provisioning.schema import Config
+    from web.hub import Subscription
+
+# The room actions an admin may take from the console.
+ROOM_ACTIONS = (
+    "mute",
+    "unmute",
+    "kick",
+    "lock",
+    "unlock",
+    "lecture-on",
+    "lecture-off",
+    "end",
+    "dial",
+)
+MEMBER_ACTIONS = frozenset({"mute", "unmute", "kick"})
+# Keys a browser participant may press.
+WEB_KEYS = ("mute", "unmute", "hand", "help")
+
+
+class Backend(Protocol):
+    """The app server as the web console sees it."""
+
+    def running_config(self) -> Config:
+        """The live provisioning Config (admins, rooms and lines with .department)."""
+        ...
+
+    async def snapshot(self) -> dict[str, Any]:
+        """Every live room:
+        {"rooms": {name: {"locked": bool, "lecture": bool, "started": epoch | None,
+        "members": [{"id": int, "caller": str, "role": "moderator" | "participant",
+        "name": bool, "muted": bool, "talking": bool, "hand": bool,
+        "via": "sip" | "web"}]}}}."""
+        ...
+
+    async def room_action(
+        self, admin: str, room: str, action: str, member: int | None, number: str | None
+    ) -> dict[str, Any]:
+        """Run one of ROOM_ACTIONS as `admin` (re-checking the role with
+        provisioning.admins.authorize and writing the audit). `number` is for
+        "dial" (through the line-profile check and trunk pacing). Answers
+        {"ok": True, ...} or {"ok": False, "error": str, "denied": bool}."""
+        ...
+
+    async def name_wav(self, room: str, member: int) -> bytes | None:
+        """A member's recorded name as a WAV file, or None."""
+        ...
+
+    async def usage(self) -> list[dict[str, Any]]:
+        """The usage-vs-limit report: rows with the keys of
+        ponte.reports.USAGE_COLUMNS plus "department" and "line" (str | None)."""
+        ...
+
+    async def minutes_per_day(
+        self, days: int, departments: frozenset[str] | None = None
+    ) -> list[tuple[str, float]]:
+        """Minutes per day for the last `days` days, oldest first:
+        [("2026-11-20", 42.5), ...]. With `departments`, only the minutes of
+        those departments' lines (a sub-administrator's chart); None: all."""
+        ...
+
+    def subscribe(self) -> Subscription:
+        """A new subscription to the room events (EventHub.subscribe)."""
+        ...
+
+    async def web_join(self, pin: str, offer: dict[str, str], peer: str) -> dict[str, Any]:
+        """A browser joins with a PIN and a WebRTC offer {"sdp", "type"}:
+        {"ok": True, "answer": {"sdp", "type"}, "member": int, "token": str}
+        or {"ok": False, "error": str}."""
+        ...
+
+    async def web_key(self, token: str, key: str) -> dict[str, Any]:
+        """A browser participant presses one of WEB_KEYS."""
+        ...
+
+    async def web_leave(self, token: str) -> None:
+        """A browser participant hangs up."""
+        ...
