@@ -63,11 +63,12 @@ class Blast:
     """A running blast dial-out in one room."""
 
     room: str
-    moderator: int
+    moderator: int  # -1: an admin's invitation from the web console
     pending: list[tuple[str, Decision | None]]
     calls: dict[int, BlastCall] = field(default_factory=dict)
     timer: Any = None
     cancelled: bool = False
+    joined_by: str = "blast"
 
 
 class DialOut:
@@ -397,6 +398,24 @@ class DialOut:
         self._say(mod, "blast_calling", *spoken(str(len(pending))), "blast_participants")
         self._blast_next(run)
 
+    def invite(self, room: str, number: str) -> str | None:
+        """An admin dials `number` into a live room (the web console): the
+        room line's profile decides, the trunk's pacing applies, and the callee
+        hears the room's invitation and joins. Returns why it was refused."""
+        d = self._decide(room, number)
+        if d is not None and d.decision != "allow":
+            return f"refused by the line profile: {d.reason}"
+        if self.srv.config.trunk_for_number(d.dial if d and d.dial else number) is None:
+            return f"no trunk serves {number}"
+        run = self.blasts.get(room)
+        if run is None:
+            run = self.blasts[room] = Blast(room, -1, [], joined_by="admin")
+        run.pending.append(((d.dial if d and d.dial else number), d))
+        log.info("room=%s admin invites %s", room, number)
+        if run.timer is None:
+            self._blast_next(run)
+        return None
+
     def _blast_next(self, run: Blast) -> None:
         run.timer = None
         if run.cancelled:
@@ -439,7 +458,7 @@ class DialOut:
             self.blast_calls.pop(b.leg, None)
             b.run.calls.pop(b.leg, None)
             if b.run.room in srv.bridge.rooms:
-                srv.enter_room(leg, b.run.room, "participant", joined_by="blast")
+                srv.enter_room(leg, b.run.room, "participant", joined_by=b.run.joined_by)
                 if b.run.moderator in srv.legs:
                     srv._room_cmds([Say(b.run.moderator, ("join_tone",), slot="signal")])
             else:

@@ -159,3 +159,50 @@ CALL_COLUMNS = (
     "cut_at_limit",
 )
 ALERT_COLUMNS = ("at", "line", "key", "cycle", "limit_name", "threshold", "used_min", "limit_min")
+
+
+def usage_rows(
+    cfg: Any, line: str | None = None, department: str | None = None
+) -> Iterator[dict[str, Any]]:
+    """Usage against each limit in this billing cycle, one row per profile
+    key and limit (a shared pool once), with the first line drawing on it and
+    that line's department."""
+    from lines.policy import cycle_start, limit_types, resolve
+    from lines.usage import UsageStore
+
+    store = UsageStore(cfg.database)
+    today = dt.datetime.now(ZoneInfo(cfg.timezone)).date()
+    cycle = cycle_start(today, cfg.billing_cycle_day)
+    sent: dict[tuple[str, str], list[int]] = {}
+    for a in store.alerts():
+        if a["cycle"] == cycle.isoformat():
+            sent.setdefault((a["key"], a["limit_name"]), []).append(a["threshold"])
+    seen: set[str] = set()
+    for line_id, spec in sorted(cfg.lines.items()):
+        if line and line_id != line or department and spec.department != department:
+            continue
+        resolved = resolve(cfg, line_id, today)
+        if resolved is None:
+            continue
+        pname, prof, key = resolved
+        if key in seen:
+            continue
+        seen.add(key)
+        entries = dict(prof.limits)
+        if prof.mode == "accumulated" and prof.accumulated is not None:
+            entries["accumulated"] = prof.accumulated.minutes
+        for limit, value in entries.items():
+            used = store.used(key, cycle, limit_types(prof, limit)) / 60
+            minutes = value if isinstance(value, float) else None
+            yield {
+                "key": key,
+                "profile": pname,
+                "cycle": cycle.isoformat(),
+                "limit": limit,
+                "used_min": round(used, 2),
+                "limit_min": value if minutes is None else round(minutes, 2),
+                "pct": round(100 * used / minutes, 1) if minutes else "",
+                "alerts": ",".join(f"{t}%" for t in sorted(sent.get((key, limit), []))),
+                "line": line_id,
+                "department": spec.department,
+            }

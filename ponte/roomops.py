@@ -106,8 +106,13 @@ def _member(srv: AppServer, room: Room, ref: Any) -> int:
     return found[0]
 
 
-def room_command(srv: AppServer, request: dict[str, Any]) -> dict[str, Any]:
-    """Run one admin action on a live room: {action, room, member?, as?}."""
+def room_command(
+    srv: AppServer, request: dict[str, Any], source: str = "command"
+) -> dict[str, Any]:
+    """Run one admin action on a live room: {action, room, member?, as?}.
+
+    `source` names where it came from in the audit (the CLI's "command", "web").
+    """
     action, name = request.get("action"), request.get("room")
     if action not in ACTIONS:
         return {"ok": False, "error": f"unknown action {action!r} (one of {', '.join(ACTIONS)})"}
@@ -132,5 +137,5 @@ def room_command(srv: AppServer, request: dict[str, Any]) -> dict[str, Any]:
     log.info("room %s %s by %s%s", room.name, action, by, f" member={member}" if member else "")
     if srv.store is not None:
         change = Change("room", room.name, action, dict(fields))
-        srv.records.write(srv.store.audit, [change], by, "command", request.get("unix_user"))
+        srv.records.write(srv.store.audit, [change], by, source, request.get("unix_user"))
     return {"ok": True, "by": by}

@@ -18,7 +18,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 import numpy as np
@@ -84,6 +84,9 @@ from provisioning.admins import PermissionDenied, authorize_changes, who
 from provisioning.diff import Change, diff_configs
 from provisioning.schema import Config
 from provisioning.schema import Room as RoomConfig
+
+if TYPE_CHECKING:
+    from ponte.console import Console
 
 log = logging.getLogger("ponte.call")
 
@@ -203,6 +206,7 @@ class AppServer:
         self._shed_logged = 0
         self._kamailio_restarts = 0
         self._proxy_up: bool | None = None
+        self.console: Console | None = None  # the web console, when web.listen is set
 
     @staticmethod
     def _pin_table(config: Config) -> dict[str, PinMatch]:
@@ -255,6 +259,12 @@ class AppServer:
         elif self.kamailio is not None:
             self.loop.call_later(1.0, self._watch_unit_kamailio)
         self.control.start()
+        if self.config.web.listen:
+            # Imported here: aiohttp and aiortc load only when the console is on.
+            from ponte.console import Console
+
+            self.console = Console(self)
+            self.console.start()
         log.info(
             "listening on sip:%s:%d, %d rooms, access numbers %s",
             self.config.sip.host,
@@ -384,11 +394,15 @@ class AppServer:
             for key in ("sip", "pbx", "control", "database", "state_dir", "prompts")
             if getattr(new, key) != getattr(old, key)
         ]
+        if new.web.listen != old.web.listen:
+            fixed.append("web.listen")
         if fixed:
             msg = f"{', '.join(fixed)} changed: these take effect only on restart"
             log.error("reload refused, configuration unchanged: %s", msg)
             return {"ok": False, "error": f"{self.config_path}: {msg}"}
         self.config = new
+        if self.console is not None:
+            self.console.reloaded(new)
         live = {name: self._rooms[name] for name in self.bridge.rooms if name in self._rooms}
         self._rooms = {**live, **{r.name: r for r in new.rooms}}
         self._pins = self._pin_table(new)
@@ -433,6 +447,8 @@ class AppServer:
         n = self.ua.call_count() if self.ua.started else 0
         log.info("stopping (%s): hanging up %d calls", self._stop_reason or "requested", n)
         self.control.stop()
+        if self.console is not None:
+            self.console.stop()
         for leg in self.legs.values():
             leg.ended_by = "server"
             for t in leg.timers.values():
@@ -855,6 +871,8 @@ class AppServer:
             log.info("call %d hangup code=%d cause=%s", leg_id, code, reason)
             return
         self.dialout.moderator_gone(leg_id)
+        if self.console is not None:
+            self.console.leg_ended(leg_id)
         leg = self.legs.pop(leg_id, None)
         if leg is None:
             return
@@ -1164,9 +1182,12 @@ class AppServer:
                         leg.hangup_after_prompt = f"sent away by the room ({', '.join(prompts)})"
 
     def blast_message(self, room: str, language: str) -> Path:
-        """The WAV a blast callee hears: the room's file, or its text spoken."""
+        """The WAV a blast callee hears: the room's file, or its text spoken
+        (a room without a blast list: the standard invitation)."""
         blast = self._rooms[room].blast
-        assert blast is not None
+        if blast is None:
+            text = INVITATION.get(language, INVITATION["en"])
+            return self.prompts.render_text(text, language)
         if blast.message.lower().endswith(".wav"):
             return Path(blast.message)
         return self.prompts.render_text(blast.message, language)
@@ -1214,9 +1235,16 @@ class AppServer:
                 "action_latencies": [list(a) for a in self.action_latencies],
                 "accepting": self.accepting,
                 "shed": self.shed,
+                "screened": self.ua.screened(),
             }
         return {"error": f"unknown command {cmd!r}"}
 
+
+# What a callee invited into a room from the web console hears first.
+INVITATION = {
+    "pt-BR": "Você foi convidado para uma conferência. Conectando agora.",
+    "en": "You are invited to a conference call. Connecting you now.",
+}
 
 # How an unanswered call ended, by the final SIP code its caller got.
 DISPOSITIONS = {

@@ -1,0 +1,443 @@
+"""The app server's side of the web console and of browser participants.
+
+Two threads meet here. The loop thread owns pjsua2 and every room; the web
+thread runs aiohttp and aiortc on asyncio. `Console` implements
+`web.backend.Backend` for the web thread: each call that reads or changes a
+room is handed to the loop thread (`_on_loop`) and awaited. The loop thread
+samples the rooms and the members' speech levels every `SAMPLE_SECONDS`,
+and `RoomWatch` turns the difference into events for the hub (WebSocket
+subscribers and webhooks).
+
+A browser participant is a `MediaPort` leg (pbx/sipua.py) whose frames the
+WebRTC leg (web/webrtc.py) pushes and pulls. Apart from how its audio
+travels it is a member like any other: the PIN, the guessing lockout, the
+room's hours and lock, music until the moderator, billing and call history.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+import re
+import secrets
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+from zoneinfo import ZoneInfo
+
+from bridge.controls import Say
+from ponte.records import CallRecord
+from ponte.roomops import room_command
+from ponte.roomwatch import MemberView, RoomView, RoomWatch
+from provisioning.admins import PermissionDenied, authorize
+from provisioning.diff import Change
+from web.hub import EventHub, Subscription
+from web.server import WebServer
+from web.webrtc import WebRtcLeg
+
+if TYPE_CHECKING:
+    from ponte.server import AppServer, Leg
+    from provisioning.schema import Config
+
+log = logging.getLogger("ponte.web")
+
+T = TypeVar("T")
+SAMPLE_SECONDS = 0.1  # rooms and talk levels, 10 times a second
+LOOP_TIMEOUT = 10.0  # an answer from the loop thread, at most
+NUMBER = re.compile(r"^\+?[0-9]{2,20}$")
+# A browser's key -> what it does (on the loop thread).
+WEB_KEY_ACTIONS: dict[str, Callable[[AppServer, Leg, set[int]], None]] = {}
+
+
+def _web_key(name: str) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    def register(fn: Callable[..., None]) -> Callable[..., None]:
+        WEB_KEY_ACTIONS[name] = fn
+        return fn
+
+    return register
+
+
+def _set_mute(srv: AppServer, leg: Leg, on: bool) -> None:
+    room = srv.bridge.room_for(leg.leg)
+    if room is not None and leg.leg in room.members:
+        srv._room_cmds(room.set_muted(leg.leg, on))
+
+
+@_web_key("mute")
+def _key_mute(srv: AppServer, leg: Leg, hands: set[int]) -> None:
+    _set_mute(srv, leg, True)
+
+
+@_web_key("unmute")
+def _key_unmute(srv: AppServer, leg: Leg, hands: set[int]) -> None:
+    _set_mute(srv, leg, False)
+
+
+@_web_key("hand")
+def _key_hand(srv: AppServer, leg: Leg, hands: set[int]) -> None:
+    hands.symmetric_difference_update({leg.leg})  # press again to lower it
+
+
+@_web_key("help")
+def _key_help(srv: AppServer, leg: Leg, hands: set[int]) -> None:
+    srv._action(leg, "help")
+
+
+class Console:
+    """The web console's backend, living in the app server."""
+
+    def __init__(self, srv: AppServer) -> None:
+        self.srv = srv
+        web = srv.config.web
+        self.hub = EventHub(web.webhooks)
+        self.server = WebServer(self, self.hub, web.listen or "127.0.0.1:0")
+        self.watch = RoomWatch()
+        self._snapshot: dict[str, Any] = {"rooms": {}}
+        self._timer: Any = None
+        self.hands: set[int] = set()  # web and SIP legs with a raised hand
+        # Browser legs: token -> leg (loop thread) and leg -> WebRTC (web thread).
+        self.tokens: dict[str, int] = {}
+        self.rtcs: dict[int, WebRtcLeg] = {}
+
+    # -- lifecycle (loop thread) --------------------------------------------
+    def start(self) -> None:
+        """Listen, and start sampling the rooms."""
+        self.server.start()
+        self._timer = self.srv.loop.call_later(SAMPLE_SECONDS, self._tick)
+
+    def stop(self) -> None:
+        """Close every browser leg and the web server."""
+        if self._timer is not None:
+            self._timer.cancel()
+        for leg in list(self.rtcs):
+            self._close_rtc(leg)
+        self.server.stop()
+
+    def reloaded(self, config: Config) -> None:
+        """A reload changed the configuration: new webhooks apply at once."""
+        self.hub.set_webhooks(config.web.webhooks)
+
+    # -- sampling (loop thread) ---------------------------------------------
+    def _tick(self) -> None:
+        self._timer = self.srv.loop.call_later(SAMPLE_SECONDS, self._tick)
+        views, levels = self._views()
+        events = self.watch.update(views, levels, self.srv.loop.now(), self.srv.clock.ts())
+        self._snapshot = self.watch.snapshot()
+        for event in events:
+            self.hub.publish(event)
+
+    def _views(self) -> tuple[dict[str, RoomView], dict[int, int]]:
+        srv = self.srv
+        views: dict[str, RoomView] = {}
+        levels: dict[int, int] = {}
+        for name, room in srv.bridge.rooms.items():
+            members = []
+            started: float | None = None
+            for leg_id, m in room.members.items():
+                leg = srv.legs.get(leg_id)
+                if leg is None:
+                    continue
+                if started is None or leg.joined_wall < started:
+                    started = leg.joined_wall
+                members.append(
+                    MemberView(
+                        leg_id,
+                        leg.caller,
+                        m.role,
+                        bool(m.name_path),
+                        m.muted,
+                        leg_id in self.hands,
+                        "web" if leg.joined_by == "web" else "sip",
+                    )
+                )
+                heard_said = srv.ua.levels(leg_id)
+                if heard_said is not None:
+                    levels[leg_id] = heard_said[1]
+            cfg = srv._rooms.get(name)
+            views[name] = RoomView(
+                cfg.department if cfg else None,
+                room.locked,
+                room.lecture,
+                started,
+                tuple(members),
+            )
+        return views, levels
+
+    # -- hand-over between the threads --------------------------------------
+    async def _on_loop(self, fn: Callable[[], T]) -> T:
+        """Run `fn` on the loop thread and await its result (or exception)."""
+        aloop = asyncio.get_running_loop()
+        fut: asyncio.Future[T] = aloop.create_future()
+
+        def settle(result: Any, exc: BaseException | None) -> None:
+            if fut.done():
+                return
+            if exc is not None:
+                fut.set_exception(exc)
+            else:
+                fut.set_result(result)
+
+        def run() -> None:
+            try:
+                result = fn()
+            except Exception as exc:  # handed back to the awaiting side
+                aloop.call_soon_threadsafe(settle, None, exc)
+            else:
+                aloop.call_soon_threadsafe(settle, result, None)
+
+        self.srv.loop.call_soon_threadsafe(run)
+        return await asyncio.wait_for(fut, LOOP_TIMEOUT)
+
+    def _on_web(self, coro: Any) -> None:
+        """Start a coroutine on the web thread (from the loop thread)."""
+        if not self.server.loop.is_closed():
+            with contextlib.suppress(RuntimeError):
+                self.server.run_coro(coro)
+
+    # -- web.backend.Backend (web thread) -----------------------------------
+    def running_config(self) -> Config:
+        """The configuration the server runs (replaced whole on reload)."""
+        return self.srv.config
+
+    async def snapshot(self) -> dict[str, Any]:
+        """The rooms as of the last sample (at most SAMPLE_SECONDS old)."""
+        return self._snapshot
+
+    def subscribe(self) -> Subscription:
+        """A new event subscription (on the web loop)."""
+        return self.hub.subscribe()
+
+    async def room_action(
+        self, admin: str, room: str, action: str, member: int | None, number: str | None
+    ) -> dict[str, Any]:
+        """An admin's action, re-checked against the role and audited."""
+        if action == "dial":
+            return await self._on_loop(lambda: self._dial(admin, room, number or ""))
+        request = {"action": action, "room": room, "member": member, "as": admin}
+        return await self._on_loop(lambda: room_command(self.srv, request, source="web"))
+
+    async def name_wav(self, room: str, member: int) -> bytes | None:
+        """The member's recorded name, read off the loop thread."""
+
+        def path() -> str | None:
+            live = self.srv.bridge.rooms.get(room)
+            m = live.members.get(member) if live else None
+            return m.name_path if m else None
+
+        found = await self._on_loop(path)
+        if not found:
+            return None
+        try:
+            return await asyncio.to_thread(Path(found).read_bytes)
+        except OSError:
+            return None
+
+    async def usage(self) -> list[dict[str, Any]]:
+        """The usage-vs-limit rows of `ponte report usage`, with line and department."""
+        from ponte.reports import usage_rows
+
+        cfg = self.srv.config
+        if not Path(cfg.database).exists():
+            return []
+        return await asyncio.to_thread(lambda: list(usage_rows(cfg)))
+
+    async def minutes_per_day(
+        self, days: int, departments: frozenset[str] | None = None
+    ) -> list[tuple[str, float]]:
+        """Call minutes per local day from the call history, oldest first."""
+        cfg = self.srv.config
+        return await asyncio.to_thread(_minutes_per_day, cfg, days, departments)
+
+    # -- browser participants ------------------------------------------------
+    async def web_join(self, pin: str, offer: dict[str, str], peer: str) -> dict[str, Any]:
+        """Admit a browser by PIN, answer its WebRTC offer, put it in the room."""
+        admitted = await self._on_loop(lambda: self._admit(pin, peer))
+        if "error" in admitted:
+            return {"ok": False, "error": admitted["error"]}
+        leg_id, port, token = admitted["leg"], admitted["port"], admitted["token"]
+
+        def push(frame: bytes) -> None:
+            with contextlib.suppress(ValueError):  # the leg ended: the port is closed
+                port.push(frame)
+
+        def pull() -> bytes | None:
+            try:
+                return port.pull()
+            except ValueError:
+                return None
+
+        rtc = WebRtcLeg(
+            push,
+            pull,
+            ice_servers=list(self.srv.config.web.ice_servers),
+            # ICE host candidates on the console's own address: the LAN the
+            # browsers reach it on, or loopback only (nothing leaves the host).
+            host_addresses=[self.server.host],
+            on_closed=lambda: self.srv.loop.call_soon_threadsafe(
+                lambda: self._hangup(leg_id, "browser left")
+            ),
+        )
+        self.rtcs[leg_id] = rtc
+        try:
+            answer = await rtc.answer(offer)
+        except Exception as exc:  # a bad offer: nothing joined
+            log.warning("web leg %d: WebRTC answer failed: %s", leg_id, exc)
+            await self._on_loop(lambda: self._hangup(leg_id, "bad offer"))
+            return {"ok": False, "error": "the browser's offer could not be answered"}
+        await self._on_loop(lambda: self._enter(leg_id))
+        return {"ok": True, "answer": answer, "member": leg_id, "token": token}
+
+    async def web_key(self, token: str, key: str) -> dict[str, Any]:
+        """A browser's on-screen button (mute, unmute, hand, help)."""
+        return await self._on_loop(lambda: self._key(token, key))
+
+    async def web_leave(self, token: str) -> None:
+        """The browser's Leave button."""
+        leg_id = self.tokens.get(token)
+        if leg_id is not None:
+            await self._on_loop(lambda: self._hangup(leg_id, "browser left"))
+
+    # -- loop thread: browser legs -------------------------------------------
+    def _admit(self, pin: str, peer: str) -> dict[str, Any]:
+        from ponte.server import Leg
+
+        srv = self.srv
+        source = f"ip:{peer}"
+        now = srv.loop.now()
+        if not srv.accepting:
+            return {"error": "the service is restarting; try again in a minute"}
+        if srv.pin_guard.is_locked(source, now):
+            log.info("web join from %s refused: locked out (PIN guessing)", peer)
+            return {"error": "too many wrong PINs: try again later"}
+        match = srv._pins.get(pin) if pin.isdigit() else None
+        if match is None or match.role != "participant":
+            for locked in srv.pin_guard.record_wrong(source, now):
+                log.warning("PIN guessing: %s locked out", locked)
+            log.info("web join from %s: wrong PIN", peer)
+            return {"error": "wrong PIN"}
+        why = srv._gate(match)
+        live = srv.bridge.rooms.get(match.room)
+        if why is None and live is not None and live.is_full():
+            why = "conference_full"
+        if why is not None:
+            log.info("web join from %s refused: room=%s %s", peer, match.room, why)
+            return {"error": why.replace("_", " ")}
+        leg_id, port = srv.ua.add_port_leg()
+        token = secrets.token_urlsafe(24)
+        leg = Leg(leg_id, f"web:{peer}", "web", srv.config.web.language)
+        leg.source_key = source
+        leg.room = match.room  # where it goes once the WebRTC answer is made
+        leg.joined_by = "web"
+        srv.legs[leg_id] = leg
+        srv.cdrs[leg_id] = CallRecord(
+            leg_id, leg.caller, f"room:{match.room}", srv.clock.ts(), call_type="web"
+        )
+        self.tokens[token] = leg_id
+        log.info("call %d web join from %s for room=%s", leg_id, peer, match.room)
+        return {"leg": leg_id, "port": port, "token": token}
+
+    def _enter(self, leg_id: int) -> None:
+        srv = self.srv
+        leg = srv.legs.get(leg_id)
+        if leg is None or leg.room is None:
+            return
+        room, leg.room = leg.room, None
+        srv._answered(leg_id)
+        srv.enter_room(leg, room, "participant", joined_by="web")
+
+    def _key(self, token: str, key: str) -> dict[str, Any]:
+        leg_id = self.tokens.get(token)
+        leg = self.srv.legs.get(leg_id) if leg_id is not None else None
+        action = WEB_KEY_ACTIONS.get(key)
+        if leg is None:
+            return {"ok": False, "error": "not in a room"}
+        if action is None:
+            return {"ok": False, "error": f"unknown key {key!r}"}
+        action(self.srv, leg, self.hands)
+        log.info("call %d web key %s", leg.leg, key)
+        return {"ok": True}
+
+    def _hangup(self, leg_id: int, why: str) -> None:
+        if self.srv.ua.has_leg(leg_id):
+            log.info("call %d web leg ends: %s", leg_id, why)
+            self.srv.ua.hangup(leg_id)
+
+    def leg_ended(self, leg_id: int) -> None:
+        """The server dropped a leg (loop thread): forget it, close its WebRTC."""
+        self.hands.discard(leg_id)
+        for token, leg in list(self.tokens.items()):
+            if leg == leg_id:
+                del self.tokens[token]
+                self._close_rtc(leg_id)
+
+    def _close_rtc(self, leg_id: int) -> None:
+        async def close() -> None:
+            rtc = self.rtcs.pop(leg_id, None)
+            if rtc is not None:
+                await rtc.close()
+
+        self._on_web(close())
+
+    # -- loop thread: dial a number into a room ------------------------------
+    def _dial(self, admin: str, room: str, number: str) -> dict[str, Any]:
+        srv = self.srv
+        number = number.strip().replace(" ", "").replace("-", "")
+        if not NUMBER.match(number):
+            return {"ok": False, "error": f"not a phone number: {number!r}"}
+        if room not in srv.bridge.rooms:
+            return {"ok": False, "error": f"room {room!r} has nobody in it"}
+        cfg = srv._rooms.get(room)
+        try:
+            by = srv._who(admin, None, None)
+            authorize(srv.config, admin, {cfg.department if cfg else None})
+        except PermissionDenied as exc:
+            return {"ok": False, "error": str(exc), "denied": True}
+        refused = srv.dialout.invite(room, number)
+        if refused is not None:
+            return {"ok": False, "error": refused}
+        srv._room_cmds(
+            [Say(leg, ("join_tone",), slot="signal") for leg in srv.bridge.rooms[room].members]
+        )
+        if srv.store is not None:
+            change = Change("room", room, "dial", {"number": (None, number)})
+            srv.records.write(srv.store.audit, [change], by, "web", None)
+        return {"ok": True, "by": by}
+
+
+def _minutes_per_day(
+    cfg: Config, days: int, departments: frozenset[str] | None
+) -> list[tuple[str, float]]:
+    """Sum the call history's durations per local day (its own connection:
+    this runs on a worker thread)."""
+    tz = ZoneInfo(cfg.timezone)
+    today = dt.datetime.now(tz).date()
+    first = today - dt.timedelta(days=days - 1)
+    totals = {(first + dt.timedelta(days=i)).isoformat(): 0.0 for i in range(days)}
+    lines = None
+    if departments is not None:
+        lines = {name for name, line in cfg.lines.items() if line.department in departments} | {
+            f"room:{r.name}" for r in cfg.rooms if r.department in departments
+        }
+    since = dt.datetime.combine(first, dt.time(), tz).astimezone(dt.UTC).isoformat()
+    if not Path(cfg.database).exists():
+        return list(totals.items())
+    conn = sqlite3.connect(f"file:{cfg.database}?mode=ro", uri=True, timeout=5)
+    try:
+        rows = conn.execute(
+            "SELECT started_at, duration, line, origin FROM calls WHERE started_at >= ?",
+            (since,),
+        ).fetchall()
+    except sqlite3.OperationalError:  # no call history table yet
+        rows = []
+    finally:
+        conn.close()
+    for started, duration, line, origin in rows:
+        if lines is not None and line not in lines and origin not in lines:
+            continue
+        day = dt.datetime.fromisoformat(started).astimezone(tz).date().isoformat()
+        if day in totals:
+            totals[day] += (duration or 0.0) / 60
+    return [(day, round(minutes, 2)) for day, minutes in totals.items()]
