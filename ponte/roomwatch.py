@@ -14,8 +14,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 # pjmedia's signal levels are 0-255 on a mu-law-like scale: ~0-5 for the
-# silence of a muted phone or comfort noise, 100+ for speech at -20 dBFS.
-TALK_LEVEL = 40
+# silence of a muted phone or comfort noise, ~40 for quiet speech (-30 dBFS),
+# ~88 for a -12 dBFS tone (measured: `ponte status` shows each member's levels).
+TALK_LEVEL = 30
 # Talking ends after this long below the level (speech has short pauses).
 TALK_HANGOVER = 0.6
 

@@ -1224,6 +1224,8 @@ class AppServer:
                                 "role": m.role,
                                 "muted": m.muted,
                                 "caller": self.legs[m.leg].caller,
+                                # (heard, said), 0-255: what talk detection reads
+                                "levels": self.ua.levels(m.leg),
                             }
                             for m in room.members.values()
                             if m.leg in self.legs

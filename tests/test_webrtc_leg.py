@@ -93,11 +93,12 @@ class App:
         app = web.Application(middlewares=[csp])
 
         async def static(request):
-            name = "join.js" if request.path.endswith(".js") else "join.html"
+            name = request.path.rpartition("/")[2] if "/static/" in request.path else "join.html"
             return web.FileResponse(STATIC / name)
 
         app.router.add_get("/join", static)
-        app.router.add_get("/join.js", static)
+        app.router.add_get("/static/join.js", static)
+        app.router.add_get("/static/console.css", static)
         app.router.add_post("/join/offer", self.offer)
         app.router.add_post("/join/{token}/key", self.key)
         app.router.add_post("/join/{token}/leave", self.leave)

@@ -32,6 +32,8 @@ EVENT_TYPES = frozenset(
         "lecture_on",
         "lecture_off",
         "hand_raised",
+        "hand_lowered",
+        "room_started",
         "room_ended",
     }
 )

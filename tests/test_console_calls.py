@@ -1,0 +1,241 @@
+"""The web console against real calls: the events WebSocket and webhooks follow
+a conference driven by SIP softphones, and room actions from the console's
+API change the call's audio, are refused by role and are audited.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from tests import audio, ports
+from tests.consoleclient import ConsoleClient, next_event
+from tests.harness import report
+from tests.test_spine_calls import window
+from web.auth import hash_password
+
+PASSWORD = "correct horse battery"
+ADMINS = [
+    {"name": "ana", "role": "administrator", "password_hash": hash_password(PASSWORD)},
+    {"name": "carla", "role": "read_only", "password_hash": hash_password(PASSWORD)},
+]
+
+
+class Hooks:
+    """A webhook receiver on 127.0.0.1 that keeps every JSON body."""
+
+    def __init__(self) -> None:
+        received: list[dict[str, Any]] = []
+        self.received = received
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - http.server's name
+                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                received.append(json.loads(body))
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *_args: Any) -> None:
+                pass
+
+        self.http = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.http.server_address[1]}/hook"
+        threading.Thread(target=self.http.serve_forever, daemon=True).start()
+
+    def types(self) -> list[str]:
+        return [e["type"] for e in self.received]
+
+    def close(self) -> None:
+        self.http.shutdown()
+        self.http.server_close()
+
+
+def test_events_and_webhooks_follow_a_conference_and_actions_reach_the_audio(
+    server_factory, phone
+):
+    hooks = Hooks()
+    port = ports.allocate(1)
+    base = f"http://127.0.0.1:{port}"
+    srv = server_factory(
+        web={"listen": f"127.0.0.1:{port}", "webhooks": [hooks.url]}, admins=ADMINS
+    )
+    mod = part = None
+    marks: dict[str, float] = {}
+
+    async def scenario() -> list[dict[str, Any]]:
+        nonlocal mod, part
+        seen: list[dict[str, Any]] = []
+        ana, carla = ConsoleClient(base), ConsoleClient(base)
+        try:
+            assert await ana.login("ana", PASSWORD) == 303
+            assert await carla.login("carla", PASSWORD) == 303
+            ws = await ana.events()
+            first = await ws.receive_json(timeout=5)
+            assert first["type"] == "snapshot" and first["rooms"] == {}
+
+            mod = phone(srv.uri("conf"), "wait_media 5; dtmf 9999#; tone 1000; wait_end 30")
+            everything_before: list[dict[str, Any]] = []
+            joined = await next_event(ws, {"member_joined"}, 15)
+            seen.append(joined)
+            # Talking is what the others hear: pjmedia measures a member's
+            # level only while someone listens, so it starts with a listener.
+            part = phone(srv.uri("conf"), "wait_media 5; dtmf 1111#; tone 440; wait_end 30")
+            other = await next_event(ws, {"member_joined"}, 15, log=everything_before)
+            seen.append(other)
+            everything = [e for e in everything_before if e["type"] == "talking_started"]
+            while len({e["member"] for e in everything if e["type"] == "talking_started"}) < 2:
+                await next_event(ws, {"talking_started"}, log=everything)
+            talkers = {e["member"] for e in everything if e["type"] == "talking_started"}
+            assert talkers == {joined["member"], other["member"]}, everything
+            seen.append({"type": "talking_started", "room": "demo", "ts": 1.0})
+            await asyncio.sleep(1.5)  # the moderator hears the participant
+
+            # Read-only: refused, nothing changes.
+            code, body = await carla.act("demo", "mute", other["member"])
+            assert code == 403, body
+            marks["mute"] = time.monotonic()
+            code, body = await ana.act("demo", "mute", other["member"])
+            assert code == 200 and body["ok"], body
+            muted = await next_event(ws, {"muted"})
+            assert muted["member"] == other["member"] and muted["caller"] == "softphone"
+            seen.append(muted)
+            marks["muted"] = time.monotonic()
+            await asyncio.sleep(1.5)
+
+            code, body = await ana.act("demo", "lock")
+            assert code == 200, body
+            seen.append(await next_event(ws, {"locked"}))
+            code, body = await ana.act("demo", "dial", number="not a number")
+            assert code == 400 and "number" in body["error"], body
+
+            marks["end"] = time.monotonic()
+            code, body = await ana.act("demo", "end")
+            assert code == 200, body
+            seen.append(await next_event(ws, {"member_left"}))
+            seen.append(await next_event(ws, {"room_ended"}))
+            await ws.close()
+            status, _ = await ana.get("/api/rooms")
+            assert status == 200
+        finally:
+            await ana.close()
+            await carla.close()
+        return seen
+
+    try:
+        seen = asyncio.run(scenario())
+        deadline = time.monotonic() + 5
+        while "room_ended" not in hooks.types() and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        hooks.close()
+    kinds = [e["type"] for e in seen]
+    assert kinds == [
+        "member_joined",
+        "member_joined",
+        "talking_started",
+        "muted",
+        "locked",
+        "member_left",
+        "room_ended",
+    ]
+    assert all(e["room"] == "demo" and e["ts"] > 0 for e in seen)
+    # The webhook got the same story, in order.
+    wanted = ["member_joined", "talking_started", "muted", "locked", "room_ended"]
+    got = [t for t in hooks.types() if t in wanted]
+    assert got[:1] == ["member_joined"] and got[-1] == "room_ended", got
+    for kind in wanted:
+        assert kind in got, (kind, got)
+
+    # The mute from the console reached the audio: the moderator heard the
+    # participant before it and not after it.
+    assert mod is not None and part is not None
+    rm = mod.result()
+    part.result()
+    samples, rate = audio.load(mod.record)
+    before = audio.segment(samples, rate, *window(rm, marks["mute"] - 1.0, marks["mute"]))
+    after = audio.segment(samples, rate, *window(rm, marks["muted"] + 0.3, marks["end"]))
+    assert audio.band_fraction(before, rate, 440) > 0.3
+    assert audio.band_fraction(after, rate, 440) < 0.02
+
+    # Each action is in the audit, from the web, by its admin.
+    audit = [r for r in report(srv, "audit") if r["source"] == "web"]
+    assert [(r["action"], r["by"]) for r in audit] == [
+        ("mute", "ana"),
+        ("lock", "ana"),
+        ("end", "ana"),
+    ]
+
+
+LINES = {
+    "lines": {
+        "room:demo": {"area_code": "11", "profile": "equipe"},
+        "1001": {"area_code": "11", "department": "vendas", "profile": "diretoria"},
+        "1002": {"area_code": "11", "department": "vendas"},
+    },
+    "departments": {"vendas": {"profile": "equipe"}},
+    "profiles": {
+        "diretoria": {"quota": "individual", "limits": {"mobile": 120, "national_fixed": 60}},
+        "equipe": {"quota": "shared", "limits": {"local": 300, "national": 60}},
+    },
+}
+
+
+def test_usage_page_shows_each_lines_use_to_its_admins(server_factory):
+    import datetime as dt
+    import re
+
+    from lines.usage import UsageStore
+
+    port = ports.allocate(1)
+    base = f"http://127.0.0.1:{port}"
+    admins = [
+        *ADMINS,
+        {
+            "name": "bruno",
+            "role": "sub_administrator",
+            "departments": ["vendas"],
+            "password_hash": hash_password(PASSWORD),
+        },
+    ]
+    srv = server_factory(web={"listen": f"127.0.0.1:{port}"}, admins=admins, **LINES)
+    rows = report(srv, "usage")
+    mobile = next(r for r in rows if r["limit"] == "mobile")
+    UsageStore(srv.config["database"]).add(
+        mobile["key"], dt.date.fromisoformat(mobile["cycle"]), "local_mobile", 90 * 60
+    )
+
+    async def pages() -> dict[str, tuple[int, str]]:
+        got: dict[str, tuple[int, str]] = {}
+        for name in ("ana", "bruno"):
+            client = ConsoleClient(base)
+            try:
+                assert await client.login(name, PASSWORD) == 303
+                got[name] = await client.get("/usage")
+                got[f"{name}.svg"] = await client.get("/usage/chart.svg")
+            finally:
+                await client.close()
+        anon = ConsoleClient(base)
+        try:
+            got["anonymous"] = await anon.get("/usage")
+            got["anonymous.svg"] = await anon.get("/usage/chart.svg")
+        finally:
+            await anon.close()
+        return got
+
+    got = asyncio.run(pages())
+    status, html = got["ana"]
+    assert status == 200
+    # 90 of the 120 mobile minutes: 75 %, drawn as a bar of that width.
+    assert re.search(r">1001<.*?>90(\.0)?<.*?>120(\.0)?<.*?75(\.0)?\s*%", html, re.S), html
+    assert "room:demo" in html
+    # The sub-administrator of vendas sees vendas' lines only.
+    status, html = got["bruno"]
+    assert status == 200 and ">1001<" in html and "room:demo" not in html
+    status, svg = got["ana.svg"]
+    assert status == 200 and svg.startswith("<svg") and svg.count("<rect") >= 1
+    # Nothing without a login.
+    assert got["anonymous"][0] in (302, 303) and got["anonymous.svg"][0] == 401
