@@ -498,6 +498,51 @@ def reload_section(r: Result | None) -> list[str]:
     ]
 
 
+def webrtc_section(r: Result | None) -> list[str]:
+    """Browser (WebRTC) legs against server CPU and what the browsers heard."""
+    out = ["## Browser legs (WebRTC: aiortc, opus, DTLS-SRTP)", ""]
+    if _err(r):
+        return out + _err(r)
+    assert r is not None
+    rows = [
+        [
+            s["browsers"],
+            f(s["server_cpu"], 0),
+            f(s["generator_cpu"], 0),
+            f(s["machine_busy"], 0),
+            f(s["received_min"]),
+            f(s["max_gap_ms"], 0),
+            f(s["tone_min"], 2),
+            "degraded" if s["degraded"] else "ok",
+        ]
+        for s in r["steps"]
+    ]
+    out += table(
+        [
+            "browsers",
+            "server CPU %",
+            "browsers' CPU %",
+            "machine busy %",
+            "received min %",
+            "max gap ms",
+            "1000 Hz share min",
+            "",
+        ],
+        rows,
+        "rrrrrrrl",
+    )
+    return [
+        *out,
+        "",
+        "Each browser is an aiortc peer in the bench process (as costly as the server's side, "
+        "on the same 2 cores) joining by /join; a SIP moderator sends 1000 Hz. Degraded: a "
+        "browser got under 99 % of the window's audio, a gap over 100 ms, or under 80 % "
+        f"1000 Hz. Browser legs per server core at the largest healthy step: "
+        f"{r.get('legs_per_core')}. loadavg {r.get('loadavg_start')} → {r.get('loadavg_end')}",
+        "",
+    ]
+
+
 def load_section(results: list[Result], meta: dict[str, Any]) -> list[str]:
     """Load averages at the start and end of each bench: the machine was shared."""
     rows = [
@@ -613,6 +658,7 @@ def write(results: list[Result], meta: dict[str, Any], out_dir: Path) -> Path:
     lines += trunk_section(by.get("trunk"))
     lines += dialcheck_section(by.get("dialcheck"))
     lines += reload_section(by.get("reload"))
+    lines += webrtc_section(by.get("webrtc"))
     lines += load_section(results, meta)
     md = out_dir / "RESULTS.md"
     md.write_text("\n".join(lines))

@@ -80,6 +80,7 @@ def plan(quick: bool) -> tuple[list[Job], list[Job]]:
                 + ["--ext-calls", "3"],
                 90,
             ),
+            Job("webrtc", "webrtc.py", ["--steps", "1,3", "--window", "3"], 60),
         ]
         window = "3"
         series = SERIES_QUICK
@@ -98,6 +99,7 @@ def plan(quick: bool) -> tuple[list[Job], list[Job]]:
                 + ["--reg-rates", "200,500,1000", "--reg-seconds", "3", "--ext-calls", "20"],
                 240,
             ),
+            Job("webrtc", "webrtc.py", ["--steps", "1,3,5,10,20", "--window", "5"], 120),
         ]
         window = "10"
         series = SERIES_FULL

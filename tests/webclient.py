@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import fractions
+import http.client
 import json
 import threading
 import time
-import urllib.request
+import urllib.parse
 from typing import Any
 
 import av
@@ -55,12 +56,25 @@ class ToneTrack(MediaStreamTrack):
 class WebClient:
     """Joins a room through the console's /join API and exchanges audio."""
 
-    def __init__(self, base_url: str, tone_hz: float) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        tone_hz: float,
+        loop: asyncio.AbstractEventLoop | None = None,
+        source: str = "127.0.0.1",
+    ) -> None:
+        """`loop`: an event loop running in another thread, shared by many
+        clients (bench/webrtc.py); by default each client runs its own.
+        `source`: the 127.x address the HTTP requests come from (the console
+        limits joins per address)."""
         self.base_url = base_url.rstrip("/")
+        self.source = source
         self.tone_hz = tone_hz
-        self.loop = asyncio.new_event_loop()
+        self._own_loop = loop is None
+        self.loop = loop or asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self._thread.start()
+        if self._own_loop:
+            self._thread.start()
         self.pc: RTCPeerConnection | None = None
         self.token: str | None = None
         self.chunks: list[tuple[float, np.ndarray]] = []  # (arrival, 8 kHz samples)
@@ -70,18 +84,22 @@ class WebClient:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
 
     def post(self, path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-        """POST JSON with our own origin (as the join page does)."""
-        req = urllib.request.Request(
-            self.base_url + path,
-            data=json.dumps(body).encode(),
-            method="POST",
-            headers={"Content-Type": "application/json", "Origin": self.base_url},
+        """POST JSON with our own origin (as the join page does), from `source`."""
+        url = urllib.parse.urlsplit(self.base_url)
+        conn = http.client.HTTPConnection(
+            url.hostname, url.port, timeout=20, source_address=(self.source, 0)
         )
         try:
-            with urllib.request.urlopen(req, timeout=20) as resp:
-                return resp.status, json.loads(resp.read() or b"{}")
-        except urllib.error.HTTPError as err:
-            return err.code, json.loads(err.read() or b"{}")
+            conn.request(
+                "POST",
+                path,
+                json.dumps(body),
+                {"Content-Type": "application/json", "Origin": self.base_url},
+            )
+            resp = conn.getresponse()
+            return resp.status, json.loads(resp.read() or b"{}")
+        finally:
+            conn.close()
 
     def join(self, pin: str) -> tuple[int, dict[str, Any]]:
         """Offer, POST /join/offer with the PIN, apply the answer."""
@@ -113,8 +131,9 @@ class WebClient:
         """Close the peer connection and stop the loop thread."""
         if self.pc is not None:
             self._run(self.pc.close())
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self._thread.join(5)
+        if self._own_loop:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self._thread.join(5)
 
     # -- on the client's loop -------------------------------------------------
     async def _offer(self) -> dict[str, str]:
