@@ -112,8 +112,15 @@ class Console:
         """Close every browser leg and the web server."""
         if self._timer is not None:
             self._timer.cancel()
-        for leg in list(self.rtcs):
-            self._close_rtc(leg)
+
+        async def close_all() -> None:
+            rtcs, self.rtcs = list(self.rtcs.values()), {}
+            await asyncio.gather(*(rtc.close() for rtc in rtcs), return_exceptions=True)
+
+        # Browsers are told (DTLS close, RTCP BYE) before the loop goes away.
+        if self.rtcs and not self.server.loop.is_closed():
+            with contextlib.suppress(Exception):
+                self.server.run_coro(asyncio.wait_for(close_all(), 1.5)).result(2)
         self.server.stop()
 
     def reloaded(self, config: Config) -> None:
