@@ -340,9 +340,11 @@ class SipUA:
         ep = self._ep
         if ep is None:
             return
-        for leg, entry in list(self._legs.items()):
-            if isinstance(entry.call, _PortCall):
-                self._port_ended.append((leg, 503))
+        # A comprehension, not a loop: a loop variable would keep the last
+        # Call alive past libDestroy, and its destructor would then assert.
+        self._port_ended += [
+            (leg, 503) for leg, e in self._legs.items() if isinstance(e.call, _PortCall)
+        ]
         self._end_ports()
         if self._legs:
             ep.hangupAllCalls()
@@ -540,8 +542,10 @@ class SipUA:
             entry = self._legs.get(leg)
             if entry is None or not isinstance(entry.call, _PortCall):
                 continue
+            port = entry.call.port
+            del entry  # no reference may outlive the leg (see shutdown)
             self._release_media(leg)
-            entry.call.port.close()
+            port.close()
             self._legs.pop(leg, None)
             self.events.on_disconnected(leg, code, "port closed", {})
 
