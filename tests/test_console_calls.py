@@ -239,3 +239,60 @@ def test_usage_page_shows_each_lines_use_to_its_admins(server_factory):
     assert status == 200 and svg.startswith("<svg") and svg.count("<rect") >= 1
     # Nothing without a login.
     assert got["anonymous"][0] in (302, 303) and got["anonymous.svg"][0] == 401
+
+
+def test_console_dials_a_guest_into_the_room_through_the_line_profile(server_factory, phone):
+    import sqlite3
+
+    from tests.test_dialout_calls import config, guest_phone
+
+    trunk = ports.allocate(1)
+    port = ports.allocate(1)
+    base = f"http://127.0.0.1:{port}"
+    srv = server_factory(
+        **config(trunk), web={"listen": f"127.0.0.1:{port}"}, admins=ADMINS
+    )
+    guest = guest_phone(phone, trunk, "wait_media 5; tone 700; wait 9; hangup")
+    mod = phone(srv.uri("conf-en"), "wait_media 5; dtmf 9999#; tone 440; wait_end 30")
+    marks: dict[str, float] = {}
+
+    async def scenario() -> None:
+        ana = ConsoleClient(base)
+        try:
+            assert await ana.login("ana", PASSWORD) == 303
+            ws = await ana.events()
+            await ws.receive_json(timeout=5)
+            await next_event(ws, {"member_joined"}, 15)
+            # A number the room line's profile denies: refused, nothing dialed.
+            code, body = await ana.act("demo", "dial", number="+552133339999")
+            assert code == 400 and "line profile" in body["error"], body
+            code, body = await ana.act("demo", "dial", number="021 (21) 3333-4444")
+            assert code == 200 and body["ok"], body
+            joined = await next_event(ws, {"member_joined"}, 20)
+            marks["joined"] = time.monotonic()
+            assert joined["caller"].endswith("33334444"), joined
+            await asyncio.sleep(2.5)
+            marks["heard"] = time.monotonic()
+            code, body = await ana.act("demo", "end")
+            assert code == 200, body
+            await ws.close()
+        finally:
+            await ana.close()
+
+    asyncio.run(scenario())
+    rg = guest.result()
+    mod.result()
+    assert len([rg]) == 1
+    # The guest heard the invitation, then the room (the moderator's 440 Hz).
+    samples, rate = audio.load(guest.record)
+    invitation = audio.segment(samples, rate, 0.2, 2.0)
+    assert audio.speech_like(invitation, rate)
+    in_room = audio.segment(samples, rate, *window(rg, marks["joined"] + 0.3, marks["heard"]))
+    assert audio.band_fraction(in_room, rate, 440) > 0.3
+    db = sqlite3.connect(srv.config["database"])
+    n = db.execute("SELECT COUNT(*) FROM conference_legs WHERE joined_by = 'admin'").fetchone()
+    assert n[0] == 1
+    dials = [r for r in report(srv, "audit") if r["action"] == "dial"]
+    assert len(dials) == 1 and dials[0]["by"] == "ana" and dials[0]["source"] == "web"
+    calls = report(srv, "calls", "--line", "room:demo")
+    assert len(calls) == 1 and calls[0]["disposition"] == "answered", calls

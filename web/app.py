@@ -415,7 +415,10 @@ async def room_action(request: web.Request) -> web.StreamResponse:
     else:
         member = None
     if action == "dial":
-        if not isinstance(number, str) or not _NUMBER.match(number.strip()):
+        # As people write numbers: spaces, dashes, dots and brackets are dropped.
+        if isinstance(number, str):
+            number = re.sub(r"[\s().-]", "", number)
+        if not isinstance(number, str) or not _NUMBER.match(number):
             return _error(400, "dial needs a number: digits, optionally after +")
         number = number.strip()
     else:
