@@ -30,7 +30,20 @@
     errorEl.hidden = !text;
   }
 
-  function iceServers() {
+  // The appliance's web.ice_servers ("stun:host:port" strings; none by default),
+  // from /join/config; a data-ice attribute on <body> is the fallback.
+  async function iceServers() {
+    try {
+      const resp = await fetch("/join/config", { credentials: "same-origin" });
+      if (resp.ok) {
+        const conf = await resp.json();
+        if (Array.isArray(conf.ice_servers)) {
+          return conf.ice_servers.map((u) => (typeof u === "string" ? { urls: u } : u));
+        }
+      }
+    } catch (e) {
+      /* fall back below */
+    }
     try {
       const list = JSON.parse(document.body.dataset.ice || "[]");
       return Array.isArray(list) ? list : [];
@@ -129,7 +142,7 @@
     }
 
     setStatus("Connecting…");
-    pc = new RTCPeerConnection({ iceServers: iceServers() });
+    pc = new RTCPeerConnection({ iceServers: await iceServers() });
     pc.addEventListener("connectionstatechange", onConnectionState);
     pc.addEventListener("track", (ev) => {
       remoteStream = ev.streams[0] || new MediaStream([ev.track]);
