@@ -287,9 +287,12 @@ def test_browser_audio_both_ways_over_loopback(app: App, netns: bool, tmp_path: 
     print(f"timing: connect {t_conn - t0:.1f} s, total {t_end - t0:.1f} s")
 
 
-def test_outgoing_track_paces_20ms_frames_from_pull() -> None:
-    """pull() is asked once per 20 ms on the asyncio clock; None becomes silence."""
-    from web.webrtc import FRAME_BYTES, SAMPLES, _PullTrack
+def test_outgoing_track_paces_20ms_frames_from_pull(monkeypatch) -> None:
+    """pull() is asked once per 20 ms of the loop's clock; None becomes silence; after
+    a stall the clock is re-based instead of bursting the backlog. The loop's clock
+    is a fake one that asyncio.sleep advances, so nothing here depends on timing."""
+    import web.webrtc as webrtc
+    from web.webrtc import FRAME_BYTES, MAX_LAG, SAMPLES, _PullTrack
 
     sine = Sine()
     calls = []
@@ -298,15 +301,37 @@ def test_outgoing_track_paces_20ms_frames_from_pull() -> None:
         calls.append(1)
         return sine() if len(calls) % 2 else None
 
-    async def run() -> tuple[list, float]:
-        track = _PullTrack(pull)
-        loop = asyncio.get_running_loop()
-        t0 = loop.time()
-        frames = [await track.recv() for _ in range(26)]
-        return frames, loop.time() - t0
+    class FakeClock(asyncio.SelectorEventLoop):
+        now = 100.0
 
-    frames, elapsed = asyncio.run(run())
-    assert 0.48 <= elapsed < 0.6, elapsed  # 25 intervals of 20 ms after the first frame
+        def time(self) -> float:
+            return self.now
+
+    loop = FakeClock()
+
+    async def sleep(delay: float) -> None:
+        loop.now += delay
+
+    monkeypatch.setattr(webrtc.asyncio, "sleep", sleep)
+
+    async def run() -> tuple[list, list[float]]:
+        track = _PullTrack(pull)
+        frames, at = [], []
+        for i in range(26):
+            if i == 20:
+                loop.now += 2 * MAX_LAG  # a stall: the loop was busy elsewhere
+            frames.append(await track.recv())
+            at.append(loop.now)
+        return frames, at
+
+    try:
+        frames, at = loop.run_until_complete(run())
+    finally:
+        loop.close()
+    # Frame n leaves at start + n * 20 ms...
+    assert [round(t - 100.0, 6) for t in at[:20]] == [round(i * 0.02, 6) for i in range(20)]
+    # ...and after the stall, at once and then every 20 ms again (no burst).
+    assert [round(b - a, 6) for a, b in zip(at[20:], at[21:], strict=False)] == [0.02] * 5
     assert [f.pts for f in frames] == [i * SAMPLES for i in range(26)]
     assert all(f.sample_rate == RATE and f.samples == SAMPLES for f in frames)
     assert all(f.format.name == "s16" and f.layout.name == "mono" for f in frames)
