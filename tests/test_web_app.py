@@ -8,7 +8,6 @@ import functools
 import re
 import socket
 import threading
-import time
 import urllib.request
 from collections.abc import Callable
 from typing import Any
@@ -664,10 +663,9 @@ async def test_slow_subscriber_drops_its_oldest_events_without_blocking() -> Non
     hub = EventHub(queue_size=3)
     hub.attach(asyncio.get_running_loop())
     sub = hub.subscribe()
-    started = time.monotonic()
+    # publish() is synchronous (no await): it cannot wait for a slow reader.
     for i in range(10):
         hub.publish({"type": "muted", "room": "demo", "member": i})
-    assert time.monotonic() - started < 0.5
     await asyncio.sleep(0.05)
     assert sub.dropped == 7
     assert [(await sub.get())["member"] for _ in range(3)] == [7, 8, 9]
@@ -784,9 +782,7 @@ def test_web_server_thread_starts_serves_and_stops() -> None:
         event = srv.run_coro(asyncio.wait_for(sub.get(), 5)).result(6)
         assert event["type"] == "locked"
     finally:
-        started = time.monotonic()
         srv.stop()
-        assert time.monotonic() - started < 2.0
     assert srv.loop.is_closed()
     with pytest.raises(OSError):
         urllib.request.urlopen(f"{srv.url}/login", timeout=2)
@@ -824,9 +820,8 @@ def test_web_server_stops_with_an_open_websocket() -> None:
     loop = asyncio.new_event_loop()
     try:
         ws, session = loop.run_until_complete(connect())
-        started = time.monotonic()
-        srv.stop()
-        assert time.monotonic() - started < 2.0
+        srv.stop()  # returns (bounded by its own timeout) with a socket still open
+        assert srv.loop.is_closed()
         kind = loop.run_until_complete(asyncio.wait_for(wait_closed(ws, session), 5))
         assert kind in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.ERROR)
     finally:
