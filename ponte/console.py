@@ -360,7 +360,7 @@ class Console:
         leg = self.srv.legs.get(leg_id) if leg_id is not None else None
         action = WEB_KEY_ACTIONS.get(key)
         if leg is None:
-            return {"ok": False, "error": "not in a room"}
+            return {"ok": False, "error": "not in a room", "unknown": True}
         if action is None:
             return {"ok": False, "error": f"unknown key {key!r}"}
         action(self.srv, leg, self.hands)

@@ -724,36 +724,33 @@ async def join_offer(request: web.Request) -> web.StreamResponse:
     return web.json_response(answer)
 
 
-def _join_token(request: web.Request) -> str | None:
+def _join_token(request: web.Request) -> str | web.Response:
+    """A browser participant's token from a same-origin request, or the refusal."""
+    if not _origin_ok(request, required=True):
+        return _error(403, "cross-origin request refused")
     token = request.match_info["token"]
-    return token if _TOKEN.match(token) else None
+    return token if _TOKEN.match(token) else _error(404, "no such participant")
 
 
 async def join_key(request: web.Request) -> web.StreamResponse:
-    st = _state(request)
-    if not _origin_ok(request, required=True):
-        return _error(403, "cross-origin request refused")
     token = _join_token(request)
-    if token is None:
-        return _error(404, "no such participant")
+    if isinstance(token, web.Response):
+        return token
     body = await _json_body(request)
     key = body.get("key") if body else None
     if key not in WEB_KEYS:
         return _error(400, f"key must be one of {', '.join(WEB_KEYS)}")
-    answer = await st.backend.web_key(token, key)
+    answer = await _state(request).backend.web_key(token, key)
     if not answer.get("ok", True):
         return _error(404 if answer.get("unknown") else 409, str(answer.get("error") or "refused"))
     return web.json_response(answer)
 
 
 async def join_leave(request: web.Request) -> web.StreamResponse:
-    st = _state(request)
-    if not _origin_ok(request, required=True):
-        return _error(403, "cross-origin request refused")
     token = _join_token(request)
-    if token is None:
-        return _error(404, "no such participant")
-    await st.backend.web_leave(token)
+    if isinstance(token, web.Response):
+        return token
+    await _state(request).backend.web_leave(token)
     return web.json_response({"ok": True})
 
 
