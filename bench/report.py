@@ -513,6 +513,7 @@ def webrtc_section(r: Result | None) -> list[str]:
             f(s["received_min"]),
             f(s["max_gap_ms"], 0),
             f(s["tone_min"], 2),
+            f(s.get("server_max_late_ms", 0), 0),
             "degraded" if s["degraded"] else "ok",
         ]
         for s in r["steps"]
@@ -526,10 +527,11 @@ def webrtc_section(r: Result | None) -> list[str]:
             "received min %",
             "max gap ms",
             "1000 Hz share min",
+            "server late max ms",
             "",
         ],
         rows,
-        "rrrrrrrl",
+        "rrrrrrrrl",
     )
     return [
         *out,

@@ -99,7 +99,7 @@ def plan(quick: bool) -> tuple[list[Job], list[Job]]:
                 + ["--reg-rates", "200,500,1000", "--reg-seconds", "3", "--ext-calls", "20"],
                 240,
             ),
-            Job("webrtc", "webrtc.py", ["--steps", "1,3,5,10,20", "--window", "5"], 120),
+            Job("webrtc", "webrtc.py", ["--steps", "1,4,8,12,16", "--window", "5"], 120),
         ]
         window = "10"
         series = SERIES_FULL

@@ -75,7 +75,8 @@ def step_line(s: dict[str, Any]) -> str:
         f"{s['browsers']:>3} browsers: server CPU {s['server_cpu']:.0f} %, browsers' CPU "
         f"{s['generator_cpu']:.0f} %, machine {s['machine_busy']:.0f} % busy; received "
         f"min {s['received_min']:.1f} %, max gap {s['max_gap_ms']:.0f} ms, 1000 Hz min "
-        f"{s['tone_min']:.2f}{'  DEGRADED' if s['degraded'] else ''}"
+        f"{s['tone_min']:.2f}; server sent late by {s['server_max_late_ms']:.0f} ms at worst"
+        f"{'  DEGRADED' if s['degraded'] else ''}"
     )
 
 
@@ -138,6 +139,7 @@ def main() -> int:
             t1 = time.monotonic()
             cpu = window.stop()
             health = [browser_health(c, t0, t1) for c in clients]
+            legs = srv.status()["web_legs"]
             step = {
                 "browsers": len(clients),
                 **cpu,
@@ -145,6 +147,9 @@ def main() -> int:
                 "received_min": min(h["received_pct"] for h in health),
                 "max_gap_ms": max(h["max_gap_ms"] for h in health),
                 "tone_min": min(h["tone_1000"] for h in health),
+                # The server's side of a gap: how late it sent a frame, at worst
+                # (since the leg joined), over all browser legs.
+                "server_max_late_ms": max((v["max_late_ms"] for v in legs.values()), default=0),
             }
             step["degraded"] = (
                 step["received_min"] < RECEIVED_MIN

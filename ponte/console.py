@@ -372,6 +372,14 @@ class Console:
             log.info("call %d web leg ends: %s", leg_id, why)
             self.srv.ua.hangup(leg_id)
 
+    def leg_stats(self) -> dict[int, dict[str, Any]]:
+        """Per browser leg: frames received from it and how late frames left
+        for it at worst (read from the loop thread: plain numbers)."""
+        return {
+            leg: {"frames_in": rtc.frames_in, "max_late_ms": rtc.max_late_ms}
+            for leg, rtc in list(self.rtcs.items())
+        }
+
     def leg_ended(self, leg_id: int) -> None:
         """The server dropped a leg (loop thread): forget it, close its WebRTC."""
         self.hands.discard(leg_id)

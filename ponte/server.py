@@ -7,6 +7,7 @@ carries out the commands they return. Everything runs on the loop thread.
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import signal
@@ -272,6 +273,11 @@ class AppServer:
             len(self.config.rooms),
             ", ".join(a.user for a in self.config.access_numbers) or "(none)",
         )
+        # What start-up built (configuration, prompt tables, pjsua2 wrappers,
+        # aiohttp/aiortc modules) lives as long as the process: out of the
+        # collector's sight, a full collection no longer walks it. Those walks
+        # stalled the web thread (browser legs' audio) for up to ~90 ms.
+        gc.freeze()
         self.notifier.ready(f"listening on {self.config.sip.listen}")
         if self.notifier.watchdog_interval:
             self.loop.call_later(0, self._watchdog)
@@ -1238,6 +1244,7 @@ class AppServer:
                 "accepting": self.accepting,
                 "shed": self.shed,
                 "screened": self.ua.screened(),
+                "web_legs": self.console.leg_stats() if self.console else {},
             }
         return {"error": f"unknown command {cmd!r}"}
 

@@ -164,6 +164,7 @@ class _PullTrack(MediaStreamTrack):
         self._pull = pull
         self._start: float | None = None
         self._timestamp = 0
+        self.max_late = 0.0  # seconds: the latest a frame left after it was due
 
     async def recv(self) -> av.AudioFrame:
         if self.readyState != "live":
@@ -179,6 +180,7 @@ class _PullTrack(MediaStreamTrack):
                 await asyncio.sleep(wait)
             elif wait < -MAX_LAG:
                 self._start -= wait  # re-base after a long stall
+            self.max_late = max(self.max_late, loop.time() - due)
         try:
             data = self._pull()
         except Exception:
@@ -269,6 +271,11 @@ class WebRtcLeg:
         self._report_closed()
 
     # --- state ----------------------------------------------------------------------------
+    @property
+    def max_late_ms(self) -> float:
+        """The latest an outgoing frame left after it was due, in ms."""
+        return round(1000 * self._out.max_late, 1)
+
     def info(self) -> dict:
         """Negotiated codec, connection/ICE/DTLS states and the selected candidate pair."""
         out: dict[str, Any] = {
@@ -278,6 +285,9 @@ class WebRtcLeg:
             "dtls": None,
             "pair": None,
             "frames_in": self.frames_in,
+            # How late our frames left for the browser, at worst (the web
+            # thread's share of any gap the browser hears).
+            "max_late_ms": self.max_late_ms,
         }
         if self.pc.localDescription is not None:
             for m in SessionDescription.parse(self.pc.localDescription.sdp).media:
