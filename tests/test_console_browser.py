@@ -13,6 +13,8 @@ import shutil
 import time
 from pathlib import Path
 
+import pytest
+
 from tests import audio, browser, ports
 from tests.test_console_calls import ADMINS, PASSWORD
 from tests.test_spine_calls import window
@@ -40,6 +42,7 @@ def members(status: dict) -> list[dict]:
     return status["rooms"].get("demo", {}).get("members", [])
 
 
+@pytest.mark.alone  # Chromium's processes would crowd the audio tests running beside it
 def test_console_shows_and_mutes_callers_and_a_browser_joins_by_webrtc(
     server_factory, phone, tmp_path
 ):

@@ -205,6 +205,7 @@ def app(netns):
     a.stop()
 
 
+@pytest.mark.alone  # Chromium's processes would crowd the audio tests running beside it
 def test_browser_audio_both_ways_over_loopback(app: App, netns: bool, tmp_path: Path) -> None:
     t0 = time.monotonic()
     print(f"\nisolated network namespace: {netns}")
