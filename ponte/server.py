@@ -1232,6 +1232,7 @@ class AppServer:
                                 "caller": self.legs[m.leg].caller,
                                 # (heard, said), 0-255: what talk detection reads
                                 "levels": self.ua.levels(m.leg),
+                                "hand": bool(self.console and m.leg in self.console.hands),
                             }
                             for m in room.members.values()
                             if m.leg in self.legs

@@ -146,3 +146,47 @@ def test_browser_waits_with_music_and_wrong_pins_lock_it_out(server_factory, cli
     code, refused = locked.join("1111")
     assert code == 403 and "try again later" in refused["error"], refused
     assert len(srv.status()["rooms"]["demo"]["members"]) == 1
+
+
+def test_browser_buttons_raise_a_hand_and_play_help_and_a_bad_offer_changes_nothing(
+    server_factory, phone, clients
+):
+    srv, base = web_server(server_factory)
+    phone(srv.uri("conf"), "wait_media 5; dtmf 9999#; wait_end 30", record=False)
+    members(srv, "demo", 1)
+    # A broken offer: refused, and no member, leg or port is left behind.
+    bad = clients(base, 440)
+    broken = {"pin": "1111", "sdp": "v=0\r\nnonsense", "type": "offer"}
+    ports_before = srv.status()["conf_ports"]
+    code, answer = bad.post("/join/offer", broken)
+    assert code == 403 and "offer" in answer["error"], answer
+    assert len(members(srv, "demo", 1)) == 1 and srv.status()["legs"] == 1
+    assert srv.status()["conf_ports"] == ports_before
+
+    web = clients(base, 0)  # silent: what it hears is the room, or the help prompt
+    code, answer = web.join("1111")
+    assert code == 200, answer
+    until(web.connected)
+    leg = answer["member"]
+
+    def hand() -> list[bool]:
+        return [m["hand"] for m in srv.status()["rooms"]["demo"]["members"] if m["leg"] == leg]
+
+    assert web.key("hand")[0] == 200
+    until(lambda: hand() == [True])
+    assert web.key("hand")[0] == 200  # pressed again: lowered
+    until(lambda: hand() == [False])
+
+    time.sleep(1.0)
+    quiet_until = time.monotonic()
+    quiet = web.heard(quiet_until - 0.8, quiet_until).astype(float)
+    assert web.key("help")[0] == 200
+    time.sleep(2.5)
+    now = time.monotonic()
+    spoken = web.heard(now - 2.0, now).astype(float)
+    # The moderator is silent: before, near silence; after *help*, a voice.
+    assert audio.rms(quiet) < 300
+    assert audio.speech_like(spoken, 8000)
+    assert f"call {leg} key action=help" in srv.log()
+    code, answer = clients(base, 0).post("/join/not-a-token/key", {"key": "mute"})
+    assert code == 404, answer
