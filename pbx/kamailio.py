@@ -32,6 +32,19 @@ log = logging.getLogger("ponte.kamailio")
 TEMPLATE = Path(__file__).with_name("kamailio.cfg.tmpl")
 SCHEMA_DIR = Path("/usr/share/kamailio/db_sqlite")
 SCHEMA_FILES = ("standard-create.sql", "auth_db-create.sql", "usrloc-create.sql")
+# acc's table, with the extra columns kamailio.cfg's db_extra fills: the
+# history of calls between extensions, which only Kamailio sees.
+ACC_SQL = (
+    "CREATE TABLE IF NOT EXISTS acc (id INTEGER PRIMARY KEY NOT NULL, "
+    "method VARCHAR(16) DEFAULT '' NOT NULL, from_tag VARCHAR(128) DEFAULT '' NOT NULL, "
+    "to_tag VARCHAR(128) DEFAULT '' NOT NULL, callid VARCHAR(255) DEFAULT '' NOT NULL, "
+    "sip_code VARCHAR(3) DEFAULT '' NOT NULL, sip_reason VARCHAR(128) DEFAULT '' NOT NULL, "
+    "time TIMESTAMP WITHOUT TIME ZONE NOT NULL, ts VARCHAR(32) DEFAULT '' NOT NULL, "
+    "src_user VARCHAR(64) DEFAULT '' NOT NULL, dst_user VARCHAR(64) DEFAULT '' NOT NULL, "
+    "src_ip VARCHAR(64) DEFAULT '' NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS acc_callid_idx ON acc (callid)",
+    "INSERT OR IGNORE INTO version (table_name, table_version) VALUES ('acc', '5')",
+)
 # Extensions are numbers of 3 to 6 digits not starting with 0 (0 is the
 # outbound prefix); the proxy answers 480 for any of them not registered.
 EXT_PATTERN = "^[1-9][0-9]{2,5}$"
@@ -87,12 +100,30 @@ def rr_token(runtime: Path) -> str:
 
 def render_config(config: Config, runtime: Path, debug: int = 1) -> str:
     """kamailio.cfg for this provisioning."""
+    pbx = config.pbx
+    ng_host, _, ng_port = pbx.rtpengine_control.rpartition(":")
     return Template(TEMPLATE.read_text()).substitute(
         app_host=config.sip.host,
         app_port=config.sip.port,
-        listen_host=config.pbx.host,
-        listen_port=config.pbx.port,
+        listen_host=pbx.host,
+        listen_port=pbx.port,
+        int_host=pbx.internal_host,
+        # Facing the network, Kamailio also listens on loopback: the app
+        # server talks to that socket, and double Record-Route gives each
+        # side of a dialog the address it can reach.
+        internal_listen=f"listen=udp:{pbx.internal}" if pbx.faces_network else "",
+        advertise=f" advertise {pbx.public_address}:{pbx.port}" if pbx.public_address else "",
+        advertised=pbx.advertised,
+        public_alias=f"alias={pbx.public_address}:{pbx.port}" if pbx.public_address else "",
+        ng_host=ng_host,
+        ng_port=ng_port,
+        rtp_in="direction=external direction=internal",
+        rtp_out="direction=internal direction=external",
+        rtp_ext="direction=external direction=external",
+        user_failures=3 * pbx.auth_failures,
+        source_failures=5 * pbx.auth_failures,
         db_path=runtime / "kamailio.db",
+        acc_db_path=runtime / "acc.db",
         ext_pattern=EXT_PATTERN,
         debug=debug,
         module_path=module_path(),
@@ -103,6 +134,23 @@ def render_config(config: Config, runtime: Path, debug: int = 1) -> str:
         ban_seconds=config.pbx.ban_seconds,
         max_message=config.pbx.max_message,
     )
+
+
+def init_acc_db(path: Path) -> None:
+    """acc's own SQLite file (WAL, so ponte's reads never block its writes)."""
+    db = sqlite3.connect(path, timeout=5)
+    try:
+        db.execute("PRAGMA journal_mode=WAL")
+        with db:
+            db.execute(
+                "CREATE TABLE IF NOT EXISTS version (id INTEGER PRIMARY KEY NOT NULL, "
+                "table_name VARCHAR(32) NOT NULL, table_version INTEGER DEFAULT 0 NOT NULL, "
+                "CONSTRAINT version_t_name_idx UNIQUE (table_name))"
+            )
+            for statement in ACC_SQL:
+                db.execute(statement)
+    finally:
+        db.close()
 
 
 def init_db(path: Path) -> None:
@@ -193,6 +241,11 @@ class Kamailio:
     def db_path(self) -> Path:
         return self.runtime / "kamailio.db"
 
+    @property
+    def acc_db_path(self) -> Path:
+        """acc's history of calls between extensions (see ponte.extcalls)."""
+        return self.runtime / "acc.db"
+
     def prepare(self) -> Path:
         """Write the config and database; check the config with `kamailio -c`."""
         binary = shutil.which("kamailio") or "/usr/sbin/kamailio"
@@ -202,6 +255,7 @@ class Kamailio:
         cfg = self.runtime / "kamailio.cfg"
         cfg.write_text(render_config(self.config, self.runtime, self.debug))
         init_db(self.db_path)
+        init_acc_db(self.acc_db_path)
         sync_subscribers(self.db_path, self.config.extensions)
         sync_trunk_peers(self.db_path, trunk_peers(self.config))
         check = subprocess.run(

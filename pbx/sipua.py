@@ -283,15 +283,34 @@ class SipUA:
 
         acfg = pj.AccountConfig()
         acfg.idUri = f"sip:{self.user}@{self.host}:{self.bound_port}"
-        lo, hi = self.rtp_range
-        acfg.mediaConfig.transportConfig.port = lo
-        acfg.mediaConfig.transportConfig.portRange = hi - lo
-        acfg.mediaConfig.transportConfig.boundAddress = self.host
-        self._acc_media = acfg.mediaConfig
+        self._own_address(acfg)
         acc = _Account(self, "local")
         acc.create(acfg, True)
         self._acc = acc
+        lo, hi = self.rtp_range
         log.debug("SIP listening on %s:%d, RTP %d-%d", self.host, self.bound_port, lo, hi)
+
+    def _own_address(self, acfg: pj.AccountConfig) -> None:
+        """Every account's Contact and RTP stay on our own (loopback) address.
+
+        Left alone, pjsua builds a dialog's Contact from the interface that
+        routes to the top Record-Route (Kamailio's LAN address, with our
+        port, where nothing listens) and binds a trunk account's RTP to
+        0.0.0.0:4000; Kamailio and rtpengine face the network, we do not.
+        """
+        user = _URI_USER.search(acfg.idUri)
+        contact_user = user.group(1) if user else self.user
+        acfg.sipConfig.contactForced = f"<sip:{contact_user}@{self.host}:{self.bound_port}>"
+        acfg.natConfig.contactRewriteUse = 0
+        acfg.natConfig.viaRewriteUse = 0
+        acfg.natConfig.sdpNatRewriteUse = 0
+        lo, hi = self.rtp_range
+        tcfg = acfg.mediaConfig.transportConfig
+        tcfg.port = lo
+        tcfg.portRange = hi - lo
+        tcfg.boundAddress = self.host
+        tcfg.publicAddress = self.host
+        acfg.mediaConfig.transportConfig = tcfg
 
     def _set_codecs(self) -> None:
         assert self._ep is not None
@@ -384,7 +403,7 @@ class SipUA:
         """
         acfg = pj.AccountConfig()
         acfg.idUri = id_uri
-        acfg.mediaConfig = self._acc_media
+        self._own_address(acfg)  # after idUri: the Contact keeps the account's user
         if proxy:
             acfg.sipConfig.proxies.append(proxy)
         if registrar:

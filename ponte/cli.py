@@ -70,6 +70,10 @@ def cmd_check(args: argparse.Namespace) -> int:
         + (f" (overrides {cfg.prompts.override_dir})" if cfg.prompts.override_dir else "")
     )
     print(f"control    {cfg.control.socket}")
+    from provisioning.advice import network_notes
+
+    for level, note in network_notes(cfg):
+        print(f"{level:<10} {note}")
     return 0
 
 
@@ -434,6 +438,26 @@ def cmd_kamailio(args: argparse.Namespace) -> int:
     return 1  # not reached
 
 
+def cmd_rtpengine(args: argparse.Namespace) -> int:
+    """Write rtpengine's config from the YAML, then become rtpengine.
+
+    ponte-rtpengine.service runs this, so the media relay is its own unit.
+    """
+    cfg = _load(args.config)
+    from pbx.rtpengine import RtpEngine, RtpEngineError
+
+    rtp = RtpEngine(cfg, Path(cfg.state_dir) / "rtpengine")
+    try:
+        rtp.prepare()
+        # journald stamps each line itself.
+        argv = rtp.command(log_timestamps="JOURNAL_STREAM" not in os.environ)
+    except RtpEngineError as exc:
+        print(f"ponte: {exc}", file=sys.stderr)
+        return 1
+    os.execv(argv[0], argv)
+    return 1  # not reached
+
+
 def cmd_install(args: argparse.Namespace) -> int:
     """Put the units, /etc/ponte/ponte.yaml and the state directory in place."""
     from ponte.install import install
@@ -556,6 +580,9 @@ def build_parser() -> argparse.ArgumentParser:
     kp = sub.add_parser("kamailio", help="generate Kamailio's config and run it (for systemd)")
     kp.add_argument("--config", help="provisioning YAML (default: the bundled example)")
     kp.set_defaults(fn=cmd_kamailio)
+    rt = sub.add_parser("rtpengine", help="generate rtpengine's config and run it (for systemd)")
+    rt.add_argument("--config", help="provisioning YAML (default: the bundled example)")
+    rt.set_defaults(fn=cmd_rtpengine)
     ip = sub.add_parser("install", help="install the systemd units and /etc/ponte")
     ip.add_argument("--root", default="/", help="install under this root (default /)")
     ip.set_defaults(fn=cmd_install)

@@ -16,7 +16,7 @@ from pathlib import Path
 from provisioning.loader import EXAMPLE
 
 UNITS_DIR = Path(__file__).resolve().parent.parent / "systemd"
-UNITS = ("ponte.service", "ponte-kamailio.service")
+UNITS = ("ponte.service", "ponte-kamailio.service", "ponte-rtpengine.service")
 
 
 def ponte_binary() -> Path:

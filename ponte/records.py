@@ -35,6 +35,21 @@ SCHEMA = (
     "disposition TEXT NOT NULL, sip_code INTEGER, trunk TEXT, line TEXT, profile_rule TEXT, "
     "cut_at_limit INTEGER NOT NULL DEFAULT 0)",
     "CREATE INDEX IF NOT EXISTS calls_started ON calls (started_at)",
+    # Watermarks of what was read from other programs' tables (Kamailio's acc).
+    "CREATE TABLE IF NOT EXISTS marks (name TEXT PRIMARY KEY, value INTEGER NOT NULL)",
+)
+# Columns added after the calls table first shipped: (name, SQL type).
+# Network quality per call, as rtpengine measured it from RTP and RTCP:
+# "in" is what reached the appliance from the phone, "out" what reached the
+# phone from us (its own RTCP reports).
+CALL_COLUMNS = (
+    ("loss_in", "REAL"),
+    ("loss_out", "REAL"),
+    ("jitter_in", "REAL"),
+    ("jitter_out", "REAL"),
+    ("rtt_ms", "REAL"),
+    ("mos", "REAL"),
+    ("sip_call_id", "TEXT"),
 )
 
 
@@ -64,6 +79,14 @@ class CallRecord:
     line: str | None = None
     profile_rule: str | None = None
     cut_at_limit: bool = False
+    sip_call_id: str | None = None
+    # Network quality (see CALL_COLUMNS), filled in when the call ends.
+    loss_in: float | None = None
+    loss_out: float | None = None
+    jitter_in: float | None = None
+    jitter_out: float | None = None
+    rtt_ms: float | None = None
+    mos: float | None = None
 
     def row(self, ended: float) -> dict[str, Any]:
         """The row written when the call ends."""
@@ -91,6 +114,10 @@ class RecordStore:
         with self.db.conn:
             for statement in SCHEMA:
                 self.db.execute(statement)
+            have = {row[1] for row in self.db.execute("PRAGMA table_info(calls)").fetchall()}
+            for name, kind in CALL_COLUMNS:
+                if name not in have:
+                    self.db.execute(f"ALTER TABLE calls ADD COLUMN {name} {kind}")
 
     # -- audit ------------------------------------------------------------
     def audit(
@@ -163,6 +190,28 @@ class RecordStore:
         """Write one call's history row (one commit: it survives a crash)."""
         with self.db.conn:
             self.db["calls"].insert(row)
+
+    def has_call(self, sip_call_id: str, call_type: str) -> bool:
+        """Whether a history row of this type exists for the SIP Call-ID."""
+        row = self.db.execute(
+            "SELECT 1 FROM calls WHERE sip_call_id = ? AND call_type = ? LIMIT 1",
+            [sip_call_id, call_type],
+        ).fetchone()
+        return row is not None
+
+    def mark(self, name: str) -> int:
+        """A watermark kept across restarts (0 when never set)."""
+        row = self.db.execute("SELECT value FROM marks WHERE name = ?", [name]).fetchone()
+        return int(row[0]) if row else 0
+
+    def set_mark(self, name: str, value: int) -> None:
+        """Move a watermark (one commit)."""
+        with self.db.conn:
+            self.db.execute(
+                "INSERT INTO marks (name, value) VALUES (?, ?) "
+                "ON CONFLICT(name) DO UPDATE SET value = excluded.value",
+                [name, value],
+            )
 
     def call_rows(
         self,

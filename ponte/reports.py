@@ -157,6 +157,12 @@ CALL_COLUMNS = (
     "line",
     "profile_rule",
     "cut_at_limit",
+    "loss_in",
+    "loss_out",
+    "jitter_in",
+    "jitter_out",
+    "rtt_ms",
+    "mos",
 )
 ALERT_COLUMNS = ("at", "line", "key", "cycle", "limit_name", "threshold", "used_min", "limit_min")
 

@@ -71,16 +71,19 @@ from lines.policy import Decision, cycle_start, decide, limit_types, resolve
 from lines.usage import UsageStore
 from pbx.b2bua import B2BUA, Pair
 from pbx.kamailio import Kamailio
+from pbx.rtpengine import RtpEngine, RtpEngineError, quality, summary
 from pbx.ratelimit import SlidingWindowLimiter
 from pbx.sipua import IncomingCall, SipUA
 from ponte.clock import WallClock
 from ponte.control import ControlServer
 from ponte.database import RecordWriter, check_database, mark_created
 from ponte.dialout import DialOut
+from ponte.extcalls import DISPOSITIONS, AccReader
 from ponte.loop import Loop, TimerHandle
 from ponte.records import CallRecord, RecordStore
 from ponte.roomops import room_command
 from ponte.sdnotify import Notifier
+from provisioning.advice import network_notes
 from provisioning.admins import PermissionDenied, authorize_changes, who
 from provisioning.diff import Change, diff_configs
 from provisioning.schema import Config
@@ -206,6 +209,16 @@ class AppServer:
         self.shed = 0  # calls refused for overload (counted, not logged one by one)
         self._shed_logged = 0
         self._kamailio_restarts = 0
+        # rtpengine relays every call's media wherever Kamailio runs.
+        self.rtpengine = (
+            RtpEngine(config, Path(config.state_dir) / "rtpengine")
+            if self.kamailio is not None
+            else None
+        )
+        self._rtpengine_restarts = 0
+        # Queried on the loop thread, on loopback: a reply takes well under
+        # a millisecond, and a dead relay costs at most this timeout once.
+        self._ng = self.rtpengine.client(timeout=0.2) if self.rtpengine else None
         self._proxy_up: bool | None = None
         self.console: Console | None = None  # the web console, when web.listen is set
 
@@ -238,6 +251,11 @@ class AppServer:
         self.store = RecordStore(self.config.database)
         mark_created(self.config.database, self.config.state_dir)
         self.loop.call_later(5.0, self._flush_records)
+        if self.kamailio is not None:
+            self._acc = AccReader(self.kamailio.acc_db_path)
+            if self.run_kamailio:  # Kamailio is not running yet: safe to write
+                self._acc.prune(self.store.mark("acc"))
+            self.loop.call_later(2.0, self._collect_extension_calls)
         self.meter = Meter(self.usage.used, list(self.config.alerts.thresholds))
         self.loop.call_later(1.0, self._meter_tick)
         rendered = self.prompts.render_all()
@@ -255,6 +273,10 @@ class AppServer:
         for trunk in self.config.trunks:
             self._add_trunk(trunk)
         if self.kamailio is not None and self.run_kamailio:
+            if self.rtpengine is not None:
+                # First: Kamailio's rtpengine module asks it for every call.
+                self.rtpengine.start()
+                self.loop.call_later(1.0, self._watch_rtpengine)
             self.kamailio.start()
             self.loop.call_later(1.0, self._watch_kamailio)
         elif self.kamailio is not None:
@@ -266,6 +288,8 @@ class AppServer:
 
             self.console = Console(self)
             self.console.start()
+        for level, note in network_notes(self.config):
+            log.log(logging.WARNING if level == "warning" else logging.INFO, "%s", note)
         log.info(
             "listening on sip:%s:%d, %d rooms, access numbers %s",
             self.config.sip.host,
@@ -287,6 +311,39 @@ class AppServer:
         self.records.flush()
         if not self.loop.stopping:
             self.loop.call_later(5.0, self._flush_records)
+
+    def _collect_extension_calls(self) -> None:
+        """History rows for calls between extensions (Kamailio's acc), with
+        their network quality while rtpengine still holds the call."""
+        if self.loop.stopping:
+            return
+        try:
+            store = self.store
+            if store is not None:
+                before = store.mark("acc")
+                rows, mark = self._acc.collect(before, self.clock.ts())
+                for row in rows:
+                    # After a restart the same acc rows may be read again.
+                    if store.has_call(row["sip_call_id"], "extension"):
+                        continue
+                    row.update(self._quality(row["sip_call_id"]))
+                    self.records.write(store.call_ended, row)
+                if mark != before:
+                    self.records.write(store.set_mark, "acc", mark)
+        finally:
+            self.loop.call_later(2.0, self._collect_extension_calls)
+
+    def _quality(self, sip_call_id: str | None, remote_called: bool = False) -> dict[str, Any]:
+        """A call's network quality (history columns) as rtpengine measured
+        it; nothing when it does not know the call (or does not run)."""
+        if self._ng is None or not sip_call_id:
+            return {}
+        try:
+            reply = self._ng.query(sip_call_id)
+        except RtpEngineError as exc:
+            log.debug("no quality figures for %s: %s", sip_call_id, exc)
+            return {}
+        return summary(quality(reply), remote_called)
 
     def _watchdog(self) -> None:
         # Pinged from the loop itself: if the loop is stuck, the pings stop.
@@ -467,6 +524,8 @@ class AppServer:
             )
         if self.kamailio is not None:
             self.kamailio.stop()
+        if self.rtpengine is not None:
+            self.rtpengine.stop()
 
     def _poll(self, ms: int) -> None:
         self.ua.poll(ms)
@@ -482,7 +541,7 @@ class AppServer:
             password=trunk.password,
             # Everything to and from the provider passes Kamailio (issue 9):
             # pjsip never talks to the network directly.
-            proxy=f"sip:{pbx.host}:{pbx.port};lr" if self.kamailio is not None else "",
+            proxy=f"sip:{pbx.internal};lr" if self.kamailio is not None else "",
         )
 
     def on_registration(self, account: str, code: int, reason: str, active: bool) -> None:
@@ -504,6 +563,21 @@ class AppServer:
         delay = min(30.0, 1.0 * 2 ** min(self._kamailio_restarts, 5)) if not kam.alive() else 1.0
         self.loop.call_later(delay, self._watch_kamailio)
 
+    def _watch_rtpengine(self) -> None:
+        rtp = self.rtpengine
+        if rtp is None or self.loop.stopping:
+            return
+        if not rtp.alive():
+            self._rtpengine_restarts += 1
+            log.error("rtpengine died; restarting it (restart %d)", self._rtpengine_restarts)
+            try:
+                rtp.start()
+            except Exception:  # calls keep their signalling; media waits for the relay
+                log.exception("rtpengine restart failed")
+        n = min(self._rtpengine_restarts, 5)
+        delay = min(30.0, 1.0 * 2**n) if not rtp.alive() else 1.0
+        self.loop.call_later(delay, self._watch_rtpengine)
+
     def _watch_unit_kamailio(self) -> None:
         """Under systemd the proxy is its own unit (which restarts it): we only
         notice and say so, once per change."""
@@ -524,7 +598,11 @@ class AppServer:
         """Route a new call: access number, DID, or an extension's outbound number."""
         cfg = self.config
         self.cdrs[call.leg] = CallRecord(
-            call.leg, call.from_user or call.from_uri, call.request_user, self.clock.ts()
+            call.leg,
+            call.from_user or call.from_uri,
+            call.request_user,
+            self.clock.ts(),
+            sip_call_id=call.sip_call_id,
         )
         if not self.accepting:
             log.info("call %d refused: draining or stopping (503)", call.leg)
@@ -551,7 +629,7 @@ class AppServer:
             log.info("call %d DID %s", call.leg, call.request_user)
             self.cdrs[call.leg].call_type = "did" if did.extension else "conference"
             if did.extension:
-                uri = f"sip:{did.extension}@{cfg.pbx.host}:{cfg.pbx.port}"
+                uri = f"sip:{did.extension}@{cfg.pbx.internal}"
                 self.b2bua.bridge(call.leg, uri)
                 return
             if did.room_access:
@@ -562,7 +640,7 @@ class AppServer:
             return
         # Only an extension Kamailio authenticated may call out: it says which
         # in X-Ponte-Line (and strips that header from everyone else).
-        from_line = call.line is not None and call.source == cfg.pbx.listen
+        from_line = call.line is not None and call.source == cfg.pbx.internal
         route = cfg.trunk_for_number(call.request_user) if from_line else None
         if route is None and from_line and call.request_user in EMERGENCY and cfg.trunks:
             route = (cfg.trunks[0], call.request_user)  # emergency: any trunk will do
@@ -671,6 +749,8 @@ class AppServer:
         if cdr is None or self.store is None:
             return
         cdr.sip_code = code
+        for key, value in self._quality(cdr.sip_call_id).items():
+            setattr(cdr, key, value)
         if cdr.cut_at_limit:
             cdr.disposition = "cut_at_limit"
         elif cdr.answered is not None:
@@ -783,7 +863,7 @@ class AppServer:
         if self.config.extensions:
             for ext in dict.fromkeys([*alerts.message_to, *own]):
                 try:
-                    self.ua.send_message(f"sip:{ext}@{pbx.host}:{pbx.port}", text)
+                    self.ua.send_message(f"sip:{ext}@{pbx.internal}", text)
                 except Exception as exc:  # an alert must never break a call
                     log.warning("alert MESSAGE to %s failed: %s", ext, exc)
 
@@ -793,7 +873,7 @@ class AppServer:
         or the IP address of a direct call."""
         if call.line:
             return f"ext:{call.line}"
-        if call.source == self.config.pbx.listen:
+        if call.source == self.config.pbx.internal:
             return f"cid:{call.from_user or call.from_uri}"
         return f"ip:{call.source.rpartition(':')[0]}"
 
@@ -1256,17 +1336,6 @@ INVITATION = {
     "en": "You are invited to a conference call. Connecting you now.",
 }
 
-# How an unanswered call ended, by the final SIP code its caller got.
-DISPOSITIONS = {
-    403: "refused",
-    404: "not_found",
-    480: "no_answer",
-    408: "no_answer",
-    486: "busy",
-    600: "busy",
-    487: "cancelled",
-    503: "rejected",
-}
 
 
 def _post_json(url: str, payload: dict[str, Any]) -> None:

@@ -278,12 +278,83 @@ class PbxConfig(_Strict):
     ban_seconds: int = Field(300, ge=1, le=86400)
     max_message: int = Field(4096, ge=1024, le=65535)  # pjsip itself stops near 4 kB
     auth_failures: int = Field(10, ge=2, le=1000)  # wrong passwords in 10 min before a ban
+    # Advertised in SDP and SIP instead of listen's host when the appliance
+    # itself sits behind a 1:1 NAT (its LAN address is mapped to this one).
+    public_address: str | None = None
+    # rtpengine relays every call's media on these UDP ports of pbx.listen's
+    # host (phones, providers) and of loopback (towards the app server).
+    media_ports: str = "30000-39999"
+    # rtpengine's control (ng protocol) socket: loopback only.
+    rtpengine_control: str = "127.0.0.1:2223"
 
     @field_validator("listen")
     @classmethod
     def _listen(cls, v: str) -> str:
-        _host_port(v, "pbx.listen")
+        host, _ = _host_port(v, "pbx.listen")
+        if ipaddress.ip_address(host).is_unspecified:
+            raise ValueError(
+                "pbx.listen must be one address (the appliance's LAN address), not "
+                f"{host}: rtpengine advertises it in every call's SDP"
+            )
         return v
+
+    @field_validator("public_address")
+    @classmethod
+    def _public(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        try:
+            addr = ipaddress.ip_address(v)
+        except ValueError as exc:
+            raise ValueError(f"pbx.public_address must be an IP address, got {v!r}") from exc
+        if addr.is_loopback or addr.is_unspecified:
+            raise ValueError(f"pbx.public_address must be reachable by phones, got {v}")
+        return v
+
+    @field_validator("media_ports")
+    @classmethod
+    def _media(cls, v: str) -> str:
+        lo, sep, hi = v.partition("-")
+        if not sep or not lo.isdigit() or not hi.isdigit():
+            raise ValueError(f"pbx.media_ports must be LOW-HIGH, got {v!r}")
+        if not 1024 <= int(lo) < int(hi) <= 65535:
+            raise ValueError("pbx.media_ports must satisfy 1024 <= LOW < HIGH <= 65535")
+        if int(hi) - int(lo) < 3:
+            raise ValueError("pbx.media_ports needs room for at least two RTP/RTCP pairs")
+        return v
+
+    @field_validator("rtpengine_control")
+    @classmethod
+    def _ng(cls, v: str) -> str:
+        host, _ = _host_port(v, "pbx.rtpengine_control")
+        if not ipaddress.ip_address(host).is_loopback:
+            raise ValueError(f"pbx.rtpengine_control must be a loopback address, got {host}")
+        return v
+
+    @property
+    def media_range(self) -> tuple[int, int]:
+        lo, _, hi = self.media_ports.partition("-")
+        return int(lo), int(hi)
+
+    @property
+    def advertised(self) -> str:
+        """The address phones are told to send SIP and RTP to."""
+        return self.public_address or self.host
+
+    @property
+    def internal(self) -> str:
+        """Where Kamailio meets the app server: a loopback socket on the same
+        port when pbx.listen faces the network, else pbx.listen itself."""
+        return f"127.0.0.1:{self.port}" if self.faces_network else self.listen
+
+    @property
+    def internal_host(self) -> str:
+        return _host_port(self.internal, "pbx.listen")[0]
+
+    @property
+    def faces_network(self) -> bool:
+        """Whether phones off this host can reach the appliance."""
+        return not ipaddress.ip_address(self.host).is_loopback
 
     @property
     def host(self) -> str:
@@ -593,6 +664,18 @@ class Config(_Strict):
             raise ValueError("an extension number is listed twice")
         if self.extensions and self.pbx.port == self.sip.port and self.pbx.host == self.sip.host:
             raise ValueError("pbx.listen and sip.listen must differ")
+        if self.pbx.faces_network and self.sip.listen == self.pbx.internal:
+            raise ValueError(
+                f"sip.listen {self.sip.listen} is taken by Kamailio's loopback socket "
+                f"(pbx.listen's port {self.pbx.port} on 127.0.0.1): pick another port"
+            )
+        lo, hi = self.pbx.media_range
+        rlo, rhi = self.sip.rtp_range
+        if not (hi < rlo or rhi < lo):
+            raise ValueError(
+                f"pbx.media_ports {self.pbx.media_ports} overlaps sip.rtp_ports "
+                f"{self.sip.rtp_ports}: rtpengine and the app server share loopback"
+            )
         names = [t.name for t in self.trunks]
         if len(names) != len(set(names)):
             raise ValueError("a trunk name is listed twice")

@@ -35,6 +35,7 @@ class Server:
     sip_port: int
     control: Path
     log_path: Path
+    netns: str | None = None  # the network namespace it runs in (None: this host)
 
     @property
     def host(self) -> str:
@@ -66,6 +67,7 @@ class Server:
         """Start the server again on the same file (after a stop or a kill)."""
         self.proc = subprocess.Popen(
             [
+                *in_netns(self.netns),
                 PY,
                 "-m",
                 "ponte.cli",
@@ -100,12 +102,26 @@ class Server:
             pass
 
 
+def in_netns(netns: str | None) -> list[str]:
+    """The command prefix that runs a program in a network namespace."""
+    return ["ip", "netns", "exec", netns] if netns else []
+
+
+def with_media_ports(pbx: dict[str, Any], size: int = 400) -> dict[str, Any]:
+    """A pbx section with free rtpengine control and media ports filled in."""
+    pbx = dict(pbx)
+    pbx.setdefault("media_ports", ports.rtp_range(size))
+    pbx.setdefault("rtpengine_control", f"127.0.0.1:{ports.allocate(1)}")
+    return pbx
+
+
 def start_server(
     tmp: Path,
     prompt_cache: Path,
     env: dict[str, str] | None = None,
     log_level: str = "debug",
     extra_args: list[str] | None = None,
+    netns: str | None = None,
     **overrides: Any,
 ) -> Server:
     """Write a config with free ports and start `ponte serve` on it."""
@@ -127,12 +143,17 @@ def start_server(
         }
     for key, value in overrides.items():
         config[key] = value
+    if "pbx" in config:
+        # rtpengine (beside Kamailio) needs its own control port and media
+        # ports per server, so parallel workers never collide.
+        config["pbx"] = with_media_ports(config["pbx"])
     tmp.mkdir(parents=True, exist_ok=True)
     path = tmp / "ponte.yaml"
     path.write_text(yaml.safe_dump(config))
     log_path = tmp / "server.log"
     proc = subprocess.Popen(
         [
+            *in_netns(netns),
             PY,
             "-m",
             "ponte.cli",
@@ -149,7 +170,7 @@ def start_server(
         stderr=log_path.open("w"),
     )
     listen_port = int(config["sip"]["listen"].rpartition(":")[2])
-    server = Server(proc, path, config, listen_port, tmp / "control.sock", log_path)
+    server = Server(proc, path, config, listen_port, tmp / "control.sock", log_path, netns)
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
         if proc.poll() is not None:
