@@ -529,7 +529,7 @@ def build_parser() -> argparse.ArgumentParser:
             sp.add_argument(
                 "--no-kamailio",
                 action="store_true",
-                help="do not run Kamailio (systemd runs ponte-kamailio.service)",
+                help="do not run Kamailio nor rtpengine (systemd runs their units)",
             )
     rp = sub.add_parser(
         "report", help="reports: conferences, participants, usage, calls, alerts, audit, restores"

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from tests import ports
-from tests.harness import ROOT, Server, start_server
+from tests.harness import ROOT, Server, in_netns, start_server
 
 PROMPT_CACHE = Path(os.environ.get("PONTE_TEST_PROMPTS", "/tmp/ponte-test-prompts"))
 PY = sys.executable
@@ -86,11 +86,15 @@ def phone(tmp_path: Path) -> Iterator:
         rate: float = 10.0,
         bind: str = "127.0.0.1",
         extra: list[str] | None = None,
+        netns: str | None = None,
     ) -> Phone:
+        """`netns`: run the phone in that network namespace (a phone off the
+        appliance's host), bound to `bind`, its address there."""
         n = len(procs)
         rec = tmp_path / (f"phone{n}-{{i}}.wav" if calls > 1 else f"phone{n}.wav")
         err = tmp_path / f"phone{n}.err"
         cmd = [
+            *in_netns(netns),
             PY,
             "-m",
             "pbx.softphone",

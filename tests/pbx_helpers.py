@@ -11,7 +11,7 @@ from pathlib import Path
 
 from pbx.kamailio import ctl_path
 from tests import ports
-from tests.harness import Server
+from tests.harness import Server, in_netns
 
 SIPP_DIR = Path(__file__).resolve().parent / "sipp"
 EXTENSIONS = [
@@ -139,18 +139,20 @@ class Provider:
                 self.proc.wait()
 
 
-def start_provider(tmp: Path) -> Provider:
-    """Start the provider UAS on 127.0.0.1 (the trunk reaches it as `localhost`)."""
-    port = ports.allocate(1)
-    rtp = ports.allocate(2)
+def start_provider(tmp: Path, netns: str | None = None, ip: str = "127.0.0.1") -> Provider:
+    """Start the provider UAS on `ip` (on this host the trunk reaches it as
+    `localhost`; in a network namespace, by the name the test gives it)."""
+    port = 5060 if netns else ports.allocate(1)
+    rtp = 16000 if netns else ports.allocate(2)
     log_path = tmp / "provider.log"
     proc = subprocess.Popen(
         [
+            *in_netns(netns),
             "sipp",
             "-sf",
             str(SIPP_DIR / "provider_uas.xml"),
             "-i",
-            "127.0.0.1",
+            ip,
             "-p",
             str(port),
             "-mp",
