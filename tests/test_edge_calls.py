@@ -142,3 +142,149 @@ def test_extension_calls_between_lan_and_nat(server_factory, phone, net, caller_
     talked = ra["hangup_sent_at"] - ra["media_at"]
     assert abs(row["duration"] - talked) < 1.0, (row, talked)
     assert row["loss_in"] == 0 and row["loss_out"] == 0, row
+
+
+def _pcmu_tone(hz: float, n: int = 160, rate: int = 8000, phase: int = 0) -> bytes:
+    """One 20 ms PCMU frame of a loud tone (G.711 mu-law by hand: 160 bytes)."""
+    import numpy as np
+
+    t = (np.arange(n) + phase) / rate
+    x = (np.sin(2 * np.pi * hz * t) * 20000).astype(np.int32)
+    sign = np.where(x < 0, 0x7F, 0xFF)
+    mag = np.minimum(np.abs(x), 32635) + 0x84
+    exp = np.floor(np.log2(mag)).astype(np.int32) - 7
+    mant = (mag >> (exp + 3)) & 0x0F
+    return bytes((sign & ~((exp << 4) | mant)) & 0xFF)
+
+
+def spray_rtp(sock: socket.socket, ip: str, ports: range, seconds: float, hz: float) -> int:
+    """A stranger's RTP (a tone) to every port in `ports`, every 20 ms."""
+    sent, seq, ts = 0, 0, 0
+    ssrc = 0x5EED0BAD
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        payload = _pcmu_tone(hz, phase=ts)
+        header = struct.pack("!BBHII", 0x80, 0, seq & 0xFFFF, ts & 0xFFFFFFFF, ssrc)
+        for port in ports:
+            try:
+                sock.sendto(header + payload, (ip, port))
+                sent += 1
+            except OSError:
+                pass  # e.g. an ICMP unreachable reported on the next send
+        seq, ts = seq + 1, ts + 160
+        time.sleep(0.02)
+    return sent
+
+
+def test_a_strangers_rtp_is_never_heard(server_factory, phone, net):
+    """An attacker on the LAN sends a 1500 Hz tone to every media port the
+    appliance could advertise (rtpengine's whole range, and the app
+    server's RTP range, which is not even reachable) while two phones talk
+    in a room: nobody hears it, and the members still hear each other."""
+    import threading
+
+    srv = appliance(server_factory, net)
+    lan, nat = net.lan[0], net.nat[0]
+    mod = softphone(phone, lan, "1001", "wait_media 5; dtmf 9999#; tone 700; wait 8; hangup", "conf")
+    part = softphone(
+        phone, nat, "1002", "wait_media 5; wait 1; dtmf 1111#; tone 440; wait 6; hangup", "conf"
+    )
+    assert net.attacker is not None
+    sock = net.attacker.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    targets = [*range(30000, 30400), *range(40000, 40200)]
+    result: dict[str, int] = {}
+    # Start once both members are in (a room's members latched their media).
+    time.sleep(4.5)
+    t = threading.Thread(
+        target=lambda: result.update(sent=spray_rtp(sock, APPLIANCE_IP, targets, 3.0, 1500))
+    )
+    t.start()
+    sprayed_from = time.monotonic()
+    rm, rp = mod.result(), part.result()
+    t.join()
+    sock.close()
+    assert result["sent"] > 10 * len(targets)
+    for proc, rep, other_hz in ((mod, rm, 440), (part, rp, 700)):
+        assert heard(proc, rep, sprayed_from, sprayed_from + 3.0, 1500) < 0.01
+        assert heard(proc, rep, sprayed_from, sprayed_from + 3.0, other_hz) > 0.2
+    assert srv.status()["calls"] >= 0  # the server is still up
+
+
+def test_one_phones_wrong_password_spares_its_neighbours(server_factory, phone, net):
+    """Behind one NAT address: a phone with a wrong password retries until
+    it is refused, yet its neighbour registers and calls the room; the
+    culprit's user, not the office's address, is what gets refused."""
+    srv = appliance(server_factory, net)
+    bad, good = net.nat[1], net.nat[0]
+    wrong = phone(
+        "",
+        "wait 1; hangup",
+        bind=bad.ip,
+        netns=bad.name,
+        record=False,
+        extra=["--register", f"1003:not-the-password@{PBX}"],
+    )
+    wrong.proc.wait(30)
+    # The culprit kept retrying: more than the per-source-and-user limit.
+    guesses = [_register_once(bad, "1003", f"guess-{i}", net) for i in range(12)]
+    assert guesses[-1] in (403, None), guesses  # refused (or dropped) from there
+    mod = softphone(phone, good, "1002", "wait_media 5; dtmf 9999#; tone 700; wait 3; hangup", "conf")
+    rm = mod.result()
+    assert "error" not in rm, rm
+    # The neighbour got in: its conference call was answered and billed.
+    (row,) = _wait_rows(srv, 1, origin="1002", call_type="conference")
+    assert row["disposition"] == "answered", row
+    log = _kamailio_log(srv)
+    assert "wrong passwords for 1003 from 198.51.100.20" in log  # the culprit was named
+    assert "198.51.100.20, banned" not in log  # the office's address never was
+
+
+def _kamailio_log(srv: Server) -> str:
+    return (Path(srv.config["state_dir"]) / "kamailio" / "kamailio.log").read_text(errors="replace")
+
+
+def _register_once(host: Host, user: str, password: str, net: Topology) -> int | None:
+    """One REGISTER with digest credentials from `host`; the final status code."""
+    import hashlib
+    import random
+
+    sock = host.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind((host.ip, 0))
+    sock.settimeout(2.0)
+    port = sock.getsockname()[1]
+    call_id = f"{random.getrandbits(64):x}@{host.ip}"
+
+    def send(cseq: int, auth: str = "") -> str | None:
+        msg = (
+            f"REGISTER sip:{APPLIANCE_IP} SIP/2.0\r\n"
+            f"Via: SIP/2.0/UDP {host.ip}:{port};branch=z9hG4bK{random.getrandbits(48):x};rport\r\n"
+            f"Max-Forwards: 70\r\nFrom: <sip:{user}@{APPLIANCE_IP}>;tag={cseq}x\r\n"
+            f"To: <sip:{user}@{APPLIANCE_IP}>\r\nCall-ID: {call_id}\r\nCSeq: {cseq} REGISTER\r\n"
+            f"Contact: <sip:{user}@{host.ip}:{port}>\r\nExpires: 60\r\n{auth}Content-Length: 0\r\n\r\n"
+        )
+        sock.sendto(msg.encode(), (APPLIANCE_IP, 5060))
+        try:
+            return sock.recv(4096).decode(errors="replace")
+        except TimeoutError:
+            return None
+
+    try:
+        first = send(1)
+        if first is None:
+            return None
+        code = int(first.split()[1])
+        if code != 401:
+            return code
+        nonce = first.split('nonce="', 1)[1].split('"', 1)[0]
+        realm = first.split('realm="', 1)[1].split('"', 1)[0]
+        ha1 = hashlib.md5(f"{user}:{realm}:{password}".encode()).hexdigest()  # noqa: S324
+        ha2 = hashlib.md5(f"REGISTER:sip:{APPLIANCE_IP}".encode()).hexdigest()  # noqa: S324
+        resp = hashlib.md5(f"{ha1}:{nonce}:{ha2}".encode()).hexdigest()  # noqa: S324
+        auth = (
+            f'Authorization: Digest username="{user}", realm="{realm}", nonce="{nonce}", '
+            f'uri="sip:{APPLIANCE_IP}", response="{resp}", algorithm=MD5\r\n'
+        )
+        second = send(2, auth)
+        return int(second.split()[1]) if second else None
+    finally:
+        sock.close()
