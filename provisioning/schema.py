@@ -671,7 +671,7 @@ class Config(_Strict):
             )
         lo, hi = self.pbx.media_range
         rlo, rhi = self.sip.rtp_range
-        if not (hi < rlo or rhi < lo):
+        if (self.extensions or self.trunks) and not (hi < rlo or rhi < lo):
             raise ValueError(
                 f"pbx.media_ports {self.pbx.media_ports} overlaps sip.rtp_ports "
                 f"{self.sip.rtp_ports}: rtpengine and the app server share loopback"

@@ -252,7 +252,11 @@ def run_svcrack(srv: Server, words: Path, delay: float, cwd: Path, limit: float 
         text=True,
         cwd=cwd,
     )
-    bans = (f"flood from {attacker}:", f"wrong passwords from {attacker},")
+    bans = (
+        f"flood from {attacker}:",
+        f"wrong passwords from {attacker},",
+        f"from {attacker}, that user refused",  # the user, from that source
+    )
 
     def banned() -> bool:
         log = kamailio_log(srv)

@@ -20,7 +20,7 @@ import pytest
 
 from tests import audio
 from tests.harness import Server, report
-from tests.netns import APPLIANCE_IP, PROVIDER_IP, Host, Topology, net  # noqa: F401
+from tests.netns import APPLIANCE_IP, PROVIDER_IP, Host, Topology, net_fixture  # noqa: F401
 from tests.pbx_helpers import EXTENSIONS, PASSWORDS, start_provider, wait_registered
 from tests.test_spine_calls import hash_time, window
 
