@@ -345,6 +345,10 @@ class AppServer:
             return {}
         return summary(quality(reply), remote_called)
 
+    def _sip_call_id(self, leg_id: int) -> str | None:
+        cdr = self.cdrs.get(leg_id)
+        return cdr.sip_call_id if cdr is not None else None
+
     def _watchdog(self) -> None:
         # Pinged from the loop itself: if the loop is stuck, the pings stop.
         interval = self.notifier.watchdog_interval
@@ -1313,6 +1317,8 @@ class AppServer:
                                 # (heard, said), 0-255: what talk detection reads
                                 "levels": self.ua.levels(m.leg),
                                 "hand": bool(self.console and m.leg in self.console.hands),
+                                # rtpengine's live figures for the member's call
+                                "quality": self._quality(self._sip_call_id(m.leg)),
                             }
                             for m in room.members.values()
                             if m.leg in self.legs
@@ -1335,7 +1341,6 @@ INVITATION = {
     "pt-BR": "Você foi convidado para uma conferência. Conectando agora.",
     "en": "You are invited to a conference call. Connecting you now.",
 }
-
 
 
 def _post_json(url: str, payload: dict[str, Any]) -> None:
