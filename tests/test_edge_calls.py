@@ -21,7 +21,7 @@ import pytest
 from tests import audio
 from tests.harness import Server, report
 from tests.netns import APPLIANCE_IP, PROVIDER_IP, Host, Topology, net_fixture  # noqa: F401
-from tests.pbx_helpers import EXTENSIONS, PASSWORDS, start_provider, wait_registered
+from tests.pbx_helpers import EXTENSIONS, PASSWORDS, wait_registered
 from tests.test_spine_calls import hash_time, window
 
 PBX = f"{APPLIANCE_IP}:5060"
@@ -75,7 +75,9 @@ def reg(number: str) -> list[str]:
 def softphone(phone, host: Host, number: str, script: str, target: str = "", **kw: Any):
     """Our softphone on `host`, registered as `number`, calling `target`."""
     uri = f"sip:{target}@{PBX}" if target else ""
-    return phone(uri, script, bind=host.ip, netns=host.name, extra=[*reg(number), *kw.pop("extra", [])], **kw)
+    return phone(
+        uri, script, bind=host.ip, netns=host.name, extra=[*reg(number), *kw.pop("extra", [])], **kw
+    )
 
 
 def heard(phone_proc, rep: dict, start: float, end: float, hz: int) -> float:
@@ -90,7 +92,9 @@ def test_lan_and_nat_phones_meet_in_a_room(server_factory, phone, net):
     SDP never names its loopback."""
     srv = appliance(server_factory, net)
     lan, nat = net.lan[0], net.nat[0]
-    mod = softphone(phone, lan, "1001", "wait_media 5; dtmf 9999#; tone 700; wait 7; hangup", "conf")
+    mod = softphone(
+        phone, lan, "1001", "wait_media 5; dtmf 9999#; tone 700; wait 7; hangup", "conf"
+    )
     part = softphone(
         phone, nat, "1002", "wait_media 5; wait 1; dtmf 1111#; tone 440; wait 5; hangup", "conf"
     )
@@ -185,7 +189,9 @@ def test_a_strangers_rtp_is_never_heard(server_factory, phone, net):
 
     srv = appliance(server_factory, net)
     lan, nat = net.lan[0], net.nat[0]
-    mod = softphone(phone, lan, "1001", "wait_media 5; dtmf 9999#; tone 700; wait 8; hangup", "conf")
+    mod = softphone(
+        phone, lan, "1001", "wait_media 5; dtmf 9999#; tone 700; wait 8; hangup", "conf"
+    )
     part = softphone(
         phone, nat, "1002", "wait_media 5; wait 1; dtmf 1111#; tone 440; wait 6; hangup", "conf"
     )
@@ -228,7 +234,9 @@ def test_one_phones_wrong_password_spares_its_neighbours(server_factory, phone, 
     # The culprit kept retrying: more than the per-source-and-user limit.
     guesses = [_register_once(bad, "1003", f"guess-{i}", net) for i in range(12)]
     assert guesses[-1] in (403, None), guesses  # refused (or dropped) from there
-    mod = softphone(phone, good, "1002", "wait_media 5; dtmf 9999#; tone 700; wait 3; hangup", "conf")
+    mod = softphone(
+        phone, good, "1002", "wait_media 5; dtmf 9999#; tone 700; wait 3; hangup", "conf"
+    )
     rm = mod.result()
     assert "error" not in rm, rm
     # The neighbour got in: its conference call was answered and billed.
@@ -311,3 +319,68 @@ def test_call_quality_reports_the_loss_on_the_path(server_factory, phone, net):
     for direction in ("loss_in", "loss_out"):
         assert 2 <= rows["1002"][direction] <= 9, rows["1002"]
     assert rows["1002"]["mos"] < rows["1001"]["mos"], rows
+
+
+def provider_phone(phone, net: Topology, script: str, target: str = "", **kw: Any):
+    """Our softphone as the trunk provider, at 198.51.100.50:5060 (the address
+    its DNS name resolves to), calling in through Kamailio or answering."""
+    uri = f"sip:{target}@{PBX}" if target else ""
+    extra = ["--port", "5060", *kw.pop("extra", [])]
+    return phone(uri, script, bind=PROVIDER_IP, netns=net.provider.name, extra=extra, **kw)
+
+
+def no_registration(cfg: dict[str, Any]) -> dict[str, Any]:
+    cfg["trunks"][0]["registration"] = False
+    return cfg
+
+
+def test_a_providers_did_call_reaches_the_room(server_factory, phone, net):
+    """The provider (off the host, known by its DNS name) calls our DID: the
+    caller keys the PIN and talks with a LAN moderator, both ways."""
+    cfg = no_registration(edge_config(provider=True))
+    net.hosts({PROVIDER_NAME: PROVIDER_IP})
+    srv = server_factory(netns=net.appliance.name, **cfg)
+    mod = softphone(
+        phone, net.lan[0], "1001", "wait_media 5; dtmf 9999#; tone 700; wait 8; hangup", "conf"
+    )
+    caller = provider_phone(
+        phone, net, "wait_media 5; wait 1; dtmf 1111#; tone 440; wait 5; hangup", "+551130001000"
+    )
+    rm, rc = mod.result(), caller.result()
+    assert "error" not in rc, rc
+    both = hash_time(rc) + 1.0
+    assert heard(mod, rm, both, rc["hangup_sent_at"] - 0.3, 440) > 0.2
+    assert heard(caller, rc, both, rc["hangup_sent_at"] - 0.3, 700) > 0.2
+    rows = _wait_rows(srv, 1, destination="+551130001000")
+    assert rows[0]["disposition"] == "answered", rows
+
+
+def test_room_dial_out_reaches_the_provider(server_factory, phone, net):
+    """A moderator on the LAN dials out (*1) through the trunk to the
+    provider off the host: they talk privately, both ways, through rtpengine."""
+    cfg = no_registration(edge_config(provider=True))
+    cfg["rooms"] = [
+        {"name": "demo", "participant_pin": "1111", "moderator_pin": "9999", "security_level": 3}
+    ]
+    cfg["lines"] = {"room:demo": {"area_code": "11", "profile": "dial"}}
+    cfg["profiles"] = {"dial": {"limits": {"local": "unlimited", "national": "unlimited"}}}
+    net.hosts({PROVIDER_NAME: PROVIDER_IP})
+    srv = server_factory(netns=net.appliance.name, **cfg)
+    guest = provider_phone(
+        phone, net, "wait_media 5; tone 900; wait_end 30", extra=["--answer", "--max-seconds", "60"]
+    )
+    mod = softphone(
+        phone,
+        net.lan[0],
+        "1001",
+        "wait_media 5; dtmf 9999#; tone 440; wait 1; dtmf *1; wait 1; "
+        "dtmf 212133334444#; wait 1; dtmf 1; mark confirmed; wait 5; mark bye; hangup",
+        "conf-en",
+    )
+    rm, rg = mod.result(), guest.result()
+    assert rg["dialed"] == "0212133334444", rg
+    private = (rm["marks"]["confirmed"] + 1.5, rm["marks"]["bye"] - 0.2)
+    assert heard(mod, rm, *private, 900) > 0.3, "the moderator hears the provider's guest"
+    g_start = rm["marks"]["confirmed"] + 1.5
+    assert heard(guest, rg, g_start, rm["marks"]["bye"] - 0.2, 440) > 0.3, "and the guest hears"
+    assert srv.status()["calls"] >= 0
