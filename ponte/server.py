@@ -71,8 +71,8 @@ from lines.policy import Decision, cycle_start, decide, limit_types, resolve
 from lines.usage import UsageStore
 from pbx.b2bua import B2BUA, Pair
 from pbx.kamailio import Kamailio
-from pbx.rtpengine import RtpEngine, RtpEngineError, quality, summary
 from pbx.ratelimit import SlidingWindowLimiter
+from pbx.rtpengine import RtpEngine, RtpEngineError, quality, summary
 from pbx.sipua import IncomingCall, SipUA
 from ponte.clock import WallClock
 from ponte.control import ControlServer
@@ -83,8 +83,8 @@ from ponte.loop import Loop, TimerHandle
 from ponte.records import CallRecord, RecordStore
 from ponte.roomops import room_command
 from ponte.sdnotify import Notifier
-from provisioning.advice import network_notes
 from provisioning.admins import PermissionDenied, authorize_changes, who
+from provisioning.advice import network_notes
 from provisioning.diff import Change, diff_configs
 from provisioning.schema import Config
 from provisioning.schema import Room as RoomConfig

@@ -268,7 +268,8 @@ def _register_once(host: Host, user: str, password: str, net: Topology) -> int |
             f"Via: SIP/2.0/UDP {host.ip}:{port};branch=z9hG4bK{random.getrandbits(48):x};rport\r\n"
             f"Max-Forwards: 70\r\nFrom: <sip:{user}@{APPLIANCE_IP}>;tag={cseq}x\r\n"
             f"To: <sip:{user}@{APPLIANCE_IP}>\r\nCall-ID: {call_id}\r\nCSeq: {cseq} REGISTER\r\n"
-            f"Contact: <sip:{user}@{host.ip}:{port}>\r\nExpires: 60\r\n{auth}Content-Length: 0\r\n\r\n"
+            f"Contact: <sip:{user}@{host.ip}:{port}>\r\nExpires: 60\r\n"
+            f"{auth}Content-Length: 0\r\n\r\n"
         )
         sock.sendto(msg.encode(), (APPLIANCE_IP, 5060))
         try:
