@@ -104,6 +104,7 @@ class _Call(pj.Call):
         self.leg = leg
         self.audio: pj.AudioMedia | None = None
         self.confirmed = False
+        self.answered = False  # we sent a 2xx (an inbound call)
 
     def onCallState(self, prm: pj.OnCallStateParam) -> None:  # noqa: N802
         self.ua._on_call_state(self, prm)
@@ -458,7 +459,10 @@ class SipUA:
             prm.reason = reason
         if headers:
             prm.txOption.headers = _header_vector(headers)
-        self._call(leg).answer(prm)
+        call = self._call(leg)
+        call.answer(prm)
+        if 200 <= code < 300:
+            call.answered = True
 
     def hangup(self, leg: int, code: int = 0, reason: str = "") -> None:
         """End a call: BYE when answered, CANCEL or a final response before."""
@@ -503,6 +507,17 @@ class SipUA:
         )
         prm.duration = 160
         self._call(leg).sendDtmf(prm)
+
+    def rx_packets(self, leg: int) -> int | None:
+        """RTP packets received on the leg's audio stream so far (None: no stream)."""
+        entry = self._legs.get(leg)
+        if entry is None or not isinstance(entry.call, _Call) or entry.call.audio is None:
+            return None
+        try:
+            stat = entry.call.getStreamStat(0)
+        except pj.Error:
+            return None
+        return int(stat.rtcp.rxStat.pkt)
 
     def has_leg(self, leg: int) -> bool:
         """True while the leg's call exists."""
@@ -688,6 +703,16 @@ class SipUA:
             self.events.on_confirmed(call.leg)
         elif info.state == pj.PJSIP_INV_STATE_DISCONNECTED:
             code, reason = int(info.lastStatusCode), str(info.lastReason)
+            if call.answered and not call.confirmed:
+                # Our 200 OK was never ACKed: the phone's ACK went elsewhere
+                # (a wrong Contact or Record-Route) or was lost on the way.
+                log.warning(
+                    "call %d: no ACK for our 200 OK (%d %s): check the proxy's "
+                    "Record-Route and the phone's NAT",
+                    call.leg,
+                    code,
+                    reason,
+                )
             headers: dict[str, str] = {}
             try:
                 ev = prm.e

@@ -97,6 +97,8 @@ log = logging.getLogger("ponte.call")
 # Margin after a prompt's nominal length before we call it finished: covers
 # the jitter between the bridge clock and ours.
 PROMPT_TAIL = 0.15
+# An answered call that has received no RTP this long after answer is logged.
+NO_RTP_AFTER = 10.0
 # A recorded name quieter than this (RMS of 16-bit samples) is taken as silence.
 NAME_SILENCE_RMS = 150
 
@@ -925,10 +927,23 @@ class AppServer:
 
     def on_confirmed(self, leg_id: int) -> None:
         """A call is established (a bridged B answered: answer its A)."""
+        self.loop.call_later(NO_RTP_AFTER, lambda: self._check_rtp(leg_id))
         if leg_id in self.legs:
             self._answered(leg_id)  # the IVR answered it
         if not self.dialout.on_confirmed(leg_id):
             self.b2bua.on_confirmed(leg_id)
+
+    def _check_rtp(self, leg_id: int) -> None:
+        """Say so when an answered call has carried no RTP at all: one-way
+        or no audio, usually a NAT or firewall between the phone and us."""
+        got = self.ua.rx_packets(leg_id)
+        if got == 0:
+            log.warning(
+                "call %d: no RTP received %.0f s after answer (no audio from the far end: "
+                "check the firewall for rtpengine's media ports and the phone's NAT)",
+                leg_id,
+                NO_RTP_AFTER,
+            )
 
     def on_digit(self, leg_id: int, digit: str, method: str) -> None:
         """A DTMF digit by either method; duplicates across methods are dropped."""

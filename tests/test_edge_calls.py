@@ -10,6 +10,7 @@ loopback.
 
 from __future__ import annotations
 
+import re
 import socket
 import struct
 import time
@@ -385,3 +386,56 @@ def test_room_dial_out_reaches_the_provider(server_factory, phone, net):
     g_start = rm["marks"]["confirmed"] + 1.5
     assert heard(guest, rg, g_start, rm["marks"]["bye"] - 0.2, 440) > 0.3, "and the guest hears"
     assert srv.status()["calls"] >= 0
+
+
+def test_baresip_behind_nat_joins_the_room_and_its_hangup_ends_the_leg(
+    server_factory, phone, net, tmp_path
+):
+    """A phone nobody here wrote (baresip), behind the NAT, registered as
+    1002: it keys the PIN by RFC 2833, talks with a LAN moderator both ways,
+    sees rtpengine's LAN address in the SDP (never a loopback one), and its
+    hang-up ends its leg at once: the history row's duration is what it talked."""
+    from tests.baresip import Baresip
+
+    srv = appliance(server_factory, net)
+    mod = softphone(
+        phone, net.lan[0], "1001", "wait_media 5; dtmf 9999#; tone 700; wait 12; hangup", "conf"
+    )
+    account = (
+        f"<sip:1002@{APPLIANCE_IP}>;auth_pass={ALL_PASSWORDS['1002']};"
+        f'outbound="sip:{PBX}";regint=60'
+    )
+    with Baresip(net.nat[0], tmp_path / "baresip", account=account, tone_hz=440) as bs:
+        bs.wait_event("REGISTER_OK")
+        bs.dial("conf")
+        bs.wait_event("CALL_ESTABLISHED")
+        up = time.monotonic()
+        time.sleep(2.0)  # the entry prompt starts; digits may barge in
+        bs.sndcode("1111#")
+        time.sleep(5.0)
+        bs.hangup()
+        bs.wait_event("CALL_CLOSED")
+        talked = time.monotonic() - up
+        heard_path = bs.recording()
+        trace = bs.log_text(tail=400_000)
+    rm = mod.result()
+    samples, rate = audio.load(heard_path)
+    # From 1 s after the PIN to just before the hang-up: the moderator's tone.
+    room = audio.segment(samples, rate, 3.5, talked - 0.5)
+    assert audio.band_fraction(room, rate, 700) > 0.2, audio.band_fraction(room, rate, 700)
+    pin_at = up + 2.0
+    assert heard(mod, rm, pin_at + 1.5, pin_at + 4.5, 440) > 0.2
+    # What the phone was told: rtpengine's LAN address for media, not loopback.
+    received = re.split(r"UDP \S+ -> \S+\n", trace)
+    told = [
+        m
+        for m in received
+        if m.startswith("SIP/2.0 200 OK")
+        and "CSeq: " in m
+        and "INVITE" in m.split("CSeq: ", 1)[1].split("\n", 1)[0]
+    ]
+    assert told, trace[-3000:]
+    assert re.findall(r"c=IN IP4 (\S+)", told[0]) == [APPLIANCE_IP], told[0]
+    (row,) = _wait_rows(srv, 1, origin="1002", call_type="conference")
+    assert row["disposition"] == "answered" and row["sip_code"] == 200, row
+    assert abs(row["duration"] - talked) < 1.0, (row["duration"], talked)
