@@ -12,8 +12,10 @@ no route to 203.0.113.0/24, so it only ever sees the router's address.
 Every namespace is named ``ponte-<pid>-<worker>-<seq>-<role>``: the pid keeps
 pytest-xdist workers and a second concurrent session apart, and lets a later
 run delete namespaces whose creator died. Interfaces are created directly
-inside their namespaces (``ip link add … netns NS``), so their short fixed
-names (``eth0``, ``lan0``, …) are per namespace and never meet another run's.
+inside their namespaces (``ip -n SWITCH link add PORT … peer name eth0 netns
+HOST``), never in the root namespace, so their short fixed names (``eth0``,
+``eth1`` in hosts; ``app``, ``lan0``, ``nat0``, ``home``… on the switch) are
+per namespace and never meet another run's (the 15-character limit is moot).
 
 Packet loss: this kernel has no ``sch_netem`` (``tc qdisc add … netem`` says
 "Specified qdisc kind is unknown"), so ``Topology.loss`` drops packets with
@@ -22,7 +24,7 @@ host's interface: in the kernel, per packet, both directions, no relay.
 
 Usage::
 
-    from tests.netns import net  # noqa: F401  (the pytest fixture)
+    from tests.netns import Topology, net_fixture  # noqa: F401  (fixture `net`)
 
     def test_x(net: Topology) -> None:
         net.hosts({"sip.provider.test": net.provider.ip})
@@ -144,7 +146,10 @@ def blackhole_root() -> None:
 
 
 def socket_in(
-    ns: str | None, family: int = socket.AF_INET, type: int = socket.SOCK_STREAM
+    ns: str | None,
+    family: int = socket.AF_INET,
+    type: int = socket.SOCK_STREAM,
+    proto: int = 0,
 ) -> socket.socket:
     """A socket created inside network namespace `ns` (None: this process's own).
 
@@ -153,7 +158,7 @@ def socket_in(
     setns(2), creates the socket and ends: no other code runs in that namespace.
     """
     if ns is None:
-        return socket.socket(family, type)
+        return socket.socket(family, type, proto)
     out: dict[str, Any] = {}
 
     def enter_and_create() -> None:
@@ -165,7 +170,7 @@ def socket_in(
                     raise OSError(err, f"setns({ns}): {os.strerror(err)}")
             finally:
                 os.close(fd)
-            out["sock"] = socket.socket(family, type)
+            out["sock"] = socket.socket(family, type, proto)
         except BaseException as e:  # handed to the caller's thread
             out["err"] = e
 
@@ -189,7 +194,7 @@ class Host:
     name: str
     ip: str
     iface: str
-    _procs: list[subprocess.Popen] = field(default_factory=list, repr=False)
+    _procs: list[subprocess.Popen] = field(default_factory=list, repr=False, compare=False)
 
     def argv(self, argv: Sequence[str]) -> list[str]:
         """`argv` prefixed to run inside this namespace."""
@@ -210,10 +215,10 @@ class Host:
         return subprocess.run(self.argv(argv), **kw)
 
     def socket(
-        self, family: int = socket.AF_INET, type: int = socket.SOCK_STREAM
+        self, family: int = socket.AF_INET, type: int = socket.SOCK_STREAM, proto: int = 0
     ) -> socket.socket:
         """A socket in this namespace, usable from the test process itself."""
-        return socket_in(self.name, family, type)
+        return socket_in(self.name, family, type, proto)
 
     def stop_processes(self, timeout: float = 3.0) -> None:
         """Terminate what popen() started; SIGKILL what outlives `timeout`."""
@@ -250,9 +255,13 @@ class Topology:
         self._closed = False
         self._names: list[str] = []
         self.appliance = Host(f"{self.tag}-app", APPLIANCE_IP, "eth0")
-        self.lan = [Host(f"{self.tag}-lan{i}", f"198.51.100.{10 + i}", "eth0") for i in range(lan_phones)]
+        self.lan = [
+            Host(f"{self.tag}-lan{i}", f"198.51.100.{10 + i}", "eth0") for i in range(lan_phones)
+        ]
         self.router = Host(f"{self.tag}-router", ROUTER_OUTER_IP, "eth0")
-        self.nat = [Host(f"{self.tag}-nat{i}", f"203.0.113.{10 + i}", "eth0") for i in range(nat_phones)]
+        self.nat = [
+            Host(f"{self.tag}-nat{i}", f"203.0.113.{10 + i}", "eth0") for i in range(nat_phones)
+        ]
         self.provider = Host(f"{self.tag}-prov", PROVIDER_IP, "eth0")
         self.attacker: Host | None = (
             Host(f"{self.tag}-atk", ATTACKER_IP, "eth0") if attacker else None
@@ -274,13 +283,13 @@ class Topology:
         self._names.append(name)
         _ip("-n", name, "link", "set", "lo", "up")
         # No IPv6: SIP stacks would otherwise offer link-local addresses.
-        _in_ns(name, ["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1",
-                      "net.ipv6.conf.default.disable_ipv6=1"])
+        no_v6 = ["net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1"]
+        _in_ns(name, ["sysctl", "-qw", *no_v6])
 
     def _plug(self, bridge: str, port: str, ns: str, iface: str, cidr: str) -> None:
         """A veth from `bridge` (switch side `port`) to `iface` in `ns` with `cidr`."""
-        _ip("-n", self.switch, "link", "add", port, "type", "veth",
-            "peer", "name", iface, "netns", ns)
+        veth = ["type", "veth", "peer", "name", iface, "netns", ns]
+        _ip("-n", self.switch, "link", "add", port, *veth)
         _ip("-n", self.switch, "link", "set", port, "master", bridge, "up")
         _ip("-n", ns, "addr", "add", cidr, "dev", iface)
         _ip("-n", ns, "link", "set", iface, "up")
@@ -375,8 +384,11 @@ def topology(lan_phones: int = 2, nat_phones: int = 2, attacker: bool = True) ->
     return Topology(lan_phones, nat_phones, attacker)
 
 
-@pytest.fixture
-def net() -> Iterator[Topology]:
-    """A default topology (2 LAN phones, 2 NAT phones, attacker), always closed."""
+@pytest.fixture(name="net")
+def net_fixture() -> Iterator[Topology]:
+    """Fixture `net`: a default topology (2 LAN phones, 2 NAT phones, attacker),
+    always closed. Import `net_fixture` into a test module to use it (its own
+    name differs from the fixture's so that test arguments named `net` do not
+    shadow the import)."""
     with topology() as t:
         yield t
