@@ -10,6 +10,7 @@ loopback.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import socket
 import struct
@@ -464,3 +465,69 @@ def test_baresip_behind_nat_joins_the_room_and_its_hangup_ends_the_leg(
     (row,) = _wait_rows(srv, 1, origin="1002", call_type="conference")
     assert row["disposition"] == "answered" and row["sip_code"] == 200, row
     assert abs(row["duration"] - talked) < 1.0, (row["duration"], talked)
+
+
+def test_missing_ack_and_missing_rtp_are_logged(server_factory, net):
+    """Two DID calls from the provider, by hand: one is ACKed but never sends
+    RTP, the other never ACKs the 200 OK. The server says so for each: the
+    usual signs of NAT or a firewall in the way."""
+    cfg = no_registration(edge_config(provider=True))
+    net.hosts({PROVIDER_NAME: PROVIDER_IP})
+    srv = server_factory(netns=net.appliance.name, **cfg)
+    sock = net.provider.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind((PROVIDER_IP, 5060))
+    sock.settimeout(1.0)
+    try:
+        acked = _invite(sock, "silent-acked")
+        _invite(sock, "never-acked")
+        sock.sendto(acked.encode(), (APPLIANCE_IP, 5060))
+        deadline = time.monotonic() + 45
+        want = ("no RTP received", "no ACK for our 200 OK")
+        while time.monotonic() < deadline and not all(w in srv.log() for w in want):
+            with contextlib.suppress(TimeoutError):
+                sock.recv(4096)  # 200 OK retransmissions of the unACKed call
+        log = srv.log()
+        assert all(w in log for w in want), log[-3000:]
+    finally:
+        sock.close()
+
+
+def _invite(sock: socket.socket, call_id: str) -> str:
+    """Send a DID INVITE from the provider; return the ACK for its 200 OK."""
+    sdp = (
+        f"v=0\r\no=- 1 1 IN IP4 {PROVIDER_IP}\r\ns=-\r\nc=IN IP4 {PROVIDER_IP}\r\nt=0 0\r\n"
+        "m=audio 17000 RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\n"
+        "a=rtpmap:101 telephone-event/8000\r\na=sendrecv\r\n"
+    )
+    did = "+551130001000"
+    head = (
+        f"INVITE sip:{did}@{PBX} SIP/2.0\r\n"
+        f"Via: SIP/2.0/UDP {PROVIDER_IP}:5060;branch=z9hG4bK{call_id}\r\n"
+        f"Max-Forwards: 70\r\nFrom: <sip:11999990000@{PROVIDER_IP}>;tag=p-{call_id}\r\n"
+        f"To: <sip:{did}@{PBX}>\r\nCall-ID: {call_id}\r\nCSeq: 1 INVITE\r\n"
+        f"Contact: <sip:11999990000@{PROVIDER_IP}:5060>\r\n"
+        f"Content-Type: application/sdp\r\nContent-Length: {len(sdp)}\r\n\r\n"
+    )
+    sock.sendto((head + sdp).encode(), (APPLIANCE_IP, 5060))
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            msg = sock.recv(65535).decode(errors="replace")
+        except TimeoutError:
+            continue
+        if msg.startswith("SIP/2.0 200") and f"Call-ID: {call_id}" in msg:
+            break
+    else:
+        raise AssertionError(f"no 200 OK for {call_id}")
+    to = re.search(r"^To: (.*)$", msg, re.MULTILINE | re.IGNORECASE)
+    contact = re.search(r"^Contact: .*?<([^>]+)>", msg, re.MULTILINE | re.IGNORECASE)
+    routes = re.findall(r"^Record-Route: (.*)$", msg, re.MULTILINE | re.IGNORECASE)
+    assert to and contact, msg
+    route = "".join(f"Route: {r.strip()}\r\n" for r in routes)
+    return (
+        f"ACK {contact.group(1)} SIP/2.0\r\n"
+        f"Via: SIP/2.0/UDP {PROVIDER_IP}:5060;branch=z9hG4bK{call_id}ack\r\n"
+        f"Max-Forwards: 70\r\nFrom: <sip:11999990000@{PROVIDER_IP}>;tag=p-{call_id}\r\n"
+        f"To: {to.group(1).strip()}\r\nCall-ID: {call_id}\r\nCSeq: 1 ACK\r\n{route}"
+        "Content-Length: 0\r\n\r\n"
+    )
