@@ -153,6 +153,9 @@ def test_extension_calls_between_lan_and_nat(server_factory, phone, net, caller_
             timeout=10,
         ).stdout
         assert "Received: sip:198.51.100.20:" in contact, contact
+        # Flagged NAT'd (bflag 6) and to be kept open by OPTIONS pings (bflag 7).
+        flags = re.search(r"CFlags: (\d+)", contact)
+        assert flags and int(flags.group(1)) & (1 << 6) and int(flags.group(1)) & (1 << 7), contact
     caller = softphone(phone, caller_host, "1001", "wait_media 8; tone 440; wait 3; hangup", "1002")
     ra, rb = caller.result(), callee.result()
     assert "error" not in ra and "error" not in rb, (ra, rb)
