@@ -534,3 +534,73 @@ def _invite(sock: socket.socket, call_id: str) -> str:
         f"To: {to.group(1).strip()}\r\nCall-ID: {call_id}\r\nCSeq: 1 ACK\r\n{route}"
         "Content-Length: 0\r\n\r\n"
     )
+
+
+def test_guessing_spread_over_sources_locks_the_user_not_the_office(server_factory, net):
+    """Wrong passwords for 1001 from six addresses, a few each (under the
+    per-source limit): the per-user count locks 1001 well within a 1,000-word
+    list, so even the right password then gets no answer; 1002 is untouched."""
+    srv = appliance(server_factory, net)
+    assert net.attacker is not None
+    sources = [*net.lan, *net.nat, net.attacker, net.router]
+    # The lock comes at 30 counted failures (pbx.auth_failures x 3); the NAT'd
+    # hosts and the router share one source, whose pair is refused at 10.
+    tries = 0
+    for round_ in range(12):
+        for host in sources:
+            _register_once(host, "1001", f"wrong-{round_}-{host.ip}", net)
+            tries += 1
+        if "user locked" in _kamailio_log(srv):
+            break
+    assert "wrong passwords for 1001 from several sources, user locked" in _kamailio_log(srv)
+    assert tries < 100, tries  # far inside a 1,000-word list
+    assert _register_once(net.lan[0], "1001", ALL_PASSWORDS["1001"], net) is None
+    assert _register_once(net.lan[1], "1002", ALL_PASSWORDS["1002"], net) == 200
+
+
+def test_a_flood_bans_a_stranger_but_never_the_provider(server_factory, net):
+    """The same burst of OPTIONS (80 in well under 2 s, past the flood
+    density): from an unknown LAN address it is banned; from the trunk
+    provider's address (resolved from its DNS name) it is not."""
+    cfg = no_registration(edge_config(provider=True))
+    cfg["pbx"]["flood_density"] = 30
+    net.hosts({PROVIDER_NAME: PROVIDER_IP})
+    srv = server_factory(netns=net.appliance.name, **cfg)
+    assert net.attacker is not None
+    for host in (net.provider, net.attacker):
+        sock = host.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.bind((host.ip, 5060))
+        sock.settimeout(1.0)
+        try:
+            for i in range(80):
+                sock.sendto(_options(host, i).encode(), (APPLIANCE_IP, 5060))
+            time.sleep(0.5)
+            sock.sendto(_options(host, 999).encode(), (APPLIANCE_IP, 5060))
+            answers = _drain(sock)
+        finally:
+            sock.close()
+        answered_last = any("CSeq: 999 OPTIONS" in a for a in answers)
+        if host is net.provider:
+            assert answered_last, f"the provider was banned: {answers[-1:]}"
+        else:
+            assert not answered_last, "the stranger was not banned"
+    assert f"flood from {net.attacker.ip}" in _kamailio_log(srv)
+    assert f"flood from {PROVIDER_IP}" not in _kamailio_log(srv)
+
+
+def _options(host: Host, n: int) -> str:
+    return (
+        f"OPTIONS sip:{PBX} SIP/2.0\r\n"
+        f"Via: SIP/2.0/UDP {host.ip}:5060;branch=z9hG4bKopt{n}\r\n"
+        f"Max-Forwards: 70\r\nFrom: <sip:probe@{host.ip}>;tag=o{n}\r\nTo: <sip:{PBX}>\r\n"
+        f"Call-ID: opt-{n}-{host.ip}\r\nCSeq: {n} OPTIONS\r\nContent-Length: 0\r\n\r\n"
+    )
+
+
+def _drain(sock: socket.socket) -> list[str]:
+    out = []
+    while True:
+        try:
+            out.append(sock.recv(65535).decode(errors="replace"))
+        except TimeoutError:
+            return out
