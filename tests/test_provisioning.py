@@ -5,8 +5,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from provisioning.loader import ConfigError, load_config, parse_config
+from provisioning.schema import Config
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -70,3 +72,42 @@ def test_ponte_check_refuses_malformed_yaml_with_the_line(tmp_path):
         [sys.executable, "-m", "ponte.cli", "check"], cwd=ROOT, capture_output=True, text=True
     )
     assert good.returncode == 0 and "room       demo" in good.stdout
+
+
+def _edge(listen: str, **pbx: object) -> Config:
+    return Config.model_validate(
+        {
+            "pbx": {"listen": listen, **pbx},
+            "extensions": [{"number": "1001", "name": "A", "password": "a-long-Secret-1"}],
+        }
+    )
+
+
+def test_a_loopback_pbx_listen_is_explained_a_lan_one_says_what_to_open():
+    from provisioning.advice import network_notes
+
+    (level, note), *_ = network_notes(_edge("127.0.0.1:5060"))
+    assert level == "warning" and "only phones on this host" in note
+    notes = network_notes(_edge("198.51.100.1:5060", public_address="203.0.113.7"))
+    text = " ".join(n for _, n in notes)
+    assert "open UDP 5060 (SIP) and UDP 30000-39999" in text and "203.0.113.7" in text
+
+
+def test_edge_addresses_are_validated():
+    for bad, why in (
+        ({"listen": "0.0.0.0:5060"}, "not 0.0.0.0"),
+        ({"listen": "198.51.100.1:5060", "public_address": "127.0.0.1"}, "reachable by phones"),
+        ({"listen": "198.51.100.1:5060", "rtpengine_control": "198.51.100.1:2223"}, "loopback"),
+        ({"listen": "198.51.100.1:5060", "media_ports": "40100-40300"}, "overlaps"),
+    ):
+        with pytest.raises(ValidationError, match=why):
+            _edge(**bad)  # type: ignore[arg-type]
+    # Kamailio's loopback socket takes pbx.listen's port on 127.0.0.1.
+    with pytest.raises(ValidationError, match="taken by Kamailio's loopback socket"):
+        Config.model_validate(
+            {
+                "sip": {"listen": "127.0.0.1:5060"},
+                "pbx": {"listen": "198.51.100.1:5060"},
+                "extensions": [{"number": "1001", "name": "A", "password": "a-long-Secret-1"}],
+            }
+        )
