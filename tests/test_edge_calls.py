@@ -380,7 +380,8 @@ def test_a_providers_did_call_reaches_the_room(server_factory, phone, net):
 
 def test_room_dial_out_reaches_the_provider(server_factory, phone, net):
     """A moderator on the LAN dials out (*1) through the trunk to the
-    provider off the host: they talk privately, both ways, through rtpengine."""
+    provider off the host: they talk privately, both ways, through rtpengine;
+    a stranger's RTP to the media ports meanwhile reaches neither."""
     cfg = no_registration(edge_config(provider=True))
     cfg["rooms"] = [
         {"name": "demo", "participant_pin": "1111", "moderator_pin": "9999", "security_level": 3}
@@ -397,18 +398,28 @@ def test_room_dial_out_reaches_the_provider(server_factory, phone, net):
         net.lan[0],
         "1001",
         "wait_media 5; dtmf 9999#; tone 440; wait 1; dtmf *1; wait 1; "
-        "dtmf 212133334444#; wait 1; dtmf 1; mark confirmed; wait 5; mark bye; hangup",
+        "dtmf 212133334444#; wait 1; dtmf 1; mark confirmed; wait 7; mark bye; hangup",
         "conf-en",
     )
+    time.sleep(8.5)  # the guest's trunk leg is up by now (about 6 s in)
+    # With a trunk leg up, nothing of the appliance listens for RTP on every
+    # address: the app server's media is on loopback, rtpengine's on the LAN.
+    wildcards = wildcard_udp(net.appliance)
+    # A stranger's tone to every media port while the trunk leg is up.
+    assert net.attacker is not None
+    sock = net.attacker.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sprayed_from = time.monotonic()
+    spray_rtp(sock, APPLIANCE_IP, range(30000, 30400), 2.0, 1500)
+    sock.close()
     rm, rg = mod.result(), guest.result()
     assert rg["dialed"] == "0212133334444", rg
+    assert not wildcards, wildcards
     private = (rm["marks"]["confirmed"] + 1.5, rm["marks"]["bye"] - 0.2)
     assert heard(mod, rm, *private, 900) > 0.3, "the moderator hears the provider's guest"
     g_start = rm["marks"]["confirmed"] + 1.5
     assert heard(guest, rg, g_start, rm["marks"]["bye"] - 0.2, 440) > 0.3, "and the guest hears"
-    # With a trunk leg up, nothing of the appliance listens for RTP on every
-    # address: the app server's media is on loopback, rtpengine's on the LAN.
-    assert not wildcard_udp(net.appliance), wildcard_udp(net.appliance)
+    for proc, rep in ((mod, rm), (guest, rg)):
+        assert heard(proc, rep, sprayed_from, sprayed_from + 2.0, 1500) < 0.01, "no stranger"
 
 
 def wildcard_udp(host: Host) -> list[str]:
