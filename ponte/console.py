@@ -8,6 +8,11 @@ samples the rooms and the members' speech levels every `SAMPLE_SECONDS`,
 and `RoomWatch` turns the difference into events for the hub (WebSocket
 subscribers and webhooks).
 
+Each SIP member's network quality (rtpengine's loss, jitter, round trip and
+MOS for the member's call) is measured much less often, `QUALITY_SECONDS`
+apart, on a worker thread; it rides along in the snapshot and, when it
+changed, as a `quality` event for the WebSockets (web/hub.py `LIVE_ONLY`).
+
 A browser participant is a `MediaPort` leg (pbx/sipua.py) whose frames the
 WebRTC leg (web/webrtc.py) pushes and pulls. Apart from how its audio
 travels it is a member like any other: the PIN, the guessing lockout, the
@@ -23,7 +28,10 @@ import logging
 import re
 import secrets
 import sqlite3
+import threading
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 from zoneinfo import ZoneInfo
@@ -47,6 +55,9 @@ log = logging.getLogger("ponte.web")
 T = TypeVar("T")
 SAMPLE_SECONDS = 0.1  # rooms and talk levels, 10 times a second
 LOOP_TIMEOUT = 10.0  # an answer from the loop thread, at most
+# rtpengine's figures come from RTCP reports, sent every ~5 s by each side:
+# asking more often than that only costs an ng round trip per member.
+QUALITY_SECONDS = 5.0
 NUMBER = re.compile(r"^\+?[0-9]{2,20}$")
 # A browser's key -> what it does (on the loop thread).
 WEB_KEY_ACTIONS: dict[str, Callable[[AppServer, Leg, set[int]], None]] = {}
@@ -86,6 +97,35 @@ def _key_help(srv: AppServer, leg: Leg, hands: set[int]) -> None:
     srv._action(leg, "help")
 
 
+@dataclass
+class _Quality:
+    """One SIP member's call quality as last measured (loop thread)."""
+
+    due: float  # loop time of the next measurement
+    # {"loss_in", "loss_out", "jitter_in", "jitter_out", "rtt_ms", "mos"}
+    # (each may be None), or None: rtpengine has no figures for the call.
+    figures: dict[str, Any] | None = None
+
+
+def _measure(
+    srv: AppServer, calls: list[tuple[int, str]], stop: threading.Event
+) -> list[tuple[int, Any]]:
+    """rtpengine's figures for each (leg, SIP Call-ID): runs on the quality
+    worker thread. `AppServer._quality` only sends an ng request (a socket of
+    its own per request) and summarises the reply, so it is safe off the loop
+    thread; a call it knows no figures for gives None. `stop` cuts a batch
+    short: with rtpengine gone each query waits out its retries."""
+    out: list[tuple[int, Any]] = []
+    for leg_id, call_id in calls:
+        if stop.is_set():
+            break
+        figures = srv._quality(call_id)
+        # Known once RTCP reported anything; before that, or for a call
+        # rtpengine never relayed, there is nothing to show.
+        out.append((leg_id, figures if any(v is not None for v in figures.values()) else None))
+    return out
+
+
 class Console:
     """The web console's backend, living in the app server."""
 
@@ -98,6 +138,13 @@ class Console:
         self._snapshot: dict[str, Any] = {"rooms": {}}
         self._timer: Any = None
         self.hands: set[int] = set()  # web and SIP legs with a raised hand
+        # SIP members' call quality (loop thread), and the one thread that asks
+        # rtpengine: a slow or absent rtpengine (0.6 s per unanswered query)
+        # must not hold up SIP and the sampling. One batch at a time.
+        self._quality: dict[int, _Quality] = {}
+        self._quality_pool: ThreadPoolExecutor | None = None
+        self._quality_busy = False
+        self._quality_stop = threading.Event()
         # Browser legs: token -> leg (loop thread) and leg -> WebRTC (web thread).
         self.tokens: dict[str, int] = {}
         self.rtcs: dict[int, WebRtcLeg] = {}
@@ -112,6 +159,10 @@ class Console:
         """Close every browser leg and the web server."""
         if self._timer is not None:
             self._timer.cancel()
+        self._quality_stop.set()
+        if self._quality_pool is not None:
+            # A query under way ends within the ng client's retries (0.6 s).
+            self._quality_pool.shutdown(wait=False, cancel_futures=True)
 
         async def close_all() -> None:
             rtcs, self.rtcs = list(self.rtcs.values()), {}
@@ -131,8 +182,18 @@ class Console:
     def _tick(self) -> None:
         self._timer = self.srv.loop.call_later(SAMPLE_SECONDS, self._tick)
         views, levels = self._views()
-        events = self.watch.update(views, levels, self.srv.loop.now(), self.srv.clock.ts())
-        self._snapshot = self.watch.snapshot()
+        now = self.srv.loop.now()
+        events = self.watch.update(views, levels, now, self.srv.clock.ts())
+        self._refresh_quality(views, now)
+        # Quality is not part of MemberView: figures that change every few
+        # seconds must not look like a member changing (RoomWatch diffs the
+        # views); it is added to the snapshot the watch builds afresh.
+        snapshot = self.watch.snapshot()
+        for room in snapshot["rooms"].values():
+            for member in room["members"]:
+                q = self._quality.get(member["id"])
+                member["quality"] = q.figures if q is not None else None
+        self._snapshot = snapshot
         for event in events:
             self.hub.publish(event)
 
@@ -172,6 +233,77 @@ class Console:
                 tuple(members),
             )
         return views, levels
+
+    # -- call quality (loop thread, the queries on a worker) ----------------
+    def _refresh_quality(self, views: dict[str, RoomView], now: float) -> None:
+        """Forget members who left; send the SIP members whose figures are
+        `QUALITY_SECONDS` old to the worker. A browser's WebRTC leg and a
+        call rtpengine does not relay (straight to the app server) have no
+        figures: the first have no SIP Call-ID and are not asked about; the
+        others answer "unknown call", cheaply, every QUALITY_SECONDS."""
+        sip = {m.id for view in views.values() for m in view.members if m.via == "sip"}
+        for gone in self._quality.keys() - sip:
+            del self._quality[gone]
+        if self._quality_busy or self.srv._ng is None:
+            return
+        due: list[tuple[int, str]] = []
+        for leg_id in sip:
+            q = self._quality.setdefault(leg_id, _Quality(now))
+            if now < q.due:
+                continue
+            # Scheduled from the ask, not the answer: at most once per period.
+            q.due = now + QUALITY_SECONDS
+            call_id = self.srv._sip_call_id(leg_id)
+            if call_id:  # a dialled-out guest has none
+                due.append((leg_id, call_id))
+        if not due:
+            return
+        if self._quality_pool is None:
+            self._quality_pool = ThreadPoolExecutor(1, thread_name_prefix="ponte-quality")
+        self._quality_busy = True
+        try:
+            future = self._quality_pool.submit(_measure, self.srv, due, self._quality_stop)
+        except RuntimeError:  # shut down: the console is stopping
+            self._quality_busy = False
+            return
+        future.add_done_callback(
+            lambda f: self.srv.loop.call_soon_threadsafe(lambda: self._measured(f))
+        )
+
+    def _measured(self, future: Future[list[tuple[int, Any]]]) -> None:
+        """A batch came back (loop thread): keep the figures; announce those
+        that changed, for members still in their room."""
+        self._quality_busy = False
+        if future.cancelled():
+            return
+        try:
+            results = future.result()
+        except Exception:  # a bug, not rtpengine (its errors give None)
+            log.exception("call quality: measuring failed")
+            return
+        changed: dict[int, Any] = {}
+        for leg_id, figures in results:
+            q = self._quality.get(leg_id)
+            if q is None or q.figures == figures:
+                continue  # left while measured, or nothing new to show
+            q.figures = figures
+            changed[leg_id] = figures
+        if not changed:
+            return
+        wall = self.srv.clock.ts()
+        for name, view in self.watch.rooms.items():
+            for m in view.members:
+                if m.id in changed:
+                    self.hub.publish(
+                        {
+                            "type": "quality",
+                            "room": name,
+                            "member": m.id,
+                            "caller": m.caller,
+                            "quality": changed[m.id],
+                            "ts": wall,
+                        }
+                    )
 
     # -- hand-over between the threads --------------------------------------
     async def _on_loop(self, fn: Callable[[], T]) -> T:

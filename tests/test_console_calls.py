@@ -296,3 +296,119 @@ def test_console_dials_a_guest_into_the_room_through_the_line_profile(server_fac
     assert len(dials) == 1 and dials[0]["by"] == "ana" and dials[0]["source"] == "web"
     calls = report(srv, "calls", "--line", "room:demo")
     assert len(calls) == 1 and calls[0]["disposition"] == "answered", calls
+
+
+def test_rooms_show_each_members_call_quality_from_rtpengine(server_factory, phone):
+    """A registered extension dials the bridge through Kamailio (so rtpengine
+    relays its media and measures it from RTCP); a second caller comes
+    straight to the app server (no rtpengine call). After a few seconds of
+    talk the snapshot carries the first member's quality, no loss either way
+    on loopback, `quality` events bring it to the page, and the second member
+    has none. Changing figures are not member changes (no joins, leaves or
+    mutes), and webhooks do not get the figures."""
+    from tests.pbx_helpers import pbx_overrides, proxy, register
+
+    hooks = Hooks()
+    port = ports.allocate(1)
+    base = f"http://127.0.0.1:{port}"
+    srv = server_factory(
+        **pbx_overrides(),
+        web={"listen": f"127.0.0.1:{port}", "webhooks": [hooks.url]},
+        admins=ADMINS,
+    )
+    found: dict[str, Any] = {}
+
+    async def scenario() -> list[dict[str, Any]]:
+        log: list[dict[str, Any]] = []
+        ana = ConsoleClient(base)
+        try:
+            assert await ana.login("ana", PASSWORD) == 303
+            ws = await ana.events()
+            assert (await ws.receive_json(timeout=5))["type"] == "snapshot"
+            phone(
+                f"sip:conf@{proxy(srv)}",
+                "wait_media 8; wait 1.5; dtmf 9999#; tone 440; wait_end 60",
+                record=False,
+                bind=ports.loopback_ip(),
+                extra=register("1001", srv),
+            )
+            relayed = await next_event(ws, {"member_joined"}, 25, log=log)
+            phone(srv.uri("conf"), "wait_media 5; dtmf 1111#; tone 700; wait_end 60", record=False)
+            direct = await next_event(ws, {"member_joined"}, 15, log=log)
+            assert (relayed["caller"], direct["caller"]) == ("1001", "softphone"), log
+            joined_at = time.monotonic()
+            found["ids"] = relayed["member"], direct["member"]
+            found["joined"] = direct
+
+            # Both sides' RTCP reports (every ~5 s) and the console's own
+            # refresh (every 5 s): figures within ~10 s of talk. rtpengine
+            # averages the reports over the call, and pjmedia's very first
+            # report may count a packet or two of the stream's start as lost
+            # (1 %, seen on loopback): wait for the average to say 0.
+            members: dict[int, dict[str, Any]] = {}
+            while (elapsed := time.monotonic() - joined_at) < 25:
+                status, text = await ana.get("/api/rooms")
+                assert status == 200, text
+                members = {m["id"]: m for m in json.loads(text)["rooms"]["demo"]["members"]}
+                q = members[relayed["member"]]["quality"]
+                if q and q["loss_in"] is not None and q["loss_out"] is not None:
+                    found.setdefault("measured", (elapsed, q))
+                    if q["loss_in"] == 0 and q["loss_out"] == 0:
+                        found["clean"] = elapsed
+                        break
+                await asyncio.sleep(0.25)
+            found["members"] = members
+            # Let one more refresh go by, then read what the page was sent.
+            await asyncio.sleep(6)
+            while True:
+                try:
+                    log.append(await ws.receive_json(timeout=0.2))
+                except TimeoutError:
+                    break
+            code, body = await ana.act("demo", "end")
+            assert code == 200, body
+            await next_event(ws, {"room_ended"}, 10, log=log)
+            await ws.close()
+        finally:
+            await ana.close()
+        return log
+
+    try:
+        log = asyncio.run(scenario())
+        deadline = time.monotonic() + 5
+        while "room_ended" not in hooks.types() and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        hooks.close()
+    relayed, direct = found["ids"]
+    assert "measured" in found, f"no quality for the relayed member: {found['members']}"
+    first_at, first = found["measured"]
+    q = found["members"][relayed]["quality"]
+    print(f"\nrelayed member: first figures {first_at:.1f} s after joining: {first}")
+    print(f"loss 0 both ways {found.get('clean', -1):.1f} s after joining: {q}")
+    assert first_at < 12, first_at
+    # Loopback loses nothing, either way; the rest is measured too.
+    assert "clean" in found and q["loss_in"] == 0 and q["loss_out"] == 0, q
+    assert set(q) == {"loss_in", "loss_out", "jitter_in", "jitter_out", "rtt_ms", "mos"}, q
+    assert q["jitter_in"] is not None and q["jitter_out"] is not None, q
+    assert q["mos"] is not None and 1.0 <= q["mos"] <= 5.0, q
+    # Straight to the app server: no rtpengine call, no figures.
+    assert found["members"][direct]["quality"] is None, found["members"]
+
+    # The page was told by `quality` events, about the relayed member only.
+    updates = [e for e in log if e["type"] == "quality"]
+    assert updates and {e["member"] for e in updates} == {relayed}, log
+    assert all(e["room"] == "demo" and e["caller"] == "1001" for e in updates), updates
+    assert updates[-1]["quality"]["loss_in"] == 0, updates
+    # At most one refresh per member every 5 s (the tick is 0.1 s).
+    gaps = [b["ts"] - a["ts"] for a, b in zip(updates, updates[1:], strict=False)]
+    print(f"quality events: {len(updates)}, {[round(g, 2) for g in gaps]} s apart")
+    assert all(g >= 4.8 for g in gaps), gaps
+    # New figures are not member changes: between the joins and the end,
+    # only talking and quality.
+    between = log[log.index(found["joined"]) + 1 :]
+    before_end = [e["type"] for e in between if e["type"] not in ("member_left", "room_ended")]
+    assert set(before_end) <= {"quality", "talking_started", "talking_stopped"}, log
+    assert [e["type"] for e in log].count("member_joined") == 2, log
+    # Webhooks get the story of the room, not the figures.
+    assert "member_joined" in hooks.types() and "quality" not in hooks.types(), hooks.types()

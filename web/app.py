@@ -456,7 +456,8 @@ async def name_wav(request: web.Request) -> web.StreamResponse:
 
 async def events(request: web.Request) -> web.StreamResponse:
     """The room events as JSON on a WebSocket: first the snapshot, then each
-    event as published. The client may send {"type": "snapshot"} for a fresh one."""
+    event as published (including `quality`, which webhooks do not get: see
+    web/hub.py). The client may send {"type": "snapshot"} for a fresh one."""
     st = _state(request)
     session: Session = request[SESSION]
     if not _origin_ok(request):

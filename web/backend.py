@@ -42,7 +42,14 @@ class Backend(Protocol):
         {"rooms": {name: {"locked": bool, "lecture": bool, "started": epoch | None,
         "members": [{"id": int, "caller": str, "role": "moderator" | "participant",
         "name": bool, "muted": bool, "talking": bool, "hand": bool,
-        "via": "sip" | "web"}]}}}."""
+        "via": "sip" | "web", "quality": {"loss_in", "loss_out", "jitter_in",
+        "jitter_out", "rtt_ms", "mos"} | None}]}}}.
+
+        `quality` is the member's call as rtpengine measured it (loss %,
+        jitter ms, round trip ms, MOS 1-5; any may be None): "in" is what
+        reached the appliance from the phone, "out" what reached the phone.
+        None for a browser, a call rtpengine does not relay, or before its
+        first RTCP reports."""
         ...
 
     async def room_action(

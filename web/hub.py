@@ -5,6 +5,11 @@ from its own loop thread); delivery happens on the web server's asyncio loop.
 Nothing ever blocks the publisher: each subscriber has a bounded queue that
 drops its oldest event when full, and each webhook URL a bounded queue that
 is posted in order by one task.
+
+Events in `LIVE_ONLY` (a member's call quality, refreshed every few seconds)
+go to the WebSocket subscribers only: they keep the rooms page current, but
+a webhook wants the story of a room (who came, who spoke, who was muted), not
+a stream of measurements; the figures stay in the snapshot (/api/rooms).
 """
 
 from __future__ import annotations
@@ -35,8 +40,14 @@ EVENT_TYPES = frozenset(
         "hand_lowered",
         "room_started",
         "room_ended",
+        # {"member", "caller", "quality": {"loss_in", "loss_out", "jitter_in",
+        # "jitter_out", "rtt_ms", "mos"} | None}: rtpengine's figures for the
+        # member's call changed (ponte/console.py; at most every 5 s a member).
+        "quality",
     }
 )
+# Event types that are not posted to webhooks (see the module's docstring).
+LIVE_ONLY = frozenset({"quality"})
 WEBHOOK_TIMEOUT = 5.0
 
 
@@ -194,6 +205,8 @@ class EventHub:
             subs = list(self._subs)
         for sub in subs:
             sub._offer(event)
+        if event.get("type") in LIVE_ONLY:
+            return
         for url in self._webhooks:
             self._post_later(url, event)
 

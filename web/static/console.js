@@ -38,6 +38,31 @@
     return (h ? h + ":" + two(m) : String(m)) + ":" + two(r);
   }
 
+  // A member's call quality as rtpengine measures it, in one short line:
+  // in/out = what reached the appliance from the phone / what reached the
+  // phone. "" when there are no figures (a browser, or a call rtpengine does
+  // not relay): the row then shows nothing.
+  function fmtQuality(q) {
+    if (!q) return "";
+    const num = (v) => (typeof v === "number" && isFinite(v) ? v : null);
+    const one = (v, digits) => (num(v) === null ? "–" : String(+num(v).toFixed(digits)));
+    const pair = (a, b) => one(a, 0) + "/" + one(b, 0);
+    const parts = [];
+    if (num(q.loss_in) !== null || num(q.loss_out) !== null) parts.push("loss " + pair(q.loss_in, q.loss_out) + " %");
+    if (num(q.jitter_in) !== null || num(q.jitter_out) !== null) parts.push("jitter " + pair(q.jitter_in, q.jitter_out) + " ms");
+    if (num(q.rtt_ms) !== null) parts.push("rtt " + one(q.rtt_ms, 0) + " ms");
+    if (num(q.mos) !== null) parts.push("MOS " + num(q.mos).toFixed(1)); // 4.0, not 4
+    return parts.join(" · ");
+  }
+
+  // MOS bands as ITU-T G.107 reads them: 4.0 and up satisfied, from 3.6 some
+  // users dissatisfied, below that many.
+  function qualityClass(q) {
+    const mos = q && typeof q.mos === "number" ? q.mos : null;
+    if (mos === null) return "quality";
+    return "quality " + (mos >= 4.0 ? "q-good" : mos >= 3.6 ? "q-fair" : "q-poor");
+  }
+
   // -- actions --------------------------------------------------------------
 
   async function act(room, action, body, card) {
@@ -123,6 +148,9 @@
       row = {};
       row.dot = el("span", {class: "dot", title: "talking"});
       row.caller = el("td", {class: "caller"});
+      row.quality = el("div", {title: "call quality as rtpengine measures it from RTCP: packet " +
+        "loss and jitter from the phone / to the phone, round trip, MOS (1-5); averages since " +
+        "the call began, refreshed every 5 s"});
       row.role = el("td");
       row.name = el("td");
       row.muted = el("td");
@@ -137,6 +165,10 @@
     row.caller.textContent = m.caller || "(unknown)";
     if (m.via === "web") row.caller.append(" ", el("span", {class: "via", text: "browser"}));
     if (m.hand) row.caller.append(" ", el("span", {class: "hand", text: "hand up", title: "hand raised"}));
+    const quality = fmtQuality(m.via === "web" ? null : m.quality);
+    row.quality.textContent = quality;
+    row.quality.className = qualityClass(m.quality);
+    if (quality) row.caller.append(row.quality);
     row.role.textContent = m.role || "";
     row.role.className = m.role === "moderator" ? "role-moderator" : "";
     const key = [m.name, m.muted, canAct].join("|");
@@ -251,9 +283,15 @@
         if (!m) { askSnapshot(); return; }
         m.talking = ev.type === "talking_started";
         break;
-      case "hand_raised":
+      case "hand_raised": case "hand_lowered":
         if (!m) { askSnapshot(); return; }
-        m.hand = true;
+        m.hand = ev.type === "hand_raised";
+        break;
+      case "quality":
+        // A member not shown yet gets the figures with the snapshot its
+        // member_joined asks for.
+        if (!m) return;
+        m.quality = ev.quality || null;
         break;
       case "locked": case "unlocked":
         room.locked = ev.type === "locked";
