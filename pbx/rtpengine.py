@@ -166,10 +166,10 @@ class NgClient:
         self.retries = max(1, retries)
 
     @classmethod
-    def for_config(cls, config: Config, timeout: float = 1.0) -> NgClient:
+    def for_config(cls, config: Config, timeout: float = 1.0, retries: int = 3) -> NgClient:
         """A client for pbx.rtpengine_control."""
         host, port = split_host_port(config.pbx.rtpengine_control)
-        return cls(host, port, timeout)
+        return cls(host, port, timeout, retries)
 
     def request(self, command: str, params: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """Send one command, return its reply dictionary.

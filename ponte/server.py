@@ -13,6 +13,7 @@ import logging
 import signal
 import sqlite3
 import threading
+import time
 import urllib.request
 import wave
 from collections import deque
@@ -72,7 +73,14 @@ from lines.usage import UsageStore
 from pbx.b2bua import B2BUA, Pair
 from pbx.kamailio import Kamailio
 from pbx.ratelimit import SlidingWindowLimiter
-from pbx.rtpengine import RtpEngine, RtpEngineError, quality, summary
+from pbx.rtpengine import (
+    NgClient,
+    RtpEngine,
+    RtpEngineError,
+    UnknownCallError,
+    quality,
+    summary,
+)
 from pbx.sipua import IncomingCall, SipUA
 from ponte.clock import WallClock
 from ponte.control import ControlServer
@@ -97,6 +105,8 @@ log = logging.getLogger("ponte.call")
 # Margin after a prompt's nominal length before we call it finished: covers
 # the jitter between the bridge clock and ours.
 PROMPT_TAIL = 0.15
+# After rtpengine fails to answer a quality query, none is sent for this long.
+NG_BACKOFF = 10.0
 # An answered call that has received no RTP this long after answer is logged.
 NO_RTP_AFTER = 10.0
 # A recorded name quieter than this (RMS of 16-bit samples) is taken as silence.
@@ -220,7 +230,8 @@ class AppServer:
         self._rtpengine_restarts = 0
         # Queried on the loop thread, on loopback: a reply takes well under
         # a millisecond, and a dead relay costs at most this timeout once.
-        self._ng = self.rtpengine.client(timeout=0.2) if self.rtpengine else None
+        self._ng = NgClient.for_config(config, timeout=0.2, retries=1) if self.rtpengine else None
+        self._ng_down_until = 0.0  # a relay that stopped answering is left alone a while
         self._proxy_up: bool | None = None
         self.console: Console | None = None  # the web console, when web.listen is set
 
@@ -338,12 +349,19 @@ class AppServer:
     def _quality(self, sip_call_id: str | None, remote_called: bool = False) -> dict[str, Any]:
         """A call's network quality (history columns) as rtpengine measured
         it; nothing when it does not know the call (or does not run)."""
-        if self._ng is None or not sip_call_id:
+        if self._ng is None or not sip_call_id or time.monotonic() < self._ng_down_until:
             return {}
         try:
             reply = self._ng.query(sip_call_id)
+        except UnknownCallError:
+            return {}
         except RtpEngineError as exc:
-            log.debug("no quality figures for %s: %s", sip_call_id, exc)
+            # Not answering: skip the figures for a while rather than make
+            # every call's end (on the loop thread) wait for a time-out.
+            self._ng_down_until = time.monotonic() + NG_BACKOFF
+            log.warning(
+                "rtpengine did not answer a quality query (%s); retrying in %.0f s", exc, NG_BACKOFF
+            )
             return {}
         return summary(quality(reply), remote_called)
 
@@ -428,6 +446,11 @@ class AppServer:
 
     def _prepare_control(self, request: dict[str, Any]) -> None:
         """Runs on the control socket's thread before the loop gets the request."""
+        if request.get("cmd") == "status":
+            # rtpengine is asked here, off the loop: a status of many members
+            # (or a relay that stopped answering) never holds SIP up.
+            calls = {leg: cdr.sip_call_id for leg, cdr in dict(self.cdrs).items()}
+            request["_quality"] = {leg: self._quality(cid) for leg, cid in calls.items()}
         if request.get("cmd") == "reload":
             request["_prepared"] = self.prepare_reload()
 
@@ -1313,6 +1336,7 @@ class AppServer:
         if cmd == "drain":
             return self.drain()
         if cmd == "status":
+            prepared = request.get("_quality") or {}
             return {
                 "calls": self.ua.call_count(),
                 "legs": len(self.legs),
@@ -1333,7 +1357,7 @@ class AppServer:
                                 "levels": self.ua.levels(m.leg),
                                 "hand": bool(self.console and m.leg in self.console.hands),
                                 # rtpengine's live figures for the member's call
-                                "quality": self._quality(self._sip_call_id(m.leg)),
+                                "quality": prepared.get(m.leg, {}),
                             }
                             for m in room.members.values()
                             if m.leg in self.legs
