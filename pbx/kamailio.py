@@ -87,14 +87,23 @@ def ctl_path(runtime: Path) -> Path:
     return Path(tempfile.gettempdir()) / f"ponte-kamailio-{digest}.ctl"
 
 
-def rr_token(runtime: Path) -> str:
-    """A random token kept in the runtime folder, put in our Record-Route so
-    only dialogs this proxy set up are relayed (it survives restarts, so
-    calls set up before one still end cleanly)."""
-    path = Path(runtime) / "rr.token"
+def rr_secret(runtime: Path) -> str:
+    """The secret that binds our Record-Route token to each dialog.
+
+    Every dialog's Record-Route carries `ponte=` a hash of this secret, its
+    Call-ID and the caller's tag (kamailio.cfg, route DLG_TOKEN): a request
+    that names another dialog, or a token seen elsewhere, is refused. Kept
+    in the runtime folder, mode 0600, so calls survive a restart.
+    """
+    path = Path(runtime) / "rr.secret"
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(secrets.token_hex(8))
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_hex(32))
+    os.chmod(path, 0o600)
+    with contextlib.suppress(FileNotFoundError):
+        (Path(runtime) / "rr.token").unlink()  # the old, dialog-blind token
     return path.read_text().strip()
 
 
@@ -128,7 +137,7 @@ def render_config(config: Config, runtime: Path, debug: int = 1) -> str:
         debug=debug,
         module_path=module_path(),
         ctl_socket=ctl_path(runtime),
-        rr_token=rr_token(runtime),
+        rr_secret=rr_secret(runtime),
         auth_failures=config.pbx.auth_failures,
         pike_density=config.pbx.flood_density,
         ban_seconds=config.pbx.ban_seconds,

@@ -37,6 +37,7 @@ from typing import Any
 
 from tests import audio, ports
 from tests.harness import Server
+from tests.netns import net_fixture  # noqa: F401  (the fixture `net`)
 from tests.pbx_helpers import PASSWORDS, Provider, pbx_overrides, proxy, register
 from tests.test_spine_calls import hash_time, window
 
@@ -917,3 +918,56 @@ def test_a_guesser_cannot_reach_the_ivr_through_kamailio_without_credentials(
     ).result()
     assert r.get("code") == 407, r
     assert " incoming " not in srv.log()
+
+
+# -- Record-Route tokens are bound to their dialog (issue 16, item 2) -------------
+
+
+def test_a_record_route_token_opens_no_other_dialog(server_factory, net) -> None:
+    """A real call's Record-Route token, copied by a stranger into an INVITE
+    of its own (a To tag, a Route to Kamailio, another Call-ID), is refused:
+    the token is a hash of a secret over the dialog's Call-ID and caller tag,
+    not one value for every call. Nothing reaches the provider."""
+    from tests.test_edge_calls import (
+        APPLIANCE_IP,
+        PBX,
+        PROVIDER_IP,
+        PROVIDER_NAME,
+        _invite_with_reply,
+        edge_config,
+        no_registration,
+    )
+
+    cfg = no_registration(edge_config(provider=True))
+    net.hosts({PROVIDER_NAME: PROVIDER_IP})
+    srv = server_factory(netns=net.appliance.name, **cfg)
+    provider = net.provider.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    provider.bind((PROVIDER_IP, 5060))
+    provider.settimeout(1.0)
+    attacker = net.attacker.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    attacker.bind((net.attacker.ip, 5060))
+    try:
+        _ack, ok = _invite_with_reply(provider, "real-call")
+        routes = re.findall(r"^Record-Route: <([^>]+)>", ok, re.MULTILINE | re.IGNORECASE)
+        token = re.search(r";ponte=([0-9a-f]+)", routes[0])
+        assert token, routes
+        recv_all(provider, 0.5)  # the real call's retransmissions, if any
+        forged = request(
+            "INVITE",
+            f"sip:0015442079460000@{PROVIDER_NAME}",
+            f"{net.attacker.ip}:5060",
+            to_tag="forged",
+            extra=(f"Route: <sip:{PBX};lr;ftag=x;ponte={token.group(1)}>",),
+        )
+        attacker.sendto(forged, (APPLIANCE_IP, 5060))
+        answers = [status_line(d) for d in recv_all(attacker, 1.5)]
+        reached = [status_line(d) for d in recv_all(provider, 0.5)]
+        assert any(" 403 " in a for a in answers), answers
+        assert not any(r.startswith("INVITE") for r in reached), reached
+        assert (
+            "with a Route token not of its dialog, refused"
+            in (Path(srv.config["state_dir"]) / "kamailio" / "kamailio.log").read_text()
+        )
+    finally:
+        provider.close()
+        attacker.close()

@@ -508,6 +508,11 @@ def test_missing_ack_and_missing_rtp_are_logged(server_factory, net):
 
 def _invite(sock: socket.socket, call_id: str) -> str:
     """Send a DID INVITE from the provider; return the ACK for its 200 OK."""
+    return _invite_with_reply(sock, call_id)[0]
+
+
+def _invite_with_reply(sock: socket.socket, call_id: str) -> tuple[str, str]:
+    """Send a DID INVITE from the provider; return (the ACK for its 200 OK, the 200 OK)."""
     sdp = (
         f"v=0\r\no=- 1 1 IN IP4 {PROVIDER_IP}\r\ns=-\r\nc=IN IP4 {PROVIDER_IP}\r\nt=0 0\r\n"
         "m=audio 17000 RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\n"
@@ -538,13 +543,14 @@ def _invite(sock: socket.socket, call_id: str) -> str:
     routes = re.findall(r"^Record-Route: (.*)$", msg, re.MULTILINE | re.IGNORECASE)
     assert to and contact, msg
     route = "".join(f"Route: {r.strip()}\r\n" for r in routes)
-    return (
+    ack = (
         f"ACK {contact.group(1)} SIP/2.0\r\n"
         f"Via: SIP/2.0/UDP {PROVIDER_IP}:5060;branch=z9hG4bK{call_id}ack\r\n"
         f"Max-Forwards: 70\r\nFrom: <sip:11999990000@{PROVIDER_IP}>;tag=p-{call_id}\r\n"
         f"To: {to.group(1).strip()}\r\nCall-ID: {call_id}\r\nCSeq: 1 ACK\r\n{route}"
         "Content-Length: 0\r\n\r\n"
     )
+    return ack, msg
 
 
 def test_guessing_spread_over_sources_locks_the_user_not_the_office(server_factory, net):
