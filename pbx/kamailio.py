@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 from string import Template
 
+from provisioning.files import create_private, private
 from provisioning.schema import Config, Extension
 
 log = logging.getLogger("ponte.kamailio")
@@ -262,9 +263,15 @@ class Kamailio:
             raise KamailioError("kamailio is not installed (scripts/setup installs it)")
         self.runtime.mkdir(parents=True, exist_ok=True)
         cfg = self.runtime / "kamailio.cfg"
-        cfg.write_text(render_config(self.config, self.runtime, self.debug))
+        # The config holds the Record-Route secret, the database plaintext
+        # SIP passwords (auth_db's calculate_ha1): both 0600.
+        with os.fdopen(create_private(cfg), "w") as f:
+            f.write(render_config(self.config, self.runtime, self.debug))
+        private(cfg)
         init_db(self.db_path)
         init_acc_db(self.acc_db_path)
+        private(self.db_path)
+        private(self.acc_db_path)
         sync_subscribers(self.db_path, self.config.extensions)
         sync_trunk_peers(self.db_path, trunk_peers(self.config))
         check = subprocess.run(

@@ -28,6 +28,7 @@ from typing import Any
 
 import yaml
 
+from provisioning.files import create_private
 from provisioning.loader import ConfigError, Loaded, load_tree
 
 FORMAT = "ponte-backup/1"
@@ -122,7 +123,8 @@ def make_backup(
     dest.mkdir(parents=True, exist_ok=True)
     name = f"ponte-{created:%Y%m%d-%H%M%S-%f}-{'+'.join(parts)}.tar.gz"
     tmp = dest / f".{name}.tmp"
-    with tarfile.open(tmp, "w:gz") as tar:
+    # Created 0600: an archive holds SIP and trunk passwords and admin hashes.
+    with os.fdopen(create_private(tmp), "wb") as raw, tarfile.open(fileobj=raw, mode="w:gz") as tar:
         for member, data in {
             "manifest.json": json.dumps(manifest, indent=2).encode(),
             **members,

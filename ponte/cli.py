@@ -9,6 +9,7 @@ import os
 import sys
 from pathlib import Path
 
+from provisioning.files import set_umask
 from provisioning.loader import EXAMPLE, ConfigError, load_config, load_tree
 
 EXIT_CONFIG = 2
@@ -601,6 +602,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `ponte` console script."""
+    # Before anything is written: whoever starts us, nothing is world-readable.
+    set_umask()
     args = build_parser().parse_args(argv)
     _setup_logging(args.log_level)
     return args.fn(args)

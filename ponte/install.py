@@ -6,6 +6,9 @@ The units are rendered with the absolute path of this virtual environment's
 
 from __future__ import annotations
 
+import contextlib
+import grp
+import os
 import pwd
 import shutil
 import subprocess
@@ -37,19 +40,6 @@ def install(root: Path, create_user: bool = False) -> Iterator[str]:
     for name in UNITS:
         (units / name).write_text(render_unit(name, ponte))
         yield f"unit      {units / name}"
-    etc = root / "etc/ponte"
-    etc.mkdir(parents=True, exist_ok=True)
-    config = etc / "ponte.yaml"
-    if config.exists():
-        yield f"config    {config} (kept: it exists)"
-    else:
-        # The example's paths are already the units' directories (/var/lib/ponte,
-        # /var/cache/ponte, /run/ponte, /etc/ponte).
-        config.write_text(EXAMPLE.read_text())
-        yield f"config    {config}"
-    for d in ("var/lib/ponte", "var/cache/ponte"):
-        (root / d).mkdir(parents=True, exist_ok=True)
-        yield f"directory {root / d}"
     if create_user:
         try:
             pwd.getpwnam("ponte")
@@ -67,6 +57,23 @@ def install(root: Path, create_user: bool = False) -> Iterator[str]:
                 check=True,
             )
             yield "user      ponte (system)"
-        if shutil.which("systemctl"):
-            subprocess.run(["systemctl", "daemon-reload"], check=False)
-            yield "systemd   daemon-reload (enable with: systemctl enable --now ponte)"
+    etc = root / "etc/ponte"
+    etc.mkdir(parents=True, exist_ok=True)
+    config = etc / "ponte.yaml"
+    if config.exists():
+        yield f"config    {config} (kept: it exists)"
+    else:
+        # The example's paths are already the units' directories (/var/lib/ponte,
+        # /var/cache/ponte, /run/ponte, /etc/ponte).
+        config.write_text(EXAMPLE.read_text())
+        yield f"config    {config}"
+    # Passwords live in it: root writes it, the service's group reads it.
+    os.chmod(config, 0o640)
+    with contextlib.suppress(KeyError):
+        os.chown(config, 0, grp.getgrnam("ponte").gr_gid)
+    for d in ("var/lib/ponte", "var/cache/ponte"):
+        (root / d).mkdir(parents=True, exist_ok=True)
+        yield f"directory {root / d}"
+    if create_user and shutil.which("systemctl"):
+        subprocess.run(["systemctl", "daemon-reload"], check=False)
+        yield "systemd   daemon-reload (enable with: systemctl enable --now ponte)"

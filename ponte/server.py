@@ -93,6 +93,7 @@ from ponte.roomops import room_command
 from ponte.sdnotify import Notifier
 from provisioning.admins import PermissionDenied, authorize_changes, who
 from provisioning.advice import network_notes
+from provisioning.files import private
 from provisioning.diff import Change, diff_configs
 from provisioning.schema import Config
 from provisioning.schema import Room as RoomConfig
@@ -262,6 +263,8 @@ class AppServer:
         self.billing = BillingStore(self.config.database)
         self.usage = UsageStore(self.config.database)
         self.store = RecordStore(self.config.database)
+        # Call records, billing, audit: the service's user alone reads them.
+        private(self.config.database)
         mark_created(self.config.database, self.config.state_dir)
         self.loop.call_later(5.0, self._flush_records)
         if self.kamailio is not None:

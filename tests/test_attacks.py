@@ -28,6 +28,7 @@ import signal
 import socket
 import struct
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable
@@ -971,3 +972,52 @@ def test_a_record_route_token_opens_no_other_dialog(server_factory, net) -> None
     finally:
         provider.close()
         attacker.close()
+
+
+# -- secrets are never world-readable (issue 16, item 7) ---------------------------
+
+
+def test_secrets_are_not_readable_by_other_users(server_factory, tmp_path: Path) -> None:
+    """Started from a shell whose umask is 022, ponte still writes nothing
+    world-readable: the records, Kamailio's database (plaintext SIP
+    passwords), its config and the Record-Route secret are 0600, a backup
+    archive too; `ponte install`'s ponte.yaml is 0640."""
+    import os
+    import stat
+
+    from tests.harness import cli
+
+    old = os.umask(0o022)
+    try:
+        srv = server_factory(**pbx_overrides())
+        done = cli(srv, "backup", "--parts", "rooms,usage", "--by", "tester")
+        assert done.returncode == 0, done.stderr
+    finally:
+        os.umask(old)
+    state = Path(srv.config["state_dir"])
+    kam = state / "kamailio"
+
+    def mode(p: Path) -> int:
+        return stat.S_IMODE(p.stat().st_mode)
+
+    for secret in (
+        Path(srv.config["database"]),
+        kam / "kamailio.db",
+        kam / "acc.db",
+        kam / "kamailio.cfg",
+        kam / "rr.secret",
+        *sorted((state / "backups").glob("ponte-*.tar.gz")),
+    ):
+        assert mode(secret) == 0o600, (secret, oct(mode(secret)))
+    assert list((state / "backups").glob("ponte-*.tar.gz")), "a backup was made"
+    readable = [str(p) for p in state.rglob("*") if p.is_file() and mode(p) & stat.S_IROTH]
+    assert readable == [], readable
+    root = tmp_path / "root"
+    done = subprocess.run(
+        [sys.executable, "-m", "ponte.cli", "install", "--root", str(root)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert mode(root / "etc/ponte/ponte.yaml") == 0o640
