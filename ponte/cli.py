@@ -71,16 +71,27 @@ def cmd_check(args: argparse.Namespace) -> int:
         + (f" (overrides {cfg.prompts.override_dir})" if cfg.prompts.override_dir else "")
     )
     print(f"control    {cfg.control.socket}")
-    from provisioning.advice import network_notes
+    from provisioning.advice import network_notes, password_warnings, refusals
 
     for level, note in network_notes(cfg):
         print(f"{level:<10} {note}")
+    for warning in password_warnings(cfg):
+        print(f"{'warning':<10} {warning}")
+    for why in refusals(cfg):
+        print(f"{'refused':<10} ponte serve will not start: {why}")
     return 0
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """Run the app server until SIGTERM/SIGINT."""
     cfg = _load(args.config)
+    from provisioning.advice import refusals
+
+    refused = refusals(cfg)
+    if refused:
+        for why in refused:
+            logging.getLogger("ponte").error("refusing to start: %s", why)
+        return EXIT_CONFIG
     from pbx.kamailio import KamailioError
     from pbx.sipua import SipError
     from ponte.database import DatabaseRefused

@@ -92,9 +92,9 @@ from ponte.records import CallRecord, RecordStore
 from ponte.roomops import room_command
 from ponte.sdnotify import Notifier
 from provisioning.admins import PermissionDenied, authorize_changes, who
-from provisioning.advice import network_notes
-from provisioning.files import private
+from provisioning.advice import network_notes, refusals
 from provisioning.diff import Change, diff_configs
+from provisioning.files import private
 from provisioning.schema import Config
 from provisioning.schema import Room as RoomConfig
 
@@ -436,6 +436,9 @@ class AppServer:
             new = load_config(self.config_path)
         except ConfigError as exc:
             return PreparedReload(old, None, str(exc))
+        refused = refusals(new)
+        if refused:
+            return PreparedReload(old, None, f"{self.config_path}: {'; '.join(refused)}")
         return PreparedReload(old, new, None, diff_configs(old, new))
 
     def _reload_in_background(self, by: str) -> None:

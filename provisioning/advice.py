@@ -7,6 +7,8 @@ can then reach the appliance, and an admin should hear that plainly.
 
 from __future__ import annotations
 
+import re
+
 from provisioning.schema import Config
 
 
@@ -49,3 +51,79 @@ def network_notes(cfg: Config) -> list[tuple[str, str]]:
             )
         )
     return notes
+
+
+# The example file's own placeholders: fine on a laptop, never on a LAN.
+PLACEHOLDER = re.compile(r"^troque-esta-senha(-\d+)?$")
+MIN_PASSWORD = 12
+# A few of the passwords every guessing list starts with (svcrack's and
+# SecLists' first lines, and their Portuguese cousins).
+COMMON = frozenset(
+    {
+        "123456",
+        "1234567",
+        "12345678",
+        "123456789",
+        "1234567890",
+        "111111",
+        "000000",
+        "123123",
+        "654321",
+        "password",
+        "passw0rd",
+        "password1",
+        "senha",
+        "senha123",
+        "mudar123",
+        "admin",
+        "admin123",
+        "root",
+        "secret",
+        "changeme",
+        "voip",
+        "sip",
+        "asterisk",
+        "qwerty",
+        "abc123",
+        "iloveyou",
+        "letmein",
+        "welcome",
+        "default",
+    }
+)
+
+
+def _secrets(cfg: Config) -> list[tuple[str, str]]:
+    """(who, password) for every SIP credential in the configuration."""
+    out = [(f"extension {e.number}", e.password) for e in cfg.extensions]
+    out += [(f"trunk {t.name}", t.password) for t in cfg.trunks]
+    return out
+
+
+
+def password_warnings(cfg: Config) -> list[str]:
+    """Passwords a guesser would find early: the example's, common or short
+    (the schema already refuses under 10 characters or containing the number)."""
+    warnings = []
+    for who, password in _secrets(cfg):
+        lowered = password.lower()
+        if PLACEHOLDER.match(password):
+            warnings.append(f"{who}: the example's placeholder password; set a real one")
+        elif lowered in COMMON or lowered.rstrip("0123456789") in COMMON:
+            warnings.append(f"{who}: a common password, on every guessing list")
+        elif len(password) < MIN_PASSWORD:
+            warnings.append(f"{who}: password under {MIN_PASSWORD} characters")
+    return warnings
+
+
+def refusals(cfg: Config) -> list[str]:
+    """Why this configuration must not run: the example's placeholder
+    passwords on an appliance that phones elsewhere can reach."""
+    if not cfg.pbx.faces_network:
+        return []
+    return [
+        f"{who} still has the example's placeholder password, and pbx.listen "
+        f"{cfg.pbx.listen} faces the network: set a real password"
+        for who, password in _secrets(cfg)
+        if PLACEHOLDER.match(password)
+    ]

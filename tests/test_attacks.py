@@ -1021,3 +1021,31 @@ def test_secrets_are_not_readable_by_other_users(server_factory, tmp_path: Path)
     )
     assert done.returncode == 0, done.stderr
     assert mode(root / "etc/ponte/ponte.yaml") == 0o640
+
+
+def test_the_examples_passwords_never_face_a_network(tmp_path: Path) -> None:
+    """The shipped placeholder passwords (`troque-esta-senha-N`) are refused
+    by `ponte serve` once pbx.listen is a LAN address (exit 2, nothing
+    started), and `ponte check` says so; on loopback they only warn."""
+    import yaml
+
+    example = yaml.safe_load(
+        (Path(__file__).parent.parent / "provisioning" / "example.yaml").read_text()
+    )
+    example["pbx"]["listen"] = "198.51.100.1:5060"
+    example["database"] = str(tmp_path / "ponte.db")
+    example["state_dir"] = str(tmp_path / "state")
+    example["control"] = {"socket": str(tmp_path / "control.sock")}
+    path = tmp_path / "lan.yaml"
+    path.write_text(yaml.safe_dump(example))
+    run = [sys.executable, "-m", "ponte.cli"]
+    serve = subprocess.run(
+        [*run, "serve", "--config", str(path)], capture_output=True, text=True, timeout=60
+    )
+    assert serve.returncode == 2, serve.stderr
+    assert "placeholder password" in serve.stderr and "faces the network" in serve.stderr
+    assert not (tmp_path / "state").exists(), "nothing was started"
+    check = subprocess.run(
+        [*run, "check", "--config", str(path)], capture_output=True, text=True, timeout=60
+    )
+    assert "ponte serve will not start" in check.stdout, check.stdout

@@ -111,3 +111,37 @@ def test_edge_addresses_are_validated():
                 "extensions": [{"number": "1001", "name": "A", "password": "a-long-Secret-1"}],
             }
         )
+
+
+def test_weak_passwords_are_named_and_placeholders_refused_on_a_lan():
+    from provisioning.advice import password_warnings, refusals
+
+    def cfg(listen: str, *passwords: str) -> Config:
+        return Config.model_validate(
+            {
+                "pbx": {"listen": listen},
+                "extensions": [
+                    {"number": str(1001 + i), "name": "X", "password": p}
+                    for i, p in enumerate(passwords)
+                ],
+            }
+        )
+
+    weak = cfg(
+        "127.0.0.1:5060",
+        "troque-esta-senha-1",
+        "senha12345",
+        "short-pw-1",
+        "a-Long-and-rare-one",
+    )
+    said = password_warnings(weak)
+    assert [w.split(":")[0] for w in said] == [
+        "extension 1001",
+        "extension 1002",
+        "extension 1003",
+    ], said
+    assert "placeholder" in said[0] and "common" in said[1] and "under 12" in said[2]
+    assert refusals(weak) == []  # on loopback: a laptop demo may keep them
+    lan = cfg("198.51.100.1:5060", "troque-esta-senha-2")
+    (why,) = refusals(lan)
+    assert "extension 1001" in why and "faces the network" in why
