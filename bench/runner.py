@@ -81,6 +81,7 @@ def plan(quick: bool) -> tuple[list[Job], list[Job]]:
                 90,
             ),
             Job("webrtc", "webrtc.py", ["--steps", "1,3", "--window", "3"], 60),
+            Job("relay", "relay.py", ["--quick"], 60),
         ]
         window = "3"
         series = SERIES_QUICK
@@ -100,6 +101,15 @@ def plan(quick: bool) -> tuple[list[Job], list[Job]]:
                 240,
             ),
             Job("webrtc", "webrtc.py", ["--steps", "1,4,8,12,16", "--window", "5"], 120),
+            # Two series (direct, relayed) of four steps: about 110 s; fewer steps
+            # and a shorter window than its own default, to leave the capacity
+            # series their time within the run's budget.
+            Job(
+                "relay",
+                "relay.py",
+                ["--steps", "10,40,80,160", "--window", "8", "--budget", "150"],
+                180,
+            ),
         ]
         window = "10"
         series = SERIES_FULL
