@@ -25,6 +25,10 @@
 #include <strings.h>
 
 #include <pjsua-lib/pjsua.h>
+/* pjsua_get_var(): the calls' dialogs, for the screen's Call-ID check. The
+ * module is always compiled against the headers of the very build it loads
+ * into (scripts/build-pjx), so the internal layout matches. */
+#include <pjsua-lib/pjsua_internal.h>
 
 #define SIGNATURE PJMEDIA_SIG_CLASS_PORT_AUD('P', 'X')
 
@@ -359,7 +363,23 @@ static PyObject *signal_level(PyObject *mod, PyObject *arg)
  * 2.12.1 is lenient: it answers some RFC 4475 invalid requests 200 OK. This
  * module sits between the transport and the transaction layer and refuses
  * them with a stateless 400 (an invalid ACK is just dropped). Each rule is
- * one row of SCREEN_RULES below; the checks read the raw datagram.
+ * one row of SCREEN_RULES below; the syntax checks read the raw datagram.
+ *
+ * Three more rows are about what a valid request may do here:
+ *
+ *   dialog    RFC 3261 12.2.2: an in-dialog request belongs to the dialog
+ *             whose Call-ID, local tag and remote tag it carries. pjsip's UA
+ *             layer looks a dialog up by the two tags alone, so a BYE with a
+ *             live call's tags and any Call-ID ended that call: 481 when the
+ *             To tag is a call's and the Call-ID is not (pjsip itself answers
+ *             481 to unknown tags).
+ *   refer     pjsua follows a REFER by placing the call itself (no routing
+ *             decision of ours, no history), and pjsua2 gives that call our
+ *             Call object too: when one of the two calls ended, the object
+ *             was freed under the other one (a segfault). The app server
+ *             never transfers: 403. (pbx/sipua.py refuses it too.)
+ *   replaces  an INVITE with Replaces is answered by pjsua itself and never
+ *             reaches our incoming-call handler: 403, for the same reason.
  */
 
 typedef struct {
@@ -437,7 +457,7 @@ static int count_single(const char *n, size_t nlen, const char *v, size_t vlen, 
 }
 
 /* 3.3.8, 3.3.9: a single-value header given more than once. */
-static int rule_duplicate_header(const raw_msg_t *m)
+static int rule_duplicate_header(const raw_msg_t *m, pjsip_rx_data *rd)
 {
     struct dup_state st;
     memset(&st, 0, sizeof(st));
@@ -449,13 +469,13 @@ static int rule_duplicate_header(const raw_msg_t *m)
 }
 
 /* 3.1.2.10: anything after "SIP/2.0" on the request line. */
-static int rule_request_line_tail(const raw_msg_t *m)
+static int rule_request_line_tail(const raw_msg_t *m, pjsip_rx_data *rd)
 {
     return m->line_len < 7 || memcmp(m->line + m->line_len - 7, "SIP/2.0", 7) != 0;
 }
 
 /* 3.1.2.11: a Request-URI never carries ?headers (RFC 3261 19.1.1). */
-static int rule_ruri_headers(const raw_msg_t *m)
+static int rule_ruri_headers(const raw_msg_t *m, pjsip_rx_data *rd)
 {
     const char *sp1 = memchr(m->line, ' ', m->line_len);
     if (sp1 == NULL)
@@ -482,7 +502,10 @@ static int check_date(const char *n, size_t nlen, const char *v, size_t vlen, vo
 }
 
 /* 3.1.2.12: an HTTP-date is always in GMT. */
-static int rule_date_gmt(const raw_msg_t *m) { return each_header(m, check_date, NULL); }
+static int rule_date_gmt(const raw_msg_t *m, pjsip_rx_data *rd)
+{
+    return each_header(m, check_date, NULL);
+}
 
 /* From/To: an unquoted display name holds only tokens and LWS (3.1.2.15),
  * and nothing may stand between < > and the addr-spec (3.1.2.14). */
@@ -517,7 +540,10 @@ static int check_name_addr(const char *n, size_t nlen, const char *v, size_t vle
     return is_lws(v[i + 1]) || is_lws(gt[-1]);
 }
 
-static int rule_name_addr(const raw_msg_t *m) { return each_header(m, check_name_addr, NULL); }
+static int rule_name_addr(const raw_msg_t *m, pjsip_rx_data *rd)
+{
+    return each_header(m, check_name_addr, NULL);
+}
 
 struct cseq_state { const raw_msg_t *m; };
 
@@ -540,7 +566,7 @@ static int check_cseq(const char *n, size_t nlen, const char *v, size_t vlen, vo
 }
 
 /* 3.1.2.17: the CSeq method is the request's method. */
-static int rule_cseq_method(const raw_msg_t *m)
+static int rule_cseq_method(const raw_msg_t *m, pjsip_rx_data *rd)
 {
     struct cseq_state st = {m};
     return each_header(m, check_cseq, &st);
@@ -562,23 +588,87 @@ static int check_clen(const char *n, size_t nlen, const char *v, size_t vlen, vo
 
 /* 3.1.2.2: a datagram shorter than its Content-Length is truncated (octets
  * beyond it are ignored, 3.1.1.8, so only "too long" is refused). */
-static int rule_content_length(const raw_msg_t *m) { return each_header(m, check_clen, (void *)m); }
+static int rule_content_length(const raw_msg_t *m, pjsip_rx_data *rd)
+{
+    return each_header(m, check_clen, (void *)m);
+}
+
+/* The dialog of the pjsua call whose local tag is `tag`, if any. Every
+ * dialog of the app server is a call's (it never subscribes, and REFER is
+ * refused), so this sees what pjsip's UA layer would pick for a request. */
+static const pjsip_dialog *call_dialog_by_local_tag(const pj_str_t *tag)
+{
+    pjsua_call_id ids[PJSUA_MAX_CALLS];
+    unsigned count = PJ_ARRAY_SIZE(ids);
+    if (pjsua_enum_calls(ids, &count) != PJ_SUCCESS)
+        return NULL;
+    const struct pjsua_data *var = pjsua_get_var();
+    for (unsigned i = 0; i < count; i++) {
+        const pjsua_call *call = &var->calls[ids[i]];
+        const pjsip_dialog *dlg = call->inv != NULL ? call->inv->dlg : call->async_call.dlg;
+        /* pjsip files dialogs by local tag, case-insensitively (its hash). */
+        if (dlg != NULL && dlg->local.info != NULL &&
+            pj_stricmp(&dlg->local.info->tag, tag) == 0)
+            return dlg;
+    }
+    return NULL;
+}
+
+/* An in-dialog request whose To tag is one of our calls' local tags but
+ * whose Call-ID is not that call's (see "dialog" above). pjsip's UA layer
+ * finds the dialog by the To tag, then the From tag, and never compares the
+ * Call-ID: only this case is pjsip's mistake, so only this case is ours.
+ * An unknown To tag or a wrong From tag is left to pjsip, which answers
+ * 481 itself; a CANCEL is matched by its INVITE's transaction, and a
+ * REGISTER may carry tags. */
+static int rule_wrong_call_id(const raw_msg_t *m, pjsip_rx_data *rd)
+{
+    pjsip_method_e id = rd->msg_info.msg->line.req.method.id;
+    if (rd->msg_info.to == NULL || rd->msg_info.to->tag.slen == 0 ||
+        rd->msg_info.cid == NULL || id == PJSIP_CANCEL_METHOD || id == PJSIP_REGISTER_METHOD)
+        return 0;
+    const pjsip_dialog *dlg = call_dialog_by_local_tag(&rd->msg_info.to->tag);
+    /* Call-IDs compare case-sensitively (RFC 3261 19.3, and pjsip). */
+    return dlg != NULL && pj_strcmp(&dlg->call_id->id, &rd->msg_info.cid->id) != 0;
+}
+
+/* REFER, in a dialog or out of one (see "refer" above). Method names are
+ * case-sensitive: "refer" is some other, unknown method. */
+static int rule_refer(const raw_msg_t *m, pjsip_rx_data *rd)
+{
+    return pj_strcmp2(&rd->msg_info.msg->line.req.method.name, "REFER") == 0;
+}
+
+/* An INVITE that would replace one of our calls (RFC 3891). */
+static int rule_replaces(const raw_msg_t *m, pjsip_rx_data *rd)
+{
+    static const pj_str_t replaces = {"Replaces", 8};
+    const pjsip_msg *msg = rd->msg_info.msg;
+    return msg->line.req.method.id == PJSIP_INVITE_METHOD &&
+           pjsip_msg_find_hdr_by_name(msg, &replaces, NULL) != NULL;
+}
 
 typedef struct {
     const char *name;
-    const char *reason; /* the 400's reason phrase */
-    int (*broken)(const raw_msg_t *);
+    int code;           /* the stateless answer */
+    const char *reason; /* its reason phrase */
+    int (*broken)(const raw_msg_t *, pjsip_rx_data *);
     unsigned long hits;
 } screen_rule_t;
 
+/* In order: a malformed request is refused for its syntax before anything
+ * is looked up for it. */
 static screen_rule_t SCREEN_RULES[] = {
-    {"duplicate_header", "Duplicate Single-Value Header", rule_duplicate_header, 0},
-    {"request_line", "Malformed Request-Line", rule_request_line_tail, 0},
-    {"ruri_headers", "Headers In Request-URI", rule_ruri_headers, 0},
-    {"date", "Date Not In GMT", rule_date_gmt, 0},
-    {"name_addr", "Malformed From/To", rule_name_addr, 0},
-    {"cseq_method", "CSeq Method Mismatch", rule_cseq_method, 0},
-    {"content_length", "Content-Length Too Large", rule_content_length, 0},
+    {"duplicate_header", 400, "Duplicate Single-Value Header", rule_duplicate_header, 0},
+    {"request_line", 400, "Malformed Request-Line", rule_request_line_tail, 0},
+    {"ruri_headers", 400, "Headers In Request-URI", rule_ruri_headers, 0},
+    {"date", 400, "Date Not In GMT", rule_date_gmt, 0},
+    {"name_addr", 400, "Malformed From/To", rule_name_addr, 0},
+    {"cseq_method", 400, "CSeq Method Mismatch", rule_cseq_method, 0},
+    {"content_length", 400, "Content-Length Too Large", rule_content_length, 0},
+    {"dialog", 481, "Call/Transaction Does Not Exist", rule_wrong_call_id, 0},
+    {"refer", 403, "Transfer Not Allowed", rule_refer, 0},
+    {"replaces", 403, "Replaces Not Allowed", rule_replaces, 0},
 };
 #define N_RULES (sizeof(SCREEN_RULES) / sizeof(SCREEN_RULES[0]))
 
@@ -606,7 +696,7 @@ static pj_bool_t screen_on_rx_request(pjsip_rx_data *rdata)
     m.line_len = (size_t)(eol - m.text);
     m.hdr_end = (size_t)(blank - m.text);
     for (size_t i = 0; i < N_RULES; i++) {
-        if (!SCREEN_RULES[i].broken(&m))
+        if (!SCREEN_RULES[i].broken(&m, rdata))
             continue;
         SCREEN_RULES[i].hits++;
         PJ_LOG(4, ("ponte-screen", "refused %.*s from %s:%d: %s",
@@ -614,8 +704,8 @@ static pj_bool_t screen_on_rx_request(pjsip_rx_data *rdata)
                    rdata->pkt_info.src_port, SCREEN_RULES[i].name));
         if (rdata->msg_info.msg->line.req.method.id != PJSIP_ACK_METHOD) {
             pj_str_t reason = pj_str((char *)SCREEN_RULES[i].reason);
-            pjsip_endpt_respond_stateless(pjsua_get_pjsip_endpt(), rdata, 400, &reason, NULL,
-                                          NULL);
+            pjsip_endpt_respond_stateless(pjsua_get_pjsip_endpt(), rdata,
+                                          SCREEN_RULES[i].code, &reason, NULL, NULL);
         }
         return PJ_TRUE; /* consumed: no transaction, no dialog, no call */
     }
@@ -632,6 +722,23 @@ static pjsip_module screen_module = {
     NULL, NULL, NULL,                      /* on_tx_request, on_tx_response, on_tsx_state */
 };
 
+/* Remove one value from a capability header (Allow, Supported,
+ * Allow-Events): pjsip copies these into its requests and answers. */
+static void drop_value(const pjsip_hdr *hdr, const char *value)
+{
+    pjsip_generic_array_hdr *h = (pjsip_generic_array_hdr *)hdr;
+    if (h == NULL)
+        return;
+    for (unsigned i = 0; i < h->count;) {
+        if (pj_stricmp2(&h->values[i], value) == 0) {
+            memmove(&h->values[i], &h->values[i + 1], (h->count - i - 1) * sizeof(pj_str_t));
+            h->count--;
+        } else {
+            i++;
+        }
+    }
+}
+
 static PyObject *install_screen(PyObject *mod, PyObject *Py_UNUSED(ignored))
 {
     (void)mod;
@@ -646,6 +753,13 @@ static PyObject *install_screen(PyObject *mod, PyObject *Py_UNUSED(ignored))
         PyErr_Format(PyExc_RuntimeError, "cannot register the SIP screen (status %d)", (int)st);
         return NULL;
     }
+    /* Stop advertising what the screen refuses: pjsua's transfer and
+     * Replaces modules announced them to every peer. */
+    pjsip_endpoint *endpt = pjsua_get_pjsip_endpt();
+    drop_value(pjsip_endpt_get_capability(endpt, PJSIP_H_ALLOW, NULL), "REFER");
+    drop_value(pjsip_endpt_get_capability(endpt, PJSIP_H_SUPPORTED, NULL), "replaces");
+    drop_value(pjsip_endpt_get_capability(endpt, PJSIP_H_SUPPORTED, NULL), "norefersub");
+    drop_value(pjsip_evsub_get_allow_events_hdr(NULL), "refer");
     Py_RETURN_TRUE;
 }
 
@@ -669,9 +783,10 @@ static PyMethodDef module_methods[] = {
     {"signal_level", signal_level, METH_O,
      "signal_level(slot) -> (tx, rx): last levels 0-255 (rx: what the member says)."},
     {"install_screen", install_screen, METH_NOARGS,
-     "install_screen() -> bool: refuse RFC 4475 invalid requests with 400 (once per process)."},
+     "install_screen() -> bool: refuse RFC 4475 invalid requests (400), a request with a\n"
+     "call's To tag and another Call-ID (481), REFER and Replaces (403); once per process."},
     {"screen_stats", screen_stats, METH_NOARGS,
-     "screen_stats() -> {rule: requests refused}."},
+     "screen_stats() -> {rule: requests refused (or ACKs dropped)}."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -22,6 +22,7 @@ import logging
 import os
 import re
 import time
+import urllib.parse
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,8 +45,114 @@ DTMF_METHODS = {
     pj.PJSUA_DTMF_METHOD_SIP_INFO: "info",
 }
 _REQUEST_USER = re.compile(r"^[A-Z]+ sips?:(?:([^@;>\s]+)@)?")
-_URI_USER = re.compile(r"sips?:([^@;>\s]+)@")
 _LINE_HEADER = re.compile(r"^X-Ponte-Line:[ \t]*([0-9]{1,16})[ \t]*$", re.IGNORECASE | re.MULTILINE)
+
+
+# RFC 3261 25.1: the characters of a token (an unquoted display name is
+# tokens separated by LWS).
+_TOKEN_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.!%*_+`'~")
+_LWS = " \t\r\n"
+
+
+@dataclass(frozen=True)
+class NameAddr:
+    """A From/To/Contact value split the RFC 3261 way (20.10, 25.1).
+
+    `display` is the display name with its quoting undone (None when there
+    is none) and `uri` the addr-spec alone: whatever the display name says
+    (a URI, `<`, quotes), it is never taken for the address.
+    """
+
+    display: str | None
+    uri: str
+
+
+def parse_name_addr(text: str) -> NameAddr | None:
+    """Split `name-addr / addr-spec` followed by header parameters.
+
+    Grammar (RFC 3261 25.1)::
+
+        name-addr    = [ display-name ] LAQUOT addr-spec RAQUOT
+        display-name = *(token LWS) / quoted-string
+        quoted-string = SWS DQUOTE *(qdtext / quoted-pair) DQUOTE
+        quoted-pair  = "\\" (%x00-09 / %x0B-0C / %x0E-7F)
+
+    An addr-spec outside < > ends at the first `;`: what follows are the
+    header's parameters (20.10), e.g. the tag. None when the text is not a
+    name-addr or addr-spec (an unterminated quote, a display name with
+    characters a token may not hold, no closing `>`).
+    """
+    s = text.strip(_LWS)
+    display: str | None = None
+    if s.startswith('"'):
+        chars: list[str] = []
+        i = 1
+        while True:
+            if i >= len(s):
+                return None  # unterminated quoted-string
+            c = s[i]
+            if c == "\\":
+                if i + 1 >= len(s) or s[i + 1] in "\r\n":
+                    return None  # a quoted-pair never escapes CR or LF
+                chars.append(s[i + 1])
+                i += 2
+            elif c == '"':
+                i += 1
+                break
+            else:
+                chars.append(c)
+                i += 1
+        display = "".join(chars)
+        rest = s[i:].lstrip(_LWS)
+        if not rest.startswith("<"):
+            return None  # a quoted display name is always followed by <addr-spec>
+    else:
+        lt = s.find("<")
+        if lt < 0:
+            uri = s.split(";", 1)[0].strip(_LWS)  # a bare addr-spec, then header params
+            return NameAddr(None, uri) if uri and "<" not in uri and ">" not in uri else None
+        words = s[:lt].strip(_LWS)
+        if any(c not in _TOKEN_CHARS and c not in _LWS for c in words):
+            return None  # e.g. `sip:1001@host <sip:1002@host>`: not a display name
+        display = " ".join(words.split()) or None
+        rest = s[lt:]
+    gt = rest.find(">")
+    if gt < 0:
+        return None
+    uri = rest[1:gt]
+    if not uri or uri != uri.strip(_LWS) or "<" in uri:
+        return None
+    return NameAddr(display, uri)
+
+
+def uri_user(uri: str) -> str:
+    """The user part of a sip:, sips: or tel: URI ("" when it has none).
+
+    RFC 3261 19.1.1: `sip:user:password@host;params?headers`. '@' may appear
+    nowhere after the userinfo, so the user is what precedes the only '@'
+    (up to a ':' password). %-escapes are undone unless that would yield a
+    control character (which would then end up in a log line).
+    """
+    scheme, sep, rest = uri.partition(":")
+    scheme = scheme.lower()
+    if not sep:
+        return ""
+    if scheme == "tel":  # telephone-subscriber, then ;parameters
+        user = rest.split(";", 1)[0]
+    elif scheme in ("sip", "sips"):
+        userinfo, at, _host = rest.partition("@")
+        if not at:
+            return ""
+        user = userinfo.split(":", 1)[0]
+    else:
+        return ""
+    if "%" not in user:
+        return user
+    try:
+        plain = urllib.parse.unquote(user, errors="strict")
+    except UnicodeDecodeError:  # escapes that are not UTF-8: keep them escaped
+        return user
+    return plain if plain.isprintable() else user
 
 
 @dataclass(frozen=True)
@@ -54,20 +161,23 @@ class IncomingCall:
 
     leg: int
     request_user: str  # the Request-URI's user part: the number dialed
-    from_uri: str
-    from_user: str
+    from_uri: str  # the From addr-spec alone (no display name, no parameters)
+    from_user: str  # its user part, by parse_name_addr/uri_user (never the display name)
     sip_call_id: str
     source: str  # "ip:port" the INVITE came from
     # The extension Kamailio authenticated (its X-Ponte-Line header); None for
-    # anything else, e.g. a provider's call to a DID.
+    # anything else, e.g. a provider's call to a DID. Only the app knows
+    # whether `source` is Kamailio, so it decides whether to believe it.
     line: str | None = None
+    from_display: str | None = None  # the From display name, as the caller chose it
 
 
 class SipEvents(Protocol):
     """Callbacks the adapter's owner implements (all on the polling thread).
 
     Owners may also define `on_progress(leg, code)` (180/183 on an outbound
-    leg) and `on_registration(account, code, reason, active)`.
+    leg), `on_registration(account, code, reason, active)` and
+    `on_transfer_status(leg, code, final)` (a REFER we sent).
     """
 
     def on_incoming(self, call: IncomingCall) -> None: ...
@@ -95,6 +205,19 @@ class _LogWriter(pj.LogWriter):
 
 
 class _Call(pj.Call):
+    """One pjsua call, owned by `SipUA._legs` until its DISCONNECTED callback.
+
+    pjsua must never make a call of its own on one of ours: following a
+    REFER it places the new call with our Call as its user data, and pjsua2
+    then repoints this object at whichever of the two calls last had an
+    event (`Call::lookup`). Our DISCONNECTED handling dropped the leg when
+    the transferred call failed, the object was freed, and the next event
+    of the surviving call read freed memory: a segfault in _pjsua2. So
+    transfers and replacements are refused here (and by the SIP screen in
+    pbx/_pjx.c before pjsua sees them), and an event for a pjsua call that
+    is not ours is never taken for our leg's.
+    """
+
     def __init__(self, ua: SipUA, leg: int, acc: pj.Account, call_id: int | None = None) -> None:
         if call_id is None:
             super().__init__(acc)
@@ -102,18 +225,62 @@ class _Call(pj.Call):
             super().__init__(acc, call_id)
         self.ua = ua
         self.leg = leg
+        # pjsua's id for our call: known now for an inbound call, learnt from
+        # the first event (during makeCall) for an outbound one.
+        self.pj_id: int | None = call_id
         self.audio: pj.AudioMedia | None = None
         self.confirmed = False
         self.answered = False  # we sent a 2xx (an inbound call)
 
+    def ours(self) -> bool:
+        """Whether pjsua2 points this object at our own call right now."""
+        current = int(self.getId())
+        if self.pj_id is None:
+            self.pj_id = current
+        if current == self.pj_id:
+            return True
+        log.error(
+            "call %d: pjsua reported pjsua call %d on this call's object "
+            "(a call pjsua made by itself); ignored",
+            self.leg,
+            current,
+        )
+        return False
+
     def onCallState(self, prm: pj.OnCallStateParam) -> None:  # noqa: N802
-        self.ua._on_call_state(self, prm)
+        if self.ours():
+            self.ua._on_call_state(self, prm)
 
     def onCallMediaState(self, prm: pj.OnCallMediaStateParam) -> None:  # noqa: N802
-        self.ua._on_media_state(self)
+        if self.ours():
+            self.ua._on_media_state(self)
 
     def onDtmfDigit(self, prm: pj.OnDtmfDigitParam) -> None:  # noqa: N802
-        self.ua.events.on_digit(self.leg, prm.digit, DTMF_METHODS.get(prm.method, "rfc2833"))
+        if self.ours():
+            self.ua.events.on_digit(self.leg, prm.digit, DTMF_METHODS.get(prm.method, "rfc2833"))
+
+    def onCallTransferRequest(self, prm: pj.OnCallTransferRequestParam) -> None:  # noqa: N802
+        # A final refusal: pjsua answers the REFER with it and places no call.
+        prm.statusCode = 403
+        log.warning(
+            "call %d: REFER to %s refused (403): the app server never transfers",
+            self.leg,
+            _printable(str(prm.dstUri)),
+        )
+
+    def onCallTransferStatus(self, prm: pj.OnCallTransferStatusParam) -> None:  # noqa: N802
+        # Progress of a REFER we sent (test phones only: see SipUA.refer).
+        handler = getattr(self.ua.events, "on_transfer_status", None)
+        if handler is not None and self.ours():
+            handler(self.leg, int(prm.statusCode), bool(prm.finalNotify))
+
+    def onCallReplaceRequest(self, prm: pj.OnCallReplaceRequestParam) -> None:  # noqa: N802
+        # pjsua would answer the replacing INVITE itself, a call that never
+        # reaches _on_incoming. prm.reason is left alone: pjsua2 2.12.1 hands
+        # pjsua a pointer into it that dies with prm, and pjsua only
+        # replaces a 2-character reason ("OK") with the code's own text.
+        prm.statusCode = 403
+        log.warning("call %d: INVITE with Replaces refused (403)", self.leg)
 
 
 class _PortCall:
@@ -165,6 +332,11 @@ class _Account(pj.Account):
             handler(self.key, int(prm.code), str(prm.reason), bool(info.regIsActive))
 
 
+def _printable(text: str, limit: int = 200) -> str:
+    """`text` for a log line: control characters escaped, length bounded."""
+    return repr(text[:limit])[1:-1]
+
+
 def _headers(msg: str, names: Sequence[str] = ("Retry-After", "Warning", "Reason")) -> dict:
     """A few headers of a SIP message, by name (case-insensitive)."""
     found: dict[str, str] = {}
@@ -211,8 +383,12 @@ class SipUA:
         max_calls: int = 1000,
         pj_log_level: int = 3,
         opus_rate: int = 0,
+        screen: bool = True,
     ) -> None:
         self.events = events
+        # pbx/_pjx.c's SIP screen; only a test phone goes without it, to show
+        # what this module refuses on its own.
+        self.screen = screen
         # Run opus at this clock rate (mono) instead of pjmedia's 48 kHz, and
         # say so in the SDP (the benches' 16 kHz opus legs); 0 leaves it alone.
         self.opus_rate = opus_rate
@@ -263,8 +439,11 @@ class SipUA:
         ep.libInit(cfg)
         self._ep = ep
         # Invalid requests (RFC 4475) get 400 here even when they did not come
-        # through Kamailio: pjsip 2.12.1 alone answers some of them 200.
-        _pjx.install_screen()
+        # through Kamailio: pjsip 2.12.1 alone answers some of them 200. The
+        # screen also answers 481 to a request that names a dialog by its
+        # tags with another Call-ID, and 403 to REFER and Replaces.
+        if self.screen:
+            _pjx.install_screen()
 
         tcfg = pj.TransportConfig()
         tcfg.port = self.port
@@ -299,8 +478,8 @@ class SipUA:
         port, where nothing listens) and binds a trunk account's RTP to
         0.0.0.0:4000; Kamailio and rtpengine face the network, we do not.
         """
-        user = _URI_USER.search(acfg.idUri)
-        contact_user = user.group(1) if user else self.user
+        parsed = parse_name_addr(acfg.idUri)
+        contact_user = (uri_user(parsed.uri) if parsed else "") or self.user
         acfg.sipConfig.contactForced = f"<sip:{contact_user}@{self.host}:{self.bound_port}>"
         acfg.natConfig.contactRewriteUse = 0
         acfg.natConfig.viaRewriteUse = 0
@@ -498,6 +677,16 @@ class SipUA:
             raise SipError(f"cannot call {uri}: {exc.info()}") from None
         return leg
 
+    def refer(self, leg: int, target: str) -> None:
+        """Send an in-dialog REFER asking the far end to call `target` (sent
+        as given, `?headers` included). For test phones: the app server
+        never transfers. Its progress comes back as
+        `on_transfer_status(leg, code, final)` if the owner defines it."""
+        try:
+            self._call(leg).xfer(target, pj.CallOpParam(True))
+        except pj.Error as exc:
+            raise SipError(f"cannot REFER leg {leg} to {target}: {exc.info()}") from None
+
     def send_dtmf(self, leg: int, digits: str, method: str = "rfc2833") -> None:
         """Send digits by RFC 2833 or SIP INFO."""
         prm = pj.CallSendDtmfParam()
@@ -567,7 +756,8 @@ class SipUA:
 
     @staticmethod
     def screened() -> dict[str, int]:
-        """Requests the SIP screen refused with 400, by rule."""
+        """Requests the SIP screen refused, by rule (400 for the RFC 4475
+        ones, 481 `dialog`, 403 `refer` and `replaces`)."""
         return dict(_pjx.screen_stats())
 
     def _end_ports(self) -> None:
@@ -679,16 +869,21 @@ class SipUA:
         lines = _LINE_HEADER.findall(whole.split("\r\n\r\n", 1)[0])
         m = _REQUEST_USER.match(first_line)
         info = call.getInfo()
-        from_uri = info.remoteUri
-        fm = _URI_USER.search(from_uri)
+        # pjsip's own print of the From it parsed: `"display" <uri>` or `<uri>`.
+        # The user comes from the addr-spec only: a display name such as
+        # "sip:1001@127.0.0.1" must never make the call look like 1001's.
+        remote = str(info.remoteUri)
+        parsed = parse_name_addr(remote)
+        from_uri = parsed.uri if parsed else remote
         incoming = IncomingCall(
             leg=leg,
             request_user=(m.group(1) or "") if m else "",
             from_uri=from_uri,
-            from_user=fm.group(1) if fm else "",
+            from_user=uri_user(from_uri) if parsed else "",
             sip_call_id=info.callIdString,
             source=rdata.srcAddress,
             line=lines[0] if len(lines) == 1 else None,  # two headers: forged, ignore
+            from_display=parsed.display if parsed else None,
         )
         self.events.on_incoming(incoming)
 

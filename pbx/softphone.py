@@ -14,11 +14,15 @@ Script steps (separated by `;`):
     dtmf DIGITS [METHOD]   send digits one by one (rfc2833 | info | both)
     tone HZ                send a continuous sine of HZ Hz (0: silence)
     mark NAME              note the time under NAME in the report
+    refer URI              send REFER (Refer-To: URI, as given) in the call
     hangup                 send BYE
     wait_end T             wait up to T s for the far end to hang up
 
 With --calls N the same script runs on N calls, started --rate per second;
-`{pin}` in the script takes the next of --pins for each call.
+`{pin}` in the script takes the next of --pins for each call. --display
+puts a display name in our From (any text: it is quoted for us), and
+--no-screen leaves out pbx/_pjx.c's SIP screen, so a test can see what
+pbx/sipua.py refuses on its own.
 """
 
 from __future__ import annotations
@@ -81,6 +85,7 @@ class Softphone:
             codecs=args.codecs.split(","),
             pj_log_level=args.pj_log_level,
             opus_rate=args.opus_rate,
+            screen=not args.no_screen,
         )
         self.tmp = Path(tempfile.mkdtemp(prefix="softphone-"))
         self.calls: list[PhoneCall] = []
@@ -102,7 +107,10 @@ class Softphone:
         c = waiting[0]
         c.leg = call.leg
         c.report.update(
-            started_at=time.monotonic(), from_user=call.from_user, dialed=call.request_user
+            started_at=time.monotonic(),
+            from_user=call.from_user,
+            from_display=call.from_display,
+            dialed=call.request_user,
         )
         self.by_leg[c.leg] = c
         self.ua.answer(call.leg, 200)
@@ -132,6 +140,11 @@ class Softphone:
             self.ua.record(leg, c.record)
             c.report["record_start"] = time.monotonic()
             c.report["recording"] = str(c.record)
+
+    def on_transfer_status(self, leg: int, code: int, final: bool) -> None:
+        c = self.by_leg.get(leg)
+        if c is not None:
+            c.report.setdefault("refer", []).append([code, final, time.monotonic()])
 
     def on_confirmed(self, leg: int) -> None:
         c = self.by_leg.get(leg)
@@ -224,6 +237,12 @@ class Softphone:
             c.report.setdefault("tones", []).append([hz, time.monotonic()])
         elif op == "mark":
             c.report.setdefault("marks", {})[argv[0]] = time.monotonic()
+        elif op == "refer":
+            c.report.setdefault("refer_sent", []).append([argv[0], time.monotonic()])
+            try:
+                self.ua.refer(c.leg, argv[0])
+            except Exception as exc:  # reported: the script goes on
+                c.report.setdefault("refer", []).append([0, True, time.monotonic(), str(exc)])
         elif op == "hangup":
             self._hangup(c)
         else:
@@ -266,7 +285,11 @@ class Softphone:
         elif args.proxy:
             # Calls through an outbound proxy, e.g. a provider reaching us via Kamailio.
             self.account = "proxy"
-            self.ua.add_account("proxy", f"sip:{args.user}@{args.bind}", proxy=args.proxy)
+            self.ua.add_account("proxy", self._id(f"sip:{args.user}@{args.bind}"), proxy=args.proxy)
+        elif args.display is not None:
+            # The endpoint's own account has no display name: one that does.
+            self.account = "display"
+            self.ua.add_account("display", self._id(f"sip:{args.user}@{args.bind}"))
         interval = 1.0 / args.rate if args.rate > 0 else 0.0
         # Answering phones wait for calls; a phone that only registers places none.
         started = len(self.calls) if args.answer or not args.target else 0
@@ -298,6 +321,14 @@ class Softphone:
             c.report["messages"] = self.messages
         return [c.report for c in self.calls]
 
+    def _id(self, uri: str) -> str:
+        """An account's identity: `uri`, behind --display's name if given
+        (a quoted-string: backslash and double quote escaped, RFC 3261 25.1)."""
+        if self.args.display is None:
+            return uri
+        name = self.args.display.replace("\\", "\\\\").replace('"', '\\"')
+        return f'"{name}" <{uri}>'
+
     def _register(self, limit: float) -> None:
         """REGISTER (with digest auth) and wait for the first answer."""
         user_pass, _, hostport = self.args.register.rpartition("@")
@@ -305,7 +336,7 @@ class Softphone:
         self.account = "reg"
         self.ua.add_account(
             "reg",
-            f"sip:{user}@{hostport}",
+            self._id(f"sip:{user}@{hostport}"),
             registrar=f"sip:{hostport}",
             username=user,
             password=password,
@@ -334,6 +365,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=0, help="local SIP port (0: any)")
     p.add_argument("--rtp", default="30000-30999", help="local RTP port range LOW-HIGH")
     p.add_argument("--user", default="softphone", help="user part of our From URI")
+    p.add_argument("--display", default=None, help="display name in our From (any text)")
+    p.add_argument(
+        "--no-screen",
+        action="store_true",
+        help="leave out the SIP screen (pbx/_pjx.c): tests of pbx/sipua.py alone",
+    )
     p.add_argument("--codecs", default="PCMU/8000,PCMA/8000")
     p.add_argument("--opus-rate", type=int, default=0, help="opus clock rate, e.g. 16000")
     p.add_argument("--record", help="WAV path for what we hear ({i}: call index)")

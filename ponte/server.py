@@ -60,7 +60,7 @@ from ivr.commands import (
     WrongPin,
 )
 from ivr.dtmf import DtmfDeduper
-from ivr.guard import PinGuard
+from ivr.guard import DAY, KnownCallers, PinGuard, is_caller_id
 from ivr.keys import KeyReader
 from ivr.pin_entry import PinEntry, PinMatch
 from ivr.prompts import PromptLibrary, wav_seconds
@@ -87,6 +87,8 @@ from ponte.control import ControlServer
 from ponte.database import RecordWriter, check_database, mark_created
 from ponte.dialout import DialOut
 from ponte.extcalls import DISPOSITIONS, AccReader
+from ponte.known_callers import KnownCallerStore
+from ponte.lockout_clock import LockoutClock
 from ponte.loop import Loop, TimerHandle
 from ponte.records import CallRecord, RecordStore
 from ponte.roomops import room_command
@@ -191,7 +193,18 @@ class AppServer:
         self.legs: dict[int, Leg] = {}
         self.join_latencies: list[float] = []
         ivr = config.ivr
-        self.pin_guard = PinGuard(ivr.lockout_after, ivr.lockout_window, ivr.lockout_seconds)
+        self.pin_guard = PinGuard(
+            ivr.lockout_after,
+            ivr.lockout_window,
+            ivr.lockout_seconds,
+            known_tries=ivr.lockout_known_tries,
+        )
+        # Caller IDs that keyed a valid PIN per number: exempt from a number's
+        # lockout. Loaded from (and written to) the records database at start.
+        self.known_callers = KnownCallers(ivr.lockout_known_days * DAY)
+        self.known_store: KnownCallerStore | None = None
+        # Monotonic, like the loop's timers; a test may move it (see the module).
+        self.pin_clock = LockoutClock.from_env(self.loop.now)
         # Digit arrival -> the key's action applied to the room (bench/dtmf.py).
         self.action_latencies: deque[tuple[str, float]] = deque(maxlen=10000)
         self.control = ControlServer(
@@ -263,6 +276,11 @@ class AppServer:
         self.billing = BillingStore(self.config.database)
         self.usage = UsageStore(self.config.database)
         self.store = RecordStore(self.config.database)
+        self.known_store = KnownCallerStore(self.config.database)
+        since = self.clock.ts() - self.known_callers.keep
+        for number, caller, at in self.known_store.since(since):
+            self.known_callers.remember(number, caller, at)
+        self.records.write(self.known_store.forget_before, since)
         # Call records, billing, audit: the service's user alone reads them.
         private(self.config.database)
         mark_created(self.config.database, self.config.state_dir)
@@ -632,9 +650,10 @@ class AppServer:
     def on_incoming(self, call: IncomingCall) -> None:
         """Route a new call: access number, DID, or an extension's outbound number."""
         cfg = self.config
+        caller = self._caller(call)
         self.cdrs[call.leg] = CallRecord(
             call.leg,
-            call.from_user or call.from_uri,
+            caller,
             call.request_user,
             self.clock.ts(),
             sip_call_id=call.sip_call_id,
@@ -650,7 +669,7 @@ class AppServer:
         log.info(
             "call %d incoming from=%s to=%s src=%s",
             call.leg,
-            call.from_user or call.from_uri,
+            caller,
             call.request_user,
             call.source,
         )
@@ -684,6 +703,14 @@ class AppServer:
             return
         log.info("call %d refused: %r is not a number here (404)", call.leg, call.request_user)
         self.ua.answer(call.leg, 404)
+
+    def _caller(self, call: IncomingCall) -> str:
+        """Who calls, for the history, the log and the rooms: the extension
+        Kamailio authenticated (X-Ponte-Line, believed only from Kamailio),
+        else the From URI's user (never its display name), else the URI."""
+        if call.line is not None and call.source == self.config.pbx.internal:
+            return call.line
+        return call.from_user or call.from_uri
 
     def _overloaded(self, call: IncomingCall) -> bool:
         """Shed a new call beyond max_new_calls_per_second or max_calls
@@ -762,7 +789,7 @@ class AppServer:
 
     def _refuse(self, call: IncomingCall, prompt: str, reason: str) -> None:
         """Say why as early media (183), then 403 Forbidden."""
-        leg = Leg(call.leg, call.from_user, call.request_user, "pt-BR")
+        leg = Leg(call.leg, self._caller(call), call.request_user, "pt-BR")
         leg.refusal, leg.hangup_code = prompt, 403
         leg.hangup_after_prompt = f"refused: {reason}"
         self.legs[call.leg] = leg
@@ -906,18 +933,27 @@ class AppServer:
         """Who is calling, for the PIN lockout: the extension Kamailio
         authenticated, the caller ID of a call relayed by Kamailio (a trunk's),
         or the IP address of a direct call."""
-        if call.line:
+        # X-Ponte-Line is believed from Kamailio only (it strips it from others).
+        if call.line and call.source == self.config.pbx.internal:
             return f"ext:{call.line}"
         if call.source == self.config.pbx.internal:
             return f"cid:{call.from_user or call.from_uri}"
         return f"ip:{call.source.rpartition(':')[0]}"
 
     def _entry_ivr(self, call: IncomingCall, language: str) -> None:
-        leg = Leg(call.leg, call.from_user or call.from_uri, call.request_user, language)
+        leg = Leg(call.leg, self._caller(call), call.request_user, language)
         leg.source_key = self._source_key(call)
-        if self.pin_guard.is_locked(leg.source_key, self.loop.now()):
+        known = self.known_callers.knows(leg.dialed, leg.source_key, self.clock.ts())
+        why = self.pin_guard.admit(leg.dialed, leg.source_key, self.pin_clock.now(), known)
+        if why is not None:
             # Told why in early media (183), then 403: no PIN is asked.
-            log.info("call %d refused: %s is locked out (PIN guessing)", call.leg, leg.source_key)
+            log.info(
+                "call %d refused: %s is locked out (PIN guessing on %s: %s)",
+                call.leg,
+                leg.source_key,
+                leg.dialed,
+                why,
+            )
             leg.refusal, leg.hangup_code = "try_later", 403
             leg.hangup_after_prompt = "locked out after wrong PINs"
             self.legs[call.leg] = leg
@@ -1060,20 +1096,61 @@ class AppServer:
                 case RecordName(seconds):
                     self._record_name(leg, seconds)
                 case JoinRoom(room, role):
+                    self._right_pin(leg)
                     self._join(leg, room, role)
                 case WrongPin():
-                    for source in self.pin_guard.record_wrong(leg.source_key, self.loop.now()):
-                        log.warning(
-                            "PIN guessing: %s locked out for %g s after %d wrong PINs",
-                            source,
-                            self.pin_guard.lockout,
-                            len(self.pin_guard.wrong),
-                        )
+                    if self._wrong_pin(leg):
+                        return  # the call ends now: the dialogue's next steps are moot
                 case Hangup(reason):
+                    self._right_pin(leg)  # a right PIN refused (hours, lock) still counts
                     if leg.prompt_timer is not None:
                         leg.hangup_after_prompt = reason
                     else:
                         self._hangup(leg, reason)
+
+    def _wrong_pin(self, leg: Leg) -> bool:
+        """Count a wrong PIN against its source and number; True if that ends
+        the call (the number's budget is spent: no caller gets a second try)."""
+        guard = self.pin_guard
+        verdict = guard.wrong_pin(leg.dialed, leg.source_key, self.pin_clock.now())
+        for source in verdict.locked_sources:
+            log.warning(
+                "PIN guessing: %s locked out for %g s after %d wrong PINs",
+                source,
+                guard.lockout,
+                len(guard.wrong),
+            )
+        if verdict.number_locked:
+            log.warning(
+                "PIN guessing: number %s locked for %g s after %d wrong PINs in %g s: "
+                "only caller IDs that keyed a valid PIN on it in the last %g days get in",
+                leg.dialed,
+                guard.lockout,
+                guard.limit,
+                guard.window,
+                self.known_callers.keep / DAY,
+            )
+        if not verdict.end_call:
+            return False
+        log.info("call %d: wrong PIN while %s is locked: ending the call", leg.leg, leg.dialed)
+        if leg.dialogue is not None:
+            leg.dialogue.hangup()  # done: later digits and timers are ignored
+        for name in list(leg.timers):
+            self._cancel_timer(leg, name)
+        self._play(leg, ("try_later",), barge_in=False)  # "too many wrong PINs, try later"
+        leg.hangup_after_prompt = "wrong PIN on a locked number"
+        return True
+
+    def _right_pin(self, leg: Leg) -> None:
+        """Remember a caller ID that keyed a valid PIN on this number (it may
+        get in while the number is locked out)."""
+        outcome = leg.dialogue.outcome if leg.dialogue is not None else None
+        if outcome is None or outcome.match is None or not is_caller_id(leg.source_key):
+            return
+        when = self.clock.ts()
+        self.known_callers.remember(leg.dialed, leg.source_key, when)
+        if self.known_store is not None:
+            self.records.write(self.known_store.remember, leg.dialed, leg.source_key, when)
 
     def _dialogue_timeout(self, leg: Leg, name: str) -> None:
         if leg.dialogue is not None and leg.room is None:

@@ -528,9 +528,21 @@ class IvrConfig(_Strict):
     max_tries: int = Field(3, ge=1, le=10)
     # PIN guessing: this many wrong PINs in `lockout_window` seconds, from any
     # sources, lock out the sources that keyed 3 or more of them for `lockout_seconds`.
+    # The same budget holds per number dialed through Kamailio, whatever the
+    # caller IDs: the wrong PIN that spends it ends its call, and so does any
+    # wrong PIN on that number for the next `lockout_seconds`, during which new
+    # calls from caller IDs are refused ("try later") unless that caller ID
+    # keyed a valid PIN on that number in the last `lockout_known_days` days.
+    # Extensions still get in (one try per call); direct calls are judged by
+    # their address alone.
     lockout_after: int = Field(20, ge=1, le=10000)
     lockout_window: float = Field(600.0, gt=0, le=86400)
     lockout_seconds: float = Field(900.0, ge=0, le=86400)
+    # A caller ID can be spoofed: a known one gets one try per call, and after
+    # `lockout_known_tries` wrong PINs during the lockout it is refused too
+    # (0: no caller ID is exempt; `lockout_known_days: 0` forgets them all).
+    lockout_known_days: int = Field(90, ge=0, le=3650)
+    lockout_known_tries: int = Field(3, ge=0, le=100)
 
 
 class Admin(_Strict):
