@@ -300,17 +300,30 @@ def cmd_backup(args: argparse.Namespace) -> int:
 
 def cmd_restore(args: argparse.Namespace) -> int:
     """Restore parts of an archive: validate, write atomically, reload, record."""
-    import getpass
+    import os
+    import pwd
 
     from ponte import backup
     from ponte.control import request
     from ponte.records import RecordStore
-    from provisioning.admins import PermissionDenied, authorize, authorize_changes, who
+    from provisioning.admins import (
+        PermissionDenied,
+        authorize,
+        authorize_changes,
+        may_act_as,
+        who,
+    )
     from provisioning.diff import Change, diff_configs
 
     path = Path(args.config) if args.config else EXAMPLE
     cfg = _load(str(path))
-    unix_user = getpass.getuser()
+    # The kernel's word, as the control socket takes it (getpass reads $USER,
+    # which anyone sets): --as is checked against it before a file is written.
+    uid = os.geteuid()
+    try:
+        unix_user = pwd.getpwuid(uid).pw_name
+    except KeyError:
+        unix_user = f"#{uid}"
     records = RecordStore(cfg.database)
     archive_path = Path(args.archive)
     if not archive_path.exists() and not archive_path.is_absolute():
@@ -324,6 +337,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
         return code
 
     try:
+        may_act_as(cfg, args.as_name, unix_user, uid)
         by = (
             args.by
             if args.by and not cfg.admins and not args.as_name

@@ -97,8 +97,10 @@ class ControlServer:
         except ValueError as exc:
             conn.sendall(json.dumps({"error": f"bad request: {exc}"}).encode() + b"\n")
             return
-        # Who is asking, from the kernel: the audit's Unix user cannot be forged.
-        request["unix_user"] = _peer_user(conn)
+        # Who is asking, from the kernel: the audit's Unix user cannot be forged,
+        # and the server checks `--as` against it (provisioning.admins.may_act_as).
+        # Both keys are always overwritten, whatever the client put there.
+        request["unix_uid"], request["unix_user"] = _peer(conn)
         request.pop("_prepared", None)  # only ever set here, never by a client
         if self.prepare is not None:
             self.prepare(request)
@@ -119,14 +121,19 @@ class ControlServer:
         conn.sendall(json.dumps(reply).encode() + b"\n")
 
 
-def _peer_user(conn: socket.socket) -> str:
-    """The Unix user at the other end of a UNIX socket (SO_PEERCRED)."""
+def _peer(conn: socket.socket) -> tuple[int | None, str]:
+    """The uid and Unix user name at the other end of a UNIX socket
+    (SO_PEERCRED): (None, "?") if the kernel does not say, and "#UID" for a
+    uid without a name (which no admin's unix_users can list)."""
     try:
         creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
         _pid, uid, _gid = struct.unpack("3i", creds)
-        return pwd.getpwuid(uid).pw_name
-    except (OSError, KeyError):
-        return "?"
+    except OSError:
+        return None, "?"
+    try:
+        return uid, pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return uid, f"#{uid}"
 
 
 def request(path: Path, cmd: str, timeout: float = 5.0, **args: Any) -> dict[str, Any]:

@@ -93,7 +93,7 @@ from ponte.loop import Loop, TimerHandle
 from ponte.records import CallRecord, RecordStore
 from ponte.roomops import room_command
 from ponte.sdnotify import Notifier
-from provisioning.admins import PermissionDenied, authorize_changes, who
+from provisioning.admins import PermissionDenied, authorize_changes, may_act_as, who
 from provisioning.advice import network_notes, refusals
 from provisioning.diff import Change, diff_configs
 from provisioning.files import private
@@ -441,6 +441,20 @@ class AppServer:
         if as_name is None and by and not self.config.admins:
             return by
         return who(self.config, as_name, unix_user or "?")
+
+    def _peer_refusal(self, request: dict[str, Any]) -> dict[str, Any] | None:
+        """A control request's `--as` checked against the Unix user the kernel
+        reported (SO_PEERCRED): the refusal to send back, or None to go on."""
+        uid, unix_user = request.get("unix_uid"), str(request.get("unix_user") or "?")
+        if request.get("by") == "SIGHUP" and uid != 0:
+            # The name reserved for root's signal would skip --as (see _who).
+            request.pop("by")
+        try:
+            may_act_as(self.config, request.get("as"), unix_user, uid)
+        except PermissionDenied as exc:
+            log.warning("control %s refused, nothing changed: %s", request.get("cmd"), exc)
+            return {"ok": False, "error": str(exc), "denied": True}
+        return None
 
     def prepare_reload(self) -> PreparedReload:
         """Read, validate and diff the file: the slow part of a reload, safe on
@@ -1406,6 +1420,10 @@ class AppServer:
     # -- control socket ---------------------------------------------------
     def _control(self, request: dict[str, Any]) -> dict[str, Any]:
         cmd = request.get("cmd")
+        if cmd in ("reload", "room"):
+            refused = self._peer_refusal(request)
+            if refused is not None:
+                return refused
         if cmd == "reload":
             return self.reload(
                 request.get("as"),

@@ -50,6 +50,33 @@ def who(config: Config, name: str | None, unix_user: str) -> str:
     return name
 
 
+def may_act_as(config: Config, name: str | None, unix_user: str, uid: int | None) -> None:
+    """Refuse unless the local Unix user (`uid`, as the kernel tells the control
+    socket) may act as admin `name`: `--as` is a claim, this checks it.
+
+    root (uid 0) may act as anyone. Anyone else only as an admin whose
+    `unix_users` lists them; an admin without `unix_users` is root's alone, so
+    adding the mapping is a deliberate grant and a file without it stays as
+    safe as it can be. `uid` None (the kernel did not say) is nobody's.
+    Without `--as` there is no claim to check: who() decides alone.
+    """
+    if name is None or uid == 0:
+        return
+    admin = config.admin(name)
+    if admin is None:
+        raise PermissionDenied(f"{name!r} is not an admin of this appliance")
+    if uid is not None and unix_user in admin.unix_users:
+        return
+    if not admin.unix_users:
+        raise PermissionDenied(
+            f"Unix user {unix_user} may not act as {name}: "
+            f"{name} lists no unix_users, so only root may"
+        )
+    raise PermissionDenied(
+        f"Unix user {unix_user} may not act as {name}: not among {name}'s unix_users"
+    )
+
+
 def authorize(config: Config, name: str | None, scopes: set[str | None]) -> None:
     """Refuse unless admin `name` (or an admin-less appliance) may change
     objects of these departments (None: the appliance as a whole)."""

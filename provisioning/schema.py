@@ -11,7 +11,7 @@ import ipaddress
 import re
 import zoneinfo
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -545,6 +545,10 @@ class IvrConfig(_Strict):
     lockout_known_tries: int = Field(3, ge=0, le=100)
 
 
+# A Unix user name: Debian's useradd NAME_REGEX, capitals allowed.
+_UNIX_USER = r"^[A-Za-z_][A-Za-z0-9_.-]{0,31}\$?$"
+
+
 class Admin(_Strict):
     """A named admin and what they may change (administrator, sub-administrator
     of listed departments, or read-only)."""
@@ -553,6 +557,18 @@ class Admin(_Strict):
     role: Literal["administrator", "sub_administrator", "read_only"]
     departments: list[str] = Field(default_factory=list)
     password_hash: str | None = None  # scrypt, for the web console; never the clear text
+    # The Unix users who may act as this admin on the control socket (`--as`),
+    # as the kernel names the peer (SO_PEERCRED). Empty: root alone may.
+    unix_users: list[Annotated[str, Field(pattern=_UNIX_USER)]] = Field(
+        default_factory=list, max_length=64
+    )
+
+    @field_validator("unix_users")
+    @classmethod
+    def _once_each(cls, v: list[str]) -> list[str]:
+        if len(set(v)) != len(v):
+            raise ValueError("a Unix user is listed twice")
+        return v
 
     @model_validator(mode="after")
     def _scope(self) -> Admin:

@@ -12,9 +12,9 @@ import yaml
 
 from ponte import backup
 from ponte.records import RecordStore
-from provisioning.admins import PermissionDenied, authorize_changes, who
+from provisioning.admins import PermissionDenied, authorize_changes, may_act_as, who
 from provisioning.diff import diff_configs
-from provisioning.loader import load_tree, parse_config
+from provisioning.loader import ConfigError, load_tree, parse_config
 
 BASE = {
     "rooms": [
@@ -114,6 +114,69 @@ def test_roles_come_from_the_running_config_and_names_are_required():
     new = config(admins=admins)
     with pytest.raises(PermissionDenied):
         authorize_changes(old, new, "bruno", diff_configs(old, new))
+
+
+def _mapped(**unix_users: list[str]):
+    admins = [dict(a) for a in BASE["admins"]]
+    for admin in admins:
+        if admin["name"] in unix_users:
+            admin["unix_users"] = unix_users[admin["name"]]
+    return config(admins=admins)
+
+
+def test_as_is_checked_against_the_unix_user():
+    cfg = _mapped(ana=["alice"], bruno=["bob", "alice"])
+    may_act_as(cfg, "ana", "alice", 1000)
+    may_act_as(cfg, "bruno", "alice", 1000)  # one person, two admin names
+    may_act_as(cfg, "bruno", "bob", 1001)
+    with pytest.raises(PermissionDenied, match="Unix user bob may not act as ana: not among"):
+        may_act_as(cfg, "ana", "bob", 1001)
+    # An admin without unix_users is root's alone.
+    with pytest.raises(PermissionDenied, match="carla lists no unix_users, so only root may"):
+        may_act_as(cfg, "carla", "alice", 1000)
+    for name in ("ana", "bruno", "carla"):
+        may_act_as(cfg, name, "root", 0)
+    # The kernel's word or nothing: no uid, no claim.
+    with pytest.raises(PermissionDenied):
+        may_act_as(cfg, "ana", "alice", None)
+    with pytest.raises(PermissionDenied, match="not an admin"):
+        may_act_as(cfg, "mallory", "alice", 1000)
+    may_act_as(cfg, None, "eve", 1002)  # no claim: who() decides (and asks for --as)
+
+
+def test_unix_users_must_be_user_names_listed_once():
+    assert _mapped(ana=["alice", "svc_1", "Bob.x", "host$"]).admin("ana").unix_users == [
+        "alice",
+        "svc_1",
+        "Bob.x",
+        "host$",
+    ]
+    for bad in (["al ice"], ["-x"], ["a" * 40], ["alice", "alice"], ["root:0"]):
+        with pytest.raises(ConfigError, match="unix_users"):
+            _mapped(ana=bad)
+
+
+def test_restore_checks_the_claim_before_writing(tmp_path, monkeypatch, capsys):
+    from ponte.cli import main
+
+    path = _tree(tmp_path)
+    data = yaml.safe_load(path.read_text())
+    data["admins"] = [{"name": "ana", "role": "administrator", "unix_users": ["someone"]}]
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    archive = backup.make_backup(
+        load_tree(path), path, tmp_path / "p.db", tmp_path / "b", ["rooms"], "t"
+    )
+    data["rooms"][0]["participant_pin"] = "5555"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    before = path.read_text()
+    # The CLI takes the user from the kernel (euid), not from $USER.
+    monkeypatch.setenv("USER", "someone")
+    monkeypatch.setenv("LOGNAME", "someone")
+    monkeypatch.setattr("os.geteuid", lambda: 65534)
+    code = main(["restore", str(archive), "--as", "ana", "--config", str(path)])
+    assert code == 3
+    assert "may not act as ana" in capsys.readouterr().err
+    assert path.read_text() == before, "nothing was written"
 
 
 def _tree(tmp_path: Path) -> Path:

@@ -1,4 +1,4 @@
-"""Web console authentication: scrypt hashes, the login lockout, sessions."""
+"""Web console authentication: scrypt hashes, the login lockout and throttle, sessions."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import pytest
 from ponte.cli import main
 from web.auth import (
     LoginLockout,
+    LoginThrottle,
     RateLimit,
     SessionStore,
     credential_stamp,
@@ -120,6 +121,68 @@ def test_unknown_names_are_counted_like_known_ones() -> None:
     for i in range(500):  # a flood of names is bounded
         lock.failure(f"x{i}")
     assert len(lock._failures) <= 51
+
+
+def test_throttle_locks_a_name_from_one_source_only() -> None:
+    clock = Clock()
+    th = LoginThrottle(5, 600, now=clock)
+    for i in range(5):
+        assert not th.locked("ana", "10.0.0.1"), i
+        locked = th.failure("ana", "10.0.0.1")
+    assert locked and th.locked("ana", "10.0.0.1")
+    assert th.retry_after("ana", "10.0.0.1") == 600
+    assert not th.locked("ana", "10.0.0.2"), "the real ana, elsewhere"
+    assert not th.locked("bia", "10.0.0.1"), "another name from there"
+    # Five failures from five sources lock no one.
+    for n in range(3, 8):
+        th.failure("bia", f"10.0.0.{n}")
+    assert not any(th.locked("bia", f"10.0.0.{n}") for n in range(1, 9))
+    clock.advance(600)
+    assert not th.locked("ana", "10.0.0.1")
+
+
+def test_throttle_delay_grows_with_failures_from_anywhere_and_stays_small() -> None:
+    clock = Clock()
+    th = LoginThrottle(5, 600, now=clock)
+    delays = []
+    for n in range(12):
+        delays.append(th.delay("ana"))
+        th.failure("ana", f"10.0.{n}.1")
+    assert delays == [0, 0, 0, 0.5, 1, 2, 3, 3, 3, 3, 3, 3]
+    assert th.delay("bia") == 0
+    for _ in range(10_000):  # however many, never more than max_delay
+        th.failure("ana", "10.1.0.1")
+    assert th.delay("ana") == 3.0
+    assert th.failures("ana") == 256, "a flood keeps a bounded count"
+    # A good login clears the name's count; so does time.
+    th.success("ana", "10.9.9.9")
+    assert th.delay("ana") == 0
+    for n in range(5):
+        th.failure("ana", f"10.2.{n}.1")
+    assert th.delay("ana") == 2.0
+    clock.advance(600)
+    assert th.delay("ana") == 0 and th.failures("ana") == 0
+
+
+def test_throttle_memory_is_bounded_under_a_flood_of_names() -> None:
+    clock = Clock()
+    th = LoginThrottle(5, 600, now=clock, max_names=50)
+    for i in range(500):
+        th.failure(f"x{i}", "10.0.0.1")
+    assert len(th._failures) <= 51 and len(th.pairs._failures) <= 51
+
+
+def test_rate_limit_says_when_to_come_back() -> None:
+    clock = Clock()
+    rl = RateLimit(3, 60, now=clock)
+    for _ in range(3):
+        assert rl.retry_after("a") == 0
+        rl.allow("a")
+        clock.advance(10)
+    assert not rl.allow("a")
+    assert rl.retry_after("a") == 30  # the first of the three leaves the window then
+    clock.advance(30)
+    assert rl.retry_after("a") == 0 and rl.allow("a")
 
 
 def test_sessions_expire_and_are_keyed_by_a_digest() -> None:

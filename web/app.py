@@ -13,9 +13,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import functools
 import html
+import inspect
 import json
 import logging
+import math
 import re
 import time
 import weakref
@@ -25,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from aiohttp import WSMsgType, web
+from aiohttp import WSMsgType, hdrs, web
 
 from provisioning.admins import PermissionDenied, authorize
 from provisioning.schema import Admin, Config
@@ -35,7 +38,7 @@ from web.auth import (
     LOGIN_CSRF_COOKIE,
     SESSION_COOKIE,
     Clock,
-    LoginLockout,
+    LoginThrottle,
     RateLimit,
     Session,
     SessionStore,
@@ -58,6 +61,8 @@ _HOST = re.compile(r"^[A-Za-z0-9.\-\[\]:]{1,255}$")
 _PUBLIC_STATIC = {".css", ".js", ".svg", ".png", ".ico"}
 _UNSAFE = {"POST", "PUT", "PATCH", "DELETE"}
 
+Sleep = Callable[[float], Awaitable[None]]
+
 
 @dataclass
 class State:
@@ -67,10 +72,14 @@ class State:
     hub: EventHub
     now: Clock
     sessions: SessionStore
-    lockout: LoginLockout
+    lockout: LoginThrottle
     login_ip: RateLimit
     join_ip: RateLimit
-    verifying: set[str] = field(default_factory=set)
+    # How the per-name login delay is waited (the tests record it instead).
+    sleep: Sleep = asyncio.sleep
+    # (name, source) pairs whose password is being checked: one try at a time
+    # per pair, so parallel tries cannot race past the pair's lockout.
+    verifying: set[tuple[str, str]] = field(default_factory=set)
     sockets: weakref.WeakSet = field(default_factory=weakref.WeakSet)
 
 
@@ -274,6 +283,9 @@ async def _headers(request: web.Request, response: web.StreamResponse) -> None:
     h["X-Content-Type-Options"] = "nosniff"
     h["Cross-Origin-Opener-Policy"] = "same-origin"
     h["Cross-Origin-Resource-Policy"] = "same-origin"
+    # aiohttp names itself and its version here: a free hint for a scanner
+    # looking for a known bug. _Request drops it where this hook never runs.
+    h.popall(hdrs.SERVER, None)
     if request.path.startswith("/static/"):
         h.setdefault("Cache-Control", "no-cache")
     else:
@@ -287,6 +299,13 @@ def _login_page(request: web.Request, error: str = "", status: int = 200) -> web
     token = new_token()
     response = _html(_page("login.html", csrf=token, error=error), status)
     _set_cookie(response, request, LOGIN_CSRF_COOKIE, token, path="/login", max_age=3600)
+    return response
+
+
+def _too_many(request: web.Request, error: str, retry_after: float) -> web.Response:
+    """429 with the login form and when to come back (whole seconds, at least 1)."""
+    response = _login_page(request, error, 429)
+    response.headers[hdrs.RETRY_AFTER] = str(max(1, math.ceil(retry_after)))
     return response
 
 
@@ -307,27 +326,46 @@ async def login(request: web.Request) -> web.StreamResponse:
     password = str(form.get("password") or "")[:1024]
     ip = request.remote or "?"
     refused = "Wrong name or password."
-    if st.lockout.locked(name) or name in st.verifying:
-        log.warning("web login as %r from %s refused: locked out", name, ip)
-        return _login_page(request, "Too many failed logins: try again later.", 429)
+    # Only this source is refused for this name: the lockout never reaches the
+    # real admin trying from elsewhere (see LoginThrottle).
+    wait = st.lockout.retry_after(name, ip)
+    if wait > 0 or (name, ip) in st.verifying:
+        why = "locked out" if wait > 0 else "its previous try is still being checked"
+        log.warning("web login as %r from %s refused: %s", name, ip, why)
+        return _too_many(request, "Too many failed logins: try again later.", wait)
     if not st.login_ip.allow(ip):
         log.warning("web login from %s refused: too many attempts", ip)
-        return _login_page(request, "Too many attempts from here: try again later.", 429)
+        return _too_many(
+            request, "Too many attempts from here: try again later.", st.login_ip.retry_after(ip)
+        )
     config = st.backend.running_config()
     admin = config.admin(name)
     stored = admin.password_hash if admin is not None else None
-    st.verifying.add(name)
+    delay = st.lockout.delay(name)
+    st.verifying.add((name, ip))
     try:
+        if delay > 0:
+            # Guesses at this name from many addresses: each try waits, whatever
+            # its source, so the guessing stays slow while nobody is locked out.
+            log.warning(
+                "web login as %r from %s: waiting %.1f s (%d failed logins for the name)",
+                name,
+                ip,
+                delay,
+                st.lockout.failures(name),
+            )
+            await st.sleep(delay)
         ok = await asyncio.get_running_loop().run_in_executor(
             None, verify_password, password, stored
         )
     finally:
-        st.verifying.discard(name)
-    if not ok or admin is None or st.lockout.locked(name):
-        locked = st.lockout.failure(name)
-        log.warning("web login as %r from %s failed%s", name, ip, " (now locked)" if locked else "")
+        st.verifying.discard((name, ip))
+    if not ok or admin is None or st.lockout.locked(name, ip):
+        locked = st.lockout.failure(name, ip)
+        now_locked = " (now locked from there)" if locked else ""
+        log.warning("web login as %r from %s failed%s", name, ip, now_locked)
         return _login_page(request, refused, 401)
-    st.lockout.success(name)
+    st.lockout.success(name, ip)
     session = st.sessions.create(
         admin.name, config.web.session_minutes, credential_stamp(admin.password_hash)
     )
@@ -775,18 +813,44 @@ async def favicon(request: web.Request) -> web.StreamResponse:
     return web.Response(status=204)
 
 
-def make_app(backend: Backend, hub: EventHub, *, now: Clock = time.time) -> web.Application:
-    """The console's aiohttp application (see the module doc for the routes)."""
+class _Request(web.Request):
+    """aiohttp's request, minus the `Server:` header on every answer to it.
+
+    The app's on_response_prepare hook (_headers) only runs for requests that
+    reached the router; aiohttp's own 400 for a malformed request never does,
+    and would still name aiohttp and its version."""
+
+    async def _prepare_hook(self, response: web.StreamResponse) -> None:
+        response.headers.popall(hdrs.SERVER, None)
+        await super()._prepare_hook(response)
+
+
+def _use_request_class(app: web.Application) -> None:
+    # Application._make_request takes the request class as `_cls` (aiohttp
+    # 3.x); where it does not, _headers still covers every routed response.
+    factory = app._make_request
+    if "_cls" in inspect.signature(factory).parameters:
+        app._make_request = functools.partial(factory, _cls=_Request)  # type: ignore[method-assign]
+
+
+def make_app(
+    backend: Backend, hub: EventHub, *, now: Clock = time.time, sleep: Sleep = asyncio.sleep
+) -> web.Application:
+    """The console's aiohttp application (see the module doc for the routes).
+
+    `now` and `sleep` are the login throttle's clock and wait (tests inject both)."""
     app = web.Application(middlewares=[_guard], client_max_size=256 * 1024)
     app[STATE] = State(
         backend=backend,
         hub=hub,
         now=now,
         sessions=SessionStore(now=now),
-        lockout=LoginLockout(5, 600.0, now=now),
+        lockout=LoginThrottle(5, 600.0, now=now),
         login_ip=RateLimit(30, 600.0, now=now),
         join_ip=RateLimit(5, 60.0, now=now),
+        sleep=sleep,
     )
+    _use_request_class(app)
     app.on_response_prepare.append(_headers)
 
     async def attach(app: web.Application) -> None:

@@ -1,5 +1,6 @@
-"""Web console authentication: scrypt password hashes, login lockout,
-server-side sessions and CSRF tokens.
+"""Web console authentication: scrypt password hashes, login throttling
+(a lockout per name and source address, a small delay per name), server-side
+sessions and CSRF tokens.
 
 Nothing here knows about HTTP; `web.app` wires it to aiohttp. Every clock is
 injected (`now`) so the tests can walk through a lockout window.
@@ -91,13 +92,21 @@ def verify_password(password: str, stored: str | None) -> bool:
 
 
 class LoginLockout:
-    """`limit` failed logins for one name within `window` seconds lock the name
+    """`limit` failed logins for one key within `window` seconds lock the key
     out until `window` seconds after the last of them. While locked, even the
     right password is refused and attempts do not extend the lock. Names that
-    do not exist are counted the same way, so the answer never reveals them."""
+    do not exist are counted the same way, so the answer never reveals them.
+
+    The web console keys it by name and source address (LoginThrottle): keyed
+    by name alone, anyone could lock the real admin out."""
 
     def __init__(
-        self, limit: int = 5, window: float = 600.0, *, now: Clock = time.time, max_names=10000
+        self,
+        limit: int = 5,
+        window: float = 600.0,
+        *,
+        now: Clock = time.time,
+        max_names: int = 10000,
     ) -> None:
         self.limit, self.window, self.now = limit, window, now
         self.max_names = max_names
@@ -151,6 +160,100 @@ class LoginLockout:
             del self._failures[next(iter(self._failures))]
 
 
+_NAME_FAILURES_KEPT = 256  # per name: LoginThrottle.failures() counts up to this
+
+
+def _source_key(name: str, source: str) -> str:
+    # NUL never reaches a login name or an address, so the pair stays unambiguous.
+    return f"{name}\0{source}"
+
+
+class LoginThrottle:
+    """Who may try a password now, and how long to make them wait first.
+
+    Failures lock a (name, source address) pair, never a name: a name locked by
+    whoever guesses would let anyone lock the real admin out. `limit` failures
+    of one pair within `window` seconds refuse that pair for `window` seconds
+    (a LoginLockout keyed by the pair); every other source still logs in.
+
+    Guessing spread over many addresses is slowed instead by a per-name delay,
+    applied to every try of that name whatever its source: none for the first
+    `free` failures within `window` (typos), then `step` seconds doubling with
+    each further failure up to `max_delay`. It is a wait, never a refusal, so
+    the real admin with the right password from a clean source gets in after at
+    most `max_delay` seconds. A good login clears the name's count.
+    """
+
+    def __init__(
+        self,
+        limit: int = 5,
+        window: float = 600.0,
+        *,
+        free: int = 3,
+        step: float = 0.5,
+        max_delay: float = 3.0,
+        now: Clock = time.time,
+        max_names: int = 10000,
+    ) -> None:
+        self.window, self.now = window, now
+        self.free, self.step, self.max_delay = free, step, max_delay
+        self.max_names = max_names
+        self.pairs = LoginLockout(limit, window, now=now, max_names=max_names)
+        self._failures: dict[str, deque[float]] = {}
+
+    def retry_after(self, name: str, source: str) -> float:
+        """Seconds until `source` may try `name` again (0: it may now)."""
+        return self.pairs.retry_after(_source_key(name, source))
+
+    def locked(self, name: str, source: str) -> bool:
+        """Whether a login as `name` from `source` is refused right now."""
+        return self.pairs.locked(_source_key(name, source))
+
+    def failures(self, name: str) -> int:
+        """Failed logins as `name` from any source within the window."""
+        seen = self._failures.get(name)
+        if not seen:
+            return 0
+        t = self.now()
+        while seen and seen[0] <= t - self.window:
+            seen.popleft()
+        return len(seen)
+
+    def delay(self, name: str) -> float:
+        """Seconds to wait before checking a password for `name` (0..max_delay)."""
+        extra = self.failures(name) - self.free
+        if extra < 0:
+            return 0.0
+        # min() before the power keeps a flood's count from building a huge float.
+        return min(self.max_delay, self.step * 2.0 ** min(extra, 32))
+
+    def failure(self, name: str, source: str) -> bool:
+        """Count a failed login; True when it locked this name from this source."""
+        t = self.now()
+        # Bounded: the delay stops growing long before, and a name under a
+        # flood must not keep every failure's time.
+        seen = self._failures.setdefault(name, deque(maxlen=_NAME_FAILURES_KEPT))
+        while seen and seen[0] <= t - self.window:
+            seen.popleft()
+        seen.append(t)
+        self._prune(t)
+        return self.pairs.failure(_source_key(name, source))
+
+    def success(self, name: str, source: str) -> None:
+        """A good login clears the pair's failures and the name's delay."""
+        self.pairs.success(_source_key(name, source))
+        self._failures.pop(name, None)
+
+    def _prune(self, t: float) -> None:
+        # A flood of made-up names must not grow memory without bound.
+        if len(self._failures) <= self.max_names:
+            return
+        for key in [k for k, v in self._failures.items() if not v or v[-1] <= t - self.window]:
+            del self._failures[key]
+        while len(self._failures) > self.max_names:
+            del self._failures[next(iter(self._failures))]
+
+
 class RateLimit:
     """At most `limit` events per key in a sliding `window` (seconds)."""
 
@@ -171,6 +274,13 @@ class RateLimit:
             for k in [k for k, v in self._seen.items() if not v or v[-1] <= t - self.window]:
                 del self._seen[k]
         return True
+
+    def retry_after(self, key: str) -> float:
+        """Seconds until `key` may have one more event (0: it may now)."""
+        seen = self._seen.get(key)
+        if not seen or len(seen) < self.limit:
+            return 0.0
+        return max(0.0, seen[-self.limit] + self.window - self.now())
 
 
 def new_token() -> str:
