@@ -764,6 +764,16 @@ def write(results: list[Result], meta: dict[str, Any], out_dir: Path) -> Path:
         f"{meta.get('loadavg_end')}. pjsua2 {meta.get('pjsua2', '?')} codecs: "
         f"{meta.get('codecs', '?')}. Plot: `cpu_latency.png`. Raw numbers: `results.json`, "
         "each bench's own output: `logs/`.",
+        *(
+            [
+                "",
+                f"Measured again since, with `bench/run --only` and merged here: "
+                f"{', '.join(meta['remeasured']['benches'])} at {meta['remeasured']['at']}, "
+                f"commit {meta['remeasured'].get('commit', '?')}.",
+            ]
+            if meta.get("remeasured")
+            else []
+        ),
         "",
         "![CPU vs legs, latency percentiles](cpu_latency.png)",
         "",
