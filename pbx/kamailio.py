@@ -9,7 +9,6 @@ it per request, so no restart), and runs Kamailio as a child process.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import glob
 import hashlib
 import logging
@@ -25,6 +24,7 @@ import time
 from pathlib import Path
 from string import Template
 
+from pbx.child import die_with_parent, stop_group
 from provisioning.files import create_private, private
 from provisioning.schema import Config, Extension
 
@@ -49,18 +49,6 @@ ACC_SQL = (
 # Extensions are numbers of 3 to 6 digits not starting with 0 (0 is the
 # outbound prefix); the proxy answers 480 for any of them not registered.
 EXT_PATTERN = "^[1-9][0-9]{2,5}$"
-
-
-def _die_with_parent() -> None:
-    """In the child: SIGTERM when ponte dies, even by SIGKILL (Linux prctl).
-
-    An orphaned proxy would keep the SIP port and relay to a dead app server.
-    """
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
-PR_SET_PDEATHSIG = 1
 
 
 class KamailioError(Exception):
@@ -334,7 +322,7 @@ class Kamailio:
             stdout=logf,
             stderr=logf,
             stdin=subprocess.DEVNULL,
-            preexec_fn=_die_with_parent,
+            preexec_fn=die_with_parent,
             # Its own process group, so creator, main and workers stop as one.
             start_new_session=True,
         )
@@ -386,14 +374,5 @@ class Kamailio:
         """SIGTERM to its process group (creator, main and workers), then SIGKILL."""
         if self.proc is None:
             return
-        if self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-        log.info("kamailio stopped (exit %s)", self.proc.returncode)
+        stop_group(self.proc, "kamailio", log, timeout)
         self.proc = None

@@ -16,8 +16,6 @@ Debian 12 ships rtpengine 10.5; what is written here was checked against it
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import ipaddress
 import logging
 import os
@@ -33,6 +31,7 @@ from typing import Any
 
 import bencodepy
 
+from pbx.child import die_with_parent, stop_group
 from provisioning.schema import Config
 
 log = logging.getLogger("ponte.rtpengine")
@@ -61,18 +60,6 @@ class RtpEngineError(Exception):
 
 class UnknownCallError(RtpEngineError):
     """rtpengine has no call with this Call-ID (never created, or gone)."""
-
-
-PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent() -> None:
-    """In the child: SIGTERM when ponte dies, even by SIGKILL (Linux prctl).
-
-    An orphaned relay would keep the ng port and the media ports.
-    """
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def split_host_port(value: str) -> tuple[str, int]:
@@ -555,7 +542,7 @@ class RtpEngine:
                 stdout=logf,
                 stderr=logf,
                 stdin=subprocess.DEVNULL,
-                preexec_fn=_die_with_parent,
+                preexec_fn=die_with_parent,
                 # Its own session and process group: a signal to ponte's group
                 # (a terminal's ^C) does not reach it; stop() ends it.
                 start_new_session=True,
@@ -601,16 +588,7 @@ class RtpEngine:
         """SIGTERM (rtpengine closes its calls), then SIGKILL."""
         if self.proc is None:
             return
-        if self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-        log.info("rtpengine stopped (exit %s)", self.proc.returncode)
+        stop_group(self.proc, "rtpengine", log, timeout)
         self.proc = None
 
 

@@ -15,9 +15,7 @@ import datetime as dt
 from collections.abc import Iterator
 from pathlib import Path
 
-import sqlite_utils
-
-from ponte.records import iso
+from ponte.records import iso, open_db
 
 TABLE = "pin_known_callers"
 
@@ -26,11 +24,7 @@ class KnownCallerStore:
     """The `pin_known_callers` table (same database file as the call records)."""
 
     def __init__(self, path: Path) -> None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite_utils.Database(path)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db = open_db(path)
         with self.db.conn:
             self.db.execute(
                 f"CREATE TABLE IF NOT EXISTS {TABLE} (access_number TEXT NOT NULL, "

@@ -102,15 +102,21 @@ class CallRecord:
         }
 
 
+def open_db(path: Path) -> sqlite_utils.Database:
+    """The records database (WAL, so reports never block the server's writes)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    db = sqlite_utils.Database(path)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=NORMAL")
+    return db
+
+
 class RecordStore:
     """The audit, restore and call-history tables of the records database."""
 
     def __init__(self, path: Path) -> None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite_utils.Database(path)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db = open_db(path)
         with self.db.conn:
             for statement in SCHEMA:
                 self.db.execute(statement)

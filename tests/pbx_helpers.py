@@ -27,20 +27,28 @@ def pbx_overrides(provider_port: int | None = None, **extra) -> dict:
         "extensions": EXTENSIONS,
     }
     if provider_port is not None:
-        cfg["trunks"] = [
+        cfg.update(trunk_to(f"sip:localhost:{provider_port}"))
+    cfg.update(extra)
+    return cfg
+
+
+def trunk_to(registrar: str) -> dict:
+    """A trunk `provider1` at `registrar` (2 calls/s, prefixes 0 and 00) and its
+    DID +551130001000 routed to the access number `conf`."""
+    return {
+        "trunks": [
             {
                 "name": "provider1",
-                "registrar": f"sip:localhost:{provider_port}",
+                "registrar": registrar,
                 "username": "trunkuser",
                 "password": "trunkpass",
                 "cps": 2,
                 "dids": ["+551130001000"],
                 "outbound_prefixes": ["0", "00"],
             }
-        ]
-        cfg["dids"] = {"+551130001000": {"room_access": "conf"}}
-    cfg.update(extra)
-    return cfg
+        ],
+        "dids": {"+551130001000": {"room_access": "conf"}},
+    }
 
 
 PASSWORDS = {e["number"]: e["password"] for e in EXTENSIONS}

@@ -25,7 +25,7 @@ from pbx.kamailio import ctl_path
 from tests import audio
 from tests.harness import Server, report
 from tests.netns import APPLIANCE_IP, PROVIDER_IP, Host, Topology, net_fixture  # noqa: F401
-from tests.pbx_helpers import EXTENSIONS, PASSWORDS, wait_registered
+from tests.pbx_helpers import EXTENSIONS, PASSWORDS, trunk_to, wait_registered
 from tests.test_spine_calls import hash_time, window
 
 PBX = f"{APPLIANCE_IP}:5060"
@@ -49,18 +49,7 @@ def edge_config(provider: bool = False, **extra: Any) -> dict[str, Any]:
         "extensions": EXTENSIONS + EXTRA_EXTENSIONS,
     }
     if provider:
-        cfg["trunks"] = [
-            {
-                "name": "provider1",
-                "registrar": f"sip:{PROVIDER_NAME}",
-                "username": "trunkuser",
-                "password": "trunkpass",
-                "cps": 2,
-                "dids": ["+551130001000"],
-                "outbound_prefixes": ["0", "00"],
-            }
-        ]
-        cfg["dids"] = {"+551130001000": {"room_access": "conf"}}
+        cfg.update(trunk_to(f"sip:{PROVIDER_NAME}"))
     cfg.update(extra)
     return cfg
 
