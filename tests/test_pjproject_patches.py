@@ -7,9 +7,10 @@ and behaves. docs/security.md lists the advisories and says which patch each
 test covers; the tests marked there as "fails without the patch" were run
 against the unpatched 2.12.1 build and crashed it.
 
-The victim process is a bare pjsua2 Endpoint configured as pbx/sipua.py
-configures the app server's (one UDP transport on 127.0.0.1, no sound device,
-mainThreadOnly, NAT rewriting off), so the code paths are the ones ponte uses.
+The victim process runs the app server's own adapter, pbx/sipua.py (one UDP
+transport on 127.0.0.1, no sound device, mainThreadOnly, NAT rewriting off,
+its SIP screen), answering every call: the code paths are the ones ponte
+uses, and nothing but the adapter imports pjsua2.
 """
 
 from __future__ import annotations
@@ -24,100 +25,52 @@ import textwrap
 import time
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 
-# -- the victim: a pjsua2 process ------------------------------------------------
+ROOT = Path(__file__).resolve().parent.parent
+
+# -- the victim: the app server's pjsua2 adapter ------------------------------------------------
 
 VICTIM = textwrap.dedent(
     r"""
-    import os, sys, time
-    import pjsua2 as pj
+    import logging, os, sys, time
+
+    from pbx.sipua import SipUA
 
     mode, arg, seconds = sys.argv[1], sys.argv[2], float(sys.argv[3])
+    # pjsip's log (ponte.pjsip, level 4 as DEBUG) is what the tests read.
+    logging.basicConfig(stream=sys.stdout, level=logging.DEBUG, format="%(message)s")
 
-    class Writer(pj.LogWriter):
-        def write(self, entry):
-            sys.stdout.write(entry.msg if entry.msg.endswith("\n") else entry.msg + "\n")
-            sys.stdout.flush()
 
-    ep = pj.Endpoint()
-    ep.libCreate()
-    cfg = pj.EpConfig()
-    cfg.uaConfig.threadCnt = 0
-    cfg.uaConfig.mainThreadOnly = True
-    writer = Writer()
-    cfg.logConfig.writer = writer
-    cfg.logConfig.level = 4
-    cfg.logConfig.consoleLevel = 4
-    cfg.logConfig.decor = 0
-    cfg.medConfig.clockRate = 8000
-    cfg.medConfig.sndClockRate = 8000
-    cfg.medConfig.channelCount = 1
-    cfg.medConfig.noVad = True
-    cfg.medConfig.ecTailLen = 0
-    cfg.medConfig.sndAutoCloseTime = -1
-    ep.libInit(cfg)
-    tcfg = pj.TransportConfig()
-    tcfg.port = 0
-    tcfg.boundAddress = "127.0.0.1"
-    tid = ep.transportCreate(pj.PJSIP_TRANSPORT_UDP, tcfg)
-    sip_port = int(ep.transportGetInfo(tid).localName.rpartition(":")[2])
-    ep.audDevManager().setNullDev()
-    ep.libStart()
+    class Events:
+        # Answers every call, as the app server does once the IVR takes it.
+        def on_incoming(self, call):
+            ua.answer(call.leg, 200)
 
-    calls = []
+        def on_media_ready(self, leg): pass
+        def on_confirmed(self, leg): pass
+        def on_digit(self, leg, digit, method): pass
+        def on_disconnected(self, leg, code, reason, headers): pass
 
-    class Acc(pj.Account):
-        def onIncomingCall(self, prm):
-            call = pj.Call(self, prm.callId)
-            calls.append(call)
-            op = pj.CallOpParam()
-            op.statusCode = 200
-            call.answer(op)
 
-    def local_account(registrar=""):
-        acfg = pj.AccountConfig()
-        acfg.idUri = f"sip:victim@127.0.0.1:{sip_port}"
-        acfg.sipConfig.contactForced = f"<sip:victim@127.0.0.1:{sip_port}>"
-        acfg.natConfig.contactRewriteUse = 0
-        acfg.natConfig.viaRewriteUse = 0
-        acfg.natConfig.sdpNatRewriteUse = 0
-        mcfg = acfg.mediaConfig.transportConfig
-        mcfg.port = 0
-        mcfg.boundAddress = "127.0.0.1"
-        mcfg.publicAddress = "127.0.0.1"
-        acfg.mediaConfig.transportConfig = mcfg
-        if registrar:
-            acfg.regConfig.registrarUri = registrar
-            acfg.regConfig.timeoutSec = 300
-            cred = pj.AuthCredInfo("digest", "*", "trunk", 0, "secret")
-            acfg.sipConfig.authCreds.append(cred)
-        acc = Acc()
-        acc.create(acfg, True)
-        return acc
-
-    if mode == "opus":
-        # Only opus, at the clock rate given (pbx/sipua.py's opus_rate).
-        rate = int(arg)
-        for info in ep.codecEnum2():
-            cid = info.codecId
-            ep.codecSetPriority(cid, 255 if cid.lower().startswith("opus/") else 0)
-            if cid.lower().startswith("opus/") and rate:
-                param = ep.codecGetParam(cid)
-                param.info.clockRate = rate
-                param.info.channelCnt = 1
-                ep.codecSetParam(cid, param)
-        acc = local_account()
-    elif mode == "register":
-        acc = local_account(registrar=arg)
-    else:
-        acc = local_account()
-
-    print(f"READY {sip_port}", flush=True)
+    # The app server's own adapter, configured as it is; only opus at the
+    # clock rate given (sipua's opus_rate) in the opus mode.
+    opus = mode == "opus"
+    ua = SipUA(
+        Events(), "127.0.0.1", 0, (0, 0), user="victim", pj_log_level=4,
+        codecs=("opus/48000",) if opus else ("PCMU/8000", "PCMA/8000"),
+        opus_rate=int(arg) if opus else 0,
+    )
+    ua.start()
+    if mode == "register":
+        ua.add_account("trunk", "sip:trunk@127.0.0.1", registrar=arg,
+                       username="trunk", password="secret")
+    print(f"READY {ua.bound_port}", flush=True)
     end = time.monotonic() + seconds
     while time.monotonic() < end:
-        ep.libHandleEvents(20)
+        ua.poll(20)
     print("ALIVE", flush=True)
-    # Survival is the point; teardown is pbx/sipua.py's business, not this test's.
+    # Survival is the point; teardown is tested elsewhere.
     os._exit(0)
     """
 )
@@ -141,6 +94,7 @@ class Victim:
 def start_victim(mode: str, arg: str = "", seconds: float = 4.0) -> Victim:
     proc = subprocess.Popen(
         [sys.executable, "-c", VICTIM, mode, arg or "-", str(seconds)],
+        cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
