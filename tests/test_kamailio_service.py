@@ -13,7 +13,7 @@ from pathlib import Path
 import yaml
 
 from tests import ports
-from tests.harness import ROOT, start_server
+from tests.harness import ROOT, start_server, with_media_ports
 from tests.pbx_helpers import EXTENSIONS
 
 
@@ -21,7 +21,9 @@ def test_ponte_kamailio_becomes_the_proxy(tmp_path, phone, prompt_cache):
     pbx_port = ports.allocate(1)
     cfg = {
         "sip": {"listen": f"127.0.0.1:{ports.allocate(1)}", "rtp_ports": ports.rtp_range(20)},
-        "pbx": {"listen": f"127.0.0.1:{pbx_port}"},
+        # Free rtpengine ports too: the default media range may overlap this
+        # worker's RTP ports, which validation refuses.
+        "pbx": with_media_ports({"listen": f"127.0.0.1:{pbx_port}"}),
         "extensions": EXTENSIONS,
         "state_dir": str(tmp_path / "state"),
         "database": str(tmp_path / "ponte.db"),
