@@ -7,6 +7,7 @@ to the including file, so an admin can keep one file per department.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -108,10 +109,32 @@ _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _ANONYMOUS = ("<file>", "<unicode string>", "<string>", "<byte string>")
 
 
+# What an unfinished construct pyyaml names as its context was opened with.
+_OPENERS = {
+    "while parsing a flow sequence": "'['",
+    "while parsing a flow mapping": "'{'",
+    "while scanning a quoted scalar": "quote",
+}
+
+
 def _marked(exc: yaml.MarkedYAMLError, fallback: str, what: str) -> ConfigError:
+    """A YAML error at the line where pyyaml noticed it. When pyyaml also knows
+    where the construct it was reading began (an unclosed `[` is noticed only at
+    the next key, or at the end of the file), that line is said too."""
     mark = exc.problem_mark or exc.context_mark
     name = mark.name if mark and mark.name not in _ANONYMOUS else fallback
-    return ConfigError(name, mark.line + 1 if mark else None, "", f"{what}: {exc.problem}")
+    message = f"{what}: {exc.problem}"
+    start = exc.context_mark
+    if mark is not None and start is not None and start.index < mark.index:
+        where = f"line {start.line + 1}, column {start.column + 1}"
+        opener = _OPENERS.get(exc.context or "")
+        if opener is not None:
+            message += f" at line {mark.line + 1}; the {opener} at {where} is still open"
+        elif start.line != mark.line:
+            # "while parsing a block mapping" -> "a block mapping"
+            construct = re.sub(r"^while \w+ ", "", exc.context or "") or "what"
+            message += f" at line {mark.line + 1}, in {construct} that began at {where}"
+    return ConfigError(name, mark.line + 1 if mark else None, "", message)
 
 
 class _Tree:
