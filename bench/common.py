@@ -186,7 +186,7 @@ class CpuWindow:
         th1 = thread_cpu(self.server_pid)
         o1 = {p: _cpu_or_zero(p) for p in self.others}
         busy1, total1 = system_jiffies()
-        threads = []
+        threads: list[dict[str, Any]] = []
         for tid, c1 in th1.items():
             used = 100 * (c1 - self.th0.get(tid, 0.0)) / dt
             label = label_thread(self.server_pid, tid, self.syscalls.get(tid, []))

@@ -117,7 +117,8 @@ def pjsua2_build() -> dict[str, Any]:
         [PY, "-m", "pbx.sipua"], capture_output=True, text=True, timeout=30, cwd=ROOT
     ).stdout
     try:
-        return json.loads(out.strip().splitlines()[-1])
+        build: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
+        return build
     except (IndexError, ValueError):
         return {"version": "?", "codecs": []}
 
@@ -404,7 +405,8 @@ def bridge_ceiling(steps: list[dict[str, Any]]) -> float | None:
     for st in reversed(steps):
         clock = [t for t in st.get("server_threads", []) if t["what"].startswith("bridge clock")]
         if clock and clock[0]["cpu"] > 0:
-            return round(st["legs"] * CPU_LIMIT / clock[0]["cpu"])
+            legs: int = round(st["legs"] * CPU_LIMIT / clock[0]["cpu"])
+            return legs
     return None
 
 

@@ -304,7 +304,7 @@ def stop_phones(phones: list[subprocess.Popen[str]], errors: list[str], mode: st
 def drained(srv: Server, timeout: float) -> int:
     """Wait until the server holds no calls; the calls still up when time ran out."""
     deadline = time.monotonic() + timeout
-    calls = srv.status()["calls"]
+    calls: int = srv.status()["calls"]
     while calls and time.monotonic() < deadline:
         time.sleep(0.25)
         calls = srv.status()["calls"]

@@ -81,7 +81,7 @@ def big_config(tmp: Path) -> dict[str, Any]:
     random.seed(7)  # make_config draws area codes: the same file every run
     lines_file = tmp / "lines.yaml"
     make_config(lines_file, LINES, PROFILES, tmp / "unused.db")
-    cfg = yaml.safe_load(lines_file.read_text())
+    cfg: dict[str, Any] = yaml.safe_load(lines_file.read_text())
     cfg.pop("database")  # start_server puts the database in the server's own folder
     cfg["rooms"] = [
         {"name": f"r{i}", "participant_pin": participant_pin(i), "moderator_pin": moderator_pin(i)}
@@ -230,7 +230,7 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     size_kib = srv.config_path.stat().st_size // 1024
     # Every variant is rendered now, so writing one during the run is a plain write.
     variants = [variant(srv.config, n) for n in range(2 * args.reloads)]
-    mod: subprocess.Popen[str] | None = None
+    mod: subprocess.Popen[bytes] | None = None
     leg: RawLeg | None = None
     room = f"r{ROOM}"
     try:

@@ -91,7 +91,7 @@ def capacity_section(series: list[Result]) -> list[str]:
         last = s["steps"][-1] if s.get("steps") else None
         top = last["server_threads"][0] if last and last.get("server_threads") else None
         note = why or s.get("stopped") or "no degradation up to the last step"
-        if top:
+        if last and top:
             note += (
                 f" (at {last['legs']} legs the busiest thread: {top['what']} {top['cpu']:.0f} %)"
             )

@@ -95,7 +95,7 @@ def measure(calls: int) -> dict[str, Any]:
             if srv is not None:
                 srv.stop()
             provider.stop()
-        ticks = [t for t, e in provider.events() if e.startswith("INVITE")]
+        ticks: list[float] = [t for t, e in provider.events() if e.startswith("INVITE")]
     codes = Counter(r.get("code", 0) for r in reports)
     refused = [r for r in reports if r.get("code") == 503]
     answered = [r for r in reports if "confirmed_at" in r]

@@ -58,7 +58,7 @@ class BillingStore:
 
     def _schema(self) -> None:
         if SESSIONS not in self.db.table_names():
-            self.db[SESSIONS].create(
+            self.db.table(SESSIONS).create(
                 {
                     "id": int,
                     "room": str,
@@ -73,9 +73,9 @@ class BillingStore:
                 },
                 pk="id",
             )
-            self.db[SESSIONS].create_index(["room", "started_ts"])
+            self.db.table(SESSIONS).create_index(["room", "started_ts"])
         if LEGS not in self.db.table_names():
-            self.db[LEGS].create(
+            self.db.table(LEGS).create(
                 {
                     "id": int,
                     "session_id": int,
@@ -93,7 +93,7 @@ class BillingStore:
                 pk="id",
                 foreign_keys=[("session_id", SESSIONS, "id")],
             )
-            self.db[LEGS].create_index(["session_id"])
+            self.db.table(LEGS).create_index(["session_id"])
 
     def new_session_id(self) -> int:
         """An id for the next session, known before its row is written (so the
@@ -107,7 +107,7 @@ class BillingStore:
     def open_session(self, room: str, started: float, session_id: int | None = None) -> int:
         """A room came alive: start its session row."""
         with self.db.conn:
-            table = self.db[SESSIONS].insert(
+            table = self.db.table(SESSIONS).insert(
                 {
                     **({"id": session_id} if session_id is not None else {}),
                     "room": room,
@@ -121,6 +121,7 @@ class BillingStore:
                     "peak_members": 0,
                 }
             )
+        assert table.last_pk is not None  # set by every insert
         return int(table.last_pk)
 
     def note_peak(self, session_id: int, members: int) -> None:
@@ -136,7 +137,7 @@ class BillingStore:
         seconds = max(0.0, rec.left - rec.joined)
         billed = math.ceil(seconds / 60) if seconds > 0 else 0
         with self.db.conn:
-            self.db[LEGS].insert(
+            self.db.table(LEGS).insert(
                 {
                     "session_id": rec.session_id,
                     "leg": rec.leg,
@@ -161,14 +162,15 @@ class BillingStore:
     def close_session(self, session_id: int, ended: float) -> None:
         """The room emptied."""
         with self.db.conn:
-            self.db[SESSIONS].update(session_id, {"ended_at": iso(ended), "ended_ts": ended})
+            self.db.table(SESSIONS).update(session_id, {"ended_at": iso(ended), "ended_ts": ended})
 
     # -- reports ----------------------------------------------------------
     def sessions(
         self, room: str | None = None, start: float | None = None, end: float | None = None
     ) -> Iterator[dict[str, Any]]:
         """Sessions, oldest first, filtered by room and start time."""
-        where, args = ["1=1"], []
+        where: list[str] = ["1=1"]
+        args: list[str | float] = []
         if room:
             where.append("room = ?")
             args.append(room)

@@ -143,7 +143,8 @@ class Room:
         drop = sorted(self.links - want, key=repr)
         add = sorted(want - self.links, key=repr)
         self.links = want
-        return [Disconnect(*p) for p in drop] + [Connect(*p) for p in add]
+        cmds: list[RoomCommand] = [Disconnect(*p) for p in drop]
+        return cmds + [Connect(*p) for p in add]
 
     def _announce(self, who: Member, joined: bool) -> list[RoomCommand]:
         """The entry/exit signal for `who`, to everyone else in the room."""

@@ -111,7 +111,8 @@ class Classified:
         return frozenset({self.call_type} | {g for g, ts in GROUPS.items() if self.call_type in ts})
 
 
-def _br(ddd: str, number: str, dialed: str) -> PhoneNumberType:
+def _br(ddd: str, number: str, dialed: str) -> int:
+    """The number's PhoneNumberType (an int constant) when it is fixed or mobile."""
     try:
         parsed = phonenumbers.parse(f"+55{ddd}{number}")
     except phonenumbers.NumberParseException as exc:
@@ -155,6 +156,7 @@ def _split_subscriber(rest: str, dialed: str) -> tuple[str, str]:
 def classify(dialed: str, line_area_code: str) -> Classified:
     """What kind of call `dialed` is from a line in area `line_area_code`."""
     s = re.sub(r"[\s().-]", "", dialed or "")
+    csp: str | None  # the carrier code, where the format has one
     if not s:
         raise DialError("empty number")
     if s.startswith("+"):
@@ -217,7 +219,7 @@ def _e164(s: str, dialed: str, line_ddd: str) -> Classified:
     except phonenumbers.NumberParseException as exc:
         raise DialError(f"{dialed}: {exc}") from None
     cc = parsed.country_code
-    if phonenumbers.region_code_for_country_code(cc) == "ZZ":
+    if cc is None or phonenumbers.region_code_for_country_code(cc) == "ZZ":
         raise DialError(f"{dialed}: unknown country code {cc}")
     nsn = phonenumbers.national_significant_number(parsed)
     if cc == 55:

@@ -18,12 +18,13 @@ import fnmatch
 import functools
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import TypedDict
 from zoneinfo import ZoneInfo
 
 import holidays as holidays_lib
 
 from lines.classify import CALL_TYPES, GROUPS, Classified, DialError, classify, dial_string
-from provisioning.schema import DAYS, Config, HolidaysConfig, Line, Profile
+from provisioning.schema import DAYS, Config, HolidaysConfig, Limit, Line, Profile
 
 # seconds used so far this cycle by `key` over `types`
 UsedFn = Callable[[str, dt.date, Iterable[str]], float]
@@ -36,6 +37,14 @@ REASON_PROMPTS = {
     "invalid": "refused_invalid_number",
     "no_profile": "refused_type_blocked",
 }
+
+
+class _Whose(TypedDict):
+    """The `Decision` fields naming whose call it is, once the line has a profile."""
+
+    line: str
+    profile: str | None
+    usage_key: str | None
 
 
 @dataclass(frozen=True)
@@ -61,7 +70,7 @@ class Decision:
         """The spoken reason for a refusal."""
         return REASON_PROMPTS.get(self.rule, "refused_type_blocked")
 
-    def as_json(self) -> dict:
+    def as_json(self) -> dict[str, str | float | None]:
         """The fields `ponte dial-check` prints."""
         return {
             "decision": self.decision,
@@ -131,7 +140,7 @@ def resolve(cfg: Config, line_id: str, day: dt.date) -> tuple[str, Profile, str]
     return dep_profile, prof, key
 
 
-def limit_for(profile: Profile, call_type: str) -> tuple[str, object] | None:
+def limit_for(profile: Profile, call_type: str) -> tuple[str, Limit] | None:
     """The limit entry for a call type: a type named directly beats a group."""
     if profile.mode == "accumulated" and profile.accumulated is not None:
         for t in profile.accumulated.types:
@@ -202,7 +211,7 @@ def decide(cfg: Config, line_id: str, dialed: str, now: dt.datetime, used: UsedF
             "deny", c.call_type, f"line {line_id} has no profile", "no_profile", None, None, line_id
         )
     pname, prof, key = resolved
-    base = {"line": line_id, "profile": pname, "usage_key": key}
+    base: _Whose = {"line": line_id, "profile": pname, "usage_key": key}
     hit = _matches(prof.deny_numbers, c)
     if hit:
         return Decision(
@@ -252,7 +261,7 @@ def decide(cfg: Config, line_id: str, dialed: str, now: dt.datetime, used: UsedF
             limit=limit,
             **base,
         )
-    seconds = float(value) * 60  # type: ignore[arg-type]
+    seconds = float(value) * 60
     spent = used(key, cycle_start(local.date(), cfg.billing_cycle_day), limit_types(prof, limit))
     left = seconds - spent
     if left <= 0 and not whitelisted:

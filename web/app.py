@@ -80,7 +80,7 @@ class State:
     # (name, source) pairs whose password is being checked: one try at a time
     # per pair, so parallel tries cannot race past the pair's lockout.
     verifying: set[tuple[str, str]] = field(default_factory=set)
-    sockets: weakref.WeakSet = field(default_factory=weakref.WeakSet)
+    sockets: weakref.WeakSet[web.WebSocketResponse] = field(default_factory=weakref.WeakSet)
 
 
 STATE: web.AppKey[State] = web.AppKey("ponte_state", State)
@@ -714,6 +714,7 @@ async def usage_chart(request: web.Request) -> web.StreamResponse:
     admin: Admin = request[ADMIN]
     config = st.backend.running_config()
     data = await st.backend.minutes_per_day(CHART_DAYS, _dept_filter(admin))
+    tz: dt.tzinfo
     try:
         tz = zoneinfo.ZoneInfo(config.timezone)
     except (zoneinfo.ZoneInfoNotFoundError, ValueError):

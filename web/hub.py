@@ -20,7 +20,10 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import aiohttp
 
 log = logging.getLogger("ponte.web.hub")
 
@@ -143,8 +146,8 @@ class EventHub:
         self._loop = loop
         self._lock = threading.Lock()
         self._subs: list[Subscription] = []
-        self._posters: dict[str, tuple[asyncio.Queue, asyncio.Task]] = {}
-        self._session: Any = None  # aiohttp.ClientSession, made on the loop
+        self._posters: dict[str, tuple[asyncio.Queue[dict[str, Any]], asyncio.Task[None]]] = {}
+        self._session: aiohttp.ClientSession | None = None  # made on the loop
         self.published = 0
         self.webhook_failures = 0
 
@@ -215,7 +218,7 @@ class EventHub:
     def _post_later(self, url: str, event: dict[str, Any]) -> None:
         poster = self._posters.get(url)
         if poster is None or poster[1].done():
-            queue: asyncio.Queue = asyncio.Queue(self.webhook_queue_size)
+            queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(self.webhook_queue_size)
             task = asyncio.get_running_loop().create_task(self._poster(url, queue))
             poster = self._posters[url] = (queue, task)
         queue = poster[0]
@@ -224,7 +227,7 @@ class EventHub:
             log.warning("webhook %s is too slow: dropped its oldest event", url)
         queue.put_nowait(event)
 
-    async def _poster(self, url: str, queue: asyncio.Queue) -> None:
+    async def _poster(self, url: str, queue: asyncio.Queue[dict[str, Any]]) -> None:
         import aiohttp
 
         while True:

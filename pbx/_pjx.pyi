@@ -1,0 +1,36 @@
+"""Types of pbx/_pjx.c (a C extension, so the type checker cannot read it).
+
+Kept by hand beside the C source: a change to a method table there changes this file.
+"""
+
+from typing_extensions import Buffer
+
+class MediaPort:
+    """A conference-bridge port fed and drained by Python, one frame per call."""
+
+    def __init__(
+        self, clock_rate: int = 8000, ptime_ms: int = 20, depth: int = 8, name: str = "ponte-port"
+    ) -> None: ...
+    @property
+    def slot(self) -> int:
+        """Conference slot (-1 once closed)."""
+    @property
+    def frame_bytes(self) -> int:
+        """Bytes per frame (s16le mono)."""
+    def push(self, frame: Buffer, /) -> None:
+        """Queue one frame for the bridge."""
+    def pull(self) -> bytes | None:
+        """The oldest frame the bridge delivered, if any."""
+    def close(self) -> None:
+        """Remove the port from the bridge (pjsua thread only)."""
+    def stats(self) -> dict[str, int]:
+        """Frame counters: frames_in/out, underruns, dropped_in/out, queued_in/out."""
+
+def signal_level(slot: int, /) -> tuple[int, int]:
+    """(tx, rx): last levels 0-255 of a conference slot (rx: what the member says)."""
+
+def install_screen() -> bool:
+    """Install the SIP screen (once per process); False if it already was."""
+
+def screen_stats() -> dict[str, int]:
+    """{rule: requests refused (or ACKs dropped)}."""
