@@ -1,8 +1,10 @@
 """Prompt catalogue: text per language, rendered to WAV with espeak-ng via pydub.
 
-Rendered files are cached by a hash of (voice, text, rate) so an edited text
-re-renders and an unchanged one is reused. Admin WAVs in the override folder
-win over rendered ones.
+Prompts are rendered at the bridge's clock rate (`sip.clock_rate`). Rendered files
+are cached by a hash of (voice, text, rate), so an edited text re-renders, an
+unchanged one is reused, and bridges of different rates sharing a cache never play
+each other's files. Admin WAVs in the override folder win over rendered ones
+(pjmedia resamples them if their rate differs).
 """
 
 from __future__ import annotations
@@ -18,6 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
+
+from ivr.tones import signal_path
+from pcm import CLOCK_RATE
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +92,7 @@ class PromptLibrary:
         self,
         cache_dir: Path,
         override_dir: Path | None = None,
-        rate: int = 8000,
+        rate: int = CLOCK_RATE,
         catalogue: Path = CATALOGUE,
     ) -> None:
         self.cache_dir = Path(cache_dir)
@@ -142,3 +147,7 @@ class PromptLibrary:
         prompt = Prompt(pid, path, wav_seconds(path))
         self._resolved[key] = prompt
         return prompt
+
+    def signal(self, name: str) -> Path:
+        """The WAV of a generated signal (ivr/tones.py) at this library's rate."""
+        return signal_path(self.cache_dir, name, self.rate)

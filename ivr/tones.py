@@ -1,7 +1,8 @@
 """Generated signals: entry/exit beeps and the default hold music.
 
 Made from sine segments at set-up, like the prompts, so nothing copyrighted
-ships and every signal has a known spectrum that tests can look for.
+ships and every signal has a known spectrum that tests can look for. Each is
+written at the bridge's clock rate (`sip.clock_rate`), one file per rate.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import tempfile
 import wave
 from collections.abc import Sequence
 from pathlib import Path
+
+from pcm import CLOCK_RATE
 
 AMPLITUDE = 0.3
 
@@ -28,7 +31,9 @@ SIGNALS: dict[str, list[tuple[float, int]]] = {
 MUSIC_NOTES = (523, 659, 784)
 
 
-def write_segments(path: Path, segments: Sequence[tuple[float, int]], rate: int = 8000) -> None:
+def write_segments(
+    path: Path, segments: Sequence[tuple[float, int]], rate: int = CLOCK_RATE
+) -> None:
     """Write sine segments to a mono 16-bit WAV, atomically."""
     amp = int(32767 * AMPLITUDE)
     frames = bytearray()
@@ -48,8 +53,9 @@ def write_segments(path: Path, segments: Sequence[tuple[float, int]], rate: int 
     os.replace(tmp, path)
 
 
-def signal_path(cache_dir: Path, name: str, rate: int = 8000) -> Path:
-    """The WAV of a named signal, generated on first use."""
+def signal_path(cache_dir: Path, name: str, rate: int = CLOCK_RATE) -> Path:
+    """The WAV of a named signal at `rate`, generated on first use (the rate is
+    in the file name: a cache shared by bridges of different rates never mixes them)."""
     path = Path(cache_dir) / "signals" / f"{name}-{rate}.wav"
     if not path.exists():
         write_segments(path, SIGNALS[name], rate)

@@ -36,6 +36,7 @@ import pjsua2 as pj
 # its symbols global before importing the extension.
 ctypes.CDLL(_pjsua2.__file__, mode=os.RTLD_GLOBAL | os.RTLD_NOLOAD)
 from pbx import _pjx  # noqa: E402
+from pcm import CLOCK_RATE, FRAME_MS  # noqa: E402
 
 log = logging.getLogger("ponte.sip")
 pjlog = logging.getLogger("ponte.pjsip")
@@ -376,7 +377,7 @@ class SipUA:
         port: int,
         rtp_range: tuple[int, int],
         *,
-        clock_rate: int = 8000,
+        clock_rate: int = CLOCK_RATE,
         codecs: Sequence[str] = ("PCMU/8000", "PCMA/8000", "G722/16000"),
         user: str = "ponte",
         user_agent: str = "ponte",
@@ -395,6 +396,8 @@ class SipUA:
         self.host = host
         self.port = port
         self.rtp_range = rtp_range
+        # The conference bridge's rate (`sip.clock_rate`): every leg, player,
+        # recorder and Python-fed port is resampled to it.
         self.clock_rate = clock_rate
         self.codecs = list(codecs)
         self.user = user
@@ -428,7 +431,7 @@ class SipUA:
         cfg.medConfig.clockRate = self.clock_rate
         cfg.medConfig.sndClockRate = self.clock_rate
         cfg.medConfig.channelCount = 1
-        cfg.medConfig.audioFramePtime = 20
+        cfg.medConfig.audioFramePtime = FRAME_MS
         cfg.medConfig.ptime = 20
         cfg.medConfig.noVad = True
         cfg.medConfig.ecTailLen = 0  # a bridge has no acoustic echo to cancel
@@ -734,7 +737,7 @@ class SipUA:
         The port's `push`/`pull` may be called from any thread; the leg is
         ended like a call, with `hangup`, and reported by `on_disconnected`.
         """
-        port = _pjx.MediaPort(self.clock_rate, 20, depth, "web")
+        port = _pjx.MediaPort(self.clock_rate, FRAME_MS, depth, "web")
         leg = next(self._ids)
         try:
             call = _PortCall(self, leg, port)

@@ -22,7 +22,9 @@ With --calls N the same script runs on N calls, started --rate per second;
 `{pin}` in the script takes the next of --pins for each call. --display
 puts a display name in our From (any text: it is quoted for us), and
 --no-screen leaves out pbx/_pjx.c's SIP screen, so a test can see what
-pbx/sipua.py refuses on its own.
+pbx/sipua.py refuses on its own. --clock-rate sets the phone's own bridge
+rate (its tones and recordings; 8 kHz by default), e.g. 16000 with
+--codecs G722/16000 for a wideband phone.
 """
 
 from __future__ import annotations
@@ -41,12 +43,12 @@ from typing import Any
 
 from ivr.tones import write_segments
 from pbx.sipua import IncomingCall, SipUA
+from pcm import CLOCK_RATE, CLOCK_RATES
 
 DIGIT_GAP = 0.18  # seconds between digits of one `dtmf` step (a human is slower)
-RATE = 8000
 
 
-def write_tone(path: Path, hz: float, seconds: float = 10.0, rate: int = RATE) -> None:
+def write_tone(path: Path, hz: float, seconds: float = 10.0, rate: int = CLOCK_RATE) -> None:
     """A loopable sine WAV (a whole number of cycles in the file)."""
     write_segments(path, [(hz, int(seconds * 1000))], rate)
 
@@ -79,6 +81,7 @@ class Softphone:
             args.bind,
             args.port,
             (int(lo), int(hi)),
+            clock_rate=args.clock_rate,
             user=args.user,
             user_agent="ponte-softphone",
             max_calls=max(4, args.calls + 2),
@@ -229,7 +232,7 @@ class Softphone:
             hz = float(argv[0])
             path = self.tmp / f"tone-{hz:g}.wav"
             if not path.exists():
-                write_tone(path, hz)
+                write_tone(path, hz, rate=self.args.clock_rate)
             if hz:
                 self.ua.play(c.leg, [path], loop=True, slot="tone")
             else:
@@ -373,6 +376,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--codecs", default="PCMU/8000,PCMA/8000")
     p.add_argument("--opus-rate", type=int, default=0, help="opus clock rate, e.g. 16000")
+    p.add_argument(
+        "--clock-rate",
+        type=int,
+        default=CLOCK_RATE,
+        choices=CLOCK_RATES,
+        help="the phone's own bridge rate: its tones and recordings (default %(default)s)",
+    )
     p.add_argument("--record", help="WAV path for what we hear ({i}: call index)")
     p.add_argument("--calls", type=int, default=1)
     p.add_argument(

@@ -16,6 +16,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ivr.keys import DEFAULT_KEYS, validate_key_map
+from pcm import CLOCK_RATE, CLOCK_RATES
 
 Language = Literal["pt-BR", "en"]
 
@@ -45,6 +46,11 @@ class SipConfig(_Strict):
     rtp_ports: str = "40000-40999"
     user_agent: str = "ponte"
     codecs: list[str] = Field(default_factory=lambda: ["PCMU/8000", "PCMA/8000", "G722/16000"])
+    # The conference bridge's clock rate (Hz): rooms are mixed, and prompts and
+    # signals rendered, at this rate; each call's codec is resampled to it. 8000
+    # suits PCMU/PCMA phones; 16000 keeps G.722 (and 16 kHz opus) wideband across
+    # a room, at about twice the CPU. Only a restart changes it.
+    clock_rate: int = Field(CLOCK_RATE, json_schema_extra={"enum": list(CLOCK_RATES)})
     # Overload: beyond these, new calls are shed with 503 + Retry-After so the
     # calls in progress keep their audio (a B2BUA call counts twice).
     max_calls: int = Field(800, ge=1, le=1000)
@@ -61,6 +67,14 @@ class SipConfig(_Strict):
                 f"sip.listen must be a loopback address (e.g. 127.0.0.1:5080), got {host}: "
                 "only Kamailio (pbx.listen) faces the network"
             )
+        return v
+
+    @field_validator("clock_rate")
+    @classmethod
+    def _clock_rate(cls, v: int) -> int:
+        if v not in CLOCK_RATES:
+            allowed = ", ".join(str(r) for r in CLOCK_RATES)
+            raise ValueError(f"sip.clock_rate must be one of {allowed} (Hz), got {v}")
         return v
 
     @field_validator("rtp_ports")

@@ -1,10 +1,11 @@
 """A browser's WebRTC audio leg (aiortc: opus over DTLS-SRTP), bridged to raw PCM frames.
 
-The conference side speaks 20 ms frames of 8 kHz mono signed 16-bit little-endian PCM
-(320 bytes). `WebRtcLeg` decodes the browser's opus audio, resamples it to that format and
-hands each frame to `push()`; in the other direction it asks `pull()` for a frame every
-20 ms (paced on the asyncio clock) and sends it to the browser; aiortc's opus encoder
-resamples 8 kHz to 48 kHz itself.
+The conference side speaks 20 ms frames of mono signed 16-bit little-endian PCM at the
+bridge's clock rate (`sip.clock_rate`: 8 kHz, 320 bytes, by default; see pcm/).
+`WebRtcLeg` decodes the browser's opus audio, resamples it to that format and hands each
+frame to `push()`; in the other direction it asks `pull()` for a frame every 20 ms (paced
+on the asyncio clock) and sends it to the browser; aiortc's opus encoder resamples the
+bridge's rate to 48 kHz itself.
 
 ICE on loopback (what works, and why)
 -------------------------------------
@@ -63,13 +64,14 @@ from aiortc import (
 from aiortc.mediastreams import MediaStreamError
 from aiortc.sdp import SessionDescription
 
+from pcm import CLOCK_RATE, frame_bytes, frame_samples
+
 log = logging.getLogger(__name__)
 
-RATE = 8000
-PTIME = 0.020
-SAMPLES = int(RATE * PTIME)  # 160 samples per frame
-FRAME_BYTES = SAMPLES * 2  # 320 bytes: mono s16le
-SILENCE = bytes(FRAME_BYTES)
+# One frame at the default clock rate (each leg is given the bridge's own rate).
+RATE = CLOCK_RATE
+SAMPLES = frame_samples(RATE)  # 160 samples per 20 ms frame at 8 kHz
+FRAME_BYTES = frame_bytes(RATE)  # 320 bytes at 8 kHz: mono s16le
 # If the loop stalls longer than this, the outgoing clock is re-based instead of bursting
 # the backlog at the browser (the RTP timestamps stay contiguous either way).
 MAX_LAG = 0.5
@@ -159,9 +161,12 @@ class _PullTrack(MediaStreamTrack):
 
     kind = "audio"
 
-    def __init__(self, pull: Callable[[], bytes | None]) -> None:
+    def __init__(self, pull: Callable[[], bytes | None], rate: int = RATE) -> None:
         super().__init__()
         self._pull = pull
+        self.rate = rate
+        self._samples = frame_samples(rate)
+        self._silence = bytes(frame_bytes(rate))
         self._start: float | None = None
         self._timestamp = 0
         self.max_late = 0.0  # seconds: the latest a frame left after it was due
@@ -173,8 +178,8 @@ class _PullTrack(MediaStreamTrack):
         if self._start is None:
             self._start = loop.time()
         else:
-            self._timestamp += SAMPLES
-            due = self._start + self._timestamp / RATE
+            self._timestamp += self._samples
+            due = self._start + self._timestamp / self.rate
             wait = due - loop.time()
             if wait > 0:
                 await asyncio.sleep(wait)
@@ -186,23 +191,24 @@ class _PullTrack(MediaStreamTrack):
         except Exception:
             log.exception("webrtc: pull() failed")
             data = None
-        if not data or len(data) != FRAME_BYTES:
-            data = SILENCE
-        frame = av.AudioFrame(format="s16", layout="mono", samples=SAMPLES)
+        if not data or len(data) != len(self._silence):
+            data = self._silence
+        frame = av.AudioFrame(format="s16", layout="mono", samples=self._samples)
         frame.planes[0].update(data)
         frame.pts = self._timestamp
-        frame.sample_rate = RATE
-        frame.time_base = fractions.Fraction(1, RATE)
+        frame.sample_rate = self.rate
+        frame.time_base = fractions.Fraction(1, self.rate)
         return frame
 
 
 class WebRtcLeg:
     """One browser's WebRTC audio leg (aiortc), bridged to raw PCM frames.
 
-    `push(frame)` gets each 320-byte frame (20 ms, 8 kHz mono s16le) heard from the browser;
-    `pull()` gives the next 320-byte frame for the browser, or None for silence. Both are
-    called directly on the event loop, so they must not block. `on_closed()` is called once,
-    when the peer connection fails or closes (the browser went away, or close() was called).
+    `push(frame)` gets each 20 ms frame (mono s16le at `rate`, the bridge's clock rate:
+    320 bytes at 8 kHz) heard from the browser; `pull()` gives the next frame for the
+    browser, or None for silence. Both are called directly on the event loop, so they must
+    not block. `on_closed()` is called once, when the peer connection fails or closes (the
+    browser went away, or close() was called).
 
     `host_addresses`: the local addresses to offer ICE host candidates on (None: every
     interface but loopback, aioice's default). When all of them are loopback, the browser's
@@ -217,8 +223,10 @@ class WebRtcLeg:
         on_closed: Callable[[], None] | None = None,
         *,
         host_addresses: Sequence[str] | None = None,
+        rate: int = CLOCK_RATE,
     ) -> None:
         self._push = push
+        self.rate = rate
         self._on_closed = on_closed
         self._closed_reported = False
         self._host_addresses = tuple(host_addresses) if host_addresses is not None else None
@@ -227,7 +235,7 @@ class WebRtcLeg:
         )
         config = RTCConfiguration(iceServers=[_ice_server(s) for s in ice_servers])
         self.pc = RTCPeerConnection(configuration=config)
-        self._out = _PullTrack(pull)
+        self._out = _PullTrack(pull, rate)
         self._reader: asyncio.Task | None = None
         self._closing: asyncio.Future | None = None
         self.frames_in = 0  # frames pushed (for status pages and tests)
@@ -333,7 +341,8 @@ class WebRtcLeg:
             self._reader = asyncio.ensure_future(self._read(track))
 
     async def _read(self, track: MediaStreamTrack) -> None:
-        resampler = av.AudioResampler(format="s16", layout="mono", rate=RATE)
+        resampler = av.AudioResampler(format="s16", layout="mono", rate=self.rate)
+        size = frame_bytes(self.rate)
         buf = bytearray()
         while True:
             try:
@@ -342,9 +351,9 @@ class WebRtcLeg:
                 return
             for out in resampler.resample(frame):
                 buf += bytes(out.planes[0])[: out.samples * 2]
-            while len(buf) >= FRAME_BYTES:
-                chunk = bytes(buf[:FRAME_BYTES])
-                del buf[:FRAME_BYTES]
+            while len(buf) >= size:
+                chunk = bytes(buf[:size])
+                del buf[:size]
                 self.frames_in += 1
                 try:
                     self._push(chunk)
