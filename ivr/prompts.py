@@ -15,9 +15,11 @@ import os
 import shutil
 import subprocess
 import tempfile
+import warnings
 import wave
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -60,9 +62,22 @@ def wav_seconds(path: Path) -> float:
         return w.getnframes() / float(w.getframerate())
 
 
-def _render(text: str, voice: str, rate: int, out: Path) -> None:
-    from pydub import AudioSegment  # imported late: only set-up renders
+def _audio_segment() -> Any:
+    """pydub's AudioSegment, imported late (only rendering needs it) and quietly.
 
+    pydub looks for ffmpeg when it is imported and warns that it is missing, and
+    imports the deprecated `audioop`; here it only reads and writes WAV, which
+    needs neither warning's tool, so neither is shown.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "Couldn't find ffmpeg", RuntimeWarning)
+        warnings.filterwarnings("ignore", "'audioop' is deprecated", DeprecationWarning)
+        from pydub import AudioSegment
+    return AudioSegment
+
+
+def _render(text: str, voice: str, rate: int, out: Path) -> None:
+    AudioSegment = _audio_segment()
     if shutil.which("espeak-ng") is None:
         raise PromptError("espeak-ng is not installed (scripts/setup installs it)")
     with tempfile.TemporaryDirectory() as tmp:
@@ -72,16 +87,18 @@ def _render(text: str, voice: str, rate: int, out: Path) -> None:
             check=True,
             capture_output=True,
         )
-        audio = AudioSegment.from_wav(raw).set_channels(1).set_sample_width(2)
-        audio = audio.set_frame_rate(rate)
+        # pydub leaves the files it opens by name open: give it ours.
+        with raw.open("rb") as f:
+            audio = AudioSegment.from_wav(f)
+        audio = audio.set_channels(1).set_sample_width(2).set_frame_rate(rate)
         # A short lead-in so the first syllable is not clipped while the
         # far end's jitter buffer fills.
         audio = AudioSegment.silent(duration=120, frame_rate=rate) + audio
         # Written beside the target and renamed: a concurrent renderer (another
         # test worker) never sees a half-written file.
         fd, tmp_name = tempfile.mkstemp(dir=out.parent, suffix=".part")
-        os.close(fd)
-        audio.export(tmp_name, format="wav")
+        with os.fdopen(fd, "wb") as f:
+            audio.export(f, format="wav")
         os.replace(tmp_name, out)
 
 

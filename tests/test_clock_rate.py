@@ -7,6 +7,8 @@ Real calls at 16 kHz are in tests/test_clock_rate_calls.py.
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import wave
 from pathlib import Path
 
@@ -17,6 +19,7 @@ from ivr.prompts import PromptLibrary
 from ivr.tones import signal_path
 from provisioning.loader import ConfigError, parse_config
 from provisioning.schema import json_schema
+from tests.harness import ROOT
 
 
 def test_the_default_is_the_one_constant():
@@ -71,6 +74,20 @@ def test_prompts_are_rendered_at_the_library_rate_and_never_mixed(tmp_path):
         assert a.seconds == pytest.approx(b.seconds, abs=0.01)
     text = wide.render_text("Bem-vindo.", "pt-BR")
     assert _rate(text) == 16000 and text != low.render_text("Bem-vindo.", "pt-BR")
+
+
+def test_rendering_prompts_warns_about_no_tool_it_does_not_use():
+    """pydub warns at import that ffmpeg is missing and imports the deprecated
+    audioop; WAV needs neither, so nothing is printed (scripts/setup stays quiet)."""
+    code = "from ivr.prompts import _audio_segment; _audio_segment()"
+    done = subprocess.run(
+        [sys.executable, "-W", "error", "-c", code],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0 and done.stderr == "", done.stderr
 
 
 def test_the_browser_leg_frames_at_its_rate():
