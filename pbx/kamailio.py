@@ -3,30 +3,40 @@
 pjsua2 cannot answer REGISTER, so extensions register to Kamailio. ponte
 generates `kamailio.cfg` from `kamailio.cfg.tmpl` and the YAML, writes the
 `subscriber` table from the extensions (a reload rewrites it: Kamailio reads
-it per request, so no restart), and runs Kamailio as a child process.
+it per request, so no restart), and runs Kamailio as a child process that
+outlives a `ponte serve` killed under it (pbx/child.py): it then ends the
+dead app server's dialogs with a BYE to each phone and provider
+(`release_app_dialogs`, also `python -m pbx.kamailio release`, which
+ponte.service's ExecStopPost runs under systemd).
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import glob
 import hashlib
 import logging
 import os
+import re
 import secrets
 import shutil
 import signal
 import socket
 import sqlite3
 import subprocess
+import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from string import Template
+from typing import TYPE_CHECKING
 
-from pbx.child import die_with_parent, stop_group
-from provisioning.files import create_private, private
-from provisioning.schema import Config, Extension
+from pbx.child import EdgeProcess
+
+if TYPE_CHECKING:  # provisioning (pydantic) is loaded only where a Config is
+    from provisioning.schema import Config, Extension
 
 log = logging.getLogger("ponte.kamailio")
 
@@ -49,6 +59,16 @@ ACC_SQL = (
 # Extensions are numbers of 3 to 6 digits not starting with 0 (0 is the
 # outbound prefix); the proxy answers 480 for any of them not registered.
 EXT_PATTERN = "^[1-9][0-9]{2,5}$"
+# In-dialog OPTIONS towards the app server's side of each dialog with it:
+# every KA_INTERVAL s (the dialog module refuses less than 30), checked every
+# KA_TIMER s; KA_FAILED_LIMIT timeouts or 481s in a row end the dialog. The
+# backstop for an app server that hangs or was restarted behind our back; a
+# dead one is noticed at once by whoever supervises it (release_app_dialogs).
+KA_TIMER = 5
+KA_INTERVAL = 30
+KA_FAILED_LIMIT = 2
+# The dialog module's states: 1 unconfirmed, 2 early, 3-4 confirmed, 5 ended.
+DLG_STATE_DELETED = 5
 
 
 class KamailioError(Exception):
@@ -131,6 +151,9 @@ def render_config(config: Config, runtime: Path, debug: int = 1) -> str:
         pike_density=config.pbx.flood_density,
         ban_seconds=config.pbx.ban_seconds,
         max_message=config.pbx.max_message,
+        ka_timer=KA_TIMER,
+        ka_interval=KA_INTERVAL,
+        ka_failed_limit=KA_FAILED_LIMIT,
     )
 
 
@@ -225,15 +248,71 @@ def sync_subscribers(path: Path, extensions: list[Extension]) -> None:
         db.close()
 
 
+def kamcmd(
+    runtime: Path, *args: str, stdin: str | None = None, timeout: float = 10
+) -> subprocess.CompletedProcess[str]:
+    """Run `kamcmd ARGS` on the control socket of the Kamailio in `runtime`."""
+    return subprocess.run(
+        ["kamcmd", "-s", f"unix:{ctl_path(runtime)}", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def app_dialogs(runtime: Path) -> list[tuple[int, int]]:
+    """(h_entry, h_id) of every dialog not yet ended that Kamailio holds with
+    the app server on one side (the dialog profile `app`, see kamailio.cfg's
+    APP_DIALOG): early or confirmed, not those whose BYE already left."""
+    listed = kamcmd(runtime, "dlg.profile_list", "app")
+    if listed.returncode != 0:
+        raise KamailioError(f"kamcmd dlg.profile_list: {listed.stderr.strip() or 'failed'}")
+    found = re.findall(r"h_entry: (\d+)\s+h_id: (\d+)\s.*?\sstate: (\d+)", listed.stdout, re.S)
+    return [(int(e), int(i)) for e, i, state in found if int(state) < DLG_STATE_DELETED]
+
+
+def release_app_dialogs(runtime: Path) -> int:
+    """End every dialog with the app server: Kamailio sends a BYE to both
+    sides (the phone or provider hears it; the app server is gone) and drops
+    the call's media (kamailio.cfg, tm:local-request). For when the app
+    server died: its calls are over. Returns how many dialogs were ended."""
+    dialogs = app_dialogs(runtime)
+    if not dialogs:
+        return 0
+    # One kamcmd reading the commands from stdin, not one process each.
+    script = "".join(f"dlg.end_dlg {e} {i}\n" for e, i in dialogs)
+    done = kamcmd(runtime, stdin=script, timeout=30 + len(dialogs) / 100)
+    if done.returncode != 0:
+        raise KamailioError(f"kamcmd dlg.end_dlg: {done.stderr.strip() or 'failed'}")
+    return len(dialogs)
+
+
 class Kamailio:
-    """One Kamailio child process serving this provisioning."""
+    """One Kamailio serving this provisioning: our child, or adopted from a
+    `ponte serve` that died (pbx/child.py)."""
 
     def __init__(self, config: Config, runtime: Path, debug: int = 1) -> None:
         self.config = config
         self.runtime = Path(runtime)
         self.debug = debug
-        self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = self.runtime / "kamailio.log"
+        self.edge = EdgeProcess(
+            "kamailio",
+            self.runtime,
+            self.runtime / "kamailio.pid",
+            str(self.runtime / "kamailio.cfg"),
+            log,
+        )
+
+    @property
+    def proc(self) -> subprocess.Popen[bytes] | None:
+        """The Kamailio we started (None when adopted or stopped)."""
+        return self.edge.proc
+
+    @property
+    def cfg_path(self) -> Path:
+        return self.runtime / "kamailio.cfg"
 
     @property
     def db_path(self) -> Path:
@@ -251,6 +330,8 @@ class Kamailio:
             raise KamailioError("kamailio is not installed (scripts/setup installs it)")
         self.runtime.mkdir(parents=True, exist_ok=True)
         cfg = self.runtime / "kamailio.cfg"
+        from provisioning.files import create_private, private
+
         # The config holds the Record-Route secret, the database plaintext
         # SIP passwords (auth_db's calculate_ha1): both 0600.
         with os.fdopen(create_private(cfg), "w") as f:
@@ -288,21 +369,17 @@ class Kamailio:
             "8",
         ]
 
-    def reap_stale(self) -> None:
-        """Stop a Kamailio left running from our config by a ponte that died.
+    def orphan_command(self) -> list[str]:
+        """What this Kamailio's guard runs when its `ponte serve` dies."""
+        return [sys.executable, "-m", "pbx.kamailio", "release", "--runtime", str(self.runtime)]
 
-        PR_SET_PDEATHSIG normally takes it down with us, but not every kernel
-        (or sandbox) honours it, and the old proxy would hold the SIP port.
-        """
-        pid_file = self.runtime / "kamailio.pid"
-        try:
-            pid = int(pid_file.read_text().strip())
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-        except (OSError, ValueError):
+    def reap_stale(self) -> None:
+        """Stop a Kamailio from our config that we will not adopt: one whose
+        config changed, or our own child left by another object."""
+        pid = self.edge.found()
+        if pid is None:
             return
-        if str(self.runtime / "kamailio.cfg").encode() not in cmdline:
-            return
-        log.warning("stopping a stale kamailio (pid %d) left by a previous run", pid)
+        log.warning("stopping a kamailio (pid %d) left by a previous run", pid)
         try:
             os.killpg(pid, signal.SIGTERM)
             for _ in range(50):
@@ -312,54 +389,66 @@ class Kamailio:
         except ProcessLookupError:
             pass
 
-    def start(self) -> None:
-        """Start Kamailio in the foreground as our child, logging to a file."""
-        self.reap_stale()
-        cfg = self.prepare()
-        logf = self.log_path.open("ab")
-        self.proc = subprocess.Popen(
-            self.command(cfg),
-            stdout=logf,
-            stderr=logf,
-            stdin=subprocess.DEVNULL,
-            preexec_fn=die_with_parent,
-            # Its own process group, so creator, main and workers stop as one.
-            start_new_session=True,
+    def adoptable(self) -> int | None:
+        """The pid of a Kamailio a `ponte serve` that died left running from
+        this very config (same rendered kamailio.cfg), or None."""
+        return self.edge.adoptable(
+            self.cfg_path, render_config(self.config, self.runtime, self.debug)
         )
+
+    def start(self) -> None:
+        """Start Kamailio in the foreground as our child, logging to a file;
+        or adopt the one a `ponte serve` that died left running (its calls
+        between extensions go on), ending that app server's dialogs."""
+        self.edge.own()
+        pid = self.adoptable()
+        if pid is not None:
+            self.edge.adopt(pid, self.log_path, self.orphan_command())
+            self.reload_subscribers(self.config, force=True)
+            try:
+                n = release_app_dialogs(self.runtime)
+            except (KamailioError, OSError, subprocess.TimeoutExpired) as exc:
+                log.warning("kamailio did not end the previous app server's dialogs: %s", exc)
+            else:
+                if n:
+                    log.warning("ended %d dialogs of the previous app server (BYE sent)", n)
+            return
+        if self.edge.found() is not None:
+            with contextlib.suppress(KamailioError, OSError, subprocess.TimeoutExpired):
+                release_app_dialogs(self.runtime)  # they would end without a word
+            self.reap_stale()
+        cfg = self.prepare()
+        proc = self.edge.spawn(self.command(cfg), self.log_path, self.orphan_command())
         # Ready means listening: wait for the pid file Kamailio writes once it is up.
         deadline = time.monotonic() + 5
-        while time.monotonic() < deadline and self.proc.poll() is None:
+        while time.monotonic() < deadline and proc.poll() is None:
             if self.running_elsewhere():
                 break
             time.sleep(0.02)
         log.info(
             "kamailio started (pid %d) on %s, %d extensions",
-            self.proc.pid,
+            proc.pid,
             self.config.pbx.listen,
             len(self.config.extensions),
         )
 
     def running_elsewhere(self) -> bool:
         """Whether a Kamailio from our config runs (started by its own unit)."""
-        try:
-            pid = int((self.runtime / "kamailio.pid").read_text().strip())
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-        except (OSError, ValueError):
-            return False
-        return str(self.runtime / "kamailio.cfg").encode() in cmdline
+        return self.edge.found() is not None
 
     def alive(self) -> bool:
-        """Whether the child is still running."""
-        return self.proc is not None and self.proc.poll() is None
+        """Whether our Kamailio (started or adopted) still runs."""
+        return self.edge.alive()
 
-    def reload_subscribers(self, config: Config) -> None:
+    def reload_subscribers(self, config: Config, force: bool = False) -> None:
         """New passwords, extensions and trunk providers, live (Kamailio reads
-        the subscriber table per request; the trunk table is reloaded by RPC)."""
+        the subscriber table per request; the trunk table is reloaded by RPC,
+        when it changed or `force`)."""
         old = trunk_peers(self.config)
         self.config = config
         sync_subscribers(self.db_path, config.extensions)
         new = trunk_peers(config)
-        if new != old:
+        if new != old or force:
             sync_trunk_peers(self.db_path, new)
             rpc = subprocess.run(
                 ["kamcmd", "-s", f"unix:{ctl_path(self.runtime)}", "htable.reload", "trunkpeer"],
@@ -372,7 +461,33 @@ class Kamailio:
 
     def stop(self, timeout: float = 5.0) -> None:
         """SIGTERM to its process group (creator, main and workers), then SIGKILL."""
-        if self.proc is None:
-            return
-        stop_group(self.proc, "kamailio", log, timeout)
-        self.proc = None
+        self.edge.stop(timeout)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m pbx.kamailio release (--runtime DIR | --config FILE)`: end
+    the app server's dialogs (its guard runs this when `ponte serve` dies,
+    ponte.service's ExecStopPost under systemd)."""
+    p = argparse.ArgumentParser(prog="python -m pbx.kamailio")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("release", help="end every dialog with the app server (BYE both sides)")
+    where = r.add_mutually_exclusive_group(required=True)
+    where.add_argument("--runtime", type=Path, help="Kamailio's runtime folder")
+    where.add_argument("--config", type=Path, help="the provisioning YAML")
+    args = p.parse_args(argv)
+    runtime = args.runtime
+    if runtime is None:
+        from provisioning.loader import load_config
+
+        runtime = Path(load_config(args.config).state_dir) / "kamailio"
+    try:
+        n = release_app_dialogs(runtime)
+    except (KamailioError, OSError, subprocess.TimeoutExpired) as exc:
+        print(f"ponte: {exc}", file=sys.stderr)
+        return 1
+    print(f"ponte: ended {n} dialogs with the app server", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

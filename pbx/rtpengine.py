@@ -8,7 +8,9 @@ server queries it for each call's figures (packets, loss, jitter, RTT, MOS).
 
 ponte runs rtpengine itself (as a child, or through ponte-rtpengine.service),
 never Debian's rtpengine-daemon.service, and never with the kernel module:
-forwarding is userspace only (`table = -1`).
+forwarding is userspace only (`table = -1`). As a child it outlives a
+`ponte serve` killed under it, like Kamailio, and the next one adopts it
+(pbx/child.py): calls between extensions keep their media.
 
 Debian 12 ships rtpengine 10.5; what is written here was checked against it
 (`tests/test_rtpengine.py` pushes real RTP and RTCP through it).
@@ -31,7 +33,7 @@ from typing import Any
 
 import bencodepy
 
-from pbx.child import die_with_parent, stop_group
+from pbx.child import EdgeProcess
 from provisioning.schema import Config
 
 log = logging.getLogger("ponte.rtpengine")
@@ -419,16 +421,22 @@ def quality(query_result: Mapping[str, Any]) -> dict[str, Any]:
 
 
 class RtpEngine:
-    """One rtpengine child process serving this provisioning."""
+    """One rtpengine serving this provisioning: our child, or adopted from a
+    `ponte serve` that died (pbx/child.py)."""
 
     def __init__(self, config: Config, runtime: Path, log_level: int = 6) -> None:
         self.config = config
         self.runtime = Path(runtime)
         self.log_level = log_level
-        self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = self.runtime / "rtpengine.log"
         self.conf_path = self.runtime / "rtpengine.conf"
         self.pid_path = self.runtime / "rtpengine.pid"
+        self.edge = EdgeProcess("rtpengine", self.runtime, self.pid_path, str(self.conf_path), log)
+
+    @property
+    def proc(self) -> subprocess.Popen[bytes] | None:
+        """The rtpengine we started (None when adopted or stopped)."""
+        return self.edge.proc
 
     @staticmethod
     def binary() -> str:
@@ -497,17 +505,14 @@ class RtpEngine:
         return pid is not None and self._ours(pid)
 
     def reap_stale(self) -> None:
-        """Stop an rtpengine left running from our config by a ponte that died.
-
-        PR_SET_PDEATHSIG normally takes it down with us, but not every kernel
-        (or sandbox) honours it, and the old relay would hold the ng port.
-        """
+        """Stop an rtpengine from our config that we will not adopt: one
+        whose config changed, or our own child left by another object."""
         pid = self._pid_from_file()
         if pid is None or not self._ours(pid):
             return
         if self.proc is not None and pid == self.proc.pid:
             return
-        log.warning("stopping a stale rtpengine (pid %d) left by a previous run", pid)
+        log.warning("stopping an rtpengine (pid %d) left by a previous run", pid)
         try:
             os.kill(pid, signal.SIGTERM)
             for _ in range(50):
@@ -517,9 +522,27 @@ class RtpEngine:
         except ProcessLookupError:
             pass
 
+    def adoptable(self) -> int | None:
+        """The pid of an rtpengine a `ponte serve` that died left running from
+        this very config (same rendered rtpengine.conf), or None."""
+        return self.edge.adoptable(
+            self.conf_path, render_config(self.config, self.runtime, self.log_level)
+        )
+
     def start(self, timeout: float = 5.0) -> None:
-        """Start rtpengine in the foreground as our child, logging to a file;
-        return once its ng socket answers ping."""
+        """Start rtpengine in the foreground as our child, logging to a file,
+        or adopt the one a `ponte serve` that died left running; return once
+        its ng socket answers ping."""
+        self.edge.own()
+        pid = self.adoptable()
+        if pid is not None:
+            try:
+                self.client(timeout=0.5).ping()
+            except RtpEngineError:
+                log.warning("rtpengine (pid %d) left by a previous run does not answer", pid)
+            else:
+                self.edge.adopt(pid, self.log_path)
+                return
         self.reap_stale()
         argv = self.prepare()
         # Another rtpengine on our control port (Debian's rtpengine-daemon
@@ -536,24 +559,14 @@ class RtpEngine:
                     f"({exc.strerror}): is Debian's rtpengine-daemon.service running? "
                     "ponte runs its own rtpengine"
                 ) from None
-        with self.log_path.open("ab") as logf:
-            self.proc = subprocess.Popen(
-                argv,
-                stdout=logf,
-                stderr=logf,
-                stdin=subprocess.DEVNULL,
-                preexec_fn=die_with_parent,
-                # Its own session and process group: a signal to ponte's group
-                # (a terminal's ^C) does not reach it; stop() ends it.
-                start_new_session=True,
-            )
+        proc = self.edge.spawn(argv, self.log_path)
         client = NgClient.for_config(self.config, timeout=0.2)
         client.retries = 1
         deadline = time.monotonic() + timeout
         while True:
-            if self.proc.poll() is not None:
-                code = self.proc.returncode
-                self.proc = None
+            if proc.poll() is not None:
+                code = proc.returncode
+                self.edge.stop()
                 raise RtpEngineError(f"rtpengine exited ({code}) at start:\n{self._log_tail()}")
             try:
                 client.ping()
@@ -567,7 +580,7 @@ class RtpEngine:
         lo, hi = self.config.pbx.media_range
         log.info(
             "rtpengine started (pid %d): media %s (%d-%d), control %s",
-            self.proc.pid,
+            proc.pid,
             interfaces(self.config),
             lo,
             hi,
@@ -581,15 +594,12 @@ class RtpEngine:
             return ""
 
     def alive(self) -> bool:
-        """Whether the child is still running."""
-        return self.proc is not None and self.proc.poll() is None
+        """Whether our rtpengine (started or adopted) still runs."""
+        return self.edge.alive()
 
     def stop(self, timeout: float = 5.0) -> None:
         """SIGTERM (rtpengine closes its calls), then SIGKILL."""
-        if self.proc is None:
-            return
-        stop_group(self.proc, "rtpengine", log, timeout)
-        self.proc = None
+        self.edge.stop(timeout)
 
 
 def summary(figures: Mapping[str, Any], remote_called: bool = False) -> dict[str, float | None]:
