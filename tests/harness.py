@@ -61,10 +61,12 @@ class Server:
                 self.proc.kill()
                 self.proc.wait()
         self._reap_kamailio()
+        self._reap_rtpengine()
         return self.proc.returncode
 
-    def restart(self, timeout: float = 15) -> int:
-        """Start the server again on the same file (after a stop or a kill)."""
+    def restart(self, timeout: float = 15, extra_args: list[str] | None = None) -> int:
+        """Start the server again on the same file (after a stop or a kill),
+        with `extra_args` after serve's own (e.g. --no-kamailio)."""
         self.proc = subprocess.Popen(
             [
                 *in_netns(self.netns),
@@ -76,6 +78,7 @@ class Server:
                 "serve",
                 "--config",
                 str(self.config_path),
+                *(extra_args or []),
             ],
             cwd=ROOT,
             stdout=subprocess.DEVNULL,
@@ -98,6 +101,17 @@ class Server:
         try:
             pid = int(pid_file.read_text().strip())
             os.killpg(pid, signal.SIGKILL)  # Kamailio runs in its own process group
+        except (OSError, ValueError):
+            pass
+
+    def _reap_rtpengine(self) -> None:
+        """Nor its media relay (which would otherwise wait out its linger for
+        a ponte to adopt it, pbx/child.py)."""
+        pid_file = Path(self.config.get("state_dir", "")) / "rtpengine" / "rtpengine.pid"
+        try:
+            pid = int(pid_file.read_text().strip())
+            if b"rtpengine" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                os.killpg(pid, signal.SIGKILL)  # rtpengine runs in its own process group
         except (OSError, ValueError):
             pass
 
