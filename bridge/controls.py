@@ -113,24 +113,41 @@ def _gain(room: Room, m: Member, ctx: Context) -> list[ControlCommand]:
     return [SetGain(m.leg, level), Say(m.leg, (prompt,))]
 
 
+# -- the room actions every trigger shares --------------------------------
+# A key, the CLI (ponte/roomops.py) and the web console all call these, so a
+# mute sounds the same whoever asked for it.
+
+
+def mute(room: Room, leg: LegId, on: bool) -> list[ControlCommand]:
+    """Mute or unmute a member, and tell that member."""
+    cmds: list[ControlCommand] = list(room.set_muted(leg, on))
+    return [*cmds, Say(leg, ("muted" if on else "unmuted",))]
+
+
+def lecture(room: Room, on: bool) -> list[ControlCommand]:
+    """Lecture mode on or off (only moderators talk), told to every member."""
+    cmds: list[ControlCommand] = list(room.set_lecture(on))
+    word = "lecture_on" if on else "lecture_off"
+    return cmds + [Say(leg, (word,)) for leg in room.members]
+
+
+def lock(room: Room, on: bool) -> list[ControlCommand]:
+    """Lock or unlock the room to new callers, told to every member."""
+    room.locked = on
+    word = "locked" if on else "unlocked"
+    return [Say(leg, (word,)) for leg in room.members]
+
+
 def _mute(room: Room, m: Member, ctx: Context) -> list[ControlCommand]:
-    cmds: list[ControlCommand] = list(room.set_muted(m.leg, not m.muted))
-    return [*cmds, Say(m.leg, ("muted" if m.muted else "unmuted",))]
+    return mute(room, m.leg, not m.muted)
 
 
 def _lecture(room: Room, m: Member, ctx: Context) -> list[ControlCommand]:
-    on = not room.lecture
-    cmds: list[ControlCommand] = list(room.set_lecture(on))
-    for other in room.members.values():
-        if not other.moderator:
-            cmds.append(Say(other.leg, ("lecture_on" if on else "lecture_off",)))
-    cmds.append(Say(m.leg, ("lecture_on" if on else "lecture_off",)))
-    return cmds
+    return lecture(room, not room.lecture)
 
 
 def _lock(room: Room, m: Member, ctx: Context) -> list[ControlCommand]:
-    room.locked = not room.locked
-    return [Say(m.leg, ("locked" if room.locked else "unlocked",))]
+    return lock(room, not room.locked)
 
 
 def _roll_call(room: Room, m: Member, ctx: Context) -> list[ControlCommand]:

@@ -14,11 +14,11 @@ rooms.
 
 from __future__ import annotations
 
-from collections.abc import Hashable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-LegId = Hashable
+# A leg is the app server's call id (pjsua2's, or a browser leg's).
+LegId = int
 MODERATOR = "moderator"
 PARTICIPANT = "participant"
 

@@ -84,12 +84,13 @@ def test_max_members():
 
 def test_churn_leaves_no_stale_links():
     b = Bridge()
-    b.join("demo", "mod", M, 0, RoomRules(end_on_moderator_exit=False))
+    mod = 10_000
+    b.join("demo", mod, M, 0, RoomRules(end_on_moderator_exit=False))
     for i in range(200):
         b.join("demo", i, P, 0)
         if i % 3:
             b.leave(i - 1)
     for i in range(200):
         b.leave(i)
-    b.leave("mod")
+    b.leave(mod)
     assert b.link_count() == 0 and b.room_of == {} and b.rooms == {}

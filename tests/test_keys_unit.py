@@ -89,7 +89,8 @@ def test_participant_may_not_lock_and_level_2_moderator_needs_allow_lock():
     assert run_action(room, 2, "lock", ctx()) == [Say(2, ("not_available",))]
     assert run_action(room, 1, "lock", ctx(level=2)) == [Say(1, ("not_available",))]
     assert not room.locked
-    assert run_action(room, 1, "lock", ctx()) == [Say(1, ("locked",))]
+    # The whole room hears it, as when an admin locks it (one lock for both).
+    assert run_action(room, 1, "lock", ctx()) == [Say(1, ("locked",)), Say(2, ("locked",))]
     assert room.locked
 
 
