@@ -47,7 +47,7 @@ class DialOutEntry:
     def __init__(self, own_area: str, carriers: list[str], timeout: float = 15.0) -> None:
         self.own_area = own_area
         self.carriers = carriers
-        self.timeout = timeout
+        self.total_timeout = timeout  # not `timeout`: that is the method below
         self.state = State.ASKING
         self.digits = ""
         self.dial = ""
@@ -56,10 +56,14 @@ class DialOutEntry:
     def start(self) -> list[Command]:
         return [Play(("dialout_enter_number",))]
 
+    def close(self) -> None:
+        """The moderator left the entry (a `*` for the key map): ignore the rest."""
+        self.state = State.DONE
+
     def prompt_finished(self) -> list[Command]:
         if self.state is State.ASKING:
             self.state = State.COLLECTING
-            return [StartTimer(TOTAL, self.timeout)]
+            return [StartTimer(TOTAL, self.total_timeout)]
         return []
 
     def parse(self, keyed: str) -> str | None:
@@ -89,7 +93,7 @@ class DialOutEntry:
         cmds: list[Command | PlaceCall | Abandon] = []
         if self.state is State.ASKING:
             self.state = State.COLLECTING
-            cmds += [StopPlayback(), StartTimer(TOTAL, self.timeout)]
+            cmds += [StopPlayback(), StartTimer(TOTAL, self.total_timeout)]
         if d == "#":
             return cmds + self._submit()
         if d.isdigit() and len(self.digits) < 16:
