@@ -12,7 +12,8 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from pbx.sipua import SipError, SipUA
+from pbx.sipua import SipError
+from pbx.useragent import UserAgent
 
 log = logging.getLogger("ponte.call")
 
@@ -42,7 +43,7 @@ class B2BUA:
 
     def __init__(
         self,
-        ua: SipUA,
+        ua: UserAgent,
         on_end: Callable[[Pair, int, str], None] | None = None,
         on_answer: Callable[[Pair], None] | None = None,
     ) -> None:
@@ -55,9 +56,7 @@ class B2BUA:
         """Whether this leg belongs to a bridged call."""
         return leg in self.by_leg
 
-    def bridge(
-        self, a: int, uri: str, account: str | None = None, trunk: str | None = None
-    ) -> Pair:
+    def place(self, a: int, uri: str, account: str | None = None, trunk: str | None = None) -> Pair:
         """Place B towards `uri` for the inbound leg A."""
         pair = Pair(a, None, uri, trunk)
         self.by_leg[a] = pair
