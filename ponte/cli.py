@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import logging
 import os
 import sys
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from provisioning.files import set_umask
 from provisioning.loader import EXAMPLE, ConfigError, load_config, load_tree
+
+if TYPE_CHECKING:
+    from provisioning.schema import Config
 
 EXIT_CONFIG = 2
 EXIT_DENIED = 3  # the admin named by --as may not do this
@@ -121,7 +127,7 @@ def cmd_prompts(args: argparse.Namespace) -> int:
     cfg = _load(args.config)
     from ivr.prompts import PromptLibrary
 
-    lib = PromptLibrary(cfg.prompts.cache_dir, cfg.prompts.override_dir)
+    lib = PromptLibrary(cfg.prompts.cache_dir, cfg.prompts.override_dir, rate=cfg.sip.clock_rate)
     n = lib.render_all()
     print(f"rendered {n} prompts into {cfg.prompts.cache_dir}")
     return 0
@@ -202,7 +208,6 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def _alert_rows(cfg, line: str | None, start: float | None, end: float | None):  # type: ignore[no-untyped-def]
     """The alerts history: every 60/80/100 % mark sent, oldest first."""
-    import datetime as dt
 
     from lines.usage import UsageStore
 
@@ -229,7 +234,7 @@ def _identity(args: argparse.Namespace) -> dict[str, str]:
     return who
 
 
-def _change(cfg, cmd: str, refused: str, **args: object) -> tuple[int, dict]:  # type: ignore[no-untyped-def]
+def _change(cfg: Config, cmd: str, refused: str, **args: Any) -> tuple[int, dict[str, Any]]:
     """Send a state-changing command; exit 1 unreachable, 3 denied, 2 refused."""
     from ponte.control import request
 
@@ -355,7 +360,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
         return failed(str(exc), EXIT_CONFIG)
     except PermissionDenied as exc:
         return failed(str(exc), EXIT_DENIED)
-    detail: dict = {"rejected": plan.rejected if plan else []}
+    detail: dict[str, Any] = {"rejected": plan.rejected if plan else []}
     if plan and plan.texts:
         backup.write_files(plan.texts)
     if "usage" in parts:
@@ -392,7 +397,6 @@ def cmd_restore(args: argparse.Namespace) -> int:
 def cmd_dial_check(args: argparse.Namespace) -> int:
     """Print the line-profile decision for one dialed number, as JSON."""
     cfg = _load(args.config)
-    import datetime as dt
 
     from lines.policy import decide
 
@@ -408,7 +412,7 @@ def cmd_dial_check(args: argparse.Namespace) -> int:
     return 0
 
 
-def _usage_reader(cfg):  # type: ignore[no-untyped-def]
+def _usage_reader(cfg: Config) -> Callable[[str, dt.date, Iterable[str]], float]:
     """Usage from the configured database; nothing used if there is none yet."""
     if not Path(cfg.database).exists():
         return lambda _k, _c, _t: 0.0
@@ -631,7 +635,8 @@ def main(argv: list[str] | None = None) -> int:
     set_umask()
     args = build_parser().parse_args(argv)
     _setup_logging(args.log_level)
-    return args.fn(args)
+    code: int = args.fn(args)
+    return code
 
 
 if __name__ == "__main__":

@@ -36,10 +36,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 from zoneinfo import ZoneInfo
 
-from bridge.controls import Say
+from bridge.controls import Say, mute
+from ponte.legs import Leg
 from ponte.records import CallRecord
 from ponte.roomops import room_command
+from ponte.rooms import Member
 from ponte.roomwatch import MemberView, RoomView, RoomWatch
+from ponte.services import Services
 from provisioning.admins import PermissionDenied, authorize
 from provisioning.diff import Change
 from web.hub import EventHub, Subscription
@@ -47,7 +50,6 @@ from web.server import WebServer
 from web.webrtc import WebRtcLeg
 
 if TYPE_CHECKING:
-    from ponte.server import AppServer, Leg
     from provisioning.schema import Config
 
 log = logging.getLogger("ponte.web")
@@ -60,7 +62,7 @@ LOOP_TIMEOUT = 10.0  # an answer from the loop thread, at most
 QUALITY_SECONDS = 5.0
 NUMBER = re.compile(r"^\+?[0-9]{2,20}$")
 # A browser's key -> what it does (on the loop thread).
-WEB_KEY_ACTIONS: dict[str, Callable[[AppServer, Leg, set[int]], None]] = {}
+WEB_KEY_ACTIONS: dict[str, Callable[[Services, Leg, set[int]], None]] = {}
 
 
 def _web_key(name: str) -> Callable[[Callable[..., None]], Callable[..., None]]:
@@ -71,30 +73,31 @@ def _web_key(name: str) -> Callable[[Callable[..., None]], Callable[..., None]]:
     return register
 
 
-def _set_mute(srv: AppServer, leg: Leg, on: bool) -> None:
-    room = srv.bridge.room_for(leg.leg)
-    if room is not None and leg.leg in room.members:
-        srv._room_cmds(room.set_muted(leg.leg, on))
+def _set_mute(svc: Services, leg: Leg, on: bool) -> None:
+    room = svc.rooms.room_of(leg.id)
+    if room is not None and leg.id in room.members:
+        svc.rooms.apply(mute(room, leg.id, on))
 
 
 @_web_key("mute")
-def _key_mute(srv: AppServer, leg: Leg, hands: set[int]) -> None:
-    _set_mute(srv, leg, True)
+def _key_mute(svc: Services, leg: Leg, hands: set[int]) -> None:
+    _set_mute(svc, leg, True)
 
 
 @_web_key("unmute")
-def _key_unmute(srv: AppServer, leg: Leg, hands: set[int]) -> None:
-    _set_mute(srv, leg, False)
+def _key_unmute(svc: Services, leg: Leg, hands: set[int]) -> None:
+    _set_mute(svc, leg, False)
 
 
 @_web_key("hand")
-def _key_hand(srv: AppServer, leg: Leg, hands: set[int]) -> None:
-    hands.symmetric_difference_update({leg.leg})  # press again to lower it
+def _key_hand(svc: Services, leg: Leg, hands: set[int]) -> None:
+    hands.symmetric_difference_update({leg.id})  # press again to lower it
 
 
 @_web_key("help")
-def _key_help(srv: AppServer, leg: Leg, hands: set[int]) -> None:
-    srv._action(leg, "help")
+def _key_help(svc: Services, leg: Leg, hands: set[int]) -> None:
+    keys = leg.handler.keys if isinstance(leg.handler, Member) else None
+    svc.rooms.act(leg, "help", keys)
 
 
 @dataclass
@@ -108,10 +111,10 @@ class _Quality:
 
 
 def _measure(
-    srv: AppServer, calls: list[tuple[int, str]], stop: threading.Event
+    svc: Services, calls: list[tuple[int, str]], stop: threading.Event
 ) -> list[tuple[int, Any]]:
     """rtpengine's figures for each (leg, SIP Call-ID): runs on the quality
-    worker thread. `AppServer._quality` only sends an ng request (a socket of
+    worker thread. `CallLog.quality` only sends an ng request (a socket of
     its own per request) and summarises the reply, so it is safe off the loop
     thread; a call it knows no figures for gives None. `stop` cuts a batch
     short: with rtpengine gone each query waits out its retries."""
@@ -119,7 +122,7 @@ def _measure(
     for leg_id, call_id in calls:
         if stop.is_set():
             break
-        figures = srv._quality(call_id)
+        figures = svc.calllog.quality(call_id)
         # Known once RTCP reported anything; before that, or for a call
         # rtpengine never relayed, there is nothing to show.
         out.append((leg_id, figures if any(v is not None for v in figures.values()) else None))
@@ -129,9 +132,9 @@ def _measure(
 class Console:
     """The web console's backend, living in the app server."""
 
-    def __init__(self, srv: AppServer) -> None:
-        self.srv = srv
-        web = srv.config.web
+    def __init__(self, svc: Services) -> None:
+        self.svc = svc
+        web = svc.config.web
         self.hub = EventHub(web.webhooks)
         self.server = WebServer(self, self.hub, web.listen or "127.0.0.1:0")
         self.watch = RoomWatch()
@@ -148,12 +151,15 @@ class Console:
         # Browser legs: token -> leg (loop thread) and leg -> WebRTC (web thread).
         self.tokens: dict[str, int] = {}
         self.rtcs: dict[int, WebRtcLeg] = {}
+        # Admitted browser legs -> their room, until the WebRTC answer is made.
+        self._admitted: dict[int, str] = {}
 
     # -- lifecycle (loop thread) --------------------------------------------
     def start(self) -> None:
         """Listen, and start sampling the rooms."""
         self.server.start()
-        self._timer = self.srv.loop.call_later(SAMPLE_SECONDS, self._tick)
+        self.svc.legs.ended.append(lambda leg: self.leg_ended(leg.id))
+        self._timer = self.svc.loop.call_later(SAMPLE_SECONDS, self._tick)
 
     def stop(self) -> None:
         """Close every browser leg and the web server."""
@@ -180,10 +186,10 @@ class Console:
 
     # -- sampling (loop thread) ---------------------------------------------
     def _tick(self) -> None:
-        self._timer = self.srv.loop.call_later(SAMPLE_SECONDS, self._tick)
+        self._timer = self.svc.loop.call_later(SAMPLE_SECONDS, self._tick)
         views, levels = self._views()
-        now = self.srv.loop.now()
-        events = self.watch.update(views, levels, now, self.srv.clock.ts())
+        now = self.svc.loop.now()
+        events = self.watch.update(views, levels, now, self.svc.clock.ts())
         self._refresh_quality(views, now)
         # Quality is not part of MemberView: figures that change every few
         # seconds must not look like a member changing (RoomWatch diffs the
@@ -198,33 +204,33 @@ class Console:
             self.hub.publish(event)
 
     def _views(self) -> tuple[dict[str, RoomView], dict[int, int]]:
-        srv = self.srv
+        svc = self.svc
         views: dict[str, RoomView] = {}
         levels: dict[int, int] = {}
-        for name, room in srv.bridge.rooms.items():
+        for name, room in svc.rooms.live.rooms.items():
             members = []
             started: float | None = None
             for leg_id, m in room.members.items():
-                leg = srv.legs.get(leg_id)
-                if leg is None:
+                leg = svc.legs.get(leg_id) if isinstance(leg_id, int) else None
+                if leg is None or leg.seat is None:
                     continue
-                if started is None or leg.joined_wall < started:
-                    started = leg.joined_wall
+                if started is None or leg.seat.joined_wall < started:
+                    started = leg.seat.joined_wall
                 members.append(
                     MemberView(
-                        leg_id,
+                        leg.id,
                         leg.caller,
                         m.role,
                         bool(m.name_path),
                         m.muted,
-                        leg_id in self.hands,
-                        "web" if leg.joined_by == "web" else "sip",
+                        leg.id in self.hands,
+                        "web" if leg.seat.joined_by == "web" else "sip",
                     )
                 )
-                heard_said = srv.ua.levels(leg_id)
+                heard_said = svc.ua.levels(leg.id)
                 if heard_said is not None:
-                    levels[leg_id] = heard_said[1]
-            cfg = srv._rooms.get(name)
+                    levels[leg.id] = heard_said[1]
+            cfg = svc.rooms.configs.get(name)
             views[name] = RoomView(
                 cfg.department if cfg else None,
                 room.locked,
@@ -244,7 +250,7 @@ class Console:
         sip = {m.id for view in views.values() for m in view.members if m.via == "sip"}
         for gone in self._quality.keys() - sip:
             del self._quality[gone]
-        if self._quality_busy or self.srv._ng is None:
+        if self._quality_busy or self.svc.calllog.ng is None:
             return
         due: list[tuple[int, str]] = []
         for leg_id in sip:
@@ -253,7 +259,8 @@ class Console:
                 continue
             # Scheduled from the ask, not the answer: at most once per period.
             q.due = now + QUALITY_SECONDS
-            call_id = self.srv._sip_call_id(leg_id)
+            leg = self.svc.legs.get(leg_id)
+            call_id = leg.record.sip_call_id if leg is not None and leg.record else None
             if call_id:  # a dialled-out guest has none
                 due.append((leg_id, call_id))
         if not due:
@@ -262,12 +269,12 @@ class Console:
             self._quality_pool = ThreadPoolExecutor(1, thread_name_prefix="ponte-quality")
         self._quality_busy = True
         try:
-            future = self._quality_pool.submit(_measure, self.srv, due, self._quality_stop)
+            future = self._quality_pool.submit(_measure, self.svc, due, self._quality_stop)
         except RuntimeError:  # shut down: the console is stopping
             self._quality_busy = False
             return
         future.add_done_callback(
-            lambda f: self.srv.loop.call_soon_threadsafe(lambda: self._measured(f))
+            lambda f: self.svc.loop.call_soon_threadsafe(lambda: self._measured(f))
         )
 
     def _measured(self, future: Future[list[tuple[int, Any]]]) -> None:
@@ -290,7 +297,7 @@ class Console:
             changed[leg_id] = figures
         if not changed:
             return
-        wall = self.srv.clock.ts()
+        wall = self.svc.clock.ts()
         for name, view in self.watch.rooms.items():
             for m in view.members:
                 if m.id in changed:
@@ -327,7 +334,7 @@ class Console:
             else:
                 aloop.call_soon_threadsafe(settle, result, None)
 
-        self.srv.loop.call_soon_threadsafe(run)
+        self.svc.loop.call_soon_threadsafe(run)
         return await asyncio.wait_for(fut, LOOP_TIMEOUT)
 
     def _on_web(self, coro: Any) -> None:
@@ -339,7 +346,7 @@ class Console:
     # -- web.backend.Backend (web thread) -----------------------------------
     def running_config(self) -> Config:
         """The configuration the server runs (replaced whole on reload)."""
-        return self.srv.config
+        return self.svc.config
 
     async def snapshot(self) -> dict[str, Any]:
         """The rooms as of the last sample (at most SAMPLE_SECONDS old)."""
@@ -356,13 +363,13 @@ class Console:
         if action == "dial":
             return await self._on_loop(lambda: self._dial(admin, room, number or ""))
         request = {"action": action, "room": room, "member": member, "as": admin}
-        return await self._on_loop(lambda: room_command(self.srv, request, source="web"))
+        return await self._on_loop(lambda: room_command(self.svc, request, source="web"))
 
     async def name_wav(self, room: str, member: int) -> bytes | None:
         """The member's recorded name, read off the loop thread."""
 
         def path() -> str | None:
-            live = self.srv.bridge.rooms.get(room)
+            live = self.svc.rooms.live.rooms.get(room)
             m = live.members.get(member) if live else None
             return m.name_path if m else None
 
@@ -378,7 +385,7 @@ class Console:
         """The usage-vs-limit rows of `ponte report usage`, with line and department."""
         from ponte.reports import usage_rows
 
-        cfg = self.srv.config
+        cfg = self.svc.config
         if not Path(cfg.database).exists():
             return []
         return await asyncio.to_thread(lambda: list(usage_rows(cfg)))
@@ -387,7 +394,7 @@ class Console:
         self, days: int, departments: frozenset[str] | None = None
     ) -> list[tuple[str, float]]:
         """Call minutes per local day from the call history, oldest first."""
-        cfg = self.srv.config
+        cfg = self.svc.config
         return await asyncio.to_thread(_minutes_per_day, cfg, days, departments)
 
     # -- browser participants ------------------------------------------------
@@ -404,18 +411,20 @@ class Console:
 
         def pull() -> bytes | None:
             try:
-                return port.pull()
+                frame: bytes | None = port.pull()
+                return frame
             except ValueError:
                 return None
 
         rtc = WebRtcLeg(
             push,
             pull,
-            ice_servers=list(self.srv.config.web.ice_servers),
+            ice_servers=list(self.svc.config.web.ice_servers),
+            rate=self.svc.config.sip.clock_rate,
             # ICE host candidates on the console's own address: the LAN the
             # browsers reach it on, or loopback only (nothing leaves the host).
             host_addresses=[self.server.host],
-            on_closed=lambda: self.srv.loop.call_soon_threadsafe(
+            on_closed=lambda: self.svc.loop.call_soon_threadsafe(
                 lambda: self._hangup(leg_id, "browser left")
             ),
         )
@@ -441,68 +450,63 @@ class Console:
 
     # -- loop thread: browser legs -------------------------------------------
     def _admit(self, pin: str, peer: str) -> dict[str, Any]:
-        from ponte.server import Leg
-
-        srv = self.srv
+        svc = self.svc
         source = f"ip:{peer}"
-        now = srv.loop.now()
-        if not srv.accepting:
+        now = svc.loop.now()
+        guard = svc.entry.pin_guard
+        if not svc.router.accepting:
             return {"error": "the service is restarting; try again in a minute"}
-        if srv.pin_guard.is_locked(source, now):
+        if guard.is_locked(source, now):
             log.info("web join from %s refused: locked out (PIN guessing)", peer)
             return {"error": "too many wrong PINs: try again later"}
-        match = srv._pins.get(pin) if pin.isdigit() else None
+        match = svc.rooms.pins.get(pin) if pin.isdigit() else None
         if match is None or match.role != "participant":
-            for locked in srv.pin_guard.record_wrong(source, now):
+            for locked in guard.record_wrong(source, now):
                 log.warning("PIN guessing: %s locked out", locked)
             log.info("web join from %s: wrong PIN", peer)
             return {"error": "wrong PIN"}
-        why = srv._gate(match)
-        live = srv.bridge.rooms.get(match.room)
+        why = svc.rooms.gate(match)
+        live = svc.rooms.live.rooms.get(match.room)
         if why is None and live is not None and live.is_full():
             why = "conference_full"
         if why is not None:
             log.info("web join from %s refused: room=%s %s", peer, match.room, why)
             return {"error": why.replace("_", " ")}
-        leg_id, port = srv.ua.add_port_leg()
+        leg_id, port = svc.ua.add_port_leg()
         token = secrets.token_urlsafe(24)
-        leg = Leg(leg_id, f"web:{peer}", "web", srv.config.web.language)
-        leg.source_key = source
-        leg.room = match.room  # where it goes once the WebRTC answer is made
-        leg.joined_by = "web"
-        srv.legs[leg_id] = leg
-        srv.cdrs[leg_id] = CallRecord(
-            leg_id, leg.caller, f"room:{match.room}", srv.clock.ts(), call_type="web"
-        )
+        caller = f"web:{peer}"
+        record = CallRecord(leg_id, caller, f"room:{match.room}", svc.clock.ts(), call_type="web")
+        svc.legs.add(leg_id, caller, "web", svc.config.web.language, record=record)
+        self._admitted[leg_id] = match.room  # where it goes once the WebRTC answer is made
         self.tokens[token] = leg_id
         log.info("call %d web join from %s for room=%s", leg_id, peer, match.room)
         return {"leg": leg_id, "port": port, "token": token}
 
     def _enter(self, leg_id: int) -> None:
-        srv = self.srv
-        leg = srv.legs.get(leg_id)
-        if leg is None or leg.room is None:
+        svc = self.svc
+        leg = svc.legs.get(leg_id)
+        room = self._admitted.pop(leg_id, None)
+        if leg is None or room is None:
             return
-        room, leg.room = leg.room, None
-        srv._answered(leg_id)
-        srv.enter_room(leg, room, "participant", joined_by="web")
+        svc.calllog.answered(leg)
+        svc.rooms.enter(leg, room, "participant", joined_by="web")
 
     def _key(self, token: str, key: str) -> dict[str, Any]:
         leg_id = self.tokens.get(token)
-        leg = self.srv.legs.get(leg_id) if leg_id is not None else None
+        leg = self.svc.legs.get(leg_id) if leg_id is not None else None
         action = WEB_KEY_ACTIONS.get(key)
         if leg is None:
             return {"ok": False, "error": "not in a room", "unknown": True}
         if action is None:
             return {"ok": False, "error": f"unknown key {key!r}"}
-        action(self.srv, leg, self.hands)
-        log.info("call %d web key %s", leg.leg, key)
+        action(self.svc, leg, self.hands)
+        log.info("call %d web key %s", leg.id, key)
         return {"ok": True}
 
     def _hangup(self, leg_id: int, why: str) -> None:
-        if self.srv.ua.has_leg(leg_id):
+        if self.svc.ua.has_leg(leg_id):
             log.info("call %d web leg ends: %s", leg_id, why)
-            self.srv.ua.hangup(leg_id)
+            self.svc.ua.hangup(leg_id)
 
     def leg_stats(self) -> dict[int, dict[str, Any]]:
         """Per browser leg: frames received from it and how late frames left
@@ -515,6 +519,7 @@ class Console:
     def leg_ended(self, leg_id: int) -> None:
         """The server dropped a leg (loop thread): forget it, close its WebRTC."""
         self.hands.discard(leg_id)
+        self._admitted.pop(leg_id, None)
         for token, leg in list(self.tokens.items()):
             if leg == leg_id:
                 del self.tokens[token]
@@ -530,27 +535,26 @@ class Console:
 
     # -- loop thread: dial a number into a room ------------------------------
     def _dial(self, admin: str, room: str, number: str) -> dict[str, Any]:
-        srv = self.srv
+        svc = self.svc
         number = number.strip().replace(" ", "").replace("-", "")
         if not NUMBER.match(number):
             return {"ok": False, "error": f"not a phone number: {number!r}"}
-        if room not in srv.bridge.rooms:
+        live = svc.rooms.live.rooms.get(room)
+        if live is None:
             return {"ok": False, "error": f"room {room!r} has nobody in it"}
-        cfg = srv._rooms.get(room)
+        cfg = svc.rooms.configs.get(room)
         try:
-            by = srv._who(admin, None, None)
-            authorize(srv.config, admin, {cfg.department if cfg else None})
+            by = svc.acting_admin(admin, None, None)
+            authorize(svc.config, admin, {cfg.department if cfg else None})
         except PermissionDenied as exc:
             return {"ok": False, "error": str(exc), "denied": True}
-        refused = srv.dialout.invite(room, number)
+        refused = svc.dialout.invite(room, number)
         if refused is not None:
             return {"ok": False, "error": refused}
-        srv._room_cmds(
-            [Say(leg, ("join_tone",), slot="signal") for leg in srv.bridge.rooms[room].members]
-        )
-        if srv.store is not None:
+        svc.rooms.apply([Say(leg, ("join_tone",), slot="signal") for leg in live.members])
+        if svc.stores.opened:
             change = Change("room", room, "dial", {"number": (None, number)})
-            srv.records.write(srv.store.audit, [change], by, "web", None)
+            svc.stores.writer.write(svc.stores.calls.audit, [change], by, "web", None)
         return {"ok": True, "by": by}
 
 

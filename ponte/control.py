@@ -148,4 +148,5 @@ def request(path: Path, cmd: str, timeout: float = 5.0, **args: Any) -> dict[str
             if not chunk:
                 break
             data += chunk
-    return json.loads(data)
+    answer: dict[str, Any] = json.loads(data)
+    return answer

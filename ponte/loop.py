@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import math
 import queue
 import time
 from collections.abc import Callable
@@ -31,18 +32,23 @@ class TimerHandle:
 class Loop:
     """Timers plus a thread-safe inbox, run between `poll` calls."""
 
-    def __init__(self, poll: Callable[[int], None], max_wait_ms: int = 10) -> None:
+    def __init__(
+        self,
+        poll: Callable[[int], None],
+        max_wait_ms: int = 10,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._poll = poll
+        self._clock = clock
         self.max_wait_ms = max_wait_ms
         self._timers: list[TimerHandle] = []
         self._seq = itertools.count()
         self._inbox: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
         self.stopping = False
 
-    @staticmethod
-    def now() -> float:
+    def now(self) -> float:
         """Monotonic seconds (the clock every timer uses)."""
-        return time.monotonic()
+        return self._clock()
 
     def call_later(self, delay: float, fn: Callable[[], None]) -> TimerHandle:
         """Run `fn` on the loop thread after `delay` seconds."""
@@ -58,7 +64,9 @@ class Loop:
         """Poll SIP/media events once, then run due timers and inbox items."""
         wait = self.max_wait_ms
         if self._timers:
-            wait = int(max(0.0, min(wait / 1000, self._timers[0].when - self.now())) * 1000)
+            # Rounded up: a timer due in 0.4 ms must not make a 0 ms poll
+            # that returns before it is due (a busy spin until it is).
+            wait = math.ceil(max(0.0, min(wait / 1000, self._timers[0].when - self.now())) * 1000)
         self._poll(wait)
         while True:
             try:

@@ -186,7 +186,9 @@ class RecordStore:
                 ],
             )
 
-    def restore_rows(self, start: str | None = None, end: str | None = None) -> Iterator[dict]:
+    def restore_rows(
+        self, start: str | None = None, end: str | None = None
+    ) -> Iterator[dict[str, Any]]:
         """The restore history, oldest first."""
         where, args = _window("at", start, end)
         yield from self._query("restores", where, args, "at, id")
@@ -195,7 +197,7 @@ class RecordStore:
     def call_ended(self, row: dict[str, Any]) -> None:
         """Write one call's history row (one commit: it survives a crash)."""
         with self.db.conn:
-            self.db["calls"].insert(row)
+            self.db.table("calls").insert(row)
 
     def has_call(self, sip_call_id: str, call_type: str) -> bool:
         """Whether a history row of this type exists for the SIP Call-ID."""
@@ -232,7 +234,9 @@ class RecordStore:
             args += [line, line]
         yield from self._query("calls", where, args, "started_at, id")
 
-    def _query(self, table: str, where: list[str], args: list[Any], order: str) -> Iterator[dict]:
+    def _query(
+        self, table: str, where: list[str], args: list[Any], order: str
+    ) -> Iterator[dict[str, Any]]:
         sql = f"SELECT * FROM {table}"  # noqa: S608 - table and columns are ours
         if where:
             sql += " WHERE " + " AND ".join(where)

@@ -47,8 +47,6 @@ def emit(
     a long report starts at once and never sits whole in memory.
     """
     out = out or sys.stdout
-    if fmt is True:  # the old boolean `as_csv`
-        fmt = "csv"
     n = 0
     if fmt == "csv":
         w = csv.DictWriter(out, fieldnames=list(columns), extrasaction="ignore")

@@ -91,14 +91,14 @@ class RoomWatch:
             if new is None:
                 emit("room_ended", name)
         for name, new in rooms.items():
-            old = self.rooms.get(name)
-            if old is None:
+            earlier = self.rooms.get(name)
+            if earlier is None:
                 emit("room_started", name)
             else:
                 for attr, on, off in ROOM_FLAGS:
-                    if getattr(old, attr) != getattr(new, attr):
+                    if getattr(earlier, attr) != getattr(new, attr):
                         emit(on if getattr(new, attr) else off, name)
-            before = {m.id: m for m in old.members} if old else {}
+            before = {m.id: m for m in earlier.members} if earlier else {}
             for m in new.members:
                 prev = before.get(m.id)
                 if prev is None:

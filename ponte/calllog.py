@@ -1,0 +1,268 @@
+"""Call history, metering and alerts: what a call leaves behind.
+
+- the history row of every leg that keeps one (`Leg.record`), written when the
+  call ends, with rtpengine's figures for its network quality;
+- the history rows of extension-to-extension calls, read from Kamailio's acc;
+- the usage meter of metered outbound calls (quotas, cut at the limit,
+  warnings) and the threshold alerts (webhook, SIP MESSAGE).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+import threading
+import time
+import urllib.request
+from collections.abc import Iterable
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from lines.meter import Action as MeterAction
+from lines.meter import Crossed, Cut, Flush, Meter, Warn
+from lines.policy import Decision, cycle_start, limit_types, resolve
+from pbx.rtpengine import NgClient, RtpEngineError, UnknownCallError, quality, summary
+from pbx.useragent import UserAgent
+from ponte.clock import WallClock
+from ponte.extcalls import DISPOSITIONS, AccReader
+from ponte.legs import Leg, LegTable
+from ponte.loop import Loop
+from ponte.media import Media
+from ponte.stores import Stores
+from provisioning.schema import Config
+
+log = logging.getLogger("ponte.call")
+
+# After rtpengine fails to answer a quality query, none is sent for this long.
+NG_BACKOFF = 10.0
+
+
+class CallLog:
+    """History rows, the usage meter and alerts (loop thread)."""
+
+    def __init__(
+        self,
+        config: Config,
+        clock: WallClock,
+        loop: Loop,
+        ua: UserAgent,
+        stores: Stores,
+        ng: NgClient | None,
+        legs: LegTable,
+        media: Media,
+    ) -> None:
+        self.config = config
+        self.legs = legs
+        self.media = media
+        self.clock = clock
+        self.loop = loop
+        self.ua = ua
+        self.stores = stores
+        self.ng = ng
+        self._ng_down_until = 0.0  # a relay that stopped answering is left alone a while
+        self.meter: Meter | None = None
+        self._to_meter: dict[int, Decision] = {}
+        self._alerted: set[tuple[object, ...]] = set()
+        self._acc: AccReader | None = None
+
+    def start(self, acc: AccReader | None, prune_acc: bool) -> None:
+        """Begin metering, and reading Kamailio's acc when it runs."""
+        self.meter = Meter(self.stores.usage.used, list(self.config.alerts.thresholds))
+        self.loop.call_later(1.0, self._meter_tick)
+        self._acc = acc
+        if acc is not None:
+            if prune_acc:  # Kamailio is not running yet: safe to write
+                acc.prune(self.stores.calls.mark("acc"))
+            self.loop.call_later(2.0, self._collect_extension_calls)
+
+    # -- history rows -----------------------------------------------------
+    def answered(self, leg: Leg) -> None:
+        """The call was answered (the first time counts)."""
+        if leg.record is not None and leg.record.answered is None:
+            leg.record.answered = self.clock.ts()
+
+    def ended(self, leg: Leg, code: int) -> None:
+        """Write the call's history row: who, where, how long, and how it ended."""
+        cdr = leg.record
+        if cdr is None or not self.stores.opened:
+            return
+        leg.record = None
+        cdr.sip_code = code
+        for key, value in self.quality(cdr.sip_call_id).items():
+            setattr(cdr, key, value)
+        if cdr.cut_at_limit:
+            cdr.disposition = "cut_at_limit"
+        elif cdr.answered is not None:
+            cdr.disposition = "answered"
+        else:
+            cdr.disposition = DISPOSITIONS.get(code, "failed")
+        self.stores.writer.write(self.stores.calls.call_ended, cdr.row(self.clock.ts()))
+
+    def quality(self, sip_call_id: str | None, remote_called: bool = False) -> dict[str, Any]:
+        """A call's network quality (history columns) as rtpengine measured
+        it; nothing when it does not know the call (or does not run).
+
+        Safe off the loop thread: each query uses a socket of its own."""
+        if self.ng is None or not sip_call_id or time.monotonic() < self._ng_down_until:
+            return {}
+        try:
+            reply = self.ng.query(sip_call_id)
+        except UnknownCallError:
+            return {}
+        except RtpEngineError as exc:
+            # Not answering: skip the figures for a while rather than make
+            # every call's end (on the loop thread) wait for a time-out.
+            self._ng_down_until = time.monotonic() + NG_BACKOFF
+            log.warning(
+                "rtpengine did not answer a quality query (%s); retrying in %.0f s", exc, NG_BACKOFF
+            )
+            return {}
+        return summary(quality(reply), remote_called)
+
+    def _collect_extension_calls(self) -> None:
+        """History rows for calls between extensions (Kamailio's acc), with
+        their network quality while rtpengine still holds the call."""
+        if self.loop.stopping or self._acc is None:
+            return
+        try:
+            store = self.stores.calls
+            before = store.mark("acc")
+            rows, mark = self._acc.collect(before, self.clock.ts())
+            for row in rows:
+                # After a restart the same acc rows may be read again.
+                if store.has_call(row["sip_call_id"], "extension"):
+                    continue
+                row.update(self.quality(row["sip_call_id"]))
+                self.stores.writer.write(store.call_ended, row)
+            if mark != before:
+                self.stores.writer.write(store.set_mark, "acc", mark)
+        finally:
+            self.loop.call_later(2.0, self._collect_extension_calls)
+
+    # -- metering ---------------------------------------------------------
+    def meter_from_answer(self, leg_id: int, decision: Decision | None) -> None:
+        """Meter this call once it is answered (`start_meter`)."""
+        if decision is not None:
+            self._to_meter[leg_id] = decision
+
+    def start_meter(self, leg_id: int) -> None:
+        """An allowed outbound call was answered: count it from now."""
+        decision = self._to_meter.pop(leg_id, None)
+        if decision is None or self.meter is None or not decision.usage_key:
+            return
+        local = self.clock.now().astimezone(ZoneInfo(self.config.timezone)).date()
+        resolved = resolve(self.config, decision.line, local)
+        types = (
+            limit_types(resolved[1], decision.limit)
+            if resolved and decision.limit
+            else frozenset({decision.call_type or ""})
+        )
+        cycle = cycle_start(local, self.config.billing_cycle_day)
+        self.meter.start(leg_id, decision, cycle, types, self.loop.now())
+
+    def stop_meter(self, leg_id: int) -> None:
+        """The metered call ended: count its last seconds."""
+        self._to_meter.pop(leg_id, None)
+        if self.meter is not None:
+            self._meter_actions(self.meter.stop(leg_id, self.loop.now()))
+
+    def _meter_tick(self) -> None:
+        if self.loop.stopping or self.meter is None:
+            return
+        try:
+            self._meter_actions(self.meter.tick(self.loop.now()))
+        finally:
+            self.loop.call_later(1.0, self._meter_tick)
+
+    def _meter_actions(self, actions: Iterable[MeterAction]) -> None:
+        for a in actions:
+            match a:
+                case Flush(key, cycle, call_type, seconds):
+                    self.stores.writer.write(self.stores.usage.add, key, cycle, call_type, seconds)
+                case Cut(call_id, used, limit):
+                    log.info("call %d cut at the limit (%.1f of %.0f s used)", call_id, used, limit)
+                    leg = self.legs.get(call_id)
+                    if leg is not None and leg.record is not None:
+                        leg.record.cut_at_limit = True
+                    self.ua.hangup(call_id)
+                case Warn(call_id):
+                    log.info("call %d warned: 30 s of quota left", call_id)
+                    self.media.say(call_id, ("limit_warning",), "signal")
+                case Crossed():
+                    self._alert(a)
+
+    # -- alerts -----------------------------------------------------------
+    def _alert(self, a: Crossed) -> None:
+        mark = (a.key, a.cycle, a.limit, a.threshold)
+        if mark in self._alerted:
+            return
+        self._alerted.add(mark)
+        usage, writer = self.stores.usage, self.stores.writer
+        args = (
+            a.key,
+            a.cycle,
+            a.limit,
+            a.threshold,
+            a.line,
+            a.used,
+            a.limit_seconds,
+            self.clock.now(),
+        )
+        if writer.pending:
+            new = True  # the disk is full: alert now, the row waits with the others
+            writer.write(usage.record_alert, *args)
+        else:
+            try:
+                new = usage.record_alert(*args)
+            except sqlite3.OperationalError:
+                new = True
+                writer.write(usage.record_alert, *args)
+        if not new:
+            return
+        text = (
+            f"ponte: {a.key} used {a.threshold}% of {a.limit} "
+            f"({a.used / 60:.1f} of {a.limit_seconds / 60:g} min) this cycle"
+        )
+        log.warning("alert %s", text)
+        alerts = self.config.alerts
+        if alerts.webhook:
+            payload = {
+                "key": a.key,
+                "line": a.line,
+                "limit": a.limit,
+                "threshold": a.threshold,
+                "used_seconds": round(a.used, 1),
+                "limit_seconds": a.limit_seconds,
+                "cycle": a.cycle.isoformat(),
+                "at": self.clock.now().isoformat(),
+            }
+            threading.Thread(
+                target=_post_json,
+                args=(alerts.webhook, payload),
+                daemon=True,
+                name="alert-webhook",
+            ).start()
+        pbx = self.config.pbx
+        own = [a.line] if a.line.isdigit() else []
+        if self.config.extensions:
+            for ext in dict.fromkeys([*alerts.message_to, *own]):
+                try:
+                    self.ua.send_message(f"sip:{ext}@{pbx.internal}", text)
+                except Exception as exc:  # an alert must never break a call
+                    log.warning("alert MESSAGE to %s failed: %s", ext, exc)
+
+
+def _post_json(url: str, payload: dict[str, Any]) -> None:
+    """POST an alert to the webhook (in its own thread: the loop never waits)."""
+    req = urllib.request.Request(
+        url,
+        data=json.dumps(payload).encode(),
+        method="POST",
+        headers={"Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=5) as resp:
+            resp.read()
+    except (OSError, ValueError) as exc:
+        log.warning("alert webhook %s failed: %s", url, exc)

@@ -1,0 +1,334 @@
+"""Live rooms: admission, enter and leave with billing, keys, and carrying out
+the commands the pure room logic (bridge.room, bridge.controls) returns.
+
+Every action on a room, whoever triggers it (a member's keys, the CLI, the web
+console), goes through `RoomService.apply` with the commands of one pure
+function, so each sounds the same whatever asked for it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Protocol
+
+from bridge.billing import LegRecord
+from bridge.controls import (
+    Context,
+    ControlCommand,
+    EndDialOut,
+    Say,
+    SetGain,
+    StartBlast,
+    StartDialOut,
+    StopSay,
+    run_action,
+)
+from bridge.levels import LevelPolicy, refusal
+from bridge.room import (
+    Bridge,
+    Connect,
+    Disconnect,
+    EndLeg,
+    Room,
+    RoomRules,
+    Signal,
+    StartMusic,
+    StopMusic,
+)
+from ivr.keys import KeyReader, KeyResult
+from ivr.pin_entry import PinMatch
+from pbx.useragent import UserAgent
+from ponte.clock import WallClock
+from ponte.legs import Idle, Leg, LegTable, Seat
+from ponte.loop import Loop
+from ponte.media import Media
+from ponte.stores import Stores
+from provisioning.schema import Config
+from provisioning.schema import Room as RoomConfig
+
+log = logging.getLogger("ponte.call")
+
+# What a callee invited into a room hears first, when the room has no message.
+INVITATION = {
+    "pt-BR": "Você foi convidado para uma conferência. Conectando agora.",
+    "en": "You are invited to a conference call. Connecting you now.",
+}
+
+
+class Outreach(Protocol):
+    """The dial-out side of the room keys (*1, *2/*3, *92), above this layer."""
+
+    def start(self, leg_id: int) -> None:
+        """*1: take the moderator out of the audio and ask for a number."""
+
+    def end(self, leg_id: int, with_guest: bool) -> None:
+        """*2 brings the guest in; *3 drops the guest or cancels a blast."""
+
+    def start_blast(self, leg_id: int) -> None:
+        """*92: call the room's invitation list."""
+
+
+def policy(room: RoomConfig) -> LevelPolicy:
+    """A room's security level and options, as the pure rules read them."""
+    return LevelPolicy(
+        room.security_level,
+        room.timezone,
+        room.issued,
+        room.allow_lock,
+        room.allow_dial_out,
+        room.allow_blast,
+    )
+
+
+def pin_table(config: Config) -> dict[str, PinMatch]:
+    """Every PIN of the configuration -> its room and role."""
+    table: dict[str, PinMatch] = {}
+    for room in config.rooms:
+        named = room.entry_signal == "name"
+        table[room.participant_pin] = PinMatch(room.name, "participant", None, named)
+        table[room.moderator_pin] = PinMatch(room.name, "moderator", room.counter_pin, named)
+    return table
+
+
+class RoomService:
+    """The live rooms of this server (loop thread)."""
+
+    def __init__(
+        self,
+        config: Config,
+        clock: WallClock,
+        loop: Loop,
+        ua: UserAgent,
+        legs: LegTable,
+        media: Media,
+        stores: Stores,
+    ) -> None:
+        self.clock = clock
+        self.loop = loop
+        self.ua = ua
+        self.legs = legs
+        self.media = media
+        self.stores = stores
+        self.live = Bridge()
+        self.outreach: Outreach | None = None  # set once the dial-out exists
+        # Digit arrival -> the key's action applied to the room (bench/dtmf.py).
+        self.action_latencies: deque[tuple[str, float]] = deque(maxlen=10000)
+        self.config = config
+        self.configs: dict[str, RoomConfig] = {r.name: r for r in config.rooms}
+        self.pins = pin_table(config)
+
+    def reloaded(self, config: Config) -> None:
+        """New PINs and rooms for new calls; a removed room lives until it empties."""
+        self.config = config
+        live = {name: self.configs[name] for name in self.live.rooms if name in self.configs}
+        self.configs = {**live, **{r.name: r for r in config.rooms}}
+        self.pins = pin_table(config)
+
+    # -- admission ----------------------------------------------------------
+    def gate(self, match: PinMatch) -> str | None:
+        """Admission after a right PIN: hours, validity, lock (a prompt id, or None)."""
+        room = self.configs[match.room]
+        why = refusal(policy(room), self.clock.now())
+        if why is not None:
+            log.info("room=%s PIN not valid now: %s", room.name, why)
+            return "pin_not_valid_now"
+        live = self.live.rooms.get(match.room)
+        if live is not None and live.locked:
+            return "conference_locked"
+        return None
+
+    def full_or_locked(self, room: str) -> str | None:
+        """Why one more member cannot enter right now (a prompt id), or None."""
+        live = self.live.rooms.get(room)
+        if live is None:
+            return None
+        if live.locked:
+            return "conference_locked"
+        return "conference_full" if live.is_full() else None
+
+    def admit(self, leg: Leg, room: str, role: str, name_path: str | None) -> bool:
+        """A caller who keyed a right PIN enters, unless the room filled or locked
+        meanwhile (then told why and hung up). True if the caller entered."""
+        self.media.stop_prompt(leg)
+        why = self.full_or_locked(room)
+        if why is not None:
+            log.info("call %d refused: room=%s %s", leg.id, room, why)
+            self.media.play_then_hangup(leg, (why, "goodbye"), why)
+            return False
+        self.enter(leg, room, role, name_path=name_path)
+        return True
+
+    # -- membership ---------------------------------------------------------
+    def enter(
+        self,
+        leg: Leg,
+        room: str,
+        role: str,
+        joined_by: str = "dial-in",
+        name_path: str | None = None,
+    ) -> None:
+        """Put a leg in a room (no admission checks), with its billing record;
+        the room's keys become the leg's handler."""
+        keys = self.config.keys
+        leg.handler = Member(
+            self, KeyReader(keys.map, keys.feature_digit_timeout, keys.sequence_timeout)
+        )
+        r = self.configs[room]
+        rules = RoomRules(r.entry_signal, r.end_on_moderator_exit, r.max_members)
+        cmds = self.live.join(room, leg.id, role, self.loop.now(), rules, name_path, joined_by)
+        live = self.live.rooms[room]
+        seat = leg.seat = Seat(room, role, joined_by, self.clock.ts(), name_path=name_path)
+        if self.stores.opened:
+            billing, writer = self.stores.billing, self.stores.writer
+            if live.session_id is None:
+                live.session_id = billing.new_session_id()
+                writer.write(billing.open_session, room, seat.joined_wall, live.session_id)
+            seat.session_id = live.session_id
+            writer.write(billing.note_peak, live.session_id, len(live.members))
+        self.apply(cmds)
+        log.info("call %d join room=%s role=%s members=%d", leg.id, room, role, len(live.members))
+
+    def leave(self, leg: Leg) -> None:
+        """The leg left its room (hung up or was sent away): bill its time."""
+        seat = leg.seat
+        if seat is None:
+            return
+        live = self.live.rooms.get(seat.room)
+        cmds = self.live.leave(leg.id)
+        left = self.clock.ts()
+        if self.stores.opened and seat.session_id is not None:
+            billing, writer = self.stores.billing, self.stores.writer
+            writer.write(
+                billing.leg_ended,
+                LegRecord(
+                    seat.session_id,
+                    leg.id,
+                    leg.caller,
+                    seat.role,
+                    seat.name_path,
+                    seat.joined_wall,
+                    left,
+                    leg.ended_by,
+                    seat.joined_by,
+                ),
+            )
+            if seat.room not in self.live.rooms:
+                writer.write(billing.close_session, seat.session_id, left)
+        self.apply(cmds)
+        remaining = len(live.members) if live is not None else 0
+        log.info("call %d leave room=%s members=%d", leg.id, seat.room, remaining)
+
+    def room_of(self, leg_id: int) -> Room | None:
+        """The live room a leg is in."""
+        return self.live.room_for(leg_id)
+
+    # -- keys ----------------------------------------------------------------
+    def act(self, leg: Leg, action: str, keys: KeyReader | None = None) -> None:
+        """Run a key's action for a member (a key, or a browser's button)."""
+        live = self.live.room_for(leg.id)
+        if live is None or leg.seat is None:
+            return
+        cfg = self.configs[leg.seat.room]
+        ctx = Context(policy(cfg), keys or KeyReader(self.config.keys.map), cfg.operator)
+        cmds = run_action(live, leg.id, action, ctx)
+        refused = any(isinstance(c, Say) and c.items == ("not_available",) for c in cmds)
+        log.info(
+            "call %d key action=%s%s room=%s",
+            leg.id,
+            action,
+            " refused" if refused else "",
+            leg.seat.room,
+        )
+        self.apply(cmds)
+        if leg.digit_at:
+            self.action_latencies.append((action, self.loop.now() - leg.digit_at))
+
+    # -- carrying out room commands ------------------------------------------
+    def apply(self, cmds: Iterable[ControlCommand]) -> None:
+        """Carry out what the room logic decided."""
+        for cmd in cmds:
+            match cmd:
+                case Connect(src, dst):
+                    self.ua.connect(src, dst)
+                case Disconnect(src, dst):
+                    self.ua.disconnect(src, dst)
+                case StartMusic(leg_id):
+                    room = self.configs.get(self.live.room_of.get(leg_id, ""))
+                    music = room.music if room and room.music else None
+                    self.media.loop_file(leg_id, music or self.media.signal("hold_music"), "music")
+                case StopMusic(leg_id):
+                    self.media.stop(leg_id, "music")
+                case Signal(legs, items):
+                    for leg_id in legs:
+                        self.media.say(leg_id, items, "signal")
+                case Say(leg_id, items, slot):
+                    self.media.say(leg_id, items, slot)
+                case StopSay(leg_id, slot):
+                    self.media.stop(leg_id, slot)
+                case SetGain(leg_id, level):
+                    self.ua.set_listen_level(leg_id, level)
+                case StartDialOut(leg_id) if self.outreach is not None:
+                    self.outreach.start(leg_id)
+                case EndDialOut(leg_id, with_guest) if self.outreach is not None:
+                    self.outreach.end(leg_id, with_guest)
+                case StartBlast(leg_id) if self.outreach is not None:
+                    self.outreach.start_blast(leg_id)
+                case EndLeg(leg_id, prompts):
+                    leg = self.legs.get(leg_id)
+                    if leg is not None:
+                        leg.ended_by = "moderator_exit"
+                        why = f"sent away by the room ({', '.join(prompts)})"
+                        self.media.play_then_hangup(leg, prompts, why)
+
+    def end_leg(self, leg_id: int, by: str) -> None:
+        """Hang a member up (an admin's kick or end), recording who ended it."""
+        leg = self.legs.get(leg_id)
+        if leg is not None:
+            leg.ended_by = by
+        self.ua.hangup(leg_id)
+
+    def blast_message(self, room: str, language: str) -> Path:
+        """The WAV a blast callee hears: the room's file, or its text spoken
+        (a room without a blast list: the standard invitation)."""
+        blast = self.configs[room].blast
+        prompts = self.media.prompts
+        if blast is None:
+            return prompts.render_text(INVITATION.get(language, INVITATION["en"]), language)
+        if blast.message.lower().endswith(".wav"):
+            return Path(blast.message)
+        return prompts.render_text(blast.message, language)
+
+
+class Member(Idle):
+    """A leg in a room: its digits are the room's keys."""
+
+    def __init__(self, rooms: RoomService, keys: KeyReader) -> None:
+        self.rooms = rooms
+        self.keys = keys
+
+    def on_digit(self, leg: Leg, digit: str) -> None:
+        """A key of the key map (or part of one)."""
+        leg.digit_at = self.rooms.loop.now()
+        self._result(leg, self.keys.digit(digit))
+
+    def _result(self, leg: Leg, result: KeyResult) -> None:
+        media = self.rooms.media
+        if result.cancel_wait:
+            media.cancel_timer(leg, "key")
+        if result.wait is not None:
+            media.start_timer(leg, "key", result.wait, lambda: self._timeout(leg))
+        if result.action is not None:
+            self.rooms.act(leg, result.action, self.keys)
+        elif result.unknown is not None:
+            log.info("call %d key %s unknown", leg.id, result.unknown)
+            self.rooms.apply([Say(leg.id, ("not_available",))])
+
+    def _timeout(self, leg: Leg) -> None:
+        self._result(leg, self.keys.timeout())
+
+    def on_disconnected(self, leg: Leg, code: int, reason: str) -> None:
+        """Hung up (or sent away): out of the room."""
+        self.rooms.leave(leg)

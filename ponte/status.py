@@ -1,0 +1,63 @@
+"""`ponte status`: what the server holds right now, as the control socket answers it."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ponte.services import Services
+
+if TYPE_CHECKING:  # aiohttp and aiortc load only when the console is on
+    from ponte.console import Console
+
+
+def status(
+    svc: Services, console: Console | None, quality: dict[int, dict[str, Any]]
+) -> dict[str, Any]:
+    """Calls, rooms and their members, latencies and the overload counters.
+
+    `quality`: rtpengine's live figures per leg, asked off the loop thread."""
+    ua = svc.ua
+
+    def members(room: Any) -> list[dict[str, Any]]:
+        out = []
+        for m in room.members.values():
+            leg = svc.legs.get(m.leg)
+            if leg is None:
+                continue
+            out.append(
+                {
+                    "leg": m.leg,
+                    "role": m.role,
+                    "muted": m.muted,
+                    "caller": leg.caller,
+                    # (heard, said), 0-255: what talk detection reads
+                    "levels": ua.levels(m.leg),
+                    "hand": bool(console and m.leg in console.hands),
+                    # rtpengine's live figures for the member's call
+                    "quality": quality.get(m.leg, {}),
+                }
+            )
+        return out
+
+    live = svc.rooms.live
+    return {
+        "calls": ua.call_count(),
+        "legs": len(svc.legs),
+        "conf_ports": ua.conf_ports(),
+        "links": live.link_count(),
+        "rooms": {
+            name: {
+                "locked": room.locked,
+                "lecture": room.lecture,
+                "started": room.started,
+                "members": members(room),
+            }
+            for name, room in live.rooms.items()
+        },
+        "join_latencies": list(svc.entry.join_latencies),
+        "action_latencies": [list(a) for a in svc.rooms.action_latencies],
+        "accepting": svc.router.accepting,
+        "shed": svc.router.shed,
+        "screened": ua.screened(),
+        "web_legs": console.leg_stats() if console else {},
+    }

@@ -1,0 +1,77 @@
+"""The records database as the app server uses it: one object per table set,
+opened at start, and the writer every record write goes through."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TypeVar
+
+from bridge.billing import BillingStore
+from lines.usage import UsageStore
+from ponte.database import RecordWriter, check_database, mark_created
+from ponte.known_callers import KnownCallerStore
+from ponte.records import RecordStore
+from provisioning.files import private
+
+
+class StoreNotOpen(RuntimeError):
+    """A store was used before `Stores.open` (a bug: start() opens them first)."""
+
+
+class Stores:
+    """Billing, usage, call history/audit and known callers, in one database."""
+
+    def __init__(self, database: Path, state_dir: Path) -> None:
+        self.database = Path(database)
+        self.state_dir = Path(state_dir)
+        # Writes that a full disk refused wait here and are retried in order.
+        self.writer = RecordWriter()
+        self._billing: BillingStore | None = None
+        self._usage: UsageStore | None = None
+        self._calls: RecordStore | None = None
+        self._known: KnownCallerStore | None = None
+
+    def open(self) -> None:
+        """Check the database is ours, open every table set, keep it private."""
+        check_database(self.database, self.state_dir)
+        self._billing = BillingStore(self.database)
+        self._usage = UsageStore(self.database)
+        self._calls = RecordStore(self.database)
+        self._known = KnownCallerStore(self.database)
+        # Call records, billing, audit: the service's user alone reads them.
+        private(self.database)
+        mark_created(self.database, self.state_dir)
+
+    @property
+    def opened(self) -> bool:
+        """Whether `open` ran."""
+        return self._calls is not None
+
+    @property
+    def billing(self) -> BillingStore:
+        """Conference sessions and their legs."""
+        return _opened(self._billing)
+
+    @property
+    def usage(self) -> UsageStore:
+        """Usage counters per line and cycle, and quota alerts."""
+        return _opened(self._usage)
+
+    @property
+    def calls(self) -> RecordStore:
+        """Call history, audit, restores and read marks."""
+        return _opened(self._calls)
+
+    @property
+    def known(self) -> KnownCallerStore:
+        """Caller IDs that keyed a valid PIN per number."""
+        return _opened(self._known)
+
+
+T = TypeVar("T")
+
+
+def _opened(store: T | None) -> T:
+    if store is None:
+        raise StoreNotOpen("the records database is not open yet")
+    return store

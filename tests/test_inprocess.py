@@ -1,0 +1,217 @@
+"""The whole app server in-process, on a fake SIP user agent (tests/fakeua.py).
+
+Routing, the entry IVR, rooms, the key map, the admin commands and dial-out
+run as in production, on fake time, in milliseconds. What a phone hears is
+checked by the real-call tests; these check what the server decides.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from ponte.roomops import room_command
+from ponte.server import AppServer
+from provisioning.loader import load_config
+from tests.fakeua import FakeTime, FakeUA
+from tests.pbx_helpers import EXTENSIONS
+
+ROOM = {"name": "demo", "participant_pin": "1111", "moderator_pin": "9999", "security_level": 3}
+
+
+class Rig:
+    """A started server on a fake user agent, and the fake time it runs on."""
+
+    def __init__(self, srv: AppServer, ua: FakeUA, time: FakeTime) -> None:
+        self.srv, self.ua, self.time = srv, ua, time
+
+    def run(self, seconds: float) -> None:
+        """Let fake time pass, running the loop as it would."""
+        end = self.time.t + seconds
+        while self.time.t < end:
+            self.srv.loop.run_once()
+
+    def join(self, pin: str, caller: str = "5511999990000") -> int:
+        leg = self.ua.call("conf", caller=caller, source=f"192.0.2.{len(self.ua.legs) + 2}:5060")
+        self.run(0.5)
+        self.ua.digits(leg, pin + "#")
+        self.run(0.5)
+        return leg
+
+    def room(self) -> Any:
+        return self.srv.svc.rooms.live.rooms.get("demo")
+
+
+@pytest.fixture
+def rig(tmp_path: Path, prompt_cache: Path) -> Iterator:
+    made: list[Rig] = []
+
+    def make(**overrides: Any) -> Rig:
+        cfg: dict[str, Any] = {
+            "access_numbers": [{"user": "conf", "language": "pt-BR"}],
+            "rooms": [ROOM],
+            "prompts": {"cache_dir": str(prompt_cache)},
+            "control": {"socket": str(tmp_path / "control.sock")},
+            "database": str(tmp_path / "ponte.db"),
+            "state_dir": str(tmp_path / "state"),
+            "sip": {"listen": "127.0.0.1:5080", "rtp_ports": "40000-40999"},
+            **overrides,
+        }
+        path = tmp_path / "ponte.yaml"
+        path.write_text(yaml.safe_dump(cfg))
+        time = FakeTime()
+        uas: list[FakeUA] = []
+
+        def agent(*args: Any, **kwargs: Any) -> FakeUA:
+            ua = FakeUA(*args, **kwargs)
+            ua.time = time
+            uas.append(ua)
+            return ua
+
+        srv = AppServer(
+            load_config(path), config_path=path, run_kamailio=False, agent=agent, monotonic=time
+        )
+        srv.start()
+        r = Rig(srv, uas[0], time)
+        made.append(r)
+        return r
+
+    yield make
+    for r in made:
+        r.srv.shutdown()
+
+
+def test_pin_puts_callers_in_the_room_with_music_until_the_moderator(rig):
+    r = rig()
+    p = r.join("1111")
+    assert r.ua.prompts(p)[:1] == ["enter_pin"]
+    assert r.ua.prompts(p, "music") == ["hold_music"]
+    m = r.join("9999")
+    room = r.room()
+    assert room is not None and set(room.members) == {p, m}
+    assert {(p, m), (m, p)} <= r.ua.links
+    # PIN `#` -> joined, measured for every join.
+    assert len(r.srv.svc.entry.join_latencies) == 2
+
+
+def test_wrong_pins_end_the_call_and_nothing_is_joined(rig):
+    r = rig()
+    leg = r.ua.call("conf")
+    r.run(0.5)
+    for _ in range(3):
+        r.ua.digits(leg, "4321#")
+        r.run(6)
+    assert r.ua.legs[leg].gone
+    assert r.room() is None
+
+
+def test_star6_and_the_admin_mute_take_one_path(rig):
+    r = rig()
+    m, p = r.join("9999"), r.join("1111")
+    r.ua.digits(p, "*6")
+    r.run(1)
+    assert (p, m) not in r.ua.links and "muted" in r.ua.prompts(p)
+    r.ua.digits(p, "*6")
+    r.run(1)
+    assert (p, m) in r.ua.links and "unmuted" in r.ua.prompts(p)
+    # The CLI's mute: same function, same announcement.
+    before = r.ua.prompts(p).count("muted")
+    reply = room_command(r.srv.svc, {"action": "mute", "room": "demo", "member": p})
+    assert reply["ok"] and (p, m) not in r.ua.links
+    assert r.ua.prompts(p).count("muted") == before + 1
+    actions = [a for a, _ in r.srv.svc.rooms.action_latencies]
+    assert actions == ["mute", "mute"]
+
+
+def test_lock_by_key_is_told_to_the_room_and_refuses_the_next_caller(rig):
+    r = rig()
+    m, p = r.join("9999"), r.join("1111")
+    r.ua.digits(m, "*7")  # *7: lock (the default key map)
+    r.run(1)
+    assert r.room().locked
+    assert "locked" in r.ua.prompts(m) and "locked" in r.ua.prompts(p)
+    late = r.join("1111")
+    r.run(8)
+    assert "conference_locked" in r.ua.prompts(late) and r.ua.legs[late].gone
+
+
+def test_the_room_ends_when_the_moderator_leaves_and_is_billed(rig):
+    r = rig()
+    m, p = r.join("9999"), r.join("1111")
+    r.run(60)
+    r.ua.hang_up(m)
+    r.run(10)
+    assert r.ua.legs[p].gone and r.room() is None
+    rows = list(r.srv.svc.stores.billing.sessions())
+    assert len(rows) == 1 and rows[0]["ended_at"] is not None
+
+
+def test_unknown_numbers_get_404_and_a_did_rings_its_extension(rig):
+    r = rig(extensions=EXTENSIONS, dids={"+551130001000": {"extension": "1001"}})
+    leg = r.ua.call("12345")
+    assert r.ua.legs[leg].answers == [404]
+    a = r.ua.call("+551130001000")
+    out = [leg for leg in r.ua.legs.values() if leg.uri]
+    assert len(out) == 1 and out[0].uri.startswith("sip:1001@")
+    r.ua.answer_out(out[0].id)
+    assert r.ua.legs[a].answers == [200]
+    r.ua.hang_up(out[0].id)
+    r.run(1)
+    assert r.ua.legs[a].gone
+
+
+DIAL_OUT = {
+    "trunks": [
+        {
+            "name": "provider1",
+            "registrar": "sip:198.51.100.50:5060",
+            "allow_ip": True,  # no DNS lookups in an in-process test
+            "username": "u",
+            "password": "trunk-Secret-9x",
+            "cps": 2,
+            "outbound_prefixes": ["0", "00", "3"],  # 3: local numbers
+        }
+    ],
+    "lines": {"room:demo": {"area_code": "11", "profile": "dial"}},
+    "profiles": {"dial": {"limits": {"local": "unlimited", "national": "unlimited"}}},
+}
+
+
+def test_dial_out_hands_the_moderator_to_the_number_entry_and_back(rig):
+    r = rig(**DIAL_OUT)
+    m, p = r.join("9999"), r.join("1111")
+    r.ua.digits(m, "*1")
+    r.run(4)
+    assert (m, p) not in r.ua.links  # away from the room while dialing
+    r.ua.digits(m, "33334444#")
+    r.run(4)
+    r.ua.digits(m, "1")  # confirm the read-back
+    r.run(1)
+    guest = next(leg for leg in r.ua.legs.values() if leg.uri)
+    assert guest.uri.startswith("sip:33334444@")
+    r.ua.answer_out(guest.id)
+    r.run(1)
+    assert (m, guest.id) in r.ua.links and (guest.id, m) in r.ua.links
+    r.ua.digits(m, "*2")  # bring the guest in
+    r.run(1)
+    assert set(r.room().members) == {m, p, guest.id}
+    assert (guest.id, p) in r.ua.links
+
+
+def test_dial_out_entry_gives_up_after_its_timeout(rig):
+    """A moderator who keys nothing after *1 is back in the room after 15 s
+    (this timer once called a float: DialOutEntry.timeout was overwritten)."""
+    r = rig(**DIAL_OUT)
+    m, p = r.join("9999"), r.join("1111")
+    r.ua.digits(m, "*1")
+    r.run(4)
+    r.ua.digits(m, "3")
+    r.run(20)  # "3" is submitted at the timeout: not a number, asked again
+    assert (m, p) not in r.ua.links
+    r.run(20)  # nothing keyed this time: back in the room
+    assert (m, p) in r.ua.links
+    assert not [leg for leg in r.ua.legs.values() if leg.uri]
