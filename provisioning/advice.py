@@ -100,7 +100,6 @@ def _secrets(cfg: Config) -> list[tuple[str, str]]:
     return out
 
 
-
 def password_warnings(cfg: Config) -> list[str]:
     """Passwords a guesser would find early: the example's, common or short
     (the schema already refuses under 10 characters or containing the number)."""

@@ -54,9 +54,7 @@ class Hooks:
         self.http.server_close()
 
 
-def test_events_and_webhooks_follow_a_conference_and_actions_reach_the_audio(
-    server_factory, phone
-):
+def test_events_and_webhooks_follow_a_conference_and_actions_reach_the_audio(server_factory, phone):
     hooks = Hooks()
     port = ports.allocate(1)
     base = f"http://127.0.0.1:{port}"
@@ -249,9 +247,7 @@ def test_console_dials_a_guest_into_the_room_through_the_line_profile(server_fac
     trunk = ports.allocate(1)
     port = ports.allocate(1)
     base = f"http://127.0.0.1:{port}"
-    srv = server_factory(
-        **config(trunk), web={"listen": f"127.0.0.1:{port}"}, admins=ADMINS
-    )
+    srv = server_factory(**config(trunk), web={"listen": f"127.0.0.1:{port}"}, admins=ADMINS)
     guest = guest_phone(phone, trunk, "wait_media 5; tone 700; wait 9; hangup")
     mod = phone(srv.uri("conf-en"), "wait_media 5; dtmf 9999#; tone 440; wait_end 30")
     marks: dict[str, float] = {}

@@ -85,8 +85,16 @@ def test_browser_member_hears_and_is_heard_mutes_itself_and_is_billed(
     code, _ = web.key("mute")
     assert code == 200
     t_muted = time.monotonic()
-    until(lambda: [m["muted"] for m in srv.status()["rooms"]["demo"]["members"]
-                   if m["leg"] == answer["member"]] == [True])
+    until(
+        lambda: (
+            [
+                m["muted"]
+                for m in srv.status()["rooms"]["demo"]["members"]
+                if m["leg"] == answer["member"]
+            ]
+            == [True]
+        )
+    )
     time.sleep(1.5)
     code, _ = web.key("unmute")
     t_unmuted = time.monotonic()
