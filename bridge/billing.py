@@ -3,7 +3,9 @@
 A session runs from a room's first join to its last leave. Each leg's row is
 written when the leg ends, and the session row is updated in the same
 transaction, so a crash of the process loses nothing that had finished
-(WAL journal, one commit per event).
+(WAL journal, one commit per event). A leg in a room has a live row, its
+time checkpointed every few seconds; after a crash, start-up bills it up to
+its last checkpoint and closes the session (`ended_by: crash`).
 
 Billed minutes: each leg's duration rounded up to the whole minute, summed
 over the legs of the session; exact participant-seconds are kept beside them.
@@ -22,6 +24,10 @@ import sqlite_utils
 
 SESSIONS = "conference_sessions"
 LEGS = "conference_legs"
+# Legs in a room now, per app-server node, with the last checkpoint: what a
+# crash would otherwise lose (their row is written when they leave).
+LIVE = "conference_live"
+CRASH = "crash"
 
 
 def iso(ts: float) -> str:
@@ -94,6 +100,23 @@ class BillingStore:
                 foreign_keys=[("session_id", SESSIONS, "id")],
             )
             self.db.table(LEGS).create_index(["session_id"])
+        if "ended_by" not in self.db.table(SESSIONS).columns_dict:
+            self.db.table(SESSIONS).add_column("ended_by", str)
+        if LIVE not in self.db.table_names():
+            self.db.table(LIVE).create(
+                {
+                    "node": str,
+                    "session_id": int,
+                    "leg": int,
+                    "caller": str,
+                    "role": str,
+                    "name_file": str,
+                    "joined": float,
+                    "joined_by": str,
+                    "checkpoint": float,
+                },
+                pk=("node", "leg"),
+            )
 
     def new_session_id(self) -> int:
         """An id for the next session, known before its row is written (so the
@@ -132,8 +155,66 @@ class BillingStore:
                 [members, session_id],
             )
 
-    def leg_ended(self, rec: LegRecord) -> None:
-        """Write a finished leg and add it to its session, in one commit."""
+    def leg_joined(self, node: str, rec: LegRecord) -> None:
+        """A leg entered a room on `node` (`rec.left` is unused yet)."""
+        with self.db.conn:
+            self.db.table(LIVE).insert(
+                {
+                    "node": node,
+                    "session_id": rec.session_id,
+                    "leg": rec.leg,
+                    "caller": rec.caller,
+                    "role": rec.role,
+                    "name_file": rec.name_file,
+                    "joined": rec.joined,
+                    "joined_by": rec.joined_by,
+                    "checkpoint": rec.joined,
+                },
+                replace=True,
+            )
+
+    def checkpoint(self, node: str, at: float) -> None:
+        """Every leg in a room on `node` was there at `at` (one statement)."""
+        with self.db.conn:
+            self.db.execute(f"UPDATE {LIVE} SET checkpoint = ? WHERE node = ?", [at, node])
+
+    def close_crashed(self, node: str) -> tuple[int, int]:
+        """Bill the legs `node` had in rooms when it died, up to their last
+        checkpoint (`ended_by: crash`), and close the sessions nobody is in
+        any more at their last leg's end. Returns (legs, sessions)."""
+        live = list(self.db.query(f"SELECT * FROM {LIVE} WHERE node = ?", [node]))
+        for row in live:
+            self.leg_ended(
+                LegRecord(
+                    row["session_id"],
+                    row["leg"],
+                    row["caller"],
+                    row["role"],
+                    row["name_file"],
+                    row["joined"],
+                    row["checkpoint"],
+                    CRASH,
+                    row["joined_by"],
+                ),
+                node,
+            )
+        # Open sessions with no leg in a room on any node: left by a crash.
+        orphans = self.db.execute(
+            f"SELECT s.id, COALESCE(MAX(l.left_at), s.started_at) FROM {SESSIONS} s "
+            f"LEFT JOIN {LEGS} l ON l.session_id = s.id WHERE s.ended_at IS NULL "
+            f"AND NOT EXISTS (SELECT 1 FROM {LIVE} v WHERE v.session_id = s.id) GROUP BY s.id"
+        ).fetchall()
+        with self.db.conn:
+            for sid, last in orphans:
+                ended = dt.datetime.fromisoformat(last).timestamp()
+                self.db.table(SESSIONS).update(
+                    sid, {"ended_at": last, "ended_ts": ended, "ended_by": CRASH}
+                )
+        return len(live), len(orphans)
+
+    def leg_ended(self, rec: LegRecord, node: str | None = None) -> None:
+        """Write a finished leg and add it to its session, in one commit
+        (forgetting its live row on `node`)."""
         seconds = max(0.0, rec.left - rec.joined)
         billed = math.ceil(seconds / 60) if seconds > 0 else 0
         with self.db.conn:
@@ -158,11 +239,15 @@ class BillingStore:
                 "billed_minutes = billed_minutes + ? WHERE id = ?",
                 [seconds, billed, rec.session_id],
             )
+            if node is not None:
+                self.db.execute(f"DELETE FROM {LIVE} WHERE node = ? AND leg = ?", [node, rec.leg])
 
     def close_session(self, session_id: int, ended: float) -> None:
         """The room emptied."""
         with self.db.conn:
-            self.db.table(SESSIONS).update(session_id, {"ended_at": iso(ended), "ended_ts": ended})
+            self.db.table(SESSIONS).update(
+                session_id, {"ended_at": iso(ended), "ended_ts": ended, "ended_by": "empty"}
+            )
 
     # -- reports ----------------------------------------------------------
     def sessions(
@@ -181,7 +266,7 @@ class BillingStore:
             where.append("started_ts < ?")
             args.append(end)
         sql = (
-            "SELECT id, room, started_at, ended_at, legs, peak_members, "
+            "SELECT id, room, started_at, ended_at, ended_by, legs, peak_members, "
             "ROUND(participant_seconds / 60.0, 2) AS participant_minutes, billed_minutes "
             f"FROM {SESSIONS} WHERE {' AND '.join(where)} ORDER BY started_ts"
         )

@@ -35,6 +35,10 @@ SCHEMA = (
     "disposition TEXT NOT NULL, sip_code INTEGER, trunk TEXT, line TEXT, profile_rule TEXT, "
     "cut_at_limit INTEGER NOT NULL DEFAULT 0)",
     "CREATE INDEX IF NOT EXISTS calls_started ON calls (started_at)",
+    # Answered calls still going: their history row as of the last checkpoint,
+    # per app-server node. A crash leaves them here; start-up closes them.
+    "CREATE TABLE IF NOT EXISTS live_calls (node TEXT NOT NULL, leg INTEGER NOT NULL, "
+    "record TEXT NOT NULL, checkpoint REAL NOT NULL, PRIMARY KEY (node, leg))",
     # Watermarks of what was read from other programs' tables (Kamailio's acc).
     "CREATE TABLE IF NOT EXISTS marks (name TEXT PRIMARY KEY, value INTEGER NOT NULL)",
 )
@@ -50,7 +54,11 @@ CALL_COLUMNS = (
     ("rtt_ms", "REAL"),
     ("mos", "REAL"),
     ("sip_call_id", "TEXT"),
+    # Who ended it: "caller", "moderator_exit", "admin"... or "crash" for a
+    # call the app server was carrying when it died (closed at its restart).
+    ("ended_by", "TEXT"),
 )
+CRASH = "crash"
 
 
 def now_iso() -> str:
@@ -87,6 +95,7 @@ class CallRecord:
     jitter_out: float | None = None
     rtt_ms: float | None = None
     mos: float | None = None
+    ended_by: str | None = None
 
     def row(self, ended: float) -> dict[str, Any]:
         """The row written when the call ends."""
@@ -194,10 +203,48 @@ class RecordStore:
         yield from self._query("restores", where, args, "at, id")
 
     # -- call history -----------------------------------------------------
-    def call_ended(self, row: dict[str, Any]) -> None:
-        """Write one call's history row (one commit: it survives a crash)."""
+    def call_ended(self, row: dict[str, Any], node: str | None = None) -> None:
+        """Write one call's history row (one commit: it survives a crash),
+        and forget its live checkpoint on `node` in the same commit."""
         with self.db.conn:
             self.db.table("calls").insert(row)
+            if node is not None:
+                self.db.execute(
+                    "DELETE FROM live_calls WHERE node = ? AND leg = ?", [node, row["leg"]]
+                )
+
+    # -- calls in progress (crash recovery) -------------------------------
+    def call_answered(self, node: str, record: CallRecord) -> None:
+        """An answered call's record, kept until its history row replaces it."""
+        assert record.answered is not None
+        with self.db.conn:
+            self.db.execute(
+                "INSERT OR REPLACE INTO live_calls (node, leg, record, checkpoint) "
+                "VALUES (?, ?, ?, ?)",
+                [node, record.leg, json.dumps(asdict(record)), record.answered],
+            )
+
+    def checkpoint(self, node: str, at: float) -> None:
+        """Every live call of `node` lasted at least until `at` (one statement)."""
+        with self.db.conn:
+            self.db.execute("UPDATE live_calls SET checkpoint = ? WHERE node = ?", [at, node])
+
+    def close_crashed(self, node: str) -> int:
+        """History rows for the calls `node` was carrying when it died, ended
+        at their last checkpoint with `ended_by: crash`; returns how many."""
+        fields = set(CallRecord.__dataclass_fields__)
+        with self.db.conn:
+            live = self.db.execute(
+                "SELECT record, checkpoint FROM live_calls WHERE node = ?", [node]
+            ).fetchall()
+            for text, checkpoint in live:
+                data = {k: v for k, v in json.loads(text).items() if k in fields}
+                record = CallRecord(**data)
+                record.disposition = "cut_at_limit" if record.cut_at_limit else "answered"
+                record.ended_by = CRASH
+                self.db.table("calls").insert(record.row(checkpoint))
+            self.db.execute("DELETE FROM live_calls WHERE node = ?", [node])
+        return len(live)
 
     def has_call(self, sip_call_id: str, call_type: str) -> bool:
         """Whether a history row of this type exists for the SIP Call-ID."""

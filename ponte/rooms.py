@@ -188,6 +188,7 @@ class RoomService:
                 writer.write(billing.open_session, room, seat.joined_wall, live.session_id)
             seat.session_id = live.session_id
             writer.write(billing.note_peak, live.session_id, len(live.members))
+            writer.write(billing.leg_joined, self.stores.node, self._leg_record(leg, seat, 0.0))
         self.apply(cmds)
         log.info("call %d join room=%s role=%s members=%d", leg.id, room, role, len(live.members))
 
@@ -201,25 +202,27 @@ class RoomService:
         left = self.clock.ts()
         if self.stores.opened and seat.session_id is not None:
             billing, writer = self.stores.billing, self.stores.writer
-            writer.write(
-                billing.leg_ended,
-                LegRecord(
-                    seat.session_id,
-                    leg.id,
-                    leg.caller,
-                    seat.role,
-                    seat.name_path,
-                    seat.joined_wall,
-                    left,
-                    leg.ended_by,
-                    seat.joined_by,
-                ),
-            )
+            writer.write(billing.leg_ended, self._leg_record(leg, seat, left), self.stores.node)
             if seat.room not in self.live.rooms:
                 writer.write(billing.close_session, seat.session_id, left)
         self.apply(cmds)
         remaining = len(live.members) if live is not None else 0
         log.info("call %d leave room=%s members=%d", leg.id, seat.room, remaining)
+
+    @staticmethod
+    def _leg_record(leg: Leg, seat: Seat, left: float) -> LegRecord:
+        assert seat.session_id is not None
+        return LegRecord(
+            seat.session_id,
+            leg.id,
+            leg.caller,
+            seat.role,
+            seat.name_path,
+            seat.joined_wall,
+            left,
+            leg.ended_by,
+            seat.joined_by,
+        )
 
     def room_of(self, leg_id: int) -> Room | None:
         """The live room a leg is in."""

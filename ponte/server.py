@@ -148,6 +148,15 @@ class AppServer:
     def _start(self) -> None:
         svc, config = self.svc, self.config
         svc.stores.open()
+        calls, legs, sessions = svc.stores.close_crashed()
+        if calls or legs or sessions:
+            log.warning(
+                "the last run ended in a crash: closed %d call records, %d conference legs "
+                "and %d sessions at their last checkpoint (ended_by: crash)",
+                calls,
+                legs,
+                sessions,
+            )
         svc.entry.load_known_callers()
         svc.loop.call_later(5.0, self._flush_records)
         kam = self.edge.kamailio

@@ -21,8 +21,10 @@ class StoreNotOpen(RuntimeError):
 class Stores:
     """Billing, usage, call history/audit and known callers, in one database."""
 
-    def __init__(self, database: Path, state_dir: Path) -> None:
+    def __init__(self, database: Path, state_dir: Path, node: str = "local") -> None:
         self.database = Path(database)
+        # This app server's name in the live tables (several nodes may share them).
+        self.node = node
         self.state_dir = Path(state_dir)
         # Writes that a full disk refused wait here and are retried in order.
         self.writer = RecordWriter()
@@ -41,6 +43,18 @@ class Stores:
         # Call records, billing, audit: the service's user alone reads them.
         private(self.database)
         mark_created(self.database, self.state_dir)
+
+    def checkpoint(self, at: float) -> None:
+        """The calls and room legs this node carries all lasted until `at`."""
+        self.calls.checkpoint(self.node, at)
+        self.billing.checkpoint(self.node, at)
+
+    def close_crashed(self) -> tuple[int, int, int]:
+        """Close what this node was carrying when it died, at its last
+        checkpoint: (history rows, conference legs, sessions)."""
+        calls = self.calls.close_crashed(self.node)
+        legs, sessions = self.billing.close_crashed(self.node)
+        return calls, legs, sessions
 
     @property
     def opened(self) -> bool:

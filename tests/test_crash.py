@@ -36,7 +36,7 @@ from pbx.child import running
 from pbx.kamailio import KA_FAILED_LIMIT, KA_INTERVAL, KA_TIMER
 from tests import audio
 from tests.baresip import Baresip
-from tests.harness import ROOT, Server
+from tests.harness import ROOT, Server, report
 from tests.netns import APPLIANCE_IP, PROVIDER_IP, Host, topology
 from tests.test_edge_calls import (
     ALL_PASSWORDS,
@@ -182,6 +182,7 @@ def test_kill_9_ends_every_call_with_a_bye_and_a_restart_answers_at_once(
         bs.wait_event("REGISTER_OK")
         bs.dial("conf")
         bs.wait_event("CALL_ESTABLISHED")
+        bs_answered = time.monotonic()
         time.sleep(1.5)
         bs.sndcode("1111#")
         # Three conference legs and the trunk leg to the provider's guest.
@@ -213,14 +214,12 @@ def test_kill_9_ends_every_call_with_a_bye_and_a_restart_answers_at_once(
         assert edge_pids(srv) == pids
         assert all(running(pid) for pid in pids.values())
 
-    # TODO(records, issue 23): once call records exist from answer and are
-    # closed at start-up, assert here, after the restart, that
-    #   - report calls has one row per live leg (3 conference legs from
-    #     1001/1002/1003 and the dial-out to 0212133334444), ended_by
-    #     "crash", each duration within 10 s of (killed - its answer time);
-    #   - report conferences shows the demo session closed (ended_at set) and
-    #     billed up to its last checkpoint (participant-minutes > 0).
-
+    answered_at = {
+        "1001": rm["confirmed_at"],
+        "1002": rp["confirmed_at"],
+        "1003": bs_answered,
+        "dial-out": rg["confirmed_at"],
+    }
     # The restart: phones call as soon as the new process starts.
     restarted = time.monotonic()
     mod2 = phone_on(
@@ -230,6 +229,7 @@ def test_kill_9_ends_every_call_with_a_bye_and_a_restart_answers_at_once(
         phone, net.nat[0], "1002", "wait_media 5; wait 2.5; dtmf 1111#; wait 3; hangup", "conf"
     )
     assert srv.restart() == 0
+    check_crash_records(srv, killed, answered_at)
     rm2, rp2 = mod2.result(), part2.result()
     assert "error" not in rm2 and "error" not in rp2, (rm2, rp2)
     answered = rm2["confirmed_at"] - restarted
@@ -287,11 +287,15 @@ def test_a_long_call_outlives_its_keepalives_and_a_crash_spares_extension_calls(
     # server's side of each of the two conference dialogs) and they were
     # answered: nobody was cut, and the audio held to the end.
     assert uac_transactions(srv) - before >= 2 * 3, uac_transactions(srv)
-    last = (rp["hangup_sent_at"] - 6, rp["hangup_sent_at"] - 0.5)
+    # Until the first of them hangs up (the moderator, usually: it keyed first).
+    end = min(rp["hangup_sent_at"], rm["hangup_sent_at"]) - 0.5
+    last = (end - 5.5, end)
     assert heard(part, rp, *last, 700) > 0.3
     assert heard(mod, rm, *last, 440) > 0.3
     samples, rate = audio.load(part.record)
-    whole = audio.segment(samples, rate, *window(rp, hash_time(rp) + 1.5, last[1]))
+    # From when both are in the room: before, the participant hears music.
+    both = max(hash_time(rp), hash_time(rm)) + 1.5
+    whole = audio.segment(samples, rate, *window(rp, both, last[1]))
     assert audio.longest_gap(whole, rate, 700) < 0.5
 
     # Now the crash, with the extension call up.
@@ -370,6 +374,31 @@ def systemd_appliance(server_factory, net) -> Server:
         message=f"the units did not come up:\n{srv.log()[-2000:]}",
     )
     return srv
+
+
+def check_crash_records(srv: Server, killed: float, answered_at: dict[str, float]) -> None:
+    """After the restart: a history row for every call that was up at the
+    kill (`ended_by: crash`), its duration within 10 s of the truth; the
+    room's session closed and billed up to its last checkpoint."""
+    crashed = [r for r in report(srv, "calls") if r["ended_by"] == "crash"]
+    by_who = {
+        "dial-out" if r["destination"].endswith("33334444") else r["origin"]: r for r in crashed
+    }
+    truth = {who: killed - at for who, at in answered_at.items()}
+    print("crash rows:", {w: (r["duration"], round(truth[w], 2)) for w, r in by_who.items()})
+    assert len(crashed) == len(answered_at) and set(by_who) == set(answered_at), crashed
+    for who, row in by_who.items():
+        assert row["disposition"] == "answered", row
+        assert truth[who] - 10 <= row["duration"] <= truth[who] + 1, (who, row, truth[who])
+    sessions = [s for s in report(srv, "conferences") if s["room"] == "demo"]
+    assert len(sessions) == 1, sessions
+    s = sessions[0]
+    print("crashed session:", s)
+    assert s["ended_at"] and s["ended_by"] == "crash" and s["legs"] == 3, s
+    # Up to one checkpoint short per leg (rooms are entered after the PIN).
+    room_seconds = sum(truth[w] for w in ("1001", "1002", "1003"))
+    assert room_seconds - 3 * 10 <= s["participant_minutes"] * 60 <= room_seconds, s
+    assert s["billed_minutes"] >= 3, s
 
 
 def conference(phone, net, seconds: int, until: str = "wait_end"):

@@ -56,7 +56,11 @@ def test_restart_after_kill_9_answers_calls_and_keeps_records(server_factory, ph
     print(f"restart to a confirmed call: {r['confirmed_at'] - t0:.2f} s")
     db = sqlite3.connect(srv.config["database"])
     assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-    assert db.execute("SELECT COUNT(*) FROM conference_legs").fetchone()[0] == 2
+    # The call cut by the kill is billed up to its last checkpoint (issue 23).
+    legs = db.execute("SELECT ended_by FROM conference_legs ORDER BY id").fetchall()
+    assert [e for (e,) in legs] == ["caller", "crash", "caller"], legs
+    crashed = db.execute("SELECT COUNT(*) FROM calls WHERE ended_by = 'crash'").fetchone()[0]
+    assert crashed == 1
 
 
 @pytest.fixture
