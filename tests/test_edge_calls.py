@@ -328,8 +328,11 @@ def test_call_quality_reports_the_loss_on_the_path(server_factory, phone, net):
     figures = ("loss_in", "loss_out", "jitter_in", "jitter_out", "rtt_ms", "mos")
     print("quality:", {k: {q: r[q] for q in figures} for k, r in rows.items()})
     assert rows["1001"]["loss_in"] == 0 and rows["1001"]["loss_out"] == 0, rows["1001"]
+    # The figure is rtpengine's mean of each RTCP report's "fraction lost"
+    # (whole percents, ~250 packets a report, 2-3 reports in this call):
+    # 5 % random loss has read from 3 to 10 (CI, 2026-12-05).
     for direction in ("loss_in", "loss_out"):
-        assert 2 <= rows["1002"][direction] <= 9, rows["1002"]
+        assert 1 <= rows["1002"][direction] <= 12, rows["1002"]
     # MOS is reported for both, but not compared: rtpengine's first RTCP
     # round trips between two pjmedia ends read ~100-300 ms, which moves a
     # short clean call's MOS as much as 4 % loss does.
