@@ -1,5 +1,5 @@
-"""The app server's life: build the parts, start, reload, answer the control
-socket, stop.
+"""The app server's life: build the parts, start, reload (ponte.reload),
+answer the control socket, stop.
 
 What happens to a call lives below: ponte.routing (new calls, SIP events),
 ponte.entry (the PIN), ponte.rooms (rooms and keys), ponte.dialout,
@@ -13,10 +13,8 @@ from __future__ import annotations
 import gc
 import logging
 import signal
-import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
@@ -35,6 +33,7 @@ from ponte.extcalls import AccReader
 from ponte.legs import LegTable
 from ponte.loop import Loop
 from ponte.media import Media
+from ponte.reload import Reloader
 from ponte.roomops import room_command
 from ponte.rooms import RoomService
 from ponte.routing import Router
@@ -42,28 +41,14 @@ from ponte.sdnotify import Notifier
 from ponte.services import Services
 from ponte.status import status
 from ponte.stores import Stores
-from provisioning.admins import PermissionDenied, authorize_changes, may_act_as
-from provisioning.advice import network_notes, refusals
-from provisioning.diff import Change, diff_configs
+from provisioning.admins import PermissionDenied, may_act_as
+from provisioning.advice import network_notes
 from provisioning.schema import Config
 
 if TYPE_CHECKING:
     from ponte.console import Console
 
 log = logging.getLogger("ponte.call")
-
-# Settings read once at start: a reload that changes them is refused.
-RESTART_ONLY = ("sip", "pbx", "control", "database", "state_dir", "prompts")
-
-
-@dataclass
-class PreparedReload:
-    """A provisioning file read and compared off the loop, waiting to be applied."""
-
-    old: Config
-    new: Config | None
-    error: str | None
-    changes: list[Change] = field(default_factory=list)
 
 
 class AppServer:
@@ -120,6 +105,7 @@ class AppServer:
             config.control.socket, self._control, loop, prepare=self._prepare_control
         )
         self.console: Console | None = None  # the web console, when web.listen is set
+        self.reloader = Reloader(self.svc, self.edge, config_path)
         self._stop_reason = ""
 
     @property
@@ -185,7 +171,7 @@ class AppServer:
             # Imported here: aiohttp and aiortc load only when the console is on.
             from ponte.console import Console
 
-            self.console = Console(svc)
+            self.console = self.reloader.console = Console(svc)
             self.console.start()
         for level, note in network_notes(config):
             log.log(logging.WARNING if level == "warning" else logging.INFO, "%s", note)
@@ -256,7 +242,7 @@ class AppServer:
         """SIGTERM and SIGINT end every call with BYE and stop; SIGHUP reloads."""
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda s, _f: self.request_stop(signal.Signals(s).name))
-        signal.signal(signal.SIGHUP, lambda _s, _f: self._reload_in_background("SIGHUP"))
+        signal.signal(signal.SIGHUP, lambda _s, _f: self.reloader.in_background("SIGHUP"))
 
     def serve_forever(self) -> None:
         """Run until a stop is requested, then hang up and tear down."""
@@ -286,94 +272,6 @@ class AppServer:
     def _poll(self, ms: int) -> None:
         self.svc.ua.poll(ms)
 
-    # -- reload -----------------------------------------------------------
-    def prepare_reload(self) -> PreparedReload:
-        """Read, validate and diff the file: the slow part of a reload, safe on
-        any thread (no pjsua2 here), so the loop keeps polling meanwhile."""
-        from provisioning.loader import ConfigError, load_config
-
-        old = self.config
-        if self.config_path is None:
-            return PreparedReload(old, None, "this server was not started from a file")
-        try:
-            new = load_config(self.config_path)
-        except ConfigError as exc:
-            return PreparedReload(old, None, str(exc))
-        refused = refusals(new)
-        if refused:
-            return PreparedReload(old, None, f"{self.config_path}: {'; '.join(refused)}")
-        return PreparedReload(old, new, None, diff_configs(old, new))
-
-    def _reload_in_background(self, by: str) -> None:
-        """SIGHUP: read the file on a thread, apply it on the loop."""
-
-        def work() -> None:
-            prepared = self.prepare_reload()
-
-            def apply() -> None:
-                self.reload(by=by, prepared=prepared)
-
-            self.loop.call_soon_threadsafe(apply)
-
-        threading.Thread(target=work, name="reload", daemon=True).start()
-
-    def reload(
-        self,
-        as_name: str | None = None,
-        by: str | None = None,
-        unix_user: str | None = None,
-        source: str = "reload",
-        prepared: PreparedReload | None = None,
-    ) -> dict[str, Any]:
-        """Re-read the provisioning file; on any error keep running as before.
-
-        New calls use the new configuration; calls in progress carry on (a
-        removed room lives until its last member leaves). Each changed object
-        gets an audit row; an admin's role is checked against the running
-        configuration before anything changes.
-        """
-        if prepared is None or prepared.old is not self.config:
-            prepared = self.prepare_reload()  # another reload got in first
-        if prepared.new is None:
-            log.error("reload refused, configuration unchanged: %s", prepared.error)
-            return {"ok": False, "error": prepared.error}
-        svc = self.svc
-        old, new, changes = self.config, prepared.new, prepared.changes
-        try:
-            name = svc.acting_admin(as_name, by, unix_user)
-            authorize_changes(old, new, as_name, changes)
-        except PermissionDenied as exc:
-            log.error("reload refused, configuration unchanged: %s", exc)
-            return {"ok": False, "error": str(exc), "denied": True}
-        fixed = [key for key in RESTART_ONLY if getattr(new, key) != getattr(old, key)]
-        if new.web.listen != old.web.listen:
-            fixed.append("web.listen")
-        if fixed:
-            msg = f"{', '.join(fixed)} changed: these take effect only on restart"
-            log.error("reload refused, configuration unchanged: %s", msg)
-            return {"ok": False, "error": f"{self.config_path}: {msg}"}
-        svc.config = new
-        for part in (svc.calllog, svc.dialout):
-            part.config = new
-        svc.rooms.reloaded(new)
-        svc.entry.reloaded(new)
-        svc.router.reloaded(old, new, self.edge.runs)
-        if self.console is not None:
-            self.console.reloaded(new)
-        self.edge.reload_subscribers(new)
-        if svc.stores.opened and changes:
-            svc.stores.writer.write(svc.stores.calls.audit, changes, name, source, unix_user)
-        log.info(
-            "reloaded %s by %s: %d objects changed; %d rooms, %d extensions, %d trunks",
-            self.config_path,
-            name,
-            len(changes),
-            len(new.rooms),
-            len(new.extensions),
-            len(new.trunks),
-        )
-        return {"ok": True, "changes": len(changes), "by": name}
-
     # -- control socket ---------------------------------------------------
     def _prepare_control(self, request: dict[str, Any]) -> None:
         """Runs on the control socket's thread before the loop gets the request."""
@@ -384,7 +282,7 @@ class AppServer:
             quality = self.svc.calllog.quality
             request["_quality"] = {leg: quality(cid) for leg, cid in calls.items()}
         if request.get("cmd") == "reload":
-            request["_prepared"] = self.prepare_reload()
+            request["_prepared"] = self.reloader.prepare()
 
     def _peer_refusal(self, request: dict[str, Any]) -> dict[str, Any] | None:
         """A control request's `--as` checked against the Unix user the kernel
@@ -407,7 +305,7 @@ class AppServer:
             if refused is not None:
                 return refused
         if cmd == "reload":
-            return self.reload(
+            return self.reloader.reload(
                 request.get("as"),
                 request.get("by"),
                 request.get("unix_user"),

@@ -37,7 +37,7 @@ PONTE_LAYERS: tuple[tuple[str, ...], ...] = (
     ("services",),
     ("roomops",),
     ("console",),
-    ("status",),
+    ("status", "reload"),
     ("server",),
     ("cli",),
 )
