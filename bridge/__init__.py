@@ -1,5 +1,5 @@
 """Conference rooms: who is in which room and who hears whom."""
 
-from bridge.room import Bridge, Connect, Disconnect, Member, Room
+from bridge.room import Connect, Disconnect, Member, Room, RoomSet
 
-__all__ = ["Bridge", "Connect", "Disconnect", "Member", "Room"]
+__all__ = ["RoomSet", "Connect", "Disconnect", "Member", "Room"]

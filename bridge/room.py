@@ -222,7 +222,7 @@ class Room:
         return ([Signal(legs, ("join_tone",))] if legs else []) + cmds
 
 
-class Bridge:
+class RoomSet:
     """All rooms, and which room each leg is in."""
 
     def __init__(self) -> None:

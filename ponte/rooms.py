@@ -28,12 +28,12 @@ from bridge.controls import (
 )
 from bridge.levels import LevelPolicy, refusal
 from bridge.room import (
-    Bridge,
     Connect,
     Disconnect,
     EndLeg,
     Room,
     RoomRules,
+    RoomSet,
     Signal,
     StartMusic,
     StopMusic,
@@ -112,7 +112,7 @@ class RoomService:
         self.legs = legs
         self.media = media
         self.stores = stores
-        self.live = Bridge()
+        self.live = RoomSet()
         self.outreach: Outreach | None = None  # set once the dial-out exists
         # Digit arrival -> the key's action applied to the room (bench/dtmf.py).
         self.action_latencies: deque[tuple[str, float]] = deque(maxlen=10000)

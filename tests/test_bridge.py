@@ -1,11 +1,11 @@
 """Room rules as plain state: who hears whom, music, moderator exit."""
 
 from bridge.room import (
-    Bridge,
     Connect,
     Disconnect,
     EndLeg,
     RoomRules,
+    RoomSet,
     Signal,
     StartMusic,
     StopMusic,
@@ -19,7 +19,7 @@ def links(cmds):
 
 
 def test_participants_wait_with_music_until_a_moderator():
-    b = Bridge()
+    b = RoomSet()
     assert b.join("demo", 1, P, 0) == [StartMusic(1)]
     assert b.join("demo", 2, P, 0) == [StartMusic(2)]
     assert b.link_count() == 0  # waiting callers neither speak nor hear
@@ -30,7 +30,7 @@ def test_participants_wait_with_music_until_a_moderator():
 
 
 def test_members_never_hear_themselves_and_rooms_are_isolated():
-    b = Bridge()
+    b = RoomSet()
     b.join("a", 1, M, 0)
     cmds = b.join("a", 2, P, 0) + b.join("b", 3, M, 0) + b.join("b", 4, P, 0)
     assert all(c.src != c.dst for c in cmds if isinstance(c, Connect))
@@ -38,7 +38,7 @@ def test_members_never_hear_themselves_and_rooms_are_isolated():
 
 
 def test_last_moderator_leaving_ends_the_room():
-    b = Bridge()
+    b = RoomSet()
     for leg, role in ((1, M), (2, P), (3, P)):
         b.join("demo", leg, role, 0)
     cmds = b.leave(1)
@@ -50,7 +50,7 @@ def test_last_moderator_leaving_ends_the_room():
 
 
 def test_room_can_outlive_its_moderator():
-    b = Bridge()
+    b = RoomSet()
     rules = RoomRules(end_on_moderator_exit=False)
     for leg, role in ((1, M), (2, P), (3, P)):
         b.join("demo", leg, role, 0, rules)
@@ -61,7 +61,7 @@ def test_room_can_outlive_its_moderator():
 
 
 def test_mute_and_lecture_cut_only_what_the_others_hear():
-    b = Bridge()
+    b = RoomSet()
     for leg, role in ((1, M), (2, P), (3, P)):
         b.join("demo", leg, role, 0)
     room = b.rooms["demo"]
@@ -74,7 +74,7 @@ def test_mute_and_lecture_cut_only_what_the_others_hear():
 
 
 def test_max_members():
-    b = Bridge()
+    b = RoomSet()
     rules = RoomRules(max_members=2)
     b.join("demo", 1, M, 0, rules)
     assert not b.rooms["demo"].is_full()
@@ -83,7 +83,7 @@ def test_max_members():
 
 
 def test_churn_leaves_no_stale_links():
-    b = Bridge()
+    b = RoomSet()
     mod = 10_000
     b.join("demo", mod, M, 0, RoomRules(end_on_moderator_exit=False))
     for i in range(200):

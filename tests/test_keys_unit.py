@@ -9,7 +9,7 @@ from pydantic import ValidationError
 from bridge.billing import BillingStore, LegRecord
 from bridge.controls import Context, Say, SetGain, run_action
 from bridge.levels import LevelPolicy, expires, permits, refusal
-from bridge.room import Bridge, Disconnect
+from bridge.room import Disconnect, RoomSet
 from ivr.keys import DEFAULT_KEYS, KeyReader, validate_key_map
 from ivr.pin_entry import PinEntry, PinMatch
 from provisioning.schema import KeysConfig
@@ -74,7 +74,7 @@ def test_level_permissions():
 
 
 def room_with(*members):
-    b = Bridge()
+    b = RoomSet()
     for leg, role in members:
         b.join("demo", leg, role, 0)
     return b.rooms["demo"]
@@ -107,7 +107,7 @@ def test_mute_gain_and_help():
 
 
 def test_roll_call_names_or_caller_numbers():
-    b = Bridge()
+    b = RoomSet()
     b.join("demo", 1, "moderator", 0)
     b.join("demo", 2, "participant", 0, name_path="/x/ana.wav")
     b.join("demo", 3, "participant", 0)
