@@ -154,7 +154,8 @@ class DialOut:
     def _say(self, leg: int, *items: str) -> None:
         self.rooms.apply([Say(leg, tuple(items))])
 
-    def _ringback(self, leg: int, on: bool) -> None:
+    def ringback(self, leg: int, on: bool) -> None:
+        """Start or stop the ringback the moderator hears while the guest rings."""
         if on:
             self.media.loop_file(leg, self.media.signal("ringback"), "ringback")
         else:
@@ -222,7 +223,7 @@ class DialOut:
                 case PlaceCall(dial):
                     self._place(s, dial)
                 case Abandon(prompts):
-                    self._back(s, prompts)
+                    self.back(s, prompts)
 
     def _entry_timeout(self, s: Session, name: str) -> Callable[[], None]:
         def fire() -> None:
@@ -240,18 +241,18 @@ class DialOut:
     def _place(self, s: Session, dial: str) -> None:
         decision = self._decide(s.room, dial)
         if decision is not None and decision.decision == "deny":
-            self._back(s, (decision.prompt,))
+            self.back(s, (decision.prompt,))
             return
         s.decision = decision
         target = decision.dial if decision and decision.dial else dial
         limiter = self.router.limiter_for(target)
         if limiter is None:
             log.info("call %d dial-out: no trunk serves %s", s.moderator, target)
-            self._back(s, ("dialout_failed",))
+            self.back(s, ("dialout_failed",))
             return
         s.stage = Stage.WAITING
         self._give_back(s)
-        self._ringback(s.moderator, True)
+        self.ringback(s.moderator, True)
         now = self.loop.now()
         delay = limiter.next_free(now) - now  # paced, never refused: the moderator waits
 
@@ -265,7 +266,7 @@ class DialOut:
                 )
             except SipError as exc:
                 log.info("call %d dial-out failed: %s", s.moderator, exc)
-                self._back(s, ("dialout_failed",))
+                self.back(s, ("dialout_failed",))
                 return
             s.stage = Stage.RINGING
             self.guests[s.guest] = s
@@ -279,14 +280,14 @@ class DialOut:
             s.no_answer = True
             self.ua.hangup(s.guest)
 
-    def _back(self, s: Session, prompts: tuple[str, ...]) -> None:
+    def back(self, s: Session, prompts: tuple[str, ...]) -> None:
         """The moderator returns to the room's audio, told why."""
         self.sessions.pop(s.moderator, None)
         s.entry.close()
         self._give_back(s)
         for t in s.timers:
             t.cancel()
-        self._ringback(s.moderator, False)
+        self.ringback(s.moderator, False)
         if s.guest is not None and s.linked:
             self.ua.disconnect(s.moderator, s.guest)
             self.ua.disconnect(s.guest, s.moderator)
@@ -312,16 +313,17 @@ class DialOut:
         if with_guest and s.stage is Stage.TALKING and s.guest is not None:
             guest = self.legs.get(s.guest)
             self.guests.pop(s.guest, None)
-            self._back(s, ())
+            self.back(s, ())
             if guest is not None:
                 self.rooms.enter(guest, s.room, "participant", joined_by="dial-out")
             return
         if s.guest is not None:
             self.guests.pop(s.guest, None)
             self.ua.hangup(s.guest)
-        self._back(s, ("dialout_back",))
+        self.back(s, ("dialout_back",))
 
-    def _link(self, s: Session) -> None:
+    def link(self, s: Session) -> None:
+        """Moderator and answered guest hear each other (once)."""
         if s.linked or s.guest is None or s.stage is not Stage.TALKING:
             return
         if self.ua.has_media(s.guest) and self.ua.has_media(s.moderator):
@@ -415,7 +417,7 @@ class DialOut:
             run.calls[b.leg] = b
             self.blast_calls[b.leg] = b
             log.info("blast call %d to %s", b.leg, dial)
-        self._blast_done(run)
+        self.blast_done(run)
 
     def blast_answered(self, b: BlastCall, leg: Leg) -> None:
         """A callee answered: the invitation, then into the room."""
@@ -435,7 +437,7 @@ class DialOut:
                     self.rooms.apply([Say(b.run.moderator, ("join_tone",), slot="signal")])
             else:
                 self.ua.hangup(b.leg)
-            self._blast_done(b.run)
+            self.blast_done(b.run)
 
         self.loop.call_later(wav_seconds(Path(message)) + 0.2, join)
 
@@ -457,9 +459,10 @@ class DialOut:
             dropped,
         )
         self._say(run.moderator, "blast_cancelled")
-        self._blast_done(run)
+        self.blast_done(run)
 
-    def _blast_done(self, run: Blast) -> None:
+    def blast_done(self, run: Blast) -> None:
+        """Forget a blast once nothing of it is pending or ringing."""
         if not run.pending and not run.calls and self.blasts.get(run.room) is run:
             del self.blasts[run.room]
 
@@ -475,7 +478,7 @@ class NumberEntry(Idle):
         """A digit of the number; `*` leaves the entry for the room's keys."""
         s = self.session
         if digit == "*":
-            self.dialout._back(s, ("dialout_back",))
+            self.dialout.back(s, ("dialout_back",))
             s.room_handler.on_digit(leg, digit)
             return
         self.dialout.entry_cmds(s, list(s.entry.digit(digit)))
@@ -501,15 +504,15 @@ class Guest(Idle):
         d, s = self.dialout, self.session
         d.calllog.answered(leg)
         s.stage = Stage.TALKING
-        d._ringback(s.moderator, False)
+        d.ringback(s.moderator, False)
         log.info("call %d guest %d answered", s.moderator, leg.id)
         d.calllog.meter_from_answer(leg.id, s.decision)
         d.calllog.start_meter(leg.id)
-        d._link(s)
+        d.link(s)
 
     def on_media_ready(self, leg: Leg) -> None:
         """Audio up: link it (if answered)."""
-        self.dialout._link(self.session)
+        self.dialout.link(self.session)
 
     def on_disconnected(self, leg: Leg, code: int, reason: str) -> None:
         """The guest hung up or never answered: the moderator is told why."""
@@ -524,7 +527,7 @@ class Guest(Idle):
             why = "dialout_no_answer"
         else:
             why = "dialout_failed"
-        d._back(s, (why,))
+        d.back(s, (why,))
 
 
 class BlastCallee(Idle):
@@ -549,4 +552,4 @@ class BlastCallee(Idle):
         d.blast_calls.pop(leg.id, None)
         b.run.calls.pop(leg.id, None)
         log.info("blast call %d to %s ended before joining (%d)", leg.id, b.number, code)
-        d._blast_done(b.run)
+        d.blast_done(b.run)
