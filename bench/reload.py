@@ -221,8 +221,8 @@ def breakdown(server: Server, before: str, after: str, tmp: Path) -> dict[str, f
 
 def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     """Set up, measure, tear down, print the tables; return the numbers."""
-    sipua = (ROOT / "pbx" / "sipua.py").read_text()
-    vad_off = bool(re.search(r"noVad\s*=\s*True", sipua))
+    setup = (ROOT / "pbx" / "sipsetup.py").read_text()
+    vad_off = bool(re.search(r"noVad\s*=\s*True", setup))
     cache = common.prompt_cache()
     overrides = big_config(tmp)
     srv = start_server(tmp / "srv", cache, log_level="info", **overrides)
@@ -299,7 +299,7 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     print(
         f"config: {nlines} YAML lines, {size_kib} KiB ({EXTENSIONS} extensions, {ROOMS} rooms, "
         f"{LINES} lines, {PROFILES} profiles); VAD {'off' if vad_off else 'ON (gaps expected)'}"
-        f" (pbx/sipua.py noVad); members in {room} after the reloads: {still}"
+        f" (pbx/sipsetup.py noVad); members in {room} after the reloads: {still}"
     )
     print()
     print(

@@ -1,7 +1,7 @@
-"""The pjsua2 adapter: the one module in ponte that imports pjsua2.
+"""The pjsua2 adapter: with pbx/sipcalls.py and pbx/sipsetup.py, all of ponte that imports pjsua2.
 
 Everything else speaks in legs (plain ints), paths and events. The rules
-pjsua2 imposes live here and nowhere else:
+pjsua2 imposes live here (and in those two) and nowhere else:
 
 * One thread makes every pjsua2 call: `threadCnt=0`, `mainThreadOnly`, and the
   owner polls `poll()` (which calls `libHandleEvents`). pjsua2 then runs every
@@ -11,6 +11,13 @@ pjsua2 imposes live here and nowhere else:
   would hang up whatever new call reused its slot.
 * `getInfo()` results are held in a variable before their vectors are read.
 * Every pjsua2 object is released before `libDestroy`.
+
+The adapter is this module (`SipUA`: the Endpoint, calls, media), with
+pbx/sipcalls.py (the Call and Account whose pjsua2 callbacks land here, the
+per-leg record) and pbx/sipsetup.py (Endpoint, account and codec config),
+the only other modules that import pjsua2. Beside it, free of pjsua2:
+pbx/sipmsg.py (the SIP text read here) and pbx/sipevents.py (what the owner
+is told, and `SipError`).
 """
 
 from __future__ import annotations
@@ -20,13 +27,9 @@ import ctypes
 import itertools
 import logging
 import os
-import re
 import time
-import urllib.parse
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
 import _pjsua2
 import pjsua2 as pj
@@ -36,335 +39,40 @@ import pjsua2 as pj
 # its symbols global before importing the extension.
 ctypes.CDLL(_pjsua2.__file__, mode=os.RTLD_GLOBAL | os.RTLD_NOLOAD)
 from pbx import _pjx  # noqa: E402
+from pbx.sipcalls import (  # noqa: E402
+    DTMF_METHODS,
+    _Account,
+    _Call,
+    _header_vector,
+    _Leg,
+    _PortCall,
+)
+from pbx.sipevents import IncomingCall, SipError, SipEvents  # noqa: E402
+from pbx.sipmsg import (  # noqa: E402
+    LINE_HEADER,
+    REQUEST_USER,
+    NameAddr,
+    message_headers,
+    parse_name_addr,
+    uri_user,
+)
+from pbx.sipsetup import _LogWriter, build_info, ep_config, own_address, set_codecs  # noqa: E402
 from pcm import CLOCK_RATE, FRAME_MS  # noqa: E402
 
+# Re-exported: the app and the tests import these from the adapter.
+__all__ = [
+    "DTMF_METHODS",
+    "IncomingCall",
+    "NameAddr",
+    "SipError",
+    "SipEvents",
+    "SipUA",
+    "build_info",
+    "parse_name_addr",
+    "uri_user",
+]
+
 log = logging.getLogger("ponte.sip")
-pjlog = logging.getLogger("ponte.pjsip")
-
-DTMF_METHODS = {
-    pj.PJSUA_DTMF_METHOD_RFC2833: "rfc2833",
-    pj.PJSUA_DTMF_METHOD_SIP_INFO: "info",
-}
-_REQUEST_USER = re.compile(r"^[A-Z]+ sips?:(?:([^@;>\s]+)@)?")
-_LINE_HEADER = re.compile(r"^X-Ponte-Line:[ \t]*([0-9]{1,16})[ \t]*$", re.IGNORECASE | re.MULTILINE)
-
-
-# RFC 3261 25.1: the characters of a token (an unquoted display name is
-# tokens separated by LWS).
-_TOKEN_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.!%*_+`'~")
-_LWS = " \t\r\n"
-
-
-@dataclass(frozen=True)
-class NameAddr:
-    """A From/To/Contact value split the RFC 3261 way (20.10, 25.1).
-
-    `display` is the display name with its quoting undone (None when there
-    is none) and `uri` the addr-spec alone: whatever the display name says
-    (a URI, `<`, quotes), it is never taken for the address.
-    """
-
-    display: str | None
-    uri: str
-
-
-def parse_name_addr(text: str) -> NameAddr | None:
-    """Split `name-addr / addr-spec` followed by header parameters.
-
-    Grammar (RFC 3261 25.1)::
-
-        name-addr    = [ display-name ] LAQUOT addr-spec RAQUOT
-        display-name = *(token LWS) / quoted-string
-        quoted-string = SWS DQUOTE *(qdtext / quoted-pair) DQUOTE
-        quoted-pair  = "\\" (%x00-09 / %x0B-0C / %x0E-7F)
-
-    An addr-spec outside < > ends at the first `;`: what follows are the
-    header's parameters (20.10), e.g. the tag. None when the text is not a
-    name-addr or addr-spec (an unterminated quote, a display name with
-    characters a token may not hold, no closing `>`).
-    """
-    s = text.strip(_LWS)
-    display: str | None = None
-    if s.startswith('"'):
-        chars: list[str] = []
-        i = 1
-        while True:
-            if i >= len(s):
-                return None  # unterminated quoted-string
-            c = s[i]
-            if c == "\\":
-                if i + 1 >= len(s) or s[i + 1] in "\r\n":
-                    return None  # a quoted-pair never escapes CR or LF
-                chars.append(s[i + 1])
-                i += 2
-            elif c == '"':
-                i += 1
-                break
-            else:
-                chars.append(c)
-                i += 1
-        display = "".join(chars)
-        rest = s[i:].lstrip(_LWS)
-        if not rest.startswith("<"):
-            return None  # a quoted display name is always followed by <addr-spec>
-    else:
-        lt = s.find("<")
-        if lt < 0:
-            uri = s.split(";", 1)[0].strip(_LWS)  # a bare addr-spec, then header params
-            return NameAddr(None, uri) if uri and "<" not in uri and ">" not in uri else None
-        words = s[:lt].strip(_LWS)
-        if any(c not in _TOKEN_CHARS and c not in _LWS for c in words):
-            return None  # e.g. `sip:1001@host <sip:1002@host>`: not a display name
-        display = " ".join(words.split()) or None
-        rest = s[lt:]
-    gt = rest.find(">")
-    if gt < 0:
-        return None
-    uri = rest[1:gt]
-    if not uri or uri != uri.strip(_LWS) or "<" in uri:
-        return None
-    return NameAddr(display, uri)
-
-
-def uri_user(uri: str) -> str:
-    """The user part of a sip:, sips: or tel: URI ("" when it has none).
-
-    RFC 3261 19.1.1: `sip:user:password@host;params?headers`. '@' may appear
-    nowhere after the userinfo, so the user is what precedes the only '@'
-    (up to a ':' password). %-escapes are undone unless that would yield a
-    control character (which would then end up in a log line).
-    """
-    scheme, sep, rest = uri.partition(":")
-    scheme = scheme.lower()
-    if not sep:
-        return ""
-    if scheme == "tel":  # telephone-subscriber, then ;parameters
-        user = rest.split(";", 1)[0]
-    elif scheme in ("sip", "sips"):
-        userinfo, at, _host = rest.partition("@")
-        if not at:
-            return ""
-        user = userinfo.split(":", 1)[0]
-    else:
-        return ""
-    if "%" not in user:
-        return user
-    try:
-        plain = urllib.parse.unquote(user, errors="strict")
-    except UnicodeDecodeError:  # escapes that are not UTF-8: keep them escaped
-        return user
-    return plain if plain.isprintable() else user
-
-
-@dataclass(frozen=True)
-class IncomingCall:
-    """What the app needs to route a new inbound call."""
-
-    leg: int
-    request_user: str  # the Request-URI's user part: the number dialed
-    from_uri: str  # the From addr-spec alone (no display name, no parameters)
-    from_user: str  # its user part, by parse_name_addr/uri_user (never the display name)
-    sip_call_id: str
-    source: str  # "ip:port" the INVITE came from
-    # The extension Kamailio authenticated (its X-Ponte-Line header); None for
-    # anything else, e.g. a provider's call to a DID. Only the app knows
-    # whether `source` is Kamailio, so it decides whether to believe it.
-    line: str | None = None
-    from_display: str | None = None  # the From display name, as the caller chose it
-
-
-class SipEvents(Protocol):
-    """Callbacks the adapter's owner implements (all on the polling thread).
-
-    Owners may also define `on_progress(leg, code)` (180/183 on an outbound
-    leg), `on_registration(account, code, reason, active)` and
-    `on_transfer_status(leg, code, final)` (a REFER we sent).
-    """
-
-    def on_incoming(self, call: IncomingCall) -> None: ...
-    def on_media_ready(self, leg: int) -> None: ...
-    def on_confirmed(self, leg: int) -> None: ...
-    def on_digit(self, leg: int, digit: str, method: str) -> None: ...
-    def on_disconnected(
-        self, leg: int, code: int, reason: str, headers: dict[str, str]
-    ) -> None: ...
-
-
-class SipError(Exception):
-    """A pjsua2 operation failed."""
-
-
-class _LogWriter(pj.LogWriter):
-    """Routes pjsip's log into Python logging."""
-
-    _LEVELS = {0: logging.CRITICAL, 1: logging.ERROR, 2: logging.WARNING, 3: logging.INFO}
-
-    def write(self, entry: pj.LogEntry) -> None:  # noqa: D102 - pjsua2 callback
-        level = self._LEVELS.get(entry.level, logging.DEBUG)
-        # pjsip's own level 3 is chatty; keep it out of our INFO call lines.
-        pjlog.log(logging.DEBUG if level == logging.INFO else level, entry.msg.rstrip())
-
-
-class _Call(pj.Call):
-    """One pjsua call, owned by `SipUA._legs` until its DISCONNECTED callback.
-
-    pjsua must never make a call of its own on one of ours: following a
-    REFER it places the new call with our Call as its user data, and pjsua2
-    then repoints this object at whichever of the two calls last had an
-    event (`Call::lookup`). Our DISCONNECTED handling dropped the leg when
-    the transferred call failed, the object was freed, and the next event
-    of the surviving call read freed memory: a segfault in _pjsua2. So
-    transfers and replacements are refused here (and by the SIP screen in
-    pbx/_pjx.c before pjsua sees them), and an event for a pjsua call that
-    is not ours is never taken for our leg's.
-    """
-
-    def __init__(self, ua: SipUA, leg: int, acc: pj.Account, call_id: int | None = None) -> None:
-        if call_id is None:
-            super().__init__(acc)
-        else:
-            super().__init__(acc, call_id)
-        self.ua = ua
-        self.leg = leg
-        # pjsua's id for our call: known now for an inbound call, learnt from
-        # the first event (during makeCall) for an outbound one.
-        self.pj_id: int | None = call_id
-        self.audio: pj.AudioMedia | None = None
-        self.confirmed = False
-        self.answered = False  # we sent a 2xx (an inbound call)
-
-    def ours(self) -> bool:
-        """Whether pjsua2 points this object at our own call right now."""
-        current = int(self.getId())
-        if self.pj_id is None:
-            self.pj_id = current
-        if current == self.pj_id:
-            return True
-        log.error(
-            "call %d: pjsua reported pjsua call %d on this call's object "
-            "(a call pjsua made by itself); ignored",
-            self.leg,
-            current,
-        )
-        return False
-
-    def onCallState(self, prm: pj.OnCallStateParam) -> None:  # noqa: N802
-        if self.ours():
-            self.ua._on_call_state(self, prm)
-
-    def onCallMediaState(self, prm: pj.OnCallMediaStateParam) -> None:  # noqa: N802
-        if self.ours():
-            self.ua._on_media_state(self)
-
-    def onDtmfDigit(self, prm: pj.OnDtmfDigitParam) -> None:  # noqa: N802
-        if self.ours():
-            self.ua.events.on_digit(self.leg, prm.digit, DTMF_METHODS.get(prm.method, "rfc2833"))
-
-    def onCallTransferRequest(self, prm: pj.OnCallTransferRequestParam) -> None:  # noqa: N802
-        # A final refusal: pjsua answers the REFER with it and places no call.
-        prm.statusCode = 403
-        log.warning(
-            "call %d: REFER to %s refused (403): the app server never transfers",
-            self.leg,
-            _printable(str(prm.dstUri)),
-        )
-
-    def onCallTransferStatus(self, prm: pj.OnCallTransferStatusParam) -> None:  # noqa: N802
-        # Progress of a REFER we sent (test phones only: see SipUA.refer).
-        handler = getattr(self.ua.events, "on_transfer_status", None)
-        if handler is not None and self.ours():
-            handler(self.leg, int(prm.statusCode), bool(prm.finalNotify))
-
-    def onCallReplaceRequest(self, prm: pj.OnCallReplaceRequestParam) -> None:  # noqa: N802
-        # pjsua would answer the replacing INVITE itself, a call that never
-        # reaches _on_incoming. prm.reason is left alone: pjsua2 2.12.1 hands
-        # pjsua a pointer into it that dies with prm, and pjsua only
-        # replaces a 2-character reason ("OK") with the code's own text.
-        prm.statusCode = 403
-        log.warning("call %d: INVITE with Replaces refused (403)", self.leg)
-
-
-class _PortCall:
-    """A conference member fed by Python (a browser over WebRTC) instead of RTP.
-
-    It stands where a `_Call` stands in `_Leg`, so players, recorders,
-    connect/disconnect and levels work on it unchanged; `hangup` removes the
-    port and reports the leg disconnected on the next poll, as a call would.
-    """
-
-    def __init__(self, ua: SipUA, leg: int, port: _pjx.MediaPort) -> None:
-        self.ua = ua
-        self.leg = leg
-        self.port = port
-        self.confirmed = True
-        # pjsua2 has no AudioMedia constructor for a bare slot; its port list
-        # holds one per slot. The vector is kept: its elements live in it.
-        self._ports = ua._ep.mediaEnumPorts2() if ua._ep is not None else None
-        self.audio: pj.AudioMedia | None = None
-        for i in range(len(self._ports or ())):
-            if self._ports[i].getPortId() == port.slot:
-                self.audio = self._ports[i]
-                break
-        if self.audio is None:
-            raise SipError(f"media port slot {port.slot} not on the bridge")
-
-    def hangup(self, prm: pj.CallOpParam) -> None:
-        self.ua._port_ended.append((self.leg, int(prm.statusCode or 200)))
-
-
-class _Account(pj.Account):
-    def __init__(self, ua: SipUA, key: str) -> None:
-        super().__init__()
-        self.ua = ua
-        self.key = key
-
-    def onIncomingCall(self, prm: pj.OnIncomingCallParam) -> None:  # noqa: N802
-        self.ua._on_incoming(self, prm)
-
-    def onInstantMessage(self, prm: pj.OnInstantMessageParam) -> None:  # noqa: N802
-        handler = getattr(self.ua.events, "on_message", None)
-        if handler is not None:
-            handler(str(prm.fromUri), str(prm.msgBody))
-
-    def onRegState(self, prm: pj.OnRegStateParam) -> None:  # noqa: N802
-        info = self.getInfo()
-        handler = getattr(self.ua.events, "on_registration", None)
-        if handler is not None:
-            handler(self.key, int(prm.code), str(prm.reason), bool(info.regIsActive))
-
-
-def _printable(text: str, limit: int = 200) -> str:
-    """`text` for a log line: control characters escaped, length bounded."""
-    return repr(text[:limit])[1:-1]
-
-
-def _headers(msg: str, names: Sequence[str] = ("Retry-After", "Warning", "Reason")) -> dict:
-    """A few headers of a SIP message, by name (case-insensitive)."""
-    found: dict[str, str] = {}
-    head = msg.split("\r\n\r\n", 1)[0]
-    for line in head.split("\r\n")[1:]:
-        name, sep, value = line.partition(":")
-        for wanted in names:
-            if sep and name.strip().lower() == wanted.lower():
-                found[wanted] = value.strip()
-    return found
-
-
-def _header_vector(headers: dict[str, str] | None) -> pj.SipHeaderVector:
-    vec = pj.SipHeaderVector()
-    for name, value in (headers or {}).items():
-        h = pj.SipHeader()
-        h.hName = name
-        h.hValue = value
-        vec.append(h)
-    return vec
-
-
-@dataclass
-class _Leg:
-    call: _Call
-    players: dict[str, pj.AudioMediaPlayer]
-    recorder: pj.AudioMediaRecorder | None = None
 
 
 class SipUA:
@@ -419,26 +127,13 @@ class SipUA:
         """Create the endpoint, bind SIP, and open the null sound device."""
         ep = pj.Endpoint()
         ep.libCreate()
-        cfg = pj.EpConfig()
-        cfg.uaConfig.threadCnt = 0
-        cfg.uaConfig.mainThreadOnly = True
-        cfg.uaConfig.maxCalls = self.max_calls
-        cfg.uaConfig.userAgent = self.user_agent
-        cfg.logConfig.writer = self._writer
-        cfg.logConfig.level = self.pj_log_level
-        cfg.logConfig.consoleLevel = self.pj_log_level
-        cfg.logConfig.decor = 0
-        cfg.medConfig.clockRate = self.clock_rate
-        cfg.medConfig.sndClockRate = self.clock_rate
-        cfg.medConfig.channelCount = 1
-        cfg.medConfig.audioFramePtime = FRAME_MS
-        cfg.medConfig.ptime = 20
-        cfg.medConfig.noVad = True
-        cfg.medConfig.ecTailLen = 0  # a bridge has no acoustic echo to cancel
-        cfg.medConfig.quality = 4
-        # The null device must never auto-close: with it closed the bridge's
-        # clock stops and no RTP (nor RFC 2833) goes out.
-        cfg.medConfig.sndAutoCloseTime = -1
+        cfg = ep_config(
+            max_calls=self.max_calls,
+            user_agent=self.user_agent,
+            writer=self._writer,
+            log_level=self.pj_log_level,
+            clock_rate=self.clock_rate,
+        )
         ep.libInit(cfg)
         self._ep = ep
         # Invalid requests (RFC 4475) get 400 here even when they did not come
@@ -462,67 +157,16 @@ class SipUA:
         self.bound_port = int(tinfo.localName.rpartition(":")[2])
         ep.audDevManager().setNullDev()
         ep.libStart()
-        self._set_codecs()
+        set_codecs(ep, self.codecs, self.opus_rate)
 
         acfg = pj.AccountConfig()
         acfg.idUri = f"sip:{self.user}@{self.host}:{self.bound_port}"
-        self._own_address(acfg)
+        own_address(acfg, self.host, self.bound_port, self.user, self.rtp_range)
         acc = _Account(self, "local")
         acc.create(acfg, True)
         self._acc = acc
         lo, hi = self.rtp_range
         log.debug("SIP listening on %s:%d, RTP %d-%d", self.host, self.bound_port, lo, hi)
-
-    def _own_address(self, acfg: pj.AccountConfig) -> None:
-        """Every account's Contact and RTP stay on our own (loopback) address.
-
-        Left alone, pjsua builds a dialog's Contact from the interface that
-        routes to the top Record-Route (Kamailio's LAN address, with our
-        port, where nothing listens) and binds a trunk account's RTP to
-        0.0.0.0:4000; Kamailio and rtpengine face the network, we do not.
-        """
-        parsed = parse_name_addr(acfg.idUri)
-        contact_user = (uri_user(parsed.uri) if parsed else "") or self.user
-        acfg.sipConfig.contactForced = f"<sip:{contact_user}@{self.host}:{self.bound_port}>"
-        acfg.natConfig.contactRewriteUse = 0
-        acfg.natConfig.viaRewriteUse = 0
-        acfg.natConfig.sdpNatRewriteUse = 0
-        lo, hi = self.rtp_range
-        tcfg = acfg.mediaConfig.transportConfig
-        tcfg.port = lo
-        tcfg.portRange = hi - lo
-        tcfg.boundAddress = self.host
-        tcfg.publicAddress = self.host
-        acfg.mediaConfig.transportConfig = tcfg
-
-    def _set_codecs(self) -> None:
-        assert self._ep is not None
-        infos = self._ep.codecEnum2()  # held: a temporary's vector is freed under you
-        wanted = {c.lower(): len(self.codecs) - i for i, c in enumerate(self.codecs)}
-        for info in infos:
-            cid = info.codecId
-            key = cid.rsplit("/", 1)[0].lower()  # "PCMU/8000/1" -> "pcmu/8000"
-            prio = wanted.get(key, 0)
-            self._ep.codecSetPriority(cid, 128 + prio if prio else 0)
-            if self.opus_rate and key == "opus/48000":
-                self._set_opus_rate(cid)
-
-    def _set_opus_rate(self, cid: str) -> None:
-        assert self._ep is not None
-        param = self._ep.codecGetParam(cid)
-        param.info.clockRate = self.opus_rate
-        param.info.channelCnt = 1
-        fmtp = pj.CodecFmtpVector()
-        for name, value in (
-            ("useinbandfec", "1"),
-            ("maxplaybackrate", str(self.opus_rate)),
-            ("sprop-maxcapturerate", str(self.opus_rate)),
-        ):
-            f = pj.CodecFmtp()
-            f.name, f.val = name, value
-            fmtp.append(f)
-        param.setting.decFmtp = fmtp
-        self._ep.codecSetParam(cid, param)
 
     @property
     def started(self) -> bool:
@@ -586,7 +230,8 @@ class SipUA:
         """
         acfg = pj.AccountConfig()
         acfg.idUri = id_uri
-        self._own_address(acfg)  # after idUri: the Contact keeps the account's user
+        # After idUri: the Contact keeps the account's user.
+        own_address(acfg, self.host, self.bound_port, self.user, self.rtp_range)
         if proxy:
             acfg.sipConfig.proxies.append(proxy)
         if registrar:
@@ -869,8 +514,8 @@ class SipUA:
         rdata = prm.rdata
         whole = rdata.wholeMsg
         first_line = whole.split("\r\n", 1)[0]
-        lines = _LINE_HEADER.findall(whole.split("\r\n\r\n", 1)[0])
-        m = _REQUEST_USER.match(first_line)
+        lines = LINE_HEADER.findall(whole.split("\r\n\r\n", 1)[0])
+        m = REQUEST_USER.match(first_line)
         info = call.getInfo()
         # pjsip's own print of the From it parsed: `"display" <uri>` or `<uri>`.
         # The user comes from the addr-spec only: a display name such as
@@ -917,7 +562,7 @@ class SipUA:
                 if ev.type == pj.PJSIP_EVENT_TSX_STATE:
                     src = ev.body.tsxState.src
                     if ev.body.tsxState.type == pj.PJSIP_EVENT_RX_MSG:
-                        headers = _headers(src.rdata.wholeMsg)
+                        headers = message_headers(src.rdata.wholeMsg)
             except (AttributeError, pj.Error):
                 pass
             self._release_media(call.leg)
@@ -936,29 +581,6 @@ class SipUA:
                 if first:
                     self.events.on_media_ready(call.leg)
                 return
-
-
-def build_info() -> dict[str, object]:
-    """This pjsua2 build's version and codecs, from a throwaway Endpoint.
-
-    Meant for a child process (the benches ask with `python -m pbx.sipua`):
-    one process may hold only one Endpoint.
-    """
-    ep = pj.Endpoint()
-    ep.libCreate()
-    cfg = pj.EpConfig()
-    cfg.uaConfig.threadCnt = 0
-    cfg.uaConfig.mainThreadOnly = True
-    cfg.logConfig.level = 0
-    cfg.logConfig.consoleLevel = 0
-    ep.libInit(cfg)
-    ep.audDevManager().setNullDev()
-    ep.libStart()
-    try:
-        infos = ep.codecEnum2()  # held: a temporary's vector is freed under you
-        return {"version": ep.libVersion().full, "codecs": [i.codecId for i in infos]}
-    finally:
-        ep.libDestroy()
 
 
 if __name__ == "__main__":

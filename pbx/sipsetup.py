@@ -1,0 +1,145 @@
+"""How the adapter (pbx/sipua.py) configures pjsua2: the Endpoint, where its
+accounts live, its codecs, and where pjsip's log goes.
+
+Part of the adapter, like pbx/sipcalls.py: every function here is called on
+the one thread that makes pjsua2 calls, and builds or applies pjsua2 config
+objects without keeping any (`SipUA` keeps the log writer alive).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import pjsua2 as pj
+
+from pbx.sipmsg import parse_name_addr, uri_user
+from pcm import FRAME_MS
+
+pjlog = logging.getLogger("ponte.pjsip")
+
+
+class _LogWriter(pj.LogWriter):
+    """Routes pjsip's log into Python logging."""
+
+    _LEVELS = {0: logging.CRITICAL, 1: logging.ERROR, 2: logging.WARNING, 3: logging.INFO}
+
+    def write(self, entry: pj.LogEntry) -> None:  # noqa: D102 - pjsua2 callback
+        level = self._LEVELS.get(entry.level, logging.DEBUG)
+        # pjsip's own level 3 is chatty; keep it out of our INFO call lines.
+        pjlog.log(logging.DEBUG if level == logging.INFO else level, entry.msg.rstrip())
+
+
+def ep_config(
+    *,
+    max_calls: int,
+    user_agent: str,
+    writer: _LogWriter,
+    log_level: int,
+    clock_rate: int,
+) -> pj.EpConfig:
+    """The Endpoint's config: one thread, the log into `writer`, the bridge at `clock_rate`."""
+    cfg = pj.EpConfig()
+    cfg.uaConfig.threadCnt = 0
+    cfg.uaConfig.mainThreadOnly = True
+    cfg.uaConfig.maxCalls = max_calls
+    cfg.uaConfig.userAgent = user_agent
+    cfg.logConfig.writer = writer
+    cfg.logConfig.level = log_level
+    cfg.logConfig.consoleLevel = log_level
+    cfg.logConfig.decor = 0
+    cfg.medConfig.clockRate = clock_rate
+    cfg.medConfig.sndClockRate = clock_rate
+    cfg.medConfig.channelCount = 1
+    cfg.medConfig.audioFramePtime = FRAME_MS
+    cfg.medConfig.ptime = 20
+    cfg.medConfig.noVad = True
+    cfg.medConfig.ecTailLen = 0  # a bridge has no acoustic echo to cancel
+    cfg.medConfig.quality = 4
+    # The null device must never auto-close: with it closed the bridge's
+    # clock stops and no RTP (nor RFC 2833) goes out.
+    cfg.medConfig.sndAutoCloseTime = -1
+    return cfg
+
+
+def own_address(
+    acfg: pj.AccountConfig, host: str, port: int, user: str, rtp_range: tuple[int, int]
+) -> None:
+    """Every account's Contact and RTP stay on our own (loopback) address.
+
+    Left alone, pjsua builds a dialog's Contact from the interface that
+    routes to the top Record-Route (Kamailio's LAN address, with our
+    port, where nothing listens) and binds a trunk account's RTP to
+    0.0.0.0:4000; Kamailio and rtpengine face the network, we do not.
+    `port` is the SIP port we are bound to; `user` the Contact's user
+    when the account's idUri has none.
+    """
+    parsed = parse_name_addr(acfg.idUri)
+    contact_user = (uri_user(parsed.uri) if parsed else "") or user
+    acfg.sipConfig.contactForced = f"<sip:{contact_user}@{host}:{port}>"
+    acfg.natConfig.contactRewriteUse = 0
+    acfg.natConfig.viaRewriteUse = 0
+    acfg.natConfig.sdpNatRewriteUse = 0
+    lo, hi = rtp_range
+    tcfg = acfg.mediaConfig.transportConfig
+    tcfg.port = lo
+    tcfg.portRange = hi - lo
+    tcfg.boundAddress = host
+    tcfg.publicAddress = host
+    acfg.mediaConfig.transportConfig = tcfg
+
+
+def set_codecs(ep: pj.Endpoint, codecs: Sequence[str], opus_rate: int) -> None:
+    """Enable `codecs` ("PCMU/8000"...) in that order of preference, and no others.
+
+    With `opus_rate`, opus runs at that clock rate (mono) instead of 48 kHz.
+    """
+    infos = ep.codecEnum2()  # held: a temporary's vector is freed under you
+    wanted = {c.lower(): len(codecs) - i for i, c in enumerate(codecs)}
+    for info in infos:
+        cid = info.codecId
+        key = cid.rsplit("/", 1)[0].lower()  # "PCMU/8000/1" -> "pcmu/8000"
+        prio = wanted.get(key, 0)
+        ep.codecSetPriority(cid, 128 + prio if prio else 0)
+        if opus_rate and key == "opus/48000":
+            _set_opus_rate(ep, cid, opus_rate)
+
+
+def _set_opus_rate(ep: pj.Endpoint, cid: str, opus_rate: int) -> None:
+    param = ep.codecGetParam(cid)
+    param.info.clockRate = opus_rate
+    param.info.channelCnt = 1
+    fmtp = pj.CodecFmtpVector()
+    for name, value in (
+        ("useinbandfec", "1"),
+        ("maxplaybackrate", str(opus_rate)),
+        ("sprop-maxcapturerate", str(opus_rate)),
+    ):
+        f = pj.CodecFmtp()
+        f.name, f.val = name, value
+        fmtp.append(f)
+    param.setting.decFmtp = fmtp
+    ep.codecSetParam(cid, param)
+
+
+def build_info() -> dict[str, object]:
+    """This pjsua2 build's version and codecs, from a throwaway Endpoint.
+
+    Meant for a child process (the benches ask with `python -m pbx.sipua`):
+    one process may hold only one Endpoint.
+    """
+    ep = pj.Endpoint()
+    ep.libCreate()
+    cfg = pj.EpConfig()
+    cfg.uaConfig.threadCnt = 0
+    cfg.uaConfig.mainThreadOnly = True
+    cfg.logConfig.level = 0
+    cfg.logConfig.consoleLevel = 0
+    ep.libInit(cfg)
+    ep.audDevManager().setNullDev()
+    ep.libStart()
+    try:
+        infos = ep.codecEnum2()  # held: a temporary's vector is freed under you
+        return {"version": ep.libVersion().full, "codecs": [i.codecId for i in infos]}
+    finally:
+        ep.libDestroy()
