@@ -47,7 +47,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from tests.harness import PY, ROOT, Server, cli, report, start_server
 from tests.test_admin_calls import roles_config
-from tests.test_web_app import PASSWORD, Clock, FakeBackend, _config, aio
+from tests.web_helpers import PASSWORD, Clock, FakeBackend, _config, aio
 from web.app import make_app
 from web.hub import EventHub
 from web.server import WebServer

@@ -24,9 +24,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tests import ports
+from tests.attack_helpers import headers_of, response_code, status_line, wait_for
 from tests.harness import Server, report
 from tests.pbx_helpers import pbx_overrides, proxy, register
-from tests.test_attacks import headers_of, response_code, status_line, wait_for
 
 ServerFactory = Callable[..., Server]
 PhoneFactory = Callable[..., Any]

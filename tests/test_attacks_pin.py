@@ -26,9 +26,9 @@ from typing import Any
 import pytest
 
 from tests import audio
+from tests.attack_helpers import FAST_IVR, THREE_WRONG, wait_for
 from tests.harness import Server
 from tests.pbx_helpers import Provider, pbx_overrides, via_proxy
-from tests.test_attacks import FAST_IVR, THREE_WRONG, wait_for
 from tests.test_spine_calls import window
 
 ServerFactory = Callable[..., Server]

@@ -32,9 +32,7 @@ from typing import Any
 from urllib.parse import quote
 
 from tests import ports
-from tests.harness import Server, report
-from tests.pbx_helpers import Provider, pbx_overrides, proxy, register
-from tests.test_attacks import (
+from tests.attack_helpers import (
     assert_alive,
     headers_of,
     kamailio_pid,
@@ -46,6 +44,8 @@ from tests.test_attacks import (
     udp_socket,
     wait_for,
 )
+from tests.harness import Server, report
+from tests.pbx_helpers import Provider, pbx_overrides, proxy, register
 from tests.test_attacks_dialog import RawUac, conference_call
 
 ServerFactory = Callable[..., Server]
