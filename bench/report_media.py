@@ -1,0 +1,167 @@
+"""RESULTS.md sections for the media paths: browsers (aiortc) and rtpengine's relay."""
+
+from __future__ import annotations
+
+from report_format import Result, _err, f, table
+
+
+def webrtc_section(r: Result | None) -> list[str]:
+    """Browser (WebRTC) legs against server CPU and what the browsers heard."""
+    out = ["## Browser legs (WebRTC: aiortc, opus, DTLS-SRTP)", ""]
+    if _err(r):
+        return out + _err(r)
+    assert r is not None
+    rows = [
+        [
+            s["browsers"],
+            f(s["server_cpu"], 0),
+            f(s["generator_cpu"], 0),
+            f(s["machine_busy"], 0),
+            f(s["received_min"]),
+            f(s["max_gap_ms"], 0),
+            f(s["tone_min"], 2),
+            f(s.get("server_max_late_ms", 0), 0),
+            "degraded" if s["degraded"] else "ok",
+        ]
+        for s in r["steps"]
+    ]
+    out += table(
+        [
+            "browsers",
+            "server CPU %",
+            "browsers' CPU %",
+            "machine busy %",
+            "received min %",
+            "max gap ms",
+            "1000 Hz share min",
+            "server late max ms",
+            "",
+        ],
+        rows,
+        "rrrrrrrrl",
+    )
+    return [
+        *out,
+        "",
+        "Each browser is an aiortc peer in the bench process (as costly as the server's side, "
+        "on the same 2 cores) joining by /join; a SIP moderator sends 1000 Hz. Degraded: a "
+        "browser got under 99 % of the window's audio, a gap over 100 ms, or under 80 % "
+        f"1000 Hz. Browser legs per server core at the largest healthy step: "
+        f"{r.get('legs_per_core')}. loadavg {r.get('loadavg_start')} → {r.get('loadavg_end')}",
+        "",
+    ]
+
+
+def relay_section(r: Result | None) -> list[str]:
+    """The relay's cost: legs vs the CPU of the app server, rtpengine and Kamailio,
+    with the media straight to the app server and through rtpengine."""
+    out = ["## The relay's cost (legs vs CPU of the app server, rtpengine and Kamailio)", ""]
+    if _err(r):
+        return out + _err(r)
+    assert r is not None
+    tones = "/".join(str(t) for t in r.get("sample_tones", [500, 700, 900]))
+    out += [
+        "How measured: one app server with Kamailio and rtpengine beside it (a trunk whose "
+        "provider is this host: Kamailio takes 127.0.0.1's calls as the provider's DID calls). "
+        f"Two series of the same G.711 calls, rooms of {r.get('room', 10)}, legs rising in "
+        f"steps (each step a new `pbx/softphone.py` process placing calls at "
+        f"{f(r.get('rate', 50), 0)}/s; each leg keys its room's PIN and sends 440 Hz): "
+        "**direct** to the app server's `conf` on its loopback `sip.listen` (Kamailio and "
+        "rtpengine idle beside it), then **relayed**: the provider's DID "
+        "(+551130001000 → `conf`) at Kamailio with a Route to it, so rtpengine relays every "
+        "RTP packet both ways. After all legs joined + 1 s, a steady window of "
+        f"{f(r.get('window_s'), 0)} s: CPU = utime+stime from `/proc/PID/stat` over the window "
+        "(100 % = one core) of the app server, of rtpengine (its pid file) and of Kamailio "
+        "(its whole process group); phones = the load generators (nice 5); machine = both "
+        "cores from `/proc/stat`. Calls up (`ponte status`, also timed: in relayed mode it "
+        "asks rtpengine about every member) and rtpengine's calls (ng `list`) are read after "
+        f"the window. Audio: three sample phones (counted among the legs) in a room of their "
+        f"own send {tones} Hz and record; the part of each WAV written during the window "
+        "must hold the other two tones (level > 0.01, share of the energy > 0.5) with no "
+        "hole over 100 ms (`tests/audio.longest_gap`). Per-leg figures are least-squares "
+        "slopes through an idle window (no calls) and the steps.",
+        "",
+    ]
+    rows = []
+    idle = r.get("idle")
+    if idle:
+        rows.append(
+            ["idle", 0, "", "", "", f(idle["server_cpu"]), f(idle["rtpengine_cpu"])]
+            + [f(idle["kamailio_cpu"]), f(idle["total_cpu"]), "", f(idle["machine_busy"], 0)]
+            + ["", "", "", ""]
+        )
+    for s in r.get("steps", []):
+        gaps = [h["max_gap_ms"] for h in s["samples"] if h.get("max_gap_ms") is not None]
+        rows.append(
+            [
+                s["mode"],
+                s["legs"],
+                s["joined"],
+                s["calls_up"],
+                f(s["rtpengine_calls"]),
+                f(s["server_cpu"]),
+                f(s["rtpengine_cpu"]),
+                f(s["kamailio_cpu"]),
+                f(s["total_cpu"]),
+                f(s["generator_cpu"]),
+                f(s["machine_busy"], 0),
+                f(min((h["tone_share"] for h in s["samples"]), default=None), 2),
+                f(max(gaps, default=None), 0),
+                f"{s['samples_ok']}/{len(s['samples'])} {'ok' if s['audio_ok'] else 'BAD'}",
+                f(s["status_ms"]),
+            ]
+        )
+    out += table(
+        [
+            "mode",
+            "legs",
+            "joined",
+            "calls up",
+            "rtpengine calls",
+            "server CPU %",
+            "rtpengine CPU %",
+            "Kamailio CPU %",
+            "all three %",
+            "phones CPU %",
+            "machine %",
+            "tone share min",
+            "max hole ms",
+            "audio",
+            "status ms",
+        ],
+        rows,
+        "lrrrrrrrrrrrrlr",
+    )
+    d = r.get("derived") or {}
+    if d:
+        out += [
+            "",
+            f"- **rtpengine CPU per relayed leg: {f(d.get('rtpengine_per_relayed_leg'), 3)} % "
+            "of one core**"
+            + (
+                f" (linearly, rtpengine alone would fill a core at ~{d['rtpengine_core_legs']} "
+                "legs: an extrapolation)"
+                if d.get("rtpengine_core_legs")
+                else ""
+            )
+            + ".",
+            f"- **App-server CPU per leg: direct {f(d.get('server_per_leg_direct'), 3)} %, "
+            f"relayed {f(d.get('server_per_leg_relayed'), 3)} %** of one core.",
+            f"- What relaying adds per leg, server + rtpengine + Kamailio together: "
+            f"{f(d.get('relay_cost_per_leg'), 3)} % of one core.",
+        ]
+        a = d.get("at_largest")
+        if a:
+            out.append(
+                f"- Check without the fit, at {a['legs']} legs (idle subtracted, divided by "
+                f"the legs): rtpengine {f(a['rtpengine_per_leg'], 3)} %/leg; server "
+                f"{f(a['server_per_leg_direct'], 3)} % direct vs "
+                f"{f(a['server_per_leg_relayed'], 3)} % relayed per leg; all three processes "
+                f"{f(a['total_direct'])} % direct vs {f(a['total_relayed'])} % relayed."
+            )
+    stopped = r.get("stopped") or {}
+    notes = [f"{mode}: stopped at the {why}" for mode, why in stopped.items()]
+    notes += r.get("errors", [])
+    if notes:
+        out += ["", "Notes: " + "; ".join(notes)]
+    return [*out, "", f"loadavg {r.get('loadavg_start')} → {r.get('loadavg_end')}", ""]
