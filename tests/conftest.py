@@ -16,6 +16,7 @@ import pytest
 
 from tests import ports
 from tests.harness import ROOT, Server, in_netns, start_server
+from tests.pgcluster import PgCluster
 
 PROMPT_CACHE = Path(os.environ.get("PONTE_TEST_PROMPTS", "/tmp/ponte-test-prompts"))
 PY = sys.executable
@@ -136,3 +137,21 @@ def provider(tmp_path: Path):
     p = start_provider(tmp_path)
     yield p
     p.stop()
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[PgCluster]:
+    """A throwaway PostgreSQL server for this xdist worker, removed at the end.
+
+    Fails (never skips) where Debian's `postgresql` is missing: CI installs it.
+    A test may `stop()` and `start()` it to play "database away and back"."""
+    with PgCluster() as pg:
+        yield pg
+
+
+@pytest.fixture
+def pg_url(pg_cluster: PgCluster) -> str:
+    """A fresh empty database on the worker's cluster: postgresql://postgres@127.0.0.1:PORT/t_…"""
+    if not pg_cluster.running():  # an earlier test stopped it and did not start it again
+        pg_cluster.start()
+    return pg_cluster.create_database()
