@@ -1,8 +1,10 @@
 """Minutes used per line (or department pool) per call type per billing
-cycle, and the alerts sent, in SQLite.
+cycle, and the alerts sent, in the records database (SQLite or PostgreSQL).
 
-Running calls are committed every 10 s and when they end, so a crash loses
-at most 10 s of counting.
+Running calls add their seconds every few seconds and when they end. The add
+is one atomic upsert (`seconds = seconds + n`), so app-server nodes sharing a
+PostgreSQL never lose each other's increments, and each reads the pool's
+total as all nodes left it.
 """
 
 from __future__ import annotations
@@ -12,55 +14,53 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-import sqlite_utils
+import sqlalchemy as sa
+
+from store.engine import UNAVAILABLE, Database, excluded, rounded
+from store.migrate import as_database
+from store.schema import alerts, usage
 
 
 class UsageStore:
-    """The usage and alerts tables (same database file as the call records)."""
+    """The usage and alerts tables."""
 
-    def __init__(self, path: Path) -> None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite_utils.Database(path)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")
-        with self.db.conn:
-            self.db.execute(
-                "CREATE TABLE IF NOT EXISTS usage (key TEXT NOT NULL, cycle TEXT NOT NULL, "
-                "call_type TEXT NOT NULL, seconds REAL NOT NULL DEFAULT 0, "
-                "PRIMARY KEY (key, cycle, call_type))"
-            )
-            self.db.execute(
-                "CREATE TABLE IF NOT EXISTS alerts (id INTEGER PRIMARY KEY, key TEXT NOT NULL, "
-                "cycle TEXT NOT NULL, limit_name TEXT NOT NULL, threshold INTEGER NOT NULL, "
-                "line TEXT, at TEXT NOT NULL, used_seconds REAL, limit_seconds REAL, "
-                "UNIQUE (key, cycle, limit_name, threshold))"
-            )
+    def __init__(self, db: Database | str | Path) -> None:
+        self.db = as_database(db)
+        # The last total read per (key, cycle, types): what a decision uses
+        # while the database is away (plus the adds still waiting to land).
+        self._seen: dict[tuple[str, str, tuple[str, ...]], float] = {}
 
     def used(self, key: str, cycle: dt.date, types: Iterable[str]) -> float:
-        """Seconds used by `key` in the cycle over these call types."""
-        types = list(types)
-        if not types:
+        """Seconds used by `key` in the cycle over these call types (as last
+        read when the database cannot be reached)."""
+        kinds = tuple(sorted(types))
+        if not kinds:
             return 0.0
-        marks = ",".join("?" * len(types))
-        row = self.db.execute(
-            f"SELECT COALESCE(SUM(seconds), 0) FROM usage WHERE key = ? AND cycle = ? "
-            f"AND call_type IN ({marks})",
-            [key, cycle.isoformat(), *types],
-        ).fetchone()
-        return float(row[0])
+        memo = (key, cycle.isoformat(), kinds)
+        stmt = sa.select(sa.func.coalesce(sa.func.sum(usage.c.seconds), 0)).where(
+            usage.c.key == key,
+            usage.c.cycle == memo[1],
+            usage.c.call_type.in_(kinds),
+        )
+        try:
+            value = float(self.db.scalar(stmt))
+        except UNAVAILABLE:
+            return self._seen.get(memo, 0.0)
+        self._seen[memo] = value
+        return value
 
     def add(self, key: str, cycle: dt.date, call_type: str, seconds: float) -> None:
-        """Add seconds to a counter (one commit)."""
+        """Add seconds to a counter: one atomic statement, one commit."""
         if seconds <= 0:
             return
-        with self.db.conn:
-            self.db.execute(
-                "INSERT INTO usage (key, cycle, call_type, seconds) VALUES (?, ?, ?, ?) "
-                "ON CONFLICT (key, cycle, call_type) DO UPDATE SET seconds = seconds + "
-                "excluded.seconds",
-                [key, cycle.isoformat(), call_type, seconds],
-            )
+        stmt = self.db.upsert(
+            usage,
+            {"key": key, "cycle": cycle.isoformat(), "call_type": call_type, "seconds": seconds},
+            ("key", "cycle", "call_type"),
+            {"seconds": usage.c.seconds + excluded(usage, "seconds")},
+        )
+        with self.db.begin() as conn:
+            conn.execute(stmt)
 
     def record_alert(
         self,
@@ -73,38 +73,50 @@ class UsageStore:
         limit_seconds: float,
         at: dt.datetime,
     ) -> bool:
-        """Note a threshold crossing; False if it was already alerted this cycle."""
-        with self.db.conn:
-            cur = self.db.execute(
-                "INSERT OR IGNORE INTO alerts (key, cycle, limit_name, threshold, line, at, "
-                "used_seconds, limit_seconds) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                [
-                    key,
-                    cycle.isoformat(),
-                    limit,
-                    threshold,
-                    line,
-                    at.isoformat(),
-                    used,
-                    limit_seconds,
-                ],
-            )
-            return cur.rowcount == 1
+        """Note a threshold crossing; False if it was already alerted this
+        cycle (by this node or another: the row is unique)."""
+        stmt = self.db.upsert(
+            alerts,
+            {
+                "key": key,
+                "cycle": cycle.isoformat(),
+                "limit_name": limit,
+                "threshold": threshold,
+                "line": line,
+                "at": at.isoformat(),
+                "used_seconds": used,
+                "limit_seconds": limit_seconds,
+            },
+            ("key", "cycle", "limit_name", "threshold"),
+        )
+        with self.db.begin() as conn:
+            return conn.execute(stmt).rowcount == 1
 
     def rows(self, key: str | None = None) -> Iterator[dict[str, Any]]:
         """Usage rows, optionally for one key."""
-        where, args = ("WHERE key = ?", [key]) if key else ("", [])
-        yield from self.db.query(
-            f"SELECT key, cycle, call_type, ROUND(seconds, 1) AS seconds FROM usage {where} "
-            "ORDER BY key, cycle, call_type",
-            args,
-        )
+        stmt = sa.select(
+            usage.c.key,
+            usage.c.cycle,
+            usage.c.call_type,
+            rounded(usage.c.seconds, 1).label("seconds"),
+        ).order_by(usage.c.key, usage.c.cycle, usage.c.call_type)
+        if key:
+            stmt = stmt.where(usage.c.key == key)
+        yield from self.db.rows(stmt)
 
     def alerts(self, key: str | None = None) -> Iterator[dict[str, Any]]:
         """Alerts sent, oldest first."""
-        where, args = ("WHERE key = ?", [key]) if key else ("", [])
-        yield from self.db.query(
-            f"SELECT key, cycle, limit_name, threshold, line, at, ROUND(used_seconds, 1) AS used, "
-            f"limit_seconds FROM alerts {where} ORDER BY at",
-            args,
-        )
+        c = alerts.c
+        stmt = sa.select(
+            c.key,
+            c.cycle,
+            c.limit_name,
+            c.threshold,
+            c.line,
+            c.at,
+            rounded(c.used_seconds, 1).label("used"),
+            c.limit_seconds,
+        ).order_by(c.at)
+        if key:
+            stmt = stmt.where(c.key == key)
+        yield from self.db.rows(stmt)

@@ -30,6 +30,7 @@ import yaml
 
 from provisioning.files import create_private
 from provisioning.loader import ConfigError, Loaded, load_tree
+from store.engine import is_postgres
 
 FORMAT = "ponte-backup/1"
 KEEP = 5  # archives kept per part, as the portal keeps the last five
@@ -91,15 +92,22 @@ def _snapshot(database: Path) -> bytes:
 
 
 def make_backup(
-    loaded: Loaded, config_path: Path, database: Path, dest: Path, parts: list[str], by: str
+    loaded: Loaded,
+    config_path: Path,
+    database: str | Path,
+    dest: Path,
+    parts: list[str],
+    by: str,
 ) -> Path:
     """Write one archive holding `parts`; then keep only the last 5 per part."""
     members: dict[str, bytes] = {}
     for part in parts:
         if part == "usage":
+            if is_postgres(database):
+                raise BackupError("backing up a PostgreSQL records database is not built yet")
             if not Path(database).exists():
                 raise BackupError(f"no records database at {database} to back up")
-            members["parts/usage.sqlite"] = _snapshot(database)
+            members["parts/usage.sqlite"] = _snapshot(Path(database))
             continue
         keys = keys_of(part, loaded.data)
         section = {k: loaded.data[k] for k in keys if k in loaded.data}
@@ -409,7 +417,7 @@ def write_files(texts: dict[Path, str]) -> None:
                 tmp.unlink()
 
 
-def restore_usage(archive: Archive, database: Path) -> dict[str, tuple[int, int]]:
+def restore_usage(archive: Archive, database: str | Path) -> dict[str, tuple[int, int]]:
     """Replace the usage and alerts tables from the snapshot, in one transaction."""
     with tempfile.TemporaryDirectory() as tmp:
         snap = Path(tmp) / "usage.sqlite"

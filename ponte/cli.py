@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from provisioning.files import set_umask
 from provisioning.loader import EXAMPLE, ConfigError, load_config, load_tree
+from store.engine import describe, exists
 
 if TYPE_CHECKING:
     from provisioning.schema import Config
@@ -71,7 +72,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         if r.issued:
             extra += f", issued {r.issued}"
         print(f"room       {r.name}: {pins} ({extra})")
-    print(f"records    {cfg.database}")
+    print(f"records    {describe(cfg.database)}")
     print(
         f"prompts    {cfg.prompts.cache_dir}"
         + (f" (overrides {cfg.prompts.override_dir})" if cfg.prompts.override_dir else "")
@@ -155,8 +156,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     cfg = _load(args.config)
     from ponte import reports
 
-    if not Path(cfg.database).exists():
-        print(f"ponte: no records yet at {cfg.database}", file=sys.stderr)
+    if not exists(cfg.database):
+        print(f"ponte: no records yet at {describe(cfg.database)}", file=sys.stderr)
         return 1
     try:
         start = reports.parse_day(args.date_from, args.tz) if args.date_from else None
@@ -414,7 +415,7 @@ def cmd_dial_check(args: argparse.Namespace) -> int:
 
 def _usage_reader(cfg: Config) -> Callable[[str, dt.date, Iterable[str]], float]:
     """Usage from the configured database; nothing used if there is none yet."""
-    if not Path(cfg.database).exists():
+    if not exists(cfg.database):
         return lambda _k, _c, _t: 0.0
     from lines.usage import UsageStore
 

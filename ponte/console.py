@@ -27,9 +27,8 @@ import datetime as dt
 import logging
 import re
 import secrets
-import sqlite3
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -385,17 +384,22 @@ class Console:
         """The usage-vs-limit rows of `ponte report usage`, with line and department."""
         from ponte.reports import usage_rows
 
-        cfg = self.svc.config
-        if not Path(cfg.database).exists():
+        cfg, stores = self.svc.config, self.svc.stores
+        if not stores.opened:
             return []
-        return await asyncio.to_thread(lambda: list(usage_rows(cfg)))
+        return await asyncio.to_thread(lambda: list(usage_rows(cfg, store=stores.usage)))
 
     async def minutes_per_day(
         self, days: int, departments: frozenset[str] | None = None
     ) -> list[tuple[str, float]]:
         """Call minutes per local day from the call history, oldest first."""
-        cfg = self.svc.config
-        return await asyncio.to_thread(_minutes_per_day, cfg, days, departments)
+        cfg, stores = self.svc.config, self.svc.stores
+        if not stores.opened:
+            return _minutes_per_day(cfg, days, departments, [])
+        since = _first_day(cfg, days)[1]
+        return await asyncio.to_thread(
+            lambda: _minutes_per_day(cfg, days, departments, stores.calls.call_rows(since))
+        )
 
     # -- browser participants ------------------------------------------------
     async def web_join(self, pin: str, offer: dict[str, str], peer: str) -> dict[str, Any]:
@@ -558,37 +562,34 @@ class Console:
         return {"ok": True, "by": by}
 
 
-def _minutes_per_day(
-    cfg: Config, days: int, departments: frozenset[str] | None
-) -> list[tuple[str, float]]:
-    """Sum the call history's durations per local day (its own connection:
-    this runs on a worker thread)."""
+def _first_day(cfg: Config, days: int) -> tuple[dt.date, str]:
+    """The first local day of the window, and its start as UTC ISO 8601."""
     tz = ZoneInfo(cfg.timezone)
-    today = dt.datetime.now(tz).date()
-    first = today - dt.timedelta(days=days - 1)
+    first = dt.datetime.now(tz).date() - dt.timedelta(days=days - 1)
+    return first, dt.datetime.combine(first, dt.time(), tz).astimezone(dt.UTC).isoformat()
+
+
+def _minutes_per_day(
+    cfg: Config,
+    days: int,
+    departments: frozenset[str] | None,
+    calls: Iterable[dict[str, Any]],
+) -> list[tuple[str, float]]:
+    """Sum the call history's durations per local day (`calls`: the rows
+    since the first day; read on a worker thread)."""
+    tz = ZoneInfo(cfg.timezone)
+    first = _first_day(cfg, days)[0]
     totals = {(first + dt.timedelta(days=i)).isoformat(): 0.0 for i in range(days)}
     lines = None
     if departments is not None:
         lines = {name for name, line in cfg.lines.items() if line.department in departments} | {
             f"room:{r.name}" for r in cfg.rooms if r.department in departments
         }
-    since = dt.datetime.combine(first, dt.time(), tz).astimezone(dt.UTC).isoformat()
-    if not Path(cfg.database).exists():
-        return list(totals.items())
-    conn = sqlite3.connect(f"file:{cfg.database}?mode=ro", uri=True, timeout=5)
-    try:
-        rows = conn.execute(
-            "SELECT started_at, duration, line, origin FROM calls WHERE started_at >= ?",
-            (since,),
-        ).fetchall()
-    except sqlite3.OperationalError:  # no call history table yet
-        rows = []
-    finally:
-        conn.close()
-    for started, duration, line, origin in rows:
+    for row in calls:
+        line, origin = row["line"], row["origin"]
         if lines is not None and line not in lines and origin not in lines:
             continue
-        day = dt.datetime.fromisoformat(started).astimezone(tz).date().isoformat()
+        day = dt.datetime.fromisoformat(row["started_at"]).astimezone(tz).date().isoformat()
         if day in totals:
-            totals[day] += (duration or 0.0) / 60
+            totals[day] += (row["duration"] or 0.0) / 60
     return [(day, round(minutes, 2)) for day, minutes in totals.items()]

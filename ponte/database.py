@@ -13,6 +13,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from store.engine import UNAVAILABLE
+
 log = logging.getLogger("ponte.records")
 
 MARKER = "database.created"
@@ -83,7 +85,7 @@ class RecordWriter:
             fn, args = self.pending[0]
             try:
                 fn(*args)
-            except (sqlite3.OperationalError, OSError) as exc:
+            except UNAVAILABLE as exc:
                 self.failures += 1
                 now = self.clock()
                 if now - self._last_error >= ERROR_LOG_EVERY:

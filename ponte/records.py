@@ -1,4 +1,4 @@
-"""Admin records in SQLite: the audit (transaction) history, the restore
+"""Admin records: the audit (transaction) history, the restore
 history and the call history (CDRs), beside the billing and usage tables.
 
 Every query streams rows from a cursor, so a long report never holds the
@@ -9,55 +9,20 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import sqlite3
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import sqlite_utils
+import sqlalchemy as sa
 
 from provisioning.diff import Change
+from store import schema as t
+from store.engine import Database
+from store.migrate import as_database
 
 AUDIT_KEEP_DAYS = 180  # as the portal: transactions are kept 180 days
 
-SCHEMA = (
-    "CREATE TABLE IF NOT EXISTS audit (id INTEGER PRIMARY KEY, at TEXT NOT NULL, "
-    "by TEXT NOT NULL, unix_user TEXT, source TEXT NOT NULL, object TEXT NOT NULL, "
-    "action TEXT NOT NULL, changes TEXT NOT NULL DEFAULT '{}', summary TEXT NOT NULL DEFAULT '')",
-    "CREATE INDEX IF NOT EXISTS audit_at ON audit (at)",
-    "CREATE TABLE IF NOT EXISTS restores (id INTEGER PRIMARY KEY, at TEXT NOT NULL, "
-    "by TEXT NOT NULL, archive TEXT NOT NULL, parts TEXT NOT NULL, status TEXT NOT NULL, "
-    "detail TEXT NOT NULL DEFAULT '')",
-    "CREATE TABLE IF NOT EXISTS calls (id INTEGER PRIMARY KEY, leg INTEGER, "
-    "origin TEXT, destination TEXT, call_type TEXT, started_at TEXT NOT NULL, "
-    "answered_at TEXT, ended_at TEXT NOT NULL, duration REAL NOT NULL DEFAULT 0, "
-    "disposition TEXT NOT NULL, sip_code INTEGER, trunk TEXT, line TEXT, profile_rule TEXT, "
-    "cut_at_limit INTEGER NOT NULL DEFAULT 0)",
-    "CREATE INDEX IF NOT EXISTS calls_started ON calls (started_at)",
-    # Answered calls still going: their history row as of the last checkpoint,
-    # per app-server node. A crash leaves them here; start-up closes them.
-    "CREATE TABLE IF NOT EXISTS live_calls (node TEXT NOT NULL, leg INTEGER NOT NULL, "
-    "record TEXT NOT NULL, checkpoint REAL NOT NULL, PRIMARY KEY (node, leg))",
-    # Watermarks of what was read from other programs' tables (Kamailio's acc).
-    "CREATE TABLE IF NOT EXISTS marks (name TEXT PRIMARY KEY, value INTEGER NOT NULL)",
-)
-# Columns added after the calls table first shipped: (name, SQL type).
-# Network quality per call, as rtpengine measured it from RTP and RTCP:
-# "in" is what reached the appliance from the phone, "out" what reached the
-# phone from us (its own RTCP reports).
-CALL_COLUMNS = (
-    ("loss_in", "REAL"),
-    ("loss_out", "REAL"),
-    ("jitter_in", "REAL"),
-    ("jitter_out", "REAL"),
-    ("rtt_ms", "REAL"),
-    ("mos", "REAL"),
-    ("sip_call_id", "TEXT"),
-    # Who ended it: "caller", "moderator_exit", "admin"... or "crash" for a
-    # call the app server was carrying when it died (closed at its restart).
-    ("ended_by", "TEXT"),
-)
 CRASH = "crash"
 
 
@@ -88,7 +53,7 @@ class CallRecord:
     profile_rule: str | None = None
     cut_at_limit: bool = False
     sip_call_id: str | None = None
-    # Network quality (see CALL_COLUMNS), filled in when the call ends.
+    # Network quality (store/schema.py's calls), filled in when the call ends.
     loss_in: float | None = None
     loss_out: float | None = None
     jitter_in: float | None = None
@@ -111,28 +76,11 @@ class CallRecord:
         }
 
 
-def open_db(path: Path) -> sqlite_utils.Database:
-    """The records database (WAL, so reports never block the server's writes)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    db = sqlite_utils.Database(path)
-    db.execute("PRAGMA journal_mode=WAL")
-    db.execute("PRAGMA synchronous=NORMAL")
-    return db
-
-
 class RecordStore:
     """The audit, restore and call-history tables of the records database."""
 
-    def __init__(self, path: Path) -> None:
-        self.db = open_db(path)
-        with self.db.conn:
-            for statement in SCHEMA:
-                self.db.execute(statement)
-            have = {row[1] for row in self.db.execute("PRAGMA table_info(calls)").fetchall()}
-            for name, kind in CALL_COLUMNS:
-                if name not in have:
-                    self.db.execute(f"ALTER TABLE calls ADD COLUMN {name} {kind}")
+    def __init__(self, db: Database | str | Path) -> None:
+        self.db = as_database(db)
 
     # -- audit ------------------------------------------------------------
     def audit(
@@ -146,17 +94,23 @@ class RecordStore:
         """One row per changed object, in one transaction; drop rows past 180 days."""
         at = at or now_iso()
         rows = [
-            (at, by, unix_user, source, c.object, c.action, c.as_json(), c.describe())
+            {
+                "at": at,
+                "by": by,
+                "unix_user": unix_user,
+                "source": source,
+                "object": c.object,
+                "action": c.action,
+                "changes": c.as_json(),
+                "summary": c.describe(),
+            }
             for c in changes
         ]
         cutoff = (dt.datetime.now(dt.UTC) - dt.timedelta(days=AUDIT_KEEP_DAYS)).isoformat()
-        with self.db.conn:
-            self.db.conn.executemany(
-                "INSERT INTO audit (at, by, unix_user, source, object, action, changes, summary) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                rows,
-            )
-            self.db.execute("DELETE FROM audit WHERE at < ?", [cutoff])
+        with self.db.begin() as conn:
+            if rows:
+                conn.execute(sa.insert(t.audit), rows)
+            conn.execute(sa.delete(t.audit).where(t.audit.c.at < cutoff))
         return len(rows)
 
     def audit_rows(
@@ -167,106 +121,108 @@ class RecordStore:
         by: str | None = None,
     ) -> Iterator[dict[str, Any]]:
         """Audit rows oldest first; `obj` matches a kind (room) or an object (room:demo)."""
-        where, args = _window("at", start, end)
+        c = t.audit.c
+        where = _window(c.at, start, end)
         if obj:
-            where.append("(object = ? OR object LIKE ?)")
-            args += [obj, f"{obj}:%"]
+            where.append(sa.or_(c.object == obj, c.object.like(f"{obj}:%")))
         if by:
-            where.append("by = ?")
-            args.append(by)
-        yield from self._query("audit", where, args, "at, id")
+            where.append(c.by == by)
+        yield from self.db.rows(sa.select(t.audit).where(*where).order_by(c.at, c.id))
 
     # -- restores ---------------------------------------------------------
     def restore_done(
         self, archive: str, parts: list[str], status: str, by: str, detail: Any = ""
     ) -> None:
         """Record a restore: success, partial (with what was rejected) or error."""
-        with self.db.conn:
-            self.db.execute(
-                "INSERT INTO restores (at, by, archive, parts, status, detail) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                [
-                    now_iso(),
-                    by,
-                    archive,
-                    ",".join(parts),
-                    status,
-                    detail if isinstance(detail, str) else json.dumps(detail, ensure_ascii=False),
-                ],
+        with self.db.begin() as conn:
+            conn.execute(
+                sa.insert(t.restores).values(
+                    at=now_iso(),
+                    by=by,
+                    archive=archive,
+                    parts=",".join(parts),
+                    status=status,
+                    detail=detail
+                    if isinstance(detail, str)
+                    else json.dumps(detail, ensure_ascii=False),
+                )
             )
 
     def restore_rows(
         self, start: str | None = None, end: str | None = None
     ) -> Iterator[dict[str, Any]]:
         """The restore history, oldest first."""
-        where, args = _window("at", start, end)
-        yield from self._query("restores", where, args, "at, id")
+        c = t.restores.c
+        where = _window(c.at, start, end)
+        yield from self.db.rows(sa.select(t.restores).where(*where).order_by(c.at, c.id))
 
     # -- call history -----------------------------------------------------
     def call_ended(self, row: dict[str, Any], node: str | None = None) -> None:
         """Write one call's history row (one commit: it survives a crash),
         and forget its live checkpoint on `node` in the same commit."""
-        with self.db.conn:
-            self.db.table("calls").insert(row)
+        with self.db.begin() as conn:
+            conn.execute(sa.insert(t.calls).values(**row))
             if node is not None:
-                self.db.execute(
-                    "DELETE FROM live_calls WHERE node = ? AND leg = ?", [node, row["leg"]]
-                )
+                conn.execute(_live(node).where(t.live_calls.c.leg == row["leg"]))
 
     # -- calls in progress (crash recovery) -------------------------------
     def call_answered(self, node: str, record: CallRecord) -> None:
         """An answered call's record, kept until its history row replaces it."""
         assert record.answered is not None
-        with self.db.conn:
-            self.db.execute(
-                "INSERT OR REPLACE INTO live_calls (node, leg, record, checkpoint) "
-                "VALUES (?, ?, ?, ?)",
-                [node, record.leg, json.dumps(asdict(record)), record.answered],
-            )
+        values = {
+            "node": node,
+            "leg": record.leg,
+            "record": json.dumps(asdict(record)),
+            "checkpoint": record.answered,
+        }
+        update = {"record": values["record"], "checkpoint": values["checkpoint"]}
+        with self.db.begin() as conn:
+            conn.execute(self.db.upsert(t.live_calls, values, ("node", "leg"), update))
 
     def checkpoint(self, node: str, at: float) -> None:
         """Every live call of `node` lasted at least until `at` (one statement)."""
-        with self.db.conn:
-            self.db.execute("UPDATE live_calls SET checkpoint = ? WHERE node = ?", [at, node])
+        live = t.live_calls
+        with self.db.begin() as conn:
+            conn.execute(sa.update(live).where(live.c.node == node).values(checkpoint=at))
 
     def close_crashed(self, node: str) -> int:
         """History rows for the calls `node` was carrying when it died, ended
         at their last checkpoint with `ended_by: crash`; returns how many."""
         fields = set(CallRecord.__dataclass_fields__)
-        with self.db.conn:
-            live = self.db.execute(
-                "SELECT record, checkpoint FROM live_calls WHERE node = ?", [node]
-            ).fetchall()
-            for text, checkpoint in live:
+        live = t.live_calls
+        with self.db.begin() as conn:
+            found = conn.execute(
+                sa.select(live.c.record, live.c.checkpoint).where(live.c.node == node)
+            ).all()
+            for text, checkpoint in found:
                 data = {k: v for k, v in json.loads(text).items() if k in fields}
                 record = CallRecord(**data)
                 record.disposition = "cut_at_limit" if record.cut_at_limit else "answered"
                 record.ended_by = CRASH
-                self.db.table("calls").insert(record.row(checkpoint))
-            self.db.execute("DELETE FROM live_calls WHERE node = ?", [node])
-        return len(live)
+                conn.execute(sa.insert(t.calls).values(**record.row(checkpoint)))
+            conn.execute(_live(node))
+        return len(found)
 
     def has_call(self, sip_call_id: str, call_type: str) -> bool:
         """Whether a history row of this type exists for the SIP Call-ID."""
-        row = self.db.execute(
-            "SELECT 1 FROM calls WHERE sip_call_id = ? AND call_type = ? LIMIT 1",
-            [sip_call_id, call_type],
-        ).fetchone()
-        return row is not None
+        c = t.calls.c
+        stmt = (
+            sa.select(sa.literal(1))
+            .where(c.sip_call_id == sip_call_id, c.call_type == call_type)
+            .limit(1)
+        )
+        return self.db.scalar(stmt) is not None
 
     def mark(self, name: str) -> int:
         """A watermark kept across restarts (0 when never set)."""
-        row = self.db.execute("SELECT value FROM marks WHERE name = ?", [name]).fetchone()
-        return int(row[0]) if row else 0
+        value = self.db.scalar(sa.select(t.marks.c.value).where(t.marks.c.name == name))
+        return int(value) if value is not None else 0
 
     def set_mark(self, name: str, value: int) -> None:
         """Move a watermark (one commit)."""
-        with self.db.conn:
-            self.db.execute(
-                "INSERT INTO marks (name, value) VALUES (?, ?) "
-                "ON CONFLICT(name) DO UPDATE SET value = excluded.value",
-                [name, value],
-            )
+        stmt = self.db.upsert(t.marks, {"name": name, "value": value}, ("name",), {"value": value})
+        with self.db.begin() as conn:
+            conn.execute(stmt)
 
     def call_rows(
         self,
@@ -275,43 +231,23 @@ class RecordStore:
         line: str | None = None,
     ) -> Iterator[dict[str, Any]]:
         """Calls by start time, oldest first."""
-        where, args = _window("started_at", start, end)
+        c = t.calls.c
+        where = _window(c.started_at, start, end)
         if line:
-            where.append("(origin = ? OR line = ?)")
-            args += [line, line]
-        yield from self._query("calls", where, args, "started_at, id")
-
-    def _query(
-        self, table: str, where: list[str], args: list[Any], order: str
-    ) -> Iterator[dict[str, Any]]:
-        sql = f"SELECT * FROM {table}"  # noqa: S608 - table and columns are ours
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        cursor = self.db.conn.execute(f"{sql} ORDER BY {order}", args)
-        names = [d[0] for d in cursor.description]
-        try:
-            for values in cursor:
-                yield dict(zip(names, values, strict=True))
-        finally:
-            cursor.close()
+            where.append(sa.or_(c.origin == line, c.line == line))
+        yield from self.db.rows(sa.select(t.calls).where(*where).order_by(c.started_at, c.id))
 
 
-def _window(column: str, start: str | None, end: str | None) -> tuple[list[str], list[Any]]:
-    where: list[str] = []
-    args: list[Any] = []
+def _live(node: str) -> sa.Delete:
+    return sa.delete(t.live_calls).where(t.live_calls.c.node == node)
+
+
+def _window(
+    column: sa.ColumnElement[str], start: str | None, end: str | None
+) -> list[sa.ColumnElement[bool]]:
+    where: list[sa.ColumnElement[bool]] = []
     if start:
-        where.append(f"{column} >= ?")
-        args.append(start)
+        where.append(column >= start)
     if end:
-        where.append(f"{column} < ?")
-        args.append(end)
-    return where, args
-
-
-def readable(path: Path) -> bool:
-    """Whether the records database exists and opens."""
-    try:
-        sqlite3.connect(f"file:{path}?mode=ro", uri=True).close()
-    except sqlite3.Error:
-        return False
-    return Path(path).exists()
+        where.append(column < end)
+    return where

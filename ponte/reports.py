@@ -12,6 +12,8 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, TextIO
 from zoneinfo import ZoneInfo
 
+from lines.usage import UsageStore
+
 
 def parse_day(value: str, tz: str, end: bool = False) -> float:
     """'2026-11-23' (local midnight in tz) or a full ISO datetime -> epoch seconds.
@@ -168,15 +170,18 @@ ALERT_COLUMNS = ("at", "line", "key", "cycle", "limit_name", "threshold", "used_
 
 
 def usage_rows(
-    cfg: Any, line: str | None = None, department: str | None = None
+    cfg: Any,
+    line: str | None = None,
+    department: str | None = None,
+    store: UsageStore | None = None,
 ) -> Iterator[dict[str, Any]]:
     """Usage against each limit in this billing cycle, one row per profile
     key and limit (a shared pool once), with the first line drawing on it and
-    that line's department."""
+    that line's department (`store`: the running server's, else opened)."""
     from lines.policy import cycle_start, limit_types, resolve
-    from lines.usage import UsageStore
 
-    store = UsageStore(cfg.database)
+    if store is None:
+        store = UsageStore(cfg.database)
     today = dt.datetime.now(ZoneInfo(cfg.timezone)).date()
     cycle = cycle_start(today, cfg.billing_cycle_day)
     sent: dict[tuple[str, str], list[int]] = {}

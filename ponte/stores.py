@@ -12,6 +12,8 @@ from ponte.database import RecordWriter, check_database, mark_created
 from ponte.known_callers import KnownCallerStore
 from ponte.records import RecordStore
 from provisioning.files import private
+from store.engine import Database, is_postgres
+from store.migrate import open_database
 
 
 class StoreNotOpen(RuntimeError):
@@ -21,8 +23,10 @@ class StoreNotOpen(RuntimeError):
 class Stores:
     """Billing, usage, call history/audit and known callers, in one database."""
 
-    def __init__(self, database: Path, state_dir: Path, node: str = "local") -> None:
-        self.database = Path(database)
+    def __init__(self, database: str | Path, state_dir: Path, node: str = "local") -> None:
+        # A file path (SQLite) or a postgresql:// URL (shared by several nodes).
+        self.database = database if is_postgres(database) else Path(database)
+        self.db: Database | None = None
         # This app server's name in the live tables (several nodes may share them).
         self.node = node
         self.state_dir = Path(state_dir)
@@ -34,15 +38,20 @@ class Stores:
         self._known: KnownCallerStore | None = None
 
     def open(self) -> None:
-        """Check the database is ours, open every table set, keep it private."""
-        check_database(self.database, self.state_dir)
-        self._billing = BillingStore(self.database)
-        self._usage = UsageStore(self.database)
-        self._calls = RecordStore(self.database)
-        self._known = KnownCallerStore(self.database)
-        # Call records, billing, audit: the service's user alone reads them.
-        private(self.database)
-        mark_created(self.database, self.state_dir)
+        """Check the database is ours, bring its schema up to date, open
+        every table set, keep a SQLite file private."""
+        local = self.database if isinstance(self.database, Path) else None
+        if local:
+            check_database(local, self.state_dir)
+        self.db = db = open_database(self.database)
+        self._billing = BillingStore(db)
+        self._usage = UsageStore(db)
+        self._calls = RecordStore(db)
+        self._known = KnownCallerStore(db)
+        if local:
+            # Call records, billing, audit: the service's user alone reads them.
+            private(local)
+            mark_created(local, self.state_dir)
 
     def checkpoint(self, at: float) -> None:
         """The calls and room legs this node carries all lasted until `at`."""

@@ -12,6 +12,7 @@ import re
 import zoneinfo
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -671,10 +672,32 @@ class Config(_Strict):
     alerts: AlertsConfig = AlertsConfig()
     billing_cycle_day: int = Field(1, ge=1, le=28)
     timezone: str = "America/Sao_Paulo"
-    database: Path = Path("/var/lib/ponte/ponte.db")
+    # The records: a file path (SQLite, the default: nothing to install) or a
+    # postgresql://user@host/db URL, shared by several app-server nodes.
+    database: str = "/var/lib/ponte/ponte.db"
     state_dir: Path = Path("/var/lib/ponte")  # recorded names live here
     admins: list[Admin] = Field(default_factory=list)
     web: WebConfig = WebConfig()
+
+    @field_validator("database")
+    @classmethod
+    def _database(cls, v: str) -> str:
+        if "://" not in v:
+            if not v.strip():
+                raise ValueError("database: give a file path or a postgresql:// URL")
+            return v
+        url = urlsplit(v)
+        if url.scheme not in ("postgresql", "postgres", "postgresql+psycopg"):
+            raise ValueError(
+                f"database: {url.scheme}:// is not supported; give a file path (SQLite) "
+                "or a postgresql://user@host/database URL"
+            )
+        if not url.hostname or not url.path.strip("/"):
+            raise ValueError(
+                "database: a PostgreSQL URL names a host and a database, as in "
+                "postgresql://ponte@db.example.net/ponte"
+            )
+        return v
 
     @field_validator("access_numbers", mode="before")
     @classmethod

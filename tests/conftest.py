@@ -155,3 +155,12 @@ def pg_url(pg_cluster: PgCluster) -> str:
     if not pg_cluster.running():  # an earlier test stopped it and did not start it again
         pg_cluster.start()
     return pg_cluster.create_database()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def records_spec(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The `database` setting of a fresh records database, once per backend:
+    a SQLite file, then a fresh database on the worker's PostgreSQL."""
+    if request.param == "sqlite":
+        return str(tmp_path / "ponte.db")
+    return str(request.getfixturevalue("pg_url"))

@@ -265,11 +265,15 @@ def test_audit_keeps_180_days(tmp_path):
 
     store = RecordStore(tmp_path / "r.db")
     old = "2020-01-01T00:00:00.000+00:00"
-    with store.db.conn:
-        store.db.execute(
-            "INSERT INTO audit (at, by, source, object, action) VALUES (?, 'ana', 'reload', "
-            "'room:a', 'changed')",
-            [old],
+    import sqlalchemy as sa
+
+    from store.schema import audit
+
+    with store.db.begin() as conn:
+        conn.execute(
+            sa.insert(audit).values(
+                at=old, by="ana", source="reload", object="room:a", action="changed"
+            )
         )
     assert [r["at"] for r in store.audit_rows()] == [old]
     store.audit([Change("room", "a", "changed", {"max_members": (2, 3)})], "ana", "reload")

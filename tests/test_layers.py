@@ -10,7 +10,7 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("pcm", "prompts", "ivr", "bridge", "lines", "provisioning", "pbx", "web", "ponte")
+PACKAGES = ("pcm", "prompts", "store", "ivr", "bridge", "lines", "provisioning", "pbx", "web", "ponte")
 
 # ponte's modules, bottom to top: each may import only from earlier rows.
 PONTE_LAYERS: tuple[tuple[str, ...], ...] = (
@@ -74,6 +74,12 @@ MODULES = _modules()
 GRAPH = {name: _imports(path) for name, path in MODULES.items()}
 
 
+def _stdlib() -> set[str]:
+    import sys
+
+    return set(sys.stdlib_module_names)
+
+
 def _project_deps(name: str) -> set[str]:
     return {m for m in GRAPH[name] if m in MODULES and m != name}
 
@@ -121,6 +127,11 @@ def test_the_seams() -> None:
             assert "ponte.server" not in imports, f"{name} builds the app server: only the CLI may"
         if name.startswith("web"):
             assert "ponte" not in top, f"{name}: web/ knows the app only as web.backend.Backend"
+        if name.startswith("store"):
+            # The storage layer knows tables and SQL, nothing of the app.
+            assert top <= {"store", "sqlalchemy", "alembic", "sqlite3", "__future__"} | _stdlib(), (
+                f"{name} imports {top}"
+            )
         if name.split(".")[0] in ("ivr", "bridge", "lines", "pcm", "provisioning"):
             # The pure layers: state machines and data, no SIP stack, no app.
             above = top & {"ponte", "pbx", "web"}

@@ -1,0 +1,8 @@
+"""The records database behind one API, on SQLite (the embedded default) or
+PostgreSQL (shared by several app-server processes or machines).
+
+SQLAlchemy Core writes the SQL for both dialects; Alembic versions the schema
+on both (`store.migrate`). Nothing in this package knows about calls, rooms
+or lines: it holds the tables, the engine and the few statements whose SQL
+differs between the two backends.
+"""

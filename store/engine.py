@@ -1,0 +1,160 @@
+"""Which database, and how to talk to it: a file path means SQLite (nothing
+to install), a `postgresql://` URL means a shared PostgreSQL.
+
+The few statements whose SQL differs between the two (an upsert, the larger
+of two values) are built here, once, so the stores above never switch on the
+dialect themselves.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.dialects import postgresql as pg
+from sqlalchemy.dialects import sqlite as lite
+from sqlalchemy.engine import URL, Connection, Engine, make_url
+
+POSTGRES_SCHEMES = ("postgresql://", "postgresql+psycopg://", "postgres://")
+# Seconds to wait for PostgreSQL to accept a connection: a vanished server must
+# not hold the app server's loop for long (writes wait in the RecordWriter).
+CONNECT_TIMEOUT = 3
+# Seconds SQLite waits for another writer (a report, the CLI) to finish.
+SQLITE_BUSY_TIMEOUT = 10
+
+# What "the database is away (or its disk is full): keep the write and retry"
+# looks like, from either driver, through SQLAlchemy or not.
+UNAVAILABLE: tuple[type[BaseException], ...] = (
+    sa_exc.OperationalError,
+    sa_exc.InterfaceError,
+    sqlite3.OperationalError,
+    OSError,
+)
+
+
+def is_postgres(spec: str | Path) -> bool:
+    """Whether the `database` setting names a PostgreSQL server."""
+    return str(spec).startswith(POSTGRES_SCHEMES)
+
+
+def url_of(spec: str | Path) -> URL:
+    """The SQLAlchemy URL for a `database` setting (a path or a URL)."""
+    if is_postgres(spec):
+        url = make_url(str(spec).replace("postgres://", "postgresql://", 1))
+        return url.set(drivername="postgresql+psycopg")
+    return URL.create("sqlite", database=str(Path(spec).resolve()))
+
+
+def describe(spec: str | Path) -> str:
+    """The setting as it may be printed: a URL without its password."""
+    if is_postgres(spec):
+        return url_of(spec).render_as_string(hide_password=True)
+    return str(spec)
+
+
+def exists(spec: str | Path) -> bool:
+    """Whether there may be records to read: a SQLite file that exists, or
+    any server (whether it answers is found out on use, with a clear error)."""
+    return is_postgres(spec) or Path(spec).exists()
+
+
+class Database:
+    """One engine on the records database, and the dialect-specific pieces."""
+
+    def __init__(self, spec: str | Path) -> None:
+        self.spec = spec
+        self.url = url_of(spec)
+        self.shared = is_postgres(spec)
+        self.engine: Engine
+        if self.shared:
+            self.engine = sa.create_engine(
+                self.url,
+                pool_pre_ping=True,
+                pool_size=4,
+                max_overflow=4,
+                connect_args={"connect_timeout": CONNECT_TIMEOUT, "application_name": "ponte"},
+            )
+        else:
+            Path(spec).parent.mkdir(parents=True, exist_ok=True)
+            self.engine = sa.create_engine(self.url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT})
+            sa.event.listen(self.engine, "connect", _sqlite_pragmas)
+
+    @property
+    def name(self) -> str:
+        """ "sqlite" or "postgresql"."""
+        return self.engine.dialect.name
+
+    def describe(self) -> str:
+        """Where the records are, fit for a log line (no password)."""
+        return describe(self.spec)
+
+    @contextmanager
+    def begin(self) -> Iterator[Connection]:
+        """A connection in a transaction, committed when the block ends."""
+        with self.engine.begin() as conn:
+            yield conn
+
+    def rows(self, statement: sa.Executable) -> Iterator[dict[str, Any]]:
+        """Stream a query's rows as dicts (a long report never holds them all)."""
+        with self.engine.connect() as conn:
+            result = conn.execution_options(yield_per=500).execute(statement)
+            for row in result.mappings():
+                yield dict(row)
+
+    def scalar(self, statement: sa.Executable) -> Any:
+        """The first column of the first row (None when there is none)."""
+        with self.engine.connect() as conn:
+            return conn.execute(statement).scalar()
+
+    def upsert(
+        self,
+        table: sa.Table,
+        values: Mapping[str, Any],
+        keys: Sequence[str],
+        update: Mapping[str, Any] | None = None,
+    ) -> sa.Insert:
+        """INSERT `values`; on a clash on `keys`, apply `update` (column ->
+        value or expression, where `excluded(name)` is the new row's value),
+        or do nothing when `update` is None."""
+        if self.shared:
+            stmt: pg.Insert | lite.Insert = pg.insert(table).values(**values)
+        else:
+            stmt = lite.insert(table).values(**values)
+        if update is None:
+            done: sa.Insert = stmt.on_conflict_do_nothing(index_elements=list(keys))
+        else:
+            done = stmt.on_conflict_do_update(index_elements=list(keys), set_=dict(update))
+        return done
+
+    def greatest(self, a: Any, b: Any) -> sa.ColumnElement[Any]:
+        """The larger of two values (SQLite's scalar MAX, PostgreSQL's GREATEST)."""
+        return sa.func.greatest(a, b) if self.shared else sa.func.max(a, b)
+
+    def close(self) -> None:
+        """Drop every pooled connection."""
+        self.engine.dispose()
+
+
+def excluded(table: sa.Table, column: str) -> sa.ColumnElement[Any]:
+    """In `Database.upsert`'s `update`: the value the clashing INSERT carried."""
+    return sa.literal_column(f"excluded.{table.c[column].name}")
+
+
+def rounded(value: Any, digits: int) -> sa.ColumnElement[float]:
+    """ROUND(value, digits) as a float on both backends (PostgreSQL rounds
+    only NUMERIC to a number of digits)."""
+    return sa.func.round(sa.cast(value, sa.Numeric), digits).cast(sa.Double)
+
+
+def _sqlite_pragmas(conn: Any, _record: Any) -> None:
+    # WAL: reports and the CLI read while the server writes. NORMAL: a commit
+    # survives a crash of the process (not of the machine's power).
+    cur = conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.close()
