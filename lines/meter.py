@@ -4,7 +4,11 @@ Plain state, ticked once a second by the app server. A shared quota is drawn
 by several live calls at once, so each tick sums what the pool had used
 (committed) with every live call's unflushed seconds, and cuts all of the
 pool's cuttable calls when it runs dry. Seconds are flushed to the counters
-every `flush_every` seconds and when a call ends.
+every `flush_every` seconds (every tick when the pool is near its limit) and
+when a call ends. With several app-server nodes on one shared database, each
+node's committed figure includes the others' flushed seconds, so two nodes
+drawing on one pool overshoot its limit by at most what each has not yet
+flushed: a tick's worth near the limit.
 """
 
 from __future__ import annotations
@@ -16,6 +20,10 @@ from dataclasses import dataclass, field
 from lines.policy import Decision
 
 WARN_BEFORE = 30.0  # seconds of quota left when the caller hears the warning tone
+# A pool this close to its limit is flushed at every tick instead of every
+# `flush_every`: app-server nodes sharing a pool see only each other's
+# flushed seconds, so near the limit they must not keep 10 s to themselves.
+NEAR_LIMIT = 60.0
 
 UsedFn = Callable[[str, dt.date, Iterable[str]], float]
 
@@ -145,6 +153,7 @@ class Meter:
     def tick(self, now: float) -> list[Action]:
         """Once a second: cuts, warnings, threshold crossings, periodic flushes."""
         actions: list[Action] = []
+        near: list[Metered] = []
         pools: dict[tuple[str, dt.date, frozenset[str]], list[Metered]] = {}
         for m in self.calls.values():
             assert m.decision.usage_key
@@ -155,6 +164,8 @@ class Meter:
             if limit is None:
                 continue
             used = self.pool_used(first, now)
+            if limit - used <= NEAR_LIMIT:
+                near += members
             actions += self._thresholds(first, now)
             cuttable = [m for m in members if m.decision.cut]
             if used >= limit:
@@ -166,8 +177,9 @@ class Meter:
                     if not m.warned:
                         m.warned = True
                         actions.append(Warn(m.call))
-        if now - self._last_flush >= self.flush_every:
+        due = now - self._last_flush >= self.flush_every
+        if due:
             self._last_flush = now
-            for m in self.calls.values():
-                actions += self._flush(m, now)
+        for m in self.calls.values() if due else near:
+            actions += self._flush(m, now)
         return actions

@@ -90,7 +90,9 @@ class UsageStore:
             ("key", "cycle", "limit_name", "threshold"),
         )
         with self.db.begin() as conn:
-            return conn.execute(stmt).rowcount == 1
+            # A row comes back only when this INSERT made it (rowcount is not
+            # reliable across drivers for ON CONFLICT DO NOTHING).
+            return conn.execute(stmt.returning(alerts.c.id)).first() is not None
 
     def rows(self, key: str | None = None) -> Iterator[dict[str, Any]]:
         """Usage rows, optionally for one key."""

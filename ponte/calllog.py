@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import sqlite3
 import threading
 import time
 import urllib.request
@@ -32,6 +31,7 @@ from ponte.loop import Loop
 from ponte.media import Media
 from ponte.stores import Stores
 from provisioning.schema import Config
+from store.engine import UNAVAILABLE
 
 log = logging.getLogger("ponte.call")
 
@@ -72,7 +72,7 @@ class CallLog:
 
     def start(self, acc: AccReader | None, prune_acc: bool) -> None:
         """Begin metering, and reading Kamailio's acc when it runs."""
-        self.meter = Meter(self.stores.usage.used, list(self.config.alerts.thresholds))
+        self.meter = Meter(self.stores.used, list(self.config.alerts.thresholds))
         self.loop.call_later(1.0, self._meter_tick)
         self.loop.call_later(CHECKPOINT_SECONDS, self._checkpoint)
         self._acc = acc
@@ -233,7 +233,7 @@ class CallLog:
         else:
             try:
                 new = usage.record_alert(*args)
-            except sqlite3.OperationalError:
+            except UNAVAILABLE:
                 new = True
                 writer.write(usage.record_alert, *args)
         if not new:

@@ -108,6 +108,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         cfg,
         config_path=Path(args.config) if args.config else EXAMPLE,
         run_kamailio=not args.no_kamailio,
+        node=args.node,
     )
     server.install_signal_handlers()
     try:
@@ -561,6 +562,12 @@ def build_parser() -> argparse.ArgumentParser:
                 "--no-kamailio",
                 action="store_true",
                 help="do not run Kamailio nor rtpengine (systemd runs their units)",
+            )
+            sp.add_argument(
+                "--node",
+                help="this app server's name in a shared database (default: "
+                "host:SIP port on PostgreSQL, 'local' on SQLite); keep it across restarts, "
+                "since a restart closes what its crashed self left under that name",
             )
     rp = sub.add_parser(
         "report", help="reports: conferences, participants, usage, calls, alerts, audit, restores"

@@ -1,5 +1,6 @@
 """Keeping the records safe: refuse a damaged or vanished database at start,
-and ride out a full disk without dropping calls or records.
+and ride out a full disk, or a database server gone away, without dropping
+calls or records.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ log = logging.getLogger("ponte.records")
 
 MARKER = "database.created"
 ERROR_LOG_EVERY = 60.0  # seconds between repeated "cannot write" errors
+RETRY_SECONDS = 2.0  # after a failed write, new writes queue this long before a retry
 
 
 class DatabaseRefused(Exception):
@@ -65,19 +67,27 @@ def mark_created(path: Path, state_dir: Path) -> None:
 
 
 class RecordWriter:
-    """Runs record writes in order; on a write error (disk full, I/O) keeps
-    them queued, logs at most once a minute, and retries until they land."""
+    """Runs record writes in order; on a write error (disk full, I/O, the
+    database server away) keeps them queued, logs at most once a minute, and
+    retries until they land."""
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic, where: str = "") -> None:
         self.clock = clock
+        # Where the records go, for the error line (a URL has no password here).
+        self.where = where
         self.pending: deque[tuple[Callable[..., Any], tuple[Any, ...]]] = deque()
         self._last_error = -ERROR_LOG_EVERY
+        self._retry_at = 0.0
         self.failures = 0
 
     def write(self, fn: Callable[..., Any], *args: Any) -> None:
-        """Run `fn(*args)` now, or after the writes already waiting."""
+        """Run `fn(*args)` now, or after the writes already waiting. While
+        the last attempt failed less than RETRY_SECONDS ago the write just
+        joins the queue: an unreachable server must not cost every call a
+        connection timeout on the loop thread."""
         self.pending.append((fn, args))
-        self.flush()
+        if len(self.pending) == 1 or self.clock() >= self._retry_at:
+            self.flush()
 
     def flush(self) -> bool:
         """Try the waiting writes in order; True when none is left."""
@@ -88,11 +98,14 @@ class RecordWriter:
             except UNAVAILABLE as exc:
                 self.failures += 1
                 now = self.clock()
+                self._retry_at = now + RETRY_SECONDS
                 if now - self._last_error >= ERROR_LOG_EVERY:
                     self._last_error = now
+                    text = str(exc).strip()
                     log.error(
-                        "cannot write call records (%s); %d writes kept in memory, retrying",
-                        exc,
+                        "cannot write call records%s (%s); %d writes kept in memory, retrying",
+                        f" to {self.where}" if self.where else "",
+                        text.splitlines()[0] if text else type(exc).__name__,
                         len(self.pending),
                     )
                 return False

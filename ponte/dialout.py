@@ -139,7 +139,7 @@ class DialOut:
         """The room line's decision (None: no line profiles configured)."""
         if not self.config.lines or not self.stores.opened:
             return None
-        d = decide(self.config, f"room:{room}", dial, self.clock.now(), self.stores.usage.used)
+        d = decide(self.config, f"room:{room}", dial, self.clock.now(), self.stores.used)
         log.info(
             "room=%s dial-out number=%s type=%s decision=%s rule=%s: %s",
             room,

@@ -218,9 +218,7 @@ class Router:
         assert cdr is not None
         cdr.trunk, cdr.line, cdr.call_type = trunk.name, line, "outbound"
         if self.config.lines:
-            decision = decide(
-                self.config, line, number, self.clock.now(), self.calllog.stores.usage.used
-            )
+            decision = decide(self.config, line, number, self.clock.now(), self.calllog.stores.used)
             cdr.call_type = decision.call_type or "outbound"
             cdr.profile_rule = decision.rule
             log.info(

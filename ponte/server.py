@@ -13,6 +13,7 @@ from __future__ import annotations
 import gc
 import logging
 import signal
+import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -44,11 +45,21 @@ from ponte.stores import Stores
 from provisioning.admins import PermissionDenied, may_act_as
 from provisioning.advice import network_notes
 from provisioning.schema import Config
+from store.engine import is_postgres
 
 if TYPE_CHECKING:
     from ponte.console import Console
 
 log = logging.getLogger("ponte.call")
+
+
+def default_node(config: Config) -> str:
+    """ "local" with a SQLite file (one server); on a shared PostgreSQL the
+    host and SIP port, which tell this server from others and stay the same
+    across its restarts."""
+    if not is_postgres(config.database):
+        return "local"
+    return f"{socket.gethostname()}:{config.sip.port}"
 
 
 class AppServer:
@@ -62,15 +73,17 @@ class AppServer:
         run_kamailio: bool = True,
         agent: Callable[..., UserAgent] = SipUA,
         monotonic: Callable[[], float] = time.monotonic,
+        node: str | None = None,
     ) -> None:
         """`agent` makes the SIP user agent (a fake in the in-process tests),
-        `monotonic` is the clock of every timer (theirs too)."""
+        `monotonic` is the clock of every timer (theirs too), `node` this
+        server's name in the records (see `default_node`)."""
         self.config_path = config_path
         clock = clock or WallClock.from_env()
         loop = Loop(self._poll, clock=monotonic)
         sip = config.sip
         legs = LegTable()
-        stores = Stores(config.database, config.state_dir)
+        stores = Stores(config.database, config.state_dir, node or default_node(config))
         self.edge = Edge(config, loop, run_kamailio)
         # Queried on the loop thread, on loopback: a reply takes well under
         # a millisecond, and a dead relay costs at most this timeout once.

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ponte.services import Services
+from store.engine import describe
 
 if TYPE_CHECKING:  # aiohttp and aiortc load only when the console is on
     from ponte.console import Console
@@ -60,4 +61,11 @@ def status(
         "shed": svc.router.shed,
         "screened": ua.screened(),
         "web_legs": console.leg_stats() if console else {},
+        # Where this node's records go, and how many writes wait for the
+        # database (a full disk, or a PostgreSQL away): they land on return.
+        "records": {
+            "database": describe(svc.stores.database),
+            "node": svc.stores.node,
+            "waiting_writes": len(svc.stores.writer.pending),
+        },
     }

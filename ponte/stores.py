@@ -3,6 +3,8 @@ opened at start, and the writer every record write goes through."""
 
 from __future__ import annotations
 
+import datetime as dt
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TypeVar
 
@@ -12,8 +14,13 @@ from ponte.database import RecordWriter, check_database, mark_created
 from ponte.known_callers import KnownCallerStore
 from ponte.records import RecordStore
 from provisioning.files import private
-from store.engine import Database, is_postgres
+from store.engine import UNAVAILABLE, Database, describe, is_postgres
 from store.migrate import open_database
+
+
+class DatabaseUnreachable(OSError):
+    """The records database server did not answer at start (may be transient:
+    the start fails with exit 1, which systemd retries)."""
 
 
 class StoreNotOpen(RuntimeError):
@@ -31,7 +38,7 @@ class Stores:
         self.node = node
         self.state_dir = Path(state_dir)
         # Writes that a full disk refused wait here and are retried in order.
-        self.writer = RecordWriter()
+        self.writer = RecordWriter(where=describe(database))
         self._billing: BillingStore | None = None
         self._usage: UsageStore | None = None
         self._calls: RecordStore | None = None
@@ -43,7 +50,15 @@ class Stores:
         local = self.database if isinstance(self.database, Path) else None
         if local:
             check_database(local, self.state_dir)
-        self.db = db = open_database(self.database)
+        try:
+            self.db = db = open_database(self.database)
+        except UNAVAILABLE as exc:
+            text = str(exc).strip()
+            raise DatabaseUnreachable(
+                f"cannot reach the records database at {describe(self.database)} "
+                f"({text.splitlines()[0] if text else type(exc).__name__}); "
+                "calls are not taken until it answers (systemd retries the start)"
+            ) from None
         self._billing = BillingStore(db)
         self._usage = UsageStore(db)
         self._calls = RecordStore(db)
@@ -64,6 +79,22 @@ class Stores:
         calls = self.calls.close_crashed(self.node)
         legs, sessions = self.billing.close_crashed(self.node)
         return calls, legs, sessions
+
+    def used(self, key: str, cycle: dt.date, types: Iterable[str]) -> float:
+        """Seconds `key` used in the cycle: what the database holds (all
+        nodes' adds; as last read while it is away) plus this node's adds
+        still waiting in the writer. Every quota decision reads this."""
+        kinds = frozenset(types)
+        day = cycle.isoformat()
+        waiting = sum(
+            float(args[3])
+            for fn, args in list(self.writer.pending)
+            if getattr(fn, "__func__", None) is UsageStore.add
+            and args[0] == key
+            and args[1].isoformat() == day
+            and args[2] in kinds
+        )
+        return self.usage.used(key, cycle, kinds) + waiting
 
     @property
     def opened(self) -> bool:
