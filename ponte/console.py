@@ -456,16 +456,15 @@ class Console:
     def _admit(self, pin: str, peer: str) -> dict[str, Any]:
         svc = self.svc
         source = f"ip:{peer}"
-        now = svc.loop.now()
         guard = svc.entry.pin_guard
         if not svc.router.accepting:
             return {"error": "the service is restarting; try again in a minute"}
-        if guard.is_locked(source, now):
+        if guard.is_locked(source):
             log.info("web join from %s refused: locked out (PIN guessing)", peer)
             return {"error": "too many wrong PINs: try again later"}
         match = svc.rooms.pins.get(pin) if pin.isdigit() else None
         if match is None or match.role != "participant":
-            for locked in guard.record_wrong(source, now):
+            for locked in guard.record_wrong(source):
                 log.warning("PIN guessing: %s locked out", locked)
             log.info("web join from %s: wrong PIN", peer)
             return {"error": "wrong PIN"}

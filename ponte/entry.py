@@ -37,9 +37,11 @@ from ponte.legs import Idle, Leg
 from ponte.lockout_clock import LockoutClock
 from ponte.loop import Loop
 from ponte.media import Media, Refusal
+from ponte.pinshare import SharedPinGuard
 from ponte.rooms import RoomService
 from ponte.stores import Stores
 from provisioning.schema import Config
+from store.engine import UNAVAILABLE
 
 log = logging.getLogger("ponte.call")
 
@@ -70,17 +72,21 @@ class EntryIvr:
         self.calllog = calllog
         self.stores = stores
         ivr = config.ivr
-        self.pin_guard = PinGuard(
-            ivr.lockout_after,
-            ivr.lockout_window,
-            ivr.lockout_seconds,
-            known_tries=ivr.lockout_known_tries,
+        # One count for all nodes on the records database (ponte/pinshare.py),
+        # on the wall clock, which a test may move (ponte/lockout_clock.py).
+        self.pin_guard = SharedPinGuard(
+            PinGuard(
+                ivr.lockout_after,
+                ivr.lockout_window,
+                ivr.lockout_seconds,
+                known_tries=ivr.lockout_known_tries,
+            ),
+            stores,
+            LockoutClock.from_env(clock.ts).now,
         )
         # Caller IDs that keyed a valid PIN per number: exempt from a number's
         # lockout. Loaded from (and written to) the records database at start.
         self.known_callers = KnownCallers(ivr.lockout_known_days * DAY)
-        # Monotonic, like the loop's timers; a test may move it (see the module).
-        self.pin_clock = LockoutClock.from_env(loop.now)
         self.names_dir = Path(config.state_dir) / "names"
         # PIN `#` arrival -> joined (bench/dtmf.py, bench/legs.py).
         self.join_latencies: list[float] = []
@@ -97,11 +103,29 @@ class EntryIvr:
             self.known_callers.remember(number, caller, at)
         self.stores.writer.write(store.forget_before, since)
 
+    def _known(self, number: str, caller: str) -> bool:
+        """Whether `caller` keyed a valid PIN on `number` recently: on this
+        node, or (asked only while the number is locked) on any other."""
+        now = self.clock.ts()
+        if self.known_callers.knows(number, caller, now):
+            return True
+        stores = self.stores
+        if not (stores.shared and stores.opened and self.pin_guard.number_locked(number)):
+            return False
+        try:
+            at = stores.known.last_ok(number, caller)
+        except UNAVAILABLE:
+            return False
+        if at is None:
+            return False
+        self.known_callers.remember(number, caller, at)
+        return self.known_callers.knows(number, caller, now)
+
     def answer(self, leg: Leg, source_key: str) -> None:
         """A caller reached an access number: ask for the PIN, or refuse a
         source locked out for guessing (told why in early media, then 403)."""
-        known = self.known_callers.knows(leg.dialed, source_key, self.clock.ts())
-        why = self.pin_guard.admit(leg.dialed, source_key, self.pin_clock.now(), known)
+        known = self._known(leg.dialed, source_key)
+        why = self.pin_guard.admit(leg.dialed, source_key, known)
         if why is not None:
             log.info(
                 "call %d refused: %s is locked out (PIN guessing on %s: %s)",
@@ -209,8 +233,9 @@ class Entry(Idle):
         """Count a wrong PIN against its source and number; True if that ends
         the call (the number's budget is spent: no caller gets a second try)."""
         ivr = self.ivr
-        guard = ivr.pin_guard
-        verdict = guard.wrong_pin(leg.dialed, self.source_key, ivr.pin_clock.now())
+        shared = ivr.pin_guard
+        guard = shared.guard
+        verdict = shared.wrong_pin(leg.dialed, self.source_key)
         for source in verdict.locked_sources:
             log.warning(
                 "PIN guessing: %s locked out for %g s after %d wrong PINs",

@@ -51,6 +51,14 @@ class KnownCallerStore:
             at = dt.datetime.fromisoformat(row["last_ok_at"]).timestamp()
             yield row["access_number"], row["caller"], at
 
+    def last_ok(self, number: str, caller: str) -> float | None:
+        """When `caller` last keyed a valid PIN on `number` (epoch seconds), on any node."""
+        c = TABLE.c
+        at = self.db.scalar(
+            sa.select(c.last_ok_at).where(c.access_number == number, c.caller == caller)
+        )
+        return None if at is None else dt.datetime.fromisoformat(at).timestamp()
+
     def forget_before(self, when: float) -> None:
         """Drop the rows older than `when` (they no longer exempt anyone)."""
         with self.db.begin() as conn:

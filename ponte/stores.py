@@ -11,6 +11,7 @@ from typing import TypeVar
 from bridge.billing import BillingStore
 from lines.usage import UsageStore
 from ponte.database import RecordWriter, check_database, mark_created
+from ponte.guard_events import GuardEventStore
 from ponte.known_callers import KnownCallerStore
 from ponte.records import RecordStore
 from provisioning.files import private
@@ -43,6 +44,7 @@ class Stores:
         self._usage: UsageStore | None = None
         self._calls: RecordStore | None = None
         self._known: KnownCallerStore | None = None
+        self._guard: GuardEventStore | None = None
 
     def open(self) -> None:
         """Check the database is ours, bring its schema up to date, open
@@ -63,6 +65,7 @@ class Stores:
         self._usage = UsageStore(db)
         self._calls = RecordStore(db)
         self._known = KnownCallerStore(db)
+        self._guard = GuardEventStore(db)
         if local:
             # Call records, billing, audit: the service's user alone reads them.
             private(local)
@@ -115,6 +118,16 @@ class Stores:
     def calls(self) -> RecordStore:
         """Call history, audit, restores and read marks."""
         return _opened(self._calls)
+
+    @property
+    def shared(self) -> bool:
+        """Whether other app-server nodes may write the same records (PostgreSQL)."""
+        return is_postgres(self.database)
+
+    @property
+    def guard(self) -> GuardEventStore:
+        """The wrong PINs of every node (the shared PIN guard)."""
+        return _opened(self._guard)
 
     @property
     def known(self) -> KnownCallerStore:

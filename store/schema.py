@@ -205,37 +205,18 @@ id_blocks = Table(
     Column("next_id", BigInteger, nullable=False),
 )
 
-# The PIN guard's shared state (ivr/guard.py), so every node sees one count:
-# wrong PINs in the sliding window, and lockouts until a time (epoch seconds).
+# Wrong PINs keyed on any node, kept for the guard's window plus its lockout:
+# every node replays the others' into its own PinGuard (ivr/guard.py), so all
+# see one count and one lockout, and a restart forgets neither.
 guard_wrong = Table(
     "guard_wrong",
     metadata,
     Column("id", ID, primary_key=True, autoincrement=True),
-    Column("at", Double, nullable=False),
+    Column("at", Double, nullable=False),  # epoch seconds
+    # The access number ("" for a browser's guess, counted per source only).
     Column("number", Text, nullable=False),
     Column("source", Text, nullable=False),
-    # Whether it spent the number's budget as well as the source's.
-    Column("per_number", Integer, nullable=False, server_default="0"),
+    # Which server process wrote it (it has applied its own already).
+    Column("run", Text, nullable=False),
     Index("guard_wrong_at", "at"),
-    Index("guard_wrong_number", "number", "at"),
-)
-
-guard_locks = Table(
-    "guard_locks",
-    metadata,
-    # "source" or "number", and which one.
-    Column("kind", Text, nullable=False),
-    Column("key", Text, nullable=False),
-    Column("until", Double, nullable=False),
-    PrimaryKeyConstraint("kind", "key"),
-)
-
-# Wrong PINs a known caller ID keyed on a locked number (reset with the lock).
-guard_known_wrong = Table(
-    "guard_known_wrong",
-    metadata,
-    Column("number", Text, nullable=False),
-    Column("caller", Text, nullable=False),
-    Column("count", Integer, nullable=False, server_default="0"),
-    PrimaryKeyConstraint("number", "caller"),
 )

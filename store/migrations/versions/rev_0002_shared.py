@@ -1,4 +1,4 @@
-"""Shared by several nodes: id blocks for sessions, the PIN guard's state,
+"""Shared by several nodes: id blocks for sessions, the PIN guard's wrong PINs,
 and an index for the Call-ID lookups of extension calls.
 
 Revision ID: 0002
@@ -36,22 +36,7 @@ def upgrade() -> None:
         sa.Column("at", sa.Double, nullable=False),
         sa.Column("number", sa.Text, nullable=False),
         sa.Column("source", sa.Text, nullable=False),
-        sa.Column("per_number", sa.Integer, nullable=False, server_default="0"),
+        sa.Column("run", sa.Text, nullable=False),
     )
     op.create_index("guard_wrong_at", "guard_wrong", ["at"])
-    op.create_index("guard_wrong_number", "guard_wrong", ["number", "at"])
-    op.create_table(
-        "guard_locks",
-        sa.Column("kind", sa.Text, nullable=False),
-        sa.Column("key", sa.Text, nullable=False),
-        sa.Column("until", sa.Double, nullable=False),
-        sa.PrimaryKeyConstraint("kind", "key"),
-    )
-    op.create_table(
-        "guard_known_wrong",
-        sa.Column("number", sa.Text, nullable=False),
-        sa.Column("caller", sa.Text, nullable=False),
-        sa.Column("count", sa.Integer, nullable=False, server_default="0"),
-        sa.PrimaryKeyConstraint("number", "caller"),
-    )
     op.create_index("calls_sip_call_id", "calls", ["sip_call_id"])
