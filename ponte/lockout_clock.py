@@ -1,11 +1,12 @@
 """The PIN lockout's clock, which a test may move forward.
 
-The lockout counts on the loop's monotonic clock (a wall-clock step must not
-lift or stretch it), and PONTE_NOW only shifts the wall clock, so a real-call
-test of the 15-minute lockout needs a way to move this clock alone.
+The lockout counts on the wall clock (epoch seconds: the one clock app-server
+nodes sharing a records database agree on; see ponte/pinshare.py), and a
+real-call test of the 15-minute lockout needs a way to move this clock alone,
+without moving the billing and history times with it.
 
 Test mode: PONTE_TEST_LOCKOUT_CLOCK=/path/to/file makes the lockout's clock
-the monotonic clock plus the seconds written in that file (read at each use;
+the base clock plus the seconds written in that file (read at each use;
 e.g. `echo 901 > file` ends a 15-minute lockout at once). Nothing else
 (timers, prompts, billing) is affected. Guard rails, because moving this
 clock forward lifts lockouts:
@@ -33,7 +34,7 @@ SYSTEMD = ("INVOCATION_ID", "NOTIFY_SOCKET")  # set by systemd for a service it 
 
 
 class LockoutClock:
-    """Monotonic seconds for the PIN lockout: `base()` plus a test offset."""
+    """Seconds for the PIN lockout: `base()` (the wall clock) plus a test offset."""
 
     def __init__(self, base: Callable[[], float], skew_file: Path | None = None) -> None:
         self.base = base
@@ -63,7 +64,7 @@ class LockoutClock:
         return cls(base, Path(path))
 
     def now(self) -> float:
-        """The lockout's time: monotonic seconds plus the test offset."""
+        """The lockout's time: the base clock plus the test offset."""
         if self.skew_file is not None:
             self._read_offset(self.skew_file)
         return self.base() + self.offset
