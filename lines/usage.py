@@ -30,13 +30,17 @@ class UsageStore:
         # while the database is away (plus the adds still waiting to land).
         self._seen: dict[tuple[str, str, tuple[str, ...]], float] = {}
 
-    def used(self, key: str, cycle: dt.date, types: Iterable[str]) -> float:
+    def used(
+        self, key: str, cycle: dt.date, types: Iterable[str], fresh: bool = True
+    ) -> float:
         """Seconds used by `key` in the cycle over these call types (as last
-        read when the database cannot be reached)."""
+        read when the database cannot be reached, or when not `fresh`)."""
         kinds = tuple(sorted(types))
         if not kinds:
             return 0.0
         memo = (key, cycle.isoformat(), kinds)
+        if not fresh:
+            return self._seen.get(memo, 0.0)
         stmt = sa.select(sa.func.coalesce(sa.func.sum(usage.c.seconds), 0)).where(
             usage.c.key == key,
             usage.c.cycle == memo[1],

@@ -69,6 +69,7 @@ class CallLog:
         self._to_meter: dict[int, Decision] = {}
         self._alerted: set[tuple[object, ...]] = set()
         self._acc: AccReader | None = None
+        self._acc_mark: int | None = None  # how far Kamailio's acc was read
 
     def start(self, acc: AccReader | None, prune_acc: bool) -> None:
         """Begin metering, and reading Kamailio's acc when it runs."""
@@ -143,18 +144,27 @@ class CallLog:
         their network quality while rtpengine still holds the call."""
         if self.loop.stopping or self._acc is None:
             return
+        store, writer = self.stores.calls, self.stores.writer
         try:
-            store = self.stores.calls
-            before = store.mark("acc")
+            if writer.away:
+                return  # the rows wait in Kamailio's acc until the records can take them
+            # The watermark is read once, then kept here: its writes may still
+            # be queued when the next round comes.
+            if self._acc_mark is None:
+                self._acc_mark = store.mark("acc")
+            before = self._acc_mark
             rows, mark = self._acc.collect(before, self.clock.ts())
             for row in rows:
                 # After a restart the same acc rows may be read again.
                 if store.has_call(row["sip_call_id"], "extension"):
                     continue
                 row.update(self.quality(row["sip_call_id"]))
-                self.stores.writer.write(store.call_ended, row)
+                writer.write(store.call_ended, row)
             if mark != before:
-                self.stores.writer.write(store.set_mark, "acc", mark)
+                self._acc_mark = mark
+                writer.write(store.set_mark, "acc", mark)
+        except UNAVAILABLE as exc:
+            log.debug("extension calls not collected this round: %s", exc)
         finally:
             self.loop.call_later(2.0, self._collect_extension_calls)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import sqlite3
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -69,48 +70,112 @@ def mark_created(path: Path, state_dir: Path) -> None:
 class RecordWriter:
     """Runs record writes in order; on a write error (disk full, I/O, the
     database server away) keeps them queued, logs at most once a minute, and
-    retries until they land."""
+    retries until they land.
+
+    After `start()` the writes run on a thread of their own: the loop thread
+    (SIP, DTMF, rooms) never waits for a commit, a full disk or a database
+    server that stopped answering. `away` (set by a failed write, cleared by
+    one that lands) tells the loop's own reads to use what they last knew
+    instead of waiting for a connection timeout.
+    """
 
     def __init__(self, clock: Callable[[], float] = time.monotonic, where: str = "") -> None:
         self.clock = clock
         # Where the records go, for the error line (a URL has no password here).
         self.where = where
         self.pending: deque[tuple[Callable[..., Any], tuple[Any, ...]]] = deque()
+        self.away = False
         self._last_error = -ERROR_LOG_EVERY
         self._retry_at = 0.0
         self.failures = 0
+        self._cond = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._stopping = False
+
+    def start(self) -> None:
+        """Carry out the writes on the writer thread from now on."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="records", daemon=True)
+            self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> bool:
+        """Let the thread land what it can within `timeout`, then end it;
+        True when nothing is left waiting."""
+        done = self.flush(timeout)
+        thread = self._thread
+        if thread is not None:
+            with self._cond:
+                self._stopping = True
+                self._cond.notify_all()
+            thread.join(timeout)
+            self._thread = None
+        return done
 
     def write(self, fn: Callable[..., Any], *args: Any) -> None:
-        """Run `fn(*args)` now, or after the writes already waiting. While
-        the last attempt failed less than RETRY_SECONDS ago the write just
-        joins the queue: an unreachable server must not cost every call a
-        connection timeout on the loop thread."""
-        self.pending.append((fn, args))
+        """Run `fn(*args)` after the writes already waiting (at once, on the
+        writer thread once started). Without the thread, while the last
+        attempt failed less than RETRY_SECONDS ago, the write only queues."""
+        with self._cond:
+            self.pending.append((fn, args))
+            if self._thread is not None:
+                self._cond.notify_all()
+                return
         if len(self.pending) == 1 or self.clock() >= self._retry_at:
-            self.flush()
+            self._drain()
 
-    def flush(self) -> bool:
-        """Try the waiting writes in order; True when none is left."""
+    def flush(self, timeout: float = 0.0) -> bool:
+        """Try the waiting writes now (without the thread), or wait up to
+        `timeout` for the thread to land them; True when none is left."""
+        if self._thread is None:
+            return self._drain()
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            self._cond.notify_all()
+            while self.pending and (left := deadline - time.monotonic()) > 0:
+                self._cond.wait(min(left, 0.05))
+            return not self.pending
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self.pending and not self._stopping:
+                    self._cond.wait()
+                if self._stopping:
+                    return
+            if self._drain():
+                with self._cond:
+                    self._cond.notify_all()  # a flush may be waiting
+            else:
+                with self._cond:  # wait before retrying (a stop cuts it short)
+                    self._cond.wait_for(lambda: self._stopping, RETRY_SECONDS)
+
+    def _drain(self) -> bool:
+        """Run the waiting writes in order; False at the first that fails."""
         while self.pending:
             fn, args = self.pending[0]
             try:
                 fn(*args)
             except UNAVAILABLE as exc:
-                self.failures += 1
-                now = self.clock()
-                self._retry_at = now + RETRY_SECONDS
-                if now - self._last_error >= ERROR_LOG_EVERY:
-                    self._last_error = now
-                    text = str(exc).strip()
-                    log.error(
-                        "cannot write call records%s (%s); %d writes kept in memory, retrying",
-                        f" to {self.where}" if self.where else "",
-                        text.splitlines()[0] if text else type(exc).__name__,
-                        len(self.pending),
-                    )
+                self._failed(exc)
                 return False
             self.pending.popleft()
-            if not self.pending and self.failures:
+            if self.away or (not self.pending and self.failures):
+                self.away = False
                 log.info("call records written again after %d failed attempts", self.failures)
                 self.failures = 0
         return True
+
+    def _failed(self, exc: BaseException) -> None:
+        self.failures += 1
+        self.away = True
+        now = self.clock()
+        self._retry_at = now + RETRY_SECONDS
+        if now - self._last_error >= ERROR_LOG_EVERY:
+            self._last_error = now
+            text = str(exc).strip()
+            log.error(
+                "cannot write call records%s (%s); %d writes kept in memory, retrying",
+                f" to {self.where}" if self.where else "",
+                text.splitlines()[0] if text else type(exc).__name__,
+                len(self.pending),
+            )

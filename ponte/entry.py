@@ -112,6 +112,8 @@ class EntryIvr:
         stores = self.stores
         if not (stores.shared and stores.opened and self.pin_guard.number_locked(number)):
             return False
+        if stores.writer.away:
+            return False
         try:
             at = stores.known.last_ok(number, caller)
         except UNAVAILABLE:

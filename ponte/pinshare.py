@@ -73,7 +73,7 @@ class SharedPinGuard:
     def _sync(self) -> float:
         now = self.now()
         stores = self.stores
-        if not stores.opened or (self._loaded and not stores.shared):
+        if not stores.opened or (self._loaded and not stores.shared) or stores.writer.away:
             return now
         g = self.guard
         try:

@@ -184,7 +184,7 @@ class RoomService:
         if self.stores.opened:
             billing, writer = self.stores.billing, self.stores.writer
             if live.session_id is None:
-                live.session_id = billing.new_session_id()
+                live.session_id = billing.new_session_id(offline=writer.away)
                 writer.write(billing.open_session, room, seat.joined_wall, live.session_id)
             seat.session_id = live.session_id
             writer.write(billing.note_peak, live.session_id, len(live.members))

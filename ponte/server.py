@@ -157,6 +157,8 @@ class AppServer:
                 sessions,
             )
         svc.entry.load_known_callers()
+        # From here on records are written off the loop thread.
+        svc.stores.writer.start()
         svc.loop.call_later(5.0, self._flush_records)
         kam = self.edge.kamailio
         acc = AccReader(kam.acc_db_path) if kam is not None else None
@@ -205,7 +207,8 @@ class AppServer:
             svc.loop.call_later(0, self._watchdog)
 
     def _flush_records(self) -> None:
-        """Retry record writes a full disk held back."""
+        """Retry record writes a full disk held back (the writer thread retries
+        by itself; this nudges it)."""
         self.svc.stores.writer.flush()
         if not self.loop.stopping:
             self.loop.call_later(5.0, self._flush_records)
@@ -278,8 +281,12 @@ class AppServer:
         svc.ua.shutdown(timeout=2.0)
         svc.legs.clear()
         writer = svc.stores.writer
-        if not writer.flush():
-            log.error("%d call-record writes could not be made (disk full?)", len(writer.pending))
+        if not writer.stop(timeout=5.0):
+            log.error(
+                "%d call-record writes could not be made (%s away, or its disk full)",
+                len(writer.pending),
+                writer.where,
+            )
         self.edge.stop()
 
     def _poll(self, ms: int) -> None:

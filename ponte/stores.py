@@ -97,7 +97,8 @@ class Stores:
             and args[1].isoformat() == day
             and args[2] in kinds
         )
-        return self.usage.used(key, cycle, kinds) + waiting
+        # While writes fail, the database is not asked: the last figure read.
+        return self.usage.used(key, cycle, kinds, fresh=not self.writer.away) + waiting
 
     @property
     def opened(self) -> bool:

@@ -146,6 +146,7 @@ def test_the_room_ends_when_the_moderator_leaves_and_is_billed(rig):
     r.ua.hang_up(m)
     r.run(10)
     assert r.ua.legs[p].gone and r.room() is None
+    assert r.srv.svc.stores.writer.flush(timeout=5)  # the writer thread's rows
     rows = list(r.srv.svc.stores.billing.sessions())
     assert len(rows) == 1 and rows[0]["ended_at"] is not None
 
