@@ -204,6 +204,9 @@ id_blocks = Table(
     Column("name", Text, primary_key=True),
     Column("next_id", BigInteger, nullable=False),
 )
+# The tables whose ids come from id_blocks, each from the row named after it:
+# rows copied or restored into them must leave next_id above their ids.
+BLOCK_NUMBERED = (conference_sessions,)
 
 # The PIN guard's shared state (ivr/guard.py), so every node sees one count:
 # wrong PINs in the sliding window, and lockouts until a time (epoch seconds).
