@@ -351,26 +351,40 @@ def cmd_restore(args: argparse.Namespace) -> int:
         )
         archive = backup.open_archive(archive_path)
         parts = backup.parse_parts(args.parts, tuple(archive.parts))
-        yaml_parts = [p for p in parts if p != "usage"]
+        yaml_parts = [p for p in parts if p not in backup.RECORD_PARTS]
+        record_parts = [p for p in parts if p in backup.RECORD_PARTS]
         plan = backup.plan_restore(archive, yaml_parts, path) if yaml_parts else None
         changes = diff_configs(cfg, plan.loaded.config) if plan else []
         authorize_changes(cfg, plan.loaded.config if plan else cfg, args.as_name, changes)
-        if "usage" in parts:
-            authorize(cfg, args.as_name, {None})  # counters belong to the whole appliance
+        if record_parts:
+            authorize(cfg, args.as_name, {None})  # records belong to the whole appliance
     except backup.BackupError as exc:
         return failed(str(exc), EXIT_CONFIG)
     except PermissionDenied as exc:
         return failed(str(exc), EXIT_DENIED)
     detail: dict[str, Any] = {"rejected": plan.rejected if plan else []}
-    if plan and plan.texts:
-        backup.write_files(plan.texts)
-    if "usage" in parts:
+    # The records first: one transaction, so if it fails no file was written either.
+    if record_parts:
         try:
-            counts = backup.restore_usage(archive, cfg.database)
+            restored = backup.restore_records(archive, record_parts, cfg.database)
         except backup.BackupError as exc:
             return failed(str(exc), 1)
-        fields = {f"{t}.rows": v for t, v in counts.items()}
-        records.audit([Change("usage", "counters", "restored", fields)], by, "restore", unix_user)
+        records.audit(
+            [
+                Change(
+                    part,
+                    backup.RECORD_OBJECTS[part],
+                    "restored",
+                    {f"{t}.rows": v for t, v in counts.items()},
+                )
+                for part, counts in restored.items()
+            ],
+            by,
+            "restore",
+            unix_user,
+        )
+    if plan and plan.texts:
+        backup.write_files(plan.texts)
     identity = {"as": args.as_name} if args.as_name else {"by": by}
     try:
         answer = request(Path(cfg.control.socket), "reload", source="restore", **identity)
@@ -589,7 +603,11 @@ def build_parser() -> argparse.ArgumentParser:
     ro.set_defaults(fn=cmd_room)
     bp = sub.add_parser("backup", help="write a backup archive, or `backup list`")
     bp.add_argument("action", nargs="?", choices=["create", "list"], default="create")
-    bp.add_argument("--parts", help="comma-separated: config,profiles,extensions,rooms,usage")
+    bp.add_argument(
+        "--parts",
+        help="comma-separated: config,profiles,extensions,rooms,usage,records "
+        "(default: all but records, the history, taken only when named)",
+    )
     bp.add_argument("--config", help="provisioning YAML (default: the bundled example)")
     bp.add_argument("--dir", help="where archives live (default: STATE_DIR/backups)")
     bp.add_argument("--by", metavar="NAME", help="name recorded in the manifest")
@@ -598,7 +616,9 @@ def build_parser() -> argparse.ArgumentParser:
     bp.set_defaults(fn=cmd_backup)
     rs = sub.add_parser("restore", help="restore parts of a backup archive, then reload")
     rs.add_argument("archive", help="archive path, or its name in the backups folder")
-    rs.add_argument("--parts", help="comma-separated parts (default: all in the archive)")
+    rs.add_argument(
+        "--parts", help="comma-separated parts (default: all in the archive but records)"
+    )
     rs.add_argument("--config", help="provisioning YAML (default: the bundled example)")
     rs.add_argument("--dir", help="where archives live (default: STATE_DIR/backups)")
     _identity_args(rs)
