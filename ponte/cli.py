@@ -409,6 +409,39 @@ def cmd_restore(args: argparse.Namespace) -> int:
     return 0 if status == "success" else 1
 
 
+def cmd_db(args: argparse.Namespace) -> int:
+    """`ponte db copy --to URL`: every ponte table from the configured database
+    into an empty one (from one machine's SQLite file to a shared PostgreSQL)."""
+    cfg = _load(args.config)
+    from ponte.control import request
+    from store.engine import UNAVAILABLE
+    from store.transfer import TransferError, copy
+
+    try:
+        request(Path(cfg.control.socket), "status")
+        print(
+            "ponte: the app server is running: stop it first, or the records it "
+            "writes during and after the copy stay behind",
+            file=sys.stderr,
+        )
+        return EXIT_CONFIG
+    except OSError:
+        pass  # no server on this configuration: nothing writes the records
+    try:
+        counts = copy(cfg.database, args.to)
+    except TransferError as exc:
+        print(f"ponte: copy refused, nothing changed: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except UNAVAILABLE as exc:
+        print(f"ponte: copy failed, nothing changed: {exc}", file=sys.stderr)
+        return 1
+    for table, rows in counts.items():
+        print(f"{table:<20} {rows:>9} rows")
+    print(f"copied {describe(cfg.database)} into {describe(args.to)}")
+    print("next: set `database:` to that URL in the YAML, then start ponte")
+    return 0
+
+
 def cmd_dial_check(args: argparse.Namespace) -> int:
     """Print the line-profile decision for one dialed number, as JSON."""
     cfg = _load(args.config)
@@ -623,6 +656,13 @@ def build_parser() -> argparse.ArgumentParser:
     rs.add_argument("--dir", help="where archives live (default: STATE_DIR/backups)")
     _identity_args(rs)
     rs.set_defaults(fn=cmd_restore)
+    db = sub.add_parser("db", help="the records database: `db copy --to URL`")
+    db.add_argument("action", choices=["copy"])
+    db.add_argument(
+        "--to", required=True, metavar="URL", help="an empty database (postgresql://…, or a file)"
+    )
+    db.add_argument("--config", help="provisioning YAML (default: the bundled example)")
+    db.set_defaults(fn=cmd_db)
     sc = sub.add_parser("schema", help="print the provisioning file's JSON Schema")
     sc.set_defaults(fn=cmd_schema)
     pw = sub.add_parser("passwd", help="hash a web console password for admins[].password_hash")

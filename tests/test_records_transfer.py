@@ -1,8 +1,9 @@
-"""Backup and restore on both backends (issue 18).
+"""Backup, restore and `ponte db copy` on both backends (issue 18).
 
 An archive's records are rows as JSON lines with their schema revision, so
 one made on SQLite restores on PostgreSQL and the other way round; archives
-of format /1 (a SQLite snapshot) still restore. Bad input changes nothing.
+of format /1 (a SQLite snapshot) still restore; `ponte db copy` moves a
+release's own SQLite file into an empty PostgreSQL. Bad input changes nothing.
 """
 
 from __future__ import annotations
@@ -26,11 +27,12 @@ from lines.usage import UsageStore
 from ponte import backup
 from ponte.cli import main
 from ponte.records import CallRecord, RecordStore
+from ponte.stores import Stores
 from provisioning.diff import Change
 from provisioning.loader import load_tree
 from store.migrate import head, open_database
 from store.schema import metadata
-from store.transfer import reading, rows_of
+from store.transfer import copy, reading, rows_of
 
 LEGACY = Path(__file__).with_name("legacy_records.sql")
 T0 = 1_795_000_000.0
@@ -274,3 +276,81 @@ def test_bad_archives_are_refused_and_change_nothing(
     with pytest.raises(backup.BackupError, match="not a readable backup archive"):
         backup.open_archive(corrupt)
     assert dump(records_spec, USAGE) == before
+
+
+def test_db_copy_moves_a_legacy_file_to_postgresql(
+    tmp_path: Path, pg_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    legacy = legacy_file(tmp_path / "ponte.db")
+    untouched = legacy.read_bytes()
+    path = tree(tmp_path, legacy)
+
+    assert main(["db", "copy", "--to", pg_url, "--config", str(path)]) == 0
+
+    out = capsys.readouterr().out
+    assert "conference_legs" in out and "set `database:`" in out
+    copied = dump(pg_url, EVERY)
+    assert copied == dump(legacy, EVERY)
+    assert len(copied["calls"]) == 3 and len(copied["conference_sessions"]) == 3
+    assert copied["id_blocks"] == [["conference_sessions", 59]], "above session 58"
+    assert legacy.read_bytes() == untouched, "the source file is only read"
+    # The node that was carrying calls starts on PostgreSQL and closes them.
+    node = Stores(pg_url, tmp_path / "state", node="node-a")
+    node.open()
+    assert node.close_crashed() == (1, 1, 1)
+    new_ids_follow(pg_url)
+
+    # Copying again: the target holds records now; refused, nothing changed.
+    before = dump(pg_url, EVERY)
+    assert main(["db", "copy", "--to", pg_url, "--config", str(path)]) == 2
+    assert "already holds records: alerts (2 rows), audit (1 rows)" in capsys.readouterr().err
+    assert dump(pg_url, EVERY) == before
+
+    # And back from PostgreSQL to a file of its own (one machine again).
+    back = tmp_path / "back.db"
+    counts = copy(pg_url, back)
+    assert counts["calls"] == 5 and dump(back, EVERY) == dump(pg_url, EVERY)
+
+
+def test_a_copy_that_fails_leaves_the_target_empty(
+    tmp_path: Path, pg_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    legacy = legacy_file(tmp_path / "ponte.db")
+    # SQLite never enforced the foreign key: a leg of a session that is gone.
+    with sqlite3.connect(legacy) as conn:
+        conn.execute("UPDATE conference_legs SET session_id = 4242 WHERE id = 4")
+    path = tree(tmp_path, legacy)
+
+    assert main(["db", "copy", "--to", pg_url, "--config", str(path)]) == 2
+
+    err = capsys.readouterr().err
+    assert "copy refused, nothing changed" in err and "conference_legs" in err
+    left = dump(pg_url, EVERY)
+    assert left.pop("id_blocks") == [["conference_sessions", 1]], "as a new database has it"
+    assert not any(left.values())
+
+
+def test_db_copy_waits_for_the_server_to_stop(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import socket
+    import threading
+
+    legacy = legacy_file(tmp_path / "ponte.db")
+    path = tree(tmp_path, legacy)
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(str(tmp_path / "control.sock"))
+    server.listen()
+
+    def answer() -> None:
+        conn, _ = server.accept()
+        conn.recv(4096)
+        conn.sendall(b'{"calls": 1}\n')
+        conn.close()
+
+    threading.Thread(target=answer, daemon=True).start()
+    target = tmp_path / "new.db"
+    assert main(["db", "copy", "--to", str(target), "--config", str(path)]) == 2
+    server.close()
+    assert "the app server is running: stop it first" in capsys.readouterr().err
+    assert not target.exists()
