@@ -1,12 +1,14 @@
 """`ponte backup` and `ponte restore`: self-describing archives of the
-provisioning tree and the usage counters, the last 5 kept per part.
+provisioning tree and the records, the last 5 kept per part.
 
 An archive is a .tar.gz holding manifest.json (format, time, who, parts and a
 SHA-256 per member), one YAML file per configuration part, the source files
-verbatim, and for `usage` a snapshot of the records database taken with
-SQLite's online backup API. A restore checks the checksums, validates the
-result before writing anything, writes every file atomically, then reloads
-the running server.
+verbatim, and for `usage` (and `records`, when asked for) the rows of its
+tables as JSON lines with their schema revision (store/transfer.py): one
+format whichever backend wrote it, so an archive made on SQLite restores on
+PostgreSQL and the other way round. A restore checks the checksums, validates
+the result before writing anything, replaces the records' tables in one
+transaction, writes every file atomically, then reloads the running server.
 """
 
 from __future__ import annotations
@@ -18,10 +20,9 @@ import io
 import json
 import os
 import socket
-import sqlite3
 import tarfile
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,9 +31,14 @@ import yaml
 
 from provisioning.files import create_private
 from provisioning.loader import ConfigError, Loaded, load_tree
-from store.engine import is_postgres
+from store import transfer
+from store.engine import UNAVAILABLE, describe
+from store.migrate import open_database
 
-FORMAT = "ponte-backup/1"
+# /2: the usage part is an export of rows (parts/usage.jsonl); /1 archives
+# held a SQLite snapshot (parts/usage.sqlite), and still restore.
+FORMAT = "ponte-backup/2"
+READABLE = ("ponte-backup/1", FORMAT)
 KEEP = 5  # archives kept per part, as the portal keeps the last five
 # Configuration parts and the top-level keys they hold; `config` is the rest.
 SECTIONS: dict[str, tuple[str, ...]] = {
@@ -40,8 +46,27 @@ SECTIONS: dict[str, tuple[str, ...]] = {
     "extensions": ("extensions",),
     "rooms": ("rooms",),
 }
-USAGE_TABLES = ("usage", "alerts")
-PARTS = ("config", *SECTIONS, "usage")
+# Parts held as records, and their tables.
+RECORD_PARTS: dict[str, tuple[str, ...]] = {
+    "usage": ("usage", "alerts"),
+    # The history. Not the rows of the running nodes (calls and legs in
+    # progress, PIN-guard counters, id blocks, the acc watermark): a restore
+    # leaves those as they are.
+    "records": (
+        "calls",
+        "conference_sessions",
+        "conference_legs",
+        "audit",
+        "restores",
+        "pin_known_callers",
+    ),
+}
+# What the audit row of a restored records part names.
+RECORD_OBJECTS = {"usage": "counters", "records": "history"}
+# Backed up and restored only when named: the history grows with every call,
+# and restoring it takes back every record written since the backup.
+BY_NAME = ("records",)
+PARTS = ("config", *SECTIONS, *RECORD_PARTS)
 
 
 class BackupError(Exception):
@@ -49,9 +74,10 @@ class BackupError(Exception):
 
 
 def parse_parts(text: str | None, allowed: tuple[str, ...] = PARTS) -> list[str]:
-    """`config,rooms` -> ['config', 'rooms'], refusing unknown names."""
+    """`config,rooms` -> ['config', 'rooms'], refusing unknown names; none
+    named: every allowed part but those taken only by name (`records`)."""
     if not text:
-        return list(allowed)
+        return [p for p in allowed if p not in BY_NAME]
     parts = [p.strip() for p in text.split(",") if p.strip()]
     unknown = [p for p in parts if p not in allowed]
     if unknown or not parts:
@@ -77,18 +103,20 @@ def _dump(value: dict[str, Any]) -> str:
     return yaml.safe_dump(value, sort_keys=False, allow_unicode=True, default_flow_style=False)
 
 
-def _snapshot(database: Path) -> bytes:
-    """A consistent copy of the live database (online backup API)."""
-    with tempfile.TemporaryDirectory() as tmp:
-        target = Path(tmp) / "snapshot.sqlite"
-        src = sqlite3.connect(f"file:{database}?mode=ro", uri=True)
-        dst = sqlite3.connect(target)
-        try:
-            src.backup(dst)
-        finally:
-            dst.close()
-            src.close()
-        return target.read_bytes()
+def export_records(database: str | Path, parts: list[str]) -> dict[str, bytes]:
+    """The records parts' members, read from one consistent view of the database."""
+    members: dict[str, bytes] = {}
+    try:
+        with transfer.reading(database) as conn:
+            for part in parts:
+                out = io.BytesIO()
+                transfer.export(conn, RECORD_PARTS[part], out)
+                members[f"parts/{part}.jsonl"] = out.getvalue()
+    except transfer.TransferError as exc:
+        raise BackupError(str(exc)) from None
+    except UNAVAILABLE as exc:
+        raise BackupError(f"cannot read the records at {describe(database)}: {exc}") from None
+    return members
 
 
 def make_backup(
@@ -100,14 +128,10 @@ def make_backup(
     by: str,
 ) -> Path:
     """Write one archive holding `parts`; then keep only the last 5 per part."""
-    members: dict[str, bytes] = {}
+    records = [p for p in parts if p in RECORD_PARTS]
+    members = export_records(database, records) if records else {}
     for part in parts:
-        if part == "usage":
-            if is_postgres(database):
-                raise BackupError("backing up a PostgreSQL records database is not built yet")
-            if not Path(database).exists():
-                raise BackupError(f"no records database at {database} to back up")
-            members["parts/usage.sqlite"] = _snapshot(Path(database))
+        if part in RECORD_PARTS:
             continue
         keys = keys_of(part, loaded.data)
         section = {k: loaded.data[k] for k in keys if k in loaded.data}
@@ -125,7 +149,7 @@ def make_backup(
         "host": socket.gethostname(),
         "config": str(config_path),
         "parts": parts,
-        "sections": {p: keys_of(p, loaded.data) for p in parts if p != "usage"},
+        "sections": {p: keys_of(p, loaded.data) for p in parts if p not in RECORD_PARTS},
         "files": {name: _sha(data) for name, data in members.items()},
     }
     dest.mkdir(parents=True, exist_ok=True)
@@ -179,7 +203,7 @@ def open_archive(path: Path) -> Archive:
         manifest = json.loads(members.pop("manifest.json"))
     except (KeyError, ValueError):
         raise BackupError(f"{path}: no valid manifest.json") from None
-    if manifest.get("format") != FORMAT:
+    if manifest.get("format") not in READABLE:
         raise BackupError(f"{path}: format {manifest.get('format')!r} is not {FORMAT}")
     sums = manifest.get("files", {})
     if set(sums) != set(members):
@@ -315,7 +339,7 @@ def plan_restore(archive: Archive, parts: list[str], config_path: Path) -> Plan:
         raise BackupError(f"the current configuration is invalid, fix it first: {exc}") from None
     values: dict[str, Any] = {}
     for part in parts:
-        if part == "usage":
+        if part in RECORD_PARTS:
             continue
         saved = archive.section(part)
         for key in archive.manifest["sections"][part]:
@@ -417,25 +441,40 @@ def write_files(texts: dict[Path, str]) -> None:
                 tmp.unlink()
 
 
-def restore_usage(archive: Archive, database: str | Path) -> dict[str, tuple[int, int]]:
-    """Replace the usage and alerts tables from the snapshot, in one transaction."""
-    with tempfile.TemporaryDirectory() as tmp:
-        snap = Path(tmp) / "usage.sqlite"
-        snap.write_bytes(archive.members["parts/usage.sqlite"])
-        conn = sqlite3.connect(database, timeout=10)
+def records_of(archive: Archive, part: str) -> tuple[transfer.Header, Iterable[transfer.Row]]:
+    """A records part's rows, checked: its export, or the SQLite snapshot
+    that archives of format /1 held for `usage`."""
+    tables = RECORD_PARTS[part]
+    try:
+        if f"parts/{part}.jsonl" in archive.members:
+            return transfer.parse(archive.members[f"parts/{part}.jsonl"], tables)
+        if f"parts/{part}.sqlite" in archive.members:
+            with tempfile.TemporaryDirectory() as tmp:
+                snap = Path(tmp) / f"{part}.sqlite"
+                snap.write_bytes(archive.members[f"parts/{part}.sqlite"])
+                return transfer.read_sqlite(snap, tables)
+    except transfer.TransferError as exc:
+        raise BackupError(f"{archive.path.name}: the {part} part: {exc}") from None
+    raise BackupError(f"{archive.path.name} holds no {part} part")
+
+
+def restore_records(
+    archive: Archive, parts: list[str], database: str | Path
+) -> dict[str, dict[str, tuple[int, int]]]:
+    """Replace the tables of these records parts from the archive, all in one
+    transaction; rows (before, after) per table, per part."""
+    checked = {part: records_of(archive, part) for part in parts}
+    done: dict[str, dict[str, tuple[int, int]]] = {}
+    try:
+        db = open_database(database)
         try:
-            conn.execute("ATTACH DATABASE ? AS snap", (str(snap),))
-            counts = {}
-            with conn:
-                for table in USAGE_TABLES:
-                    before = conn.execute(f"SELECT COUNT(*) FROM main.{table}").fetchone()[0]  # noqa: S608
-                    conn.execute(f"DELETE FROM main.{table}")  # noqa: S608
-                    conn.execute(f"INSERT INTO main.{table} SELECT * FROM snap.{table}")  # noqa: S608
-                    after = conn.execute(f"SELECT COUNT(*) FROM main.{table}").fetchone()[0]  # noqa: S608
-                    counts[table] = (before, after)
-            conn.execute("DETACH DATABASE snap")
-        except sqlite3.Error as exc:
-            raise BackupError(f"cannot restore the usage counters: {exc}") from None
+            with db.begin() as conn:
+                for part, (header, rows) in checked.items():
+                    done[part] = transfer.replace(db, conn, header, rows)
         finally:
-            conn.close()
-    return counts
+            db.close()
+    except transfer.TransferError as exc:
+        raise BackupError(f"cannot restore the {', '.join(parts)} part: {exc}") from None
+    except UNAVAILABLE as exc:
+        raise BackupError(f"cannot reach the records at {describe(database)}: {exc}") from None
+    return done

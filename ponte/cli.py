@@ -352,26 +352,40 @@ def cmd_restore(args: argparse.Namespace) -> int:
         )
         archive = backup.open_archive(archive_path)
         parts = backup.parse_parts(args.parts, tuple(archive.parts))
-        yaml_parts = [p for p in parts if p != "usage"]
+        yaml_parts = [p for p in parts if p not in backup.RECORD_PARTS]
+        record_parts = [p for p in parts if p in backup.RECORD_PARTS]
         plan = backup.plan_restore(archive, yaml_parts, path) if yaml_parts else None
         changes = diff_configs(cfg, plan.loaded.config) if plan else []
         authorize_changes(cfg, plan.loaded.config if plan else cfg, args.as_name, changes)
-        if "usage" in parts:
-            authorize(cfg, args.as_name, {None})  # counters belong to the whole appliance
+        if record_parts:
+            authorize(cfg, args.as_name, {None})  # records belong to the whole appliance
     except backup.BackupError as exc:
         return failed(str(exc), EXIT_CONFIG)
     except PermissionDenied as exc:
         return failed(str(exc), EXIT_DENIED)
     detail: dict[str, Any] = {"rejected": plan.rejected if plan else []}
-    if plan and plan.texts:
-        backup.write_files(plan.texts)
-    if "usage" in parts:
+    # The records first: one transaction, so if it fails no file was written either.
+    if record_parts:
         try:
-            counts = backup.restore_usage(archive, cfg.database)
+            restored = backup.restore_records(archive, record_parts, cfg.database)
         except backup.BackupError as exc:
             return failed(str(exc), 1)
-        fields = {f"{t}.rows": v for t, v in counts.items()}
-        records.audit([Change("usage", "counters", "restored", fields)], by, "restore", unix_user)
+        records.audit(
+            [
+                Change(
+                    part,
+                    backup.RECORD_OBJECTS[part],
+                    "restored",
+                    {f"{t}.rows": v for t, v in counts.items()},
+                )
+                for part, counts in restored.items()
+            ],
+            by,
+            "restore",
+            unix_user,
+        )
+    if plan and plan.texts:
+        backup.write_files(plan.texts)
     identity = {"as": args.as_name} if args.as_name else {"by": by}
     try:
         answer = request(Path(cfg.control.socket), "reload", source="restore", **identity)
@@ -394,6 +408,39 @@ def cmd_restore(args: argparse.Namespace) -> int:
     if detail.get("reload"):
         print(f"  {detail['reload']}")
     return 0 if status == "success" else 1
+
+
+def cmd_db(args: argparse.Namespace) -> int:
+    """`ponte db copy --to URL`: every ponte table from the configured database
+    into an empty one (from one machine's SQLite file to a shared PostgreSQL)."""
+    cfg = _load(args.config)
+    from ponte.control import request
+    from store.engine import UNAVAILABLE
+    from store.transfer import TransferError, copy
+
+    try:
+        request(Path(cfg.control.socket), "status")
+        print(
+            "ponte: the app server is running: stop it first, or the records it "
+            "writes during and after the copy stay behind",
+            file=sys.stderr,
+        )
+        return EXIT_CONFIG
+    except OSError:
+        pass  # no server on this configuration: nothing writes the records
+    try:
+        counts = copy(cfg.database, args.to)
+    except TransferError as exc:
+        print(f"ponte: copy refused, nothing changed: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except UNAVAILABLE as exc:
+        print(f"ponte: copy failed, nothing changed: {exc}", file=sys.stderr)
+        return 1
+    for table, rows in counts.items():
+        print(f"{table:<20} {rows:>9} rows")
+    print(f"copied {describe(cfg.database)} into {describe(args.to)}")
+    print("next: set `database:` to that URL in the YAML, then start ponte")
+    return 0
 
 
 def cmd_dial_check(args: argparse.Namespace) -> int:
@@ -596,7 +643,11 @@ def build_parser() -> argparse.ArgumentParser:
     ro.set_defaults(fn=cmd_room)
     bp = sub.add_parser("backup", help="write a backup archive, or `backup list`")
     bp.add_argument("action", nargs="?", choices=["create", "list"], default="create")
-    bp.add_argument("--parts", help="comma-separated: config,profiles,extensions,rooms,usage")
+    bp.add_argument(
+        "--parts",
+        help="comma-separated: config,profiles,extensions,rooms,usage,records "
+        "(default: all but records, the history, taken only when named)",
+    )
     bp.add_argument("--config", help="provisioning YAML (default: the bundled example)")
     bp.add_argument("--dir", help="where archives live (default: STATE_DIR/backups)")
     bp.add_argument("--by", metavar="NAME", help="name recorded in the manifest")
@@ -605,11 +656,20 @@ def build_parser() -> argparse.ArgumentParser:
     bp.set_defaults(fn=cmd_backup)
     rs = sub.add_parser("restore", help="restore parts of a backup archive, then reload")
     rs.add_argument("archive", help="archive path, or its name in the backups folder")
-    rs.add_argument("--parts", help="comma-separated parts (default: all in the archive)")
+    rs.add_argument(
+        "--parts", help="comma-separated parts (default: all in the archive but records)"
+    )
     rs.add_argument("--config", help="provisioning YAML (default: the bundled example)")
     rs.add_argument("--dir", help="where archives live (default: STATE_DIR/backups)")
     _identity_args(rs)
     rs.set_defaults(fn=cmd_restore)
+    db = sub.add_parser("db", help="the records database: `db copy --to URL`")
+    db.add_argument("action", choices=["copy"])
+    db.add_argument(
+        "--to", required=True, metavar="URL", help="an empty database (postgresql://…, or a file)"
+    )
+    db.add_argument("--config", help="provisioning YAML (default: the bundled example)")
+    db.set_defaults(fn=cmd_db)
     sc = sub.add_parser("schema", help="print the provisioning file's JSON Schema")
     sc.set_defaults(fn=cmd_schema)
     pw = sub.add_parser("passwd", help="hash a web console password for admins[].password_hash")

@@ -15,6 +15,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from alembic.util import CommandError
 
 from store.engine import Database
 
@@ -35,6 +36,17 @@ def head() -> str:
     rev = ScriptDirectory.from_config(_config()).get_current_head()
     assert rev is not None
     return rev
+
+
+def known(revision: str | None) -> bool:
+    """Whether this code can read records at `revision`: its head or older
+    (None: a file from before migrations). A newer ponte's revision is unknown."""
+    if revision is None:
+        return True
+    try:
+        return ScriptDirectory.from_config(_config()).get_revision(revision) is not None
+    except CommandError:
+        return False
 
 
 def current(db: Database) -> str | None:

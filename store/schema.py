@@ -204,6 +204,9 @@ id_blocks = Table(
     Column("name", Text, primary_key=True),
     Column("next_id", BigInteger, nullable=False),
 )
+# The tables whose ids come from id_blocks, each from the row named after it:
+# rows copied or restored into them must leave next_id above their ids.
+BLOCK_NUMBERED = (conference_sessions,)
 
 # Wrong PINs keyed on any node, kept for the guard's window plus its lockout:
 # every node replays the others' into its own PinGuard (ivr/guard.py), so all

@@ -254,8 +254,8 @@ def test_usage_restore_replaces_the_counters_in_one_transaction(tmp_path):
     archive_path = backup.make_backup(load_tree(path), path, db, tmp_path / "b", ["usage"], "t")
     usage.add("line:1001", dt.date(2026, 11, 1), "local", 540)
     usage.add("line:2001", dt.date(2026, 11, 1), "local", 30)
-    counts = backup.restore_usage(backup.open_archive(archive_path), db)
-    assert counts["usage"] == (2, 1)
+    counts = backup.restore_records(backup.open_archive(archive_path), ["usage"], db)
+    assert counts["usage"]["usage"] == (2, 1)
     rows = sqlite3.connect(db).execute("SELECT key, seconds FROM usage").fetchall()
     assert rows == [("line:1001", 60.0)]
 
