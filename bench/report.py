@@ -16,6 +16,7 @@ from typing import Any
 
 from report_format import Result, _err, f, table
 from report_media import relay_section, webrtc_section
+from report_store import store_section
 
 # -- sections ---------------------------------------------------------------------
 
@@ -595,6 +596,7 @@ def write(results: list[Result], meta: dict[str, Any], out_dir: Path) -> Path:
     lines += pin_section(by.get("dtmf"), series)
     lines += trunk_section(by.get("trunk"))
     lines += dialcheck_section(by.get("dialcheck"))
+    lines += store_section(by.get("store"))
     lines += reload_section(by.get("reload"))
     lines += webrtc_section(by.get("webrtc"))
     lines += relay_section(by.get("relay"))

@@ -84,6 +84,7 @@ def plan(quick: bool) -> tuple[list[Job], list[Job]]:
             ),
             Job("webrtc", "webrtc.py", ["--steps", "1,3", "--window", "3"], 60),
             Job("relay", "relay.py", ["--quick"], 60),
+            Job("store", "storage.py", ["--seconds", "1"], 60, extra={"bench": "store"}),
             Job("soak", "soak.py", ["--minutes", "1", "--cps", "10", "--long-legs", "5"], 180),
         ]
         window = "3"
@@ -113,6 +114,9 @@ def plan(quick: bool) -> tuple[list[Job], list[Job]]:
                 ["--steps", "10,40,80,160", "--window", "8", "--budget", "150"],
                 180,
             ),
+            # Both backends, 3 s per measure: about 50 s. The script is not
+            # store.py: that module would shadow the `store` package.
+            Job("store", "storage.py", ["--seconds", "3"], 120, extra={"bench": "store"}),
             # 10 minutes at 40 calls/s with 20 long legs, and its tail.
             Job("soak", "soak.py", ["--minutes", "10", "--cps", "40", "--long-legs", "20"], 780),
         ]
