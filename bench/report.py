@@ -567,6 +567,11 @@ def write(results: list[Result], meta: dict[str, Any], out_dir: Path) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     series = [r for r in results if r.get("bench") == "legs"]
     by = {r.get("bench"): r for r in results if r.get("bench") != "legs"}
+    # Benches run again with `bench/run --only` and merged into this run's
+    # results: one merge (a dict) or several, oldest first.
+    again = meta.get("remeasured") or []
+    if isinstance(again, dict):
+        again = [again]
     lines = [
         "# ponte benchmarks",
         "",
@@ -579,11 +584,14 @@ def write(results: list[Result], meta: dict[str, Any], out_dir: Path) -> Path:
         *(
             [
                 "",
-                f"Measured again since, with `bench/run --only` and merged here: "
-                f"{', '.join(meta['remeasured']['benches'])} at {meta['remeasured']['at']}, "
-                f"commit {meta['remeasured'].get('commit', '?')}.",
+                "Measured again since, with `bench/run --only` and merged here: "
+                + "; ".join(
+                    f"{', '.join(m['benches'])} at {m['at']}, commit {m.get('commit', '?')}"
+                    for m in again
+                )
+                + ".",
             ]
-            if meta.get("remeasured")
+            if again
             else []
         ),
         "",

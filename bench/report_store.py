@@ -29,7 +29,7 @@ def store_tables(r: Result) -> list[str]:
             rows,
         ),
         "",
-        f"Profile decisions at {r.get('lines')} lines, each reading usage from the store:",
+        f"Profile decisions at {r.get('lines', 0):,} lines, each reading usage from the store:",
         "",
     ]
     rows = []
@@ -104,7 +104,7 @@ def store_section(r: Result | None) -> list[str]:
         f"{f(r.get('seconds'), 0)} s each: call history rows (`RecordStore.call_ended`, a whole "
         "`CallRecord` row, one commit each, as the app server writes them) and usage adds "
         "(`UsageStore.add`, the atomic upsert increment, one commit each); then `decide()` for "
-        f"a random line of {r.get('lines')} ({r.get('profiles')} profiles, "
+        f"a random line of {r.get('lines', 0):,} ({r.get('profiles')} profiles, "
         "`bench/dialcheck.py`'s generator) dialing a mobile number, which every profile "
         "limits, so every decision reads the line's or its department pool's usage "
         "(`UsageStore.used`, usage rows for every key in this cycle and the last). *Decide + "
