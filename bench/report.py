@@ -16,6 +16,7 @@ from typing import Any
 
 from report_format import Result, _err, f, table
 from report_media import relay_section, webrtc_section
+from report_store import store_section
 
 # -- sections ---------------------------------------------------------------------
 
@@ -566,6 +567,11 @@ def write(results: list[Result], meta: dict[str, Any], out_dir: Path) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     series = [r for r in results if r.get("bench") == "legs"]
     by = {r.get("bench"): r for r in results if r.get("bench") != "legs"}
+    # Benches run again with `bench/run --only` and merged into this run's
+    # results: one merge (a dict) or several, oldest first.
+    again = meta.get("remeasured") or []
+    if isinstance(again, dict):
+        again = [again]
     lines = [
         "# ponte benchmarks",
         "",
@@ -578,11 +584,14 @@ def write(results: list[Result], meta: dict[str, Any], out_dir: Path) -> Path:
         *(
             [
                 "",
-                f"Measured again since, with `bench/run --only` and merged here: "
-                f"{', '.join(meta['remeasured']['benches'])} at {meta['remeasured']['at']}, "
-                f"commit {meta['remeasured'].get('commit', '?')}.",
+                "Measured again since, with `bench/run --only` and merged here: "
+                + "; ".join(
+                    f"{', '.join(m['benches'])} at {m['at']}, commit {m.get('commit', '?')}"
+                    for m in again
+                )
+                + ".",
             ]
-            if meta.get("remeasured")
+            if again
             else []
         ),
         "",
@@ -595,6 +604,7 @@ def write(results: list[Result], meta: dict[str, Any], out_dir: Path) -> Path:
     lines += pin_section(by.get("dtmf"), series)
     lines += trunk_section(by.get("trunk"))
     lines += dialcheck_section(by.get("dialcheck"))
+    lines += store_section(by.get("store"))
     lines += reload_section(by.get("reload"))
     lines += webrtc_section(by.get("webrtc"))
     lines += relay_section(by.get("relay"))

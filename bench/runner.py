@@ -84,6 +84,7 @@ def plan(quick: bool) -> tuple[list[Job], list[Job]]:
             ),
             Job("webrtc", "webrtc.py", ["--steps", "1,3", "--window", "3"], 60),
             Job("relay", "relay.py", ["--quick"], 60),
+            Job("store", "storage.py", ["--seconds", "1"], 60, extra={"bench": "store"}),
             Job("soak", "soak.py", ["--minutes", "1", "--cps", "10", "--long-legs", "5"], 180),
         ]
         window = "3"
@@ -113,6 +114,9 @@ def plan(quick: bool) -> tuple[list[Job], list[Job]]:
                 ["--steps", "10,40,80,160", "--window", "8", "--budget", "150"],
                 180,
             ),
+            # Both backends, 3 s per measure: about 50 s. The script is not
+            # store.py: that module would shadow the `store` package.
+            Job("store", "storage.py", ["--seconds", "3"], 120, extra={"bench": "store"}),
             # 10 minutes at 40 calls/s with 20 long legs, and its tail.
             Job("soak", "soak.py", ["--minutes", "10", "--cps", "40", "--long-legs", "20"], 780),
         ]
@@ -222,6 +226,28 @@ def build_meta(mode: str) -> dict[str, Any]:
     }
 
 
+def merged(
+    saved_path: Path, results: list[dict[str, Any]], meta: dict[str, Any]
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """A saved run with these benches' results in place of (or after) its
+    own, and their run noted in its meta's `remeasured` (oldest first)."""
+    saved = json.loads(saved_path.read_text())
+    fresh = {r["name"]: r for r in results}
+    out = [fresh.pop(r["name"], r) for r in saved["results"]]
+    out += list(fresh.values())
+    again = saved["meta"].get("remeasured") or []
+    again = [again] if isinstance(again, dict) else again
+    again.append(
+        {
+            "benches": [r["name"] for r in results],
+            "at": meta["started"],
+            "loadavg": meta["loadavg_start"],
+            "commit": meta["commit"],
+        }
+    )
+    return out, {**saved["meta"], "remeasured": again}
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the plan; write results.json, RESULTS.md and cpu_latency.png."""
     ap = argparse.ArgumentParser(description=__doc__)
@@ -229,6 +255,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", default="", help="comma-separated bench names (dialcheck,legs,...)")
     ap.add_argument("--budget", type=float, default=RUN_BUDGET_S, help="seconds for the run")
     ap.add_argument("--out", default=str(BENCH / "results"), help="results folder")
+    ap.add_argument(
+        "--merge",
+        action="store_true",
+        help="with --only: merge into the run already in --out (its RESULTS.md says what was "
+        "measured again when) instead of replacing it",
+    )
     args = ap.parse_args(argv)
     t0 = time.monotonic()
     out_dir = Path(args.out)
@@ -264,11 +296,13 @@ def main(argv: list[str] | None = None) -> int:
             results.append(run_job(job, log_dir))
     except KeyboardInterrupt:
         print("interrupted: writing what was measured", file=sys.stderr)
-    meta["wall_s"] = time.monotonic() - t0
+    meta["wall_s"] = wall = time.monotonic() - t0
     meta["loadavg_end"] = common.loadavg()
+    if args.merge and args.only and (out_dir / "results.json").exists():
+        results, meta = merged(out_dir / "results.json", results, meta)
     (out_dir / "results.json").write_text(
         json.dumps({"meta": meta, "results": results}, indent=1, default=str)
     )
     md = report.write(results, meta, out_dir)
-    print(f"\nwrote {md} and {out_dir / 'cpu_latency.png'} in {meta['wall_s']:.0f} s")
+    print(f"\nwrote {md} and {out_dir / 'cpu_latency.png'} in {wall:.0f} s")
     return 0 if all(not r.get("failed") for r in results) else 1
