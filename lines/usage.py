@@ -30,9 +30,7 @@ class UsageStore:
         # while the database is away (plus the adds still waiting to land).
         self._seen: dict[tuple[str, str, tuple[str, ...]], float] = {}
 
-    def used(
-        self, key: str, cycle: dt.date, types: Iterable[str], fresh: bool = True
-    ) -> float:
+    def used(self, key: str, cycle: dt.date, types: Iterable[str], fresh: bool = True) -> float:
         """Seconds used by `key` in the cycle over these call types (as last
         read when the database cannot be reached, or when not `fresh`)."""
         kinds = tuple(sorted(types))

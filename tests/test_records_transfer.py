@@ -34,7 +34,7 @@ from store.migrate import head, open_database
 from store.schema import metadata
 from store.transfer import copy, reading, rows_of
 
-LEGACY = Path(__file__).with_name("legacy_records.sql")
+LEGACY = Path(__file__).parent / "data" / "records-c25aba6.sql"
 T0 = 1_795_000_000.0
 CYCLE = dt.date(2026, 11, 1)
 USAGE = backup.RECORD_PARTS["usage"]
@@ -43,7 +43,7 @@ EVERY = tuple(t.name for t in metadata.sorted_tables)
 
 
 def legacy_file(path: Path) -> Path:
-    """The records file release c25aba6 wrote (tests/legacy_records.sql)."""
+    """The records file release c25aba6 wrote (tests/data/records-c25aba6.sql)."""
     conn = sqlite3.connect(path)
     conn.executescript(LEGACY.read_text())
     conn.close()

@@ -39,7 +39,7 @@ def test_the_migrations_build_the_schema_the_code_describes(records_spec: str) -
 def test_an_old_sqlite_file_is_adopted_with_its_rows(tmp_path: Path) -> None:
     path = tmp_path / "ponte.db"
     conn = sqlite3.connect(path)
-    conn.executescript((DATA / "legacy_records.sql").read_text())
+    conn.executescript((DATA / "records-c375c7c.sql").read_text())
     conn.close()
     db = migrate.open_database(path)
     assert migrate.current(db) == migrate.head()

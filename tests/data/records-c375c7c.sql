@@ -1,4 +1,4 @@
--- A records database as the release before issue 18 wrote it (commit c375c7c: no
+-- A records database as release c375c7c wrote it (before issue 23 and 18: no
 -- migrations, no ended_by, no live tables), dumped with sqlite3 .dump.
 PRAGMA foreign_keys=OFF;
 BEGIN TRANSACTION;
