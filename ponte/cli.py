@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from provisioning.files import set_umask
 from provisioning.loader import EXAMPLE, ConfigError, load_config, load_tree
-from store.engine import describe, exists
+from store.engine import UNAVAILABLE, describe, exists
 
 if TYPE_CHECKING:
     from provisioning.schema import Config
@@ -703,7 +703,16 @@ def main(argv: list[str] | None = None) -> int:
     set_umask()
     args = build_parser().parse_args(argv)
     _setup_logging(args.log_level)
-    code: int = args.fn(args)
+    try:
+        code: int = args.fn(args)
+    except UNAVAILABLE as exc:
+        # A report, a restore or a copy on a database that is not there: say
+        # why (the driver's first line names the server, never a password),
+        # not a traceback.
+        text = str(exc).strip()
+        first = text.splitlines()[0] if text else type(exc).__name__
+        print(f"ponte: cannot reach the records database: {first}", file=sys.stderr)
+        return 1
     return code
 
 

@@ -8,6 +8,7 @@ missing and adds the columns they lack), so upgrading is the same path.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -18,6 +19,10 @@ from alembic.script import ScriptDirectory
 from alembic.util import CommandError
 
 from store.engine import Database
+
+# Alembic says at INFO which of its plugins it set up, on every start: noise.
+# Its "Running upgrade 0001 -> 0002" lines stay.
+logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 # Several nodes may start at once on one PostgreSQL: one migrates, the
