@@ -20,10 +20,7 @@ from alembic.util import CommandError
 
 from store.engine import Database
 
-# Alembic says at INFO which of its plugins it set up, on every start: noise.
-# Its "Running upgrade 0001 -> 0002" lines stay.
-logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
-
+log = logging.getLogger("ponte.store")
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 # Several nodes may start at once on one PostgreSQL: one migrates, the
 # others wait on this advisory lock and then find nothing to do.
@@ -63,11 +60,15 @@ def current(db: Database) -> str | None:
 def upgrade(db: Database) -> None:
     """Migrate to the newest revision (nothing to do when it is there)."""
     cfg = _config()
+    before = current(db)
+    if before == head():
+        return
     with db.begin() as conn:
         if db.shared:
             conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": LOCK_KEY})
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, "head")
+    log.info("records database %s: schema %s -> %s", db.describe(), before or "new", head())
 
 
 def open_database(spec: str | Path) -> Database:
