@@ -25,7 +25,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from store.engine import UNAVAILABLE, Database, rounded
+from store.engine import UNAVAILABLE, Database, excluded, rounded
 from store.migrate import as_database
 from store.schema import conference_legs, conference_live, conference_sessions, id_blocks
 
@@ -59,11 +59,46 @@ class LegRecord:
     joined_by: str = "dial-in"
 
 
+# Written per session and per leg: built once, run with parameters.
+INSERT_SESSION = sa.insert(SESSIONS)
+INSERT_LEG = sa.insert(LEGS)
+CHECKPOINT_LEGS = (
+    sa.update(LIVE).where(LIVE.c.node == sa.bindparam("n")).values(checkpoint=sa.bindparam("at"))
+)
+DROP_LIVE_LEG = sa.delete(LIVE).where(
+    LIVE.c.node == sa.bindparam("n"), LIVE.c.leg == sa.bindparam("l")
+)
+ADD_LEG = (
+    sa.update(SESSIONS)
+    .where(SESSIONS.c.id == sa.bindparam("sid"))
+    .values(
+        legs=SESSIONS.c.legs + 1,
+        participant_seconds=SESSIONS.c.participant_seconds + sa.bindparam("s", type_=sa.Double),
+        billed_minutes=SESSIONS.c.billed_minutes + sa.bindparam("b", type_=sa.Integer),
+    )
+)
+
+
 class BillingStore:
     """Conference sessions and their legs."""
 
     def __init__(self, db: Database | str | Path) -> None:
         self.db = as_database(db)
+        c = SESSIONS.c
+        self._peak = (
+            sa.update(SESSIONS)
+            .where(c.id == sa.bindparam("sid"))
+            .values(peak_members=self.db.greatest(c.peak_members, sa.bindparam("members")))
+        )
+        self._live_leg = self.db.upsert(
+            LIVE,
+            ("node", "leg"),
+            {
+                name: excluded(LIVE, name)
+                for name in ("session_id", "caller", "role", "name_file", "joined")
+                + ("joined_by", "checkpoint")
+            },
+        )
         self._ids: range = range(0)
         self._id_at = 0
 
@@ -89,7 +124,7 @@ class BillingStore:
     def _claim_block(self) -> range:
         name = SESSIONS.name
         with self.db.begin() as conn:
-            conn.execute(self.db.upsert(id_blocks, {"name": name, "next_id": 1}, ("name",)))
+            conn.execute(self.db.upsert(id_blocks, ("name",)), {"name": name, "next_id": 1})
             first = conn.execute(
                 sa.update(id_blocks)
                 .where(id_blocks.c.name == name)
@@ -114,18 +149,13 @@ class BillingStore:
         if session_id is None:
             session_id = self.new_session_id()
         with self.db.begin() as conn:
-            conn.execute(sa.insert(SESSIONS).values(id=session_id, **values))
+            conn.execute(INSERT_SESSION, {"id": session_id, **values})
         return session_id
 
     def note_peak(self, session_id: int, members: int) -> None:
         """Raise the session's peak member count if `members` beats it."""
-        c = SESSIONS.c
         with self.db.begin() as conn:
-            conn.execute(
-                sa.update(SESSIONS)
-                .where(c.id == session_id)
-                .values(peak_members=self.db.greatest(c.peak_members, members))
-            )
+            conn.execute(self._peak, {"sid": session_id, "members": members})
 
     def leg_joined(self, node: str, rec: LegRecord) -> None:
         """A leg entered a room on `node` (`rec.left` is unused yet)."""
@@ -140,14 +170,13 @@ class BillingStore:
             "joined_by": rec.joined_by,
             "checkpoint": rec.joined,
         }
-        update = {k: v for k, v in values.items() if k not in ("node", "leg")}
         with self.db.begin() as conn:
-            conn.execute(self.db.upsert(LIVE, values, ("node", "leg"), update))
+            conn.execute(self._live_leg, values)
 
     def checkpoint(self, node: str, at: float) -> None:
         """Every leg in a room on `node` was there at `at` (one statement)."""
         with self.db.begin() as conn:
-            conn.execute(sa.update(LIVE).where(LIVE.c.node == node).values(checkpoint=at))
+            conn.execute(CHECKPOINT_LEGS, {"n": node, "at": at})
 
     def close_crashed(self, node: str) -> tuple[int, int]:
         """Bill the legs `node` had in rooms when it died, up to their last
@@ -195,34 +224,24 @@ class BillingStore:
         (forgetting its live row on `node`)."""
         seconds = max(0.0, rec.left - rec.joined)
         billed = math.ceil(seconds / 60) if seconds > 0 else 0
-        c = SESSIONS.c
+        row = {
+            "session_id": rec.session_id,
+            "leg": rec.leg,
+            "caller": rec.caller,
+            "role": rec.role,
+            "name_file": rec.name_file,
+            "joined_at": iso(rec.joined),
+            "left_at": iso(rec.left),
+            "seconds": round(seconds, 3),
+            "billed_minutes": billed,
+            "ended_by": rec.ended_by,
+            "joined_by": rec.joined_by,
+        }
         with self.db.begin() as conn:
-            conn.execute(
-                sa.insert(LEGS).values(
-                    session_id=rec.session_id,
-                    leg=rec.leg,
-                    caller=rec.caller,
-                    role=rec.role,
-                    name_file=rec.name_file,
-                    joined_at=iso(rec.joined),
-                    left_at=iso(rec.left),
-                    seconds=round(seconds, 3),
-                    billed_minutes=billed,
-                    ended_by=rec.ended_by,
-                    joined_by=rec.joined_by,
-                )
-            )
-            conn.execute(
-                sa.update(SESSIONS)
-                .where(c.id == rec.session_id)
-                .values(
-                    legs=c.legs + 1,
-                    participant_seconds=c.participant_seconds + seconds,
-                    billed_minutes=c.billed_minutes + billed,
-                )
-            )
+            conn.execute(INSERT_LEG, row)
+            conn.execute(ADD_LEG, {"sid": rec.session_id, "s": seconds, "b": billed})
             if node is not None:
-                conn.execute(sa.delete(LIVE).where(LIVE.c.node == node, LIVE.c.leg == rec.leg))
+                conn.execute(DROP_LIVE_LEG, {"n": node, "l": rec.leg})
 
     def close_session(self, session_id: int, ended: float) -> None:
         """The room emptied."""

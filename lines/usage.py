@@ -26,6 +26,14 @@ class UsageStore:
 
     def __init__(self, db: Database | str | Path) -> None:
         self.db = as_database(db)
+        self._add = self.db.upsert(
+            usage,
+            ("key", "cycle", "call_type"),
+            {"seconds": usage.c.seconds + excluded(usage, "seconds")},
+        )
+        self._alert = self.db.upsert(alerts, ("key", "cycle", "limit_name", "threshold")).returning(
+            alerts.c.id
+        )
         # The last total read per (key, cycle, types): what a decision uses
         # while the database is away (plus the adds still waiting to land).
         self._seen: dict[tuple[str, str, tuple[str, ...]], float] = {}
@@ -55,14 +63,9 @@ class UsageStore:
         """Add seconds to a counter: one atomic statement, one commit."""
         if seconds <= 0:
             return
-        stmt = self.db.upsert(
-            usage,
-            {"key": key, "cycle": cycle.isoformat(), "call_type": call_type, "seconds": seconds},
-            ("key", "cycle", "call_type"),
-            {"seconds": usage.c.seconds + excluded(usage, "seconds")},
-        )
+        row = {"key": key, "cycle": cycle.isoformat(), "call_type": call_type, "seconds": seconds}
         with self.db.begin() as conn:
-            conn.execute(stmt)
+            conn.execute(self._add, row)
 
     def record_alert(
         self,
@@ -77,24 +80,20 @@ class UsageStore:
     ) -> bool:
         """Note a threshold crossing; False if it was already alerted this
         cycle (by this node or another: the row is unique)."""
-        stmt = self.db.upsert(
-            alerts,
-            {
-                "key": key,
-                "cycle": cycle.isoformat(),
-                "limit_name": limit,
-                "threshold": threshold,
-                "line": line,
-                "at": at.isoformat(),
-                "used_seconds": used,
-                "limit_seconds": limit_seconds,
-            },
-            ("key", "cycle", "limit_name", "threshold"),
-        )
+        row = {
+            "key": key,
+            "cycle": cycle.isoformat(),
+            "limit_name": limit,
+            "threshold": threshold,
+            "line": line,
+            "at": at.isoformat(),
+            "used_seconds": used,
+            "limit_seconds": limit_seconds,
+        }
         with self.db.begin() as conn:
             # A row comes back only when this INSERT made it (rowcount is not
             # reliable across drivers for ON CONFLICT DO NOTHING).
-            return conn.execute(stmt.returning(alerts.c.id)).first() is not None
+            return conn.execute(self._alert, row).first() is not None
 
     def rows(self, key: str | None = None) -> Iterator[dict[str, Any]]:
         """Usage rows, optionally for one key."""

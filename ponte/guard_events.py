@@ -14,6 +14,8 @@ from store.engine import Database
 from store.migrate import as_database
 from store.schema import guard_wrong as TABLE
 
+INSERT = sa.insert(TABLE)
+
 
 @dataclass(frozen=True)
 class WrongPin:
@@ -35,7 +37,7 @@ class GuardEventStore:
     def add(self, run: str, at: float, number: str, source: str) -> None:
         """One wrong PIN (one commit)."""
         with self.db.begin() as conn:
-            conn.execute(sa.insert(TABLE).values(run=run, at=at, number=number, source=source))
+            conn.execute(INSERT, {"run": run, "at": at, "number": number, "source": source})
 
     def since(self, after: int, oldest: float) -> list[WrongPin]:
         """The wrong PINs stored after id `after`, none older than `oldest`, in order."""

@@ -28,18 +28,17 @@ class KnownCallerStore:
 
     def __init__(self, db: Database | str | Path) -> None:
         self.db = as_database(db)
-
-    def remember(self, number: str, caller: str, when: float) -> None:
-        """`caller` keyed a valid PIN on `number` at `when` (epoch seconds; one commit)."""
-        at = iso(when)
-        stmt = self.db.upsert(
+        self._remember = self.db.upsert(
             TABLE,
-            {"access_number": number, "caller": caller, "last_ok_at": at},
             ("access_number", "caller"),
             {"last_ok_at": self.db.greatest(TABLE.c.last_ok_at, excluded(TABLE, "last_ok_at"))},
         )
+
+    def remember(self, number: str, caller: str, when: float) -> None:
+        """`caller` keyed a valid PIN on `number` at `when` (epoch seconds; one commit)."""
+        row = {"access_number": number, "caller": caller, "last_ok_at": iso(when)}
         with self.db.begin() as conn:
-            conn.execute(stmt)
+            conn.execute(self._remember, row)
 
     def since(self, when: float) -> Iterator[tuple[str, str, float]]:
         """(number, caller, epoch seconds) of the valid PINs keyed after `when`."""

@@ -18,7 +18,7 @@ import sqlalchemy as sa
 
 from provisioning.diff import Change
 from store import schema as t
-from store.engine import Database
+from store.engine import Database, excluded
 from store.migrate import as_database
 
 AUDIT_KEEP_DAYS = 180  # as the portal: transactions are kept 180 days
@@ -76,11 +76,31 @@ class CallRecord:
         }
 
 
+# The statements written per call, built once and run with each call's values
+# as parameters (compiled once by SQLAlchemy).
+INSERT_CALL = sa.insert(t.calls)
+DROP_LIVE_CALL = sa.delete(t.live_calls).where(
+    t.live_calls.c.node == sa.bindparam("n"), t.live_calls.c.leg == sa.bindparam("l")
+)
+CHECKPOINT_CALLS = (
+    sa.update(t.live_calls)
+    .where(t.live_calls.c.node == sa.bindparam("n"))
+    .values(checkpoint=sa.bindparam("at"))
+)
+
+
 class RecordStore:
     """The audit, restore and call-history tables of the records database."""
 
     def __init__(self, db: Database | str | Path) -> None:
         self.db = as_database(db)
+        live = t.live_calls
+        self._live_call = self.db.upsert(
+            live,
+            ("node", "leg"),
+            {"record": excluded(live, "record"), "checkpoint": excluded(live, "checkpoint")},
+        )
+        self._set_mark = self.db.upsert(t.marks, ("name",), {"value": excluded(t.marks, "value")})
 
     # -- audit ------------------------------------------------------------
     def audit(
@@ -161,9 +181,9 @@ class RecordStore:
         """Write one call's history row (one commit: it survives a crash),
         and forget its live checkpoint on `node` in the same commit."""
         with self.db.begin() as conn:
-            conn.execute(sa.insert(t.calls).values(**row))
+            conn.execute(INSERT_CALL, row)
             if node is not None:
-                conn.execute(_live(node).where(t.live_calls.c.leg == row["leg"]))
+                conn.execute(DROP_LIVE_CALL, {"n": node, "l": row["leg"]})
 
     # -- calls in progress (crash recovery) -------------------------------
     def call_answered(self, node: str, record: CallRecord) -> None:
@@ -175,15 +195,13 @@ class RecordStore:
             "record": json.dumps(asdict(record)),
             "checkpoint": record.answered,
         }
-        update = {"record": values["record"], "checkpoint": values["checkpoint"]}
         with self.db.begin() as conn:
-            conn.execute(self.db.upsert(t.live_calls, values, ("node", "leg"), update))
+            conn.execute(self._live_call, values)
 
     def checkpoint(self, node: str, at: float) -> None:
         """Every live call of `node` lasted at least until `at` (one statement)."""
-        live = t.live_calls
         with self.db.begin() as conn:
-            conn.execute(sa.update(live).where(live.c.node == node).values(checkpoint=at))
+            conn.execute(CHECKPOINT_CALLS, {"n": node, "at": at})
 
     def close_crashed(self, node: str) -> int:
         """History rows for the calls `node` was carrying when it died, ended
@@ -199,7 +217,7 @@ class RecordStore:
                 record = CallRecord(**data)
                 record.disposition = "cut_at_limit" if record.cut_at_limit else "answered"
                 record.ended_by = CRASH
-                conn.execute(sa.insert(t.calls).values(**record.row(checkpoint)))
+                conn.execute(INSERT_CALL, record.row(checkpoint))
             conn.execute(_live(node))
         return len(found)
 
@@ -220,9 +238,8 @@ class RecordStore:
 
     def set_mark(self, name: str, value: int) -> None:
         """Move a watermark (one commit)."""
-        stmt = self.db.upsert(t.marks, {"name": name, "value": value}, ("name",), {"value": value})
         with self.db.begin() as conn:
-            conn.execute(stmt)
+            conn.execute(self._set_mark, {"name": name, "value": value})
 
     def call_rows(
         self,

@@ -114,17 +114,19 @@ class Database:
     def upsert(
         self,
         table: sa.Table,
-        values: Mapping[str, Any],
         keys: Sequence[str],
         update: Mapping[str, Any] | None = None,
     ) -> sa.Insert:
-        """INSERT `values`; on a clash on `keys`, apply `update` (column ->
-        value or expression, where `excluded(name)` is the new row's value),
-        or do nothing when `update` is None."""
+        """An INSERT of the row given as parameters at execution; on a clash
+        on `keys`, apply `update` (column -> expression, where
+        `excluded(table, name)` is the clashing row's value), or do nothing
+        when `update` is None. Build it once and execute it with each row's
+        values as parameters: SQLAlchemy then compiles it once, where
+        `.values(...)` per row would cost more than the commit."""
         if self.shared:
-            stmt: pg.Insert | lite.Insert = pg.insert(table).values(**values)
+            stmt: pg.Insert | lite.Insert = pg.insert(table)
         else:
-            stmt = lite.insert(table).values(**values)
+            stmt = lite.insert(table)
         if update is None:
             done: sa.Insert = stmt.on_conflict_do_nothing(index_elements=list(keys))
         else:

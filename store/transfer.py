@@ -321,10 +321,10 @@ def follow_ids(db: Database, conn: Connection, tables: Sequence[sa.Table]) -> No
         conn.execute(
             db.upsert(
                 id_blocks,
-                {"name": t.name, "next_id": above},
                 ("name",),
                 {"next_id": db.greatest(id_blocks.c.next_id, excluded(id_blocks, "next_id"))},
-            )
+            ),
+            {"name": t.name, "next_id": above},
         )
 
 
