@@ -21,6 +21,7 @@ log = logging.getLogger("ponte.records")
 
 MARKER = "database.created"
 ERROR_LOG_EVERY = 60.0  # seconds between repeated "cannot write" errors
+GATHER_SECONDS = 0.01  # the writer thread waits this long after a wake-up, for company
 RETRY_SECONDS = 2.0  # after a failed write, new writes queue this long before a retry
 
 
@@ -142,6 +143,9 @@ class RecordWriter:
                     self._cond.wait()
                 if self._stopping:
                     return
+            # Let a few more writes gather: one wake-up for several (a call's
+            # answer and end, a room's join) instead of a thread switch each.
+            time.sleep(GATHER_SECONDS)
             if self._drain():
                 with self._cond:
                     self._cond.notify_all()  # a flush may be waiting
