@@ -94,8 +94,14 @@ def _ensure_user() -> pwd.struct_passwd:
 class PgCluster:
     """One PostgreSQL server of its own: ``url`` is its ``ponte`` database."""
 
-    def __init__(self, port: int | None = None, database: str = DATABASE) -> None:
+    def __init__(
+        self, port: int | None = None, database: str = DATABASE, netns: str | None = None
+    ) -> None:
+        """`netns`: run the server in that network namespace (listening on its
+        127.0.0.1); `create_database` and `local_url` still reach it, by the
+        Unix socket in its folder, which no network namespace hides."""
         self.bindir = find_bindir()
+        self.netns = netns
         self.port = port or free_tcp_port()
         self.database = database
         self.root = Path(tempfile.mkdtemp(prefix="ponte-pg-"))
@@ -122,11 +128,17 @@ class PgCluster:
         return self.url_for(self.database)
 
     def url_for(self, database: str) -> str:
+        """The TCP URL of `database` (from the server's network namespace)."""
         return f"postgresql://{USER}@127.0.0.1:{self.port}/{database}"
 
-    def _run(self, tool: str, *args: str, timeout: float = 60) -> str:
+    def local_url(self, database: str | None = None) -> str:
+        """The URL of `database` (default: `ponte`) by the Unix socket."""
+        return f"postgresql://{USER}@/{database or self.database}?host={self.root}&port={self.port}"
+
+    def _run(self, tool: str, *args: str, timeout: float = 60, netns: bool = False) -> str:
+        in_ns = ["ip", "netns", "exec", self.netns] if netns and self.netns else []
         proc = subprocess.run(
-            [*self._as_user, str(self.bindir / tool), *args],
+            [*in_ns, *self._as_user, str(self.bindir / tool), *args],
             cwd=self.root,  # a folder the postgres user may enter
             capture_output=True,
             text=True,
@@ -164,7 +176,7 @@ class PgCluster:
         """Start the server (again) on the same data and port; back when it accepts."""
         self._run(
             "pg_ctl", "start", "-w", "-t", str(int(timeout)),
-            "-D", str(self.data), "-l", str(self.logfile),
+            "-D", str(self.data), "-l", str(self.logfile), netns=True,
         )  # fmt: skip
 
     def stop(self, mode: str = "immediate") -> None:
@@ -182,11 +194,11 @@ class PgCluster:
         return proc.returncode == 0
 
     def wait_ready(self, timeout: float = 10) -> None:
-        """Wait until it accepts TCP connections (``pg_isready``)."""
+        """Wait until it accepts connections (``pg_isready``, by the socket)."""
         deadline = time.monotonic() + timeout
         while True:
             ready = subprocess.run(
-                [str(self.bindir / "pg_isready"), "-q", "-h", "127.0.0.1", "-p", str(self.port)],
+                [str(self.bindir / "pg_isready"), "-q", "-h", str(self.root), "-p", str(self.port)],
                 capture_output=True,
             )
             if ready.returncode == 0:
@@ -201,7 +213,7 @@ class PgCluster:
         from psycopg import sql
 
         name = name or f"t_{uuid.uuid4().hex[:12]}"
-        with psycopg.connect(self.url_for("postgres"), autocommit=True) as conn:
+        with psycopg.connect(self.local_url("postgres"), autocommit=True) as conn:
             conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
         return self.url_for(name)
 
