@@ -20,10 +20,12 @@ machine reaches.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import pwd
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -70,13 +72,39 @@ def _tcp_free(port: int) -> bool:
     return True
 
 
-def free_tcp_port() -> int:
-    """A port of this worker's block (tests/ports.py) that is free for TCP too."""
+def reserve_port() -> tuple[int, socket.socket]:
+    """A port of this worker's block (tests/ports.py) free for TCP too, and a
+    UDP socket bound to it: held for the cluster's life, it keeps the port
+    out of any other process's ports.allocate (which tries UDP), even while
+    the server is stopped ("away") and its TCP port is open to anyone."""
     for _ in range(50):
         port = ports.allocate(1)
+        hold = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            hold.bind(("127.0.0.1", port))
+        except OSError:
+            hold.close()
+            continue
         if _tcp_free(port):
-            return port
+            return port, hold
+        hold.close()
     raise RuntimeError("no free TCP port in this worker's block")
+
+
+def remove_stale() -> list[Path]:
+    """Stop and remove the clusters of earlier runs whose creator died (a
+    killed pytest leaves its server running): ``ponte-pg-<pid>-…`` folders."""
+    removed = []
+    for root in Path(tempfile.gettempdir()).glob("ponte-pg-*-*"):
+        pid = root.name.split("-")[2]
+        if not pid.isdigit() or Path(f"/proc/{pid}").exists():
+            continue
+        with contextlib.suppress(OSError, ValueError):
+            # The postmaster's pid is the first line of postmaster.pid.
+            os.kill(int((root / "data" / "postmaster.pid").read_text().split()[0]), signal.SIGQUIT)
+        shutil.rmtree(root, ignore_errors=True)
+        removed.append(root)
+    return removed
 
 
 def _ensure_user() -> pwd.struct_passwd:
@@ -102,9 +130,13 @@ class PgCluster:
         Unix socket in its folder, which no network namespace hides."""
         self.bindir = find_bindir()
         self.netns = netns
-        self.port = port or free_tcp_port()
+        self._hold: socket.socket | None = None
+        if port is None:
+            port, self._hold = reserve_port()
+        self.port = port
         self.database = database
-        self.root = Path(tempfile.mkdtemp(prefix="ponte-pg-"))
+        remove_stale()
+        self.root = Path(tempfile.mkdtemp(prefix=f"ponte-pg-{os.getpid()}-"))
         self.data = self.root / "data"
         self.logfile = self.root / "server.log"
         self._as_user: list[str] = []
@@ -228,6 +260,8 @@ class PgCluster:
                 self.stop("immediate")
         finally:
             shutil.rmtree(self.root, ignore_errors=True)
+            if self._hold is not None:
+                self._hold.close()
 
     def __enter__(self) -> PgCluster:
         return self

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -25,7 +26,6 @@ import pytest
 import yaml
 
 from pbx.kamailio_pg import kamailio_url
-from tests import ports
 from tests.harness import ROOT
 from tests.netns import APPLIANCE_IP, Topology, topology
 from tests.pbx_helpers import EXTENSIONS, register_once
@@ -207,11 +207,13 @@ def test_unreachable_database_is_reported_without_its_password(tmp_path: Path) -
 
     config = tmp_path / "ponte.yaml"
     config.write_text(yaml.safe_dump(edge_yaml(tmp_path, OLD)))
-    url = f"postgresql://ponte:hush-hush@127.0.0.1:{ports.allocate(1)}/ponte"
-    cfg = load_config(config).model_copy(update={"database": url})
-    kam = Kamailio(cfg, tmp_path / "kamailio")
-    with pytest.raises(KamailioError) as refused:
-        kam.write_subscribers(cfg)
+    with socket.socket() as closed:  # bound, never listening: connections are refused
+        closed.bind(("127.0.0.1", 0))
+        url = f"postgresql://ponte:hush-hush@127.0.0.1:{closed.getsockname()[1]}/ponte"
+        cfg = load_config(config).model_copy(update={"database": url})
+        kam = Kamailio(cfg, tmp_path / "kamailio")
+        with pytest.raises(KamailioError) as refused:
+            kam.write_subscribers(cfg)
     assert "ponte:***@127.0.0.1" in str(refused.value) and "hush" not in str(refused.value)
     assert "Connection refused" in str(refused.value)
 
