@@ -4,11 +4,11 @@ pjsua2 cannot answer REGISTER, so extensions register to Kamailio. ponte
 generates `kamailio.cfg` from `kamailio.cfg.tmpl` and the YAML, writes the
 `subscriber` table from the extensions (a reload rewrites it: Kamailio reads
 it per request, so no restart; in ponte's PostgreSQL when `database` is one,
-pbx/kamailio_pg.py, else in Kamailio's SQLite file), and runs Kamailio as a child process that
-outlives a `ponte serve` killed under it (pbx/child.py): it then ends the
-dead app server's dialogs with a BYE to each phone and provider
-(`release_app_dialogs`, also `python -m pbx.kamailio release`, which
-ponte.service's ExecStopPost runs under systemd).
+pbx/kamailio_pg.py, else in Kamailio's SQLite file), and runs Kamailio as a
+child process that outlives a `ponte serve` killed under it (pbx/child.py):
+it then ends the dead app server's dialogs with a BYE to each phone and
+provider (`release_app_dialogs`, also `python -m pbx.kamailio release`,
+which ponte.service's ExecStopPost runs under systemd).
 """
 
 from __future__ import annotations
