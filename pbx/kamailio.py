@@ -3,11 +3,12 @@
 pjsua2 cannot answer REGISTER, so extensions register to Kamailio. ponte
 generates `kamailio.cfg` from `kamailio.cfg.tmpl` and the YAML, writes the
 `subscriber` table from the extensions (a reload rewrites it: Kamailio reads
-it per request, so no restart), and runs Kamailio as a child process that
-outlives a `ponte serve` killed under it (pbx/child.py): it then ends the
-dead app server's dialogs with a BYE to each phone and provider
-(`release_app_dialogs`, also `python -m pbx.kamailio release`, which
-ponte.service's ExecStopPost runs under systemd).
+it per request, so no restart; in ponte's PostgreSQL when `database` is one,
+pbx/kamailio_pg.py, else in Kamailio's SQLite file), and runs Kamailio as a
+child process that outlives a `ponte serve` killed under it (pbx/child.py):
+it then ends the dead app server's dialogs with a BYE to each phone and
+provider (`release_app_dialogs`, also `python -m pbx.kamailio release`,
+which ponte.service's ExecStopPost runs under systemd).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from pathlib import Path
 from string import Template
 from typing import TYPE_CHECKING
 
+from pbx import kamailio_pg
 from pbx.child import EdgeProcess
 
 if TYPE_CHECKING:  # provisioning (pydantic) is loaded only where a Config is
@@ -116,9 +118,22 @@ def rr_secret(runtime: Path) -> str:
     return path.read_text().strip()
 
 
+def auth_db_url(config: Config, runtime: Path) -> str:
+    """Where auth_db reads the subscribers: ponte's PostgreSQL when `database`
+    is one (shared by every edge), else this edge's SQLite file."""
+    pg = kamailio_pg.postgres_url(config.database)
+    if pg is None:
+        return f"sqlite://{runtime / 'kamailio.db'}"
+    try:
+        return kamailio_pg.kamailio_url(pg)
+    except kamailio_pg.SubscriberStoreError as exc:
+        raise KamailioError(str(exc)) from exc
+
+
 def render_config(config: Config, runtime: Path, debug: int = 1) -> str:
     """kamailio.cfg for this provisioning."""
     pbx = config.pbx
+    auth_url = auth_db_url(config, runtime)
     ng_host, _, ng_port = pbx.rtpengine_control.rpartition(":")
     return Template(TEMPLATE.read_text()).substitute(
         app_host=config.sip.host,
@@ -141,6 +156,8 @@ def render_config(config: Config, runtime: Path, debug: int = 1) -> str:
         user_failures=3 * pbx.auth_failures,
         source_failures=5 * pbx.auth_failures,
         db_path=runtime / "kamailio.db",
+        auth_db_url=auth_url,
+        load_db_postgres='loadmodule "db_postgres.so"' if auth_url.startswith("postgres:") else "",
         acc_db_path=runtime / "acc.db",
         ext_pattern=EXT_PATTERN,
         debug=debug,
@@ -235,7 +252,7 @@ def sync_trunk_peers(path: Path, peers: set[str]) -> None:
 
 
 def sync_subscribers(path: Path, extensions: list[Extension]) -> None:
-    """Make the subscriber table hold exactly these extensions (one transaction)."""
+    """Make the SQLite subscriber table hold exactly these extensions (one transaction)."""
     db = sqlite3.connect(path, timeout=5)
     try:
         with db:
@@ -341,7 +358,7 @@ class Kamailio:
         init_acc_db(self.acc_db_path)
         private(self.db_path)
         private(self.acc_db_path)
-        sync_subscribers(self.db_path, self.config.extensions)
+        self.write_subscribers(self.config)
         sync_trunk_peers(self.db_path, trunk_peers(self.config))
         check = subprocess.run(
             [binary, "-c", "-f", str(cfg)], capture_output=True, text=True, timeout=30
@@ -446,7 +463,10 @@ class Kamailio:
         when it changed or `force`)."""
         old = trunk_peers(self.config)
         self.config = config
-        sync_subscribers(self.db_path, config.extensions)
+        try:
+            self.write_subscribers(config)
+        except KamailioError as exc:  # the rest of the reload stands
+            log.error("%s; the next reload writes them", exc)
         new = trunk_peers(config)
         if new != old or force:
             sync_trunk_peers(self.db_path, new)
@@ -458,6 +478,19 @@ class Kamailio:
             )
             if rpc.returncode != 0:
                 log.warning("kamailio did not reload the trunk table: %s", rpc.stderr.strip())
+
+    def write_subscribers(self, config: Config) -> None:
+        """The extensions where auth_db reads them (see auth_db_url)."""
+        pg = kamailio_pg.postgres_url(config.database)
+        if pg is None:
+            sync_subscribers(self.db_path, config.extensions)
+            return
+        try:
+            kamailio_pg.sync_subscribers(pg, config.extensions)
+        except kamailio_pg.SubscriberStoreError as exc:
+            raise KamailioError(str(exc)) from exc
+        # No second, stale copy of the passwords on this edge's disk.
+        sync_subscribers(self.db_path, [])
 
     def stop(self, timeout: float = 5.0) -> None:
         """SIGTERM to its process group (creator, main and workers), then SIGKILL."""

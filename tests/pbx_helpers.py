@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
+import random
 import re
 import signal
+import socket
 import subprocess
 import time
 from dataclasses import dataclass
@@ -12,6 +15,7 @@ from pathlib import Path
 from pbx.kamailio import ctl_path
 from tests import ports
 from tests.harness import Server, in_netns
+from tests.netns import APPLIANCE_IP, Host
 
 SIPP_DIR = Path(__file__).resolve().parent / "sipp"
 EXTENSIONS = [
@@ -181,3 +185,49 @@ def start_provider(tmp: Path, netns: str | None = None, ip: str = "127.0.0.1") -
     )
     time.sleep(0.3)
     return Provider(proc, port, log_path)
+
+
+def register_once(host: Host, user: str, password: str) -> int | None:
+    """One REGISTER with digest credentials from `host` (a phone in a network
+    namespace) to the appliance's Kamailio; the final status code (None: no answer)."""
+    sock = host.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind((host.ip, 0))
+    sock.settimeout(2.0)
+    port = sock.getsockname()[1]
+    call_id = f"{random.getrandbits(64):x}@{host.ip}"
+
+    def send(cseq: int, auth: str = "") -> str | None:
+        msg = (
+            f"REGISTER sip:{APPLIANCE_IP} SIP/2.0\r\n"
+            f"Via: SIP/2.0/UDP {host.ip}:{port};branch=z9hG4bK{random.getrandbits(48):x};rport\r\n"
+            f"Max-Forwards: 70\r\nFrom: <sip:{user}@{APPLIANCE_IP}>;tag={cseq}x\r\n"
+            f"To: <sip:{user}@{APPLIANCE_IP}>\r\nCall-ID: {call_id}\r\nCSeq: {cseq} REGISTER\r\n"
+            f"Contact: <sip:{user}@{host.ip}:{port}>\r\nExpires: 60\r\n"
+            f"{auth}Content-Length: 0\r\n\r\n"
+        )
+        sock.sendto(msg.encode(), (APPLIANCE_IP, 5060))
+        try:
+            return sock.recv(4096).decode(errors="replace")
+        except TimeoutError:
+            return None
+
+    try:
+        first = send(1)
+        if first is None:
+            return None
+        code = int(first.split()[1])
+        if code != 401:
+            return code
+        nonce = first.split('nonce="', 1)[1].split('"', 1)[0]
+        realm = first.split('realm="', 1)[1].split('"', 1)[0]
+        ha1 = hashlib.md5(f"{user}:{realm}:{password}".encode()).hexdigest()  # noqa: S324
+        ha2 = hashlib.md5(f"REGISTER:sip:{APPLIANCE_IP}".encode()).hexdigest()  # noqa: S324
+        resp = hashlib.md5(f"{ha1}:{nonce}:{ha2}".encode()).hexdigest()  # noqa: S324
+        auth = (
+            f'Authorization: Digest username="{user}", realm="{realm}", nonce="{nonce}", '
+            f'uri="sip:{APPLIANCE_IP}", response="{resp}", algorithm=MD5\r\n'
+        )
+        second = send(2, auth)
+        return int(second.split()[1]) if second else None
+    finally:
+        sock.close()

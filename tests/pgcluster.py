@@ -20,10 +20,12 @@ machine reaches.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import pwd
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -70,13 +72,39 @@ def _tcp_free(port: int) -> bool:
     return True
 
 
-def free_tcp_port() -> int:
-    """A port of this worker's block (tests/ports.py) that is free for TCP too."""
+def reserve_port() -> tuple[int, socket.socket]:
+    """A port of this worker's block (tests/ports.py) free for TCP too, and a
+    UDP socket bound to it: held for the cluster's life, it keeps the port
+    out of any other process's ports.allocate (which tries UDP), even while
+    the server is stopped ("away") and its TCP port is open to anyone."""
     for _ in range(50):
         port = ports.allocate(1)
+        hold = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            hold.bind(("127.0.0.1", port))
+        except OSError:
+            hold.close()
+            continue
         if _tcp_free(port):
-            return port
+            return port, hold
+        hold.close()
     raise RuntimeError("no free TCP port in this worker's block")
+
+
+def remove_stale() -> list[Path]:
+    """Stop and remove the clusters of earlier runs whose creator died (a
+    killed pytest leaves its server running): ``ponte-pg-<pid>-…`` folders."""
+    removed = []
+    for root in Path(tempfile.gettempdir()).glob("ponte-pg-*-*"):
+        pid = root.name.split("-")[2]
+        if not pid.isdigit() or Path(f"/proc/{pid}").exists():
+            continue
+        with contextlib.suppress(OSError, ValueError):
+            # The postmaster's pid is the first line of postmaster.pid.
+            os.kill(int((root / "data" / "postmaster.pid").read_text().split()[0]), signal.SIGQUIT)
+        shutil.rmtree(root, ignore_errors=True)
+        removed.append(root)
+    return removed
 
 
 def _ensure_user() -> pwd.struct_passwd:
@@ -94,11 +122,21 @@ def _ensure_user() -> pwd.struct_passwd:
 class PgCluster:
     """One PostgreSQL server of its own: ``url`` is its ``ponte`` database."""
 
-    def __init__(self, port: int | None = None, database: str = DATABASE) -> None:
+    def __init__(
+        self, port: int | None = None, database: str = DATABASE, netns: str | None = None
+    ) -> None:
+        """`netns`: run the server in that network namespace (listening on its
+        127.0.0.1); `create_database` and `local_url` still reach it, by the
+        Unix socket in its folder, which no network namespace hides."""
         self.bindir = find_bindir()
-        self.port = port or free_tcp_port()
+        self.netns = netns
+        self._hold: socket.socket | None = None
+        if port is None:
+            port, self._hold = reserve_port()
+        self.port = port
         self.database = database
-        self.root = Path(tempfile.mkdtemp(prefix="ponte-pg-"))
+        remove_stale()
+        self.root = Path(tempfile.mkdtemp(prefix=f"ponte-pg-{os.getpid()}-"))
         self.data = self.root / "data"
         self.logfile = self.root / "server.log"
         self._as_user: list[str] = []
@@ -122,11 +160,17 @@ class PgCluster:
         return self.url_for(self.database)
 
     def url_for(self, database: str) -> str:
+        """The TCP URL of `database` (from the server's network namespace)."""
         return f"postgresql://{USER}@127.0.0.1:{self.port}/{database}"
 
-    def _run(self, tool: str, *args: str, timeout: float = 60) -> str:
+    def local_url(self, database: str | None = None) -> str:
+        """The URL of `database` (default: `ponte`) by the Unix socket."""
+        return f"postgresql://{USER}@/{database or self.database}?host={self.root}&port={self.port}"
+
+    def _run(self, tool: str, *args: str, timeout: float = 60, netns: bool = False) -> str:
+        in_ns = ["ip", "netns", "exec", self.netns] if netns and self.netns else []
         proc = subprocess.run(
-            [*self._as_user, str(self.bindir / tool), *args],
+            [*in_ns, *self._as_user, str(self.bindir / tool), *args],
             cwd=self.root,  # a folder the postgres user may enter
             capture_output=True,
             text=True,
@@ -164,7 +208,7 @@ class PgCluster:
         """Start the server (again) on the same data and port; back when it accepts."""
         self._run(
             "pg_ctl", "start", "-w", "-t", str(int(timeout)),
-            "-D", str(self.data), "-l", str(self.logfile),
+            "-D", str(self.data), "-l", str(self.logfile), netns=True,
         )  # fmt: skip
 
     def stop(self, mode: str = "immediate") -> None:
@@ -182,11 +226,11 @@ class PgCluster:
         return proc.returncode == 0
 
     def wait_ready(self, timeout: float = 10) -> None:
-        """Wait until it accepts TCP connections (``pg_isready``)."""
+        """Wait until it accepts connections (``pg_isready``, by the socket)."""
         deadline = time.monotonic() + timeout
         while True:
             ready = subprocess.run(
-                [str(self.bindir / "pg_isready"), "-q", "-h", "127.0.0.1", "-p", str(self.port)],
+                [str(self.bindir / "pg_isready"), "-q", "-h", str(self.root), "-p", str(self.port)],
                 capture_output=True,
             )
             if ready.returncode == 0:
@@ -201,7 +245,7 @@ class PgCluster:
         from psycopg import sql
 
         name = name or f"t_{uuid.uuid4().hex[:12]}"
-        with psycopg.connect(self.url_for("postgres"), autocommit=True) as conn:
+        with psycopg.connect(self.local_url("postgres"), autocommit=True) as conn:
             conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
         return self.url_for(name)
 
@@ -216,6 +260,8 @@ class PgCluster:
                 self.stop("immediate")
         finally:
             shutil.rmtree(self.root, ignore_errors=True)
+            if self._hold is not None:
+                self._hold.close()
 
     def __enter__(self) -> PgCluster:
         return self

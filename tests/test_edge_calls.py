@@ -25,7 +25,7 @@ from pbx.kamailio import ctl_path
 from tests import audio
 from tests.harness import Server, report
 from tests.netns import APPLIANCE_IP, PROVIDER_IP, Host, Topology, net_fixture  # noqa: F401
-from tests.pbx_helpers import EXTENSIONS, PASSWORDS, trunk_to, wait_registered
+from tests.pbx_helpers import EXTENSIONS, PASSWORDS, register_once, trunk_to, wait_registered
 from tests.test_spine_calls import hash_time, window
 
 PBX = f"{APPLIANCE_IP}:5060"
@@ -243,7 +243,7 @@ def test_one_phones_wrong_password_spares_its_neighbours(server_factory, phone, 
     )
     wrong.proc.wait(30)
     # The culprit kept retrying: more than the per-source-and-user limit.
-    guesses = [_register_once(bad, "1003", f"guess-{i}", net) for i in range(12)]
+    guesses = [register_once(bad, "1003", f"guess-{i}") for i in range(12)]
     assert guesses[-1] in (403, None), guesses  # refused (or dropped) from there
     mod = softphone(
         phone, good, "1002", "wait_media 5; dtmf 9999#; tone 700; wait 3; hangup", "conf"
@@ -260,54 +260,6 @@ def test_one_phones_wrong_password_spares_its_neighbours(server_factory, phone, 
 
 def _kamailio_log(srv: Server) -> str:
     return (Path(srv.config["state_dir"]) / "kamailio" / "kamailio.log").read_text(errors="replace")
-
-
-def _register_once(host: Host, user: str, password: str, net: Topology) -> int | None:
-    """One REGISTER with digest credentials from `host`; the final status code."""
-    import hashlib
-    import random
-
-    sock = host.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sock.bind((host.ip, 0))
-    sock.settimeout(2.0)
-    port = sock.getsockname()[1]
-    call_id = f"{random.getrandbits(64):x}@{host.ip}"
-
-    def send(cseq: int, auth: str = "") -> str | None:
-        msg = (
-            f"REGISTER sip:{APPLIANCE_IP} SIP/2.0\r\n"
-            f"Via: SIP/2.0/UDP {host.ip}:{port};branch=z9hG4bK{random.getrandbits(48):x};rport\r\n"
-            f"Max-Forwards: 70\r\nFrom: <sip:{user}@{APPLIANCE_IP}>;tag={cseq}x\r\n"
-            f"To: <sip:{user}@{APPLIANCE_IP}>\r\nCall-ID: {call_id}\r\nCSeq: {cseq} REGISTER\r\n"
-            f"Contact: <sip:{user}@{host.ip}:{port}>\r\nExpires: 60\r\n"
-            f"{auth}Content-Length: 0\r\n\r\n"
-        )
-        sock.sendto(msg.encode(), (APPLIANCE_IP, 5060))
-        try:
-            return sock.recv(4096).decode(errors="replace")
-        except TimeoutError:
-            return None
-
-    try:
-        first = send(1)
-        if first is None:
-            return None
-        code = int(first.split()[1])
-        if code != 401:
-            return code
-        nonce = first.split('nonce="', 1)[1].split('"', 1)[0]
-        realm = first.split('realm="', 1)[1].split('"', 1)[0]
-        ha1 = hashlib.md5(f"{user}:{realm}:{password}".encode()).hexdigest()  # noqa: S324
-        ha2 = hashlib.md5(f"REGISTER:sip:{APPLIANCE_IP}".encode()).hexdigest()  # noqa: S324
-        resp = hashlib.md5(f"{ha1}:{nonce}:{ha2}".encode()).hexdigest()  # noqa: S324
-        auth = (
-            f'Authorization: Digest username="{user}", realm="{realm}", nonce="{nonce}", '
-            f'uri="sip:{APPLIANCE_IP}", response="{resp}", algorithm=MD5\r\n'
-        )
-        second = send(2, auth)
-        return int(second.split()[1]) if second else None
-    finally:
-        sock.close()
 
 
 def test_call_quality_reports_the_loss_on_the_path(server_factory, phone, net):
@@ -560,14 +512,14 @@ def test_guessing_spread_over_sources_locks_the_user_not_the_office(server_facto
     tries = 0
     for round_ in range(12):
         for host in sources:
-            _register_once(host, "1001", f"wrong-{round_}-{host.ip}", net)
+            register_once(host, "1001", f"wrong-{round_}-{host.ip}")
             tries += 1
         if "user locked" in _kamailio_log(srv):
             break
     assert "wrong passwords for 1001 from several sources, user locked" in _kamailio_log(srv)
     assert tries < 100, tries  # far inside a 1,000-word list
-    assert _register_once(net.lan[0], "1001", ALL_PASSWORDS["1001"], net) is None
-    assert _register_once(net.lan[1], "1002", ALL_PASSWORDS["1002"], net) == 200
+    assert register_once(net.lan[0], "1001", ALL_PASSWORDS["1001"]) is None
+    assert register_once(net.lan[1], "1002", ALL_PASSWORDS["1002"]) == 200
 
 
 def test_a_flood_bans_a_stranger_but_never_the_provider(server_factory, net):
