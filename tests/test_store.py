@@ -135,11 +135,13 @@ def test_a_bad_database_setting_is_refused_clearly(bad: str) -> None:
 
 def test_an_unreachable_postgresql_at_start_is_said_clearly(tmp_path: Path) -> None:
     from ponte.stores import DatabaseUnreachable
-    from tests.pgcluster import free_tcp_port
+    from tests.pgcluster import reserve_port
 
-    url = f"postgresql://ponte:s3cret@127.0.0.1:{free_tcp_port()}/ponte"
+    port, held = reserve_port()  # nobody listens there (TCP), nobody takes it meanwhile
+    url = f"postgresql://ponte:s3cret@127.0.0.1:{port}/ponte"
     with pytest.raises(DatabaseUnreachable) as err:
         Stores(url, tmp_path).open()
     text = str(err.value)
     assert "cannot reach the records database at postgresql+psycopg://ponte:***@127.0.0.1" in text
     assert "s3cret" not in text and "refused" in text
+    held.close()
