@@ -1,0 +1,172 @@
+"""Real calls on a shared PostgreSQL (issue 18): two app-server nodes
+drawing on one quota pool, and a database that goes away mid-call.
+
+The appliance runs in a network namespace (tests/netns.py): the app servers
+on its loopback, each with its Kamailio and rtpengine on the LAN address,
+phones on the LAN, a SIPp trunk provider at 198.51.100.50. The worker's
+PostgreSQL (tests/pgcluster.py) is reached from the namespace through a
+link at the same URL (tests/pglink.py). The kill -9 tests run on both
+backends in tests/test_crash.py.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from store.engine import Database
+from store.schema import usage
+from tests.harness import Server, report
+from tests.netns import APPLIANCE_IP, PROVIDER_IP, Host, Topology, topology
+from tests.pbx_helpers import PASSWORDS, Provider, start_provider
+from tests.pglink import db_link_fixture  # noqa: F401  (fixture `db_link`)
+from tests.test_edge_calls import PROVIDER_NAME, edge_config, no_registration
+from tests.test_line_calls import pool_config
+
+LIMIT = 12.0  # seconds of national calls in the department's pool (0.2 min)
+TICK = 1.0  # the meter's tick: near its limit a pool is flushed every tick
+# How long after a 2-call pool runs dry a call may go on: the tick, plus the
+# other node's unseen increment (a tick of its call) at the pool's 2 s/s,
+# plus signalling (the BYE through Kamailio).
+LATE = TICK + TICK / 2 + 0.1
+
+
+@pytest.fixture
+def two_lan_net() -> Iterator[Topology]:
+    """Two LAN phones and the provider; no NAT phones, no attacker."""
+    with topology(lan_phones=2, nat_phones=0, attacker=False) as t:
+        t.hosts({PROVIDER_NAME: PROVIDER_IP})
+        yield t
+
+
+@pytest.fixture
+def sipp_provider(two_lan_net: Topology, tmp_path) -> Iterator[Provider]:
+    """SIPp as the trunk provider at 198.51.100.50:5060 (answers and echoes)."""
+    p = start_provider(tmp_path, netns=two_lan_net.provider.name, ip=PROVIDER_IP)
+    yield p
+    p.stop()
+
+
+def node_config(index: int, database: str, **extra: Any) -> dict[str, Any]:
+    """Node `index` of the appliance: its own SIP, RTP, Kamailio, rtpengine
+    and control ports in the one namespace; a trunk to the provider; the
+    records on `database`."""
+    cfg = no_registration(edge_config(provider=True))
+    cfg["sip"] = {
+        "listen": f"127.0.0.1:{5080 + 2 * index}",
+        "rtp_ports": f"{40000 + 200 * index}-{40199 + 200 * index}",
+    }
+    cfg["pbx"] = {
+        "listen": pbx_of(index),
+        "media_ports": f"{30000 + 400 * index}-{30399 + 400 * index}",
+        "rtpengine_control": f"127.0.0.1:{2223 + index}",
+    }
+    cfg["database"] = database
+    cfg.update(extra)
+    return cfg
+
+
+def pbx_of(index: int) -> str:
+    return f"{APPLIANCE_IP}:{5060 + 2 * index}"
+
+
+def start_node(server_factory, net: Topology, name: str, index: int, database: str, **extra: Any):
+    return server_factory(
+        netns=net.appliance.name,
+        extra_args=["--node", name],
+        **node_config(index, database, **extra),
+    )
+
+
+def dial(phone, host: Host, number: str, pbx: str, target: str, script: str, **kw: Any):
+    """Our softphone on `host`, registered as `number` to the Kamailio at
+    `pbx`, calling `target` through it."""
+    extra = ["--register", f"{number}:{PASSWORDS[number]}@{pbx}", *kw.pop("extra", [])]
+    return phone(f"sip:{target}@{pbx}", script, bind=host.ip, netns=host.name, extra=extra, **kw)
+
+
+def pool_seconds(url: str, key: str) -> float:
+    """Seconds the database holds for `key`, all call types, all cycles."""
+    db = Database(url)
+    try:
+        with db.begin() as conn:
+            total = conn.execute(
+                usage.select().with_only_columns(usage.c.seconds).where(usage.c.key == key)
+            ).scalars()
+            return float(sum(total))
+    finally:
+        db.close()
+
+
+def wait_rows(srv: Server, n: int, timeout: float) -> list[dict[str, Any]]:
+    """The call history, once it has `n` rows (polled until `timeout`)."""
+    deadline = time.monotonic() + timeout
+    rows = report(srv, "calls")
+    while len(rows) < n and time.monotonic() < deadline:
+        time.sleep(0.25)
+        rows = report(srv, "calls")
+    return rows
+
+
+def test_two_nodes_on_one_pool_cut_both_calls_within_a_tick_of_the_limit(
+    server_factory, phone, two_lan_net, sipp_provider, pg_url, db_link
+):
+    """Nodes a and b, two `ponte serve` on one PostgreSQL, each carry one
+    national call of the department vendas (12 s pool, cut at the limit) to
+    the provider. Neither node's own call reaches 12 s: the pool runs dry on
+    their sum, and both are cut when it does, each node reading the other's
+    flushed seconds. A third call is refused by quota; each node's call has
+    its history row, and either node reports the one history.
+
+    The bound: one node cuts its calls at its first tick (1 s) past the
+    moment the pool ran dry. Near the limit each node flushes every tick, so
+    a node sees the other's seconds up to one increment (one tick of the
+    other's call) late; at the pool's rate of 2 s a second that is half a
+    tick more. So each call ends within 1.5 ticks of the moment, and the
+    database holds at most the limit plus those 2 x 1.5 s."""
+    net = two_lan_net
+    database = db_link(net.appliance, pg_url)
+    pool = pool_config(LIMIT / 60)
+    a = start_node(server_factory, net, "a", 0, database, **pool)
+    b = start_node(server_factory, net, "b", 1, database, **pool)
+    assert a.status()["records"]["node"] == "a" and b.status()["records"]["node"] == "b"
+    script = "wait_media 8; wait 25; hangup"
+    pa = dial(phone, net.lan[0], "1001", pbx_of(0), "02133334444", script, record=False)
+    pb = dial(phone, net.lan[1], "1002", pbx_of(1), "0412133335555", script, record=False)
+    ra, rb = pa.result(), pb.result()
+    for r in (ra, rb):
+        assert r["hung_up_by"] == "remote", r
+    talked = {"a": ra["ended_at"] - ra["confirmed_at"], "b": rb["ended_at"] - rb["confirmed_at"]}
+    # The pool runs dry when the two calls' sum reaches 12 s.
+    t_dry = (LIMIT + ra["confirmed_at"] + rb["confirmed_at"]) / 2
+    late = {"a": ra["ended_at"] - t_dry, "b": rb["ended_at"] - t_dry}
+    total = pool_seconds(pg_url, "dept:vendas")
+    print(
+        f"talked {talked['a']:.2f} + {talked['b']:.2f} s; ended after the pool ran dry: "
+        f"a {late['a']:+.2f} s, b {late['b']:+.2f} s; "
+        f"database {total:.2f} s of {LIMIT:.0f} (over by {total - LIMIT:+.2f} s)"
+    )
+    assert all(t < LIMIT - 2 for t in talked.values()), talked  # no node alone reached it
+    assert all(-0.1 <= t <= LATE for t in late.values()), late
+    assert LIMIT <= total <= LIMIT + 2 * LATE, total
+    # Both nodes' trunk calls reached the provider with the forced CSP.
+    sent = sorted(e.split("to=")[1] for _, e in sipp_provider.events() if e.startswith("INVITE"))
+    assert sent == ["0212133334444", "0212133335555"]
+    # The pool is empty for node b too: its next national call is refused.
+    again = dial(phone, net.lan[1], "1002", pbx_of(1), "02133334444", "wait_end 15", record=False)
+    assert again.result()["code"] == 403
+    assert "rule=quota" in b.log()
+    # Each node's row: its line, its number, its call's length, cut at the limit.
+    rows = wait_rows(a, 3, 5)
+    cut = {r["origin"]: r for r in rows if r["disposition"] == "cut_at_limit"}
+    assert set(cut) == {"1001", "1002"}, rows
+    for node, line, number in (("a", "1001", "02133334444"), ("b", "1002", "0412133335555")):
+        row = cut[line]
+        assert (row["destination"], row["line"], row["trunk"]) == (number, line, "provider1"), row
+        assert row["cut_at_limit"] == 1 and abs(row["duration"] - talked[node]) < 1.0, row
+    (refused,) = [r for r in rows if r["disposition"] == "refused"]
+    assert refused["origin"] == "1002" and refused["profile_rule"] == "quota", refused
+    assert report(b, "calls") == rows  # one history, whichever node is asked
