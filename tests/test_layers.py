@@ -10,7 +10,18 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("pcm", "prompts", "store", "ivr", "bridge", "lines", "provisioning", "pbx", "web", "ponte")
+PACKAGES = (
+    "pcm",
+    "prompts",
+    "store",
+    "ivr",
+    "bridge",
+    "lines",
+    "provisioning",
+    "pbx",
+    "web",
+    "ponte",
+)
 
 # ponte's modules, bottom to top: each may import only from earlier rows.
 PONTE_LAYERS: tuple[tuple[str, ...], ...] = (
