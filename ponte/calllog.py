@@ -140,23 +140,36 @@ class CallLog:
 
     def _collect_extension_calls(self) -> None:
         """History rows for calls between extensions (Kamailio's acc), with
-        their network quality while rtpengine still holds the call."""
+        their network quality while rtpengine still holds the call.
+
+        Not while record writes wait (a full disk, the database away): the
+        mark and the rows read last time may be among them, and reading again
+        would queue those rows twice. Nor when the database cannot be read:
+        the loop carries every call and must not die of it. Kamailio keeps
+        its acc rows until they are read."""
         if self.loop.stopping or self._acc is None:
             return
         try:
-            store = self.stores.calls
-            before = store.mark("acc")
-            rows, mark = self._acc.collect(before, self.clock.ts())
-            for row in rows:
-                # After a restart the same acc rows may be read again.
-                if store.has_call(row["sip_call_id"], "extension"):
-                    continue
-                row.update(self.quality(row["sip_call_id"]))
-                self.stores.writer.write(store.call_ended, row)
-            if mark != before:
-                self.stores.writer.write(store.set_mark, "acc", mark)
+            if not self.stores.writer.pending:
+                self._read_acc()
+        except UNAVAILABLE as exc:
+            log.debug("extension calls not read: the records database is away (%s)", exc)
         finally:
             self.loop.call_later(2.0, self._collect_extension_calls)
+
+    def _read_acc(self) -> None:
+        assert self._acc is not None
+        store = self.stores.calls
+        before = store.mark("acc")
+        rows, mark = self._acc.collect(before, self.clock.ts())
+        for row in rows:
+            # After a restart the same acc rows may be read again.
+            if store.has_call(row["sip_call_id"], "extension"):
+                continue
+            row.update(self.quality(row["sip_call_id"]))
+            self.stores.writer.write(store.call_ended, row)
+        if mark != before:
+            self.stores.writer.write(store.set_mark, "acc", mark)
 
     # -- metering ---------------------------------------------------------
     def meter_from_answer(self, leg_id: int, decision: Decision | None) -> None:
