@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,18 +63,25 @@ class BillingStore:
 
     def __init__(self, db: Database | str | Path) -> None:
         self.db = as_database(db)
-        self._ids: range = range(0)
-        self._id_at = 0
+        # Session ids this node holds, claimed from the database in blocks.
+        self._ids: deque[int] = deque()
 
     def new_session_id(self) -> int:
         """An id for the next session, known before its row is written (so the
         write can wait out a full disk or an absent database without holding
-        the call up). Ids come in blocks claimed atomically from the database."""
-        if self._id_at >= len(self._ids):
-            self._ids, self._id_at = self._claim_block(), 0
-        sid = self._ids[self._id_at]
-        self._id_at += 1
-        return sid
+        the call up). Ids come in blocks claimed atomically from the database
+        (`claim_ids`); with none in hand, this claims a block now."""
+        if not self._ids:
+            self.claim_ids()
+        return self._ids.popleft()
+
+    def ids_in_hand(self) -> int:
+        """How many session ids this store holds unused."""
+        return len(self._ids)
+
+    def claim_ids(self) -> None:
+        """Claim the next block of session ids, kept after those in hand."""
+        self._ids.extend(self._claim_block())
 
     def _claim_block(self) -> range:
         name = SESSIONS.name
