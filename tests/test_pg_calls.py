@@ -11,6 +11,7 @@ backends in tests/test_crash.py.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -19,12 +20,21 @@ import pytest
 
 from store.engine import Database
 from store.schema import usage
+from tests import audio
 from tests.harness import Server, report
 from tests.netns import APPLIANCE_IP, PROVIDER_IP, Host, Topology, topology
 from tests.pbx_helpers import PASSWORDS, Provider, start_provider
 from tests.pglink import db_link_fixture  # noqa: F401  (fixture `db_link`)
-from tests.test_edge_calls import PROVIDER_NAME, edge_config, no_registration
+from tests.test_crash import wait_for
+from tests.test_edge_calls import (
+    PROVIDER_NAME,
+    edge_config,
+    heard,
+    no_registration,
+    provider_phone,
+)
 from tests.test_line_calls import pool_config
+from tests.test_spine_calls import hash_time, window
 
 LIMIT = 12.0  # seconds of national calls in the department's pool (0.2 min)
 TICK = 1.0  # the meter's tick: near its limit a pool is flushed every tick
@@ -170,3 +180,92 @@ def test_two_nodes_on_one_pool_cut_both_calls_within_a_tick_of_the_limit(
     (refused,) = [r for r in rows if r["disposition"] == "refused"]
     assert refused["origin"] == "1002" and refused["profile_rule"] == "quota", refused
     assert report(b, "calls") == rows  # one history, whichever node is asked
+
+
+def test_calls_go_on_while_the_database_is_away_and_records_land_when_it_returns(
+    server_factory, phone, two_lan_net, pg_cluster, pg_url, db_link
+):
+    """A trunk call is up (metered on a line quota) when PostgreSQL stops.
+    Both ends keep hearing each other's tone through the outage; a new
+    caller is answered, hears the PIN prompt and joins a room, the node's
+    first (its session id comes from the ids in hand). When the calls have
+    ended, status shows the writes waiting, and the log names the database
+    without its password. PostgreSQL comes back: the history rows, the
+    usage and the room's session land, and the backlog empties."""
+    net = two_lan_net
+    secret = "pw-Secret-4kq"
+    url = pg_url.replace("postgres@", f"postgres:{secret}@", 1)  # trust auth ignores it
+    srv = start_node(
+        server_factory,
+        net,
+        "a",
+        0,
+        db_link(net.appliance, url),
+        lines={"1001": {"area_code": "11", "profile": "staff"}},
+        profiles={"staff": {"limits": {"national": 60, "local": 60}}},
+    )
+    guest = provider_phone(phone, net, "wait_media 5; tone 900; wait_end 40", extra=["--answer"])
+    caller = dial(
+        phone,
+        net.lan[0],
+        "1001",
+        pbx_of(0),
+        "02133334444",
+        "wait_media 8; tone 440; wait 14; hangup",
+    )
+    wait_for(lambda: "answered by" in srv.log(), 15, message=srv.log()[-3000:])
+    time.sleep(2)
+    try:
+        pg_cluster.stop()
+        away = time.monotonic()
+        joiner = dial(
+            phone,
+            net.lan[1],
+            "1002",
+            pbx_of(0),
+            "conf",
+            "wait_media 5; wait 2; dtmf 1111#; wait 3; hangup",
+        )
+        rj = joiner.result()
+        rc, rg = caller.result(), guest.result()
+        assert "error" not in rj and "error" not in rc and "error" not in rg, (rj, rc, rg)
+        assert rc["hung_up_by"] == "local" and rg["hung_up_by"] == "remote", (rc, rg)
+        # The trunk call, both ways, from the outage to its end.
+        outage = (away + 0.5, rc["hangup_sent_at"] - 0.3)
+        print(f"talked through {outage[1] - outage[0]:.1f} s of the outage")
+        assert heard(caller, rc, *outage, 900) > 0.3, "the caller heard the provider"
+        assert heard(guest, rg, *outage, 440) > 0.3, "the provider heard the caller"
+        # The new caller: answered, prompted, in the room.
+        samples, rate = audio.load(joiner.record)
+        prompt = audio.segment(samples, rate, *window(rj, rj["media_at"] + 0.2, hash_time(rj)))
+        assert audio.speech_like(prompt, rate), "the joiner heard the PIN prompt"
+        assert re.search(r"join room=demo role=participant members=1", srv.log()), srv.log()[-3000:]
+        records = srv.status()["records"]
+        print("while away:", records)
+        assert records["waiting_writes"] > 0 and records["node"] == "a", records
+        log = srv.log()
+        where = f"postgresql+psycopg://postgres:***@127.0.0.1:{pg_cluster.port}/"
+        assert f"cannot write call records to {where}" in log, log[-3000:]
+        assert secret not in log
+    finally:
+        pg_cluster.start()
+    back = time.monotonic()
+    landed = wait_for(lambda: landed_rows(srv), 15, 0.25, message=srv.log()[-3000:])
+    print(f"records landed {time.monotonic() - back:.2f} s after PostgreSQL came back")
+    trunk, room = landed
+    talked = rc["hangup_sent_at"] - rc["confirmed_at"]
+    assert trunk["disposition"] == "answered" and abs(trunk["duration"] - talked) < 1.0, trunk
+    assert room["disposition"] == "answered" and room["origin"] == "1002", room
+    (session,) = report(srv, "conferences")
+    assert session["room"] == "demo" and session["legs"] == 1 and session["ended_at"], session
+    assert abs(pool_seconds(pg_url, "line:1001") - talked) < 1.0
+    wait_for(lambda: srv.status()["records"]["waiting_writes"] == 0, 10)
+    assert "call records written again" in srv.log()
+
+
+def landed_rows(srv: Server) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """The trunk call's and the room caller's history rows, once both are in."""
+    rows = report(srv, "calls")
+    trunk = [r for r in rows if r["destination"] == "02133334444"]
+    room = [r for r in rows if r["call_type"] == "conference"]
+    return (trunk[0], room[0]) if trunk and room else None
