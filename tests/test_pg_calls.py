@@ -12,6 +12,7 @@ backends in tests/test_crash.py.
 from __future__ import annotations
 
 import re
+import signal
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -180,6 +181,53 @@ def test_two_nodes_on_one_pool_cut_both_calls_within_a_tick_of_the_limit(
     (refused,) = [r for r in rows if r["disposition"] == "refused"]
     assert refused["origin"] == "1002" and refused["profile_rule"] == "quota", refused
     assert report(b, "calls") == rows  # one history, whichever node is asked
+
+
+def test_a_node_killed_mid_call_closes_only_its_own_calls_at_restart(
+    server_factory, phone, two_lan_net, sipp_provider, pg_url, db_link
+):
+    """Nodes a and b on one PostgreSQL each carry a trunk call, counted on
+    its line's quota (flushed every 10 s). kill -9 of node b: its caller gets
+    a BYE from the edge. Node b restarted under its name closes its own call
+    (`ended_by: crash`, within 10 s of the truth), its counter within 10 s;
+    node a's call, live in the same tables, goes on untouched and gets its
+    row when it ends."""
+    net = two_lan_net
+    database = db_link(net.appliance, pg_url)
+    quota = {
+        "lines": {n: {"area_code": "11", "profile": "staff"} for n in ("1001", "1002")},
+        "profiles": {"staff": {"limits": {"national": 60, "local": 60}}},
+    }
+    a = start_node(server_factory, net, "a", 0, database, **quota)
+    b = start_node(server_factory, net, "b", 1, database, **quota)
+    pa = dial(phone, net.lan[0], "1001", pbx_of(0), "02133334444", "wait_media 8; wait 20; hangup")
+    pb = dial(phone, net.lan[1], "1002", pbx_of(1), "0412133335555", "wait_media 8; wait_end 40")
+    wait_for(lambda: "answered by" in a.log() and "answered by" in b.log(), 15)
+    time.sleep(14)
+    killed = time.monotonic()
+    b.proc.send_signal(signal.SIGKILL)
+    b.proc.wait(10)
+    rb = pb.result()
+    assert rb["hung_up_by"] == "remote" and rb["ended_at"] - killed < 10, rb
+    truth = killed - rb["confirmed_at"]
+    assert b.restart(extra_args=["--node", "b"]) == 0
+    (crashed,) = [r for r in report(b, "calls") if r["ended_by"] == "crash"]
+    counted = pool_seconds(pg_url, "line:1002")
+    print(
+        f"node b's call up {truth:.2f} s at the kill: its crash row {crashed['duration']:.2f} s, "
+        f"its counter {counted:.2f} s"
+    )
+    assert crashed["origin"] == "1002" and crashed["trunk"] == "provider1", crashed
+    assert truth - 10 <= crashed["duration"] <= truth + 1, (crashed, truth)
+    assert truth - 10 <= counted <= truth + 0.5, (counted, truth)
+    assert "closed 1 call records" in b.log()
+    # Node a's call went on through b's death and restart.
+    ra = pa.result()
+    assert ra["hung_up_by"] == "local", ra
+    talked = ra["hangup_sent_at"] - ra["confirmed_at"]
+    (row,) = wait_for(lambda: [r for r in report(a, "calls") if r["origin"] == "1001"], 10)
+    assert row["ended_by"] == "caller" and abs(row["duration"] - talked) < 1.0, (row, talked)
+    assert abs(pool_seconds(pg_url, "line:1001") - talked) < 1.0
 
 
 def test_calls_go_on_while_the_database_is_away_and_records_land_when_it_returns(
