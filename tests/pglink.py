@@ -10,7 +10,10 @@ host read one database. Nothing is added to the host's network.
 
 When the cluster is stopped, a connection made through the link is
 accepted and closed at once: the server sees "server closed the
-connection unexpectedly", as when a PostgreSQL goes away under it.
+connection unexpectedly", as when a PostgreSQL goes away under it. `cut`
+drops the link's packets in the namespace instead (nftables on its
+loopback), as when the network to the database fails: nothing answers,
+nothing is refused, connections and queries wait out their time-outs.
 
     from tests.pglink import db_link_fixture  # noqa: F401  (fixture `db_link`)
 
@@ -23,7 +26,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
 from sqlalchemy.engine import make_url
@@ -38,6 +41,7 @@ class DbLink:
     127.0.0.1:`port` of this host."""
 
     def __init__(self, host: Host, port: int) -> None:
+        self.host = host
         self.port = port
         self._socks: set[socket.socket] = set()
         self._lock = threading.Lock()
@@ -92,6 +96,20 @@ class DbLink:
             pass
         self._drop(src, dst)
 
+    def cut(self, on: bool = True) -> None:
+        """Drop (or again pass) every packet to and from the link's port in
+        its namespace."""
+        rules = "table inet pglink\ndelete table inet pglink\n"  # (declared: never fails)
+        if on:
+            port = self.port
+            rules += (
+                "table inet pglink {\n  chain out {\n"
+                "    type filter hook output priority 0; policy accept;\n"
+                f"    tcp dport {port} drop\n    tcp sport {port} drop\n  }}\n}}\n"
+            )
+        done = self.host.run(["nft", "-f", "-"], input=rules)
+        assert done.returncode == 0, done.stderr
+
     def close(self) -> None:
         """Stop listening and cut every relayed connection."""
         with self._lock:
@@ -103,22 +121,39 @@ class DbLink:
         self._drop(*socks)
 
 
-@pytest.fixture(name="db_link")
-def db_link_fixture() -> Iterator[Callable[[Host, str], str]]:
-    """`db_link(host, spec)`: the `database` setting for a server in `host`'s
-    namespace. A PostgreSQL URL on this host's loopback gets a link there
-    (closed after the test) and is returned as it is; a path too. Import
-    `db_link_fixture` into a test module to use it."""
-    links: dict[tuple[str, int], DbLink] = {}
+class DbLinks:
+    """The links a test made, by namespace and port."""
 
-    def link(host: Host, spec: str) -> str:
+    def __init__(self) -> None:
+        self.links: dict[tuple[str, int], DbLink] = {}
+
+    def __call__(self, host: Host, spec: str) -> str:
+        """The `database` setting for a server in `host`'s namespace: a
+        PostgreSQL URL on this host's loopback gets a link there and is
+        returned as it is; a path too."""
         if "://" in spec:
             url = make_url(spec)
             assert url.host == "127.0.0.1" and url.port, spec
-            if (host.name, url.port) not in links:  # two servers in one namespace share it
-                links[host.name, url.port] = DbLink(host, url.port)
+            if (host.name, url.port) not in self.links:  # servers in one namespace share it
+                self.links[host.name, url.port] = DbLink(host, url.port)
         return spec
 
-    yield link
-    for each in links.values():
-        each.close()
+    def cut(self, host: Host, on: bool = True) -> None:
+        """Cut (or mend) every link into `host`'s namespace (`DbLink.cut`)."""
+        for (name, _port), link in self.links.items():
+            if name == host.name:
+                link.cut(on)
+
+    def close(self) -> None:
+        for link in self.links.values():
+            link.close()
+
+
+@pytest.fixture(name="db_link")
+def db_link_fixture() -> Iterator[DbLinks]:
+    """`db_link(host, spec)`: the `database` setting for a server in `host`'s
+    namespace (see `DbLinks`); the links close after the test. Import
+    `db_link_fixture` into a test module to use it."""
+    links = DbLinks()
+    yield links
+    links.close()
