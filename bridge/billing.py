@@ -16,8 +16,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-import random
-import time
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +24,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from store.engine import UNAVAILABLE, Database, excluded, rounded
+from store.engine import Database, excluded, rounded
 from store.migrate import as_database
 from store.schema import conference_legs, conference_live, conference_sessions, id_blocks
 
@@ -99,27 +98,25 @@ class BillingStore:
                 + ("joined_by", "checkpoint")
             },
         )
-        self._ids: range = range(0)
-        self._id_at = 0
+        # Session ids this node holds, claimed from the database in blocks.
+        self._ids: deque[int] = deque()
 
-    def new_session_id(self, offline: bool = False) -> int:
+    def new_session_id(self) -> int:
         """An id for the next session, known before its row is written (so the
         write can wait out a full disk or an absent database without holding
-        the call up). Ids come in blocks claimed atomically from the database;
-        when a block is needed and the database cannot be asked (`offline`,
-        or it fails), the id is made from the time instead: far above any
-        block, and unique unless two nodes open a room in the same
-        millisecond and draw the same random digits."""
-        if self._id_at >= len(self._ids):
-            try:
-                if offline:
-                    raise OSError("offline")
-                self._ids, self._id_at = self._claim_block(), 0
-            except UNAVAILABLE:
-                return int(time.time() * 1000) * 1000 + random.randrange(1000)
-        sid = self._ids[self._id_at]
-        self._id_at += 1
-        return sid
+        the call up). Ids come in blocks claimed atomically from the database
+        (`claim_ids`); with none in hand, this claims a block now."""
+        if not self._ids:
+            self.claim_ids()
+        return self._ids.popleft()
+
+    def ids_in_hand(self) -> int:
+        """How many session ids this store holds unused."""
+        return len(self._ids)
+
+    def claim_ids(self) -> None:
+        """Claim the next block of session ids, kept after those in hand."""
+        self._ids.extend(self._claim_block())
 
     def _claim_block(self) -> range:
         name = SESSIONS.name

@@ -141,7 +141,13 @@ class CallLog:
 
     def _collect_extension_calls(self) -> None:
         """History rows for calls between extensions (Kamailio's acc), with
-        their network quality while rtpengine still holds the call."""
+        their network quality while rtpengine still holds the call.
+
+        Not while record writes fail (a full disk, the database away), nor
+        when the database cannot be read: the loop carries every call and
+        must not die of it, and Kamailio keeps its acc rows until they are
+        read. The watermark is kept in memory, so rows whose writes are still
+        queued are never read twice."""
         if self.loop.stopping or self._acc is None:
             return
         store, writer = self.stores.calls, self.stores.writer

@@ -184,11 +184,13 @@ class RoomService:
         if self.stores.opened:
             billing, writer = self.stores.billing, self.stores.writer
             if live.session_id is None:
-                live.session_id = billing.new_session_id(offline=writer.away)
-                writer.write(billing.open_session, room, seat.joined_wall, live.session_id)
-            seat.session_id = live.session_id
-            writer.write(billing.note_peak, live.session_id, len(live.members))
-            writer.write(billing.leg_joined, self.stores.node, self._leg_record(leg, seat, 0.0))
+                live.session_id = self.stores.new_session_id()
+                if live.session_id is not None:
+                    writer.write(billing.open_session, room, seat.joined_wall, live.session_id)
+            if live.session_id is not None:  # (None: an unbilled session, see new_session_id)
+                seat.session_id = live.session_id
+                writer.write(billing.note_peak, live.session_id, len(live.members))
+                writer.write(billing.leg_joined, self.stores.node, self._leg_record(leg, seat, 0.0))
         self.apply(cmds)
         log.info("call %d join room=%s role=%s members=%d", leg.id, room, role, len(live.members))
 

@@ -4,11 +4,12 @@ opened at start, and the writer every record write goes through."""
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TypeVar
 
-from bridge.billing import BillingStore
+from bridge.billing import ID_BLOCK, BillingStore
 from lines.usage import UsageStore
 from ponte.database import RecordWriter, check_database, mark_created
 from ponte.guard_events import GuardEventStore
@@ -17,6 +18,8 @@ from ponte.records import RecordStore
 from provisioning.files import private
 from store.engine import UNAVAILABLE, Database, describe, is_postgres
 from store.migrate import open_database
+
+log = logging.getLogger("ponte.records")
 
 
 class DatabaseUnreachable(OSError):
@@ -41,6 +44,7 @@ class Stores:
         # Writes that a full disk refused wait here and are retried in order.
         self.writer = RecordWriter(where=describe(database))
         self._billing: BillingStore | None = None
+        self._claiming = False  # a claim of session ids waits in the writer
         self._usage: UsageStore | None = None
         self._calls: RecordStore | None = None
         self._known: KnownCallerStore | None = None
@@ -62,6 +66,8 @@ class Stores:
                 "calls are not taken until it answers (systemd retries the start)"
             ) from None
         self._billing = BillingStore(db)
+        # Session ids in hand before any outage: a room opens without the database.
+        self._billing.claim_ids()
         self._usage = UsageStore(db)
         self._calls = RecordStore(db)
         self._known = KnownCallerStore(db)
@@ -82,6 +88,32 @@ class Stores:
         calls = self.calls.close_crashed(self.node)
         legs, sessions = self.billing.close_crashed(self.node)
         return calls, legs, sessions
+
+    def new_session_id(self) -> int | None:
+        """A new conference session's id, from those this node holds, so a
+        room opens while the database is away or the disk full. When half a
+        block is left the next is claimed through the writer (now, or when
+        the database is back). None when none is left and the database is
+        away: that session goes unbilled, and the log says so."""
+        billing = self.billing
+        if billing.ids_in_hand() <= ID_BLOCK // 2 and not self._claiming:
+            self._claiming = True
+            self.writer.write(self._claim_ids)
+        try:
+            return billing.new_session_id()
+        except UNAVAILABLE as exc:
+            text = str(exc).strip()
+            log.error(
+                "no conference session id left and the records database %s is away (%s): "
+                "this room's session is not billed",
+                describe(self.database),
+                text.splitlines()[0] if text else type(exc).__name__,
+            )
+            return None
+
+    def _claim_ids(self) -> None:
+        self.billing.claim_ids()
+        self._claiming = False
 
     def used(self, key: str, cycle: dt.date, types: Iterable[str]) -> float:
         """Seconds `key` used in the cycle: what the database holds (all

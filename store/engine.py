@@ -9,6 +9,8 @@ dialect themselves.
 from __future__ import annotations
 
 import sqlite3
+import threading
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,11 +23,20 @@ from sqlalchemy.dialects import sqlite as lite
 from sqlalchemy.engine import URL, Connection, Engine, make_url
 
 POSTGRES_SCHEMES = ("postgresql://", "postgresql+psycopg://", "postgres://")
-# Seconds to wait for PostgreSQL to accept a connection: a vanished server must
-# not hold the app server's loop for long (writes wait in the RecordWriter).
-CONNECT_TIMEOUT = 3
+# Seconds to wait for PostgreSQL to accept a connection, or to acknowledge
+# what was sent on one: a vanished server must not hold the app server's loop
+# for long (writes wait in the RecordWriter). Noticing a server that drops
+# packets costs two of them (the pooled connection's ping, then a new
+# connection), which must stay under the 5 s in which Kamailio wants the app
+# server's first answer to an INVITE. libpq's least connect_timeout is 2.
+CONNECT_TIMEOUT = 2
 # Seconds SQLite waits for another writer (a report, the CLI) to finish.
 SQLITE_BUSY_TIMEOUT = 10
+# Once PostgreSQL failed to answer, nothing asks it again until a probe on a
+# thread of its own has reached it, tried this often: a server that drops
+# packets costs every try CONNECT_TIMEOUT, and the app server's loop thread,
+# which carries the signalling of every call, must not pay it again and again.
+PROBE_SECONDS = 1.0
 
 # What "the database is away (or its disk is full): keep the write and retry"
 # looks like, from either driver, through SQLAlchemy or not.
@@ -35,6 +46,10 @@ UNAVAILABLE: tuple[type[BaseException], ...] = (
     sqlite3.OperationalError,
     OSError,
 )
+
+
+class DatabaseAway(OSError):
+    """PostgreSQL failed to answer and no probe has reached it since: not tried."""
 
 
 def is_postgres(spec: str | Path) -> bool:
@@ -70,6 +85,11 @@ class Database:
         self.spec = spec
         self.url = url_of(spec)
         self.shared = is_postgres(spec)
+        # Set while PostgreSQL is away (see PROBE_SECONDS).
+        self._away = threading.Event()
+        self._why = ""  # the error that said it went away
+        self._probe_lock = threading.Lock()
+        self._probing = False
         self.engine: Engine
         if self.shared:
             self.engine = sa.create_engine(
@@ -77,7 +97,19 @@ class Database:
                 pool_pre_ping=True,
                 pool_size=4,
                 max_overflow=4,
-                connect_args={"connect_timeout": CONNECT_TIMEOUT, "application_name": "ponte"},
+                connect_args={
+                    "connect_timeout": CONNECT_TIMEOUT,
+                    "application_name": "ponte",
+                    # A server cut off mid-query (its packets dropped) fails
+                    # the query after this long, instead of the kernel's
+                    # many minutes of retransmissions; idle connections are
+                    # checked by keep-alives.
+                    "tcp_user_timeout": CONNECT_TIMEOUT * 1000,
+                    "keepalives": 1,
+                    "keepalives_idle": 10,
+                    "keepalives_interval": 2,
+                    "keepalives_count": 3,
+                },
             )
         else:
             Path(spec).parent.mkdir(parents=True, exist_ok=True)
@@ -93,22 +125,67 @@ class Database:
         """Where the records are, fit for a log line (no password)."""
         return describe(self.spec)
 
+    @property
+    def away(self) -> bool:
+        """Whether PostgreSQL failed to answer and no probe has reached it since."""
+        return self._away.is_set()
+
+    @contextmanager
+    def _answering(self) -> Iterator[None]:
+        """Fail at once (DatabaseAway) while PostgreSQL is away; notice it
+        going away, and start the probe that notices it coming back."""
+        if not self.shared:
+            yield
+            return
+        if self._away.is_set():
+            raise DatabaseAway(f"not answering since: {self._why}")
+        try:
+            yield
+        except UNAVAILABLE as exc:
+            self._went_away(exc)
+            raise
+
+    def _went_away(self, exc: BaseException) -> None:
+        text = str(exc).strip()
+        self._why = text.splitlines()[0] if text else type(exc).__name__
+        self._away.set()
+        with self._probe_lock:
+            if self._probing:
+                return
+            self._probing = True
+        threading.Thread(target=self._probe, name="records-db-probe", daemon=True).start()
+
+    def _probe(self) -> None:
+        try:
+            while True:
+                time.sleep(PROBE_SECONDS)
+                try:
+                    with self.engine.connect() as conn:
+                        conn.execute(sa.text("SELECT 1"))
+                except UNAVAILABLE:
+                    continue
+                self._away.clear()
+                return
+        finally:
+            with self._probe_lock:
+                self._probing = False
+
     @contextmanager
     def begin(self) -> Iterator[Connection]:
         """A connection in a transaction, committed when the block ends."""
-        with self.engine.begin() as conn:
+        with self._answering(), self.engine.begin() as conn:
             yield conn
 
     def rows(self, statement: sa.Executable) -> Iterator[dict[str, Any]]:
         """Stream a query's rows as dicts (a long report never holds them all)."""
-        with self.engine.connect() as conn:
+        with self._answering(), self.engine.connect() as conn:
             result = conn.execution_options(yield_per=500).execute(statement)
             for row in result.mappings():
                 yield dict(row)
 
     def scalar(self, statement: sa.Executable) -> Any:
         """The first column of the first row (None when there is none)."""
-        with self.engine.connect() as conn:
+        with self._answering(), self.engine.connect() as conn:
             return conn.execute(statement).scalar()
 
     def upsert(

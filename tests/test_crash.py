@@ -38,6 +38,7 @@ from tests import audio
 from tests.baresip import Baresip
 from tests.harness import ROOT, Server, report
 from tests.netns import APPLIANCE_IP, PROVIDER_IP, Host, topology
+from tests.pglink import db_link_fixture  # noqa: F401  (fixture `db_link`)
 from tests.test_edge_calls import (
     ALL_PASSWORDS,
     PBX,
@@ -146,16 +147,22 @@ def edge_pids(srv: Server) -> dict[str, int]:
 
 
 def test_kill_9_ends_every_call_with_a_bye_and_a_restart_answers_at_once(
-    server_factory, phone, crash_net, tmp_path
+    server_factory, phone, crash_net, tmp_path, records_spec, db_link
 ):
     """A 3-leg conference (two of our softphones, one baresip, on the LAN and
     behind the NAT) whose moderator dialed out to the provider: kill -9 of
     the app server. Every phone and the provider get a BYE within 10 s,
     rtpengine holds none of their media any more. The restarted app server
-    adopts Kamailio and rtpengine and answers a new call within 3 s; the
-    caller hears the prompt, then the moderator's tone."""
+    (the same node) adopts Kamailio and rtpengine and answers a new call
+    within 3 s; the caller hears the prompt, then the moderator's tone. The
+    calls cut by the kill have their records. With the records on SQLite,
+    then on PostgreSQL."""
     net = crash_net
-    srv = server_factory(netns=net.appliance.name, **crash_config())
+    node = ["--node", "appliance"]
+    database = db_link(net.appliance, records_spec)
+    srv = server_factory(
+        netns=net.appliance.name, extra_args=node, database=database, **crash_config()
+    )
     guest = provider_phone(
         phone, net, "wait_media 5; tone 900; wait_end 60", extra=["--answer", "--max-seconds", "90"]
     )
@@ -228,7 +235,7 @@ def test_kill_9_ends_every_call_with_a_bye_and_a_restart_answers_at_once(
     part2 = phone_on(
         phone, net.nat[0], "1002", "wait_media 5; wait 2.5; dtmf 1111#; wait 3; hangup", "conf"
     )
-    assert srv.restart() == 0
+    assert srv.restart(extra_args=node) == 0
     check_crash_records(srv, killed, answered_at)
     rm2, rp2 = mod2.result(), part2.result()
     assert "error" not in rm2 and "error" not in rp2, (rm2, rp2)

@@ -42,29 +42,33 @@ def webhook():
 
 def lines_config(provider_port: int, national_minutes: float, hook: str | None = None):
     cfg = pbx_overrides(provider_port)
-    cfg.update(
-        {
-            "lines": {
-                "1001": {"area_code": "11", "department": "vendas"},
-                "1002": {"area_code": "11", "department": "vendas"},
-            },
-            "departments": {"vendas": {"profile": "equipe"}},
-            "profiles": {
-                "equipe": {
-                    "quota": "shared",
-                    "cut_at_limit": True,
-                    "limits": {
-                        "national": national_minutes,
-                        "local": "unlimited",
-                        "international": "blocked",
-                    },
-                }
-            },
-            "carrier": {"csp": "21", "force": True},
-            "alerts": {"thresholds": [60, 80, 100], "webhook": hook, "message_to": ["1002"]},
-        }
-    )
+    cfg.update(pool_config(national_minutes, hook))
     return cfg
+
+
+def pool_config(national_minutes: float, hook: str | None = None) -> dict:
+    """Lines 1001 and 1002 drawing on the department vendas's shared pool of
+    national minutes, cut at its limit, CSP 21 forced; alerts at 60/80/100 %."""
+    return {
+        "lines": {
+            "1001": {"area_code": "11", "department": "vendas"},
+            "1002": {"area_code": "11", "department": "vendas"},
+        },
+        "departments": {"vendas": {"profile": "equipe"}},
+        "profiles": {
+            "equipe": {
+                "quota": "shared",
+                "cut_at_limit": True,
+                "limits": {
+                    "national": national_minutes,
+                    "local": "unlimited",
+                    "international": "blocked",
+                },
+            }
+        },
+        "carrier": {"csp": "21", "force": True},
+        "alerts": {"thresholds": [60, 80, 100], "webhook": hook, "message_to": ["1002"]},
+    }
 
 
 def test_refusal_is_spoken_as_early_media_then_403(server_factory, phone, provider):

@@ -21,6 +21,7 @@ from ponte.stores import Stores
 from store import migrate
 from store.engine import Database, describe
 from store.schema import metadata
+from tests.test_stores_outage import flushed_once_back
 
 DATA = Path(__file__).parent / "data"
 CYCLE = dt.date(2026, 12, 1)
@@ -115,7 +116,7 @@ def test_postgresql_away_and_back_loses_no_record(pg_cluster, pg_url: str, tmp_p
         assert stores.used("dept:sales", CYCLE, ["local"]) == 42.0
     finally:
         pg_cluster.start()
-    assert stores.writer.flush()
+    flushed_once_back(stores)
     assert stores.usage.used("dept:sales", CYCLE, ["local"]) == 42.0
     assert stores.calls.mark("acc") == 7
 
