@@ -204,10 +204,11 @@ class CallLog:
     def _meter_tick(self) -> None:
         if self.loop.stopping or self.meter is None:
             return
+        meter = self.meter
         try:
-            self._meter_actions(self.meter.tick(self.loop.now()))
+            self._meter_actions(meter.tick(self.loop.now()))
         finally:
-            self.loop.call_later(1.0, self._meter_tick)
+            self.loop.call_later(meter.next_tick(), self._meter_tick)
 
     def _meter_actions(self, actions: Iterable[MeterAction]) -> None:
         for a in actions:

@@ -31,24 +31,24 @@ def node(spec: str, name: str, tmp: Path) -> Stores:
 
 
 def run(meters: dict[str, tuple[Meter, Stores]], until: float) -> dict[str, float]:
-    """Tick every node once a second; carry out flushes; return cut times."""
+    """Tick every node when its meter asks (each on its own phase, as two
+    processes would); carry out flushes; return the cut times."""
     cut: dict[str, float] = {}
-    t = 0.0
-    while t < until and len(cut) < len(meters):
-        t += 1.0
-        for name, (meter, stores) in meters.items():
-            for action in meter.tick(t):
-                if isinstance(action, Flush):
-                    stores.writer.write(
-                        stores.usage.add, action.key, action.cycle, action.call_type, action.seconds
-                    )
-                elif isinstance(action, Cut) and name not in cut:
-                    cut[name] = t
-                    for a in meter.stop(action.call, t):
-                        if isinstance(a, Flush):
-                            stores.writer.write(
-                                stores.usage.add, a.key, a.cycle, a.call_type, a.seconds
-                            )
+    due = {name: 1.0 + 0.37 * i for i, name in enumerate(meters)}
+    while len(cut) < len(meters):
+        name = min(due, key=due.__getitem__)
+        t = due[name]
+        assert t < until, cut
+        meter, stores = meters[name]
+        actions = meter.tick(t)
+        for action in actions:
+            if isinstance(action, Cut) and name not in cut:
+                cut[name] = t
+                actions += meter.stop(action.call, t)
+        for a in actions:
+            if isinstance(a, Flush):
+                stores.writer.write(stores.usage.add, a.key, a.cycle, a.call_type, a.seconds)
+        due[name] = t + meter.next_tick() if name not in cut else float("inf")
     return cut
 
 
@@ -78,5 +78,5 @@ def test_two_nodes_on_one_pool_cut_within_a_tick_of_the_limit(
     total = a.usage.used("dept:sales", CYCLE, TYPES)
     # Every second counted once (no lost increment) ...
     assert total == cut["a"] + cut["b"]
-    # ... and the pool overshot by at most one tick per node.
-    assert 120 <= total <= 120 + 2, (cut, total)
+    # ... and the pool overshot by at most a near-limit tick (0.25 s) per node.
+    assert 120 <= total <= 120 + 2 * 0.25, (cut, total)

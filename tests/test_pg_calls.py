@@ -38,7 +38,7 @@ from tests.test_line_calls import pool_config
 from tests.test_spine_calls import hash_time, window
 
 LIMIT = 12.0  # seconds of national calls in the department's pool (0.2 min)
-TICK = 1.0  # the meter's tick: near its limit a pool is flushed every tick
+TICK = 0.25  # the meter's tick near a limit (lines/meter.py NEAR_TICK): a flush each
 # How long after a 2-call pool runs dry a call may go on: the tick, plus the
 # other node's unseen increment (a tick of its call) at the pool's 2 s/s,
 # plus signalling (the BYE through Kamailio).
@@ -132,7 +132,7 @@ def test_two_nodes_on_one_pool_cut_both_calls_within_a_tick_of_the_limit(
     flushed seconds. A third call is refused by quota; each node's call has
     its history row, and either node reports the one history.
 
-    The bound: one node cuts its calls at its first tick (1 s) past the
+    The bound: one node cuts its calls at its first tick (0.25 s) past the
     moment the pool ran dry. Near the limit each node flushes every tick, so
     a node sees the other's seconds up to one increment (one tick of the
     other's call) late; at the pool's rate of 2 s a second that is half a
