@@ -130,6 +130,29 @@ def auth_db_url(config: Config, runtime: Path) -> str:
         raise KamailioError(str(exc)) from exc
 
 
+def _shared_auth(pg_url: str, runtime: Path) -> str:
+    """auth_db through db_cluster: the shared PostgreSQL first, this edge's
+    own copy in its SQLite file when PostgreSQL does not answer (skipped
+    then for 10 s), so extensions keep registering and calling through an
+    outage with the passwords as this edge last wrote them."""
+    return "\n".join(
+        (
+            'loadmodule "db_postgres.so"',
+            # A PostgreSQL cut off (packets dropped) fails a query in 2 s,
+            # not after the kernel's minutes of retransmissions, while the
+            # worker holding the INVITE waits on it.
+            'modparam("db_postgres", "timeout", 2)',
+            'modparam("db_postgres", "con_param", "connect_timeout=2;tcp_user_timeout=2000;'
+            'keepalives=1;keepalives_idle=10;keepalives_interval=2;keepalives_count=3")',
+            'loadmodule "db_cluster.so"',
+            f'modparam("db_cluster", "connection", "shared=>{pg_url}")',
+            f'modparam("db_cluster", "connection", "local=>sqlite://{runtime / "kamailio.db"}")',
+            'modparam("db_cluster", "cluster", "auth=>shared=9s9s;local=8s8s")',
+            'modparam("db_cluster", "inactive_interval", 10)',
+        )
+    )
+
+
 def render_config(config: Config, runtime: Path, debug: int = 1) -> str:
     """kamailio.cfg for this provisioning."""
     pbx = config.pbx
@@ -156,8 +179,8 @@ def render_config(config: Config, runtime: Path, debug: int = 1) -> str:
         user_failures=3 * pbx.auth_failures,
         source_failures=5 * pbx.auth_failures,
         db_path=runtime / "kamailio.db",
-        auth_db_url=auth_url,
-        load_db_postgres='loadmodule "db_postgres.so"' if auth_url.startswith("postgres:") else "",
+        auth_db_url="cluster://auth" if auth_url.startswith("postgres:") else auth_url,
+        load_db_postgres=_shared_auth(auth_url, runtime) if auth_url.startswith("postgres:") else "",
         acc_db_path=runtime / "acc.db",
         ext_pattern=EXT_PATTERN,
         debug=debug,
@@ -489,8 +512,12 @@ class Kamailio:
             kamailio_pg.sync_subscribers(pg, config.extensions)
         except kamailio_pg.SubscriberStoreError as exc:
             raise KamailioError(str(exc)) from exc
-        # No second, stale copy of the passwords on this edge's disk.
-        sync_subscribers(self.db_path, [])
+        finally:
+            # This edge's copy, even when PostgreSQL refused: what auth_db
+            # falls back to while it is away (db_cluster), as private as the
+            # SQLite set-up's (the file exists once the edge is prepared).
+            if self.db_path.exists():
+                sync_subscribers(self.db_path, config.extensions)
 
     def stop(self, timeout: float = 5.0) -> None:
         """SIGTERM to its process group (creator, main and workers), then SIGKILL."""
