@@ -155,9 +155,13 @@ def test_events_and_webhooks_follow_a_conference_and_actions_reach_the_audio(ser
     part.result()
     samples, rate = audio.load(mod.record)
     before = audio.segment(samples, rate, *window(rm, marks["mute"] - 1.0, marks["mute"]))
-    after = audio.segment(samples, rate, *window(rm, marks["muted"] + 0.3, marks["end"]))
+    # After the mute, past the moderator's own jitter buffer (the test phone
+    # plays what it received up to ~0.4 s late), nothing of the participant:
+    # not a share of the energy (over near-silence any tail dominates it) but
+    # the tone's own level.
+    after = audio.segment(samples, rate, *window(rm, marks["muted"] + 0.6, marks["end"]))
     assert audio.band_fraction(before, rate, 440) > 0.3
-    assert audio.band_fraction(after, rate, 440) < 0.02
+    assert not audio.hears_tone(after, rate, 440)
 
     # Each action is in the audit, from the web, by its admin.
     audit = [r for r in report(srv, "audit") if r["source"] == "web"]
