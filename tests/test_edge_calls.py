@@ -474,13 +474,22 @@ def _invite_with_reply(sock: socket.socket, call_id: str) -> tuple[str, str]:
         f"Contact: <sip:11999990000@{PROVIDER_IP}:5060>\r\n"
         f"Content-Type: application/sdp\r\nContent-Length: {len(sdp)}\r\n\r\n"
     )
-    sock.sendto((head + sdp).encode(), (APPLIANCE_IP, 5060))
+    invite = (head + sdp).encode()
+    sock.sendto(invite, (APPLIANCE_IP, 5060))
+    # Retransmitted until the first response, as a real UA does over UDP
+    # (RFC 3261 timer A): a lone INVITE lost on a loaded machine once left
+    # this test without a 200.
+    heard, resend_at = False, time.monotonic() + 0.5
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
+        if not heard and time.monotonic() >= resend_at:
+            sock.sendto(invite, (APPLIANCE_IP, 5060))
+            resend_at = time.monotonic() + 0.5
         try:
             msg = sock.recv(65535).decode(errors="replace")
         except TimeoutError:
             continue
+        heard = heard or f"Call-ID: {call_id}" in msg
         if msg.startswith("SIP/2.0 200") and f"Call-ID: {call_id}" in msg:
             break
     else:
