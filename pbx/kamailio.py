@@ -180,7 +180,9 @@ def render_config(config: Config, runtime: Path, debug: int = 1) -> str:
         source_failures=5 * pbx.auth_failures,
         db_path=runtime / "kamailio.db",
         auth_db_url="cluster://auth" if auth_url.startswith("postgres:") else auth_url,
-        load_db_postgres=_shared_auth(auth_url, runtime) if auth_url.startswith("postgres:") else "",
+        load_db_postgres=_shared_auth(auth_url, runtime)
+        if auth_url.startswith("postgres:")
+        else "",
         acc_db_path=runtime / "acc.db",
         ext_pattern=EXT_PATTERN,
         debug=debug,
