@@ -29,8 +29,9 @@ class NodeSettings:
     # where this node finds Kamailio's pid, control socket and acc file.
     edge_state: Path | None = None
     # Whether this node reads the extension calls' history from Kamailio's
-    # acc (one node does, so no call is recorded twice).
-    reads_acc: bool = True
+    # acc and writes a reload's audit rows: one node does (all share the
+    # records), so nothing is recorded twice.
+    primary: bool = True
 
     @property
     def edge_elsewhere(self) -> bool:
@@ -79,7 +80,7 @@ def child_settings(config: Config, n: int) -> list[NodeSettings]:
             control_socket=sock.with_name(f"{sock.stem}.{name}{sock.suffix}"),
             state_dir=state / "nodes" / name,
             edge_state=state,
-            reads_acc=i == 0,
+            primary=i == 0,
         )
         for i, name in enumerate(node_names(n))
     ]
@@ -112,9 +113,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "this node starts no edge and leaves its tables to that process",
     )
     p.add_argument(
-        "--no-acc",
+        "--secondary",
         action="store_true",
-        help="do not read extension calls from Kamailio's acc (another node does)",
+        help="leave Kamailio's acc and the reload's audit rows to another node",
     )
 
 
@@ -126,7 +127,7 @@ def from_arguments(args: argparse.Namespace) -> NodeSettings:
         control_socket=args.control_socket,
         state_dir=args.state_dir,
         edge_state=args.edge_state,
-        reads_acc=not args.no_acc,
+        primary=not args.secondary,
     )
 
 
@@ -142,6 +143,6 @@ def arguments(settings: NodeSettings) -> list[str]:
     ):
         if value is not None:
             out += [flag, str(value)]
-    if not settings.reads_acc:
-        out.append("--no-acc")
+    if not settings.primary:
+        out.append("--secondary")
     return out

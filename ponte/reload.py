@@ -49,6 +49,7 @@ class Reloader:
         """`adjust`: this node's command-line settings laid over the file
         (ponte/nodeconf.py), at every reload as at start."""
         self.adjust = adjust
+        self.audits = True  # False on a secondary node: another writes the audit
         self.svc = svc
         self.edge = edge
         self.config_path = config_path
@@ -128,7 +129,7 @@ class Reloader:
         if self.console is not None:
             self.console.reloaded(new)
         self.edge.reload_subscribers(new)
-        if svc.stores.opened and changes:
+        if svc.stores.opened and changes and self.audits:
             svc.stores.writer.write(svc.stores.calls.audit, changes, name, source, unix_user)
         log.info(
             "reloaded %s by %s: %d objects changed; %d rooms, %d extensions, %d trunks",

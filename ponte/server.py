@@ -129,6 +129,7 @@ class AppServer:
         )
         self.console: Console | None = None  # the web console, when web.listen is set
         self.reloader = Reloader(self.svc, self.edge, config_path, settings.apply)
+        self.reloader.audits = settings.primary
         self._stop_reason = ""
 
     @property
@@ -171,7 +172,7 @@ class AppServer:
         svc.stores.writer.start()
         svc.loop.call_later(5.0, self._flush_records)
         kam = self.edge.kamailio
-        acc = AccReader(kam.acc_db_path) if kam is not None and self.settings.reads_acc else None
+        acc = AccReader(kam.acc_db_path) if kam is not None and self.settings.primary else None
         # An adopted Kamailio (a crashed ponte's) is writing its acc file now.
         adopting = kam is not None and kam.adoptable() is not None
         svc.calllog.start(acc, prune_acc=self.edge.run_children and not adopting)

@@ -17,10 +17,15 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+import yaml
+
 from pbx.kamailio import ctl_path
-from tests.harness import Server
+from ponte.nodeconf import child_settings, split_range
+from provisioning.loader import load_config
+from tests.harness import PY, ROOT, Server
 from tests.netns import Topology
-from tests.pbx_helpers import busiest_window
+from tests.pbx_helpers import busiest_window, register_once
 from tests.pglink import db_link_fixture  # noqa: F401  (fixture `db_link`)
 from tests.test_crash import wait_for
 from tests.test_edge_calls import PBX, edge_config, no_registration
@@ -134,6 +139,15 @@ def test_calls_spread_and_a_killed_node_is_out_and_its_callers_go_to_the_survivo
     wait_for(lambda: srv.status()["nodes"][home].get("restarts") == 1, 10)
     wait_for(lambda: dispatcher_state(srv).get(NODES[home]) == "A", 15, 0.1)
     assert f"node {home} died" in srv.log()
+    # SIGHUP to the parent: every node reloads the one file, and the edge
+    # takes the new extension's password.
+    cfg = yaml.safe_load(srv.config_path.read_text())
+    cfg["extensions"].append({"number": "1005", "name": "Eva", "password": "eva-Secret-q8x2"})
+    srv.config_path.write_text(yaml.safe_dump(cfg))
+    srv.proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: srv.log().count("5 extensions, 1 trunks") >= 2, 10, message=srv.log()[-2000:])
+    wait_for(lambda: "edge reloaded: 5 extensions" in srv.log(), 10)
+    assert register_once(net.lan[0], "1005", "eva-Secret-q8x2") == 200
 
 
 def test_trunk_pacing_holds_for_both_nodes_together(
@@ -176,3 +190,51 @@ def test_trunk_pacing_holds_for_both_nodes_together(
     assert busiest <= 2, ticks
     assert len(ticks) == len(placed)
     assert by_edge >= 1, "both nodes' windows together let more than 2 through"
+
+
+def test_more_than_one_node_needs_postgresql(tmp_path):
+    """--nodes 2 on a SQLite file: refused with exit 2, nothing started."""
+    path = tmp_path / "ponte.yaml"
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "database": str(tmp_path / "ponte.db"),
+                "state_dir": str(tmp_path / "state"),
+                "control": {"socket": str(tmp_path / "control.sock")},
+            }
+        )
+    )
+    done = subprocess.run(
+        [PY, "-m", "ponte.cli", "serve", "--config", str(path), "--nodes", "2"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 2, done.stderr
+    assert "--nodes 2 needs `database:` to be a PostgreSQL URL" in done.stderr
+    assert not (tmp_path / "state" / "kamailio").exists()
+
+
+def test_each_child_gets_its_own_port_rtp_range_socket_and_folder(tmp_path):
+    path = tmp_path / "ponte.yaml"
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "sip": {"listen": "127.0.0.1:5080", "rtp_ports": "40000-40999"},
+                "state_dir": str(tmp_path / "state"),
+                "control": {"socket": str(tmp_path / "control.sock")},
+            }
+        )
+    )
+    config = load_config(str(path))
+    one, two = child_settings(config, 2)
+    assert (one.sip_port, one.rtp_ports, one.primary) == (5080, "40000-40499", True)
+    assert (two.sip_port, two.rtp_ports, two.primary) == (5081, "40500-40999", False)
+    assert two.control_socket == tmp_path / "control.node-2.sock"
+    node = two.apply(config)
+    assert node.sip.listen == "127.0.0.1:5081" and node.sip.rtp_range == (40500, 40999)
+    assert node.state_dir == tmp_path / "state" / "nodes" / "node-2"
+    assert node.control.socket == tmp_path / "control.node-2.sock"
+    with pytest.raises(ValueError, match="too small"):
+        split_range((40000, 40019), 2)
