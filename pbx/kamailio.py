@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING
 
 from pbx import kamailio_pg
 from pbx.child import EdgeProcess
+from pbx.ratelimit import GUARD, SlidingWindowLimiter
 
 if TYPE_CHECKING:  # provisioning (pydantic) is loaded only where a Config is
     from provisioning.schema import Config, Extension
@@ -69,6 +70,12 @@ EXT_PATTERN = "^[1-9][0-9]{2,5}$"
 KA_TIMER = 5
 KA_INTERVAL = 30
 KA_FAILED_LIMIT = 2
+# With several app-server nodes: tm's timer for non-INVITE transactions, and
+# so for dispatcher's OPTIONS probes (probed every second, one unanswered
+# takes a node out: out within 1 + this, under the 5 s promised). One node
+# keeps Kamailio's 5 s of before.
+FR_TIMER_ONE_NODE = 5000
+FR_TIMER_NODES = 2000
 # The dialog module's states: 1 unconfirmed, 2 early, 3-4 confirmed, 5 ended.
 DLG_STATE_DELETED = 5
 
@@ -153,14 +160,49 @@ def _shared_auth(pg_url: str, runtime: Path) -> str:
     )
 
 
-def render_config(config: Config, runtime: Path, debug: int = 1) -> str:
-    """kamailio.cfg for this provisioning."""
+def node_uris(config: Config, nodes: Sequence[str] | None = None) -> list[str]:
+    """The app-server nodes' SIP URIs: those given, or this config's own
+    app server (sip.listen) alone."""
+    return list(nodes) if nodes else [f"sip:{config.sip.host}:{config.sip.port}"]
+
+
+def _alternatives(values: Sequence[str]) -> str:
+    """A regex matching exactly these values (or nothing at all)."""
+    if not values:
+        return "^$"  # only an empty user, which never reaches the test
+    # Backslashes doubled: Kamailio unescapes the string literal once.
+    return "^(" + "|".join(re.escape(v).replace("\\", "\\\\") for v in sorted(values)) + ")$"
+
+
+def room_numbers(config: Config) -> list[str]:
+    """Numbers that lead to a room's entry: access numbers and DIDs to one."""
+    found = [a.user for a in config.access_numbers]
+    found += [number for number, did in config.dids.items() if not did.extension]
+    return found
+
+
+def render_config(
+    config: Config,
+    runtime: Path,
+    debug: int = 1,
+    nodes: Sequence[str] | None = None,
+    emergency: Sequence[str] = (),
+) -> str:
+    """kamailio.cfg for this provisioning, in front of `nodes` (default: the
+    config's own app server); `emergency` numbers are never paced out."""
     pbx = config.pbx
+    uris = node_uris(config, nodes)
     auth_url = auth_db_url(config, runtime)
     ng_host, _, ng_port = pbx.rtpengine_control.rpartition(":")
     return Template(TEMPLATE.read_text()).substitute(
-        app_host=config.sip.host,
-        app_port=config.sip.port,
+        first_node=uris[0],
+        multi_node="#!define MULTI_NODE" if len(uris) > 1 else "",
+        ds_ping_interval=1 if len(uris) > 1 else 0,
+        fr_timer=FR_TIMER_NODES if len(uris) > 1 else FR_TIMER_ONE_NODE,
+        dispatcher_list=runtime / "dispatcher.list",
+        room_numbers=_alternatives(room_numbers(config)),
+        emergency_numbers=_alternatives(list(emergency)),
+        pace_window_ms=round((1 + GUARD) * 1000),
         listen_host=pbx.host,
         listen_port=pbx.port,
         int_host=pbx.internal_host,
@@ -260,6 +302,39 @@ def trunk_peers(config: Config) -> set[str]:
     return peers
 
 
+TRUNK_CPS_SQL = TRUNK_PEERS_SQL.replace("trunk_peers", "trunk_cps")
+
+
+def trunk_cps(config: Config) -> dict[str, int]:
+    """Each trunk's INVITEs allowed in a 1-s window (pbx/ratelimit.py's
+    limit), by the `host:port` its INVITEs' R-URI names (Kamailio's $rd:$rp)."""
+    return {
+        f"{t.host.lower()}:{t.port or 5060}": SlidingWindowLimiter(t.cps).limit
+        for t in config.trunks
+    }
+
+
+def sync_trunk_cps(path: Path, limits: dict[str, int]) -> None:
+    """Make Kamailio's trunk_cps table hold exactly these limits."""
+    db = sqlite3.connect(path, timeout=5)
+    try:
+        with db:
+            db.execute(TRUNK_CPS_SQL)
+            db.execute("DELETE FROM trunk_cps")
+            db.executemany(
+                "INSERT INTO trunk_cps (key_name, key_type, value_type, key_value) "
+                "VALUES (?, 0, 1, ?)",
+                sorted((k, str(v)) for k, v in limits.items()),
+            )
+    finally:
+        db.close()
+
+
+def write_dispatcher_list(path: Path, nodes: Sequence[str]) -> None:
+    """dispatcher's set 1: the app-server nodes."""
+    path.write_text("".join(f"1 {uri}\n" for uri in nodes))
+
+
 def sync_trunk_peers(path: Path, peers: set[str]) -> None:
     """Make Kamailio's trunk_peers table hold exactly these addresses."""
     db = sqlite3.connect(path, timeout=5)
@@ -303,23 +378,26 @@ def kamcmd(
     )
 
 
-def app_dialogs(runtime: Path) -> list[tuple[int, int]]:
+def app_dialogs(runtime: Path, node: str | None = None) -> list[tuple[int, int]]:
     """(h_entry, h_id) of every dialog not yet ended that Kamailio holds with
     the app server on one side (the dialog profile `app`, see kamailio.cfg's
-    APP_DIALOG): early or confirmed, not those whose BYE already left."""
-    listed = kamcmd(runtime, "dlg.profile_list", "app")
+    APP_DIALOG), or with the node `node` (its SIP URI, profile `appnode`):
+    early or confirmed, not those whose BYE already left."""
+    profile = ("app",) if node is None else ("appnode", node)
+    listed = kamcmd(runtime, "dlg.profile_list", *profile)
     if listed.returncode != 0:
         raise KamailioError(f"kamcmd dlg.profile_list: {listed.stderr.strip() or 'failed'}")
     found = re.findall(r"h_entry: (\d+)\s+h_id: (\d+)\s.*?\sstate: (\d+)", listed.stdout, re.S)
     return [(int(e), int(i)) for e, i, state in found if int(state) < DLG_STATE_DELETED]
 
 
-def release_app_dialogs(runtime: Path) -> int:
+def release_app_dialogs(runtime: Path, node: str | None = None) -> int:
     """End every dialog with the app server: Kamailio sends a BYE to both
     sides (the phone or provider hears it; the app server is gone) and drops
     the call's media (kamailio.cfg, tm:local-request). For when the app
-    server died: its calls are over. Returns how many dialogs were ended."""
-    dialogs = app_dialogs(runtime)
+    server died (or the node `node`, by its SIP URI): its calls are over.
+    Returns how many dialogs were ended."""
+    dialogs = app_dialogs(runtime, node)
     if not dialogs:
         return 0
     # One kamcmd reading the commands from stdin, not one process each.
@@ -334,10 +412,20 @@ class Kamailio:
     """One Kamailio serving this provisioning: our child, or adopted from a
     `ponte serve` that died (pbx/child.py)."""
 
-    def __init__(self, config: Config, runtime: Path, debug: int = 1) -> None:
+    def __init__(
+        self,
+        config: Config,
+        runtime: Path,
+        debug: int = 1,
+        nodes: Sequence[str] | None = None,
+        emergency: Sequence[str] = (),
+    ) -> None:
+        """`nodes`: the app-server nodes' SIP URIs (default: the config's own)."""
         self.config = config
         self.runtime = Path(runtime)
         self.debug = debug
+        self.nodes = node_uris(config, nodes)
+        self.emergency = tuple(emergency)
         self.log_path = self.runtime / "kamailio.log"
         self.edge = EdgeProcess(
             "kamailio",
@@ -377,7 +465,7 @@ class Kamailio:
         # The config holds the Record-Route secret, the database plaintext
         # SIP passwords (auth_db's calculate_ha1): both 0600.
         with os.fdopen(create_private(cfg), "w") as f:
-            f.write(render_config(self.config, self.runtime, self.debug))
+            f.write(self.render())
         private(cfg)
         init_db(self.db_path)
         init_acc_db(self.acc_db_path)
@@ -385,6 +473,8 @@ class Kamailio:
         private(self.acc_db_path)
         self.write_subscribers(self.config)
         sync_trunk_peers(self.db_path, trunk_peers(self.config))
+        sync_trunk_cps(self.db_path, trunk_cps(self.config))
+        write_dispatcher_list(self.runtime / "dispatcher.list", self.nodes)
         check = subprocess.run(
             [binary, "-c", "-f", str(cfg)], capture_output=True, text=True, timeout=30
         )
@@ -434,9 +524,11 @@ class Kamailio:
     def adoptable(self) -> int | None:
         """The pid of a Kamailio a `ponte serve` that died left running from
         this very config (same rendered kamailio.cfg), or None."""
-        return self.edge.adoptable(
-            self.cfg_path, render_config(self.config, self.runtime, self.debug)
-        )
+        return self.edge.adoptable(self.cfg_path, self.render())
+
+    def render(self) -> str:
+        """This Kamailio's kamailio.cfg."""
+        return render_config(self.config, self.runtime, self.debug, self.nodes, self.emergency)
 
     def start(self) -> None:
         """Start Kamailio in the foreground as our child, logging to a file;
@@ -487,6 +579,7 @@ class Kamailio:
         the subscriber table per request; the trunk table is reloaded by RPC,
         when it changed or `force`)."""
         old = trunk_peers(self.config)
+        old_cps = trunk_cps(self.config)
         self.config = config
         try:
             self.write_subscribers(config)
@@ -503,6 +596,12 @@ class Kamailio:
             )
             if rpc.returncode != 0:
                 log.warning("kamailio did not reload the trunk table: %s", rpc.stderr.strip())
+        cps = trunk_cps(config)
+        if cps != old_cps or force:
+            sync_trunk_cps(self.db_path, cps)
+            rpc = kamcmd(self.runtime, "htable.reload", "trunkcps", timeout=5)
+            if rpc.returncode != 0:
+                log.warning("kamailio did not reload the trunk pacing: %s", rpc.stderr.strip())
 
     def write_subscribers(self, config: Config) -> None:
         """The extensions where auth_db reads them (see auth_db_url)."""

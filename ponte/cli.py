@@ -101,14 +101,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return EXIT_CONFIG
     from pbx.kamailio import KamailioError
     from pbx.sipua import SipError
+    from ponte import nodeconf
     from ponte.database import DatabaseRefused
     from ponte.server import AppServer
 
+    path = Path(args.config) if args.config else EXAMPLE
+    if args.nodes != 1:
+        return _serve_nodes(cfg, path, args)
+    settings = nodeconf.from_arguments(args)
     server = AppServer(
-        cfg,
-        config_path=Path(args.config) if args.config else EXAMPLE,
-        run_kamailio=not args.no_kamailio,
+        settings.apply(cfg),
+        config_path=path,
+        run_kamailio=not args.no_kamailio and not settings.edge_elsewhere,
         node=args.node,
+        settings=settings,
     )
     server.install_signal_handlers()
     try:
@@ -122,6 +128,36 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return 1
     server.serve_forever()
     return 0
+
+
+def _serve_nodes(cfg: Config, path: Path, args: argparse.Namespace) -> int:
+    """`ponte serve --nodes N`: the edge and N app-server children (ponte/nodes.py)."""
+    from pbx.kamailio import KamailioError
+    from ponte.nodes import Supervisor
+    from store.engine import is_postgres
+
+    fail = logging.getLogger("ponte").error
+    if args.nodes < 1:
+        fail("refusing to start: --nodes must be at least 1")
+        return EXIT_CONFIG
+    if not is_postgres(cfg.database):
+        fail(
+            "refusing to start: --nodes %d needs `database:` to be a PostgreSQL URL "
+            "(the nodes share their records), not %s",
+            args.nodes,
+            describe(cfg.database),
+        )
+        return EXIT_CONFIG
+    try:
+        supervisor = Supervisor(cfg, path, args.nodes, args.log_level)
+    except ValueError as exc:  # an RTP range too small to split
+        fail("refusing to start: %s", exc)
+        return EXIT_CONFIG
+    try:
+        return supervisor.run()
+    except (KamailioError, OSError) as exc:
+        fail("cannot start: %s", exc)
+        return 1
 
 
 def cmd_prompts(args: argparse.Namespace) -> int:
@@ -616,6 +652,9 @@ def build_parser() -> argparse.ArgumentParser:
                 "host:SIP port on PostgreSQL, 'local' on SQLite); keep it across restarts, "
                 "since a restart closes what its crashed self left under that name",
             )
+            from ponte.nodeconf import add_arguments
+
+            add_arguments(sp)
     rp = sub.add_parser(
         "report", help="reports: conferences, participants, usage, calls, alerts, audit, restores"
     )

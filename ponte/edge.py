@@ -7,8 +7,10 @@ they are their own units and ponte only notices and says so.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 
+from lines.classify import EMERGENCY
 from pbx.kamailio import Kamailio
 from pbx.rtpengine import RtpEngine
 from ponte.loop import Loop
@@ -20,13 +22,28 @@ log = logging.getLogger("ponte.call")
 class Edge:
     """The proxy and the media relay in front of this app server."""
 
-    def __init__(self, config: Config, loop: Loop, run_children: bool) -> None:
+    def __init__(
+        self,
+        config: Config,
+        loop: Loop,
+        run_children: bool,
+        nodes: Sequence[str] | None = None,
+        state: Path | None = None,
+        owner: bool = True,
+    ) -> None:
+        """`nodes`: the app-server nodes' SIP URIs Kamailio dispatches to
+        (default: this config's own); `state`: the edge's folder (default:
+        the config's state_dir); `owner`: False for a node of `ponte serve
+        --nodes`, whose parent writes the edge's tables at a reload."""
         self.loop = loop
+        self.owner = owner
         # False under systemd, where ponte-kamailio.service runs the proxy.
         self.run_children = run_children
-        state = Path(config.state_dir)
+        state = Path(state or config.state_dir)
         self.kamailio = (
-            Kamailio(config, state / "kamailio") if config.extensions or config.trunks else None
+            Kamailio(config, state / "kamailio", nodes=nodes, emergency=sorted(EMERGENCY))
+            if config.extensions or config.trunks
+            else None
         )
         # rtpengine relays every call's media wherever Kamailio runs.
         self.rtpengine = RtpEngine(config, state / "rtpengine") if self.kamailio else None
@@ -54,6 +71,8 @@ class Edge:
 
     def reload_subscribers(self, config: Config) -> None:
         """New extension passwords reach Kamailio."""
+        if not self.owner:
+            return
         if self.kamailio is not None:
             self.kamailio.reload_subscribers(config)
         elif config.extensions:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -38,7 +39,17 @@ class PreparedReload:
 class Reloader:
     """Reloads the file the server was started from into its running parts."""
 
-    def __init__(self, svc: Services, edge: Edge, config_path: Path | None) -> None:
+    def __init__(
+        self,
+        svc: Services,
+        edge: Edge,
+        config_path: Path | None,
+        adjust: Callable[[Config], Config] = lambda c: c,
+    ) -> None:
+        """`adjust`: this node's command-line settings laid over the file
+        (ponte/nodeconf.py), at every reload as at start."""
+        self.adjust = adjust
+        self.audits = True  # False on a secondary node: another writes the audit
         self.svc = svc
         self.edge = edge
         self.config_path = config_path
@@ -53,7 +64,7 @@ class Reloader:
         if self.config_path is None:
             return PreparedReload(old, None, "this server was not started from a file")
         try:
-            new = load_config(self.config_path)
+            new = self.adjust(load_config(self.config_path))
         except ConfigError as exc:
             return PreparedReload(old, None, str(exc))
         refused = refusals(new)
@@ -118,7 +129,7 @@ class Reloader:
         if self.console is not None:
             self.console.reloaded(new)
         self.edge.reload_subscribers(new)
-        if svc.stores.opened and changes:
+        if svc.stores.opened and changes and self.audits:
             svc.stores.writer.write(svc.stores.calls.audit, changes, name, source, unix_user)
         log.info(
             "reloaded %s by %s: %d objects changed; %d rooms, %d extensions, %d trunks",

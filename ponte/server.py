@@ -34,6 +34,7 @@ from ponte.extcalls import AccReader
 from ponte.legs import LegTable
 from ponte.loop import Loop
 from ponte.media import Media
+from ponte.nodeconf import NodeSettings
 from ponte.reload import Reloader
 from ponte.roomops import room_command
 from ponte.rooms import RoomService
@@ -74,17 +75,26 @@ class AppServer:
         agent: Callable[..., UserAgent] = SipUA,
         monotonic: Callable[[], float] = time.monotonic,
         node: str | None = None,
+        settings: NodeSettings | None = None,
     ) -> None:
         """`agent` makes the SIP user agent (a fake in the in-process tests),
         `monotonic` is the clock of every timer (theirs too), `node` this
-        server's name in the records (see `default_node`)."""
+        server's name in the records (see `default_node`), `settings` this
+        node's command-line overrides (already applied to `config`)."""
+        self.settings = settings = settings or NodeSettings()
         self.config_path = config_path
         clock = clock or WallClock.from_env()
         loop = Loop(self._poll, clock=monotonic)
         sip = config.sip
         legs = LegTable()
         stores = Stores(config.database, config.state_dir, node or default_node(config))
-        self.edge = Edge(config, loop, run_kamailio)
+        self.edge = Edge(
+            config,
+            loop,
+            run_kamailio,
+            state=settings.edge_state,
+            owner=not settings.edge_elsewhere,
+        )
         # Queried on the loop thread, on loopback: a reply takes well under
         # a millisecond, and a dead relay costs at most this timeout once.
         ng = NgClient.for_config(config, timeout=0.2, retries=1) if self.edge.rtpengine else None
@@ -118,7 +128,8 @@ class AppServer:
             config.control.socket, self._control, loop, prepare=self._prepare_control
         )
         self.console: Console | None = None  # the web console, when web.listen is set
-        self.reloader = Reloader(self.svc, self.edge, config_path)
+        self.reloader = Reloader(self.svc, self.edge, config_path, settings.apply)
+        self.reloader.audits = settings.primary
         self._stop_reason = ""
 
     @property
@@ -161,7 +172,7 @@ class AppServer:
         svc.stores.writer.start()
         svc.loop.call_later(5.0, self._flush_records)
         kam = self.edge.kamailio
-        acc = AccReader(kam.acc_db_path) if kam is not None else None
+        acc = AccReader(kam.acc_db_path) if kam is not None and self.settings.primary else None
         # An adopted Kamailio (a crashed ponte's) is writing its acc file now.
         adopting = kam is not None and kam.adoptable() is not None
         svc.calllog.start(acc, prune_acc=self.edge.run_children and not adopting)

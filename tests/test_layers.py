@@ -34,6 +34,7 @@ PONTE_LAYERS: tuple[tuple[str, ...], ...] = (
         "journal",
         "lockout_clock",
         "loop",
+        "nodeconf",
         "records",
         "reports",
         "roomwatch",
@@ -49,7 +50,7 @@ PONTE_LAYERS: tuple[tuple[str, ...], ...] = (
     ("roomops",),
     ("console",),
     ("status", "reload"),
-    ("server",),
+    ("server", "nodes"),
     ("cli",),
 )
 PJSUA2_OWNERS = {
