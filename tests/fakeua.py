@@ -43,6 +43,8 @@ class FakeLeg:
     hangup_code: int | None = None
     media: bool = False
     gone: bool = False
+    headers: dict[str, str] = field(default_factory=dict)  # an outbound leg's INVITE headers
+    dtmf: str = ""  # digits sent on the leg
 
 
 class FakeUA:
@@ -118,8 +120,11 @@ class FakeUA:
         self, uri: str, account: str | None = None, headers: dict[str, str] | None = None
     ) -> int:
         leg = next(self._ids)
-        self.legs[leg] = FakeLeg(leg, uri)
+        self.legs[leg] = FakeLeg(leg, uri, headers=dict(headers or {}))
         return leg
+
+    def send_dtmf(self, leg: int, digits: str, method: str = "rfc2833") -> None:
+        self.legs[leg].dtmf += digits
 
     def has_leg(self, leg: int) -> bool:
         fake = self.legs.get(leg)
