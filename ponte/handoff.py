@@ -23,7 +23,7 @@ import contextlib
 import hashlib
 import hmac
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from bridge.levels import refusal as hours_refusal
 from pbx.sipevents import HANDOFF_HEADERS, SipError
@@ -44,6 +44,9 @@ log = logging.getLogger("ponte.handoff")
 # agree to within it).
 TOKEN_SECONDS = 30.0
 ROOM, ROLE, CALLER, NAME, EXPIRES, TOKEN = HANDOFF_HEADERS
+# An internal leg that carried no RTP for this long lost its other node (a
+# kill -9 sends no BYE): both legs end. pjsua sends RTP without pause (noVad).
+RTP_SILENCE = 2.0
 
 
 def sign(key: bytes, room: str, role: str, caller: str, name: str, expires: str) -> str:
@@ -187,6 +190,16 @@ class HandoffService:
             return f"no room {room!r} or role {role!r}"
         return None
 
+    def watch_rtp(self, leg_id: int, lost: Callable[[], None], seen: int = -1) -> None:
+        """Call `lost` once the leg's RTP stops for RTP_SILENCE (checked each second)."""
+        got = self.ua.rx_packets(leg_id)
+        if leg_id not in self.legs or got is None:
+            return
+        if got == seen:
+            lost()
+            return
+        self.loop.call_later(RTP_SILENCE, lambda: self.watch_rtp(leg_id, lost, got))
+
     def incoming(self, leg: Leg, headers: Mapping[str, str], source: str) -> None:
         """A hand-off INVITE from another node: checked, answered, admitted
         once its audio is up."""
@@ -225,7 +238,13 @@ class Admitted(Idle):
             log.info("call %d hand-off refused: room=%s %s", leg.id, self.room, why)
             svc.media.play_then_hangup(leg, ("pin_not_valid_now", "goodbye"), why)
             return
-        svc.rooms.admit(leg, self.room, self.role, None)
+        if svc.rooms.admit(leg, self.room, self.role, None):
+            svc.watch_rtp(leg.id, lambda: self._lost(leg))
+
+    def _lost(self, leg: Leg) -> None:
+        log.warning("call %d: the node that handed it off sends no audio: ending it", leg.id)
+        leg.ended_by = "handoff_lost"
+        self.service.ua.hangup(leg.id)
 
 
 class HandOff(Idle):
@@ -292,6 +311,7 @@ class HandOff(Idle):
         svc.ua.connect(self.caller.id, leg.id)
         svc.ua.connect(leg.id, self.caller.id)
         self.linked = True
+        svc.watch_rtp(leg.id, self._lost)
         gap = svc.loop.now() - self.hash_at
         svc.gaps.append(gap)
         log.info(
@@ -301,6 +321,20 @@ class HandOff(Idle):
             leg.id,
             gap * 1000,
         )
+
+    def _lost(self) -> None:
+        """The home stopped sending audio (it died): end both legs."""
+        svc = self.service
+        log.warning(
+            "call %d: room=%s's home %s sends no audio: ending the call",
+            self.caller.id,
+            self.room,
+            self.home.node,
+        )
+        self.caller.ended_by = "handoff_lost"
+        if self.peer is not None:
+            svc.ua.hangup(self.peer)
+        svc.ua.hangup(self.caller.id)
 
     def on_digit(self, leg: Leg, digit: str) -> None:
         """The caller's keys go to the home, where the room reads them."""

@@ -107,7 +107,9 @@ class HomeStore:
 
     def renew(self, node: str, rooms: list[str], until: float) -> None:
         """Extend this node's leases on the rooms it mixes; drop the others
-        it held (rooms that emptied)."""
+        it held (rooms that emptied). `rooms` was read on the loop thread
+        before this runs on the writer's: a room claimed since has a lease
+        beyond `until` and is left alone."""
         h = room_homes.c
         with self.db.begin() as conn:
             if rooms:
@@ -116,7 +118,11 @@ class HomeStore:
                     .where(h.node == node, h.room.in_(rooms))
                     .values(lease_until=until)
                 )
-            conn.execute(sa.delete(room_homes).where(h.node == node, h.room.not_in(rooms)))
+            conn.execute(
+                sa.delete(room_homes).where(
+                    h.node == node, h.room.not_in(rooms), h.lease_until < until
+                )
+            )
 
     def release(self, node: str) -> None:
         """This node stops: its rooms are free at once."""
