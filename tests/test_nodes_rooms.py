@@ -10,10 +10,15 @@ appliance's namespace, phones on the LAN (as tests/test_pg_calls.py).
 
 from __future__ import annotations
 
+import os
+import re
+import signal
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import yaml
 
@@ -21,8 +26,16 @@ from ponte.handoff import TOKEN_SECONDS, sign
 from ponte.homes import LEASE, STALE, Home, HomeStore
 from ponte.server import AppServer
 from provisioning.loader import load_config
+from tests import audio
 from tests.fakeua import FakeTime, FakeUA
+from tests.harness import report
+from tests.netns import PROVIDER_IP, Host, Topology, topology
+from tests.pglink import db_link_fixture  # noqa: F401  (fixture `db_link`)
+from tests.test_crash import wait_for
+from tests.test_edge_calls import ALL_PASSWORDS, PROVIDER_NAME, heard
 from tests.test_inprocess import ROOM, Rig
+from tests.test_pg_calls import pbx_of, start_node
+from tests.test_spine_calls import window
 
 T0 = 1_800_000_000.0
 
@@ -207,3 +220,143 @@ def test_a_home_that_does_not_answer_lets_the_caller_join_where_it_called(two_no
     b.ua.hang_up(peer.id, 503)
     b.run(0.5)
     assert b.room() is not None and set(b.room().members) == {caller}
+
+
+# -- real calls: two `ponte serve` nodes on one PostgreSQL ------------------------
+@pytest.fixture
+def three_lan_net() -> Iterator[Topology]:
+    """Three LAN phones and the provider's name; no NAT phones, no attacker."""
+    with topology(lan_phones=3, nat_phones=0, attacker=False) as t:
+        t.hosts({PROVIDER_NAME: PROVIDER_IP})
+        yield t
+
+
+def ring(phone, host: Host, number: str, node: int, script: str, **kw: Any):
+    """Our softphone on `host`, registered as `number` to node `node`'s
+    Kamailio, calling the access number through it."""
+    pbx = pbx_of(node)
+    extra = ["--register", f"{number}:{ALL_PASSWORDS[number]}@{pbx}"]
+    return phone(f"sip:conf@{pbx}", script, bind=host.ip, netns=host.name, extra=extra, **kw)
+
+
+def onset(phone_proc, rep: dict[str, Any], after: float, hz: float, step: float = 0.01) -> float:
+    """When (the phone's monotonic clock) a tone `hz` first reached half its
+    steady amplitude in what the phone heard, from `after` on."""
+    samples, rate = audio.load(phone_proc.record)
+    start = int((after - rep["record_start"]) * rate)
+    part = samples[start:]
+    n = int(step * rate)
+    steps = len(part) // n
+    frames = part[: steps * n].reshape(steps, n)
+    t = np.arange(n) / rate
+    amplitude = np.abs(frames @ np.exp(-2j * np.pi * hz * t)) * 2 / n
+    steady = float(np.median(amplitude[steps // 2 :]))
+    first = int(np.argmax(amplitude > 0.5 * steady))
+    return after + first * step
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU seconds a process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_callers_on_two_nodes_meet_in_one_room_through_a_handoff(
+    server_factory, phone, three_lan_net, pg_url, db_link
+):
+    """The moderator keys 9999 on node a (the room's home); a participant
+    keys 1111 on node b and is handed to a over an internal SIP leg. Both
+    hear each other (tone FFT both ways); the participant's *6 mutes it at
+    a. Measured: the hand-off's gap (PIN `#` to linked), the one-way delay
+    the extra hop adds (a tone's onset at the handed-off caller against a
+    caller on a), and node b's CPU for the handed-off call."""
+    net = three_lan_net
+    database = db_link(net.appliance, pg_url)
+    a = start_node(server_factory, net, "a", 0, database)
+    b = start_node(server_factory, net, "b", 1, database)
+    mod = ring(
+        phone, net.lan[0], "1001", 0, "wait_media 5; dtmf 9999#; wait 7; tone 700; wait 12; hangup"
+    )
+    wait_for(lambda: "join room=demo role=moderator" in a.log(), 15, message=a.log()[-3000:])
+    local = ring(phone, net.lan[2], "1003", 0, "wait_media 5; wait 1; dtmf 1111#; wait 15; hangup")
+    part = ring(
+        phone,
+        net.lan[1],
+        "1002",
+        1,
+        "wait_media 5; wait 1; dtmf 1111#; wait 3; tone 440; wait 6; dtmf *6; wait 6; hangup",
+    )
+    wait_for(lambda: "handed off to a" in b.log(), 15, message=b.log()[-3000:])
+    time.sleep(3)
+    before = cpu_seconds(b.proc.pid)
+    time.sleep(4)
+    cpu = (cpu_seconds(b.proc.pid) - before) / 4
+    rm, rl, rp = mod.result(), local.result(), part.result()
+    for r in (rm, rl, rp):
+        assert "error" not in r, r
+    assert "hand-off from" in a.log() and "join room=demo role=participant members=3" in a.log()
+    assert "join room=" not in b.log(), "nothing is mixed on b"
+    # Both ways, through b's bridge and the internal leg.
+    (tone440,) = [t for hz, t in rp["tones"] if hz == 440]
+    (tone700,) = [t for hz, t in rm["tones"] if hz == 700]
+    star = [t for d, _m, t in rp["digits_sent"] if d == "*"][-1]
+    assert heard(mod, rm, tone440 + 1.0, star - 0.1, 440) > 0.5, "a's moderator hears b's caller"
+    assert heard(part, rp, tone700 + 1.0, rp["hangup_sent_at"] - 0.3, 700) > 0.5, "and back"
+    # *6 keyed on b works at a: the moderator no longer hears the caller.
+    samples, rate = audio.load(mod.record)
+    after = audio.segment(samples, rate, *window(rm, star + 1.0, rp["hangup_sent_at"] - 0.3))
+    assert audio.band_fraction(after, rate, 440) < 0.05, "muted at the home"
+    assert "key action=mute room=demo" in a.log()
+    # The costs.
+    gap = float(re.findall(r"handed off to a on leg \d+ \((\d+) ms after the PIN\)", b.log())[-1])
+    hop = onset(part, rp, tone700 - 0.2, 700) - onset(local, rl, tone700 - 0.2, 700)
+    print(
+        f"hand-off gap {gap:.0f} ms; the extra hop adds {hop * 1000:.0f} ms one way; "
+        f"node b's CPU for the handed-off call {cpu * 100:.1f} % of a core"
+    )
+    assert gap < 500, gap
+    # Measured 260-280 ms (b's jitter buffer on the internal leg and b's
+    # bridge, plus the difference of the two phones' adaptive buffers).
+    assert -0.02 < hop < 0.4, hop
+    # One history row for the caller, on the node it called (b), none for the internal leg.
+    rows = [r for r in report(b, "calls") if r["call_type"] == "conference"]
+    assert sorted(r["origin"] for r in rows) == ["1001", "1002", "1003"], rows
+
+
+def test_killing_the_home_ends_the_handed_off_call_and_the_next_caller_rehomes_the_room(
+    server_factory, phone, three_lan_net, pg_url, db_link
+):
+    """kill -9 of node a, the home, mid-conference: the moderator's call
+    (on a) gets its edge's BYE, and the participant handed off from b loses
+    its media from a: b ends it within RTP_SILENCE. A new caller on b keys
+    the PIN within the lease (a's heartbeat stale after 5 s): the room is
+    re-homed on b and mixed there."""
+    net = three_lan_net
+    database = db_link(net.appliance, pg_url)
+    a = start_node(server_factory, net, "a", 0, database)
+    b = start_node(server_factory, net, "b", 1, database)
+    mod = ring(phone, net.lan[0], "1001", 0, "wait_media 5; dtmf 9999#; tone 700; wait_end 40")
+    wait_for(lambda: "join room=demo role=moderator" in a.log(), 15, message=a.log()[-3000:])
+    part = ring(phone, net.lan[1], "1002", 1, "wait_media 5; wait 1; dtmf 1111#; wait_end 40")
+    wait_for(lambda: "handed off to a" in b.log(), 15, message=b.log()[-3000:])
+    time.sleep(2)
+    killed = time.monotonic()
+    a.proc.send_signal(signal.SIGKILL)
+    a.proc.wait(10)
+    rm, rp = mod.result(), part.result()
+    print(
+        f"after the kill: a's caller ended in {rm['ended_at'] - killed:.2f} s, "
+        f"b's handed-off caller in {rp['ended_at'] - killed:.2f} s"
+    )
+    assert rp["hung_up_by"] == "remote" and rp["ended_at"] - killed < 5, rp
+    assert "sends no audio: ending the call" in b.log()
+    # The next caller, on b, within the lease: a's heartbeat is stale by then.
+    time.sleep(max(0.0, killed + STALE + 1 - time.monotonic()))
+    assert time.monotonic() - killed < LEASE
+    nxt = ring(
+        phone, net.lan[2], "1003", 1, "wait_media 5; wait 1; dtmf 9999#; tone 440; wait 3; hangup"
+    )
+    rn = nxt.result()
+    assert "error" not in rn, rn
+    assert "join room=demo role=moderator members=1" in b.log(), b.log()[-3000:]
+    assert HomeStore(pg_url).homes()["demo"].node == "b"
