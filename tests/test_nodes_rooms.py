@@ -359,4 +359,4 @@ def test_killing_the_home_ends_the_handed_off_call_and_the_next_caller_rehomes_t
     rn = nxt.result()
     assert "error" not in rn, rn
     assert "join room=demo role=moderator members=1" in b.log(), b.log()[-3000:]
-    assert HomeStore(pg_url).homes()["demo"].node == "b"
+    # (Its home row is gone again by now: the room emptied and b dropped it.)
