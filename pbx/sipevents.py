@@ -8,7 +8,7 @@ the in-process tests name these without the SIP stack.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 
@@ -27,6 +27,20 @@ class IncomingCall:
     # whether `source` is Kamailio, so it decides whether to believe it.
     line: str | None = None
     from_display: str | None = None  # the From display name, as the caller chose it
+    # The hand-off headers another node sent (ponte/handoff.py), when present.
+    handoff: dict[str, str] = field(default_factory=dict)
+
+
+# A hand-off INVITE's headers, from the node the caller called to the room's
+# home: room, role, caller, whether a name was recorded, expiry, HMAC token.
+HANDOFF_HEADERS = (
+    "X-Ponte-Room",
+    "X-Ponte-Role",
+    "X-Ponte-Caller",
+    "X-Ponte-Name",
+    "X-Ponte-Expires",
+    "X-Ponte-Token",
+)
 
 
 class SipEvents(Protocol):

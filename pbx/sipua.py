@@ -47,7 +47,7 @@ from pbx.sipcalls import (  # noqa: E402
     _Leg,
     _PortCall,
 )
-from pbx.sipevents import IncomingCall, SipError, SipEvents  # noqa: E402
+from pbx.sipevents import HANDOFF_HEADERS, IncomingCall, SipError, SipEvents  # noqa: E402
 from pbx.sipmsg import (  # noqa: E402
     LINE_HEADER,
     REQUEST_USER,
@@ -532,6 +532,7 @@ class SipUA:
             source=rdata.srcAddress,
             line=lines[0] if len(lines) == 1 else None,  # two headers: forged, ignore
             from_display=parsed.display if parsed else None,
+            handoff=message_headers(whole, HANDOFF_HEADERS),
         )
         self.events.on_incoming(incoming)
 

@@ -70,6 +70,9 @@ class UserAgent(Protocol):
     ) -> int:
         """Place an outbound leg."""
 
+    def send_dtmf(self, leg: int, digits: str, method: str = "rfc2833") -> None:
+        """Send digits on a leg (RFC 2833 or SIP INFO)."""
+
     def has_leg(self, leg: int) -> bool:
         """Whether the leg is live."""
 

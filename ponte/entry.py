@@ -33,6 +33,7 @@ from ivr.prompts import wav_seconds
 from pbx.useragent import UserAgent
 from ponte.calllog import CallLog
 from ponte.clock import WallClock
+from ponte.handoff import HandoffService
 from ponte.legs import Idle, Leg
 from ponte.lockout_clock import LockoutClock
 from ponte.loop import Loop
@@ -88,12 +89,15 @@ class EntryIvr:
         # lockout. Loaded from (and written to) the records database at start.
         self.known_callers = KnownCallers(ivr.lockout_known_days * DAY)
         self.names_dir = Path(config.state_dir) / "names"
+        # Rooms shared with other nodes: a right PIN may hand the caller over.
+        self.handoff = HandoffService(config, clock, loop, ua, rooms.legs, media, rooms, stores)
         # PIN `#` arrival -> joined (bench/dtmf.py, bench/legs.py).
         self.join_latencies: list[float] = []
 
     def reloaded(self, config: Config) -> None:
         """New timeouts and tries apply to the next caller."""
         self.config = config
+        self.handoff.config = config
 
     def load_known_callers(self) -> None:
         """Read the known caller IDs back (start-up), forgetting expired ones."""
@@ -227,7 +231,8 @@ class Entry(Idle):
         return fire
 
     def _join(self, leg: Leg, room: str, role: str) -> None:
-        entered = self.ivr.rooms.admit(leg, room, role, self.dialogue.name_path)
+        hash_at = self.hash_at if self.hash_at is not None else self.ivr.loop.now()
+        entered = self.ivr.handoff.join(leg, room, role, self.dialogue.name_path, hash_at)
         if entered and self.hash_at is not None:
             self.ivr.join_latencies.append(self.ivr.loop.now() - self.hash_at)
 

@@ -142,6 +142,10 @@ class Router:
             call.request_user,
             call.source,
         )
+        if call.handoff:
+            # Another node hands a caller to a room homed here (token checked there).
+            self.entry.handoff.incoming(leg, call.handoff, call.source)
+            return
         access = cfg.access_number(call.request_user)
         if access is not None:
             record.call_type = "conference"

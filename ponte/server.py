@@ -189,6 +189,7 @@ class AppServer:
                 for lang in languages:
                     prompts.render_text(room.blast.message, lang)
         svc.ua.start()
+        svc.entry.handoff.start()
         for trunk in config.trunks:
             svc.router.add_trunk(trunk, self.edge.runs)
         self.edge.start()
@@ -291,6 +292,8 @@ class AppServer:
             svc.media.cancel_all(leg)
         svc.ua.shutdown(timeout=2.0)
         svc.legs.clear()
+        if svc.stores.opened:
+            svc.entry.handoff.stop()
         writer = svc.stores.writer
         if not writer.stop(timeout=5.0):
             log.error(

@@ -193,13 +193,16 @@ class Database:
         table: sa.Table,
         keys: Sequence[str],
         update: Mapping[str, Any] | None = None,
+        where: sa.ColumnElement[bool] | None = None,
     ) -> sa.Insert:
         """An INSERT of the row given as parameters at execution; on a clash
         on `keys`, apply `update` (column -> expression, where
         `excluded(table, name)` is the clashing row's value), or do nothing
-        when `update` is None. Build it once and execute it with each row's
-        values as parameters: SQLAlchemy then compiles it once, where
-        `.values(...)` per row would cost more than the commit."""
+        when `update` is None; with `where`, only a clashing row it holds for
+        is updated (the others are left, and RETURNING gives nothing). Build
+        it once and execute it with each row's values as parameters:
+        SQLAlchemy then compiles it once, where `.values(...)` per row
+        would cost more than the commit."""
         if self.shared:
             stmt: pg.Insert | lite.Insert = pg.insert(table)
         else:
@@ -207,7 +210,9 @@ class Database:
         if update is None:
             done: sa.Insert = stmt.on_conflict_do_nothing(index_elements=list(keys))
         else:
-            done = stmt.on_conflict_do_update(index_elements=list(keys), set_=dict(update))
+            done = stmt.on_conflict_do_update(
+                index_elements=list(keys), set_=dict(update), where=where
+            )
         return done
 
     def greatest(self, a: Any, b: Any) -> sa.ColumnElement[Any]:

@@ -223,3 +223,36 @@ guard_wrong = Table(
     Column("run", Text, nullable=False),
     Index("guard_wrong_at", "at"),
 )
+
+# The app-server nodes on this database: where the others reach each over SIP
+# (its loopback or LAN address), when it started, its last heartbeat (every
+# second) and its load.
+nodes = Table(
+    "nodes",
+    metadata,
+    Column("name", Text, primary_key=True),
+    Column("address", Text, nullable=False),
+    Column("started", Double, nullable=False),
+    Column("heartbeat", Double, nullable=False),
+    Column("calls", Integer, nullable=False, server_default="0"),
+    Column("rooms", Integer, nullable=False, server_default="0"),
+)
+
+# Each live room's home: the one node that mixes it, until lease_until (epoch
+# seconds), which that node renews while the room lives (ponte/homes.py).
+room_homes = Table(
+    "room_homes",
+    metadata,
+    Column("room", Text, primary_key=True),
+    Column("node", Text, nullable=False),
+    Column("address", Text, nullable=False),
+    Column("lease_until", Double, nullable=False),
+)
+
+# Settings all nodes share, made once by the first (the hand-off key).
+cluster = Table(
+    "cluster",
+    metadata,
+    Column("name", Text, primary_key=True),
+    Column("value", Text, nullable=False),
+)

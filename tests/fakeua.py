@@ -43,6 +43,8 @@ class FakeLeg:
     hangup_code: int | None = None
     media: bool = False
     gone: bool = False
+    headers: dict[str, str] = field(default_factory=dict)  # an outbound leg's INVITE headers
+    dtmf: str = ""  # digits sent on the leg
 
 
 class FakeUA:
@@ -118,8 +120,11 @@ class FakeUA:
         self, uri: str, account: str | None = None, headers: dict[str, str] | None = None
     ) -> int:
         leg = next(self._ids)
-        self.legs[leg] = FakeLeg(leg, uri)
+        self.legs[leg] = FakeLeg(leg, uri, headers=dict(headers or {}))
         return leg
+
+    def send_dtmf(self, leg: int, digits: str, method: str = "rfc2833") -> None:
+        self.legs[leg].dtmf += digits
 
     def has_leg(self, leg: int) -> bool:
         fake = self.legs.get(leg)
@@ -177,12 +182,27 @@ class FakeUA:
         self.links.discard((src, dst))
 
     # -- the far ends (the test's side) ---------------------------------------------
-    def call(self, to: str, caller: str = "5511999990000", source: str = "192.0.2.7:5060") -> int:
-        """A phone calls `to`; answered calls get their media at once."""
+    def call(
+        self,
+        to: str,
+        caller: str = "5511999990000",
+        source: str = "192.0.2.7:5060",
+        handoff: dict[str, str] | None = None,
+    ) -> int:
+        """A phone calls `to` (or another node hands a caller over, with its
+        `handoff` headers); answered calls get their media at once."""
         leg = next(self._ids)
         self.legs[leg] = FakeLeg(leg)
         self.events.on_incoming(
-            IncomingCall(leg, to, f"sip:{caller}@192.0.2.7", caller, f"call-{leg}", source)
+            IncomingCall(
+                leg,
+                to,
+                f"sip:{caller}@192.0.2.7",
+                caller,
+                f"call-{leg}",
+                source,
+                handoff=dict(handoff or {}),
+            )
         )
         if 200 in self.legs[leg].answers or 183 in self.legs[leg].answers:
             self.legs[leg].media = True

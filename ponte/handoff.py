@@ -1,0 +1,358 @@
+"""Rooms shared by several nodes: a caller who keys a PIN on a node that is
+not the room's home is handed to the home over an internal SIP leg.
+
+The mechanism, and its cost: this node (A) places an INVITE to the home (B)
+at `sip:handoff@<B's SIP address>`, with the room, role and caller in
+`X-Ponte-*` headers and an HMAC of them (the key all nodes share through the
+records database), valid for `TOKEN_SECONDS`. B checks it (403 otherwise),
+answers, and admits the leg into the room by the same `RoomService.admit` as
+a local PIN (lock and size apply at B; the hours were checked at A from the
+same YAML, and are checked again at B). A links the caller's leg and the
+internal leg both ways on its conference bridge, forwards the caller's DTMF
+to B (RFC 2833) so star keys work there, and ends either leg when the other
+ends. The cost: one more media hop (A's bridge and B's jitter buffer: a few
+tens of ms one way) and one more leg's mixing on A.
+
+On SQLite (one node), or when the database is away at PIN time, the room is
+homed here: a room split across two nodes is better than a caller refused.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import hmac
+import logging
+from collections.abc import Callable, Mapping
+
+from bridge.levels import refusal as hours_refusal
+from pbx.sipevents import HANDOFF_HEADERS, SipError
+from pbx.useragent import UserAgent
+from ponte.clock import WallClock
+from ponte.homes import HEARTBEAT_EVERY, LEASE, RENEW_EVERY, Home, HomeStore
+from ponte.legs import Idle, Leg, LegTable
+from ponte.loop import Loop
+from ponte.media import Media
+from ponte.rooms import RoomService, policy
+from ponte.stores import Stores
+from provisioning.schema import Config
+from store.engine import UNAVAILABLE
+
+log = logging.getLogger("ponte.handoff")
+
+# How long a hand-off INVITE's token is good for (the two nodes' clocks must
+# agree to within it).
+TOKEN_SECONDS = 30.0
+ROOM, ROLE, CALLER, NAME, EXPIRES, TOKEN = HANDOFF_HEADERS
+# An internal leg that carried no RTP for this long lost its other node (a
+# kill -9 sends no BYE): both legs end. pjsua sends RTP without pause (noVad).
+RTP_SILENCE = 2.0
+
+
+def sign(key: bytes, room: str, role: str, caller: str, name: str, expires: str) -> str:
+    """The HMAC of a hand-off's fields."""
+    text = "\n".join((room, role, caller, name, expires))
+    return hmac.new(key, text.encode(), hashlib.sha256).hexdigest()
+
+
+def _clean(text: str) -> str:
+    """A value fit for a SIP header (no control characters)."""
+    return "".join(ch for ch in text if ch.isprintable())[:128]
+
+
+class HandoffService:
+    """This node's part in shared rooms (loop thread)."""
+
+    def __init__(
+        self,
+        config: Config,
+        clock: WallClock,
+        loop: Loop,
+        ua: UserAgent,
+        legs: LegTable,
+        media: Media,
+        rooms: RoomService,
+        stores: Stores,
+    ) -> None:
+        self.config = config
+        self.clock = clock
+        self.loop = loop
+        self.ua = ua
+        self.legs = legs
+        self.media = media
+        self.rooms = rooms
+        self.stores = stores
+        self.store: HomeStore | None = None  # None: one node (SQLite), rooms are homed here
+        self.key = b""
+        self.address = ""
+        self.started = 0.0
+        # Caller's PIN `#` -> B's room audio linked to the caller, seconds.
+        self.gaps: list[float] = []
+
+    @property
+    def node(self) -> str:
+        """This node's name."""
+        return self.stores.node
+
+    def start(self) -> None:
+        """Join the registry (PostgreSQL only): heartbeat, leases, the key."""
+        if not self.stores.shared:
+            return
+        self.address = f"{self.config.sip.host}:{self.ua.bound_port}"
+        store = HomeStore(self.stores.db) if self.stores.db is not None else None
+        if store is None:
+            return
+        self.key = store.key()
+        self.store = store
+        self.started = self.clock.ts()
+        self._beat()
+        self.loop.call_later(RENEW_EVERY, self._renew)
+
+    def stop(self) -> None:
+        """Free this node's rooms at once (a clean stop; a crash waits out STALE)."""
+        if self.store is None:
+            return
+        with contextlib.suppress(*UNAVAILABLE):
+            self.store.release(self.node)
+
+    def _beat(self) -> None:
+        assert self.store is not None
+        self.stores.writer.write(
+            self.store.heartbeat,
+            self.node,
+            self.address,
+            self.started,
+            self.clock.ts(),
+            len(self.legs),
+            len(self.rooms.live.rooms),
+        )
+        if not self.loop.stopping:
+            self.loop.call_later(HEARTBEAT_EVERY, self._beat)
+
+    def _renew(self) -> None:
+        assert self.store is not None
+        live = sorted(self.rooms.live.rooms)
+        self.stores.writer.write(self.store.renew, self.node, live, self.clock.ts() + LEASE)
+        if not self.loop.stopping:
+            self.loop.call_later(RENEW_EVERY, self._renew)
+
+    # -- a right PIN ------------------------------------------------------
+    def home_of(self, room: str) -> Home | None:
+        """Where `room` is mixed: None for here (claimed now, or one node)."""
+        if self.store is None or room in self.rooms.live.rooms:
+            return None
+        if self.stores.writer.away:
+            # A split room is better than a refused caller: join here.
+            log.warning("room=%s homed here: the records database is away", room)
+            return None
+        try:
+            home = self.store.claim(room, self.node, self.address, self.clock.ts())
+        except UNAVAILABLE as exc:
+            log.warning("room=%s homed here: the records database did not answer (%s)", room, exc)
+            return None
+        return None if home.node == self.node else home
+
+    def join(self, leg: Leg, room: str, role: str, name_path: str | None, hash_at: float) -> bool:
+        """A right PIN: into the room here, or handed to its home. True if
+        the caller entered here."""
+        home = self.home_of(room)
+        if home is None:
+            return self.rooms.admit(leg, room, role, name_path)
+        HandOff(self, leg, room, role, name_path, home, hash_at).start()
+        return False
+
+    def headers(self, room: str, role: str, caller: str, name: bool) -> dict[str, str]:
+        """A hand-off INVITE's headers, signed."""
+        fields = (room, role, _clean(caller), "1" if name else "0")
+        expires = f"{self.clock.ts() + TOKEN_SECONDS:.0f}"
+        token = sign(self.key, *fields, expires)
+        return dict(zip(HANDOFF_HEADERS, (*fields, expires, token), strict=True))
+
+    # -- a hand-off arriving ------------------------------------------------
+    def refusal(self, headers: Mapping[str, str]) -> str | None:
+        """Why a hand-off INVITE is refused (None: it is good)."""
+        if not self.key:
+            return "this node takes no hand-offs (no shared database)"
+        if any(name not in headers for name in HANDOFF_HEADERS):
+            return "missing headers"
+        fields = [headers[name] for name in HANDOFF_HEADERS]
+        want = sign(self.key, *fields[:5])
+        if not hmac.compare_digest(want, fields[5]):
+            return "bad token"
+        try:
+            expires = float(fields[4])
+        except ValueError:
+            return "bad expiry"
+        if expires < self.clock.ts() or expires > self.clock.ts() + 2 * TOKEN_SECONDS:
+            return "expired token"
+        room, role = fields[0], fields[1]
+        if room not in self.rooms.configs or role not in ("participant", "moderator"):
+            return f"no room {room!r} or role {role!r}"
+        return None
+
+    def watch_rtp(self, leg_id: int, lost: Callable[[], None], seen: int = -1) -> None:
+        """Call `lost` once the leg's RTP stops for RTP_SILENCE (checked each second)."""
+        got = self.ua.rx_packets(leg_id)
+        if leg_id not in self.legs or got is None:
+            return
+        if got == seen:
+            lost()
+            return
+        self.loop.call_later(RTP_SILENCE, lambda: self.watch_rtp(leg_id, lost, got))
+
+    def incoming(self, leg: Leg, headers: Mapping[str, str], source: str) -> None:
+        """A hand-off INVITE from another node: checked, answered, admitted
+        once its audio is up."""
+        why = self.refusal(headers)
+        if why is not None:
+            log.warning("call %d hand-off from %s refused (403): %s", leg.id, source, why)
+            self.ua.answer(leg.id, 403, "Forbidden")
+            return
+        leg.record = None  # the caller's history row is kept by the node it called
+        leg.caller = headers[CALLER]
+        leg.handler = Admitted(self, headers[ROOM], headers[ROLE])
+        self.ua.answer(leg.id, 200)
+        log.info(
+            "call %d hand-off from %s: room=%s role=%s caller=%s",
+            leg.id,
+            source,
+            headers[ROOM],
+            headers[ROLE],
+            leg.caller,
+        )
+
+
+class Admitted(Idle):
+    """At the home: a handed-off leg, admitted once its audio is up."""
+
+    def __init__(self, service: HandoffService, room: str, role: str) -> None:
+        self.service = service
+        self.room = room
+        self.role = role
+
+    def on_media_ready(self, leg: Leg) -> None:
+        """Audio up: the room's own admission (hours, lock, size)."""
+        svc = self.service
+        why = hours_refusal(policy(svc.rooms.configs[self.room]), svc.clock.now())
+        if why is not None:
+            log.info("call %d hand-off refused: room=%s %s", leg.id, self.room, why)
+            svc.media.play_then_hangup(leg, ("pin_not_valid_now", "goodbye"), why)
+            return
+        if svc.rooms.admit(leg, self.room, self.role, None):
+            svc.watch_rtp(leg.id, lambda: self._lost(leg))
+
+    def _lost(self, leg: Leg) -> None:
+        log.warning("call %d: the node that handed it off sends no audio: ending it", leg.id)
+        leg.ended_by = "handoff_lost"
+        self.service.ua.hangup(leg.id)
+
+
+class HandOff(Idle):
+    """At the node the caller called: the caller's leg and the internal leg
+    to the room's home, linked both ways (handler of both legs)."""
+
+    def __init__(
+        self,
+        service: HandoffService,
+        caller: Leg,
+        room: str,
+        role: str,
+        name_path: str | None,
+        home: Home,
+        hash_at: float,
+    ) -> None:
+        self.service = service
+        self.caller = caller
+        self.room = room
+        self.role = role
+        self.name_path = name_path
+        self.home = home
+        self.hash_at = hash_at
+        self.peer: int | None = None
+        self.linked = False
+
+    def start(self) -> None:
+        """Call the home; the caller waits (silence) until it answers."""
+        svc, leg = self.service, self.caller
+        svc.media.stop_prompt(leg)
+        headers = svc.headers(self.room, self.role, leg.caller, self.name_path is not None)
+        uri = f"sip:handoff@{self.home.address}"
+        try:
+            peer = svc.ua.make_call(uri, headers=headers)
+        except SipError as exc:
+            self._here(f"cannot call {uri}: {exc}")
+            return
+        self.peer = peer
+        leg.handler = self
+        svc.legs.add(peer, leg.caller, "handoff", leg.language, handler=self)
+        log.info(
+            "call %d room=%s is homed on %s: handing off on leg %d",
+            leg.id,
+            self.room,
+            self.home.node,
+            peer,
+        )
+
+    def _here(self, why: str) -> None:
+        """The home cannot be reached: the caller joins here (a split room is
+        better than a refused caller)."""
+        svc, leg = self.service, self.caller
+        log.warning(
+            "call %d room=%s joins here, not on %s: %s", leg.id, self.room, self.home.node, why
+        )
+        if leg.id in svc.legs:
+            svc.rooms.admit(leg, self.room, self.role, self.name_path)
+
+    def on_media_ready(self, leg: Leg) -> None:
+        """The home answered: the caller hears the room through it."""
+        svc = self.service
+        if leg.id != self.peer or self.linked or self.caller.id not in svc.legs:
+            return
+        svc.ua.connect(self.caller.id, leg.id)
+        svc.ua.connect(leg.id, self.caller.id)
+        self.linked = True
+        svc.watch_rtp(leg.id, self._lost)
+        gap = svc.loop.now() - self.hash_at
+        svc.gaps.append(gap)
+        log.info(
+            "call %d handed off to %s on leg %d (%.0f ms after the PIN)",
+            self.caller.id,
+            self.home.node,
+            leg.id,
+            gap * 1000,
+        )
+
+    def _lost(self) -> None:
+        """The home stopped sending audio (it died): end both legs."""
+        svc = self.service
+        log.warning(
+            "call %d: room=%s's home %s sends no audio: ending the call",
+            self.caller.id,
+            self.room,
+            self.home.node,
+        )
+        self.caller.ended_by = "handoff_lost"
+        if self.peer is not None:
+            svc.ua.hangup(self.peer)
+        svc.ua.hangup(self.caller.id)
+
+    def on_digit(self, leg: Leg, digit: str) -> None:
+        """The caller's keys go to the home, where the room reads them."""
+        if leg.id == self.caller.id and self.peer is not None and self.linked:
+            try:
+                self.service.ua.send_dtmf(self.peer, digit)
+            except SipError as exc:
+                log.warning("call %d: digit not forwarded to %s: %s", leg.id, self.home.node, exc)
+
+    def on_disconnected(self, leg: Leg, code: int, reason: str) -> None:
+        """Either end hung up: end the other."""
+        svc = self.service
+        if leg.id == self.caller.id:
+            if self.peer is not None:
+                svc.ua.hangup(self.peer)
+            return
+        if not self.linked and code // 100 != 2:
+            self._here(f"the hand-off got {code} {reason}")
+            return
+        self.caller.ended_by = "handoff"
+        svc.ua.hangup(self.caller.id)
