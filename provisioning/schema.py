@@ -14,106 +14,14 @@ from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from ivr.keys import DEFAULT_KEYS, validate_key_map
-from pcm import CLOCK_RATE, CLOCK_RATES
+from provisioning.base import Strict as _Strict
+from provisioning.base import host_port as _host_port
+from provisioning.network import NodeEntry, PbxConfig, SipConfig
 
 Language = Literal["pt-BR", "en"]
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-def _host_port(value: str, what: str) -> tuple[str, int]:
-    host, sep, port = value.rpartition(":")
-    if not sep or not port.isdigit():
-        raise ValueError(f"{what} must be HOST:PORT, got {value!r}")
-    number = int(port)
-    if not 1 <= number <= 65535:
-        raise ValueError(f"{what} port {number} is out of range 1-65535")
-    try:
-        ipaddress.ip_address(host)
-    except ValueError as exc:
-        raise ValueError(f"{what} host must be an IP address, got {host!r}") from exc
-    return host, number
-
-
-class SipConfig(_Strict):
-    """Where the app server listens for SIP, and which UDP ports carry RTP."""
-
-    listen: str = "127.0.0.1:5080"
-    rtp_ports: str = "40000-40999"
-    user_agent: str = "ponte"
-    codecs: list[str] = Field(default_factory=lambda: ["PCMU/8000", "PCMA/8000", "G722/16000"])
-    # The conference bridge's clock rate (Hz): rooms are mixed, and prompts and
-    # signals rendered, at this rate; each call's codec is resampled to it. 8000
-    # suits PCMU/PCMA phones; 16000 keeps G.722 (and 16 kHz opus) wideband across
-    # a room, at about twice the CPU. Only a restart changes it.
-    clock_rate: int = Field(CLOCK_RATE, json_schema_extra={"enum": list(CLOCK_RATES)})
-    # Overload: beyond these, new calls are shed with 503 + Retry-After so the
-    # calls in progress keep their audio (a B2BUA call counts twice).
-    max_calls: int = Field(800, ge=1, le=1000)
-    max_new_calls_per_second: float = Field(150.0, gt=0, le=2000)
-
-    @field_validator("listen")
-    @classmethod
-    def _listen(cls, v: str) -> str:
-        host, _ = _host_port(v, "sip.listen")
-        if not ipaddress.ip_address(host).is_loopback:
-            # pjproject 2.12.1 lacks later security fixes: only Kamailio
-            # (pbx.listen) may face the network; it relays to us on loopback.
-            raise ValueError(
-                f"sip.listen must be a loopback address (e.g. 127.0.0.1:5080), got {host}: "
-                "only Kamailio (pbx.listen) faces the network"
-            )
-        return v
-
-    @field_validator("clock_rate")
-    @classmethod
-    def _clock_rate(cls, v: int) -> int:
-        if v not in CLOCK_RATES:
-            allowed = ", ".join(str(r) for r in CLOCK_RATES)
-            raise ValueError(f"sip.clock_rate must be one of {allowed} (Hz), got {v}")
-        return v
-
-    @field_validator("rtp_ports")
-    @classmethod
-    def _rtp(cls, v: str) -> str:
-        lo, sep, hi = v.partition("-")
-        if not sep or not lo.isdigit() or not hi.isdigit():
-            raise ValueError(f"sip.rtp_ports must be LOW-HIGH, got {v!r}")
-        low, high = int(lo), int(hi)
-        if not 1024 <= low < high <= 65535:
-            raise ValueError("sip.rtp_ports must satisfy 1024 <= LOW < HIGH <= 65535")
-        if high - low < 3:
-            raise ValueError("sip.rtp_ports needs room for at least two RTP/RTCP pairs")
-        return v
-
-    @property
-    def host(self) -> str:
-        return _host_port(self.listen, "sip.listen")[0]
-
-    @property
-    def port(self) -> int:
-        return _host_port(self.listen, "sip.listen")[1]
-
-    @property
-    def rtp_range(self) -> tuple[int, int]:
-        lo, _, hi = self.rtp_ports.partition("-")
-        return int(lo), int(hi)
-
-    @model_validator(mode="after")
-    def _sip_outside_rtp(self) -> SipConfig:
-        lo, hi = self.rtp_range
-        if lo <= self.port <= hi:
-            raise ValueError(
-                f"sip.listen port {self.port} lies inside sip.rtp_ports {self.rtp_ports}"
-            )
-        return self
-
-
 Pin = str
 
 
@@ -285,101 +193,6 @@ class DidTarget(_Strict):
         return self
 
 
-class PbxConfig(_Strict):
-    """Kamailio, the registrar and proxy in front of the app server."""
-
-    listen: str = "127.0.0.1:5060"
-    flood_density: int = Field(30, ge=2, le=10000)  # requests per 2 s before a ban
-    ban_seconds: int = Field(300, ge=1, le=86400)
-    max_message: int = Field(4096, ge=1024, le=65535)  # pjsip itself stops near 4 kB
-    auth_failures: int = Field(10, ge=2, le=1000)  # wrong passwords in 10 min before a ban
-    # Advertised in SDP and SIP instead of listen's host when the appliance
-    # itself sits behind a 1:1 NAT (its LAN address is mapped to this one).
-    public_address: str | None = None
-    # rtpengine relays every call's media on these UDP ports of pbx.listen's
-    # host (phones, providers) and of loopback (towards the app server).
-    media_ports: str = "30000-39999"
-    # rtpengine's control (ng protocol) socket: loopback only.
-    rtpengine_control: str = "127.0.0.1:2223"
-
-    @field_validator("listen")
-    @classmethod
-    def _listen(cls, v: str) -> str:
-        host, _ = _host_port(v, "pbx.listen")
-        if ipaddress.ip_address(host).is_unspecified:
-            raise ValueError(
-                "pbx.listen must be one address (the appliance's LAN address), not "
-                f"{host}: rtpengine advertises it in every call's SDP"
-            )
-        return v
-
-    @field_validator("public_address")
-    @classmethod
-    def _public(cls, v: str | None) -> str | None:
-        if v is None:
-            return v
-        try:
-            addr = ipaddress.ip_address(v)
-        except ValueError as exc:
-            raise ValueError(f"pbx.public_address must be an IP address, got {v!r}") from exc
-        if addr.is_loopback or addr.is_unspecified:
-            raise ValueError(f"pbx.public_address must be reachable by phones, got {v}")
-        return v
-
-    @field_validator("media_ports")
-    @classmethod
-    def _media(cls, v: str) -> str:
-        lo, sep, hi = v.partition("-")
-        if not sep or not lo.isdigit() or not hi.isdigit():
-            raise ValueError(f"pbx.media_ports must be LOW-HIGH, got {v!r}")
-        if not 1024 <= int(lo) < int(hi) <= 65535:
-            raise ValueError("pbx.media_ports must satisfy 1024 <= LOW < HIGH <= 65535")
-        if int(hi) - int(lo) < 3:
-            raise ValueError("pbx.media_ports needs room for at least two RTP/RTCP pairs")
-        return v
-
-    @field_validator("rtpengine_control")
-    @classmethod
-    def _ng(cls, v: str) -> str:
-        host, _ = _host_port(v, "pbx.rtpengine_control")
-        if not ipaddress.ip_address(host).is_loopback:
-            raise ValueError(f"pbx.rtpengine_control must be a loopback address, got {host}")
-        return v
-
-    @property
-    def media_range(self) -> tuple[int, int]:
-        lo, _, hi = self.media_ports.partition("-")
-        return int(lo), int(hi)
-
-    @property
-    def advertised(self) -> str:
-        """The address phones are told to send SIP and RTP to."""
-        return self.public_address or self.host
-
-    @property
-    def internal(self) -> str:
-        """Where Kamailio meets the app server: a loopback socket on the same
-        port when pbx.listen faces the network, else pbx.listen itself."""
-        return f"127.0.0.1:{self.port}" if self.faces_network else self.listen
-
-    @property
-    def internal_host(self) -> str:
-        return _host_port(self.internal, "pbx.listen")[0]
-
-    @property
-    def faces_network(self) -> bool:
-        """Whether phones off this host can reach the appliance."""
-        return not ipaddress.ip_address(self.host).is_loopback
-
-    @property
-    def host(self) -> str:
-        return _host_port(self.listen, "pbx.listen")[0]
-
-    @property
-    def port(self) -> int:
-        return _host_port(self.listen, "pbx.listen")[1]
-
-
 Limit = Literal["unlimited", "blocked"] | float
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 _WINDOW = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-4]):([0-5]\d)$")
@@ -526,6 +339,10 @@ class AccessNumber(_Strict):
 
     user: str = Field(pattern=r"^[A-Za-z0-9_.+-]{1,64}$")
     language: Language = "pt-BR"
+    # The one room this number serves, if it serves one: with several nodes,
+    # Kamailio sends all its callers to one node at INVITE time (no hand-off
+    # after the PIN). A number shared by many rooms is spread round-robin.
+    room: str | None = None
 
 
 class PromptsConfig(_Strict):
@@ -678,6 +495,8 @@ class Config(_Strict):
     state_dir: Path = Path("/var/lib/ponte")  # recorded names live here
     admins: list[Admin] = Field(default_factory=list)
     web: WebConfig = WebConfig()
+    # App-server nodes on other machines behind this edge (issue 19).
+    nodes: list[NodeEntry] = Field(default_factory=list)
 
     @field_validator("database")
     @classmethod
@@ -721,6 +540,9 @@ class Config(_Strict):
                         f"PIN {pin} of room {room.name!r} is already used by room {pins[pin]!r}"
                     )
                 pins[pin] = room.name
+        for a in self.access_numbers:
+            if a.room is not None and a.room not in names:
+                raise ValueError(f"access number {a.user} serves unknown room {a.room!r}")
         users = [a.user for a in self.access_numbers]
         if len(users) != len(set(users)):
             raise ValueError("an access number is listed twice")
@@ -765,12 +587,36 @@ class Config(_Strict):
             for dep in admin.departments:
                 if dep not in self.departments:
                     raise ValueError(f"admin {admin.name} manages unknown department {dep!r}")
+        self._check_nodes()
         for did, target in self.dids.items():
             if target.room_access and self.access_number(target.room_access) is None:
                 raise ValueError(f"DID {did} goes to unknown access number {target.room_access!r}")
             if target.extension and target.extension not in numbers:
                 raise ValueError(f"DID {did} goes to unknown extension {target.extension!r}")
         return self
+
+    def _check_nodes(self) -> None:
+        if not self.nodes:
+            return
+        names = [n.name for n in self.nodes]
+        if len(names) != len(set(names)):
+            raise ValueError("a node name is listed twice")
+        listens = [n.listen for n in self.nodes]
+        if len(listens) != len(set(listens)):
+            raise ValueError("two nodes have the same listen address")
+        if "://" not in self.database:
+            raise ValueError(
+                "nodes: app-server nodes share their records, rooms and guards through a "
+                "PostgreSQL `database` (a postgresql:// URL), not a SQLite file"
+            )
+        if not self.pbx.internal_listen:
+            raise ValueError(
+                "nodes: set pbx.internal_listen, the edge's address on the nodes' network"
+            )
+
+    def node(self, name: str) -> NodeEntry | None:
+        """The `nodes:` entry called `name`, if listed."""
+        return next((n for n in self.nodes if n.name == name), None)
 
     def trunk_for_number(self, number: str) -> tuple[Trunk, str] | None:
         """The trunk whose longest outbound prefix starts the dialed number."""

@@ -1,0 +1,248 @@
+"""Where ponte listens: the app server's SIP and RTP (`sip:`), Kamailio and
+rtpengine in front of it (`pbx:`), and the app-server nodes on other
+machines (`nodes:`)."""
+
+from __future__ import annotations
+
+import ipaddress
+
+from pydantic import Field, field_validator, model_validator
+
+from pcm import CLOCK_RATE, CLOCK_RATES
+from provisioning.base import Strict, host_port
+
+
+def private_address(value: str, what: str) -> tuple[str, int]:
+    """`value`'s host and port, refused unless the host is one private (or
+    loopback) address: an app-server node's SIP stack (pjproject) must never
+    face the internet, only the edge and the other nodes."""
+    host, port = host_port(value, what)
+    addr = ipaddress.ip_address(host)
+    if addr.is_unspecified or not (addr.is_private or addr.is_loopback):
+        raise ValueError(
+            f"{what} must be one private address (a network only the edge and the nodes "
+            f"reach), got {host}"
+        )
+    return host, port
+
+
+class SipConfig(Strict):
+    """Where the app server listens for SIP, and which UDP ports carry RTP."""
+
+    listen: str = "127.0.0.1:5080"
+    rtp_ports: str = "40000-40999"
+    user_agent: str = "ponte"
+    codecs: list[str] = Field(default_factory=lambda: ["PCMU/8000", "PCMA/8000", "G722/16000"])
+    # The conference bridge's clock rate (Hz): rooms are mixed, and prompts and
+    # signals rendered, at this rate; each call's codec is resampled to it. 8000
+    # suits PCMU/PCMA phones; 16000 keeps G.722 (and 16 kHz opus) wideband across
+    # a room, at about twice the CPU. Only a restart changes it.
+    clock_rate: int = Field(CLOCK_RATE, json_schema_extra={"enum": list(CLOCK_RATES)})
+    # Overload: beyond these, new calls are shed with 503 + Retry-After so the
+    # calls in progress keep their audio (a B2BUA call counts twice).
+    max_calls: int = Field(800, ge=1, le=1000)
+    max_new_calls_per_second: float = Field(150.0, gt=0, le=2000)
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, v: str) -> str:
+        host, _ = host_port(v, "sip.listen")
+        if not ipaddress.ip_address(host).is_loopback:
+            # pjproject 2.12.1 lacks later security fixes: only Kamailio
+            # (pbx.listen) may face the network; it relays to us on loopback.
+            raise ValueError(
+                f"sip.listen must be a loopback address (e.g. 127.0.0.1:5080), got {host}: "
+                "only Kamailio (pbx.listen) faces the network"
+            )
+        return v
+
+    @field_validator("clock_rate")
+    @classmethod
+    def _clock_rate(cls, v: int) -> int:
+        if v not in CLOCK_RATES:
+            allowed = ", ".join(str(r) for r in CLOCK_RATES)
+            raise ValueError(f"sip.clock_rate must be one of {allowed} (Hz), got {v}")
+        return v
+
+    @field_validator("rtp_ports")
+    @classmethod
+    def _rtp(cls, v: str) -> str:
+        lo, sep, hi = v.partition("-")
+        if not sep or not lo.isdigit() or not hi.isdigit():
+            raise ValueError(f"sip.rtp_ports must be LOW-HIGH, got {v!r}")
+        low, high = int(lo), int(hi)
+        if not 1024 <= low < high <= 65535:
+            raise ValueError("sip.rtp_ports must satisfy 1024 <= LOW < HIGH <= 65535")
+        if high - low < 3:
+            raise ValueError("sip.rtp_ports needs room for at least two RTP/RTCP pairs")
+        return v
+
+    @property
+    def host(self) -> str:
+        return host_port(self.listen, "sip.listen")[0]
+
+    @property
+    def port(self) -> int:
+        return host_port(self.listen, "sip.listen")[1]
+
+    @property
+    def rtp_range(self) -> tuple[int, int]:
+        lo, _, hi = self.rtp_ports.partition("-")
+        return int(lo), int(hi)
+
+    @model_validator(mode="after")
+    def _sip_outside_rtp(self) -> SipConfig:
+        lo, hi = self.rtp_range
+        if lo <= self.port <= hi:
+            raise ValueError(
+                f"sip.listen port {self.port} lies inside sip.rtp_ports {self.rtp_ports}"
+            )
+        return self
+
+
+class PbxConfig(Strict):
+    """Kamailio, the registrar and proxy in front of the app server."""
+
+    listen: str = "127.0.0.1:5060"
+    flood_density: int = Field(30, ge=2, le=10000)  # requests per 2 s before a ban
+    ban_seconds: int = Field(300, ge=1, le=86400)
+    max_message: int = Field(4096, ge=1024, le=65535)  # pjsip itself stops near 4 kB
+    auth_failures: int = Field(10, ge=2, le=1000)  # wrong passwords in 10 min before a ban
+    # Advertised in SDP and SIP instead of listen's host when the appliance
+    # itself sits behind a 1:1 NAT (its LAN address is mapped to this one).
+    public_address: str | None = None
+    # rtpengine relays every call's media on these UDP ports of pbx.listen's
+    # host (phones, providers) and of loopback (towards the app server).
+    media_ports: str = "30000-39999"
+    # rtpengine's control (ng protocol) socket: loopback only.
+    rtpengine_control: str = "127.0.0.1:2223"
+    # With app-server nodes on other machines (`nodes:`): the edge's address
+    # on their private network, where Kamailio sends them calls and rtpengine
+    # relays their media (default: loopback, nodes on this machine).
+    internal_listen: str | None = None
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, v: str) -> str:
+        host, _ = host_port(v, "pbx.listen")
+        if ipaddress.ip_address(host).is_unspecified:
+            raise ValueError(
+                "pbx.listen must be one address (the appliance's LAN address), not "
+                f"{host}: rtpengine advertises it in every call's SDP"
+            )
+        return v
+
+    @field_validator("public_address")
+    @classmethod
+    def _public(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        try:
+            addr = ipaddress.ip_address(v)
+        except ValueError as exc:
+            raise ValueError(f"pbx.public_address must be an IP address, got {v!r}") from exc
+        if addr.is_loopback or addr.is_unspecified:
+            raise ValueError(f"pbx.public_address must be reachable by phones, got {v}")
+        return v
+
+    @field_validator("media_ports")
+    @classmethod
+    def _media(cls, v: str) -> str:
+        lo, sep, hi = v.partition("-")
+        if not sep or not lo.isdigit() or not hi.isdigit():
+            raise ValueError(f"pbx.media_ports must be LOW-HIGH, got {v!r}")
+        if not 1024 <= int(lo) < int(hi) <= 65535:
+            raise ValueError("pbx.media_ports must satisfy 1024 <= LOW < HIGH <= 65535")
+        if int(hi) - int(lo) < 3:
+            raise ValueError("pbx.media_ports needs room for at least two RTP/RTCP pairs")
+        return v
+
+    @field_validator("rtpengine_control")
+    @classmethod
+    def _ng(cls, v: str) -> str:
+        host, _ = host_port(v, "pbx.rtpengine_control")
+        if not ipaddress.ip_address(host).is_loopback:
+            raise ValueError(f"pbx.rtpengine_control must be a loopback address, got {host}")
+        return v
+
+    @property
+    def media_range(self) -> tuple[int, int]:
+        lo, _, hi = self.media_ports.partition("-")
+        return int(lo), int(hi)
+
+    @property
+    def advertised(self) -> str:
+        """The address phones are told to send SIP and RTP to."""
+        return self.public_address or self.host
+
+    @field_validator("internal_listen")
+    @classmethod
+    def _internal_listen(cls, v: str | None) -> str | None:
+        if v is not None:
+            private_address(v, "pbx.internal_listen")
+        return v
+
+    @model_validator(mode="after")
+    def _same_port(self) -> PbxConfig:
+        if self.internal_listen and host_port(self.internal_listen, "")[1] != self.port:
+            raise ValueError(
+                f"pbx.internal_listen must use pbx.listen's port {self.port}: Kamailio takes "
+                "calls on one port on both sides"
+            )
+        return self
+
+    @property
+    def internal(self) -> str:
+        """Where Kamailio meets the app servers: pbx.internal_listen when
+        nodes run elsewhere, else a loopback socket on the same port when
+        pbx.listen faces the network, else pbx.listen itself."""
+        if self.internal_listen:
+            return self.internal_listen
+        return f"127.0.0.1:{self.port}" if self.faces_network else self.listen
+
+    @property
+    def internal_host(self) -> str:
+        return host_port(self.internal, "pbx.listen")[0]
+
+    @property
+    def faces_network(self) -> bool:
+        """Whether phones off this host can reach the appliance."""
+        return not ipaddress.ip_address(self.host).is_loopback
+
+    @property
+    def host(self) -> str:
+        return host_port(self.listen, "pbx.listen")[0]
+
+    @property
+    def port(self) -> int:
+        return host_port(self.listen, "pbx.listen")[1]
+
+
+class NodeEntry(Strict):
+    """An app-server node on another machine (`ponte serve --node NAME`
+    there): the edge dispatches calls to it, and it takes its SIP address and
+    RTP ports from here, so the YAML stays one file for every node."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,32}$")
+    # Its SIP address on the private network it shares with the edge
+    # (pbx.internal_listen) and the other nodes.
+    listen: str
+    rtp_ports: str | None = None  # default: sip.rtp_ports
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, v: str) -> str:
+        private_address(v, "nodes[].listen")
+        return v
+
+    @field_validator("rtp_ports")
+    @classmethod
+    def _rtp(cls, v: str | None) -> str | None:
+        if v is not None:
+            SipConfig(rtp_ports=v)
+        return v
+
+    @property
+    def uri(self) -> str:
+        """Its SIP URI, for Kamailio's dispatcher."""
+        return f"sip:{self.listen}"
