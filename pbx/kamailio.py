@@ -175,9 +175,15 @@ def _alternatives(values: Sequence[str]) -> str:
 
 
 def room_numbers(config: Config) -> list[str]:
-    """Numbers that lead to a room's entry: access numbers and DIDs to one."""
-    found = [a.user for a in config.access_numbers]
-    found += [number for number, did in config.dids.items() if not did.extension]
+    """Numbers that lead to one room: the access numbers that name their
+    room, and the DIDs to them. Kamailio hashes their callers to one node;
+    a number many rooms share is spread, and its PINs handed off."""
+    found = [a.user for a in config.access_numbers if a.room]
+    found += [
+        number
+        for number, did in config.dids.items()
+        if did.room_access and (a := config.access_number(did.room_access)) and a.room
+    ]
     return found
 
 
@@ -389,6 +395,16 @@ def app_dialogs(runtime: Path, node: str | None = None) -> list[tuple[int, int]]
         raise KamailioError(f"kamcmd dlg.profile_list: {listed.stderr.strip() or 'failed'}")
     found = re.findall(r"h_entry: (\d+)\s+h_id: (\d+)\s.*?\sstate: (\d+)", listed.stdout, re.S)
     return [(int(e), int(i)) for e, i, state in found if int(state) < DLG_STATE_DELETED]
+
+
+def dispatcher_states(runtime: Path) -> dict[str, bool]:
+    """Each app-server node's URI and whether dispatcher holds it active
+    (its OPTIONS answered), from `dispatcher.list`."""
+    listed = kamcmd(runtime, "dispatcher.list", timeout=2)
+    if listed.returncode != 0:
+        raise KamailioError(f"kamcmd dispatcher.list: {listed.stderr.strip() or 'failed'}")
+    found = re.findall(r"URI: (\S+)\s+FLAGS: (\S+)", listed.stdout)
+    return {uri: flags.startswith("A") for uri, flags in found}
 
 
 def release_app_dialogs(runtime: Path, node: str | None = None) -> int:

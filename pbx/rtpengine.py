@@ -39,8 +39,6 @@ from provisioning.schema import Config
 log = logging.getLogger("ponte.rtpengine")
 
 BINARY = "/usr/bin/rtpengine"
-# The app server listens on loopback; rtpengine's side towards it.
-INTERNAL_ADDRESS = "127.0.0.1"
 # Offer/answer `direction` for a call from a phone or provider to the app
 # server; reverse it for a call the app server places.
 DIRECTION_INBOUND = ("external", "internal")
@@ -76,8 +74,10 @@ def _endpoint(host: str, port: int) -> str:
 
 
 def interfaces(config: Config) -> str:
-    """The `interface` line: `internal` on loopback, `external` on pbx.listen's
-    host, advertising pbx.public_address instead when behind a 1:1 NAT.
+    """The `interface` line: `internal` towards the app servers (loopback, or
+    pbx.internal_listen's host when nodes run on other machines), `external`
+    on pbx.listen's host, advertising pbx.public_address instead when behind
+    a 1:1 NAT.
 
     When pbx.listen is itself 127.0.0.1 (everything on one machine, as in the
     tests) both logical interfaces share that address; rtpengine 10.5 accepts
@@ -86,7 +86,7 @@ def interfaces(config: Config) -> str:
     external = config.pbx.host
     if config.pbx.public_address:
         external += f"!{config.pbx.public_address}"
-    return f"internal/{INTERNAL_ADDRESS};external/{external}"
+    return f"internal/{config.pbx.internal_host};external/{external}"
 
 
 def render_config(config: Config, runtime: Path, log_level: int = 6) -> str:
@@ -464,7 +464,7 @@ class RtpEngine:
             raise RtpEngineError(f"rtpengine's control socket must be on loopback, not {host}")
         # rtpengine starts even when pbx.listen's host is not on this machine,
         # then answers every offer with "Ran out of ports": say so now.
-        for address in (INTERNAL_ADDRESS, self.config.pbx.host):
+        for address in (self.config.pbx.internal_host, self.config.pbx.host):
             family = socket.AF_INET6 if ":" in address else socket.AF_INET
             with socket.socket(family, socket.SOCK_DGRAM) as probe:
                 try:
@@ -472,7 +472,7 @@ class RtpEngine:
                 except OSError as exc:
                     raise RtpEngineError(
                         f"cannot relay media on {address} ({exc.strerror}): "
-                        "pbx.listen must be an address of this machine"
+                        "pbx.listen and pbx.internal_listen must be addresses of this machine"
                     ) from None
         self.runtime.mkdir(parents=True, exist_ok=True)
         self.conf_path.write_text(render_config(self.config, self.runtime, self.log_level))

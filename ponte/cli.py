@@ -106,9 +106,21 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from ponte.server import AppServer
 
     path = Path(args.config) if args.config else EXAMPLE
-    if args.nodes != 1:
-        return _serve_nodes(cfg, path, args)
     settings = nodeconf.from_arguments(args)
+    entry = cfg.node(args.node) if args.node else None
+    if entry is not None:
+        # A node of the YAML's `nodes:`, on its own machine.
+        if args.nodes not in (None, 1):
+            logging.getLogger("ponte").error(
+                "refusing to start: --node %s is one node of `nodes:`; --nodes is the edge's",
+                entry.name,
+            )
+            return EXIT_CONFIG
+        settings = nodeconf.for_entry(entry, settings)
+    elif settings.edge_state is None:
+        n = args.nodes if args.nodes is not None else (0 if cfg.nodes else 1)
+        if n != 1 or cfg.nodes:
+            return _serve_nodes(cfg, path, args, n)
     server = AppServer(
         settings.apply(cfg),
         config_path=path,
@@ -130,27 +142,31 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _serve_nodes(cfg: Config, path: Path, args: argparse.Namespace) -> int:
-    """`ponte serve --nodes N`: the edge and N app-server children (ponte/nodes.py)."""
+def _serve_nodes(cfg: Config, path: Path, args: argparse.Namespace, n: int) -> int:
+    """`ponte serve --nodes N`: the edge and N app-server children (ponte/nodes.py),
+    in front of the YAML's `nodes:` too (N may be 0 then: the edge alone)."""
     from pbx.kamailio import KamailioError
     from ponte.nodes import Supervisor
     from store.engine import is_postgres
 
     fail = logging.getLogger("ponte").error
-    if args.nodes < 1:
-        fail("refusing to start: --nodes must be at least 1")
+    if n < 0 or (n == 0 and not cfg.nodes):
+        fail(
+            "refusing to start: --nodes must be at least 1 (0 runs the edge alone, "
+            "in front of the YAML's `nodes:`, and it lists none)"
+        )
         return EXIT_CONFIG
     if not is_postgres(cfg.database):
         fail(
             "refusing to start: --nodes %d needs `database:` to be a PostgreSQL URL "
             "(the nodes share their records), not %s",
-            args.nodes,
+            n,
             describe(cfg.database),
         )
         return EXIT_CONFIG
     try:
-        supervisor = Supervisor(cfg, path, args.nodes, args.log_level)
-    except ValueError as exc:  # an RTP range too small to split
+        supervisor = Supervisor(cfg, path, n, args.log_level)
+    except ValueError as exc:  # an RTP range too small to split, a name taken twice
         fail("refusing to start: %s", exc)
         return EXIT_CONFIG
     try:

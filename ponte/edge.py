@@ -30,19 +30,25 @@ class Edge:
         nodes: Sequence[str] | None = None,
         state: Path | None = None,
         owner: bool = True,
+        remote: bool = False,
     ) -> None:
         """`nodes`: the app-server nodes' SIP URIs Kamailio dispatches to
         (default: this config's own); `state`: the edge's folder (default:
         the config's state_dir); `owner`: False for a node of `ponte serve
-        --nodes`, whose parent writes the edge's tables at a reload."""
+        --nodes`, whose parent writes the edge's tables at a reload;
+        `remote`: this node is on another machine than the edge (`nodes:`),
+        so nothing of the edge is here to start, watch or read."""
         self.loop = loop
         self.owner = owner
         # False under systemd, where ponte-kamailio.service runs the proxy.
         self.run_children = run_children
         state = Path(state or config.state_dir)
+        self.remote = remote
+        # In front of several nodes the edge always runs: it spreads the calls.
+        behind = bool(config.extensions or config.trunks or nodes)
         self.kamailio = (
             Kamailio(config, state / "kamailio", nodes=nodes, emergency=sorted(EMERGENCY))
-            if config.extensions or config.trunks
+            if behind and not remote
             else None
         )
         # rtpengine relays every call's media wherever Kamailio runs.
@@ -52,8 +58,9 @@ class Edge:
 
     @property
     def runs(self) -> bool:
-        """Whether calls pass Kamailio (extensions or trunks configured)."""
-        return self.kamailio is not None
+        """Whether calls pass Kamailio (extensions or trunks configured, or
+        the edge on another machine)."""
+        return self.remote or self.kamailio is not None
 
     def start(self) -> None:
         """Start (or, under systemd, start watching) the edge."""

@@ -9,11 +9,12 @@ the file at start and at every reload, so no per-node copy of the YAML exists.
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # provisioning (pydantic) is loaded only where a Config is
+    from provisioning.network import NodeEntry
     from provisioning.schema import Config
 
 
@@ -22,6 +23,8 @@ class NodeSettings:
     """Command-line overrides of one node (None: the file's value)."""
 
     sip_port: int | None = None
+    # A whole SIP address (a `nodes:` entry's, on another machine).
+    sip_listen: str | None = None
     rtp_ports: str | None = None
     control_socket: Path | None = None
     state_dir: Path | None = None
@@ -32,15 +35,21 @@ class NodeSettings:
     # acc and writes a reload's audit rows: one node does (all share the
     # records), so nothing is recorded twice.
     primary: bool = True
+    # A node of `nodes:` on its own machine: the edge runs on another host,
+    # and nothing of it (pid, control socket, acc file) is here.
+    remote_edge: bool = False
 
     @property
     def edge_elsewhere(self) -> bool:
-        """Whether the edge belongs to another process (a `--nodes` parent)."""
-        return self.edge_state is not None
+        """Whether the edge belongs to another process (a `--nodes` parent,
+        or the edge's host)."""
+        return self.edge_state is not None or self.remote_edge
 
     def apply(self, config: Config) -> Config:
         """`config` with this node's settings laid over it."""
         sip = config.sip
+        if self.sip_listen is not None:
+            sip = sip.model_copy(update={"listen": self.sip_listen})
         if self.sip_port is not None:
             sip = sip.model_copy(update={"listen": f"{sip.host}:{self.sip_port}"})
         if self.rtp_ports is not None:
@@ -51,6 +60,21 @@ class NodeSettings:
         if self.state_dir is not None:
             update["state_dir"] = self.state_dir
         return config.model_copy(update=update)
+
+
+def for_entry(entry: NodeEntry, given: NodeSettings) -> NodeSettings:
+    """The settings of the `nodes:` entry this process is (`--node NAME`):
+    its SIP address and RTP ports from the YAML, the edge on another host.
+    Its own records stay on the command line's or the file's state_dir."""
+    return replace(
+        given,
+        sip_port=None,
+        sip_listen=entry.listen,
+        rtp_ports=entry.rtp_ports or given.rtp_ports,
+        edge_state=None,
+        remote_edge=True,
+        primary=False,
+    )
 
 
 def split_range(ports: tuple[int, int], n: int) -> list[str]:
@@ -97,10 +121,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--nodes",
         type=int,
-        default=1,
+        default=None,
         metavar="N",
         help="run N app-server nodes on this machine behind one edge (Kamailio "
-        "dispatching to them, rtpengine); N > 1 needs a PostgreSQL `database`",
+        "dispatching to them and to the YAML's `nodes:`, rtpengine); N > 1 needs a "
+        "PostgreSQL `database`. Default: 1, or 0 (the edge alone) when the YAML lists "
+        "`nodes:` on other machines",
     )
     p.add_argument("--sip-port", type=int, help="this node's SIP port (instead of sip.listen's)")
     p.add_argument("--rtp-ports", metavar="LO-HI", help="this node's RTP ports (sip.rtp_ports)")

@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pbx.kamailio import KamailioError, release_app_dialogs
+from pbx.kamailio import KamailioError, dispatcher_states, release_app_dialogs
 from ponte import control
 from ponte.control import ControlServer
 from ponte.edge import Edge
@@ -38,6 +38,11 @@ log = logging.getLogger("ponte.nodes")
 QUICK_DEATH = 10.0
 MAX_BACKOFF = 30.0
 STOP_TIMEOUT = 10.0
+# A node of `nodes:` (on another machine) that dispatcher has held inactive
+# this long is taken for dead: the edge ends its dialogs, as it does at once
+# for a child whose process it saw die. Several probes, so that one lost
+# OPTIONS never drops a live node's calls.
+REMOTE_DEAD = 2.0
 # Figures summed over the nodes in the parent's status.
 SUMMED = ("calls", "legs", "conf_ports", "links", "shed")
 
@@ -72,8 +77,8 @@ class Supervisor:
         self.config = config
         self.config_path = config_path
         self.loop = Loop(lambda ms: time.sleep(ms / 1000))
-        uris = node_uris(config, n)
-        self.edge = Edge(config, self.loop, True, nodes=uris)
+        uris = node_uris(config, n) if n else []
+        self.edge = Edge(config, self.loop, True, nodes=uris + [e.uri for e in config.nodes])
         self.children = [
             Child(
                 name,
@@ -95,9 +100,17 @@ class Supervisor:
                 settings.control_socket or Path(),
             )
             for name, uri, settings in zip(
-                node_names(n), uris, child_settings(config, n), strict=True
+                node_names(n), uris, child_settings(config, n) if n else [], strict=True
             )
         ]
+        taken = {c.name for c in self.children} & {e.name for e in config.nodes}
+        if taken:
+            raise ValueError(f"node name {sorted(taken)[0]} is both a local child and in `nodes:`")
+        # `nodes:` on other machines: since when dispatcher holds each one
+        # inactive (None: active), and whether its dialogs were ended.
+        self.remote = {e.uri: e.name for e in config.nodes}
+        self._down_since: dict[str, float | None] = dict.fromkeys(self.remote)
+        self._released: set[str] = set()
         self.control = ControlServer(
             config.control.socket, self._control, self.loop, prepare=self._fan_out
         )
@@ -118,10 +131,12 @@ class Supervisor:
             log.info(
                 "edge on %s in front of %d nodes: %s",
                 self.config.pbx.listen,
-                len(self.children),
-                ", ".join(c.uri for c in self.children),
+                len(self.children) + len(self.remote),
+                ", ".join([c.uri for c in self.children] + list(self.remote)),
             )
             self.loop.call_later(0.2, self._watch)
+            if self.remote:
+                self.loop.call_later(1.0, self._watch_remote)
             self.loop.run()
         finally:
             self._shutdown()
@@ -153,18 +168,52 @@ class Supervisor:
                 child.spawn(now)
         self.loop.call_later(0.2, self._watch)
 
-    def _release(self, child: Child) -> None:
-        """BYE to both sides of every dialog the dead child held."""
+    def _watch_remote(self) -> None:
+        """End the dialogs of a `nodes:` node that stopped answering OPTIONS
+        for REMOTE_DEAD s: the phones hear a BYE instead of silence."""
+        if self.loop.stopping:
+            return
+        self.loop.call_later(1.0, self._watch_remote)
         kam = self.edge.kamailio
         if kam is None:
             return
         try:
-            n = release_app_dialogs(kam.runtime, child.uri)
+            states = dispatcher_states(kam.runtime)
         except (KamailioError, OSError, subprocess.TimeoutExpired) as exc:
-            log.warning("kamailio did not end node %s's dialogs: %s", child.name, exc)
+            log.warning("kamailio's dispatcher did not answer: %s", exc)
+            return
+        now = self.loop.now()
+        for uri, name in self.remote.items():
+            if states.get(uri, True):
+                if uri in self._released:
+                    log.info("node %s answers again", name)
+                self._down_since[uri] = None
+                self._released.discard(uri)
+                continue
+            since = self._down_since[uri]
+            if since is None:
+                self._down_since[uri] = now
+                log.warning("node %s (%s) does not answer OPTIONS", name, uri)
+            elif now - since >= REMOTE_DEAD and uri not in self._released:
+                self._released.add(uri)
+                self._release_uri(name, uri)
+
+    def _release(self, child: Child) -> None:
+        """BYE to both sides of every dialog the dead child held."""
+        self._release_uri(child.name, child.uri)
+
+    def _release_uri(self, name: str, uri: str) -> None:
+        """BYE to both sides of every dialog the dead node `uri` held."""
+        kam = self.edge.kamailio
+        if kam is None:
+            return
+        try:
+            n = release_app_dialogs(kam.runtime, uri)
+        except (KamailioError, OSError, subprocess.TimeoutExpired) as exc:
+            log.warning("kamailio did not end node %s's dialogs: %s", name, exc)
             return
         if n:
-            log.warning("ended %d dialogs of node %s (BYE sent)", n, child.name)
+            log.warning("ended %d dialogs of node %s (BYE sent)", n, name)
 
     def _shutdown(self) -> None:
         """Children first (each hangs its calls up), then the edge."""
@@ -268,6 +317,9 @@ class Supervisor:
                 "restarts": child.restarts,
                 **answer,
             }
+        for uri, name in self.remote.items():
+            # Their own figures are in the shared store's registry.
+            nodes[name] = {"uri": uri, "remote": True, "answers": self._down_since[uri] is None}
         out["rooms"] = rooms
         out["nodes"] = nodes
         out["accepting"] = any(a.get("accepting") for a in answers.values())

@@ -10,6 +10,7 @@ handler.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 
 from lines.classify import EMERGENCY
@@ -135,6 +136,13 @@ class Router:
             leg.record = None  # a flood must not become a flood of writes
             self.ua.answer(call.leg, 503, "Service Unavailable", {"Retry-After": "2"})
             return
+        if not self._from_the_cluster(call.source):
+            leg.record = None
+            log.warning(
+                "call %d refused: %s is neither the edge nor a node (403)", call.leg, call.source
+            )
+            self.ua.answer(call.leg, 403, "Forbidden")
+            return
         log.info(
             "call %d incoming from=%s to=%s src=%s",
             call.leg,
@@ -174,6 +182,19 @@ class Router:
             return
         log.info("call %d refused: %r is not a number here (404)", call.leg, call.request_user)
         self.ua.answer(call.leg, 404)
+
+    def _from_the_cluster(self, source: str) -> bool:
+        """Whether a new call may come from `source`. A node on loopback is
+        reached only from its own machine; one on a private network (a
+        `nodes:` entry) takes calls from the edge and the other nodes only,
+        whatever else that network lets through."""
+        cfg = self.config
+        if ipaddress.ip_address(cfg.sip.host).is_loopback:
+            return True
+        host = source.rpartition(":")[0].strip("[]")
+        return host == cfg.pbx.internal_host or any(
+            host == n.listen.rpartition(":")[0] for n in cfg.nodes
+        )
 
     def caller(self, call: IncomingCall) -> str:
         """Who calls, for the history, the log and the rooms: the extension

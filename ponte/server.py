@@ -94,6 +94,7 @@ class AppServer:
             run_kamailio,
             state=settings.edge_state,
             owner=not settings.edge_elsewhere,
+            remote=settings.remote_edge,
         )
         # Queried on the loop thread, on loopback: a reply takes well under
         # a millisecond, and a dead relay costs at most this timeout once.
