@@ -47,6 +47,9 @@ ROOM, ROLE, CALLER, NAME, EXPIRES, TOKEN = HANDOFF_HEADERS
 # An internal leg that carried no RTP for this long lost its other node (a
 # kill -9 sends no BYE): both legs end. pjsua sends RTP without pause (noVad).
 RTP_SILENCE = 2.0
+# A home answers a hand-off at once (no ringing); one silent this long is
+# gone, and the caller joins the room here instead.
+ANSWER_SECONDS = 2.0
 
 
 def sign(key: bytes, room: str, role: str, caller: str, name: str, expires: str) -> str:
@@ -270,6 +273,7 @@ class HandOff(Idle):
         self.hash_at = hash_at
         self.peer: int | None = None
         self.linked = False
+        self.gave_up = False
 
     def start(self) -> None:
         """Call the home; the caller waits (silence) until it answers."""
@@ -285,6 +289,7 @@ class HandOff(Idle):
         self.peer = peer
         leg.handler = self
         svc.legs.add(peer, leg.caller, "handoff", leg.language, handler=self)
+        svc.loop.call_later(ANSWER_SECONDS, self._unanswered)
         log.info(
             "call %d room=%s is homed on %s: handing off on leg %d",
             leg.id,
@@ -302,6 +307,15 @@ class HandOff(Idle):
         )
         if leg.id in svc.legs:
             svc.rooms.admit(leg, self.room, self.role, self.name_path)
+
+    def _unanswered(self) -> None:
+        """The home did not answer in ANSWER_SECONDS (it died moments ago,
+        before its heartbeat went stale): the caller joins here."""
+        if self.linked or self.gave_up or self.peer is None:
+            return
+        self.gave_up = True
+        self.service.ua.hangup(self.peer)
+        self._here(f"it did not answer in {ANSWER_SECONDS:g} s")
 
     def on_media_ready(self, leg: Leg) -> None:
         """The home answered: the caller hears the room through it."""
@@ -348,9 +362,11 @@ class HandOff(Idle):
         """Either end hung up: end the other."""
         svc = self.service
         if leg.id == self.caller.id:
-            if self.peer is not None:
+            if self.peer is not None and not self.gave_up:
                 svc.ua.hangup(self.peer)
             return
+        if self.gave_up:
+            return  # the caller is in the room here already
         if not self.linked and code // 100 != 2:
             self._here(f"the hand-off got {code} {reason}")
             return
