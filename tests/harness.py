@@ -68,18 +68,7 @@ class Server:
         """Start the server again on the same file (after a stop or a kill),
         with `extra_args` after serve's own (e.g. --no-kamailio)."""
         self.proc = subprocess.Popen(
-            [
-                *in_netns(self.netns),
-                PY,
-                "-m",
-                "ponte.cli",
-                "--log-level",
-                "debug",
-                "serve",
-                "--config",
-                str(self.config_path),
-                *(extra_args or []),
-            ],
+            serve_command(self.config_path, self.netns, extra_args=extra_args),
             cwd=ROOT,
             stdout=subprocess.DEVNULL,
             stderr=self.log_path.open("a"),
@@ -114,6 +103,27 @@ class Server:
                 os.killpg(pid, signal.SIGKILL)  # rtpengine runs in its own process group
         except (OSError, ValueError):
             pass
+
+
+def serve_command(
+    config_path: Path,
+    netns: str | None = None,
+    log_level: str = "debug",
+    extra_args: list[str] | None = None,
+) -> list[str]:
+    """`ponte serve` on `config_path` (this tree's code), in `netns`."""
+    return [
+        *in_netns(netns),
+        PY,
+        "-m",
+        "ponte.cli",
+        "--log-level",
+        log_level,
+        "serve",
+        "--config",
+        str(config_path),
+        *(extra_args or []),
+    ]
 
 
 def in_netns(netns: str | None) -> list[str]:
@@ -166,18 +176,7 @@ def start_server(
     path.write_text(yaml.safe_dump(config))
     log_path = tmp / "server.log"
     proc = subprocess.Popen(
-        [
-            *in_netns(netns),
-            PY,
-            "-m",
-            "ponte.cli",
-            "--log-level",
-            log_level,
-            "serve",
-            "--config",
-            str(path),
-            *(extra_args or []),
-        ],
+        serve_command(path, netns, log_level, extra_args),
         cwd=ROOT,
         env={**os.environ, **(env or {})},
         stdout=subprocess.DEVNULL,

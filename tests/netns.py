@@ -5,6 +5,8 @@ attackers live OFF the machine's own network stack, on documentation ranges.
       br-lan  198.51.100.0/25 : appliance .1, LAN phones .10 .11 …,
                                 NAT router outer .20, provider .50, attacker .66
       br-home 203.0.113.0/24  : NAT router inner .1, NAT phones .10 .11 …
+      br-back 198.51.100.128/25: appliance .129, app-server nodes .140 .141 …
+                                (only with nodes > 0: machines of their own)
 
 The router masquerades 203.0.113.0/24 behind 198.51.100.20; the appliance has
 no route to 203.0.113.0/24, so it only ever sees the router's address.
@@ -59,6 +61,10 @@ PROVIDER_IP = "198.51.100.50"
 ATTACKER_IP = "198.51.100.66"
 HOME_NET = "203.0.113.0/24"
 ROUTER_INNER_IP = "203.0.113.1"
+# The app-server nodes' private network (issue 19): the LAN /25's upper half.
+BACK_NET = "198.51.100.128/25"
+APPLIANCE_BACK_IP = "198.51.100.129"
+NODE_IPS = tuple(f"198.51.100.{140 + i}" for i in range(4))
 # Ranges the root namespace must never send out of eth0.
 # Every address a topology can hand out, made unreachable from the host
 # itself (never whole /24s: on this workplace's machines the package
@@ -75,6 +81,8 @@ BLACKHOLED = tuple(
         *(f"198.51.100.{10 + i}" for i in range(10)),
         "203.0.113.1",
         *(f"203.0.113.{10 + i}" for i in range(10)),
+        APPLIANCE_BACK_IP,
+        *NODE_IPS,
     )
 )
 
@@ -259,13 +267,18 @@ class Topology:
     Attributes: appliance (198.51.100.1), lan (198.51.100.10, .11 …), router
     (198.51.100.20 outside, 203.0.113.1 inside), nat (203.0.113.10, .11 …,
     default route via the router), provider (198.51.100.50), attacker
-    (198.51.100.66, or None), switch (the bridges' namespace name).
-    A context manager: close() removes everything.
+    (198.51.100.66, or None), nodes (198.51.100.140, .141 …: app-server
+    machines, reached only from the appliance's 198.51.100.129), switch (the
+    bridges' namespace name). A context manager: close() removes everything.
     """
 
-    def __init__(self, lan_phones: int = 2, nat_phones: int = 2, attacker: bool = True) -> None:
+    def __init__(
+        self, lan_phones: int = 2, nat_phones: int = 2, attacker: bool = True, nodes: int = 0
+    ) -> None:
         if not 0 <= lan_phones <= 9 or not 0 <= nat_phones <= 9:
             raise ValueError("lan_phones and nat_phones must be 0..9 (.10-.19)")
+        if not 0 <= nodes <= len(NODE_IPS):
+            raise ValueError(f"nodes must be 0..{len(NODE_IPS)}")
         worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
         self.tag = f"{PREFIX}-{os.getpid()}-{worker}-{next(_seq)}"
         self.switch = f"{self.tag}-sw"
@@ -283,6 +296,8 @@ class Topology:
         self.attacker: Host | None = (
             Host(f"{self.tag}-atk", ATTACKER_IP, "eth0") if attacker else None
         )
+        # App-server nodes as machines of their own, on the edge's private side.
+        self.nodes = [Host(f"{self.tag}-node{i}", NODE_IPS[i], "eth0") for i in range(nodes)]
         try:
             self._build()
         except BaseException:
@@ -292,7 +307,7 @@ class Topology:
     @property
     def all_hosts(self) -> list[Host]:
         """Every host (not the switch)."""
-        hosts = [self.appliance, *self.lan, self.router, *self.nat, self.provider]
+        hosts = [self.appliance, *self.lan, self.router, *self.nat, self.provider, *self.nodes]
         return hosts + ([self.attacker] if self.attacker else [])
 
     def _add_ns(self, name: str) -> None:
@@ -316,7 +331,7 @@ class Topology:
         blackhole_root()
         for name in [self.switch, *(h.name for h in self.all_hosts)]:
             self._add_ns(name)
-        for bridge in ("br-lan", "br-home"):
+        for bridge in ("br-lan", "br-home", "br-back"):
             # No STP: ports forward at once instead of listening for 15 s.
             _ip("-n", self.switch, "link", "add", bridge, "type", "bridge", "stp_state", "0")
             _ip("-n", self.switch, "link", "set", bridge, "up")
@@ -327,6 +342,10 @@ class Topology:
         for port, h in lan_side:
             self._plug("br-lan", port, h.name, h.iface, f"{h.ip}/25")
         self._plug("br-home", "home", self.router.name, "eth1", f"{ROUTER_INNER_IP}/24")
+        if self.nodes:
+            self._plug("br-back", "back", self.appliance.name, "eth1", f"{APPLIANCE_BACK_IP}/25")
+            for i, h in enumerate(self.nodes):
+                self._plug("br-back", f"node{i}", h.name, h.iface, f"{h.ip}/25")
         for i, h in enumerate(self.nat):
             self._plug("br-home", f"nat{i}", h.name, h.iface, f"{h.ip}/24")
             _ip("-n", h.name, "route", "add", "default", "via", ROUTER_INNER_IP)
@@ -396,9 +415,11 @@ table netdev ponte_loss {{
         self.close()
 
 
-def topology(lan_phones: int = 2, nat_phones: int = 2, attacker: bool = True) -> Topology:
+def topology(
+    lan_phones: int = 2, nat_phones: int = 2, attacker: bool = True, nodes: int = 0
+) -> Topology:
     """Build a fresh topology; use it as a context manager (or call close())."""
-    return Topology(lan_phones, nat_phones, attacker)
+    return Topology(lan_phones, nat_phones, attacker, nodes)
 
 
 @pytest.fixture(name="net")

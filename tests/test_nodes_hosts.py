@@ -1,0 +1,228 @@
+"""Two app-server nodes as machines of their own (issue 19): each node in a
+network namespace on the edge's private network (tests/netns.py br-back),
+sharing nothing but the database and the edge. The edge (`ponte serve` on
+the one YAML, whose `nodes:` lists both) runs Kamailio and rtpengine in the
+appliance's namespace; each node runs `ponte serve --node NAME` in its own,
+taking its SIP address from the same file. Phones are on the LAN and behind
+the NAT; one of them is baresip.
+"""
+
+from __future__ import annotations
+
+import re
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests import audio
+from tests.harness import ROOT, Server, report, serve_command
+from tests.netns import APPLIANCE_BACK_IP, APPLIANCE_IP, Host, Topology, topology
+from tests.pglink import db_link_fixture  # noqa: F401  (fixture `db_link`)
+from tests.test_crash import baresip_account, phone_on, wait_for
+from tests.test_edge_calls import edge_config, heard
+from tests.test_nodes_edge import dispatcher_state
+
+SIP_PORT = 5080
+
+
+@pytest.fixture
+def hosts_net():
+    """Two LAN phones, a NAT phone, and two node machines."""
+    with topology(lan_phones=2, nat_phones=1, attacker=False, nodes=2) as t:
+        yield t
+
+
+def node_uri(host: Host) -> str:
+    return f"sip:{host.ip}:{SIP_PORT}"
+
+
+def start_edge(server_factory, net: Topology, database: str) -> Server:
+    """The edge alone, in front of the YAML's two nodes."""
+    cfg: dict[str, Any] = edge_config()
+    cfg["pbx"]["internal_listen"] = f"{APPLIANCE_BACK_IP}:5060"
+    cfg["nodes"] = [
+        {"name": name, "listen": f"{h.ip}:{SIP_PORT}"}
+        for name, h in zip("ab", net.nodes, strict=True)
+    ]
+    cfg["database"] = database
+    return server_factory(netns=net.appliance.name, **cfg)
+
+
+def start_node(edge: Server, host: Host, name: str, tmp: Path) -> Server:
+    """`ponte serve --node NAME` on the edge's YAML, in the node's namespace;
+    its own state folder and control socket, as on a machine of its own."""
+    tmp.mkdir()
+    log_path = tmp / "server.log"
+    control = tmp / "control.sock"
+    argv = serve_command(
+        edge.config_path,
+        host.name,
+        extra_args=["--node", name, "--state-dir", str(tmp / "state")]
+        + ["--control-socket", str(control)],
+    )
+    proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=log_path.open("w"))
+    node = Server(proc, edge.config_path, edge.config, SIP_PORT, control, log_path, host.name)
+    wait_for(lambda: proc.poll() is not None or _answers(node), 20, message=f"node {name}")
+    if proc.poll() is not None:
+        raise RuntimeError(f"node {name} exited {proc.returncode}:\n{node.log()}")
+    return node
+
+
+def _answers(node: Server) -> bool:
+    try:
+        node.status()
+    except OSError:
+        return False
+    return True
+
+
+@pytest.fixture
+def cluster(server_factory, hosts_net, pg_url, db_link, tmp_path):
+    """The edge and nodes a and b, once the dispatcher holds both active."""
+    net = hosts_net
+    database = db_link(net.appliance, pg_url)
+    for h in net.nodes:
+        db_link(h, pg_url)
+    edge = start_edge(server_factory, net, database)
+    nodes = {}
+    try:
+        for name, h in zip("ab", net.nodes, strict=True):
+            nodes[name] = start_node(edge, h, name, tmp_path / f"node-{name}")
+        wait_for(
+            lambda: dispatcher_state(edge) == {node_uri(h): "A" for h in net.nodes},
+            10,
+            0.1,
+            message=edge.log()[-3000:],
+        )
+        yield net, edge, nodes
+    finally:
+        for node in nodes.values():
+            node.stop()
+
+
+def serving(nodes: dict[str, Server], line: str) -> str:
+    """The node whose log has `line` (waits for it)."""
+    return wait_for(
+        lambda: next((n for n, s in nodes.items() if line in s.log()), None),
+        15,
+        message="\n".join(s.log()[-2000:] for s in nodes.values()),
+    )
+
+
+def test_callers_on_two_node_machines_key_one_pin_and_hear_each_other(cluster, phone, tmp_path):
+    """The moderator (our softphone, LAN) and a participant (baresip, behind
+    the NAT) call the same access number: the dispatcher's round-robin puts
+    them on different machines. Both key the room's PIN; the participant is
+    handed to the room's node over the private network, and each hears the
+    other (tone FFT both ways). The phones only ever see the edge's address."""
+    from tests.baresip import Baresip
+
+    net, edge, nodes = cluster
+    mod = phone_on(
+        phone,
+        net.lan[0],
+        "1001",
+        "wait_media 5; dtmf 9999#; wait 1; tone 700; wait 16; hangup",
+        "conf",
+    )
+    home = serving(nodes, "join room=demo role=moderator")
+    account = baresip_account("1002")
+    with Baresip(net.nat[0], tmp_path / "baresip", account=account, tone_hz=440) as bs:
+        bs.wait_event("REGISTER_OK")
+        bs.dial("conf")
+        bs.wait_event("CALL_ESTABLISHED")
+        up = time.monotonic()
+        time.sleep(2.0)
+        bs.sndcode("1111#")
+        entered = serving(nodes, "incoming from=1002")
+        time.sleep(7.0)
+        bs.hangup()
+        bs.wait_event("CALL_CLOSED")
+        talked = time.monotonic() - up
+        heard_path = bs.recording()
+        trace = bs.log_text(tail=400_000)
+    rm = mod.result()
+    assert "error" not in rm, rm
+    other = next(n for n in nodes if n != home)
+    assert entered == other, "round-robin put the second caller on the other machine"
+    assert f"handed off to {home}" in nodes[other].log(), nodes[other].log()[-3000:]
+    assert "hand-off from" in nodes[home].log()
+    assert "join room=demo role=participant members=2" in nodes[home].log()
+    # The participant hears the moderator's tone, from 1.5 s after its PIN.
+    samples, rate = audio.load(heard_path)
+    part = audio.segment(samples, rate, 3.5, talked - 0.5)
+    assert audio.band_fraction(part, rate, 700) > 0.2, audio.band_fraction(part, rate, 700)
+    # And the moderator hears the participant's.
+    assert heard(mod, rm, up + 3.5, up + talked - 0.5, 440) > 0.2
+    # baresip was told the edge's LAN address for media, never a node's.
+    answers = [m for m in re.split(r"UDP \S+ -> \S+\n", trace) if m.startswith("SIP/2.0 200 OK")]
+    assert answers and all(
+        set(re.findall(r"c=IN IP4 (\S+)", m)) <= {APPLIANCE_IP} for m in answers
+    ), answers[:1]
+    # Both calls in the one shared history, each on the node it entered.
+    rows = wait_for(
+        lambda: (
+            (r := [x for x in report(edge, "calls") if x["call_type"] == "conference"])
+            and len(r) == 2
+            and r
+        ),
+        10,
+    )
+    assert sorted(r["origin"] for r in rows) == ["1001", "1002"], rows
+
+
+def test_a_node_machine_killed_mid_conference_drops_only_its_calls(cluster, phone):
+    """Room demo on one machine, room other on the other; kill -9 of the
+    first: the edge sees it stop answering and ends its caller's call (BYE);
+    the other room's two members go on hearing each other; the number's next
+    caller is answered by the survivor within 5 s, and re-homes room demo."""
+    net, edge, nodes = cluster
+    first = phone_on(phone, net.lan[0], "1001", "wait_media 5; dtmf 9999#; wait_end 60", "conf")
+    doomed = serving(nodes, "join room=demo role=moderator")
+    survivor = next(n for n in nodes if n != doomed)
+    # Room other: two members whose calls both entered on the survivor. The
+    # round-robin alternates, so a short call in between takes the doomed
+    # node's turn.
+    talk = "wait_media 5; dtmf {pin}#; wait 1; tone {hz}; wait 30; hangup"
+    a = phone_on(phone, net.nat[0], "1002", talk.format(pin="8888", hz=500), "conf")
+    wait_for(
+        lambda: "join room=other role=moderator" in nodes[survivor].log(),
+        15,
+        message="\n".join(s.log()[-3000:] for s in nodes.values()),
+    )
+    spacer = phone_on(phone, net.lan[1], "1003", "wait_media 5; hangup", "conf", record=False)
+    assert "error" not in spacer.result()
+    assert "incoming from=1003" in nodes[doomed].log()
+    b = phone_on(phone, net.lan[1], "1003", talk.format(pin="2222", hz=900), "conf")
+    wait_for(lambda: "join room=other role=participant" in nodes[survivor].log(), 15)
+    time.sleep(3)
+    killed = time.monotonic()
+    nodes[doomed].proc.send_signal(signal.SIGKILL)
+    nodes[doomed].proc.wait(10)
+    # The number's next caller, a second later: the survivor answers (the
+    # dispatcher fails an unanswered INVITE over), and room demo moves there.
+    time.sleep(1.0)
+    nxt = phone_on(
+        phone, net.lan[1], "1004", "wait_media 5; wait 2; dtmf 9999#; wait 3; hangup", "conf"
+    )
+    rf, rn = first.result(), nxt.result()
+    assert rf["hung_up_by"] == "remote", rf
+    bye = rf["ended_at"] - killed
+    answered = rn["confirmed_at"] - killed
+    ra, rb = a.result(), b.result()
+    print(
+        f"node {doomed} killed: its caller got BYE after {bye:.2f} s; the next caller was "
+        f"answered by {survivor} after {answered:.2f} s"
+    )
+    assert bye < 8.0
+    assert "error" not in rn and answered < 5.0, rn
+    assert "join room=demo role=moderator members=1" in nodes[survivor].log()
+    assert "handed off" not in nodes[survivor].log(), "room other lived on the survivor alone"
+    # Room other was never touched: each member heard the other throughout.
+    assert heard(a, ra, killed - 2, killed + 10, 900) > 0.3
+    assert heard(b, rb, killed - 2, killed + 10, 500) > 0.3
+    assert edge.proc.poll() is None
