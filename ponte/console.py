@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from zoneinfo import ZoneInfo
 
 from bridge.controls import Say, mute
+from ponte import clusterview
 from ponte.legs import Leg
 from ponte.records import CallRecord
 from ponte.roomops import room_command
@@ -400,6 +401,14 @@ class Console:
         return await asyncio.to_thread(
             lambda: _minutes_per_day(cfg, days, departments, stores.calls.call_rows(since))
         )
+
+    async def cluster(self) -> dict[str, Any]:
+        """Every node: the shared registry read on a worker thread, or (one
+        node, SQLite) this node's live figures from the loop thread."""
+        found = await asyncio.to_thread(clusterview.shared, self.svc)
+        if found is not None:
+            return found
+        return await self._on_loop(lambda: clusterview.local(self.svc))
 
     # -- browser participants ------------------------------------------------
     async def web_join(self, pin: str, offer: dict[str, str], peer: str) -> dict[str, Any]:

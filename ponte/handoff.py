@@ -28,7 +28,7 @@ from collections.abc import Callable, Mapping
 from bridge.levels import refusal as hours_refusal
 from pbx.sipevents import HANDOFF_HEADERS, SipError
 from pbx.useragent import UserAgent
-from ponte.clock import WallClock
+from ponte.clock import CpuMeter, WallClock
 from ponte.homes import HEARTBEAT_EVERY, LEASE, RENEW_EVERY, Home, HomeStore
 from ponte.legs import Idle, Leg, LegTable
 from ponte.loop import Loop
@@ -89,6 +89,7 @@ class HandoffService:
         self.key = b""
         self.address = ""
         self.started = 0.0
+        self.cpu = CpuMeter()  # this process's load, read at each heartbeat
         # Caller's PIN `#` -> B's room audio linked to the caller, seconds.
         self.gaps: list[float] = []
 
@@ -99,15 +100,15 @@ class HandoffService:
 
     def start(self) -> None:
         """Join the registry (PostgreSQL only): heartbeat, leases, the key."""
+        self.address = f"{self.config.sip.host}:{self.ua.bound_port}"
+        self.started = self.clock.ts()
         if not self.stores.shared:
             return
-        self.address = f"{self.config.sip.host}:{self.ua.bound_port}"
         store = HomeStore(self.stores.db) if self.stores.db is not None else None
         if store is None:
             return
         self.key = store.key()
         self.store = store
-        self.started = self.clock.ts()
         self._beat()
         self.loop.call_later(RENEW_EVERY, self._renew)
 
@@ -126,8 +127,10 @@ class HandoffService:
             self.address,
             self.started,
             self.clock.ts(),
-            len(self.legs),
+            self.ua.call_count(),
             len(self.rooms.live.rooms),
+            len(self.legs),
+            self.cpu.read(),
         )
         if not self.loop.stopping:
             self.loop.call_later(HEARTBEAT_EVERY, self._beat)

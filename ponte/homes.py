@@ -14,6 +14,7 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -29,6 +30,8 @@ LEASE = 10.0
 RENEW_EVERY = 2.5
 HEARTBEAT_EVERY = 1.0
 KEY_NAME = "handoff_key"
+# The load figures each heartbeat carries (the `nodes` columns past its time).
+LOAD = ("calls", "rooms", "legs", "cpu")
 
 
 @dataclass(frozen=True)
@@ -65,14 +68,23 @@ class HomeStore:
         self._beat = db.upsert(
             nodes,
             ["name"],
-            {c: excluded(nodes, c) for c in ("address", "started", "heartbeat", "calls", "rooms")},
+            {c: excluded(nodes, c) for c in ("address", "started", "heartbeat", *LOAD)},
         )
         self._key = db.upsert(cluster, ["name"])
 
     def heartbeat(
-        self, node: str, address: str, started: float, at: float, calls: int, rooms: int
+        self,
+        node: str,
+        address: str,
+        started: float,
+        at: float,
+        calls: int,
+        rooms: int,
+        legs: int = 0,
+        cpu: float = 0.0,
     ) -> None:
-        """This node is alive at `at`, reached at `address`, carrying so much."""
+        """This node is alive at `at`, reached at `address`, carrying so much
+        (`cpu`: percent of one core its process used since its last beat)."""
         row = {
             "name": node,
             "address": address,
@@ -80,6 +92,8 @@ class HomeStore:
             "heartbeat": at,
             "calls": calls,
             "rooms": rooms,
+            "legs": legs,
+            "cpu": cpu,
         }
         with self.db.begin() as conn:
             conn.execute(self._beat, row)
@@ -136,6 +150,15 @@ class HomeStore:
             r["room"]: Home(r["node"], r["address"])
             for r in self.db.rows(sa.select(h.room, h.node, h.address))
         }
+
+    def registry(self) -> list[dict[str, Any]]:
+        """Every node that ever beat here, by name: its row as stored (name,
+        address, started, heartbeat and the LOAD figures)."""
+        return list(self.db.rows(sa.select(nodes).order_by(nodes.c.name)))
+
+    def leases(self) -> list[dict[str, Any]]:
+        """Every room's home row (room, node, address, lease_until), by room."""
+        return list(self.db.rows(sa.select(room_homes).order_by(room_homes.c.room)))
 
     def key(self) -> bytes:
         """The hand-off key all nodes share, made by whichever asks first."""

@@ -299,12 +299,19 @@ class Supervisor:
         return merged
 
     def _status(self, answers: dict[str, dict[str, Any]]) -> dict[str, Any]:
-        """Every node's status, with the sums and every room (by its node)."""
+        """Every node's status, with the sums, every room (by its node) and
+        the cluster view (every node on the shared records, these and any on
+        other machines: each child reads the same registry, the first
+        answer's is kept)."""
         out: dict[str, Any] = {key: 0 for key in SUMMED}
         rooms: dict[str, Any] = {}
         nodes: dict[str, Any] = {}
+        cluster: dict[str, Any] | None = None
         for child in self.children:
-            answer = answers.get(child.name, {})
+            answer = dict(answers.get(child.name, {}))
+            seen = answer.pop("cluster", None)
+            if cluster is None or (seen and "error" in cluster and "error" not in seen):
+                cluster = seen
             for key in SUMMED:
                 with contextlib.suppress(TypeError):
                     out[key] += answer.get(key, 0)
@@ -323,4 +330,5 @@ class Supervisor:
         out["rooms"] = rooms
         out["nodes"] = nodes
         out["accepting"] = any(a.get("accepting") for a in answers.values())
+        out["cluster"] = cluster or {"shared": True, "error": "no node answered", "nodes": {}}
         return out

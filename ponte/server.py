@@ -24,6 +24,7 @@ from ivr.tones import SIGNALS
 from pbx.rtpengine import NgClient
 from pbx.sipua import SipEvents, SipUA
 from pbx.useragent import UserAgent
+from ponte import clusterview
 from ponte.calllog import CallLog
 from ponte.clock import WallClock
 from ponte.control import ControlServer
@@ -316,6 +317,8 @@ class AppServer:
             calls = {leg: rec.sip_call_id for leg, rec in self.svc.legs.records().items()}
             quality = self.svc.calllog.quality
             request["_quality"] = {leg: quality(cid) for leg, cid in calls.items()}
+            # The other nodes, from the shared records (off the loop too).
+            request["_cluster"] = clusterview.shared(self.svc)
         if request.get("cmd") == "reload":
             request["_prepared"] = self.reloader.prepare()
 
@@ -352,5 +355,6 @@ class AppServer:
         if cmd == "drain":
             return self.drain()
         if cmd == "status":
-            return status(self.svc, self.console, request.get("_quality") or {})
+            quality = request.get("_quality") or {}
+            return status(self.svc, self.console, quality, request.get("_cluster"))
         return {"error": f"unknown command {cmd!r}"}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from ponte import clusterview
 from ponte.services import Services
 from store.engine import describe
 
@@ -12,11 +13,16 @@ if TYPE_CHECKING:  # aiohttp and aiortc load only when the console is on
 
 
 def status(
-    svc: Services, console: Console | None, quality: dict[int, dict[str, Any]]
+    svc: Services,
+    console: Console | None,
+    quality: dict[int, dict[str, Any]],
+    cluster: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Calls, rooms and their members, latencies and the overload counters.
+    """Calls, rooms and their members, latencies and the overload counters,
+    and every node of the cluster (ponte/clusterview.py).
 
-    `quality`: rtpengine's live figures per leg, asked off the loop thread."""
+    `quality`: rtpengine's live figures per leg, asked off the loop thread;
+    `cluster`: the registry's view, read off it too (None: this node alone)."""
     ua = svc.ua
 
     def members(room: Any) -> list[dict[str, Any]]:
@@ -68,4 +74,5 @@ def status(
             "node": svc.stores.node,
             "waiting_writes": len(svc.stores.writer.pending),
         },
+        "cluster": cluster if cluster is not None else clusterview.local(svc),
     }

@@ -226,7 +226,8 @@ guard_wrong = Table(
 
 # The app-server nodes on this database: where the others reach each over SIP
 # (its loopback or LAN address), when it started, its last heartbeat (every
-# second) and its load.
+# second) and its load: calls, legs, live rooms, and the CPU its process used
+# since the heartbeat before (percent of one core).
 nodes = Table(
     "nodes",
     metadata,
@@ -236,6 +237,8 @@ nodes = Table(
     Column("heartbeat", Double, nullable=False),
     Column("calls", Integer, nullable=False, server_default="0"),
     Column("rooms", Integer, nullable=False, server_default="0"),
+    Column("legs", Integer, nullable=False, server_default="0"),
+    Column("cpu", Double, nullable=False, server_default="0"),
 )
 
 # Each live room's home: the one node that mixes it, until lease_until (epoch

@@ -48,7 +48,7 @@ PONTE_LAYERS: tuple[tuple[str, ...], ...] = (
     ("routing",),
     ("dialout",),
     ("services",),
-    ("roomops",),
+    ("roomops", "clusterview"),
     ("console",),
     ("status", "reload"),
     ("server", "nodes"),

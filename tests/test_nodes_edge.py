@@ -44,6 +44,12 @@ def two_nodes(server_factory, net: Topology, database: str) -> Server:
         20,
         message=srv.log()[-3000:],
     )
+    # The parent's status holds one cluster view, read from the shared
+    # registry: both nodes, alive (ponte/clusterview.py).
+    wait_for(lambda: srv.status()["cluster"]["alive"] == 2, 5, message=str(srv.status()))
+    cluster = srv.status()["cluster"]
+    assert cluster["shared"] is True and set(cluster["nodes"]) == set(NODES)
+    assert all("cluster" not in n for n in srv.status()["nodes"].values())
     return srv
 
 

@@ -11,16 +11,19 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
 from bridge.billing import BillingStore
 from lines.usage import UsageStore
+from ponte.homes import HomeStore
 from ponte.records import RecordStore
 from ponte.stores import Stores
 from store import migrate
 from store.engine import Database, describe
-from store.schema import metadata
+from store.schema import metadata, nodes
 from tests.test_stores_outage import flushed_once_back
 
 DATA = Path(__file__).parent / "data"
@@ -58,6 +61,26 @@ def test_an_old_sqlite_file_is_adopted_with_its_rows(tmp_path: Path) -> None:
     assert [s["billed_minutes"] for s in sessions] == [3, 0]
     # New sessions go on from the old file's highest id.
     assert billing.new_session_id() == 3
+
+
+def test_a_registry_at_0003_gains_the_node_load_and_keeps_its_rows(records_spec: str) -> None:
+    """Nodes registered before migration 0004 keep their rows; their legs
+    and CPU read 0 until their next heartbeat writes them."""
+    db = Database(records_spec)
+    cfg = migrate._config()
+    with db.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0003")
+        conn.execute(
+            sa.insert(nodes).values(name="a", address="a:1", started=1.0, heartbeat=2.0, calls=3),
+        )
+    migrate.upgrade(db)
+    assert migrate.current(db) == migrate.head()
+    (row,) = HomeStore(db).registry()
+    assert (row["calls"], row["legs"], row["cpu"]) == (3, 0, 0.0)
+    HomeStore(db).heartbeat("a", "a:1", 1.0, 3.0, 1, 1, legs=2, cpu=7.5)
+    (row,) = HomeStore(db).registry()
+    assert (row["heartbeat"], row["legs"], row["cpu"]) == (3.0, 2, 7.5)
 
 
 def _add_many(spec: str, n: int) -> None:

@@ -100,6 +100,33 @@ class FakeBackend:
             },
         }
 
+        load = {"calls": 2, "legs": 3, "rooms": 1, "cpu": 12.5}
+        self.nodes: dict[str, Any] = {
+            "shared": True,
+            "stale_after": 5.0,
+            "alive": 1,
+            "nodes": {
+                "pbx-a": {
+                    **load,
+                    "address": "10.0.0.1:5080",
+                    "started": 1_800_000_000.0,
+                    "heartbeat": 1_800_000_199.5,
+                    "age": 0.5,
+                    "alive": True,
+                    "homes": {"demo": {"lease_left": 8.0}},
+                },
+                "pbx-b<i>": {
+                    **load,
+                    "address": "10.0.0.2:5080",
+                    "started": 1_800_000_000.0,
+                    "heartbeat": 1_800_000_100.0,
+                    "age": 100.0,
+                    "alive": False,
+                    "homes": {"other<script>": {"lease_left": -90.0}},
+                },
+            },
+        }
+
     def running_config(self) -> Config:
         return self.config
 
@@ -145,6 +172,10 @@ class FakeBackend:
     ) -> list[tuple[str, float]]:
         self.calls.append(("minutes_per_day", days, departments))
         return [("2027-01-14", 42.5), ("2027-01-15", 10.0)]
+
+    async def cluster(self) -> dict:
+        self.calls.append(("cluster",))
+        return self.nodes
 
     def subscribe(self) -> Subscription:
         return self.hub.subscribe()

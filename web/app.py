@@ -1,5 +1,5 @@
 """The web console's HTTP side: login, rooms page and live events, room
-actions, usage page and chart, and the routes of the browser participant.
+actions, usage page and chart, the nodes page, and the routes of the browser participant.
 
 Roles come from the running configuration at every request (as for the CLI):
 an administrator sees and may do everything, a sub-administrator only their
@@ -9,7 +9,7 @@ writes the audit.
 
 This module wires the app; the handlers live by job: web/guard.py (session,
 CSRF, Origin, security headers), web/login.py, web/rooms.py (with the live
-events), web/usage.py, web/join.py (the browser participant), web/roles.py;
+events), web/usage.py, web/nodes.py, web/join.py (the browser participant), web/roles.py;
 web/state.py and web/responses.py hold what they share.
 """
 
@@ -27,6 +27,7 @@ from web.guard import _guard, _headers, _use_request_class
 from web.hub import EventHub
 from web.join import join_config, join_key, join_leave, join_offer, join_page
 from web.login import login, login_form, logout
+from web.nodes import nodes_api, nodes_page
 from web.responses import STATIC
 from web.rooms import events, name_wav, room_action, rooms_api, rooms_page, session_info
 from web.state import STATE, Sleep, State
@@ -99,6 +100,8 @@ def make_app(
     r.add_get("/api/rooms/{room}/members/{member}/name.wav", name_wav)
     r.add_get("/usage", usage_page)
     r.add_get("/usage/chart.svg", usage_chart)
+    r.add_get("/nodes", nodes_page)
+    r.add_get("/api/nodes", nodes_api)
     r.add_get("/join", join_page)
     r.add_get("/join/config", join_config)
     r.add_post("/join/offer", join_offer)

@@ -78,6 +78,14 @@ class Backend(Protocol):
         those departments' lines (a sub-administrator's chart); None: all."""
         ...
 
+    async def cluster(self) -> dict[str, Any]:
+        """Every app-server node, as `ponte status` shows it under "cluster":
+        {"shared": bool, "stale_after": s, "alive": n, "nodes": {name:
+        {"address", "started", "heartbeat", "age", "alive", "calls", "legs",
+        "rooms", "cpu", "homes": {room: {"lease_left": s | None}}}}} and
+        "error" when the records database did not answer."""
+        ...
+
     def subscribe(self) -> Subscription:
         """A new subscription to the room events (EventHub.subscribe)."""
         ...
