@@ -114,6 +114,7 @@ def test_the_nodes_parent_shows_the_cluster_once() -> None:
         Child(name, f"sip:127.0.0.1:{port}", [], Path(f"/nonexistent/{name}.sock"))
         for name, port in (("node-1", 5080), ("node-2", 5081))
     ]
+    sup.remote = {}
     view = {"shared": True, "alive": 2, "nodes": {"node-1": {}, "node-2": {}, "pbx-b": {}}}
     away = {"shared": True, "alive": 0, "nodes": {}, "error": "records database away: x"}
     answers = {
