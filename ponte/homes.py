@@ -11,6 +11,7 @@ it, and the caller is handed there (ponte/handoff.py).
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +31,9 @@ LEASE = 10.0
 RENEW_EVERY = 2.5
 HEARTBEAT_EVERY = 1.0
 KEY_NAME = "handoff_key"
+# The edge's provisioning, for the nodes on other machines (ponte/follow.py).
+CONFIG_NAME = "config"
+CONFIG_SHA = "config_sha256"
 # The load figures each heartbeat carries (the `nodes` columns past its time).
 LOAD = ("calls", "rooms", "legs", "cpu")
 
@@ -71,6 +75,7 @@ class HomeStore:
             {c: excluded(nodes, c) for c in ("address", "started", "heartbeat", *LOAD)},
         )
         self._key = db.upsert(cluster, ["name"])
+        self._set = db.upsert(cluster, ["name"], {"value": excluded(cluster, "value")})
 
     def heartbeat(
         self,
@@ -159,6 +164,30 @@ class HomeStore:
     def leases(self) -> list[dict[str, Any]]:
         """Every room's home row (room, node, address, lease_until), by room."""
         return list(self.db.rows(sa.select(room_homes).order_by(room_homes.c.room)))
+
+    def publish_config(self, text: str) -> str:
+        """The edge's provisioning (YAML, includes merged) for the nodes on
+        other machines to follow; returns its SHA-256."""
+        sha = hashlib.sha256(text.encode()).hexdigest()
+        with self.db.begin() as conn:
+            conn.execute(self._set, [{"name": CONFIG_NAME, "value": text}])
+            conn.execute(self._set, [{"name": CONFIG_SHA, "value": sha}])
+        return sha
+
+    def published_sha(self) -> str | None:
+        """The SHA-256 of the provisioning the edge published last (cheap to poll)."""
+        return self._value(CONFIG_SHA)
+
+    def published_config(self) -> str | None:
+        """The provisioning the edge published last, as YAML text."""
+        return self._value(CONFIG_NAME)
+
+    def _value(self, name: str) -> str | None:
+        with self.db.begin() as conn:
+            value = conn.execute(
+                sa.select(cluster.c.value).where(cluster.c.name == name)
+            ).scalar_one_or_none()
+        return None if value is None else str(value)
 
     def key(self) -> bytes:
         """The hand-off key all nodes share, made by whichever asks first."""

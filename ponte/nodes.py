@@ -124,6 +124,10 @@ class Supervisor:
         signal.signal(signal.SIGHUP, lambda _s, _f: self._reload_in_background())
         try:
             self.edge.start()
+            if self.config.nodes:
+                from provisioning.loader import load_tree
+
+                self._publish(load_tree(self.config_path).data)
             now = self.loop.now()
             for child in self.children:
                 child.spawn(now)
@@ -245,15 +249,54 @@ class Supervisor:
                 child.proc.send_signal(signal.SIGHUP)
         threading.Thread(target=self._reload_edge, name="reload", daemon=True).start()
 
-    def _reload_edge(self) -> None:
-        from provisioning.loader import ConfigError, load_config
+    def _reload_edge(self, request: dict[str, Any] | None = None) -> str | None:
+        """Read the file for the edge (off the loop); with nodes on other
+        machines, check who asks (no child did) and publish it for them.
+        Returns why it was refused, if it was."""
+        from provisioning.admins import PermissionDenied, authorize_changes, may_act_as, who
+        from provisioning.diff import diff_configs
+        from provisioning.loader import ConfigError, load_tree
 
         try:
-            new = load_config(self.config_path)
+            loaded = load_tree(self.config_path)
         except ConfigError as exc:
             log.error("reload refused, the edge keeps its configuration: %s", exc)
-            return
+            return str(exc)
+        new = loaded.config
+        if request is not None and not self.children:
+            as_name = request.get("as")
+            unix_user = str(request.get("unix_user") or "?")
+            try:
+                may_act_as(self.config, as_name, unix_user, request.get("unix_uid"))
+                who(self.config, as_name, unix_user)
+                authorize_changes(self.config, new, as_name, diff_configs(self.config, new))
+            except PermissionDenied as exc:
+                log.error("reload refused, configuration unchanged: %s", exc)
+                return str(exc)
+        self._publish(loaded.data)
         self.loop.call_soon_threadsafe(lambda: self._edge_reloaded(new))
+        return None
+
+    def _publish(self, data: dict[str, Any]) -> None:
+        """The provisioning, includes merged, for the nodes of `nodes:`
+        (ponte/follow.py): they read it from the shared database."""
+        if not self.config.nodes:
+            return
+        import yaml
+
+        from ponte.homes import HomeStore
+        from store.engine import UNAVAILABLE
+
+        try:
+            store = HomeStore(self.config.database)
+            try:
+                sha = store.publish_config(yaml.safe_dump(data, sort_keys=False))
+            finally:
+                store.db.close()
+        except UNAVAILABLE as exc:
+            log.error("the nodes on other machines keep their provisioning: %s", exc)
+            return
+        log.info("provisioning published for the nodes (sha256 %s)", sha[:12])
 
     def _edge_reloaded(self, new: Config) -> None:
         self.edge.reload_subscribers(new)
@@ -278,7 +321,9 @@ class Supervisor:
                 answers[child.name] = {"error": f"node {child.name} does not answer: {exc}"}
         request["_answers"] = answers
         if cmd == "reload" and all(a.get("ok") for a in answers.values()):
-            self._reload_edge()
+            refused = self._reload_edge(request)
+            if refused is not None:
+                request["_answers"] = {"edge": {"ok": False, "error": refused}}
 
     def _control(self, request: dict[str, Any]) -> dict[str, Any]:
         answers: dict[str, dict[str, Any]] = request.get("_answers") or {}

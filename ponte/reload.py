@@ -54,6 +54,9 @@ class Reloader:
         self.edge = edge
         self.config_path = config_path
         self.console: Console | None = None  # told too, once it runs
+        # A node on another machine reads the edge's published provisioning
+        # instead of a file (ponte/follow.py).
+        self.source: Callable[[], Config] | None = None
 
     def prepare(self) -> PreparedReload:
         """Read, validate and diff the file: the slow part of a reload, safe on
@@ -61,10 +64,10 @@ class Reloader:
         from provisioning.loader import ConfigError, load_config
 
         old = self.svc.config
-        if self.config_path is None:
+        if self.config_path is None and self.source is None:
             return PreparedReload(old, None, "this server was not started from a file")
         try:
-            new = self.adjust(load_config(self.config_path))
+            new = self.adjust(self.source() if self.source else load_config(self.config_path))
         except ConfigError as exc:
             return PreparedReload(old, None, str(exc))
         refused = refusals(new)

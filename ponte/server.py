@@ -32,6 +32,7 @@ from ponte.dialout import DialOut
 from ponte.edge import Edge
 from ponte.entry import EntryIvr
 from ponte.extcalls import AccReader
+from ponte.follow import ConfigFollower
 from ponte.legs import LegTable
 from ponte.loop import Loop
 from ponte.media import Media
@@ -132,6 +133,7 @@ class AppServer:
         self.console: Console | None = None  # the web console, when web.listen is set
         self.reloader = Reloader(self.svc, self.edge, config_path, settings.apply)
         self.reloader.audits = settings.primary
+        self.follower: ConfigFollower | None = None  # a node on another machine (follow.py)
         self._stop_reason = ""
 
     @property
@@ -192,6 +194,11 @@ class AppServer:
                     prompts.render_text(room.blast.message, lang)
         svc.ua.start()
         svc.entry.handoff.start()
+        store = svc.entry.handoff.store
+        if self.settings.remote_edge and store is not None:
+            # On its own machine, a node follows the edge's one YAML.
+            self.follower = ConfigFollower(svc.loop, self.reloader, store)
+            self.follower.start()
         for trunk in config.trunks:
             svc.router.add_trunk(trunk, self.edge.runs)
         self.edge.start()
@@ -289,6 +296,8 @@ class AppServer:
         self.control.stop()
         if self.console is not None:
             self.console.stop()
+        if self.follower is not None:
+            self.follower.stop()
         for leg in svc.legs:
             leg.ended_by = "server"
             svc.media.cancel_all(leg)
@@ -326,8 +335,10 @@ class AppServer:
         """A control request's `--as` checked against the Unix user the kernel
         reported (SO_PEERCRED): the refusal to send back, or None to go on."""
         uid, unix_user = request.get("unix_uid"), str(request.get("unix_user") or "?")
-        if request.get("by") == "SIGHUP" and uid != 0:
-            # The name reserved for root's signal would skip --as (see acting_admin).
+        if request.get("by") == "edge" or (request.get("by") == "SIGHUP" and uid != 0):
+            # The names reserved for root's signal and for the edge's published
+            # provisioning (never sent over this socket) would skip --as
+            # (see acting_admin).
             request.pop("by")
         try:
             may_act_as(self.config, request.get("as"), unix_user, uid)

@@ -43,8 +43,10 @@ class Services:
 
     def acting_admin(self, as_name: str | None, by: str | None, unix_user: str | None) -> str:
         """The name an admin change is recorded under (PermissionDenied if unknown)."""
-        if as_name is None and by == "SIGHUP":
-            return "SIGHUP"  # systemctl reload: root's signal, the service itself
+        if as_name is None and by in ("SIGHUP", "edge"):
+            # systemctl reload: root's signal, the service itself; or the
+            # edge's published provisioning, whose admin the edge checked.
+            return by
         if as_name is None and by and not self.config.admins:
             return by
         return who(self.config, as_name, unix_user or "?")

@@ -51,6 +51,7 @@ PONTE_LAYERS: tuple[tuple[str, ...], ...] = (
     ("roomops", "clusterview"),
     ("console",),
     ("status", "reload"),
+    ("follow",),
     ("server", "nodes"),
     ("cli",),
 )

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from tests import audio
 from tests.harness import ROOT, Server, report, serve_command
@@ -226,3 +227,33 @@ def test_a_node_machine_killed_mid_conference_drops_only_its_calls(cluster, phon
     assert heard(a, ra, killed - 2, killed + 10, 900) > 0.3
     assert heard(b, rb, killed - 2, killed + 10, 500) > 0.3
     assert edge.proc.poll() is None
+
+
+def test_a_reload_at_the_edge_reaches_the_nodes_on_other_machines(cluster):
+    """The one YAML lives with the edge: a reload there publishes it in the
+    database, and each node reloads from it within a few seconds (its own
+    SIP address and folders kept). A broken file is refused at the edge and
+    reaches no node."""
+    from ponte.control import request
+
+    _net, edge, nodes = cluster
+    data = yaml.safe_load(edge.config_path.read_text())
+    data["rooms"] = [
+        *data["rooms"],
+        {"name": "third", "participant_pin": "3333", "moderator_pin": "7777"},
+    ]
+    edge.config_path.write_text(yaml.safe_dump(data))
+    assert request(edge.control, "reload").get("ok"), edge.log()[-2000:]
+    for node in nodes.values():
+        wait_for(
+            lambda n=node: "by edge: 1 objects changed; 3 rooms" in n.log(),
+            10,
+            message=node.log()[-2000:],
+        )
+    edge.config_path.write_text("rooms: [\n")
+    answer = request(edge.control, "reload")
+    assert not answer.get("ok"), answer
+    time.sleep(3)
+    for node in nodes.values():
+        assert node.log().count("reloaded") == 1, node.log()[-2000:]
+        assert node.proc.poll() is None
