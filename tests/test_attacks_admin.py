@@ -442,9 +442,11 @@ def test_as_is_checked_against_the_unix_user_at_the_control_socket(
     assert "only root may" in refused.stderr  # bruno lists no unix_users
     room = cli_as(users, users.stranger, srv, "room", "lock", "demo", "--as", "ana")
     assert room.returncode == 3 and "may not act as ana" in room.stderr, room.stderr
-    # The name reserved for root's SIGHUP does not skip --as either.
-    hup = cli_as(users, users.stranger, srv, "reload", "--by", "SIGHUP")
-    assert hup.returncode == 3 and "--as NAME" in hup.stderr, hup.stderr
+    # The names reserved for root's SIGHUP and for the edge's published
+    # provisioning (ponte/follow.py) do not skip --as either.
+    for reserved in ("SIGHUP", "edge"):
+        hup = cli_as(users, users.stranger, srv, "reload", "--by", reserved)
+        assert hup.returncode == 3 and "--as NAME" in hup.stderr, hup.stderr
     assert report(srv, "audit") == [], "a refused claim changed something"
     assert "1 objects changed" not in srv.log()
 
