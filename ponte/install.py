@@ -19,7 +19,15 @@ from pathlib import Path
 from provisioning.loader import EXAMPLE
 
 UNITS_DIR = Path(__file__).resolve().parent.parent / "systemd"
-UNITS = ("ponte.service", "ponte-kamailio.service", "ponte-rtpengine.service")
+UNITS = (
+    "ponte.service",
+    "ponte-kamailio.service",
+    "ponte-rtpengine.service",
+    # Several nodes (README "More than one node"): every core of this
+    # machine, and one node on a machine of its own.
+    "ponte-nodes.service",
+    "ponte@.service",
+)
 
 
 def ponte_binary() -> Path:

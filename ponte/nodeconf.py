@@ -9,6 +9,7 @@ the file at start and at every reload, so no per-node copy of the YAML exists.
 from __future__ import annotations
 
 import argparse
+import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -115,18 +116,28 @@ def node_uris(config: Config, n: int) -> list[str]:
     return [f"sip:{config.sip.host}:{config.sip.port + i}" for i in range(n)]
 
 
+def node_count(text: str) -> int:
+    """`--nodes`' value: a count, or `auto` for one node per core."""
+    if text == "auto":
+        return len(os.sched_getaffinity(0)) or 1
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a number of nodes or auto, not {text!r}") from None
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """`ponte serve`'s node flags: --nodes for the parent, the rest are what
     the parent passes each child."""
     p.add_argument(
         "--nodes",
-        type=int,
+        type=node_count,
         default=None,
         metavar="N",
         help="run N app-server nodes on this machine behind one edge (Kamailio "
-        "dispatching to them and to the YAML's `nodes:`, rtpengine); N > 1 needs a "
-        "PostgreSQL `database`. Default: 1, or 0 (the edge alone) when the YAML lists "
-        "`nodes:` on other machines",
+        "dispatching to them and to the YAML's `nodes:`, rtpengine); `auto`: one per "
+        "core. N > 1 needs a PostgreSQL `database`. Default: 1, or 0 (the edge alone) "
+        "when the YAML lists `nodes:` on other machines",
     )
     p.add_argument("--sip-port", type=int, help="this node's SIP port (instead of sip.listen's)")
     p.add_argument("--rtp-ports", metavar="LO-HI", help="this node's RTP ports (sip.rtp_ports)")

@@ -32,18 +32,17 @@ def test_units_verify_and_are_hardened(tmp_path):
         ["systemd-analyze", "verify", *map(str, units)], capture_output=True, text=True
     )
     assert verify.returncode == 0, verify.stderr
-    sec = subprocess.run(
-        [
-            "systemd-analyze",
-            "security",
-            "--offline=true",
-            str(tmp_path / "etc/systemd/system/ponte.service"),
-        ],
-        capture_output=True,
-        text=True,
-    )
-    score = float(re.search(r"exposure level for ponte.service: ([\d.]+)", sec.stdout).group(1))
-    assert score < 4.0, sec.stdout[-500:]
+    # The several-node units too (a template is scored as one of its instances).
+    system = tmp_path / "etc/systemd/system"
+    shutil.copy(system / "ponte@.service", system / "ponte@a.service")
+    for unit in ("ponte.service", "ponte-nodes.service", "ponte@a.service"):
+        sec = subprocess.run(
+            ["systemd-analyze", "security", "--offline=true", str(system / unit)],
+            capture_output=True,
+            text=True,
+        )
+        found = re.search(rf"exposure level for {re.escape(unit)}: ([\d.]+)", sec.stdout)
+        assert found and float(found.group(1)) < 4.0, sec.stdout[-500:]
 
 
 def test_sd_notify_ready_watchdog_and_stopping(server_factory, tmp_path):
