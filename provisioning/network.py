@@ -243,6 +243,11 @@ class NodeEntry(Strict):
         return v
 
     @property
+    def on_loopback(self) -> bool:
+        """Whether it runs on the edge's machine."""
+        return ipaddress.ip_address(host_port(self.listen, "")[0]).is_loopback
+
+    @property
     def uri(self) -> str:
         """Its SIP URI, for Kamailio's dispatcher."""
         return f"sip:{self.listen}"

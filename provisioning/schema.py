@@ -609,9 +609,11 @@ class Config(_Strict):
                 "nodes: app-server nodes share their records, rooms and guards through a "
                 "PostgreSQL `database` (a postgresql:// URL), not a SQLite file"
             )
-        if not self.pbx.internal_listen:
+        remote = [n.name for n in self.nodes if not n.on_loopback]
+        if remote and not self.pbx.internal_listen:
             raise ValueError(
-                "nodes: set pbx.internal_listen, the edge's address on the nodes' network"
+                f"nodes: {remote[0]} is on another machine: set pbx.internal_listen, "
+                "the edge's address on the nodes' network"
             )
 
     def node(self, name: str) -> NodeEntry | None:
