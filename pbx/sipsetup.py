@@ -37,8 +37,10 @@ def ep_config(
     writer: _LogWriter,
     log_level: int,
     clock_rate: int,
+    media_polled: bool = False,
 ) -> pj.EpConfig:
-    """The Endpoint's config: one thread, the log into `writer`, the bridge at `clock_rate`."""
+    """The Endpoint's config: one thread, the log into `writer`, the bridge
+    at `clock_rate`; with `media_polled`, RTP is read by the poll too."""
     cfg = pj.EpConfig()
     cfg.uaConfig.threadCnt = 0
     cfg.uaConfig.mainThreadOnly = True
@@ -59,6 +61,19 @@ def ep_config(
     # The null device must never auto-close: with it closed the bridge's
     # clock stops and no RTP (nor RFC 2833) goes out.
     cfg.medConfig.sndAutoCloseTime = -1
+    if media_polled:
+        # pjmedia's worker thread polls its sockets with a 500 ms timeout,
+        # and an outbound call's first RTP is often read only when that
+        # wait ends (measured: nothing for ~480 ms after the 200 OK, then
+        # ~25 packets at once, though the answerer paced them): the
+        # adaptive jitter buffer keeps the whole burst, ~500 ms of delay it
+        # sheds at ~50 ms a second. Read by our own poll (no worker), RTP
+        # is taken as it comes. For test phones, whose recordings must show
+        # the server's delay, not their own start-up; the app server keeps
+        # the worker (RTP off its Python loop; ponte/handoff.py deals with
+        # the burst on its own outbound leg).
+        cfg.medConfig.hasIoqueue = False
+        cfg.medConfig.threadCnt = 0
     return cfg
 
 

@@ -93,8 +93,12 @@ class SipUA:
         pj_log_level: int = 3,
         opus_rate: int = 0,
         screen: bool = True,
+        media_polled: bool = False,
     ) -> None:
         self.events = events
+        # RTP read by poll() rather than by pjmedia's worker thread (see
+        # pbx/sipsetup.py's ep_config): test phones only.
+        self.media_polled = media_polled
         # pbx/_pjx.c's SIP screen; only a test phone goes without it, to show
         # what this module refuses on its own.
         self.screen = screen
@@ -133,6 +137,7 @@ class SipUA:
             writer=self._writer,
             log_level=self.pj_log_level,
             clock_rate=self.clock_rate,
+            media_polled=self.media_polled,
         )
         ep.libInit(cfg)
         self._ep = ep
@@ -355,6 +360,27 @@ class SipUA:
         except pj.Error:
             return None
         return int(stat.rtcp.rxStat.pkt)
+
+    def jbuf_state(self, leg: int) -> dict[str, int] | None:
+        """The leg's receive jitter buffer now (None: no stream): `delay_ms`
+        is what it holds (its latency), `prefetch_ms` what it waits for
+        after running dry, then its counts of frames discarded, lost
+        (played by concealment) and found empty."""
+        entry = self._legs.get(leg)
+        if entry is None or not isinstance(entry.call, _Call) or entry.call.audio is None:
+            return None
+        try:
+            jb = entry.call.getStreamStat(0).jbuf
+            frame_ms = int(entry.call.getStreamInfo(0).audCodecParam.info.frameLen)
+        except pj.Error:
+            return None
+        return {
+            "delay_ms": int(jb.size) * frame_ms,
+            "prefetch_ms": int(jb.prefetch) * frame_ms,
+            "discarded": int(jb.discard),
+            "lost": int(jb.lost),
+            "empty": int(jb.empty),
+        }
 
     def has_leg(self, leg: int) -> bool:
         """True while the leg's call exists."""

@@ -89,6 +89,9 @@ class Softphone:
             pj_log_level=args.pj_log_level,
             opus_rate=args.opus_rate,
             screen=not args.no_screen,
+            # RTP read as it arrives (pbx/sipsetup.py): a recording's timing
+            # is the far end's, without a start-up burst of our own.
+            media_polled=True,
         )
         self.tmp = Path(tempfile.mkdtemp(prefix="softphone-"))
         self.calls: list[PhoneCall] = []
@@ -261,6 +264,9 @@ class Softphone:
         if c.leg is not None and self.ua.has_leg(c.leg):
             c.report["hung_up_by"] = "local"
             c.report["hangup_sent_at"] = time.monotonic()
+            # Its receive jitter buffer at the end (what it adds to the far
+            # end's delay in the recording).
+            c.report["jbuf"] = self.ua.jbuf_state(c.leg)
             self.ua.stop_record(c.leg)
             self.ua.hangup(c.leg)
         c.waiting = "end"

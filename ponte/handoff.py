@@ -11,7 +11,8 @@ same YAML, and are checked again at B). A links the caller's leg and the
 internal leg both ways on its conference bridge, forwards the caller's DTMF
 to B (RFC 2833) so star keys work there, and ends either leg when the other
 ends. The cost: one more media hop (A's bridge and B's jitter buffer: a few
-tens of ms one way) and one more leg's mixing on A.
+tens of ms one way, as long as A links B's audio only after B's first RTP:
+`HandOff._hear`) and one more leg's mixing on A.
 
 On SQLite (one node), or when the database is away at PIN time, the room is
 homed here: a room split across two nodes is better than a caller refused.
@@ -50,6 +51,10 @@ RTP_SILENCE = 2.0
 # A home answers a hand-off at once (no ringing); one silent this long is
 # gone, and the caller joins the room here instead.
 ANSWER_SECONDS = 2.0
+# The caller hears the home once the internal leg's first RTP is in (checked
+# every FIRST_RTP_POLL s), or after FIRST_RTP_WAIT s without (HandOff._hear).
+FIRST_RTP_WAIT = 1.0
+FIRST_RTP_POLL = 0.01
 
 
 def sign(key: bytes, room: str, role: str, caller: str, name: str, expires: str) -> str:
@@ -90,7 +95,8 @@ class HandoffService:
         self.address = ""
         self.started = 0.0
         self.cpu = CpuMeter()  # this process's load, read at each heartbeat
-        # Caller's PIN `#` -> B's room audio linked to the caller, seconds.
+        # Caller's PIN `#` -> B's room audio linked to the caller, seconds
+        # (once B's first RTP is in, see HandOff._hear).
         self.gaps: list[float] = []
 
     @property
@@ -321,21 +327,45 @@ class HandOff(Idle):
         self._here(f"it did not answer in {ANSWER_SECONDS:g} s")
 
     def on_media_ready(self, leg: Leg) -> None:
-        """The home answered: the caller hears the room through it."""
+        """The home answered: it hears the caller now, and the caller hears
+        the room once the home's audio arrives (`_hear`)."""
         svc = self.service
         if leg.id != self.peer or self.linked or self.caller.id not in svc.legs:
             return
         svc.ua.connect(self.caller.id, leg.id)
-        svc.ua.connect(leg.id, self.caller.id)
         self.linked = True
         svc.watch_rtp(leg.id, self._lost)
+        self._hear(svc.loop.now() + FIRST_RTP_WAIT)
+
+    def _hear(self, deadline: float) -> None:
+        """Link the home's audio to the caller once its first RTP is in.
+
+        The internal leg is our outbound call, and pjmedia often reads an
+        outbound call's first RTP only ~500 ms after its 200 OK (its media
+        worker's poll timeout), then all of it at once. A leg already heard
+        by then keeps that burst in its adaptive jitter buffer: the room
+        reached the caller ~500 ms late, shed at ~50 ms a second (250-320
+        ms when the test measured it, seconds after the hand-off). Linked
+        after the burst, the stream's first read on the bridge resets its
+        jitter buffer (pjmedia's playback start): the burst is dropped and
+        the extra hop costs one buffer and one bridge pass. What is lost is
+        ~0.5 s of room audio the caller would have heard late anyway; a home
+        that sends nothing is linked after FIRST_RTP_WAIT all the same.
+        """
+        svc, peer = self.service, self.peer
+        if peer is None or peer not in svc.legs or self.caller.id not in svc.legs:
+            return
+        if not svc.ua.rx_packets(peer) and svc.loop.now() < deadline:
+            svc.loop.call_later(FIRST_RTP_POLL, lambda: self._hear(deadline))
+            return
+        svc.ua.connect(peer, self.caller.id)
         gap = svc.loop.now() - self.hash_at
         svc.gaps.append(gap)
         log.info(
             "call %d handed off to %s on leg %d (%.0f ms after the PIN)",
             self.caller.id,
             self.home.node,
-            leg.id,
+            peer,
             gap * 1000,
         )
 

@@ -267,9 +267,10 @@ def test_callers_on_two_nodes_meet_in_one_room_through_a_handoff(
     """The moderator keys 9999 on node a (the room's home); a participant
     keys 1111 on node b and is handed to a over an internal SIP leg. Both
     hear each other (tone FFT both ways); the participant's *6 mutes it at
-    a. Measured: the hand-off's gap (PIN `#` to linked), the one-way delay
-    the extra hop adds (a tone's onset at the handed-off caller against a
-    caller on a), and node b's CPU for the handed-off call."""
+    a. Measured: the hand-off's gap (PIN `#` until the caller hears the
+    room), the one-way delay the extra hop adds (a tone's onset at the
+    handed-off caller against a caller on a), and node b's CPU for the
+    handed-off call."""
     net = three_lan_net
     database = db_link(net.appliance, pg_url)
     a = start_node(server_factory, net, "a", 0, database)
@@ -312,12 +313,20 @@ def test_callers_on_two_nodes_meet_in_one_room_through_a_handoff(
     hop = onset(part, rp, tone700 - 0.2, 700) - onset(local, rl, tone700 - 0.2, 700)
     print(
         f"hand-off gap {gap:.0f} ms; the extra hop adds {hop * 1000:.0f} ms one way; "
-        f"node b's CPU for the handed-off call {cpu * 100:.1f} % of a core"
+        f"node b's CPU for the handed-off call {cpu * 100:.1f} % of a core; the two "
+        f"phones' own jitter buffers at the end: {rp['jbuf']['delay_ms']} and "
+        f"{rl['jbuf']['delay_ms']} ms"
     )
-    assert gap < 500, gap
-    # Measured 260-280 ms (b's jitter buffer on the internal leg and b's
-    # bridge, plus the difference of the two phones' adaptive buffers).
-    assert -0.02 < hop < 0.4, hop
+    # The gap is until the caller hears the room: b links a's audio to the
+    # caller once the internal leg's first RTP is in, which pjmedia often
+    # reads only ~500 ms after the 200 OK (ponte/handoff.py, HandOff._hear).
+    # Measured 29-517 ms.
+    assert gap < 800, gap
+    # One bridge pass on b and b's jitter buffer on the internal leg: measured
+    # -20 to 30 ms (to within the two phones' own buffers, 0-30 ms: they read
+    # their RTP as it comes, pbx/sipsetup.py). Before HandOff._hear, 250-320
+    # ms: b's buffer on the internal leg held the leg's start-up burst.
+    assert -0.05 < hop < 0.1, hop
     # One history row for the caller, on the node it called (b), none for the internal leg.
     rows = [r for r in report(b, "calls") if r["call_type"] == "conference"]
     assert sorted(r["origin"] for r in rows) == ["1001", "1002", "1003"], rows
