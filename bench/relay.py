@@ -76,6 +76,7 @@ import common  # noqa: E402
 common.use_bench_ports()
 
 import numpy as np  # noqa: E402
+from callrate import drained  # noqa: E402
 from legs import Layout, log_summary, wait_joined  # noqa: E402
 
 from pbx.rtpengine import NgClient, RtpEngineError, split_host_port  # noqa: E402
@@ -299,16 +300,6 @@ def stop_phones(phones: list[subprocess.Popen[str]], errors: list[str], mode: st
         except (subprocess.TimeoutExpired, json.JSONDecodeError, ValueError):
             p.kill()
             p.communicate()
-
-
-def drained(srv: Server, timeout: float) -> int:
-    """Wait until the server holds no calls; the calls still up when time ran out."""
-    deadline = time.monotonic() + timeout
-    calls: int = srv.status()["calls"]
-    while calls and time.monotonic() < deadline:
-        time.sleep(0.25)
-        calls = srv.status()["calls"]
-    return calls
 
 
 def window(
