@@ -111,17 +111,13 @@ def invite_rate(
     proc = subprocess.Popen(cmd, cwd=tmp, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     pids = list(pids) or [srv.proc.pid]
     # The server's CPU while the calls arrive at `rate` (not the tail of BYEs).
-    cpu = common.CpuWindow(pids[0])
+    cpu = common.CpuWindow(pids[0], peers=pids[1:])
     cpu.start()
-    each0 = [common.cpu_seconds(p) for p in pids]
-    t0 = time.monotonic()
-    end = t0 + seconds
+    end = time.monotonic() + seconds
     while time.monotonic() < end and proc.poll() is None:
         cpu.sample_syscalls()
         time.sleep(0.2)
     used = cpu.stop()
-    span = max(1e-3, time.monotonic() - t0)
-    each = [100 * (common.cpu_seconds(p) - c) / span for p, c in zip(pids, each0, strict=True)]
     try:
         _, err = proc.communicate(timeout=seconds + 60)
     except subprocess.TimeoutExpired:
@@ -145,8 +141,8 @@ def invite_rate(
         "failed": failed,
         "success_pct": success,
         "invite_200_ms": lat,
-        "server_cpu": sum(each) if len(pids) > 1 else used["server_cpu"],
-        "process_cpu": each,
+        "server_cpu": sum(used["process_cpu"]),
+        "process_cpu": used["process_cpu"],
         "busiest_thread_cpu": used["busiest_thread_cpu"],
         "busiest_thread": used["server_threads"][0]["what"] if used["server_threads"] else "",
         "machine_busy": used["machine_busy"],

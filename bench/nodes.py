@@ -54,6 +54,8 @@ import common  # noqa: E402
 common.use_bench_ports()
 
 import callrate  # noqa: E402
+import legs  # noqa: E402
+from legs import node_pids, wait_nodes  # noqa: E402
 
 from tests import ports  # noqa: E402
 from tests.harness import PY, Server, start_server  # noqa: E402
@@ -64,12 +66,15 @@ DID_BASE = 551130002000  # +55 11 3000-2000 …: DIDs to the entry IVR
 SCENARIO = ROOT / "bench" / "sipp" / "uac_edge.xml"
 HANDOFF_ROOM = "h{i}"
 TONE_HZ = 700
+LEGS_ROOM = 10  # members per room in the legs series
 # The benches' port block is 3,000 ports: the app servers' RTP and rtpengine's
 # share it. A call held `--hold-ms` in the IVR keeps 2 ports of the app server
 # (its node's share) and 4 of rtpengine's (a pair on each side), so the hold
-# is short: at 1,000 calls/s and 0.3 s about 350 calls are up.
-APP_RTP_PORTS = 1000
-EDGE_RTP_PORTS = 1600
+# is short: at 1,000 calls/s and 0.2 s about 250 calls are up. A third of the
+# block stays for the SIP ports and SIPp's (allocated after the ranges, so they
+# never fall in them).
+APP_RTP_PORTS = 700
+EDGE_RTP_PORTS = 1300
 HANDOFF_LINE = re.compile(r"handed off to (\S+) on leg \d+ \((\d+) ms after the PIN\)")
 
 
@@ -91,11 +96,16 @@ def handoff_rooms(n: int) -> list[dict[str, str]]:
 
 
 def start(
-    tmp: Path, cache: Path, database: str, nodes: int, provider_port: int, n_dids: int, extra: int
-) -> Server:
-    """`ponte serve [--nodes N]` with its edge; SIPp at `provider_port` is
-    the trunk's provider (an IP peer: no registration), so Kamailio takes its
-    DID calls unauthenticated. Back once every node answers its status."""
+    tmp: Path, cache: Path, database: str, nodes: int, n_dids: int, extra: int
+) -> tuple[Server, int]:
+    """`ponte serve [--nodes N]` with its edge, and the port SIPp calls from:
+    it is the trunk's provider (an IP peer: no registration), so Kamailio
+    takes its DID calls unauthenticated. Back once every node answers."""
+    # One range for both (ports.allocate wraps around its block, and ports
+    # merely written in a file are free to it): the app servers' RTP, then
+    # rtpengine's; every other port after them.
+    lo = int(ports.rtp_range(APP_RTP_PORTS + EDGE_RTP_PORTS).split("-")[0])
+    provider_port = ports.allocate(1)
     numbers = dids(n_dids)
     overrides = pbx_overrides(provider_port)
     overrides["pbx"]["flood_density"] = 10000  # the most allowed: this bench floods on purpose
@@ -106,10 +116,6 @@ def start(
     overrides["database"] = database
     overrides["rooms"] = handoff_rooms(extra)
     limits = callrate.admission_limits()
-    # One range for both (ports.allocate wraps around its block, and ports
-    # merely written in a file are free to it): the app servers' RTP, then
-    # rtpengine's.
-    lo = int(ports.rtp_range(APP_RTP_PORTS + EDGE_RTP_PORTS).split("-")[0])
     overrides["sip"] = {
         "listen": f"127.0.0.1:{ports.allocate(nodes)}",  # node i on port + i
         "rtp_ports": f"{lo}-{lo + APP_RTP_PORTS - 1}",
@@ -122,20 +128,8 @@ def start(
         overrides["sip"]["max_new_calls_per_second"] = limits["allowed_max"]
     args = ["--nodes", str(nodes)] if nodes > 1 else []
     srv = start_server(tmp, cache, log_level="info", extra_args=args, **overrides)
-    deadline = time.monotonic() + 30
-    while nodes > 1 and time.monotonic() < deadline:
-        if all("calls" in n for n in srv.status()["nodes"].values()):
-            break
-        time.sleep(0.2)
-    return srv
-
-
-def node_pids(srv: Server) -> list[int]:
-    """The app-server processes: the nodes of a --nodes parent, else itself."""
-    st = srv.status()
-    if "nodes" in st:
-        return [int(n["pid"]) for n in st["nodes"].values()]
-    return [srv.proc.pid]
+    wait_nodes(srv, 30)
+    return srv, provider_port
 
 
 class SplitSampler(threading.Thread):
@@ -274,15 +268,12 @@ def handoffs(srv: Server, tmp: Path, n: int) -> dict[str, Any]:
     }
 
 
-def one_set(
-    nodes: int, pg: PgCluster, cache: Path, args: argparse.Namespace, started: float
-) -> dict[str, Any]:
+def one_set(nodes: int, pg: PgCluster, cache: Path, args: argparse.Namespace) -> dict[str, Any]:
     """Everything measured on one server of `nodes` nodes."""
     out: dict[str, Any] = {"nodes": nodes}
     with tempfile.TemporaryDirectory(prefix=f"ponte-bench-nodes{nodes}-") as tmpdir:
         tmp = Path(tmpdir)
-        provider = ports.allocate(1)
-        srv = start(tmp, cache, pg.create_database(), nodes, provider, args.dids, args.handoffs)
+        srv, provider = start(tmp, cache, pg.create_database(), nodes, args.dids, args.handoffs)
         try:
             out["pids"] = node_pids(srv)
             out |= setup(srv, tmp, args.rates_list, args.seconds, provider, args.dids, args.hold_ms)
@@ -291,7 +282,28 @@ def one_set(
                 out["handoff"] = handoffs(srv, tmp, args.handoffs)
         finally:
             srv.stop()
+            if args.keep_logs:
+                args.keep_logs.mkdir(parents=True, exist_ok=True)
+                kamailio = Path(srv.config["state_dir"]) / "kamailio" / "kamailio.log"
+                for src, name in ((srv.log_path, "server"), (kamailio, "kamailio")):
+                    if src.exists():
+                        (args.keep_logs / f"nodes{nodes}.{name}.log").write_text(
+                            src.read_text(errors="replace")
+                        )
         out["errors_logged"] = sum(1 for ln in srv.log().splitlines() if " ERROR " in ln)
+    if args.legs_steps:
+        # bench/legs.py's G.711 series, rooms of 10, on the same kind of server
+        # (PostgreSQL, the edge idle beside it), each room on one node.
+        out["legs"] = legs.series(
+            "g711",
+            LEGS_ROOM,
+            [int(x) for x in args.legs_steps.split(",")],
+            args.legs_window,
+            args.legs_budget,
+            cache,
+            nodes=nodes,
+            server={"database": pg.create_database(), **pbx_overrides()},
+        )
     return out
 
 
@@ -305,6 +317,11 @@ def print_tables(sets: list[dict[str, Any]], route: str) -> None:
             + (f" (calls split {split})" if split else "")
         )
         callrate.print_ramp(s["uac"])
+    for s in sets:
+        if "legs" in s:
+            print(f"\n{s['nodes']} node(s), G.711 legs (bench/legs.py's series):", end="")
+            legs.print_table(s["legs"])
+            print(f"max healthy legs: {s['legs']['max_healthy_legs']}")
     for s in sets:
         h = s.get("handoff")
         if not h:
@@ -328,9 +345,15 @@ def main() -> int:
     )
     ap.add_argument("--rates", default="50,100,200,300,400,500,700,1000")
     ap.add_argument("--seconds", type=int, default=5, help="seconds of calls at each rate")
-    ap.add_argument("--hold-ms", type=int, default=300, help="each call's time in the IVR")
+    ap.add_argument("--hold-ms", type=int, default=200, help="each call's time in the IVR")
     ap.add_argument("--dids", type=int, default=32, help="DIDs the calls are spread over")
     ap.add_argument("--handoffs", type=int, default=5, help="hand-off samples (rooms at once)")
+    ap.add_argument(
+        "--legs-steps", default="40,80,160,240", help="G.711 legs at each step ('': none)"
+    )
+    ap.add_argument("--legs-window", type=float, default=8.0, help="steady seconds measured")
+    ap.add_argument("--legs-budget", type=float, default=120.0, help="seconds per legs series")
+    ap.add_argument("--keep-logs", type=Path, help="copy the servers' and Kamailio's logs here")
     ap.add_argument("--node-sets", default="1,2", help="the node counts compared")
     args = ap.parse_args()
     args.rates_list = [int(x) for x in args.rates.split(",")]
@@ -349,7 +372,7 @@ def main() -> int:
     }
     result["goal"] = {"success_pct": callrate.SUCCESS_GOAL, "p99_ms": callrate.P99_GOAL_MS}
     with PgCluster() as pg:
-        result["sets"] = [one_set(int(n), pg, cache, args, t0) for n in args.node_sets.split(",")]
+        result["sets"] = [one_set(int(n), pg, cache, args) for n in args.node_sets.split(",")]
     print_tables(result["sets"], route)
     common.emit("nodes", result, load0, t0)
     return 0
