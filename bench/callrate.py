@@ -62,6 +62,7 @@ def invite_rate(
     local_port: int = 0,
     pids: Sequence[int] = (),
     hold_ms: int = 2000,
+    edge: Sequence[int] = (),
 ) -> dict[str, Any]:
     """SIPp at `rate` calls/s for `seconds` against `target` (host:port; by
     default the app server's own SIP port, where the built-in `uac` calls
@@ -71,7 +72,7 @@ def invite_rate(
     prompt playing), BYE. INVITE -> 200 is SIPp's response-time measure (the 200 is
     the scenario's `rtd` message), one sample per call (-rtt_freq 1). `pids`:
     the processes whose CPU is the server's (default: srv.proc); the first
-    is also measured per thread.
+    is also measured per thread; `edge`: Kamailio's and rtpengine's, summed.
     """
     count = rate * seconds
     stat = tmp / f"uac{rate}.csv"
@@ -111,7 +112,7 @@ def invite_rate(
     proc = subprocess.Popen(cmd, cwd=tmp, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     pids = list(pids) or [srv.proc.pid]
     # The server's CPU while the calls arrive at `rate` (not the tail of BYEs).
-    cpu = common.CpuWindow(pids[0], peers=pids[1:])
+    cpu = common.CpuWindow(pids[0], list(edge), peers=pids[1:])
     cpu.start()
     end = time.monotonic() + seconds
     while time.monotonic() < end and proc.poll() is None:
@@ -143,6 +144,7 @@ def invite_rate(
         "invite_200_ms": lat,
         "server_cpu": sum(used["process_cpu"]),
         "process_cpu": used["process_cpu"],
+        "edge_cpu": used["generator_cpu"] if edge else None,
         "busiest_thread_cpu": used["busiest_thread_cpu"],
         "busiest_thread": used["server_threads"][0]["what"] if used["server_threads"] else "",
         "machine_busy": used["machine_busy"],

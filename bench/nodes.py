@@ -56,6 +56,8 @@ common.use_bench_ports()
 import callrate  # noqa: E402
 import legs  # noqa: E402
 from legs import node_pids, wait_nodes  # noqa: E402
+from relay import Relay  # noqa: E402
+from report_nodes import nodes_tables  # noqa: E402
 
 from tests import ports  # noqa: E402
 from tests.harness import PY, Server, start_server  # noqa: E402
@@ -185,6 +187,7 @@ def setup(
         local_port=provider_port,
         pids=node_pids(srv),
         hold_ms=hold_ms,
+        edge=Relay.of(srv).pids(),
     )
     out["split_pct"] = sampler.shares()
     return out
@@ -307,37 +310,6 @@ def one_set(nodes: int, pg: PgCluster, cache: Path, args: argparse.Namespace) ->
     return out
 
 
-def print_tables(sets: list[dict[str, Any]], route: str) -> None:
-    """The ramps side by side, then the hand-off."""
-    print(f"\nCall set-up through the edge: {route}")
-    for s in sets:
-        split = ", ".join(f"{k} {v:.0f} %" for k, v in s.get("split_pct", {}).items())
-        print(
-            f"\n{s['nodes']} node(s): capacity {s['setup_capacity_cps']} calls/s"
-            + (f" (calls split {split})" if split else "")
-        )
-        callrate.print_ramp(s["uac"])
-    for s in sets:
-        if "legs" in s:
-            print(f"\n{s['nodes']} node(s), G.711 legs (bench/legs.py's series):", end="")
-            legs.print_table(s["legs"])
-            print(f"max healthy legs: {s['legs']['max_healthy_legs']}")
-    for s in sets:
-        h = s.get("handoff")
-        if not h:
-            continue
-        g, d = h["gap_ms"], h["hop_ms"]
-        print(f"\nHand-off on {s['nodes']} nodes, {h['handed_off']}/{h['rooms']} handed off")
-        print("| measure | n | p50 ms | max ms |")
-        print("|---|---:|---:|---:|")
-        print(
-            f"| gap: PIN `#` -> linked at the home | {g['n']} | {g['p50']:.0f} | {g['max']:.0f} |"
-        )
-        print(f"| added one-way delay (extra hop) | {d['n']} | {d['p50']:.0f} | {d['max']:.0f} |")
-        for e in h["errors"]:
-            print(f"  {e}")
-
-
 def main() -> int:
     """Tables, then the `BENCH-RESULT` line."""
     ap = argparse.ArgumentParser(
@@ -373,7 +345,11 @@ def main() -> int:
     result["goal"] = {"success_pct": callrate.SUCCESS_GOAL, "p99_ms": callrate.P99_GOAL_MS}
     with PgCluster() as pg:
         result["sets"] = [one_set(int(n), pg, cache, args) for n in args.node_sets.split(",")]
-    print_tables(result["sets"], route)
+    for s in result["sets"]:
+        if "legs" in s:
+            print(f"\n{s['nodes']} node(s), G.711 legs (bench/legs.py's series):", end="")
+            legs.print_table(s["legs"])
+    print("\n" + "\n".join(nodes_tables(result)))
     common.emit("nodes", result, load0, t0)
     return 0
 
