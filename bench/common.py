@@ -156,6 +156,10 @@ class CpuWindow:
 
     server_pid: int
     others: list[int] = field(default_factory=list)
+    # More app-server processes (the other nodes of `ponte serve --nodes N`):
+    # each one's total CPU, beside the server's (measured per thread too).
+    peers: list[int] = field(default_factory=list)
+    p0: dict[int, float] = field(default_factory=dict)
     t0: float = 0.0
     s0: float = 0.0
     o0: dict[int, float] = field(default_factory=dict)
@@ -172,6 +176,7 @@ class CpuWindow:
         self.s0 = cpu_seconds(self.server_pid)
         self.th0 = thread_cpu(self.server_pid)
         self.o0 = {p: _cpu_or_zero(p) for p in self.others}
+        self.p0 = {p: _cpu_or_zero(p) for p in self.peers}
         self.sys0 = system_jiffies()
 
     def sample_syscalls(self) -> None:
@@ -185,6 +190,7 @@ class CpuWindow:
         s1 = cpu_seconds(self.server_pid)
         th1 = thread_cpu(self.server_pid)
         o1 = {p: _cpu_or_zero(p) for p in self.others}
+        p1 = {p: _cpu_or_zero(p) for p in self.peers}
         busy1, total1 = system_jiffies()
         threads: list[dict[str, Any]] = []
         for tid, c1 in th1.items():
@@ -200,9 +206,13 @@ class CpuWindow:
             waits = {k: round(n / len(seen), 2) for k, n in Counter(seen).most_common(3)}
             threads.append({"tid": tid, "what": label, "cpu": round(used, 1), "waits": waits})
         threads.sort(key=lambda t: -t["cpu"])
+        server = 100 * (s1 - self.s0) / dt
         return {
             "seconds": round(dt, 2),
-            "server_cpu": 100 * (s1 - self.s0) / dt,
+            "server_cpu": server,
+            # The server first, then each peer; with peers, server_cpu is the
+            # server's alone and this their sum.
+            "process_cpu": [server, *(100 * (p1[p] - self.p0[p]) / dt for p in self.peers)],
             "server_threads": threads,
             "busiest_thread_cpu": threads[0]["cpu"] if threads else 0.0,
             "generator_cpu": sum(100 * (o1[p] - self.o0[p]) / dt for p in self.others),

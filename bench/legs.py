@@ -157,16 +157,23 @@ class Layout:
 
 
 def start_phones(
-    srv: Server, codec: str, pins: list[str], rate: float, tmp: Path, seconds: float
+    srv: Server,
+    codec: str,
+    pins: list[str],
+    rate: float,
+    tmp: Path,
+    seconds: float,
+    port: int = 0,
 ) -> subprocess.Popen[str]:
-    """One load softphone process placing len(pins) calls into rooms."""
+    """One load softphone process placing len(pins) calls into rooms (at the
+    SIP `port` of one node; default: the server's)."""
     spec = CODECS[codec]
     cmd = [
         PY,
         "-m",
         "pbx.softphone",
         "--target",
-        srv.uri("conf"),
+        f"sip:conf@127.0.0.1:{port}" if port else srv.uri("conf"),
         "--script",
         "wait_media 10; dtmf {pin}#; tone 440; wait_end 3600",
         "--calls",
@@ -212,9 +219,9 @@ def wait_joined(srv: Server, want: int, timeout: float) -> int:
     return n
 
 
-def join_probe(srv: Server, pin: str, out: list[RawLeg], errors: list[str]) -> None:
-    """Call, key the PIN as SIP INFO, and keep the probe (thread target)."""
-    leg = RawLeg(("127.0.0.1", srv.sip_port), tone=True)
+def join_probe(port: int, pin: str, out: list[RawLeg], errors: list[str]) -> None:
+    """Call the SIP `port`, key the PIN as SIP INFO, and keep the probe (thread target)."""
+    leg = RawLeg(("127.0.0.1", port), tone=True)
     try:
         leg.call()
         time.sleep(0.5)  # the PIN prompt starts; digits barge in
@@ -225,16 +232,36 @@ def join_probe(srv: Server, pin: str, out: list[RawLeg], errors: list[str]) -> N
         leg.close()
 
 
+def node_pids(srv: Server) -> list[int]:
+    """The app-server processes: the nodes of a `--nodes N` parent, else itself."""
+    st = srv.status()
+    if "nodes" in st:
+        return [int(n["pid"]) for n in st["nodes"].values()]
+    return [srv.proc.pid]
+
+
+def wait_nodes(srv: Server, timeout: float) -> None:
+    """Wait until every node of a `--nodes N` parent answers its status."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        nodes = srv.status().get("nodes")
+        if nodes is None or all("calls" in n for n in nodes.values()):
+            return
+        time.sleep(0.2)
+
+
 def steady_window(
-    srv: Server,
+    pids: list[int],
     phones: list[subprocess.Popen[str]],
     probes: list[RawLeg],
     window: float,
     known: dict[int, str],
 ) -> dict[str, Any]:
     """CPU and probe media health over `window` seconds of steady state
-    (`known`: the server's thread labels so far, kept across windows)."""
-    cpu = common.CpuWindow(srv.proc.pid, [p.pid for p in phones], known=known)
+    (`pids`: the app-server processes, one per node; `known`: the first one's
+    thread labels so far, kept across windows). With several nodes,
+    server_cpu is the busiest node's: each is one process, bound by one core."""
+    cpu = common.CpuWindow(pids[0], [p.pid for p in phones], peers=pids[1:], known=known)
     cpu.start()
     w0 = time.time()
     end = time.monotonic() + window
@@ -243,6 +270,7 @@ def steady_window(
         time.sleep(0.2)
     w1 = time.time()
     out = cpu.stop()
+    out["server_cpu"] = max(out["process_cpu"])
     per_probe = [health(p.arrivals, w0, w1) for p in probes]
     out["probes"] = per_probe
     out["probe_loss_pct"] = max((h["loss_pct"] for h in per_probe), default=math.nan)
@@ -263,9 +291,14 @@ def series(
     probes: int = 3,
     rate: float = 50.0,
     keep_log: Path | None = None,
+    nodes: int = 1,
+    server: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Raise legs through `steps` on one server; stop at the first degraded step
-    (`keep_log`: where to copy the server's log)."""
+    (`keep_log`: where to copy the server's log). With `nodes` > 1 the server
+    is `ponte serve --nodes N` and room i's callers call node i % N (so each
+    room is homed where its callers are: no hand-offs); `server`: more of its
+    configuration (a PostgreSQL `database`, a `pbx` edge)."""
     started = time.monotonic()
     spec = CODECS[codec]
     result: dict[str, Any] = {
@@ -275,6 +308,7 @@ def series(
         "window_s": window,
         "rate": rate,
         "probes": probes,
+        "nodes": nodes,
         "steps": [],
         "errors": [],
     }
@@ -284,8 +318,8 @@ def series(
     layout = Layout(room, steps[-1])
     layout.place_probes(probes, steps[0])
     sip = {
-        "listen": f"127.0.0.1:{ports.allocate(1)}",
-        "rtp_ports": ports.rtp_range(2 * steps[-1] + 40),
+        "listen": f"127.0.0.1:{ports.allocate(nodes)}",  # node i on port + i
+        "rtp_ports": ports.rtp_range(2 * steps[-1] + 40 * nodes),
         "codecs": spec["server"],
     }
     phones: list[subprocess.Popen[str]] = []
@@ -293,8 +327,23 @@ def series(
     known: dict[int, str] = {}  # the server's thread labels, by thread id
     with tempfile.TemporaryDirectory(prefix="ponte-bench-legs-") as tmpdir:
         tmp = Path(tmpdir)
-        srv = start_server(tmp / "srv", cache, log_level="info", rooms=layout.rooms, sip=sip)
+        extra = ["--nodes", str(nodes)] if nodes > 1 else []
+        srv = start_server(
+            tmp / "srv",
+            cache,
+            log_level="info",
+            extra_args=extra,
+            rooms=layout.rooms,
+            sip=sip,
+            **(server or {}),
+        )
         try:
+            wait_nodes(srv, 30)
+            pids = node_pids(srv)
+
+            def port(slot: int) -> int:
+                return srv.sip_port + (slot // room) % nodes
+
             have = 0
             for target in steps:
                 new = target - have
@@ -304,15 +353,24 @@ def series(
                 if time.monotonic() - started + need > budget:
                     result["stopped"] = f"time budget ({budget:.0f} s) before {target} legs"
                     break
-                pins = [layout.pin(s) for s in range(have, target) if s not in layout.probe_slots]
+                slots = [s for s in range(have, target) if s not in layout.probe_slots]
+                pins = [layout.pin(s) for s in slots]
                 left = budget - (time.monotonic() - started) + 30
-                phones.append(start_phones(srv, codec, pins, rate, tmp, left))
+                for node in range(nodes):
+                    mine = [layout.pin(s) for s in slots if port(s) == srv.sip_port + node]
+                    if mine:
+                        p = start_phones(
+                            srv, codec, mine, rate / nodes, tmp, left, srv.sip_port + node
+                        )
+                        phones.append(p)
                 if have == 0 and layout.probe_slots:
                     # The moderators are in: the probes join as participants.
                     wait_joined(srv, len(pins), 10 + new / 20)
                     errors: list[str] = []
                     threads = [
-                        threading.Thread(target=join_probe, args=(srv, layout.pin(s), legs, errors))
+                        threading.Thread(
+                            target=join_probe, args=(port(s), layout.pin(s), legs, errors)
+                        )
                         for s in layout.probe_slots
                     ]
                     for t in threads:
@@ -324,7 +382,7 @@ def series(
                 time.sleep(JOIN_SETTLE_S)
                 st = srv.status()
                 step = {"legs": target, "joined": n, "conf_ports": st["conf_ports"]}
-                step |= steady_window(srv, phones, legs, window, known)
+                step |= steady_window(pids, phones, legs, window, known)
                 step["degraded"] = degraded(step)
                 print(_step_line(codec, room, step), file=sys.stderr, flush=True)
                 if step["degraded"] and n >= target:
@@ -332,7 +390,7 @@ def series(
                     # be another process's burst. A second window at the same legs
                     # decides; the first is kept as `transient`.
                     again = {"legs": target, "joined": joined(srv), "conf_ports": st["conf_ports"]}
-                    again |= steady_window(srv, phones, legs, window, known)
+                    again |= steady_window(pids, phones, legs, window, known)
                     again["degraded"] = degraded(again)
                     again["first_window"] = {
                         k: step[k]
@@ -345,7 +403,9 @@ def series(
                 if step["degraded"]:
                     break
             st = srv.status()
-            result["join_latencies_ms"] = [x * 1000 for x in st["join_latencies"]]
+            each = [n.get("join_latencies", []) for n in st.get("nodes", {}).values()]
+            lat = st.get("join_latencies") or [x for n in each for x in n]
+            result["join_latencies_ms"] = [x * 1000 for x in lat]
         finally:
             for p in phones:
                 if p.poll() is None:

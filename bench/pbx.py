@@ -16,8 +16,6 @@ call count, `-recv_timeout` and a timeout; ports come from the benches' block
 from __future__ import annotations
 
 import argparse
-import contextlib
-import csv
 import json
 import subprocess
 import sys
@@ -36,27 +34,21 @@ import common  # noqa: E402
 
 common.use_bench_ports()
 
+from callrate import (  # noqa: E402
+    P99_GOAL_MS,
+    SUCCESS_GOAL,
+    admission_limits,
+    print_ramp,
+    ramp,
+    sipp,
+    stat_counts,
+)
+
 from tests import ports  # noqa: E402
 from tests.harness import PY, Server, start_server  # noqa: E402
 from tests.pbx_helpers import EXTENSIONS, pbx_overrides, wait_registered  # noqa: E402
 
 PW = {e["number"]: e["password"] for e in EXTENSIONS}
-SUCCESS_GOAL = 99.9  # % of offered calls answered
-P99_GOAL_MS = 50.0  # INVITE -> 200
-
-
-def sipp(args: list[str], cwd: Path, timeout: float) -> subprocess.CompletedProcess[str]:
-    """Run SIPp to completion (no keyboard), bounded by `timeout`."""
-    return subprocess.run(
-        ["sipp", *args, "-nostdin"], cwd=cwd, capture_output=True, text=True, timeout=timeout
-    )
-
-
-def _stat_counts(path: Path) -> tuple[int, int]:
-    """(successful, failed) calls from the last row of SIPp's -trace_stat file."""
-    rows = list(csv.DictReader(path.open(), delimiter=";"))
-    last = rows[-1]
-    return int(last["SuccessfulCall(C)"]), int(last["FailedCall(C)"])
 
 
 def registrations(srv: Server, tmp: Path, rate: int, seconds: int) -> dict[str, Any]:
@@ -99,7 +91,7 @@ def registrations(srv: Server, tmp: Path, rate: int, seconds: int) -> dict[str, 
         seconds + 60,
     )
     elapsed = time.monotonic() - t0
-    ok, failed = _stat_counts(stat) if stat.exists() else (0, count)
+    ok, failed = stat_counts(stat) if stat.exists() else (0, count)
     if ok == 0:
         print(r.stderr[-500:], file=sys.stderr)
     return {"offered": rate, "count": count, "ok": ok, "failed": failed, "per_s": ok / elapsed}
@@ -170,114 +162,6 @@ def setup_times(srv: Server, calls: int) -> dict[str, Any]:
     return {"calls": calls, "ms": common.summary(times), "unanswered_codes": dict(codes)}
 
 
-def drained(srv: Server, timeout: float) -> int:
-    """Wait until the server holds no calls; the calls still up when time ran out."""
-    deadline = time.monotonic() + timeout
-    calls = srv.status()["calls"]
-    while calls and time.monotonic() < deadline:
-        time.sleep(0.25)
-        calls = srv.status()["calls"]
-    return calls
-
-
-def invite_rate(srv: Server, tmp: Path, rate: int, seconds: int) -> dict[str, Any]:
-    """SIPp's built-in uac at `rate` calls/s against the access number `conf`.
-
-    Each call: INVITE, 200, ACK, a 2 s pause in the IVR (the PIN prompt
-    playing), BYE. INVITE -> 200 is SIPp's response-time measure (the 200 is
-    the scenario's `rtd` message), one sample per call (-rtt_freq 1).
-    """
-    count = rate * seconds
-    stat = tmp / f"uac{rate}.csv"
-    cmd = [
-        "sipp",
-        "-sn",
-        "uac",
-        "-s",
-        "conf",
-        "-i",
-        "127.0.0.1",
-        "-p",
-        str(ports.allocate(1)),
-        # SIPp binds a media port even when it sends no RTP: never its default 6000.
-        "-mp",
-        str(ports.allocate(2)),
-        "-r",
-        str(rate),
-        "-m",
-        str(count),
-        "-d",
-        "2000",
-        "-l",
-        str(rate * 4),
-        # A call that waits 10 s for an answer has failed (not just unfinished).
-        "-recv_timeout",
-        "10000",
-        "-timeout",
-        f"{seconds + 30}s",
-        "-trace_stat",
-        "-stf",
-        str(stat),
-        "-trace_rtt",
-        "-rtt_freq",
-        "1",
-        f"127.0.0.1:{srv.sip_port}",
-        "-nostdin",
-    ]
-    proc = subprocess.Popen(cmd, cwd=tmp, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    # The server's CPU while the calls arrive at `rate` (not the tail of BYEs).
-    cpu = common.CpuWindow(srv.proc.pid)
-    cpu.start()
-    end = time.monotonic() + seconds
-    while time.monotonic() < end and proc.poll() is None:
-        cpu.sample_syscalls()
-        time.sleep(0.2)
-    used = cpu.stop()
-    try:
-        proc.communicate(timeout=seconds + 60)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.communicate()
-    ok, failed = _stat_counts(stat) if stat.exists() else (0, count)
-    rtts: list[float] = []
-    for f in tmp.glob("uac_*_rtt.csv"):
-        for row in csv.DictReader(f.open(), delimiter=";"):
-            with contextlib.suppress(KeyError, TypeError, ValueError):
-                rtts.append(float(row["response_time_ms"]))
-        f.unlink()
-    lat = common.summary(rtts)
-    success = 100.0 * ok / count
-    return {
-        "rate": rate,
-        "offered": count,
-        "ok": ok,
-        "failed": failed,
-        "success_pct": success,
-        "invite_200_ms": lat,
-        "server_cpu": used["server_cpu"],
-        "busiest_thread_cpu": used["busiest_thread_cpu"],
-        "busiest_thread": used["server_threads"][0]["what"] if used["server_threads"] else "",
-        "machine_busy": used["machine_busy"],
-        "passed": success >= SUCCESS_GOAL and lat["p99"] <= P99_GOAL_MS,
-    }
-
-
-def admission_limits() -> dict[str, Any]:
-    """The server's admission settings (sip.max_new_calls_per_second, sip.max_calls):
-    their shipped defaults and the largest values the schema allows."""
-    from provisioning.schema import SipConfig
-
-    out: dict[str, Any] = {}
-    fields = SipConfig.model_fields
-    for name in ("max_new_calls_per_second", "max_calls"):
-        if name in fields:
-            out[name] = fields[name].default
-            if name == "max_new_calls_per_second":
-                le = [m.le for m in fields[name].metadata if getattr(m, "le", None) is not None]
-                out["allowed_max"] = le[0] if le else 2000
-    return out
-
-
 def measure(
     rates: list[int], seconds: int, reg_rates: list[int], reg_seconds: int, ext_calls: int
 ) -> dict[str, Any]:
@@ -316,24 +200,9 @@ def measure(
                 )
             if ext_calls:
                 result["ext_to_ext"] = setup_times(srv, ext_calls)
-            for rate in rates:
-                left = drained(srv, 15)
-                r = invite_rate(srv, tmp, rate, seconds)
-                r["calls_left_before"] = left
-                result["uac"].append(r)
-                print(
-                    f"uac {rate}/s: {r['success_pct']:.2f} % ok, INVITE->200 p50 "
-                    f"{r['invite_200_ms']['p50']:.1f} p99 {r['invite_200_ms']['p99']:.1f} ms, "
-                    f"server CPU {r['server_cpu']:.0f} %",
-                    file=sys.stderr,
-                    flush=True,
-                )
-                if not r["passed"]:
-                    break  # the rates above would only fail harder
+            result |= ramp(srv, tmp, rates, seconds)
         finally:
             srv.stop()
-    passing = [r["rate"] for r in result["uac"] if r["passed"]]
-    result["setup_capacity_cps"] = max(passing, default=0)
     result["goal"] = {"success_pct": SUCCESS_GOAL, "p99_ms": P99_GOAL_MS}
     return result
 
@@ -364,14 +233,7 @@ def main() -> int:
             f"ext->ext set-up (INVITE -> 200 via Kamailio), {e['n']} calls: "
             f"p50 {e['p50']:.1f} ms, p99 {e['p99']:.1f} ms"
         )
-    print("| uac calls/s | offered | ok | failed | success % | INVITE->200 p50 ms | p99 ms |")
-    print("|---:|---:|---:|---:|---:|---:|---:|")
-    for u in r["uac"]:
-        lat = u["invite_200_ms"]
-        print(
-            f"| {u['rate']} | {u['offered']} | {u['ok']} | {u['failed']} | "
-            f"{u['success_pct']:.2f} | {lat['p50']:.1f} | {lat['p99']:.1f} |"
-        )
+    print_ramp(r["uac"])
     print(
         f"set-up capacity (>= {SUCCESS_GOAL} % and p99 <= {P99_GOAL_MS:.0f} ms): "
         f"{r['setup_capacity_cps']} calls/s"

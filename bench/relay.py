@@ -55,6 +55,7 @@ the `BENCH-RESULT` JSON that `bench/run` collects.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -76,6 +77,7 @@ import common  # noqa: E402
 common.use_bench_ports()
 
 import numpy as np  # noqa: E402
+from callrate import drained  # noqa: E402
 from legs import Layout, log_summary, wait_joined  # noqa: E402
 
 from pbx.rtpengine import NgClient, RtpEngineError, split_host_port  # noqa: E402
@@ -116,17 +118,29 @@ class Relay:
         host, port = split_host_port(srv.config["pbx"]["rtpengine_control"])
         return cls(rtp, _pgid(kam), NgClient(host, port, timeout=1.0))
 
-    def kamailio_cpu(self) -> float:
-        """utime + stime, in seconds, of every process in Kamailio's group
-        (the creator, main process and SIP/timer/ctl workers)."""
-        total = 0.0
+    def kamailio_pids(self) -> list[int]:
+        """Every process in Kamailio's group (the creator, main process and
+        SIP/timer/ctl workers)."""
+        found = []
         for stat in Path("/proc").glob("[0-9]*/stat"):
             try:
                 fields = stat.read_text().rsplit(")", 1)[1].split()
             except OSError:
                 continue  # a process that ended while we listed
             if int(fields[2]) == self.kamailio_pgid:
-                total += (int(fields[11]) + int(fields[12])) / common.TICKS
+                found.append(int(stat.parent.name))
+        return found
+
+    def pids(self) -> list[int]:
+        """rtpengine and every process in Kamailio's group."""
+        return [self.rtpengine_pid, *self.kamailio_pids()]
+
+    def kamailio_cpu(self) -> float:
+        """utime + stime, in seconds, of every process in Kamailio's group."""
+        total = 0.0
+        for pid in self.kamailio_pids():
+            with contextlib.suppress(OSError):  # a process that ended meanwhile
+                total += common.cpu_seconds(pid)
         return total
 
     def rtpengine_calls(self) -> int | None:
@@ -299,16 +313,6 @@ def stop_phones(phones: list[subprocess.Popen[str]], errors: list[str], mode: st
         except (subprocess.TimeoutExpired, json.JSONDecodeError, ValueError):
             p.kill()
             p.communicate()
-
-
-def drained(srv: Server, timeout: float) -> int:
-    """Wait until the server holds no calls; the calls still up when time ran out."""
-    deadline = time.monotonic() + timeout
-    calls: int = srv.status()["calls"]
-    while calls and time.monotonic() < deadline:
-        time.sleep(0.25)
-        calls = srv.status()["calls"]
-    return calls
 
 
 def window(

@@ -16,6 +16,7 @@ from typing import Any
 
 from report_format import Result, _err, f, table
 from report_media import relay_section, webrtc_section
+from report_nodes import nodes_section
 from report_store import store_section
 
 # -- sections ---------------------------------------------------------------------
@@ -608,6 +609,8 @@ def write(results: list[Result], meta: dict[str, Any], out_dir: Path) -> Path:
     lines += reload_section(by.get("reload"))
     lines += webrtc_section(by.get("webrtc"))
     lines += relay_section(by.get("relay"))
+    if "nodes" in by:  # on demand only (bench/run --only nodes)
+        lines += nodes_section(by["nodes"])
     lines += load_section(results, meta)
     md = out_dir / "RESULTS.md"
     md.write_text("\n".join(lines))
