@@ -7,11 +7,10 @@ one throwaway PostgreSQL (tests/pgcluster.py):
    Kamailio as the trunk's provider at rising rates (bench/callrate.py's
    ramp: the highest rate with >= 99.9 % answered and INVITE -> 200 p99 <=
    50 ms). The numbers called are DIDs to the entry IVR (`ivr: entry`, the
-   PIN prompt, as the access number): Kamailio hashes every access number
-   and room DID to one node (ROOM_NUMBERS, pbx/kamailio.py room_numbers),
-   and no number round-robins into the IVR, so the calls go to --dids of
-   them, one after the other, which the hash spreads over the nodes (the
-   split is measured).
+   PIN prompt, as the access number), --dids of them in turn: Kamailio's
+   dispatcher spreads them round-robin (only one-room access numbers and
+   their DIDs are hashed to a node: ROOM_NUMBERS, pbx/kamailio.py
+   room_numbers); the split is measured.
 2. **G.711 legs with clean media** (with --legs-steps): bench/legs.py's series
    (rooms of 10, raw probe legs, CPU) on each node set, the rooms split over
    the nodes, each room's callers calling its node's SIP port.
@@ -135,8 +134,8 @@ def start(
 
 
 class SplitSampler(threading.Thread):
-    """Calls up on each node, sampled while the ramp runs: how the numbers'
-    hash spread the calls."""
+    """Calls up on each node, sampled while the ramp runs: how the
+    dispatcher spread the calls."""
 
     def __init__(self, srv: Server) -> None:
         super().__init__(daemon=True)
@@ -334,7 +333,7 @@ def main() -> int:
     cache = common.prompt_cache()
     route = (
         f"SIPp as the trunk's provider calls {args.dids} DIDs to the entry IVR in turn "
-        "(each number hashed to one node by Kamailio's dispatcher)"
+        "(spread round-robin by Kamailio's dispatcher)"
     )
     result: dict[str, Any] = {
         "route": route,

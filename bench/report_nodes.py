@@ -159,9 +159,9 @@ def nodes_section(r: Result | None) -> list[str]:
         "SIPp (`bench/sipp/uac_edge.xml`) is the trunk's provider and calls "
         f"{r.get('dids')} DIDs to the entry IVR in turn, each call held "
         f"{r.get('hold_ms')} ms in the IVR, then BYE ({r.get('seconds')} s of calls per rate; "
-        "the short hold keeps the calls up within the benches' port block). Kamailio hashes "
-        "every access number and room DID to one node (`ROOM_NUMBERS`); no number round-robins "
-        "into the IVR, so the hash over many numbers spreads the calls. Capacity: the highest "
+        "the short hold keeps the calls up within the benches' port block), which Kamailio's "
+        "dispatcher spreads round-robin (only one-room access numbers are hashed to a node). "
+        "Capacity: the highest "
         f"rate with ≥ {g.get('success_pct')} % answered and INVITE→200 p99 ≤ "
         f"{f(g.get('p99_ms'), 0)} ms (✗: the rate that missed). CPU: each node's process, and "
         "the edge's (Kamailio's processes and rtpengine) while the calls arrive.",
