@@ -340,17 +340,16 @@ class HandOff(Idle):
     def _hear(self, deadline: float) -> None:
         """Link the home's audio to the caller once its first RTP is in.
 
-        The internal leg is our outbound call, and pjmedia often reads an
-        outbound call's first RTP only ~500 ms after its 200 OK (its media
-        worker's poll timeout), then all of it at once. A leg already heard
-        by then keeps that burst in its adaptive jitter buffer: the room
-        reached the caller ~500 ms late, shed at ~50 ms a second (250-320
-        ms when the test measured it, seconds after the hand-off). Linked
-        after the burst, the stream's first read on the bridge resets its
-        jitter buffer (pjmedia's playback start): the burst is dropped and
-        the extra hop costs one buffer and one bridge pass. What is lost is
-        ~0.5 s of room audio the caller would have heard late anyway; a home
-        that sends nothing is linked after FIRST_RTP_WAIT all the same.
+        The internal leg is our outbound call. pjmedia as Debian ships it
+        read an outbound call's first RTP only up to 500 ms after its 200 OK
+        (its media worker's poll timeout), then all of it at once, and a leg
+        already heard kept that burst in its adaptive jitter buffer: the
+        room reached the caller ~300 ms late, shed at ~50 ms a second. Our
+        build polls every 10 ms (scripts/build-pjsua2), so the first RTP now
+        comes within a frame or two; linking only once it is in still keeps
+        any start-up burst out (the stream's first read on the bridge resets
+        its buffer), for the cost of those few frames of gap. A home that
+        sends nothing is linked after FIRST_RTP_WAIT all the same.
         """
         svc, peer = self.service, self.peer
         if peer is None or peer not in svc.legs or self.caller.id not in svc.legs:
