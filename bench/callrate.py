@@ -180,7 +180,7 @@ def ramp(
 def admission_limits() -> dict[str, Any]:
     """The server's admission settings (sip.max_new_calls_per_second, sip.max_calls):
     their shipped defaults and the largest values the schema allows."""
-    from provisioning.schema import SipConfig
+    from provisioning.network import SipConfig
 
     out: dict[str, Any] = {}
     fields = SipConfig.model_fields
