@@ -26,6 +26,12 @@ from store.engine import UNAVAILABLE
 log = logging.getLogger("ponte.pinshare")
 
 EXPIRE_EVERY = 60.0  # seconds between deletions of wrong PINs too old to matter
+# At most one look at the other nodes' wrong PINs per this many seconds. The
+# look is a query on the loop thread, and every new call asks twice: at 100
+# calls/s one look per question was a quarter of a node's time (py-spy). A
+# node may thus judge without the others' last 0.1 s of wrong PINs: under a
+# guessing attack spread over nodes, a tenth of a second's guesses more.
+SYNC_EVERY = 0.1
 
 
 class SharedPinGuard:
@@ -40,6 +46,7 @@ class SharedPinGuard:
         self._seen = 0  # the last row id replayed
         self._loaded = False
         self._expired_at = float("-inf")
+        self._synced_at = float("-inf")
 
     # -- what the entry IVR and the web join ask ---------------------------------
     def admit(self, number: str, source: str, known: bool = False) -> str | None:
@@ -75,6 +82,9 @@ class SharedPinGuard:
         stores = self.stores
         if not stores.opened or (self._loaded and not stores.shared) or stores.writer.away:
             return now
+        if self._loaded and 0 <= now - self._synced_at < SYNC_EVERY:
+            return now
+        self._synced_at = now
         g = self.guard
         try:
             rows = stores.guard.since(self._seen, now - g.window - g.lockout)
