@@ -309,7 +309,11 @@ class HandOff(Idle):
 
     def _here(self, why: str) -> None:
         """The home cannot be reached: the caller joins here (a split room is
-        better than a refused caller)."""
+        better than a refused caller). Once: a refusal and the answer's
+        time-out may both come."""
+        if self.gave_up:
+            return
+        self.gave_up = True
         svc, leg = self.service, self.caller
         log.warning(
             "call %d room=%s joins here, not on %s: %s", leg.id, self.room, self.home.node, why
@@ -322,9 +326,8 @@ class HandOff(Idle):
         before its heartbeat went stale): the caller joins here."""
         if self.linked or self.gave_up or self.peer is None:
             return
-        self.gave_up = True
-        self.service.ua.hangup(self.peer)
         self._here(f"it did not answer in {ANSWER_SECONDS:g} s")
+        self.service.ua.hangup(self.peer)
 
     def on_media_ready(self, leg: Leg) -> None:
         """The home answered: it hears the caller now, and the caller hears

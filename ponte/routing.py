@@ -226,7 +226,10 @@ class Router:
         # Each call holds an RTP/RTCP pair: past the range, pjsua would scan it
         # all for every new call, which is what turns a flood into a stall.
         cap = min(sip.max_calls, (hi - lo + 1) // 2 - 8)
-        if self.ua.call_count() <= cap and self.admission.try_acquire(now):
+        # A hand-off is a caller another node answered already, whose room
+        # lives here: the rate of new calls does not apply to it (a burst of
+        # PINs must not split rooms), the ports do.
+        if self.ua.call_count() <= cap and (call.handoff or self.admission.try_acquire(now)):
             return False
         self.shed += 1
         if now - self._shed_logged >= 1.0:  # one line a second, however hard the flood

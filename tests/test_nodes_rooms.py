@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 import yaml
 
-from ponte.handoff import TOKEN_SECONDS, sign
+from ponte.handoff import ANSWER_SECONDS, TOKEN_SECONDS, sign
 from ponte.homes import LEASE, STALE, Home, HomeStore
 from ponte.server import AppServer
 from provisioning.loader import load_config
@@ -220,6 +220,22 @@ def test_a_home_that_does_not_answer_lets_the_caller_join_where_it_called(two_no
     b.ua.hang_up(peer.id, 503)
     b.run(0.5)
     assert b.room() is not None and set(b.room().members) == {caller}
+    # The answer's time-out comes later all the same: it admits nobody twice.
+    b.run(ANSWER_SECONDS + 0.5)
+    assert set(b.room().members) == {caller}
+
+
+def test_a_silent_home_is_given_up_after_its_answer_time(two_nodes) -> None:
+    """A home that neither answers nor refuses (it died before its heartbeat
+    went stale): after ANSWER_SECONDS the caller joins on its own node, and
+    the hand-off leg is hung up."""
+    a, b = two_nodes["a"], two_nodes["b"]
+    a.join("9999", caller="1001")
+    caller = b.join("1111", caller="1002")
+    (peer,) = [leg for leg in b.ua.legs.values() if leg.uri]
+    b.run(ANSWER_SECONDS + 0.5)
+    assert b.room() is not None and set(b.room().members) == {caller}
+    assert b.ua.legs[peer.id].gone
 
 
 # -- real calls: two `ponte serve` nodes on one PostgreSQL ------------------------
