@@ -183,3 +183,46 @@ class RecordWriter:
                 text.splitlines()[0] if text else type(exc).__name__,
                 len(self.pending),
             )
+
+
+class LatestWriter:
+    """A thread that writes the latest job put in each named slot, off the
+    loop and apart from the records' queue: a newer job replaces one not yet
+    run. For heartbeats and leases: only the last one matters, and one stuck
+    behind a backlog of call records made a live node look dead to the
+    others (its heartbeat 5 s old after a burst of calls)."""
+
+    def __init__(self, name: str) -> None:
+        self._slots: dict[str, Callable[[], object]] = {}
+        self._cv = threading.Condition()
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def put(self, slot: str, fn: Callable[..., object], *args: Any) -> None:
+        """Run `fn(*args)` soon, unless a newer job for `slot` comes first."""
+        with self._cv:
+            self._slots[slot] = lambda: fn(*args)
+            self._cv.notify()
+
+    def stop(self, timeout: float = 2.0) -> None:
+        """Write what is pending, then end the thread."""
+        with self._cv:
+            self._stopping = True
+            self._cv.notify()
+        self._thread.join(timeout)
+
+    def _run(self) -> None:
+        while True:
+            with self._cv:
+                while not self._slots and not self._stopping:
+                    self._cv.wait()
+                jobs, self._slots = list(self._slots.values()), {}
+                stopping = self._stopping
+            for job in jobs:
+                try:
+                    job()
+                except UNAVAILABLE as exc:
+                    log.debug("heartbeat not written (database away): %s", exc)
+            if stopping:
+                return

@@ -30,6 +30,7 @@ from bridge.levels import refusal as hours_refusal
 from pbx.sipevents import HANDOFF_HEADERS, SipError
 from pbx.useragent import UserAgent
 from ponte.clock import CpuMeter, WallClock
+from ponte.database import LatestWriter
 from ponte.homes import HEARTBEAT_EVERY, LEASE, RENEW_EVERY, Home, HomeStore
 from ponte.legs import Idle, Leg, LegTable
 from ponte.loop import Loop
@@ -91,6 +92,8 @@ class HandoffService:
         self.rooms = rooms
         self.stores = stores
         self.store: HomeStore | None = None  # None: one node (SQLite), rooms are homed here
+        # Heartbeats and leases, written apart from the records' queue.
+        self.beats: LatestWriter | None = None
         self.key = b""
         self.address = ""
         self.started = 0.0
@@ -115,6 +118,7 @@ class HandoffService:
             return
         self.key = store.key()
         self.store = store
+        self.beats = LatestWriter("heartbeat")
         self._beat()
         self.loop.call_later(RENEW_EVERY, self._renew)
 
@@ -122,12 +126,15 @@ class HandoffService:
         """Free this node's rooms at once (a clean stop; a crash waits out STALE)."""
         if self.store is None:
             return
+        if self.beats is not None:
+            self.beats.stop()  # its last renewal first: the release comes after
         with contextlib.suppress(*UNAVAILABLE):
             self.store.release(self.node)
 
     def _beat(self) -> None:
-        assert self.store is not None
-        self.stores.writer.write(
+        assert self.store is not None and self.beats is not None
+        self.beats.put(
+            "heartbeat",
             self.store.heartbeat,
             self.node,
             self.address,
@@ -142,9 +149,9 @@ class HandoffService:
             self.loop.call_later(HEARTBEAT_EVERY, self._beat)
 
     def _renew(self) -> None:
-        assert self.store is not None
+        assert self.store is not None and self.beats is not None
         live = sorted(self.rooms.live.rooms)
-        self.stores.writer.write(self.store.renew, self.node, live, self.clock.ts() + LEASE)
+        self.beats.put("renew", self.store.renew, self.node, live, self.clock.ts() + LEASE)
         if not self.loop.stopping:
             self.loop.call_later(RENEW_EVERY, self._renew)
 
