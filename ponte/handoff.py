@@ -24,6 +24,7 @@ import contextlib
 import hashlib
 import hmac
 import logging
+import secrets
 from collections.abc import Callable, Mapping
 
 from bridge.levels import refusal as hours_refusal
@@ -95,6 +96,7 @@ class HandoffService:
         # Heartbeats and leases, written apart from the records' queue.
         self.beats: LatestWriter | None = None
         self.key = b""
+        self._used: dict[str, float] = {}  # hand-off tokens taken, until they expire
         self.address = ""
         self.started = 0.0
         self.cpu = CpuMeter()  # this process's load, read at each heartbeat
@@ -183,7 +185,9 @@ class HandoffService:
     def headers(self, room: str, role: str, caller: str, name: bool) -> dict[str, str]:
         """A hand-off INVITE's headers, signed."""
         fields = (room, role, _clean(caller), "1" if name else "0")
-        expires = f"{self.clock.ts() + TOKEN_SECONDS:.0f}"
+        # The expiry to the millisecond, then six random digits: still a
+        # number, and no two hand-offs share a token (the home takes each once).
+        expires = f"{self.clock.ts() + TOKEN_SECONDS:.3f}{secrets.randbelow(10**6):06d}"
         token = sign(self.key, *fields, expires)
         return dict(zip(HANDOFF_HEADERS, (*fields, expires, token), strict=True))
 
@@ -202,11 +206,18 @@ class HandoffService:
             expires = float(fields[4])
         except ValueError:
             return "bad expiry"
-        if expires < self.clock.ts() or expires > self.clock.ts() + 2 * TOKEN_SECONDS:
+        now = self.clock.ts()
+        if expires < now or expires > now + 2 * TOKEN_SECONDS:
             return "expired token"
         room, role = fields[0], fields[1]
         if room not in self.rooms.configs or role not in ("participant", "moderator"):
             return f"no room {room!r} or role {role!r}"
+        # Each token once: one captured on the nodes' network cannot bring a
+        # second caller in (it expires within TOKEN_SECONDS, and so does its entry).
+        self._used = {t: e for t, e in self._used.items() if e >= now}
+        if fields[5] in self._used:
+            return "replayed token"
+        self._used[fields[5]] = expires
         return None
 
     def watch_rtp(self, leg_id: int, lost: Callable[[], None], seen: int = -1) -> None:

@@ -206,8 +206,18 @@ def test_forged_or_expired_handoffs_get_403_and_join_nobody(two_nodes) -> None:
         a.run(0.2)
         assert a.ua.legs[leg].answers == [403], headers
     assert len(a.room().members) == 1
-    assert a.srv.svc.entry.handoff.refusal(good) is None  # the real one is good
+    # The real one is good, once: replayed (captured on the nodes' network), it is refused.
+    home = a.srv.svc.entry.handoff
+    assert home.refusal(good) is None
+    assert home.refusal(good) == "replayed token"
     assert float(good["X-Ponte-Expires"]) <= now + TOKEN_SECONDS + 1
+    again = a.ua.call("handoff", source="127.0.0.1:5082", handoff=good)
+    a.run(0.2)
+    assert a.ua.legs[again].answers == [403] and len(a.room().members) == 1
+    # Two hand-offs of one caller to one room in the same second never share a token.
+    handoff = b.srv.svc.entry.handoff
+    one, two = (handoff.headers("demo", "participant", "1002", False) for _ in range(2))
+    assert one["X-Ponte-Token"] != two["X-Ponte-Token"]
 
 
 def test_a_home_that_does_not_answer_lets_the_caller_join_where_it_called(two_nodes) -> None:
