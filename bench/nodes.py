@@ -9,7 +9,7 @@ one throwaway PostgreSQL (tests/pgcluster.py):
    50 ms). The numbers called are DIDs to the entry IVR (`ivr: entry`, the
    PIN prompt, as the access number), --dids of them in turn: Kamailio's
    dispatcher spreads them round-robin (only one-room access numbers and
-   their DIDs are hashed to a node: ROOM_NUMBERS, pbx/kamailio.py
+   their DIDs are hashed to a node: the roomnum table, pbx/kamailio.py
    room_numbers); the split is measured.
 2. **G.711 legs with clean media** (with --legs-steps): bench/legs.py's series
    (rooms of 10, raw probe legs, CPU) on each node set, the rooms split over

@@ -29,7 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from string import Template
 from typing import TYPE_CHECKING
@@ -206,7 +206,6 @@ def render_config(
         ds_ping_interval=1 if len(uris) > 1 else 0,
         fr_timer=FR_TIMER_NODES if len(uris) > 1 else FR_TIMER_ONE_NODE,
         dispatcher_list=runtime / "dispatcher.list",
-        room_numbers=_alternatives(room_numbers(config)),
         emergency_numbers=_alternatives(list(emergency)),
         pace_window_ms=round((1 + GUARD) * 1000),
         listen_host=pbx.host,
@@ -308,9 +307,6 @@ def trunk_peers(config: Config) -> set[str]:
     return peers
 
 
-TRUNK_CPS_SQL = TRUNK_PEERS_SQL.replace("trunk_peers", "trunk_cps")
-
-
 def trunk_cps(config: Config) -> dict[str, int]:
     """Each trunk's INVITEs allowed in a 1-s window (pbx/ratelimit.py's
     limit), by the `host:port` its INVITEs' R-URI names (Kamailio's $rd:$rp)."""
@@ -322,18 +318,7 @@ def trunk_cps(config: Config) -> dict[str, int]:
 
 def sync_trunk_cps(path: Path, limits: dict[str, int]) -> None:
     """Make Kamailio's trunk_cps table hold exactly these limits."""
-    db = sqlite3.connect(path, timeout=5)
-    try:
-        with db:
-            db.execute(TRUNK_CPS_SQL)
-            db.execute("DELETE FROM trunk_cps")
-            db.executemany(
-                "INSERT INTO trunk_cps (key_name, key_type, value_type, key_value) "
-                "VALUES (?, 0, 1, ?)",
-                sorted((k, str(v)) for k, v in limits.items()),
-            )
-    finally:
-        db.close()
+    _sync_htable(path, "trunk_cps", {k: str(v) for k, v in limits.items()}, value_type=1)
 
 
 def write_dispatcher_list(path: Path, nodes: Sequence[str]) -> None:
@@ -343,15 +328,26 @@ def write_dispatcher_list(path: Path, nodes: Sequence[str]) -> None:
 
 def sync_trunk_peers(path: Path, peers: set[str]) -> None:
     """Make Kamailio's trunk_peers table hold exactly these addresses."""
+    _sync_htable(path, "trunk_peers", {p: "1" for p in peers}, value_type=0)
+
+
+def sync_room_numbers(path: Path, numbers: Sequence[str]) -> None:
+    """Make Kamailio's room_numbers table hold exactly these numbers."""
+    _sync_htable(path, "room_numbers", {n: "1" for n in numbers}, value_type=0)
+
+
+def _sync_htable(path: Path, table: str, rows: dict[str, str], value_type: int) -> None:
+    """An htable's SQLite table (TRUNK_PEERS_SQL's shape) holding exactly
+    `rows` (key -> value; value_type 0: string, 1: integer)."""
     db = sqlite3.connect(path, timeout=5)
     try:
         with db:
-            db.execute(TRUNK_PEERS_SQL)
-            db.execute("DELETE FROM trunk_peers")
+            db.execute(TRUNK_PEERS_SQL.replace("trunk_peers", table))
+            db.execute(f"DELETE FROM {table}")  # table: one of our own names, never input
             db.executemany(
-                "INSERT INTO trunk_peers (key_name, key_type, value_type, key_value) "
-                "VALUES (?, 0, 0, '1')",
-                [(p,) for p in sorted(peers)],
+                f"INSERT INTO {table} (key_name, key_type, value_type, key_value) "
+                "VALUES (?, 0, ?, ?)",
+                [(k, value_type, v) for k, v in sorted(rows.items())],
             )
     finally:
         db.close()
@@ -490,6 +486,7 @@ class Kamailio:
         self.write_subscribers(self.config)
         sync_trunk_peers(self.db_path, trunk_peers(self.config))
         sync_trunk_cps(self.db_path, trunk_cps(self.config))
+        sync_room_numbers(self.db_path, room_numbers(self.config))
         write_dispatcher_list(self.runtime / "dispatcher.list", self.nodes)
         check = subprocess.run(
             [binary, "-c", "-f", str(cfg)], capture_output=True, text=True, timeout=30
@@ -599,28 +596,36 @@ class Kamailio:
         when it changed or `force`)."""
         old = trunk_peers(self.config)
         old_cps = trunk_cps(self.config)
+        old_numbers = room_numbers(self.config)
         self.config = config
         try:
             self.write_subscribers(config)
         except KamailioError as exc:  # the rest of the reload stands
             log.error("%s; the next reload writes them", exc)
-        new = trunk_peers(config)
-        if new != old or force:
-            sync_trunk_peers(self.db_path, new)
-            rpc = subprocess.run(
-                ["kamcmd", "-s", f"unix:{ctl_path(self.runtime)}", "htable.reload", "trunkpeer"],
-                capture_output=True,
-                text=True,
-                timeout=5,
-            )
+        peers, cps, numbers = trunk_peers(config), trunk_cps(config), room_numbers(config)
+        # Each live table: written, and reloaded by RPC, when it changed.
+        tables: list[tuple[str, str, bool, Callable[[], None]]] = [
+            (
+                "trunkpeer",
+                "trunk table",
+                peers != old,
+                lambda: sync_trunk_peers(self.db_path, peers),
+            ),
+            ("trunkcps", "trunk pacing", cps != old_cps, lambda: sync_trunk_cps(self.db_path, cps)),
+            (
+                "roomnum",
+                "one-room numbers",
+                numbers != old_numbers,
+                lambda: sync_room_numbers(self.db_path, numbers),
+            ),
+        ]
+        for name, what, changed, write in tables:
+            if not (changed or force):
+                continue
+            write()
+            rpc = kamcmd(self.runtime, "htable.reload", name, timeout=5)
             if rpc.returncode != 0:
-                log.warning("kamailio did not reload the trunk table: %s", rpc.stderr.strip())
-        cps = trunk_cps(config)
-        if cps != old_cps or force:
-            sync_trunk_cps(self.db_path, cps)
-            rpc = kamcmd(self.runtime, "htable.reload", "trunkcps", timeout=5)
-            if rpc.returncode != 0:
-                log.warning("kamailio did not reload the trunk pacing: %s", rpc.stderr.strip())
+                log.warning("kamailio did not reload the %s: %s", what, rpc.stderr.strip())
 
     def write_subscribers(self, config: Config) -> None:
         """The extensions where auth_db reads them (see auth_db_url)."""

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 import yaml
 
+from pbx.kamailio import kamcmd
 from tests import audio
 from tests.harness import ROOT, Server, report, serve_command
 from tests.netns import APPLIANCE_BACK_IP, APPLIANCE_IP, Host, Topology, topology
@@ -242,14 +243,20 @@ def test_a_reload_at_the_edge_reaches_the_nodes_on_other_machines(cluster):
         *data["rooms"],
         {"name": "third", "participant_pin": "3333", "moderator_pin": "7777"},
     ]
+    # A number for the new room alone: the edge hashes its callers to one node.
+    data["access_numbers"] = [*data["access_numbers"], {"user": "third-line", "room": "third"}]
     edge.config_path.write_text(yaml.safe_dump(data))
+    runtime = Path(edge.config["state_dir"]) / "kamailio"
+    assert "third-line" not in kamcmd(runtime, "htable.dump", "roomnum").stdout
     assert request(edge.control, "reload").get("ok"), edge.log()[-2000:]
     for node in nodes.values():
         wait_for(
-            lambda n=node: "by edge: 1 objects changed; 3 rooms" in n.log(),
+            lambda n=node: re.search(r"by edge: \d+ objects changed; 3 rooms", n.log()),
             10,
             message=node.log()[-2000:],
         )
+    # Kamailio took the new one-room number live, no restart.
+    assert "third-line" in kamcmd(runtime, "htable.dump", "roomnum").stdout
     edge.config_path.write_text("rooms: [\n")
     answer = request(edge.control, "reload")
     assert not answer.get("ok"), answer
