@@ -123,6 +123,14 @@ class SipUA:
         self._writer = _LogWriter()
         self._legs: dict[int, _Leg] = {}
         self._port_ended: list[tuple[int, int]] = []
+        # A refusal (a final response >= 300, or a hang-up) of the call whose
+        # onIncomingCall is running waits for the next poll(): sent inside
+        # the callback to an INVITE without SDP, pjsua 2.12 then frees a
+        # cloned rdata that is not there and aborts the process
+        # (pjsip_rx_data_free_cloned: Assertion `rdata' failed), so any
+        # delayed-offer INVITE we refused killed every call.
+        self._incoming_leg: int | None = None
+        self._refusals: list[tuple[int, pj.CallOpParam]] = []
         self._ids = itertools.count(1)
         self.bound_port = port
 
@@ -184,7 +192,24 @@ class SipUA:
         if self._port_ended:
             self._end_ports()
             timeout_ms = 0
+        self._send_refusals()
         self._ep.libHandleEvents(timeout_ms)
+        self._send_refusals()
+
+    def _send_refusals(self) -> None:
+        """The refusals deferred out of onIncomingCall (see __init__)."""
+        while self._refusals:
+            leg, prm = self._refusals.pop(0)
+            entry = self._legs.get(leg)
+            if entry is None:
+                continue
+            try:
+                if prm.statusCode:
+                    entry.call.answer(prm)
+                else:
+                    entry.call.hangup(prm)
+            except pj.Error as exc:
+                log.debug("refusal of leg %d: %s", leg, exc.info())
 
     def shutdown(self, timeout: float = 2.0) -> None:
         """Hang up everything with BYE, wait for the dialogs to end, destroy."""
@@ -291,6 +316,9 @@ class SipUA:
             prm.reason = reason
         if headers:
             prm.txOption.headers = _header_vector(headers)
+        if code >= 300 and leg == self._incoming_leg:
+            self._refusals.append((leg, prm))
+            return
         call = self._call(leg)
         call.answer(prm)
         if 200 <= code < 300:
@@ -306,6 +334,9 @@ class SipUA:
             prm.statusCode = code
         if reason:
             prm.reason = reason
+        if leg == self._incoming_leg and not entry.call.answered:
+            self._refusals.append((leg, prm))  # still inside onIncomingCall
+            return
         try:
             entry.call.hangup(prm)
         except pj.Error as exc:
@@ -560,7 +591,11 @@ class SipUA:
             from_display=parsed.display if parsed else None,
             handoff=message_headers(whole, HANDOFF_HEADERS),
         )
-        self.events.on_incoming(incoming)
+        self._incoming_leg = leg
+        try:
+            self.events.on_incoming(incoming)
+        finally:
+            self._incoming_leg = None
 
     def _on_call_state(self, call: _Call, prm: pj.OnCallStateParam) -> None:
         info = call.getInfo()

@@ -577,3 +577,40 @@ def _drain(sock: socket.socket) -> list[str]:
             out.append(sock.recv(65535).decode(errors="replace"))
         except TimeoutError:
             return out
+
+
+def test_a_delayed_offer_to_an_unknown_number_is_refused_and_the_server_lives(server_factory, net):
+    """Attack (and plain interop): an INVITE without SDP through the edge to
+    a number that is not here. The app server refuses it (404) inside
+    pjsua's incoming-call callback, which once aborted the process and with
+    it every call (pbx/sipua.py defers such refusals to its next poll)."""
+    cfg = no_registration(edge_config(provider=True))
+    net.hosts({PROVIDER_NAME: PROVIDER_IP})
+    srv = server_factory(netns=net.appliance.name, **cfg)
+    sock = net.provider.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind((PROVIDER_IP, 5060))
+    sock.settimeout(0.5)
+    did = "+551130009999"
+    invite = (
+        f"INVITE sip:{did}@{PBX} SIP/2.0\r\n"
+        f"Via: SIP/2.0/UDP {PROVIDER_IP}:5060;branch=z9hG4bKdelayed\r\n"
+        f"Max-Forwards: 70\r\nFrom: <sip:11999990000@{PROVIDER_IP}>;tag=delayed\r\n"
+        f"To: <sip:{did}@{PBX}>\r\nCall-ID: delayed-offer\r\nCSeq: 1 INVITE\r\n"
+        f"Contact: <sip:11999990000@{PROVIDER_IP}:5060>\r\nContent-Length: 0\r\n\r\n"
+    ).encode()
+    final = None
+    try:
+        deadline = time.monotonic() + 10
+        while final is None and time.monotonic() < deadline:
+            sock.sendto(invite, (APPLIANCE_IP, 5060))
+            with contextlib.suppress(TimeoutError):
+                msg = sock.recv(65535).decode(errors="replace")
+                code = int(msg.split(" ", 2)[1]) if msg.startswith("SIP/2.0 ") else 0
+                final = code if code >= 300 else None
+    finally:
+        sock.close()
+    assert final == 404, final
+    time.sleep(1.0)
+    assert srv.proc.poll() is None, srv.log()[-2000:]
+    assert "Assertion" not in srv.log()
+    assert "calls" in srv.status()
