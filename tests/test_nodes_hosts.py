@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import signal
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -29,6 +30,12 @@ from tests.test_edge_calls import edge_config, heard
 from tests.test_nodes_edge import dispatcher_state
 
 SIP_PORT = 5080
+# Another machine on the nodes' network: neither the edge nor a node.
+STRANGER_IP = "198.51.100.130"
+SDP = (
+    f"v=0\r\no=- 1 1 IN IP4 {STRANGER_IP}\r\ns=-\r\nc=IN IP4 {STRANGER_IP}\r\nt=0 0\r\n"
+    "m=audio 17000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=sendrecv\r\n"
+)
 
 
 @pytest.fixture
@@ -220,8 +227,9 @@ def test_a_node_machine_killed_mid_conference_drops_only_its_calls(cluster, phon
         f"node {doomed} killed: its caller got BYE after {bye:.2f} s; the next caller was "
         f"answered by {survivor} after {answered:.2f} s"
     )
-    assert bye < 8.0
-    assert "error" not in rn and answered < 5.0, rn
+    # The times are printed (speed is bench/'s); the behaviour: the edge
+    # ended the dead machine's call, and the survivor took the next one.
+    assert "error" not in rn, rn
     assert "join room=demo role=moderator members=1" in nodes[survivor].log()
     assert "handed off" not in nodes[survivor].log(), "room other lived on the survivor alone"
     # Room other was never touched: each member heard the other throughout.
@@ -264,3 +272,41 @@ def test_a_reload_at_the_edge_reaches_the_nodes_on_other_machines(cluster):
     for node in nodes.values():
         assert node.log().count("reloaded") == 1, node.log()[-2000:]
         assert node.proc.poll() is None
+
+
+def test_a_node_takes_new_calls_only_from_the_edge_and_the_other_nodes(cluster):
+    """Attack: a node's SIP faces the nodes' network. An INVITE from another
+    machine there (a second address on the appliance's inner link, not the
+    edge's), even one dressed as a hand-off, is refused with 403 before
+    anything else reads it, and nobody joins a room."""
+    net, _edge, nodes = cluster
+    a_host = net.nodes[0]
+    net.appliance.run(["ip", "addr", "add", f"{STRANGER_IP}/25", "dev", "eth1"], check=True)
+    stranger = net.appliance.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    stranger.bind((STRANGER_IP, 0))
+    port = stranger.getsockname()[1]
+    try:
+        for call_id, user, extra, sdp in (
+            ("plain", "conf", "", SDP),
+            ("dressed", "handoff", "X-Ponte-Room: demo\r\nX-Ponte-Role: moderator\r\n", SDP),
+            # Without SDP (a delayed offer): refused inside pjsua's incoming
+            # callback, this once aborted the whole process (pbx/sipua.py).
+            ("delayed", "conf", "", ""),
+        ):
+            invite = (
+                f"INVITE sip:{user}@{a_host.ip}:{SIP_PORT} SIP/2.0\r\n"
+                f"Via: SIP/2.0/UDP {STRANGER_IP}:{port};branch=z9hG4bK-{call_id}\r\n"
+                f"Max-Forwards: 70\r\nFrom: <sip:evil@{STRANGER_IP}>;tag={call_id}\r\n"
+                f"To: <sip:{user}@{a_host.ip}>\r\nCall-ID: {call_id}@stranger\r\n"
+                f"CSeq: 1 INVITE\r\nContact: <sip:evil@{STRANGER_IP}:{port}>\r\n"
+                f"{extra}Content-Type: application/sdp\r\n"
+                f"Content-Length: {len(sdp)}\r\n\r\n{sdp}"
+            )
+            stranger.sendto(invite.encode(), (a_host.ip, SIP_PORT))
+    finally:
+        stranger.close()
+    refused = "is neither the edge nor a node (403)"
+    wait_for(lambda: nodes["a"].log().count(refused) >= 3, 10, message=nodes["a"].log()[-2000:])
+    time.sleep(1.0)  # the refusals go out on the loop's next turn
+    assert "join room=" not in nodes["a"].log() and "hand-off from" not in nodes["a"].log()
+    assert nodes["a"].proc.poll() is None
