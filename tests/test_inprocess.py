@@ -272,3 +272,7 @@ def test_hands_by_key_queue_and_the_admin_next_hand_and_lower_hand_share_one_pat
     r.ua.hang_up(p3)
     r.run(1)
     assert r.room().hands == []
+    # `ponte room` offers exactly the actions the control socket runs.
+    from ponte import cli, roomops
+
+    assert set(cli.ROOM_ACTIONS) == set(roomops.ACTIONS)

@@ -7,12 +7,17 @@ after a mute), *95 speaks the head count, and a participant's *96 is refused.
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
+
+import pytest
 
 from tests import audio, ports
 from tests.consoleclient import ConsoleClient, next_event
+from tests.harness import report
 from tests.test_conference_calls import digits_time, seg
 from tests.test_console_calls import ADMINS, PASSWORD
+from tests.test_spine_calls import window
 
 
 def heard_only_after_star96(mod: Any, rm: dict[str, Any], since: float, star96: float) -> bool:
@@ -112,3 +117,71 @@ def test_star95_counts_star96_is_refused_to_a_participant_and_unmutes_a_muted_ha
     assert "key action=count room=demo" in log
     assert "key action=next_hand refused room=demo" in log
     assert log.count("key action=next_hand room=demo") == 1
+
+
+@pytest.mark.alone  # Chromium's processes would crowd the audio tests running beside it
+def test_console_shows_phone_hands_and_its_buttons_lower_one_and_give_the_next_the_floor(
+    server_factory, phone
+):
+    """The rooms page in Chromium: two phones' *94 show as "hand up"; "Lower
+    hand" lowers the newer, "Next hand" gives the older (self-muted) the floor,
+    and the moderator hears it from then on."""
+    from playwright.sync_api import expect
+
+    from tests import browser
+    from tests.test_console_browser import wait_status
+
+    with browser.loopback_netns():
+        port = ports.allocate(1)
+        base = f"http://127.0.0.1:{port}"
+        srv = server_factory(web={"listen": f"127.0.0.1:{port}"}, admins=ADMINS)
+        mod = phone(srv.uri("conf"), "wait_media 5; dtmf 9999#; wait_end 40")
+        phone(
+            srv.uri("conf"),
+            "wait_media 5; dtmf 1111#; wait 0.5; dtmf *6; tone 440; wait 1; dtmf *94; wait_end 40",
+            record=False,
+        )
+        phone(srv.uri("conf"), "wait_media 5; dtmf 1111#; wait 4; dtmf *94; wait_end 40", False)
+
+        def hands(s: dict[str, Any]) -> list[int]:
+            return list(s["rooms"].get("demo", {}).get("hands", []))
+
+        with browser.chromium() as page:
+            page.goto(f"{base}/login")
+            page.fill("input[name=name]", "ana")
+            page.fill("input[name=password]", PASSWORD)
+            page.click("button[type=submit]")
+            page.wait_for_url(f"{base}/")
+            older, newer = wait_status(srv, lambda s: hands(s) if len(hands(s)) == 2 else None)
+            rows = {leg: page.locator(f"tr[data-member='{leg}']") for leg in (older, newer)}
+            for row in rows.values():
+                expect(row.locator(".hand")).to_have_text("hand up", timeout=5000)
+            rows[newer].get_by_role("button", name="Lower hand").click()
+            wait_status(srv, lambda s: hands(s) == [older])
+            expect(rows[newer].locator(".hand")).to_have_count(0, timeout=5000)
+            expect(rows[newer].get_by_role("button", name="Lower hand")).to_have_count(0)
+            time.sleep(1.5)
+            t_click = time.monotonic()
+            page.get_by_role("button", name="Next hand").click()
+            wait_status(
+                srv,
+                lambda s: (
+                    not hands(s)
+                    and not [m for m in s["rooms"]["demo"]["members"] if m["leg"] == older][0][
+                        "muted"
+                    ]
+                ),
+            )
+            t_done = time.monotonic()
+            expect(rows[older].locator(".hand")).to_have_count(0, timeout=5000)
+            time.sleep(2.5)
+            t_end = time.monotonic()
+        srv.stop()
+        rm = mod.result()
+    samples, rate = audio.load(mod.record)
+    muted = audio.segment(samples, rate, *window(rm, t_click - 1.5, t_click))
+    floor = audio.segment(samples, rate, *window(rm, t_done + 1.0, t_end))
+    assert not audio.hears_tone(muted, rate, 440)
+    assert audio.hears_tone(floor, rate, 440), "the console's Next hand unmuted the older hand"
+    audit = [r["action"] for r in report(srv, "audit") if r["source"] == "web"]
+    assert audit == ["lower-hand", "next-hand"]
