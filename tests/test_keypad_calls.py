@@ -14,8 +14,9 @@ import pytest
 
 from tests import audio, ports
 from tests.consoleclient import ConsoleClient, next_event
-from tests.harness import report
+from tests.harness import cli, report
 from tests.test_conference_calls import digits_time, seg
+from tests.test_console_browser import wait_status
 from tests.test_console_calls import ADMINS, PASSWORD
 from tests.test_spine_calls import window
 
@@ -100,6 +101,11 @@ def test_star95_counts_star96_is_refused_to_a_participant_and_unmutes_a_muted_ha
         server.uri("conf-en"),
         "wait_media 5; dtmf 9999#; wait 4; dtmf *95; wait 10; dtmf *96; wait 7; hangup",
     )
+    # Bad input from the CLI while the hand is up: a clear error, the queue as it was.
+    hands = wait_status(server, lambda st: st["rooms"].get("demo", {}).get("hands"), 25)
+    bad = cli(server, "room", "lower-hand", "demo", "nobody")
+    assert bad.returncode != 0 and "no member 'nobody'" in bad.stderr, bad.stderr
+    assert server.status()["rooms"]["demo"]["hands"] == hands
     rp, rm = part.result(), mod.result()
     count = digits_time(rm, "5")
     refused = digits_time(rp, "6", -1)
@@ -129,7 +135,6 @@ def test_console_shows_phone_hands_and_its_buttons_lower_one_and_give_the_next_t
     from playwright.sync_api import expect
 
     from tests import browser
-    from tests.test_console_browser import wait_status
 
     with browser.loopback_netns():
         port = ports.allocate(1)
