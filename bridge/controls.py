@@ -138,6 +138,58 @@ def lock(room: Room, on: bool) -> list[ControlCommand]:
     return [Say(leg, (word,)) for leg in room.members]
 
 
+def hands_prompts(count: int) -> tuple[str, ...]:
+    """'3 hands raised' as prompts ("one hand raised" for one)."""
+    return ("one_hand_raised",) if count == 1 else (*digits_prompts(str(count)), "hands_raised")
+
+
+def set_hand(room: Room, leg: LegId, up: bool) -> list[ControlCommand]:
+    """Raise or lower a member's hand (a key, a browser's button, an admin),
+    and tell that member. On a raise, every other moderator hears how many
+    hands are up, in a slot of its own so it cuts no help list short."""
+    if leg not in room.members:
+        return []
+    changed = room.set_hand(leg, up)
+    cmds: list[ControlCommand] = [Say(leg, ("your_hand_raised" if up else "your_hand_lowered",))]
+    if up and changed:
+        count = hands_prompts(len(room.hands))
+        cmds += [
+            Say(other.leg, count, slot="hands")
+            for other in room.members.values()
+            if other.moderator and other.leg != leg and not other.away
+        ]
+    return cmds
+
+
+def next_hand(room: Room) -> tuple[list[ControlCommand], LegId | None]:
+    """Give the floor to the oldest raised hand: lowered, unmuted, heard even
+    in lecture mode, and told so. Returns the member (None: no hand is up)."""
+    if not room.hands:
+        return [], None
+    leg = room.hands[0]
+    room.set_hand(leg, False)
+    cmds: list[ControlCommand] = list(room.give_floor(leg))
+    return [*cmds, Say(leg, ("your_turn",))], leg
+
+
+def _hand(room: Room, m: Member, ctx: Context) -> list[ControlCommand]:
+    return set_hand(room, m.leg, m.leg not in room.hands)
+
+
+def _count(room: Room, m: Member, ctx: Context) -> list[ControlCommand]:
+    n = len(room.members)
+    items = ("one_participant",) if n == 1 else (*digits_prompts(str(n)), "participants_count")
+    return [Say(m.leg, items)]
+
+
+def _next_hand(room: Room, m: Member, ctx: Context) -> list[ControlCommand]:
+    cmds, leg = next_hand(room)
+    if leg is None:
+        return [Say(m.leg, ("no_hands_raised",))]
+    left = hands_prompts(len(room.hands)) if room.hands else ()
+    return [*cmds, Say(m.leg, ("floor_given", *left))]
+
+
 def _mute(room: Room, m: Member, ctx: Context) -> list[ControlCommand]:
     return mute(room, m.leg, not m.muted)
 
@@ -195,6 +247,9 @@ ACTION_HANDLERS: dict[str, Handler] = {
     "dial_out_with_guest": _with_guest,
     "dial_out_alone": _alone,
     "blast": _blast,
+    "hand": _hand,
+    "count": _count,
+    "next_hand": _next_hand,
 }
 
 

@@ -112,6 +112,12 @@ class Room:
     lecture: bool = False
     locked: bool = False
     ending: bool = False  # the last moderator left; members are being sent away
+    # Raised hands, oldest first: the moderator's "next hand" takes the head.
+    # The room holds them (not the web console) so a hand raised by phone, by
+    # browser or lowered by an admin is one state, shown and spoken the same.
+    hands: list[LegId] = field(default_factory=list)
+    # The participant a moderator gave the floor to: heard in lecture mode.
+    floor: LegId | None = None
     session_id: int | None = None  # the billing session this room's life is recorded under
 
     # -- queries ----------------------------------------------------------
@@ -128,7 +134,7 @@ class Room:
         """Whether the others hear this member."""
         if m.muted:
             return False
-        return not (self.lecture and not m.moderator)
+        return not (self.lecture and not m.moderator and m.leg != self.floor)
 
     def wanted_links(self) -> set[tuple[LegId, LegId]]:
         """Every (speaker, listener) pair the rules call for."""
@@ -187,6 +193,11 @@ class Room:
         member = self.members.pop(leg, None)
         if member is None:
             return []
+        # A member who leaves drops out of the queue (and gives the floor back).
+        if leg in self.hands:
+            self.hands.remove(leg)
+        if self.floor == leg:
+            self.floor = None
         cmds: list[RoomCommand] = []
         last_moderator = member.moderator and not self.has_moderator
         if self.started and not self.ending and last_moderator and self.rules.end_on_moderator_exit:
@@ -214,9 +225,32 @@ class Room:
         m.away = away
         return self._sync()
 
+    def set_hand(self, leg: LegId, up: bool) -> bool:
+        """Raise (to the back of the queue) or lower a member's hand; whether
+        it changed."""
+        if leg not in self.members or (leg in self.hands) == up:
+            return False
+        if up:
+            self.hands.append(leg)
+        else:
+            self.hands.remove(leg)
+        return True
+
+    def give_floor(self, leg: LegId) -> list[RoomCommand]:
+        """Let a member be heard: unmuted and, in lecture mode, a speaker (the
+        floor moves: whoever had it before goes back to listening)."""
+        m = self.members.get(leg)
+        if m is None:
+            return []
+        m.muted = False
+        self.floor = leg
+        return self._sync()
+
     def set_lecture(self, on: bool) -> list[RoomCommand]:
-        """Lecture mode: only moderators are heard; off restores own mutes."""
+        """Lecture mode: only moderators (and whoever is given the floor after
+        it starts) are heard; off restores own mutes."""
         self.lecture = on
+        self.floor = None  # a new lecture starts with nobody given the floor
         cmds = self._sync()
         legs = tuple(self.members)
         return ([Signal(legs, ("join_tone",))] if legs else []) + cmds

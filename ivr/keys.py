@@ -10,6 +10,7 @@ one key is a prefix of another (`*9` and `*92`), the reader waits
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 ANYONE = "anyone"
@@ -41,6 +42,12 @@ ACTIONS: dict[str, Action] = {
         # *3 also cancels a blast, so either permission will do.
         Action("dial_out_alone", MODERATOR, "help_dial_out_alone", needs="dial_out|blast"),
         Action("blast", MODERATOR, "help_blast", needs="blast"),
+        # What phone users of Zoom and Teams expect (issue 20). None of them
+        # needs a level permission: a hand, a head count and giving the floor
+        # change nobody's access to the room, unlike a lock or a dial-out.
+        Action("hand", ANYONE, "help_hand"),
+        Action("count", ANYONE, "help_count"),
+        Action("next_hand", MODERATOR, "help_next_hand"),
     )
 }
 
@@ -56,22 +63,56 @@ DEFAULT_KEYS: dict[str, str] = {
     "*7": "lock",
     "*8": "roll_call",
     "*9": "stop_roll_call",
+    # The *9x family, after *92: the Claire map takes every single digit.
+    "*94": "hand",
+    "*95": "count",
+    "*96": "next_hand",
 }
+
+# The key the manual promises for help: it must stay bound to help, whatever
+# else an admin remaps, or a caller has no way to learn the others.
+HELP_KEY = "*0"
 
 KEY_PATTERN = re.compile(r"^\*[0-9#]{1,3}$")
 
 
-def validate_key_map(keys: dict[str, str], feature_digit_timeout: float) -> None:
-    """Raise ValueError for a bad key, an unknown action, or an unresolvable prefix."""
-    for key, action in keys.items():
+def duplicate_keys(keys: Iterable[str]) -> list[str]:
+    """The keys that appear more than once in a list of keys, in first-seen order.
+
+    A YAML mapping keeps only the last of two equal keys, so the loader asks
+    this of the keys as written before they become a dict."""
+    seen: set[str] = set()
+    twice: list[str] = []
+    for key in keys:
+        if key in seen and key not in twice:
+            twice.append(key)
+        seen.add(key)
+    return twice
+
+
+def validate_key_map(
+    keys: Mapping[str, str] | Iterable[tuple[str, str]], feature_digit_timeout: float
+) -> None:
+    """Raise ValueError for a bad key, a key bound twice, an unknown action, an
+    unresolvable prefix, or a map where `*0` no longer asks for help.
+
+    `keys` may be pairs as written (so a key given twice is seen) or a dict."""
+    pairs = list(keys.items()) if isinstance(keys, Mapping) else list(keys)
+    twice = duplicate_keys(k for k, _ in pairs)
+    if twice:
+        raise ValueError(f"key {twice[0]} is bound twice: one key does one thing")
+    for key, action in pairs:
         if not KEY_PATTERN.match(key):
             raise ValueError(f"key {key!r} must be * followed by 1 to 3 digits")
         if action not in ACTIONS:
             known = ", ".join(sorted(ACTIONS))
             raise ValueError(f"key {key} binds unknown action {action!r} (known: {known})")
+    bound = dict(pairs)
+    if bound.get(HELP_KEY) != "help":
+        raise ValueError(f"key {HELP_KEY} must stay bound to help (the key the manual promises)")
     if feature_digit_timeout <= 0:
-        for a in keys:
-            for b in keys:
+        for a in bound:
+            for b in bound:
                 if a != b and b.startswith(a):
                     raise ValueError(
                         f"key {a} is a prefix of {b}: set feature_digit_timeout above 0 "

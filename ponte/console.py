@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 from zoneinfo import ZoneInfo
 
-from bridge.controls import Say, mute
+from bridge.controls import Say, mute, set_hand
 from ponte import clusterview
 from ponte.legs import Leg
 from ponte.records import CallRecord
@@ -62,7 +62,7 @@ LOOP_TIMEOUT = 10.0  # an answer from the loop thread, at most
 QUALITY_SECONDS = 5.0
 NUMBER = re.compile(r"^\+?[0-9]{2,20}$")
 # A browser's key -> what it does (on the loop thread).
-WEB_KEY_ACTIONS: dict[str, Callable[[Services, Leg, set[int]], None]] = {}
+WEB_KEY_ACTIONS: dict[str, Callable[[Services, Leg], None]] = {}
 
 
 def _web_key(name: str) -> Callable[[Callable[..., None]], Callable[..., None]]:
@@ -80,22 +80,26 @@ def _set_mute(svc: Services, leg: Leg, on: bool) -> None:
 
 
 @_web_key("mute")
-def _key_mute(svc: Services, leg: Leg, hands: set[int]) -> None:
+def _key_mute(svc: Services, leg: Leg) -> None:
     _set_mute(svc, leg, True)
 
 
 @_web_key("unmute")
-def _key_unmute(svc: Services, leg: Leg, hands: set[int]) -> None:
+def _key_unmute(svc: Services, leg: Leg) -> None:
     _set_mute(svc, leg, False)
 
 
 @_web_key("hand")
-def _key_hand(svc: Services, leg: Leg, hands: set[int]) -> None:
-    hands.symmetric_difference_update({leg.id})  # press again to lower it
+def _key_hand(svc: Services, leg: Leg) -> None:
+    # The room's hand, as *94 raises it: the queue, the moderators' count and
+    # the console all see one state. Press again to lower it.
+    room = svc.rooms.room_of(leg.id)
+    if room is not None and leg.id in room.members:
+        svc.rooms.apply(set_hand(room, leg.id, leg.id not in room.hands))
 
 
 @_web_key("help")
-def _key_help(svc: Services, leg: Leg, hands: set[int]) -> None:
+def _key_help(svc: Services, leg: Leg) -> None:
     keys = leg.handler.keys if isinstance(leg.handler, Member) else None
     svc.rooms.act(leg, "help", keys)
 
@@ -140,7 +144,6 @@ class Console:
         self.watch = RoomWatch()
         self._snapshot: dict[str, Any] = {"rooms": {}}
         self._timer: Any = None
-        self.hands: set[int] = set()  # web and SIP legs with a raised hand
         # SIP members' call quality (loop thread), and the one thread that asks
         # rtpengine: a slow or absent rtpengine (0.6 s per unanswered query)
         # must not hold up SIP and the sampling. One batch at a time.
@@ -223,7 +226,7 @@ class Console:
                         m.role,
                         bool(m.name_path),
                         m.muted,
-                        leg.id in self.hands,
+                        leg.id in room.hands,
                         "web" if leg.seat.joined_by == "web" else "sip",
                     )
                 )
@@ -511,7 +514,7 @@ class Console:
             return {"ok": False, "error": "not in a room", "unknown": True}
         if action is None:
             return {"ok": False, "error": f"unknown key {key!r}"}
-        action(self.svc, leg, self.hands)
+        action(self.svc, leg)
         log.info("call %d web key %s", leg.id, key)
         return {"ok": True}
 
@@ -530,7 +533,6 @@ class Console:
 
     def leg_ended(self, leg_id: int) -> None:
         """The server dropped a leg (loop thread): forget it, close its WebRTC."""
-        self.hands.discard(leg_id)
         self._admitted.pop(leg_id, None)
         for token, leg in list(self.tokens.items()):
             if leg == leg_id:

@@ -1,6 +1,7 @@
 """Admin actions on a live room from outside the call (the CLI, the web console):
-mute, kick, lock, lecture, end. Each is checked against the admin's role,
-carried out by the same room function a member's key uses, and audited.
+mute, kick, lock, lecture, end, and the raised hands (next-hand, lower-hand).
+Each is checked against the admin's role, carried out by the same room
+function a member's key uses, and audited.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from bridge.controls import ControlCommand, lecture, lock, mute
+from bridge.controls import ControlCommand, lecture, lock, mute, next_hand, set_hand
 from bridge.room import Room
 from ponte.services import Services
 from provisioning.admins import PermissionDenied, authorize
@@ -48,6 +49,22 @@ def _mute(on: bool) -> Effect:
     return run
 
 
+def _next_hand(svc: Services, room: Room, _m: int | None) -> Outcome:
+    # The same function as a moderator's *96: the member is told, the
+    # moderators' phones are not (the admin sees the hand go down).
+    cmds, leg = next_hand(room)
+    if leg is None:
+        raise ValueError(f"no hand is raised in room {room.name}")
+    return cmds, {"floor": (None, _caller(svc, leg))}
+
+
+def _lower_hand(svc: Services, room: Room, member: int | None) -> Outcome:
+    assert member is not None
+    if member not in room.hands:
+        raise ValueError(f"member {_caller(svc, member)} has no hand raised")
+    return set_hand(room, member, False), {f"member.{_caller(svc, member)}.hand": (True, False)}
+
+
 def _kick(svc: Services, room: Room, member: int | None) -> Outcome:
     assert member is not None
     caller = _caller(svc, member)
@@ -72,6 +89,8 @@ ACTIONS: dict[str, tuple[bool, Effect]] = {
     "unmute": (True, _mute(False)),
     "kick": (True, _kick),
     "end": (False, _end),
+    "next-hand": (False, _next_hand),
+    "lower-hand": (True, _lower_hand),
 }
 
 
@@ -119,9 +138,10 @@ def room_command(svc: Services, request: dict[str, Any], source: str = "command"
     needs_member, effect = ACTIONS[action]
     try:
         member = _member(svc, room, request.get("member")) if needs_member else None
+        # An effect refuses (ValueError) before it changes anything.
+        cmds, fields = effect(svc, room, member)
     except ValueError as exc:
         return {"ok": False, "error": str(exc)}
-    cmds, fields = effect(svc, room, member)
     svc.rooms.apply(cmds)
     log.info("room %s %s by %s%s", room.name, action, by, f" member={member}" if member else "")
     if svc.stores.opened:

@@ -39,7 +39,7 @@ def status(
                     "caller": leg.caller,
                     # (heard, said), 0-255: what talk detection reads
                     "levels": ua.levels(m.leg),
-                    "hand": bool(console and m.leg in console.hands),
+                    "hand": m.leg in room.hands,
                     # rtpengine's live figures for the member's call
                     "quality": quality.get(m.leg, {}),
                 }
@@ -58,6 +58,8 @@ def status(
                 "lecture": room.lecture,
                 "started": room.started,
                 "members": members(room),
+                # Raised hands in raise order: the next one given the floor first.
+                "hands": list(room.hands),
             }
             for name, room in live.rooms.items()
         },

@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from ivr.keys import duplicate_keys
 from provisioning.schema import Config
 
 EXAMPLE = Path(__file__).with_name("example.yaml")
@@ -292,6 +293,29 @@ def _validation_error(exc: ValidationError, root: yaml.Node, tree: _Tree, main: 
     return ConfigError(file, line, key, message)
 
 
+def _check_key_map(root: yaml.MappingNode, tree: _Tree, main: str) -> None:
+    """Refuse `keys.map` binding one key twice. YAML keeps only the last of
+    two equal keys, so once constructed the first binding would be silently
+    lost: the check reads the keys as written."""
+    keys = next((v for k, v in root.value if getattr(k, "value", None) == "keys"), None)
+    if not isinstance(keys, yaml.MappingNode):
+        return
+    node = next((v for k, v in keys.value if getattr(k, "value", None) == "map"), None)
+    if not isinstance(node, yaml.MappingNode):
+        return
+    written = [k for k, _ in node.value if isinstance(k, yaml.ScalarNode)]
+    for key in duplicate_keys(k.value for k in written):
+        lines = [k.start_mark.line + 1 for k in written if k.value == key]
+        file = tree.origin.get(id(node)) or tree.origin.get(id(keys)) or main
+        raise ConfigError(
+            file,
+            lines[-1],
+            "keys.map",
+            f"key {key} is bound twice (lines {', '.join(map(str, lines))}): "
+            "one key does one thing",
+        )
+
+
 def load_tree(path: str | Path | None = None, overlay: dict[Path, str] | None = None) -> Loaded:
     """Read, include and validate a provisioning file.
 
@@ -306,6 +330,7 @@ def load_tree(path: str | Path | None = None, overlay: dict[Path, str] | None = 
         root = yaml.MappingNode("tag:yaml.org,2002:map", [])
     if not isinstance(root, yaml.MappingNode):
         raise ConfigError(main, 1, "", "the top level must be a mapping of keys")
+    _check_key_map(root, tree, main)
     try:
         data = _LOADER("").construct_document(root)
     except yaml.MarkedYAMLError as exc:

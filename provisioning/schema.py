@@ -92,7 +92,7 @@ class Room(_Strict):
 
 
 class KeysConfig(_Strict):
-    """The in-conference key map: key -> action."""
+    """The in-conference key map: key -> action (`*0` must stay `help`; no key twice)."""
 
     map: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_KEYS))
     feature_digit_timeout: float = Field(1.0, ge=0, le=5)

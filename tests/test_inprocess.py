@@ -216,3 +216,63 @@ def test_dial_out_entry_gives_up_after_its_timeout(rig):
     r.run(20)  # nothing keyed this time: back in the room
     assert (m, p) in r.ua.links
     assert not [leg for leg in r.ua.legs.values() if leg.uri]
+
+
+def test_hands_by_key_queue_and_the_admin_next_hand_and_lower_hand_share_one_path(rig):
+    """*94 raises (moderators hear the count), the queue keeps raise order,
+    `ponte room demo next-hand` and *96 take the oldest, `lower-hand` lowers;
+    a member who hangs up leaves the queue."""
+    from ponte.status import status
+
+    r = rig()
+    m = r.join("9999")
+    p1, p2, p3 = (r.join("1111", caller=f"55119999900{n}") for n in (1, 2, 3))
+    for p in (p2, p1, p3):
+        r.ua.digits(p, "*94")
+        r.run(1.5)
+        assert "your_hand_raised" in r.ua.prompts(p)
+    assert r.room().hands == [p2, p1, p3]
+    assert r.ua.prompts(m, "hands")[:3] == ["one_hand_raised", "digit_2", "hands_raised"]
+    assert r.ua.prompts(m, "hands")[3:] == ["digit_3", "hands_raised"]
+    shown = {x["leg"]: x["hand"] for x in status(r.srv.svc, None, {})["rooms"]["demo"]["members"]}
+    assert shown == {m: False, p1: True, p2: True, p3: True}
+    # The admin's next hand: the oldest (p2), unmuted in lecture mode, told.
+    r.ua.digits(m, "*5")
+    r.run(1)
+    assert (p2, m) not in r.ua.links
+    reply = room_command(r.srv.svc, {"action": "next-hand", "room": "demo"})
+    assert reply["ok"], reply
+    assert (p2, m) in r.ua.links and "your_turn" in r.ua.prompts(p2)
+    assert r.room().hands == [p1, p3]
+    # The moderator's *96: the next (p1); the floor moves on from p2.
+    r.ua.digits(m, "*96")
+    r.run(1.5)
+    assert (p1, m) in r.ua.links and (p2, m) not in r.ua.links
+    assert "floor_given" in r.ua.prompts(m) and "your_turn" in r.ua.prompts(p1)
+    # A participant's *96 is refused and changes nothing.
+    r.ua.digits(p3, "*96")
+    r.run(1.5)
+    assert r.ua.prompts(p3)[-1] == "not_available" and r.room().hands == [p3]
+    # lower-hand by caller; a hand that is not up, or nobody, is a clear error.
+    bad = room_command(r.srv.svc, {"action": "lower-hand", "room": "demo", "member": p1})
+    assert not bad["ok"] and "has no hand raised" in bad["error"]
+    bad = room_command(r.srv.svc, {"action": "lower-hand", "room": "demo", "member": "nobody"})
+    assert not bad["ok"] and "no member 'nobody'" in bad["error"]
+    bad = room_command(r.srv.svc, {"action": "lower-hand", "room": "demo"})
+    assert not bad["ok"] and "needs a member" in bad["error"]
+    assert r.room().hands == [p3]
+    ok = room_command(r.srv.svc, {"action": "lower-hand", "room": "demo", "member": "551199999003"})
+    assert ok["ok"] and r.room().hands == [] and r.ua.prompts(p3)[-1] == "your_hand_lowered"
+    links = set(r.ua.links)
+    bad = room_command(r.srv.svc, {"action": "next-hand", "room": "demo"})
+    assert not bad["ok"] and "no hand is raised" in bad["error"] and r.ua.links == links
+    # Hung up with a hand raised: out of the queue.
+    r.ua.digits(p3, "*94")
+    r.run(1.5)
+    r.ua.hang_up(p3)
+    r.run(1)
+    assert r.room().hands == []
+    # `ponte room` offers exactly the actions the control socket runs.
+    from ponte import cli, roomops
+
+    assert set(cli.ROOM_ACTIONS) == set(roomops.ACTIONS)

@@ -9,11 +9,12 @@ from pydantic import ValidationError
 from bridge.billing import BillingStore, LegRecord
 from bridge.controls import Context, Say, SetGain, run_action
 from bridge.levels import LevelPolicy, expires, permits, refusal
-from bridge.room import Disconnect, RoomSet
+from bridge.room import Connect, Disconnect, RoomSet
 from ivr.keys import DEFAULT_KEYS, KeyReader, validate_key_map
 from ivr.pin_entry import PinEntry, PinMatch
 from provisioning.schema import KeysConfig
 
+ROOT = Path(__file__).resolve().parent.parent
 BRT = dt.timezone(dt.timedelta(hours=-3))
 
 
@@ -34,7 +35,7 @@ def test_unique_keys_act_at_once_and_unknown_ones_are_reported():
     assert r.digit("6").action == "mute"
     r.digit("*")
     r.digit("9")
-    assert r.digit("5").unknown == "*95"
+    assert r.digit("7").unknown == "*97"
     assert r.digit("6").action is None  # digits outside a sequence mean nothing
 
 
@@ -42,12 +43,147 @@ def test_key_map_validation():
     with pytest.raises(ValueError, match="unknown action"):
         validate_key_map({"*6": "explode"}, 1.0)
     with pytest.raises(ValueError, match="prefix"):
-        validate_key_map({"*9": "stop_roll_call", "*92": "blast"}, 0)
+        validate_key_map({"*0": "help", "*9": "stop_roll_call", "*92": "blast"}, 0)
     with pytest.raises(ValueError, match="followed by"):
         validate_key_map({"6": "mute"}, 1.0)
     with pytest.raises(ValidationError):
         KeysConfig(map={"*6": "explode"})
-    validate_key_map({"*9": "stop_roll_call"}, 0)
+    validate_key_map({"*0": "help", "*9": "stop_roll_call"}, 0)
+
+
+def test_key_map_refuses_clashes_and_a_lost_help_key():
+    ok = dict(DEFAULT_KEYS)
+    validate_key_map(ok, 1.0)
+    # The same key twice (as written, before a dict keeps only the last).
+    with pytest.raises(ValueError, match=r"key \*94 is bound twice"):
+        validate_key_map([*ok.items(), ("*94", "count")], 1.0)
+    # A prefix with no wait for the longer key is ambiguous: *9 fires before *94.
+    with pytest.raises(ValueError, match=r"\*9 is a prefix of \*9[2456]"):
+        validate_key_map(ok, 0)
+    # Help must stay on *0: moved, unbound or rebound, the map is refused.
+    for bad in (
+        {**{k: a for k, a in ok.items() if k != "*0"}, "*99": "help"},
+        {k: a for k, a in ok.items() if k != "*0"},
+        {**ok, "*0": "count"},
+    ):
+        with pytest.raises(ValueError, match=r"\*0 must stay bound to help"):
+            validate_key_map(bad, 1.0)
+    with pytest.raises(ValueError, match="unknown action 'record'"):
+        validate_key_map({**ok, "*93": "record"}, 1.0)
+    with pytest.raises(ValidationError, match="must stay bound to help"):
+        KeysConfig(map={"*6": "mute"})
+
+
+def test_a_key_written_twice_in_the_yaml_is_refused_with_its_lines(tmp_path):
+    """Attack/bad input: YAML would silently keep the second binding of *94."""
+    from provisioning.loader import ConfigError, load_tree
+
+    text = (ROOT / "provisioning" / "example.yaml").read_text()
+    assert '    "*95": count' in text
+    bad = text.replace('    "*95": count', '    "*94": count', 1)
+    path = tmp_path / "ponte.yaml"
+    with pytest.raises(ConfigError) as err:
+        load_tree(path, {path: bad})
+    e = err.value
+    first = text.splitlines().index(next(ln for ln in text.splitlines() if '"*94"' in ln)) + 1
+    assert e.key == "keys.map" and "*94 is bound twice" in e.message
+    assert f"lines {first}, {first + 1}" in e.message and e.line == first + 1
+    load_tree(path, {path: text})  # the file as shipped loads
+
+
+def test_new_keys_are_in_the_help_list_by_role():
+    room = room_with((1, "moderator"), (2, "participant"))
+    part = run_action(room, 2, "help", ctx())[0].items
+    mod = run_action(room, 1, "help", ctx())[0].items
+    for prompt, key in (("help_hand", "digit_4"), ("help_count", "digit_5")):
+        for items in (part, mod):
+            i = items.index(prompt)
+            assert items[i + 1 : i + 4] == ("star", "digit_9", key)
+    assert "help_next_hand" not in part
+    i = mod.index("help_next_hand")
+    assert mod[i + 1 : i + 4] == ("star", "digit_9", "digit_6")
+    assert "record" not in DEFAULT_KEYS.values() and "*93" not in DEFAULT_KEYS
+
+
+def test_hands_queue_in_raise_order_and_moderators_hear_the_count():
+    room = room_with((1, "moderator"), (2, "participant"), (3, "participant"), (4, "participant"))
+    assert run_action(room, 3, "hand", ctx()) == [
+        Say(3, ("your_hand_raised",)),
+        Say(1, ("one_hand_raised",), slot="hands"),
+    ]
+    cmds = run_action(room, 2, "hand", ctx())
+    assert Say(1, ("digit_2", "hands_raised"), slot="hands") in cmds
+    assert not any(c.leg in (3, 4) for c in cmds if isinstance(c, Say) and c.slot == "hands")
+    run_action(room, 4, "hand", ctx())
+    assert room.hands == [3, 2, 4]
+    # Pressed again: lowered, nobody else told.
+    assert run_action(room, 2, "hand", ctx()) == [Say(2, ("your_hand_lowered",))]
+    assert room.hands == [3, 4]
+    # A member who leaves drops out of the queue.
+    b = RoomSet()
+    b.rooms["demo"] = room
+    b.room_of.update({leg: "demo" for leg in room.members})
+    b.leave(4)
+    assert room.hands == [3]
+
+
+def test_next_hand_gives_the_oldest_hand_the_floor_in_lecture_mode_and_when_muted():
+    room = room_with((1, "moderator"), (2, "participant"), (3, "participant"))
+    run_action(room, 1, "lecture", ctx())
+    run_action(room, 3, "mute", ctx())
+    run_action(room, 2, "hand", ctx())
+    run_action(room, 3, "hand", ctx())
+    assert (2, 1) not in room.links and (3, 1) not in room.links
+    cmds = run_action(room, 1, "next_hand", ctx())
+    assert Connect(2, 1) in cmds and Say(2, ("your_turn",)) in cmds
+    assert Say(1, ("floor_given", "one_hand_raised")) in cmds
+    assert room.hands == [3] and room.floor == 2
+    # The next: muted by *6, now unmuted; the floor moves from 2 to 3.
+    cmds = run_action(room, 1, "next_hand", ctx())
+    assert Connect(3, 1) in cmds and Disconnect(2, 1) in cmds
+    assert not room.members[3].muted and room.hands == []
+    assert Say(1, ("floor_given",)) in cmds
+    assert run_action(room, 1, "next_hand", ctx()) == [Say(1, ("no_hands_raised",))]
+    # A participant may raise a hand but not give the floor.
+    run_action(room, 2, "hand", ctx())
+    assert run_action(room, 2, "next_hand", ctx()) == [Say(2, ("not_available",))]
+    assert room.hands == [2]
+    # A new lecture starts with nobody given the floor.
+    run_action(room, 1, "lecture", ctx())
+    run_action(room, 1, "lecture", ctx())
+    assert room.floor is None and (3, 1) not in room.links
+
+
+def test_count_speaks_how_many_are_in_the_room():
+    room = room_with((1, "moderator"))
+    assert run_action(room, 1, "count", ctx()) == [Say(1, ("one_participant",))]
+    for leg in range(2, 13):
+        room.join(leg, "participant", 0)
+    (say,) = run_action(room, 5, "count", ctx())
+    assert say.items == ("digit_1", "digit_2", "participants_count")
+
+
+def test_every_key_action_has_a_handler_and_its_prompts_exist():
+    from bridge.controls import ACTION_HANDLERS
+    from ivr.keys import ACTIONS
+    from ivr.prompts import load_catalogue
+
+    texts = load_catalogue()
+    assert set(ACTION_HANDLERS) == set(ACTIONS)
+    for name in ("hand", "count", "next_hand"):
+        assert ACTIONS[name].help_prompt in texts
+    for pid in (
+        "your_hand_raised",
+        "your_hand_lowered",
+        "one_hand_raised",
+        "hands_raised",
+        "no_hands_raised",
+        "your_turn",
+        "floor_given",
+        "one_participant",
+        "participants_count",
+    ):
+        assert set(texts[pid]) == {"pt-BR", "en"}
 
 
 def test_level_hours_and_validity():

@@ -230,6 +230,8 @@ async def test_read_only_sees_everything_and_changes_nothing() -> None:
             ("kick", {"member": 2}),
             ("end", {}),
             ("dial", {"number": "5511999990000"}),
+            ("next-hand", {}),
+            ("lower-hand", {"member": 2}),
         ):
             resp = await c.post(
                 f"/api/rooms/demo/{action}", json=body, headers={"X-CSRF-Token": csrf}
@@ -311,3 +313,23 @@ async def test_name_wav() -> None:
         resp = await c.get("/api/rooms/demo/members/1/name.wav")
         assert resp.status == 200 and resp.content_type == "audio/wav"
         assert (await c.get("/api/rooms/demo/members/2/name.wav")).status == 404
+
+
+@aio
+async def test_hand_actions_reach_the_backend_and_lower_hand_needs_a_member() -> None:
+    """Bad input: lower-hand without a member, or with a non-number, is a 400
+    and the backend is never asked."""
+    async with Console() as con:
+        c, csrf = await con.login("boss")
+        for body in ({}, {"member": "ana"}, {"member": True}):
+            resp = await c.post(
+                "/api/rooms/demo/lower-hand", json=body, headers={"X-CSRF-Token": csrf}
+            )
+            assert resp.status == 400 and "member" in (await resp.json())["error"], body
+        assert con.backend.calls == []
+        for action, body in (("next-hand", {"member": 2}), ("lower-hand", {"member": "2"})):
+            resp = await c.post(
+                f"/api/rooms/demo/{action}", json=body, headers={"X-CSRF-Token": csrf}
+            )
+            assert resp.status == 200, action
+        assert [call[2:4] for call in con.backend.calls] == [("next-hand", None), ("lower-hand", 2)]

@@ -24,8 +24,10 @@ ROOM_ACTIONS = (
     "lecture-off",
     "end",
     "dial",
+    "next-hand",
+    "lower-hand",
 )
-MEMBER_ACTIONS = frozenset({"mute", "unmute", "kick"})
+MEMBER_ACTIONS = frozenset({"mute", "unmute", "kick", "lower-hand"})
 # Keys a browser participant may press.
 WEB_KEYS = ("mute", "unmute", "hand", "help")
 

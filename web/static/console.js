@@ -139,7 +139,10 @@
       const n = number.value.trim();
       if (n) act(name, "dial", {number: n}, card).then(() => { number.value = ""; });
     }}, number, el("button", {type: "submit", text: "Dial out"}));
-    card.actions.append(card.lockBtn, card.lectureBtn, endBtn, dial);
+    // The oldest raised hand is lowered, unmuted and heard, as a moderator's *96 does.
+    const nextHand = el("button", {type: "button", text: "Next hand",
+      title: "give the floor to the oldest raised hand", onclick: () => act(name, "next-hand", {}, card)});
+    card.actions.append(card.lockBtn, card.lectureBtn, nextHand, endBtn, dial);
   }
 
   function updateRow(name, card, m, canAct) {
@@ -171,7 +174,7 @@
     if (quality) row.caller.append(row.quality);
     row.role.textContent = m.role || "";
     row.role.className = m.role === "moderator" ? "role-moderator" : "";
-    const key = [m.name, m.muted, canAct].join("|");
+    const key = [m.name, m.muted, m.hand, canAct].join("|");
     if (row.key === key) return;
     row.key = key;
     row.name.replaceChildren(m.name
@@ -185,6 +188,8 @@
         el("button", {type: "button", text: m.muted ? "Unmute" : "Mute",
           onclick: () => act(name, (rooms[name].members.find((x) => x.id === m.id) || m).muted
             ? "unmute" : "mute", {member: m.id}, card)}),
+        m.hand ? el("button", {type: "button", text: "Lower hand",
+          onclick: () => act(name, "lower-hand", {member: m.id}, card)}) : "",
         el("button", {type: "button", class: "danger", text: "Kick", onclick: () => {
           if (confirm("Remove " + (m.caller || m.id) + " from " + name + "?"))
             act(name, "kick", {member: m.id}, card);
