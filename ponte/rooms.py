@@ -16,6 +16,7 @@ from typing import Protocol
 
 from bridge.billing import LegRecord
 from bridge.controls import (
+    GAIN_STEPS,
     Context,
     ControlCommand,
     EndDialOut,
@@ -226,6 +227,22 @@ class RoomService:
             seat.joined_by,
         )
 
+    def media_changed(self, leg: Leg, held: bool) -> None:
+        """A member's phone renegotiated its media (hold, resume, a new
+        codec): the room re-links it, and keeps it out of the mix while held.
+        The member stays in the room and is billed throughout."""
+        live = self.live.room_for(leg.id)
+        member = live.members.get(leg.id) if live is not None else None
+        if live is None or member is None:
+            return
+        was = member.held
+        cmds: list[ControlCommand] = list(live.media_changed(leg.id, held))
+        if member.gain_step:  # the listen level belonged to the old port
+            cmds.append(SetGain(leg.id, GAIN_STEPS[member.gain_step][0]))
+        if was != held:
+            log.info("call %d %s room=%s", leg.id, "on hold" if held else "resumed", live.name)
+        self.apply(cmds)
+
     def room_of(self, leg_id: int) -> Room | None:
         """The live room a leg is in."""
         return self.live.room_for(leg_id)
@@ -333,6 +350,10 @@ class Member(Idle):
 
     def _timeout(self, leg: Leg) -> None:
         self._result(leg, self.keys.timeout())
+
+    def on_media_changed(self, leg: Leg, held: bool) -> None:
+        """Hold, resume or a new codec: re-linked by the room."""
+        self.rooms.media_changed(leg, held)
 
     def on_disconnected(self, leg: Leg, code: int, reason: str) -> None:
         """Hung up (or sent away): out of the room."""
