@@ -1,0 +1,71 @@
+"""Hold and resume with real calls: a member whose phone holds the call (a
+re-INVITE with a=sendonly) stays in the room, billed, shown "on hold", and
+nothing it sends is mixed in; on resume (a=sendrecv) its media, whose
+conference port pjsua recreated, is linked to the room again both ways."""
+
+from __future__ import annotations
+
+import json
+import time
+
+from tests import audio
+from tests.harness import cli, report
+from tests.test_spine_calls import hash_time, window
+
+BEFORE, DURING, AFTER, ROOM_TONE = 700, 1300, 1000, 440
+
+
+def _wait_for_hold(server, timeout: float = 20.0) -> dict | None:
+    """The room's members as `ponte status` shows them once one is on hold."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        members = server.status()["rooms"].get("demo", {}).get("members", [])
+        if any(m["on_hold"] for m in members):
+            return {"members": members}
+        time.sleep(0.2)
+    return None
+
+
+def test_held_member_stays_unheard_then_is_relinked_on_resume(server, phone):
+    mod = phone(server.uri("conf"), f"wait_media 5; dtmf 9999#; tone {ROOM_TONE}; wait 13; hangup")
+    member = phone(
+        server.uri("conf"),
+        f"wait_media 5; wait 1; dtmf 1111#; tone {BEFORE}; wait 3; hold; tone {DURING}; "
+        f"wait 3.5; resume; tone {AFTER}; wait 3.5; hangup",
+    )
+    held = _wait_for_hold(server)
+    rm, rp = mod.result(), member.result()
+    assert "error" not in rm and "error" not in rp and not rp.get("errors"), (rm, rp)
+    # While on hold the member is still in the room, shown on hold.
+    assert held is not None, "no member was ever shown on hold"
+    assert len(held["members"]) == 2
+    assert [m["on_hold"] for m in held["members"]].count(True) == 1
+    hold_at, resume_at = rp["hold"][0], rp["resume"][0]
+    # The server saw the hold and the resume (each a renegotiation).
+    log = server.log()
+    assert "on hold room=demo" in log and "resumed room=demo" in log
+
+    ms, rate = audio.load(mod.record)
+    before = audio.segment(ms, rate, *window(rm, hash_time(rp) + 0.8, hold_at))
+    during = audio.segment(ms, rate, *window(rm, hold_at + 0.8, resume_at))
+    after = audio.segment(ms, rate, *window(rm, resume_at + 0.8, rp["hangup_sent_at"]))
+    assert audio.band_fraction(before, rate, BEFORE) > 0.2
+    # The held phone kept sending (its "hold music"): the moderator heard none of it.
+    assert len(during) > 2 * rate
+    assert audio.band_fraction(during, rate, DURING) < 0.02
+    assert audio.band_fraction(during, rate, BEFORE) < 0.02
+    # Resumed: heard again, through the new conference port.
+    assert audio.band_fraction(after, rate, AFTER) > 0.2
+
+    # And the member hears the room again after resume.
+    ps, prate = audio.load(member.record)
+    heard = audio.segment(ps, prate, *window(rp, resume_at + 0.8, rp["hangup_sent_at"]))
+    assert len(heard) > 2 * prate
+    assert audio.band_fraction(heard, prate, ROOM_TONE) > 0.2
+
+    # Billed as one stay, hold included.
+    session = report(server, "conferences")[-1]["id"]
+    done = cli(server, "report", "participants", str(session), "--json")
+    assert done.returncode == 0, done.stderr
+    legs = {r["role"]: r for r in json.loads(done.stdout)}
+    assert legs["participant"]["seconds"] >= 9.0, legs
