@@ -99,6 +99,7 @@ class Seat:
     joined_wall: float
     session_id: int | None = None
     name_path: str | None = None
+    counter_pin_name: str | None = None  # whose individual counter-PIN let a moderator in
 
 
 @dataclass
@@ -116,6 +117,9 @@ class Leg:
     seat: Seat | None = None
     ended_by: str = "caller"
     digit_at: float = 0.0  # when the last digit arrived (key latency stats)
+    # The name of the individual counter-PIN keyed at entry (None: none, or
+    # the room's collective one); RoomService.enter seats it.
+    counter_pin_name: str | None = None
 
 
 class LegTable:

@@ -90,7 +90,10 @@ def pin_table(config: Config) -> dict[str, PinMatch]:
     for room in config.rooms:
         named = room.entry_signal == "name"
         table[room.participant_pin] = PinMatch(room.name, "participant", None, named)
-        table[room.moderator_pin] = PinMatch(room.name, "moderator", room.counter_pin, named)
+        counters = tuple((c.name, c.pin) for c in room.counter_pins)
+        table[room.moderator_pin] = PinMatch(
+            room.name, "moderator", room.counter_pin, named, counters
+        )
     return table
 
 
@@ -181,7 +184,10 @@ class RoomService:
         rules = RoomRules(r.entry_signal, r.end_on_moderator_exit, r.max_members)
         cmds = self.live.join(room, leg.id, role, self.loop.now(), rules, name_path, joined_by)
         live = self.live.rooms[room]
-        seat = leg.seat = Seat(room, role, joined_by, self.clock.ts(), name_path=name_path)
+        counter = leg.counter_pin_name if role == "moderator" else None
+        seat = leg.seat = Seat(
+            room, role, joined_by, self.clock.ts(), name_path=name_path, counter_pin_name=counter
+        )
         if self.stores.opened:
             billing, writer = self.stores.billing, self.stores.writer
             if live.session_id is None:
@@ -193,7 +199,14 @@ class RoomService:
                 writer.write(billing.note_peak, live.session_id, len(live.members))
                 writer.write(billing.leg_joined, self.stores.node, self._leg_record(leg, seat, 0.0))
         self.apply(cmds)
-        log.info("call %d join room=%s role=%s members=%d", leg.id, room, role, len(live.members))
+        log.info(
+            "call %d join room=%s role=%s members=%d%s",
+            leg.id,
+            room,
+            role,
+            len(live.members),
+            f" counter_pin={counter}" if counter else "",
+        )
 
     def leave(self, leg: Leg) -> None:
         """The leg left its room (hung up or was sent away): bill its time."""
@@ -225,6 +238,7 @@ class RoomService:
             left,
             leg.ended_by,
             seat.joined_by,
+            seat.counter_pin_name,
         )
 
     def media_changed(self, leg: Leg, held: bool) -> None:
