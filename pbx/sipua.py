@@ -657,14 +657,16 @@ class SipUA:
             if mi.type != pj.PJMEDIA_TYPE_AUDIO:
                 continue
             status = mi.status
+            log.debug("call %d media status=%d dir=%d", call.leg, status, mi.dir)
             audio: pj.AudioMedia | None = None
             if status in _LIVE_MEDIA:
                 try:
                     audio = call.getAudioMedia(i)
                 except pj.Error:  # e.g. an inactive stream: no conference port
                     audio = None
-            # The far end holds the call (a=sendonly or a=inactive from it).
-            held = status == pj.PJSUA_CALL_MEDIA_REMOTE_HOLD
+            # The far end holds the call: its a=sendonly is REMOTE_HOLD, but
+            # pjsua 2.12 reports its a=inactive as ACTIVE with no direction.
+            held = status == pj.PJSUA_CALL_MEDIA_REMOTE_HOLD or mi.dir == pj.PJMEDIA_DIR_NONE
             if not call.media_reported:
                 if status != pj.PJSUA_CALL_MEDIA_ACTIVE or audio is None:
                     return  # not up yet (as before: the first report is active media)
@@ -692,18 +694,26 @@ class SipUA:
                 audio.startTransmit(entry.recorder)
 
     # -- hold (test phones: the app server never holds) --------------------
-    def hold(self, leg: int) -> None:
+    def hold(self, leg: int, inactive: bool = False) -> None:
         """Put the call on hold: a re-INVITE with a=sendonly (what we play
-        still goes out, as a phone's own hold music does)."""
+        still goes out, as a phone's own hold music does), or a=inactive."""
         try:
-            self._call(leg).setHold(pj.CallOpParam(True))
+            if inactive:
+                prm = pj.CallOpParam(True)
+                prm.opt.flag = pj.PJSUA_CALL_SET_MEDIA_DIR
+                prm.opt.mediaDir = pj.IntVector([pj.PJMEDIA_DIR_NONE])
+                self._call(leg).reinvite(prm)
+            else:
+                self._call(leg).setHold(pj.CallOpParam(True))
         except pj.Error as exc:
             raise SipError(f"cannot hold leg {leg}: {exc.info()}") from None
 
     def resume(self, leg: int) -> None:
         """Take the call off hold: a re-INVITE with a=sendrecv."""
         prm = pj.CallOpParam(True)
-        prm.opt.flag = pj.PJSUA_CALL_UNHOLD
+        # The direction is set too: an a=inactive hold set it, and it stays.
+        prm.opt.flag = pj.PJSUA_CALL_UNHOLD | pj.PJSUA_CALL_SET_MEDIA_DIR
+        prm.opt.mediaDir = pj.IntVector([pj.PJMEDIA_DIR_ENCODING_DECODING])
         try:
             self._call(leg).reinvite(prm)
         except pj.Error as exc:

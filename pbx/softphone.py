@@ -15,7 +15,8 @@ Script steps (separated by `;`):
     tone HZ                send a continuous sine of HZ Hz (0: silence)
     mark NAME              note the time under NAME in the report
     refer URI              send REFER (Refer-To: URI, as given) in the call
-    hold                   put the call on hold (re-INVITE, a=sendonly: our tone still goes out)
+    hold [inactive]        put the call on hold (re-INVITE, a=sendonly: our tone still goes
+                           out; or a=inactive)
     resume                 take it off hold (re-INVITE, a=sendrecv)
     hangup                 send BYE
     wait_end T             wait up to T s for the far end to hang up
@@ -259,7 +260,10 @@ class Softphone:
         elif op in ("hold", "resume"):
             c.report.setdefault(op, []).append(time.monotonic())
             try:
-                (self.ua.hold if op == "hold" else self.ua.resume)(c.leg)
+                if op == "hold":
+                    self.ua.hold(c.leg, inactive=argv == ["inactive"])
+                else:
+                    self.ua.resume(c.leg)
             except Exception as exc:  # reported: the script goes on
                 c.report.setdefault("errors", []).append(f"{op}: {exc}")
         elif op == "hangup":

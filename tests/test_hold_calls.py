@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 import time
 
+import pytest
+
 from tests import audio
 from tests.harness import cli, report
 from tests.test_spine_calls import hash_time, window
@@ -26,11 +28,13 @@ def _wait_for_hold(server, timeout: float = 20.0) -> dict | None:
     return None
 
 
-def test_held_member_stays_unheard_then_is_relinked_on_resume(server, phone):
+@pytest.mark.parametrize("how", ["sendonly", "inactive"])
+def test_held_member_stays_unheard_then_is_relinked_on_resume(server, phone, how):
     mod = phone(server.uri("conf"), f"wait_media 5; dtmf 9999#; tone {ROOM_TONE}; wait 13; hangup")
     member = phone(
         server.uri("conf"),
-        f"wait_media 5; wait 1; dtmf 1111#; tone {BEFORE}; wait 3; hold; tone {DURING}; "
+        f"wait_media 5; wait 1; dtmf 1111#; tone {BEFORE}; wait 3; "
+        f"hold{' inactive' if how == 'inactive' else ''}; tone {DURING}; "
         f"wait 3.5; resume; tone {AFTER}; wait 3.5; hangup",
     )
     held = _wait_for_hold(server)
