@@ -73,3 +73,42 @@ def test_held_member_stays_unheard_then_is_relinked_on_resume(server, phone, how
     assert done.returncode == 0, done.stderr
     legs = {r["role"]: r for r in json.loads(done.stdout)}
     assert legs["participant"]["seconds"] >= 9.0, legs
+
+
+def test_baresip_hold_and_resume(server, phone, tmp_path):
+    """A phone nobody here wrote: baresip's own hold and resume commands."""
+    from tests.baresip import Baresip
+
+    mod = phone(server.uri("conf"), f"wait_media 5; dtmf 9999#; tone {BEFORE}; wait 18; hangup")
+    with Baresip(None, tmp_path / "baresip", tone_hz=ROOM_TONE) as bs:
+        bs.dial(server.uri("conf"))
+        bs.wait_event("CALL_ESTABLISHED")
+        time.sleep(1.5)
+        bs.sndcode("1111#")
+        pin_at = time.monotonic()
+        time.sleep(3.0)
+        hold_at = time.monotonic()
+        bs.command("hold")
+        held = _wait_for_hold(server, timeout=5)
+        time.sleep(max(0.0, hold_at + 3.5 - time.monotonic()))
+        resume_at = time.monotonic()
+        bs.command("resume")
+        time.sleep(3.5)
+        end_at = time.monotonic()
+        bs.hangup()
+        bs.wait_event("CALL_CLOSED")
+        heard = sorted((tmp_path / "baresip" / "snd").glob("dump-*-dec.wav"))
+        last = bs.recording()
+    rm = mod.result()
+    assert held is not None and len(held["members"]) == 2, "baresip's hold was not seen"
+    ms, rate = audio.load(mod.record)
+    before = audio.segment(ms, rate, *window(rm, pin_at + 1.0, hold_at))
+    during = audio.segment(ms, rate, *window(rm, hold_at + 0.8, resume_at))
+    after = audio.segment(ms, rate, *window(rm, resume_at + 0.8, end_at - 0.2))
+    assert audio.band_fraction(before, rate, ROOM_TONE) > 0.2
+    assert audio.band_fraction(during, rate, ROOM_TONE) < 0.02
+    assert audio.band_fraction(after, rate, ROOM_TONE) > 0.2
+    # baresip hears the room (the moderator's tone) at the end of its last recording.
+    samples, brate = audio.load(last)
+    tail = samples[-int(2.5 * brate) :]
+    assert audio.band_fraction(tail, brate, BEFORE) > 0.2, [p.name for p in heard]
