@@ -112,3 +112,33 @@ def test_baresip_hold_and_resume(server, phone, tmp_path):
     samples, brate = audio.load(last)
     tail = samples[-int(2.5 * brate) :]
     assert audio.band_fraction(tail, brate, BEFORE) > 0.2, [p.name for p in heard]
+
+
+def test_re_invites_in_a_burst_and_during_the_pin_leave_nothing_stale(server, phone):
+    """A phone that holds and resumes in the entry IVR and then in a quick
+    burst (some re-INVITEs overlap and are refused by its own stack): it
+    still joins, ends linked both ways, and nothing leaks once all leave."""
+    before = server.status()
+    mod = phone(server.uri("conf"), f"wait_media 5; dtmf 9999#; tone {BEFORE}; wait 12; hangup")
+    burst = "; ".join(["hold; wait 0.1; resume; wait 0.1", "hold inactive; wait 0.1; resume"] * 3)
+    member = phone(
+        server.uri("conf"),
+        "wait_media 5; hold; wait 0.4; resume; wait 0.6; dtmf 1111#; "
+        f"tone {AFTER}; wait 1.5; {burst}; wait 2; mark settled; wait 3; hangup",
+    )
+    rm, rp = mod.result(), member.result()
+    assert "error" not in rm and "error" not in rp, (rm, rp)
+    settled = rp["marks"]["settled"]
+    ms, rate = audio.load(mod.record)
+    heard = audio.segment(ms, rate, *window(rm, settled, rp["hangup_sent_at"]))
+    assert audio.band_fraction(heard, rate, AFTER) > 0.2
+    ps, _ = audio.load(member.record)
+    heard = audio.segment(ps, rate, *window(rp, settled, rp["hangup_sent_at"]))
+    assert audio.band_fraction(heard, rate, BEFORE) > 0.2
+    assert "join room=demo role=participant" in server.log()
+    deadline = time.monotonic() + 5
+    while (st := server.status())["calls"] and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert st["calls"] == 0 and st["links"] == 0 and st["rooms"] == {}
+    assert st["conf_ports"] == before["conf_ports"], "a conference slot leaked"
+    assert "Traceback" not in server.log()
