@@ -300,6 +300,8 @@ class HandOff(Idle):
         self.hash_at = hash_at
         self.peer: int | None = None
         self.linked = False
+        self.heard = False  # the home's audio is linked to the caller (_hear)
+        self.caller_held = False  # the caller's phone holds the call
         self.gave_up = False
 
     def start(self) -> None:
@@ -379,6 +381,7 @@ class HandOff(Idle):
             svc.loop.call_later(FIRST_RTP_POLL, lambda: self._hear(deadline))
             return
         svc.ua.connect(peer, self.caller.id)
+        self.heard = True
         gap = svc.loop.now() - self.hash_at
         svc.gaps.append(gap)
         log.info(
@@ -388,6 +391,25 @@ class HandOff(Idle):
             peer,
             gap * 1000,
         )
+
+    def on_media_changed(self, leg: Leg, held: bool) -> None:
+        """A re-INVITE on either leg (the caller's phone holding or resuming):
+        the two are linked again on their new ports. The home cannot see the
+        caller's hold, so it is kept here: while the caller holds, the home
+        hears nothing from it (a phone's own hold music stays out of the room)."""
+        svc, peer = self.service, self.peer
+        if peer is None or not self.linked or self.gave_up:
+            return
+        if leg.id == self.caller.id:
+            if held != self.caller_held:
+                log.info("call %d %s (handed off)", leg.id, "on hold" if held else "resumed")
+            self.caller_held = held
+        if self.caller_held:
+            svc.ua.disconnect(self.caller.id, peer)
+        else:
+            svc.ua.connect(self.caller.id, peer)
+        if self.heard:
+            svc.ua.connect(peer, self.caller.id)
 
     def _lost(self) -> None:
         """The home stopped sending audio (it died): end both legs."""

@@ -71,6 +71,9 @@ class Outreach(Protocol):
     def start_blast(self, leg_id: int) -> None:
         """*92: call the room's invitation list."""
 
+    def relink(self, leg_id: int) -> None:
+        """The leg's media was renegotiated: its private talk, if any, is linked again."""
+
 
 def policy(room: RoomConfig) -> LevelPolicy:
     """A room's security level and options, as the pure rules read them."""
@@ -256,6 +259,8 @@ class RoomService:
         if was != held:
             log.info("call %d %s room=%s", leg.id, "on hold" if held else "resumed", live.name)
         self.apply(cmds)
+        if member.away and self.outreach is not None:  # talking privately with a guest
+            self.outreach.relink(leg.id)
 
     def room_of(self, leg_id: int) -> Room | None:
         """The live room a leg is in."""

@@ -12,6 +12,8 @@ import pytest
 
 from tests import audio
 from tests.harness import cli, report
+from tests.test_inprocess import DIAL_OUT, rig  # noqa: F401  (fixture `rig`)
+from tests.test_nodes_rooms import hand_over, two_nodes  # noqa: F401  (fixture `two_nodes`)
 from tests.test_spine_calls import hash_time, window
 
 BEFORE, DURING, AFTER, ROOM_TONE = 700, 1300, 1000, 440
@@ -142,3 +144,48 @@ def test_re_invites_in_a_burst_and_during_the_pin_leave_nothing_stale(server, ph
     assert st["calls"] == 0 and st["links"] == 0 and st["rooms"] == {}
     assert st["conf_ports"] == before["conf_ports"], "a conference slot leaked"
     assert "Traceback" not in server.log()
+
+
+# -- every kind of leg a member may be, in-process on the fake user agent --------
+# (the real calls above prove the room; these the other owners of a leg's links)
+
+
+def test_a_private_dial_out_talk_is_relinked_after_either_side_renegotiates(rig):  # noqa: F811
+    r = rig(**DIAL_OUT)
+    m, p = r.join("9999"), r.join("1111")
+    r.ua.digits(m, "*1")
+    r.run(4)
+    r.ua.digits(m, "33334444#")
+    r.run(4)
+    r.ua.digits(m, "1")
+    r.run(1)
+    guest = next(leg for leg in r.ua.legs.values() if leg.uri).id
+    r.ua.answer_out(guest)
+    r.run(1)
+    talk = {(m, guest), (guest, m)}
+    assert talk <= r.ua.links
+    for leg in (guest, m):
+        r.ua.reinvite(leg)
+        r.run(0.2)
+        assert talk <= r.ua.links, f"leg {leg}'s re-INVITE cut the private talk"
+        assert (m, p) not in r.ua.links and (p, m) not in r.ua.links  # still away
+
+
+def test_a_handed_off_callers_hold_stays_off_the_home_and_resume_relinks(two_nodes):  # noqa: F811
+    a, b = two_nodes["a"], two_nodes["b"]
+    a.join("9999", caller="1001")
+    caller = b.join("1111", caller="1002")
+    (peer,) = [leg.id for leg in b.ua.legs.values() if leg.uri]
+    hand_over(b, a, peer)
+    both = {(caller, peer), (peer, caller)}
+    assert both <= b.ua.links
+    b.ua.reinvite(caller, held=True)
+    b.run(0.2)
+    assert (caller, peer) not in b.ua.links, "the home hears the held caller's phone"
+    assert (peer, caller) in b.ua.links
+    b.ua.reinvite(caller, held=False)
+    b.run(0.2)
+    assert both <= b.ua.links
+    b.ua.reinvite(peer)  # the internal leg renegotiated: linked again too
+    b.run(0.2)
+    assert both <= b.ua.links
