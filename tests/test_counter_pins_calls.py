@@ -7,8 +7,13 @@ from __future__ import annotations
 
 import json
 
+import yaml
+
+from pbx.sipevents import HANDOFF_HEADERS
+from ponte.handoff import sign
 from tests import audio
 from tests.harness import cli, report
+from tests.test_nodes_rooms import hand_over, two_nodes  # noqa: F401  (fixture `two_nodes`)
 from tests.test_spine_calls import hash_time, window
 
 ROOMS = [
@@ -70,3 +75,38 @@ def test_a_moderator_enters_with_their_own_counter_pin_and_is_billed_by_its_name
     assert legs["participant"]["counter_pin_name"] is None
     table = cli(srv, "report", "participants", str(session))
     assert table.returncode == 0 and "counter_pin_name" in table.stdout and "Ana" in table.stdout
+
+
+def test_a_handed_off_moderator_keeps_its_counter_pin_name_at_the_home(two_nodes):  # noqa: F811
+    """The counter-PIN's name crosses to the room's home in the signed role
+    header (percent-encoded), so the home bills it; the home takes only a
+    name its room knows, and a node that knows no names refuses the header
+    as an unknown role (the caller then joins where it called)."""
+    a, b = two_nodes["a"], two_nodes["b"]
+    for node in (a, b):
+        path = node.srv.reloader.config_path
+        cfg = yaml.safe_load(path.read_text())
+        cfg["rooms"][0]["counter_pins"] = [{"name": "Ana Maria", "pin": "5151"}]
+        path.write_text(yaml.safe_dump(cfg, allow_unicode=True))
+        assert node.srv.reloader.reload(by="test")["ok"]
+    a.join("1111", caller="1001")  # homes the room on a
+    caller = b.ua.call("conf", caller="1002", source="192.0.2.9:5060")
+    b.run(0.5)
+    b.ua.digits(caller, "9999#")
+    b.run(0.5)
+    b.ua.digits(caller, "5151#")
+    b.run(0.5)
+    (peer,) = [leg for leg in b.ua.legs.values() if leg.uri]
+    assert peer.headers["X-Ponte-Role"] == "moderator=Ana%20Maria"
+    there = hand_over(b, a, peer.id)
+    seat = a.srv.svc.legs.get(there).seat
+    assert seat is not None and seat.role == "moderator" and seat.counter_pin_name == "Ana Maria"
+    # A name the room does not know, under a good token: admitted, not billed by it.
+    home = a.srv.svc.entry.handoff
+    expires = f"{a.srv.svc.clock.ts() + 10:.3f}000001"
+    fields = ("demo", "moderator=Intruso", "1003", "0", expires)
+    headers = dict(zip(HANDOFF_HEADERS, (*fields, sign(home.key, *fields)), strict=True))
+    leg = a.ua.call("handoff", source="127.0.0.1:5082", handoff=headers)
+    a.run(0.2)
+    assert a.ua.legs[leg].answers == [200]
+    assert a.srv.svc.legs.get(leg).seat.counter_pin_name is None
