@@ -56,6 +56,7 @@ class LegRecord:
     left: float
     ended_by: str  # "caller" | "moderator_exit" | "room" | "server"
     joined_by: str = "dial-in"
+    counter_pin_name: str | None = None  # whose individual counter-PIN let a moderator in
 
 
 # Written per session and per leg: built once, run with parameters.
@@ -95,7 +96,7 @@ class BillingStore:
             {
                 name: excluded(LIVE, name)
                 for name in ("session_id", "caller", "role", "name_file", "joined")
-                + ("joined_by", "checkpoint")
+                + ("joined_by", "counter_pin_name", "checkpoint")
             },
         )
         # Session ids this node holds, claimed from the database in blocks.
@@ -165,6 +166,7 @@ class BillingStore:
             "name_file": rec.name_file,
             "joined": rec.joined,
             "joined_by": rec.joined_by,
+            "counter_pin_name": rec.counter_pin_name,
             "checkpoint": rec.joined,
         }
         with self.db.begin() as conn:
@@ -192,6 +194,7 @@ class BillingStore:
                     row["checkpoint"],
                     CRASH,
                     row["joined_by"],
+                    row["counter_pin_name"],
                 ),
                 node,
             )
@@ -233,6 +236,7 @@ class BillingStore:
             "billed_minutes": billed,
             "ended_by": rec.ended_by,
             "joined_by": rec.joined_by,
+            "counter_pin_name": rec.counter_pin_name,
         }
         with self.db.begin() as conn:
             conn.execute(INSERT_LEG, row)
@@ -253,8 +257,28 @@ class BillingStore:
     def sessions(
         self, room: str | None = None, start: float | None = None, end: float | None = None
     ) -> Iterator[dict[str, Any]]:
-        """Sessions, oldest first, filtered by room and start time."""
+        """Sessions, oldest first, filtered by room and start time, each with
+        `counter_pins`: the names of the individual counter-PINs its
+        moderators keyed (comma-separated, None if none)."""
         c = SESSIONS.c
+        where = []
+        if room:
+            where.append(c.room == room)
+        if start is not None:
+            where.append(c.started_ts >= start)
+        if end is not None:
+            where.append(c.started_ts < end)
+        # One query up front rather than one per session; only the sessions
+        # that used a named counter-PIN are held in memory.
+        g = LEGS.c
+        named: dict[int, set[str]] = {}
+        for row in self.db.rows(
+            sa.select(g.session_id, g.counter_pin_name)
+            .distinct()
+            .join_from(LEGS, SESSIONS, g.session_id == c.id)
+            .where(g.counter_pin_name.is_not(None), *where)
+        ):
+            named.setdefault(row["session_id"], set()).add(row["counter_pin_name"])
         stmt = sa.select(
             c.id,
             c.room,
@@ -266,13 +290,10 @@ class BillingStore:
             rounded(c.participant_seconds / 60.0, 2).label("participant_minutes"),
             c.billed_minutes,
         ).order_by(c.started_ts)
-        if room:
-            stmt = stmt.where(c.room == room)
-        if start is not None:
-            stmt = stmt.where(c.started_ts >= start)
-        if end is not None:
-            stmt = stmt.where(c.started_ts < end)
-        yield from self.db.rows(stmt)
+        for row in self.db.rows(stmt.where(*where)):
+            names = named.get(row["id"])
+            row["counter_pins"] = ", ".join(sorted(names)) if names else None
+            yield row
 
     def legs(self, session_id: int) -> Iterator[dict[str, Any]]:
         """The legs of one session, in join order."""
@@ -289,6 +310,7 @@ class BillingStore:
                 g.billed_minutes,
                 g.ended_by,
                 g.joined_by,
+                g.counter_pin_name,
             )
             .where(g.session_id == session_id)
             .order_by(g.joined_at)

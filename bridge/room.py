@@ -93,6 +93,10 @@ class Member:
     gain_step: int = 0  # index into bridge.controls.GAIN_STEPS
     name_path: str | None = None  # the caller's recorded name
     away: bool = False  # out of the room's audio (a moderator dialing out), still a member
+    # The phone holds the call (re-INVITE a=sendonly/inactive): still a
+    # member, billed, and hearing the room, but what it sends (often its own
+    # hold music) is mixed into nobody's audio.
+    held: bool = False
     joined_by: str = "dial-in"
 
     @property
@@ -132,7 +136,7 @@ class Room:
 
     def talks(self, m: Member) -> bool:
         """Whether the others hear this member."""
-        if m.muted:
+        if m.muted or m.held:
             return False
         return not (self.lecture and not m.moderator and m.leg != self.floor)
 
@@ -245,6 +249,20 @@ class Room:
         m.muted = False
         self.floor = leg
         return self._sync()
+    def media_changed(self, leg: LegId, held: bool) -> list[RoomCommand]:
+        """The member's media was renegotiated (a re-INVITE): on hold or off
+        it, with a conference port that may be new and bare. The links are
+        recomputed for `held`, and every link of this member that stays is
+        made again (the old port took its links with it; making a link that
+        is there already changes nothing)."""
+        m = self.members.get(leg)
+        if m is None:
+            return []
+        m.held = held
+        cmds = self._sync()
+        done = {(c.src, c.dst) for c in cmds if isinstance(c, Connect)}
+        again = sorted((p for p in self.links - done if leg in p), key=repr)
+        return cmds + [Connect(*p) for p in again]
 
     def set_lecture(self, on: bool) -> list[RoomCommand]:
         """Lecture mode: only moderators (and whoever is given the floor after

@@ -33,8 +33,16 @@ class PinMatch:
 
     room: str
     role: str  # "participant" | "moderator"
-    counter_pin: str | None = None
+    counter_pin: str | None = None  # the room's collective counter-PIN
     record_name: bool = False
+    # The moderators' own counter-PINs: (name, PIN) pairs, asked for like the
+    # collective one; the name of the one keyed is `PinEntry.counter_name`.
+    counter_pins: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def asks_counter_pin(self) -> bool:
+        """Whether a counter-PIN must follow this PIN."""
+        return bool(self.counter_pin or self.counter_pins)
 
 
 PinLookup = Callable[[str], PinMatch | None]
@@ -87,6 +95,9 @@ class PinEntry:
         self.tries = 0
         self.match: PinMatch | None = None
         self.name_path: str | None = None
+        # The name of the individual counter-PIN keyed (None: the collective
+        # one, or none asked): for the log and the billing.
+        self.counter_name: str | None = None
         self.outcome: Outcome | None = None
         self.events: list[str] = []  # what happened, for the call's log lines
 
@@ -157,7 +168,12 @@ class PinEntry:
         cancel: list[Command] = [CancelTimer(INTERDIGIT), CancelTimer(TOTAL)]
         if self.step is Step.COUNTER:
             assert self.match is not None
-            if entered == self.match.counter_pin:
+            named = [name for name, pin in self.match.counter_pins if pin == entered]
+            if named:
+                self.counter_name = named[0]
+                self.events.append(f"counter-pin ok name={named[0]}")
+                return cancel + self._after_pins(self.match)
+            if entered and entered == self.match.counter_pin:
                 self.events.append("counter-pin ok")
                 return cancel + self._after_pins(self.match)
             self.events.append("counter-pin failed")
@@ -175,7 +191,7 @@ class PinEntry:
             self.outcome = Outcome("refused", self.tries, match)
             return [*cancel, Play((refused, "goodbye"), barge_in=False), Hangup(refused)]
         self.events.append(f"pin ok room={match.room} role={match.role}")
-        if match.counter_pin:
+        if match.asks_counter_pin:
             self.match, self.step = match, Step.COUNTER
             self.state = State.PROMPTING
             return [*cancel, Play(("enter_counter_pin",))]

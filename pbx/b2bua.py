@@ -112,6 +112,15 @@ class B2BUA:
             self.ua.connect(pair.a, pair.b)
             self.ua.connect(pair.b, pair.a)
 
+    def on_media_changed(self, leg: int) -> None:
+        """A re-INVITE on either side (a phone's hold or resume): its audio
+        port may be new, so link the pair again. A hold is the far phone's
+        business, as on a plain call: its a=sendonly is not relayed."""
+        pair = self.by_leg.get(leg)
+        if pair is not None and pair.linked and pair.b is not None:
+            self.ua.connect(pair.a, pair.b)
+            self.ua.connect(pair.b, pair.a)
+
     def on_disconnected(self, leg: int, code: int, reason: str) -> None:
         """One side ended: end the other."""
         pair = self.by_leg.pop(leg, None)

@@ -69,6 +69,7 @@ class _Call(pj.Call):
         # the first event (during makeCall) for an outbound one.
         self.pj_id: int | None = call_id
         self.audio: pj.AudioMedia | None = None
+        self.media_reported = False  # on_media_ready was sent (later states: on_media_changed)
         self.confirmed = False
         self.answered = False  # we sent a 2xx (an inbound call)
 

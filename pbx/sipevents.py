@@ -49,10 +49,17 @@ class SipEvents(Protocol):
     Owners may also define `on_progress(leg, code)` (180/183 on an outbound
     leg), `on_registration(account, code, reason, active)` and
     `on_transfer_status(leg, code, final)` (a REFER we sent).
+
+    `on_media_changed(leg, held)` comes after every renegotiation of a leg's
+    media once `on_media_ready` came (a re-INVITE: hold, resume, a new
+    codec). The leg's conference port may be a new one with no links:
+    the owner links it again. `held`: the far end holds the call
+    (a=sendonly or a=inactive), so what it sends must not be mixed in.
     """
 
     def on_incoming(self, call: IncomingCall) -> None: ...
     def on_media_ready(self, leg: int) -> None: ...
+    def on_media_changed(self, leg: int, held: bool) -> None: ...
     def on_confirmed(self, leg: int) -> None: ...
     def on_digit(self, leg: int, digit: str, method: str) -> None: ...
     def on_disconnected(

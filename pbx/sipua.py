@@ -74,6 +74,14 @@ __all__ = [
 
 log = logging.getLogger("ponte.sip")
 
+# Media states in which the call's audio may have a conference port (on hold
+# with a=sendonly the stream still receives; a=inactive has none).
+_LIVE_MEDIA = (
+    pj.PJSUA_CALL_MEDIA_ACTIVE,
+    pj.PJSUA_CALL_MEDIA_REMOTE_HOLD,
+    pj.PJSUA_CALL_MEDIA_LOCAL_HOLD,
+)
+
 
 class SipUA:
     """One pjsua2 Endpoint with one UDP transport and one local account."""
@@ -633,16 +641,83 @@ class SipUA:
             self.events.on_disconnected(call.leg, code, reason, headers)
 
     def _on_media_state(self, call: _Call) -> None:
+        """The call's media was (re)negotiated: its first answer, or a re-INVITE.
+
+        pjsua recreates the call's stream on a re-INVITE that changes it
+        (hold, resume, a new codec or address): the old conference port goes
+        with every link to and from it, and the new one may even reuse the
+        old slot number. So every media state after the first re-attaches the
+        leg's own players and recorder here, and tells the owner
+        (`on_media_changed`) so that it re-links the leg to the others.
+        """
         info = call.getInfo()
         media = info.media  # held before iterating (see module docstring)
         for i in range(len(media)):
             mi = media[i]
-            if mi.type == pj.PJMEDIA_TYPE_AUDIO and mi.status == pj.PJSUA_CALL_MEDIA_ACTIVE:
-                first = call.audio is None
-                call.audio = call.getAudioMedia(i)
-                if first:
-                    self.events.on_media_ready(call.leg)
+            if mi.type != pj.PJMEDIA_TYPE_AUDIO:
+                continue
+            status = mi.status
+            log.debug("call %d media status=%d dir=%d", call.leg, status, mi.dir)
+            audio: pj.AudioMedia | None = None
+            if status in _LIVE_MEDIA:
+                try:
+                    audio = call.getAudioMedia(i)
+                except pj.Error:  # e.g. an inactive stream: no conference port
+                    audio = None
+            # The far end holds the call: its a=sendonly is REMOTE_HOLD, but
+            # pjsua 2.12 reports its a=inactive as ACTIVE with no direction.
+            held = status == pj.PJSUA_CALL_MEDIA_REMOTE_HOLD or mi.dir == pj.PJMEDIA_DIR_NONE
+            if not call.media_reported:
+                if status != pj.PJSUA_CALL_MEDIA_ACTIVE or audio is None:
+                    return  # not up yet (as before: the first report is active media)
+                call.audio = audio
+                call.media_reported = True
+                self.events.on_media_ready(call.leg)
                 return
+            call.audio = audio
+            self._reattach(call.leg)
+            self.events.on_media_changed(call.leg, held)
+            return
+
+    def _reattach(self, leg: int) -> None:
+        """Feed the leg's players to, and record from, its current audio port
+        (idempotent: connecting twice is one link)."""
+        entry = self._legs.get(leg)
+        if entry is None or entry.call.audio is None:
+            return
+        audio = entry.call.audio
+        for player in entry.players.values():
+            with contextlib.suppress(pj.Error):
+                player.startTransmit(audio)
+        if entry.recorder is not None:
+            with contextlib.suppress(pj.Error):
+                audio.startTransmit(entry.recorder)
+
+    # -- hold (test phones: the app server never holds) --------------------
+    def hold(self, leg: int, inactive: bool = False) -> None:
+        """Put the call on hold: a re-INVITE with a=sendonly (what we play
+        still goes out, as a phone's own hold music does), or a=inactive."""
+        try:
+            if inactive:
+                prm = pj.CallOpParam(True)
+                prm.opt.flag = pj.PJSUA_CALL_SET_MEDIA_DIR
+                prm.opt.mediaDir = pj.IntVector([pj.PJMEDIA_DIR_NONE])
+                self._call(leg).reinvite(prm)
+            else:
+                self._call(leg).setHold(pj.CallOpParam(True))
+        except pj.Error as exc:
+            raise SipError(f"cannot hold leg {leg}: {exc.info()}") from None
+
+    def resume(self, leg: int) -> None:
+        """Take the call off hold: a re-INVITE with a=sendrecv."""
+        prm = pj.CallOpParam(True)
+        # The direction is set too: an a=inactive hold set it, and it stays.
+        prm.opt.flag = pj.PJSUA_CALL_UNHOLD | pj.PJSUA_CALL_SET_MEDIA_DIR
+        prm.opt.mediaDir = pj.IntVector([pj.PJMEDIA_DIR_ENCODING_DECODING])
+        try:
+            self._call(leg).reinvite(prm)
+        except pj.Error as exc:
+            raise SipError(f"cannot resume leg {leg}: {exc.info()}") from None
 
 
 if __name__ == "__main__":

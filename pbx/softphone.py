@@ -15,6 +15,9 @@ Script steps (separated by `;`):
     tone HZ                send a continuous sine of HZ Hz (0: silence)
     mark NAME              note the time under NAME in the report
     refer URI              send REFER (Refer-To: URI, as given) in the call
+    hold [inactive]        put the call on hold (re-INVITE, a=sendonly: our tone still goes
+                           out; or a=inactive)
+    resume                 take it off hold (re-INVITE, a=sendrecv)
     hangup                 send BYE
     wait_end T             wait up to T s for the far end to hang up
 
@@ -147,6 +150,11 @@ class Softphone:
             c.report["record_start"] = time.monotonic()
             c.report["recording"] = str(c.record)
 
+    def on_media_changed(self, leg: int, held: bool) -> None:
+        c = self.by_leg.get(leg)
+        if c is not None:
+            c.report.setdefault("media_changes", []).append([held, time.monotonic()])
+
     def on_transfer_status(self, leg: int, code: int, final: bool) -> None:
         c = self.by_leg.get(leg)
         if c is not None:
@@ -249,6 +257,15 @@ class Softphone:
                 self.ua.refer(c.leg, argv[0])
             except Exception as exc:  # reported: the script goes on
                 c.report.setdefault("refer", []).append([0, True, time.monotonic(), str(exc)])
+        elif op in ("hold", "resume"):
+            c.report.setdefault(op, []).append(time.monotonic())
+            try:
+                if op == "hold":
+                    self.ua.hold(c.leg, inactive=argv == ["inactive"])
+                else:
+                    self.ua.resume(c.leg)
+            except Exception as exc:  # reported: the script goes on
+                c.report.setdefault("errors", []).append(f"{op}: {exc}")
         elif op == "hangup":
             self._hangup(c)
         else:

@@ -69,6 +69,8 @@ def cmd_check(args: argparse.Namespace) -> int:
         extra = f"level {r.security_level}, signal {r.entry_signal}"
         if r.counter_pin:
             extra += ", counter-PIN"
+        if r.counter_pins:
+            extra += f", {len(r.counter_pins)} individual counter-PINs"
         if r.issued:
             extra += f", issued {r.issued}"
         print(f"room       {r.name}: {pins} ({extra})")

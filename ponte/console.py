@@ -228,6 +228,7 @@ class Console:
                         m.muted,
                         leg.id in room.hands,
                         "web" if leg.seat.joined_by == "web" else "sip",
+                        m.held,
                     )
                 )
                 heard_said = svc.ua.levels(leg.id)

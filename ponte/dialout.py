@@ -331,6 +331,15 @@ class DialOut:
             self.ua.connect(s.moderator, s.guest)
             self.ua.connect(s.guest, s.moderator)
 
+    def relink(self, leg_id: int) -> None:
+        """A re-INVITE gave the moderator or the guest of a private talk a
+        new conference port: link the two again (a hold is theirs to hear,
+        as on any call)."""
+        s = self.sessions.get(leg_id) or self.guests.get(leg_id)
+        if s is not None and s.linked and s.guest is not None:
+            self.ua.connect(s.moderator, s.guest)
+            self.ua.connect(s.guest, s.moderator)
+
     def _leg_ended(self, leg: Leg) -> None:
         """A moderator hung up: a guest still ringing or talking is dropped."""
         s = self.sessions.pop(leg.id, None)
@@ -513,6 +522,10 @@ class Guest(Idle):
     def on_media_ready(self, leg: Leg) -> None:
         """Audio up: link it (if answered)."""
         self.dialout.link(self.session)
+
+    def on_media_changed(self, leg: Leg, held: bool) -> None:
+        """A re-INVITE from the guest's phone: linked again."""
+        self.dialout.relink(leg.id)
 
     def on_disconnected(self, leg: Leg, code: int, reason: str) -> None:
         """The guest hung up or never answered: the moderator is told why."""

@@ -231,6 +231,8 @@ class Entry(Idle):
         return fire
 
     def _join(self, leg: Leg, room: str, role: str) -> None:
+        # Carried on the leg into its seat, the billing and the join's log line.
+        leg.counter_pin_name = self.dialogue.counter_name
         hash_at = self.hash_at if self.hash_at is not None else self.ivr.loop.now()
         entered = self.ivr.handoff.join(leg, room, role, self.dialogue.name_path, hash_at)
         if entered and self.hash_at is not None:

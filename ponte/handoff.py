@@ -26,6 +26,7 @@ import hmac
 import logging
 import secrets
 from collections.abc import Callable, Mapping
+from urllib.parse import quote, unquote
 
 from bridge.levels import refusal as hours_refusal
 from pbx.sipevents import HANDOFF_HEADERS, SipError
@@ -63,6 +64,20 @@ def sign(key: bytes, room: str, role: str, caller: str, name: str, expires: str)
     """The HMAC of a hand-off's fields."""
     text = "\n".join((room, role, caller, name, expires))
     return hmac.new(key, text.encode(), hashlib.sha256).hexdigest()
+
+
+def role_field(role: str, counter: str | None) -> str:
+    """The signed role header: the role, and for a moderator who keyed an
+    individual counter-PIN its name after `=` (percent-encoded: a header
+    stays ASCII whatever the name). A node without counter-PIN names reads
+    an unknown role and refuses it: the caller then joins where it called."""
+    return f"{role}={quote(counter, safe='')}" if counter else role
+
+
+def parse_role(field: str) -> tuple[str, str | None]:
+    """(role, counter-PIN name or None) from a role header."""
+    role, _, counter = field.partition("=")
+    return role, (unquote(counter) or None)
 
 
 def _clean(text: str) -> str:
@@ -209,7 +224,7 @@ class HandoffService:
         now = self.clock.ts()
         if expires < now or expires > now + 2 * TOKEN_SECONDS:
             return "expired token"
-        room, role = fields[0], fields[1]
+        room, role = fields[0], parse_role(fields[1])[0]
         if room not in self.rooms.configs or role not in ("participant", "moderator"):
             return f"no room {room!r} or role {role!r}"
         # Each token once: one captured on the nodes' network cannot bring a
@@ -240,7 +255,13 @@ class HandoffService:
             return
         leg.record = None  # the caller's history row is kept by the node it called
         leg.caller = headers[CALLER]
-        leg.handler = Admitted(self, headers[ROOM], headers[ROLE])
+        role, counter = parse_role(headers[ROLE])
+        room = self.rooms.configs[headers[ROOM]]
+        # Only a name the room knows, for a moderator: the header is signed,
+        # but the billing takes nothing from the wire it cannot check.
+        named = {c.name for c in room.counter_pins}
+        leg.counter_pin_name = counter if role == "moderator" and counter in named else None
+        leg.handler = Admitted(self, headers[ROOM], role)
         self.ua.answer(leg.id, 200)
         log.info(
             "call %d hand-off from %s: room=%s role=%s caller=%s",
@@ -300,13 +321,16 @@ class HandOff(Idle):
         self.hash_at = hash_at
         self.peer: int | None = None
         self.linked = False
+        self.heard = False  # the home's audio is linked to the caller (_hear)
+        self.caller_held = False  # the caller's phone holds the call
         self.gave_up = False
 
     def start(self) -> None:
         """Call the home; the caller waits (silence) until it answers."""
         svc, leg = self.service, self.caller
         svc.media.stop_prompt(leg)
-        headers = svc.headers(self.room, self.role, leg.caller, self.name_path is not None)
+        role = role_field(self.role, leg.counter_pin_name)
+        headers = svc.headers(self.room, role, leg.caller, self.name_path is not None)
         uri = f"sip:handoff@{self.home.address}"
         try:
             peer = svc.ua.make_call(uri, headers=headers)
@@ -379,6 +403,7 @@ class HandOff(Idle):
             svc.loop.call_later(FIRST_RTP_POLL, lambda: self._hear(deadline))
             return
         svc.ua.connect(peer, self.caller.id)
+        self.heard = True
         gap = svc.loop.now() - self.hash_at
         svc.gaps.append(gap)
         log.info(
@@ -388,6 +413,25 @@ class HandOff(Idle):
             peer,
             gap * 1000,
         )
+
+    def on_media_changed(self, leg: Leg, held: bool) -> None:
+        """A re-INVITE on either leg (the caller's phone holding or resuming):
+        the two are linked again on their new ports. The home cannot see the
+        caller's hold, so it is kept here: while the caller holds, the home
+        hears nothing from it (a phone's own hold music stays out of the room)."""
+        svc, peer = self.service, self.peer
+        if peer is None or not self.linked or self.gave_up:
+            return
+        if leg.id == self.caller.id:
+            if held != self.caller_held:
+                log.info("call %d %s (handed off)", leg.id, "on hold" if held else "resumed")
+            self.caller_held = held
+        if self.caller_held:
+            svc.ua.disconnect(self.caller.id, peer)
+        else:
+            svc.ua.connect(self.caller.id, peer)
+        if self.heard:
+            svc.ua.connect(peer, self.caller.id)
 
     def _lost(self) -> None:
         """The home stopped sending audio (it died): end both legs."""

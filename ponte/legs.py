@@ -27,6 +27,11 @@ class LegHandler(Protocol):
     def on_media_ready(self, leg: Leg) -> None:
         """The leg's audio is connected to the conference bridge."""
 
+    def on_media_changed(self, leg: Leg, held: bool) -> None:
+        """The leg's media was renegotiated (re-INVITE) after it was ready:
+        its conference port may be new, without links; `held`: the far end
+        holds the call."""
+
     def on_confirmed(self, leg: Leg) -> None:
         """The call is established (ACKed or answered)."""
 
@@ -47,6 +52,9 @@ class Idle:
     """A handler that ignores everything: the base of the others."""
 
     def on_media_ready(self, leg: Leg) -> None:  # noqa: D102 - see LegHandler
+        return None
+
+    def on_media_changed(self, leg: Leg, held: bool) -> None:  # noqa: D102
         return None
 
     def on_confirmed(self, leg: Leg) -> None:  # noqa: D102
@@ -91,6 +99,7 @@ class Seat:
     joined_wall: float
     session_id: int | None = None
     name_path: str | None = None
+    counter_pin_name: str | None = None  # whose individual counter-PIN let a moderator in
 
 
 @dataclass
@@ -108,6 +117,9 @@ class Leg:
     seat: Seat | None = None
     ended_by: str = "caller"
     digit_at: float = 0.0  # when the last digit arrived (key latency stats)
+    # The name of the individual counter-PIN keyed at entry (None: none, or
+    # the room's collective one); RoomService.enter seats it.
+    counter_pin_name: str | None = None
 
 
 class LegTable:

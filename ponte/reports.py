@@ -130,6 +130,7 @@ SESSION_COLUMNS = (
     "peak_members",
     "participant_minutes",
     "billed_minutes",
+    "counter_pins",
 )
 LEG_COLUMNS = (
     "leg",
@@ -141,6 +142,7 @@ LEG_COLUMNS = (
     "billed_minutes",
     "ended_by",
     "joined_by",
+    "counter_pin_name",
     "name_file",
 )
 USAGE_COLUMNS = ("key", "profile", "cycle", "limit", "used_min", "limit_min", "pct", "alerts")

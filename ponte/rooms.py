@@ -16,6 +16,7 @@ from typing import Protocol
 
 from bridge.billing import LegRecord
 from bridge.controls import (
+    GAIN_STEPS,
     Context,
     ControlCommand,
     EndDialOut,
@@ -70,6 +71,9 @@ class Outreach(Protocol):
     def start_blast(self, leg_id: int) -> None:
         """*92: call the room's invitation list."""
 
+    def relink(self, leg_id: int) -> None:
+        """The leg's media was renegotiated: its private talk, if any, is linked again."""
+
 
 def policy(room: RoomConfig) -> LevelPolicy:
     """A room's security level and options, as the pure rules read them."""
@@ -89,7 +93,10 @@ def pin_table(config: Config) -> dict[str, PinMatch]:
     for room in config.rooms:
         named = room.entry_signal == "name"
         table[room.participant_pin] = PinMatch(room.name, "participant", None, named)
-        table[room.moderator_pin] = PinMatch(room.name, "moderator", room.counter_pin, named)
+        counters = tuple((c.name, c.pin) for c in room.counter_pins)
+        table[room.moderator_pin] = PinMatch(
+            room.name, "moderator", room.counter_pin, named, counters
+        )
     return table
 
 
@@ -180,7 +187,10 @@ class RoomService:
         rules = RoomRules(r.entry_signal, r.end_on_moderator_exit, r.max_members)
         cmds = self.live.join(room, leg.id, role, self.loop.now(), rules, name_path, joined_by)
         live = self.live.rooms[room]
-        seat = leg.seat = Seat(room, role, joined_by, self.clock.ts(), name_path=name_path)
+        counter = leg.counter_pin_name if role == "moderator" else None
+        seat = leg.seat = Seat(
+            room, role, joined_by, self.clock.ts(), name_path=name_path, counter_pin_name=counter
+        )
         if self.stores.opened:
             billing, writer = self.stores.billing, self.stores.writer
             if live.session_id is None:
@@ -192,7 +202,14 @@ class RoomService:
                 writer.write(billing.note_peak, live.session_id, len(live.members))
                 writer.write(billing.leg_joined, self.stores.node, self._leg_record(leg, seat, 0.0))
         self.apply(cmds)
-        log.info("call %d join room=%s role=%s members=%d", leg.id, room, role, len(live.members))
+        log.info(
+            "call %d join room=%s role=%s members=%d%s",
+            leg.id,
+            room,
+            role,
+            len(live.members),
+            f" counter_pin={counter}" if counter else "",
+        )
 
     def leave(self, leg: Leg) -> None:
         """The leg left its room (hung up or was sent away): bill its time."""
@@ -224,7 +241,26 @@ class RoomService:
             left,
             leg.ended_by,
             seat.joined_by,
+            seat.counter_pin_name,
         )
+
+    def media_changed(self, leg: Leg, held: bool) -> None:
+        """A member's phone renegotiated its media (hold, resume, a new
+        codec): the room re-links it, and keeps it out of the mix while held.
+        The member stays in the room and is billed throughout."""
+        live = self.live.room_for(leg.id)
+        member = live.members.get(leg.id) if live is not None else None
+        if live is None or member is None:
+            return
+        was = member.held
+        cmds: list[ControlCommand] = list(live.media_changed(leg.id, held))
+        if member.gain_step:  # the listen level belonged to the old port
+            cmds.append(SetGain(leg.id, GAIN_STEPS[member.gain_step][0]))
+        if was != held:
+            log.info("call %d %s room=%s", leg.id, "on hold" if held else "resumed", live.name)
+        self.apply(cmds)
+        if member.away and self.outreach is not None:  # talking privately with a guest
+            self.outreach.relink(leg.id)
 
     def room_of(self, leg_id: int) -> Room | None:
         """The live room a leg is in."""
@@ -333,6 +369,10 @@ class Member(Idle):
 
     def _timeout(self, leg: Leg) -> None:
         self._result(leg, self.keys.timeout())
+
+    def on_media_changed(self, leg: Leg, held: bool) -> None:
+        """Hold, resume or a new codec: re-linked by the room."""
+        self.rooms.media_changed(leg, held)
 
     def on_disconnected(self, leg: Leg, code: int, reason: str) -> None:
         """Hung up (or sent away): out of the room."""

@@ -32,6 +32,7 @@ class MemberView:
     muted: bool
     hand: bool
     via: str  # "sip" | "web"
+    held: bool = False  # the phone holds the call
 
 
 @dataclass(frozen=True)
@@ -47,7 +48,11 @@ class RoomView:
 
 # (attribute, event when it turns True, event when it turns False)
 ROOM_FLAGS = (("locked", "locked", "unlocked"), ("lecture", "lecture_on", "lecture_off"))
-MEMBER_FLAGS = (("muted", "muted", "unmuted"), ("hand", "hand_raised", "hand_lowered"))
+MEMBER_FLAGS = (
+    ("muted", "muted", "unmuted"),
+    ("hand", "hand_raised", "hand_lowered"),
+    ("held", "on_hold", "off_hold"),
+)
 
 
 @dataclass

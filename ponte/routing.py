@@ -49,6 +49,9 @@ class Bridged(Idle):
     def on_media_ready(self, leg: Leg) -> None:  # noqa: D102
         self.b2bua.on_media_ready(leg.id)
 
+    def on_media_changed(self, leg: Leg, held: bool) -> None:  # noqa: D102
+        self.b2bua.on_media_changed(leg.id)
+
     def on_disconnected(self, leg: Leg, code: int, reason: str) -> None:  # noqa: D102
         self.b2bua.on_disconnected(leg.id, code, reason)
 
@@ -312,6 +315,13 @@ class Router:
         leg = self.legs.get(leg_id)
         if leg is not None:
             leg.handler.on_media_ready(leg)
+
+    def on_media_changed(self, leg_id: int, held: bool) -> None:
+        """A re-INVITE renegotiated a leg's audio (hold, resume, a new codec)."""
+        log.info("call %d media renegotiated%s", leg_id, " (on hold)" if held else "")
+        leg = self.legs.get(leg_id)
+        if leg is not None:
+            leg.handler.on_media_changed(leg, held)
 
     def on_confirmed(self, leg_id: int) -> None:
         """A call is established."""

@@ -36,6 +36,7 @@ def status(
                     "leg": m.leg,
                     "role": m.role,
                     "muted": m.muted,
+                    "on_hold": m.held,
                     "caller": leg.caller,
                     # (heard, said), 0-255: what talk detection reads
                     "levels": ua.levels(m.leg),

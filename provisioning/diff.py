@@ -28,7 +28,14 @@ KEYED_MAPS = {
     "profiles": "profile",
 }
 SECRET_FIELDS = frozenset(
-    {"password", "participant_pin", "moderator_pin", "counter_pin", "password_hash"}
+    {
+        "password",
+        "participant_pin",
+        "moderator_pin",
+        "counter_pin",
+        "counter_pins",  # a list whose items hold PINs: masked whole
+        "password_hash",
+    }
 )
 HIDDEN = "(secret)"
 

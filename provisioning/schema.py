@@ -40,13 +40,42 @@ class Blast(_Strict):
     message: str  # a WAV file, or text spoken with espeak-ng
 
 
+def _quoted_pin(v: object, what: str) -> str:
+    """A PIN as YAML gives it: a quoted digit string (an int would lose leading zeros)."""
+    if isinstance(v, int) and not isinstance(v, bool):
+        # YAML reads 1111 as an int and would drop leading zeros: refuse it.
+        raise ValueError(f'{what} must be quoted, e.g. "{v}"')
+    if not isinstance(v, str):
+        raise ValueError(f"{what} must be a quoted digit string")
+    return _check_pin(v, what)
+
+
+class CounterPin(_Strict):
+    """One moderator's own counter-PIN (contra-senha individual), named so
+    that the log and the billing say whose was keyed."""
+
+    # Letters (Latin accents too), digits, space, `.`, `_`, `-`: it goes into
+    # logs and reports. Spelt out rather than \w, which editors' (ECMAScript)
+    # regexes read as ASCII only.
+    name: str = Field(pattern=r"^[A-Za-z0-9À-ÖØ-öø-ÿ _.-]{1,64}$")
+    pin: Pin
+
+    @field_validator("pin", mode="before")
+    @classmethod
+    def _pin(cls, v: object) -> str:
+        return _quoted_pin(v, "counter_pins pin")
+
+
 class Room(_Strict):
     """A conference room and the PINs that lead into it."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     participant_pin: Pin
     moderator_pin: Pin
-    counter_pin: Pin | None = None  # a moderator's second PIN (contra-senha)
+    counter_pin: Pin | None = None  # a moderator's second PIN (contra-senha), collective
+    # Each moderator's own counter-PIN, accepted besides `counter_pin`; the
+    # name of the one keyed is logged and billed.
+    counter_pins: list[CounterPin] = Field(default_factory=list, max_length=500)
     music: Path | None = None  # looping WAV for participants waiting for a moderator
     entry_signal: Literal["tone", "name", "none"] = "tone"
     end_on_moderator_exit: bool = True
@@ -77,18 +106,34 @@ class Room(_Strict):
     def _pin(cls, v: object, info) -> str | None:  # type: ignore[no-untyped-def]
         if v is None and info.field_name == "counter_pin":
             return None
-        if isinstance(v, int) and not isinstance(v, bool):
-            # YAML reads 1111 as an int and would drop leading zeros: refuse it.
-            raise ValueError(f'{info.field_name} must be quoted, e.g. "{v}"')
-        if not isinstance(v, str):
-            raise ValueError(f"{info.field_name} must be a quoted digit string")
-        return _check_pin(v, info.field_name)
+        return _quoted_pin(v, info.field_name)
 
     @model_validator(mode="after")
     def _distinct(self) -> Room:
         if self.participant_pin == self.moderator_pin:
             raise ValueError("participant_pin and moderator_pin must differ")
+        names: set[str] = set()
+        pins = {
+            self.participant_pin: "participant_pin",
+            self.moderator_pin: "moderator_pin",
+        }
+        if self.counter_pin is not None:
+            pins.setdefault(self.counter_pin, "counter_pin")
+        for c in self.counter_pins:
+            if c.name in names:
+                raise ValueError(f"counter_pins: the name {c.name!r} is listed twice")
+            names.add(c.name)
+            if c.pin in pins:
+                # Never the PIN itself in the message: it is a secret.
+                raise ValueError(
+                    f"counter_pins: the PIN of {c.name!r} is already the room's {pins[c.pin]}"
+                )
+            pins[c.pin] = f"counter-PIN of {c.name!r}"
         return self
+
+    def counter_pin_names(self) -> dict[str, str]:
+        """Each individual counter-PIN -> its moderator's name."""
+        return {c.pin: c.name for c in self.counter_pins}
 
 
 class KeysConfig(_Strict):
@@ -540,6 +585,15 @@ class Config(_Strict):
                         f"PIN {pin} of room {room.name!r} is already used by room {pins[pin]!r}"
                     )
                 pins[pin] = room.name
+        for room in self.rooms:
+            # An individual counter-PIN that is also an entry PIN would let its
+            # holder (or whoever learns it) into that room on its own.
+            for c in room.counter_pins:
+                if c.pin in pins:
+                    raise ValueError(
+                        f"the counter-PIN of {c.name!r} in room {room.name!r} is an entry "
+                        f"PIN of room {pins[c.pin]!r}"
+                    )
         for a in self.access_numbers:
             if a.room is not None and a.room not in names:
                 raise ValueError(f"access number {a.user} serves unknown room {a.room!r}")

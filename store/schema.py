@@ -166,6 +166,8 @@ conference_legs = Table(
     Column("billed_minutes", Integer),
     Column("ended_by", Text),
     Column("joined_by", Text),
+    # The name of the individual counter-PIN a moderator keyed (never the PIN).
+    Column("counter_pin_name", Text),
     Index("idx_conference_legs_session_id", "session_id"),
 )
 
@@ -181,6 +183,7 @@ conference_live = Table(
     Column("name_file", Text),
     Column("joined", Double),
     Column("joined_by", Text),
+    Column("counter_pin_name", Text),
     Column("checkpoint", Double),
     PrimaryKeyConstraint("node", "leg"),
 )

@@ -223,6 +223,13 @@ class FakeUA:
         self.events.on_confirmed(leg)
         self.events.on_media_ready(leg)
 
+    def reinvite(self, leg: int, held: bool = False) -> None:
+        """The phone renegotiates its media (a re-INVITE; `held`: a=sendonly
+        or a=inactive): as pjsua recreates the stream's conference port,
+        every link to and from the leg is gone before the server is told."""
+        self.links = {link for link in self.links if leg not in link}
+        self.events.on_media_changed(leg, held)
+
     def hang_up(self, leg: int, code: int = 200) -> None:
         """The far end hangs up (or, unanswered, refuses with `code`)."""
         self._end(leg, code)

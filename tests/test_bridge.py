@@ -94,3 +94,24 @@ def test_churn_leaves_no_stale_links():
         b.leave(i)
     b.leave(mod)
     assert b.link_count() == 0 and b.room_of == {} and b.rooms == {}
+
+
+def test_hold_cuts_what_the_member_says_and_resume_relinks_every_way():
+    b = RoomSet()
+    for leg, role in ((1, M), (2, P), (3, P)):
+        b.join("demo", leg, role, 0)
+    room = b.rooms["demo"]
+    cmds = room.media_changed(2, held=True)
+    # Nobody hears the held member; it is still a member and still listens,
+    # and its listening links are made again on its new conference port.
+    assert {(c.src, c.dst) for c in cmds if isinstance(c, Disconnect)} == {(2, 1), (2, 3)}
+    assert links(cmds) == {(1, 2), (3, 2)}
+    assert 2 in room.members and room.links == {(1, 3), (3, 1), (1, 2), (3, 2)}
+    # A hold never overrides a mute: unmuting while held keeps it unheard.
+    assert room.set_muted(2, False) == []
+    cmds = room.media_changed(2, held=False)
+    assert not [c for c in cmds if isinstance(c, Disconnect)]
+    assert links(cmds) == {(1, 2), (3, 2), (2, 1), (2, 3)}
+    # A re-INVITE that is not a hold (a new codec) re-links the same way.
+    assert links(room.media_changed(2, held=False)) == {(1, 2), (3, 2), (2, 1), (2, 3)}
+    assert room.media_changed(9, held=True) == []  # not a member

@@ -265,6 +265,45 @@ def test_counter_pin_is_part_of_one_try():
     assert d.outcome.kind == "joined" and d.tries == 2
 
 
+def test_individual_counter_pins_name_who_keyed_them():
+    match = PinMatch("demo", "moderator", "4321", counter_pins=(("Ana", "5151"), ("Bia", "6262")))
+
+    def enter(*keyed: str) -> PinEntry:
+        d = PinEntry({"9999": match}.get, max_tries=3)
+        d.start()
+        for ch in "".join(keyed):
+            d.digit(ch)
+        return d
+
+    d = enter("9999#", "6262#")
+    assert d.outcome.kind == "joined" and d.counter_name == "Bia"
+    assert "counter-pin ok name=Bia" in d.events
+    d = enter("9999#", "4321#")  # the collective one still works, unnamed
+    assert d.outcome.kind == "joined" and d.counter_name is None
+    d = enter("9999#", "7777#")  # anything else is refused as before
+    assert d.outcome is None and d.counter_name is None and "counter-pin failed" in d.events
+    d = enter("9999#", "#")  # nothing keyed is not the (absent) collective PIN
+    assert d.outcome is None and "counter-pin failed" in d.events
+    only = PinMatch("demo", "moderator", None, counter_pins=(("Ana", "5151"),))
+    d = PinEntry({"9999": only}.get)
+    d.start()
+    for ch in "9999#5151#":
+        d.digit(ch)
+    assert d.outcome.kind == "joined" and d.counter_name == "Ana"
+
+
+def test_billing_keeps_the_counter_pin_name_crash_included(tmp_path):
+    db = BillingStore(tmp_path / "b.db")
+    sid = db.open_session("demo", 1000.0)
+    rec = LegRecord(sid, 1, "ana", "moderator", None, 1000.0, 1030.0, "caller", "dial-in", "Ana")
+    db.leg_ended(rec)
+    db.leg_joined(
+        "n1", LegRecord(sid, 2, "bia", "moderator", None, 1000.0, 0, "", "dial-in", "Bia")
+    )
+    assert db.close_crashed("n1") == (1, 1)
+    assert {r["leg"]: r["counter_pin_name"] for r in db.legs(sid)} == {1: "Ana", 2: "Bia"}
+
+
 def test_billing_rows_commit_per_event(tmp_path):
     db = BillingStore(tmp_path / "b.db")
     sid = db.open_session("demo", 1000.0)

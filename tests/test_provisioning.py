@@ -145,3 +145,50 @@ def test_weak_passwords_are_named_and_placeholders_refused_on_a_lan():
     lan = cfg("198.51.100.1:5060", "troque-esta-senha-2")
     (why,) = refusals(lan)
     assert "extension 1001" in why and "faces the network" in why
+
+
+ROOM_WITH = (
+    "rooms:\n  - name: a\n    participant_pin: '1111'\n    moderator_pin: '9999'\n"
+    "    counter_pin: '4321'\n    counter_pins:\n{items}"
+    "  - {{name: b, participant_pin: '2222', moderator_pin: '8888'}}\n"
+)
+
+
+def counter_pins(*items: str) -> str:
+    return ROOM_WITH.format(items="".join(f"      - {i}\n" for i in items))
+
+
+def test_individual_counter_pins_load_beside_the_collective_one():
+    text = counter_pins("{name: Ana, pin: '5151'}", "{name: João, pin: '0626'}")
+    cfg = parse_config(text, "t.yaml")
+    room = cfg.rooms[0]
+    assert room.counter_pin == "4321"
+    assert room.counter_pin_names() == {"5151": "Ana", "0626": "João"}
+
+
+@pytest.mark.parametrize(
+    ("items", "key", "says"),
+    [
+        # no duplicates: names, then PINs
+        (("{name: Ana, pin: '5151'}", "{name: Ana, pin: '6262'}"), None, "'Ana' is listed twice"),
+        (("{name: Ana, pin: '5151'}", "{name: Bia, pin: '5151'}"), None, "counter-PIN of 'Ana'"),
+        # not the room's other PINs, nor another room's entry PIN
+        (("{name: Ana, pin: '9999'}",), None, "already the room's moderator_pin"),
+        (("{name: Ana, pin: '1111'}",), None, "already the room's participant_pin"),
+        (("{name: Ana, pin: '4321'}",), None, "already the room's counter_pin"),
+        (("{name: Ana, pin: '2222'}",), None, "an entry PIN of room 'b'"),
+        # digits only, quoted, 3 to 12 of them; a plain name; nothing else
+        (("{name: Ana, pin: '51a1'}",), "rooms.0.counter_pins.0.pin", "digits only"),
+        (("{name: Ana, pin: 5151}",), "rooms.0.counter_pins.0.pin", "quoted"),
+        (("{name: Ana, pin: '51'}",), "rooms.0.counter_pins.0.pin", "3 to 12 digits"),
+        (("{name: 'Ana; drop', pin: '5151'}",), "rooms.0.counter_pins.0.name", "pattern"),
+        (("{name: Ana}",), "rooms.0.counter_pins.0.pin", "required"),
+        (("{name: Ana, pin: '5151', role: admin}",), "rooms.0.counter_pins.0.role", "unknown key"),
+    ],
+)
+def test_bad_individual_counter_pins_are_refused_clearly(items, key, says):
+    e = err(counter_pins(*items))
+    assert says in e.message, str(e)
+    assert e.line is not None, str(e)
+    if key is not None:
+        assert e.key == key, str(e)

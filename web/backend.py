@@ -43,7 +43,7 @@ class Backend(Protocol):
         """Every live room:
         {"rooms": {name: {"locked": bool, "lecture": bool, "started": epoch | None,
         "members": [{"id": int, "caller": str, "role": "moderator" | "participant",
-        "name": bool, "muted": bool, "talking": bool, "hand": bool,
+        "name": bool, "muted": bool, "talking": bool, "hand": bool, "held": bool,
         "via": "sip" | "web", "quality": {"loss_in", "loss_out", "jitter_in",
         "jitter_out", "rtt_ms", "mos"} | None}]}}}.
 

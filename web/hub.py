@@ -41,6 +41,9 @@ EVENT_TYPES = frozenset(
         "lecture_off",
         "hand_raised",
         "hand_lowered",
+        # The member's phone put the call on hold / took it off (re-INVITE).
+        "on_hold",
+        "off_hold",
         "room_started",
         "room_ended",
         # {"member", "caller", "quality": {"loss_in", "loss_out", "jitter_in",

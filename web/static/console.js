@@ -168,6 +168,8 @@
     row.caller.textContent = m.caller || "(unknown)";
     if (m.via === "web") row.caller.append(" ", el("span", {class: "via", text: "browser"}));
     if (m.hand) row.caller.append(" ", el("span", {class: "hand", text: "hand up", title: "hand raised"}));
+    if (m.held) row.caller.append(" ", el("span", {class: "held", text: "on hold",
+      title: "the phone put the call on hold: still in the room, not heard"}));
     const quality = fmtQuality(m.via === "web" ? null : m.quality);
     row.quality.textContent = quality;
     row.quality.className = qualityClass(m.quality);
@@ -291,6 +293,10 @@
       case "hand_raised": case "hand_lowered":
         if (!m) { askSnapshot(); return; }
         m.hand = ev.type === "hand_raised";
+        break;
+      case "on_hold": case "off_hold":
+        if (!m) { askSnapshot(); return; }
+        m.held = ev.type === "on_hold";
         break;
       case "quality":
         // A member not shown yet gets the figures with the snapshot its
