@@ -41,6 +41,7 @@ ACTIONS: dict[str, Action] = {
         # *3 also cancels a blast, so either permission will do.
         Action("dial_out_alone", MODERATOR, "help_dial_out_alone", needs="dial_out|blast"),
         Action("blast", MODERATOR, "help_blast", needs="blast"),
+        Action("record", MODERATOR, "help_record", needs="record"),
     )
 }
 
@@ -50,6 +51,7 @@ DEFAULT_KEYS: dict[str, str] = {
     "*2": "dial_out_with_guest",
     "*3": "dial_out_alone",
     "*92": "blast",
+    "*93": "record",
     "*4": "gain",
     "*5": "lecture",
     "*6": "mute",

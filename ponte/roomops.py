@@ -1,5 +1,5 @@
 """Admin actions on a live room from outside the call (the CLI, the web console):
-mute, kick, lock, lecture, end. Each is checked against the admin's role,
+mute, kick, lock, lecture, end, record-start/stop. Each is checked against the admin's role,
 carried out by the same room function a member's key uses, and audited.
 """
 
@@ -9,22 +9,24 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from bridge.controls import ControlCommand, lecture, lock, mute
+from bridge.controls import ControlCommand, lecture, lock, mute, record
+from bridge.levels import permits
 from bridge.room import Room
+from ponte.rooms import policy
 from ponte.services import Services
 from provisioning.admins import PermissionDenied, authorize
 from provisioning.diff import Change
 
 log = logging.getLogger("ponte.admin")
 
-# What an action does: (services, room, member) -> the room's commands and
+# What an action does: (services, room, member, acting admin) -> the room's commands and
 # the audit's {field: (old, new)}.
 Outcome = tuple[list[ControlCommand], dict[str, Any]]
-Effect = Callable[[Services, Room, int | None], Outcome]
+Effect = Callable[[Services, Room, int | None, str], Outcome]
 
 
 def _lock(on: bool) -> Effect:
-    def run(svc: Services, room: Room, _m: int | None) -> Outcome:
+    def run(svc: Services, room: Room, _m: int | None, _by: str) -> Outcome:
         old = room.locked
         return lock(room, on), {"locked": (old, on)}
 
@@ -32,7 +34,7 @@ def _lock(on: bool) -> Effect:
 
 
 def _lecture(on: bool) -> Effect:
-    def run(svc: Services, room: Room, _m: int | None) -> Outcome:
+    def run(svc: Services, room: Room, _m: int | None, _by: str) -> Outcome:
         old = room.lecture
         return lecture(room, on), {"lecture": (old, on)}
 
@@ -40,7 +42,7 @@ def _lecture(on: bool) -> Effect:
 
 
 def _mute(on: bool) -> Effect:
-    def run(svc: Services, room: Room, member: int | None) -> Outcome:
+    def run(svc: Services, room: Room, member: int | None, _by: str) -> Outcome:
         assert member is not None
         old = room.members[member].muted
         return mute(room, member, on), {f"member.{_caller(svc, member)}.muted": (old, on)}
@@ -48,14 +50,22 @@ def _mute(on: bool) -> Effect:
     return run
 
 
-def _kick(svc: Services, room: Room, member: int | None) -> Outcome:
+def _record(on: bool) -> Effect:
+    def run(svc: Services, room: Room, _m: int | None, by: str) -> Outcome:
+        old = room.recording is not None
+        return record(room, on, by), {"recording": (old, on)}
+
+    return run
+
+
+def _kick(svc: Services, room: Room, member: int | None, _by: str) -> Outcome:
     assert member is not None
     caller = _caller(svc, member)
     svc.rooms.end_leg(member, "admin")
     return [], {"member": (caller, None)}
 
 
-def _end(svc: Services, room: Room, _m: int | None) -> Outcome:
+def _end(svc: Services, room: Room, _m: int | None, _by: str) -> Outcome:
     members = list(room.members)
     for leg in members:
         svc.rooms.end_leg(leg, "admin")
@@ -72,6 +82,8 @@ ACTIONS: dict[str, tuple[bool, Effect]] = {
     "unmute": (True, _mute(False)),
     "kick": (True, _kick),
     "end": (False, _end),
+    "record-start": (False, _record(True)),
+    "record-stop": (False, _record(False)),
 }
 
 
@@ -116,12 +128,18 @@ def room_command(svc: Services, request: dict[str, Any], source: str = "command"
     except PermissionDenied as exc:
         log.warning("room %s %s refused: %s", room.name, action, exc)
         return {"ok": False, "error": str(exc), "denied": True}
+    if action == "record-start" and not (config is not None and permits(policy(config), "record")):
+        # The room's consent (allow_recording, level 2 or 3) binds admins too.
+        return {
+            "ok": False,
+            "error": f"room {room.name} does not allow recording (allow_recording)",
+        }
     needs_member, effect = ACTIONS[action]
     try:
         member = _member(svc, room, request.get("member")) if needs_member else None
     except ValueError as exc:
         return {"ok": False, "error": str(exc)}
-    cmds, fields = effect(svc, room, member)
+    cmds, fields = effect(svc, room, member, by)
     svc.rooms.apply(cmds)
     log.info("room %s %s by %s%s", room.name, action, by, f" member={member}" if member else "")
     if svc.stores.opened:

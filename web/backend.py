@@ -24,6 +24,8 @@ ROOM_ACTIONS = (
     "lecture-off",
     "end",
     "dial",
+    "record-start",
+    "record-stop",
 )
 MEMBER_ACTIONS = frozenset({"mute", "unmute", "kick"})
 # Keys a browser participant may press.
