@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from tests import audio
-from tests.harness import Server, report
+from tests.harness import Server, cli, report
 from tests.test_spine_calls import hash_time, window
 
 RECORDED = [
@@ -49,9 +49,7 @@ def files(srv: Server, row: dict[str, Any]) -> dict[str, Path]:
     return {f["name"]: root / f["name"] for f in row["files"]}
 
 
-def test_star93_records_the_mix_and_a_track_per_member_and_everyone_is_told(
-    server_factory, phone
-):
+def test_star93_records_the_mix_and_a_track_per_member_and_everyone_is_told(server_factory, phone):
     srv = server_factory(rooms=RECORDED)
     mod = phone(
         srv.uri("conf-en"),
@@ -91,12 +89,133 @@ def test_star93_records_the_mix_and_a_track_per_member_and_everyone_is_told(
     # Each member's track: its own tone only.
     by_leg = {f["caller"]: got[f["name"]] for f in row["files"] if f.get("caller")}
     tracks = [audio.load(p)[0] for p in got.values() if p.name != "mix.wav"]
-    own = {
-        hz: [t for t in tracks if audio.band_fraction(t, rate, hz) > 0.5] for hz in (440, 700)
-    }
+    own = {hz: [t for t in tracks if audio.band_fraction(t, rate, hz) > 0.5] for hz in (440, 700)}
     assert len(own[440]) == 1 and len(own[700]) == 1, by_leg
     assert audio.band_fraction(own[440][0], rate, 700) < 0.02
     assert audio.band_fraction(own[700][0], rate, 440) < 0.02
     # The moderator's steady tone has no hole in its track: no frame gap.
     assert audio.longest_gap(own[440][0][int(5 * rate) : int(8 * rate)], rate, 440) < 0.1
+    assert srv.proc.poll() is None
+
+
+PASSWORD = "correct horse battery"
+
+
+def _admin(name: str, role: str, *departments: str) -> dict[str, Any]:
+    from web.auth import hash_password
+
+    extra = {"departments": list(departments)} if departments else {}
+    return {"name": name, "role": role, "password_hash": hash_password(PASSWORD), **extra}
+
+
+DEPARTMENTS = {
+    "departments": {"vendas": {"profile": "equipe"}, "rh": {"profile": "equipe"}},
+    "profiles": {"equipe": {"quota": "shared", "limits": {"local": 300}}},
+}
+
+
+def test_admin_records_from_the_cli_and_the_console_downloads_by_department(server_factory, phone):
+    import asyncio
+
+    import yarl
+
+    from tests import ports
+    from tests.consoleclient import ConsoleClient
+
+    port = ports.allocate(1)
+    base = f"http://127.0.0.1:{port}"
+    rooms = [
+        {**RECORDED[0], "record_tracks": None, "department": "vendas"},
+        {**RECORDED[1], "department": "rh"},  # does not allow recording
+    ]
+    admins = [
+        _admin("ana", "administrator"),
+        _admin("bruno", "sub_administrator", "vendas"),
+        _admin("rita", "sub_administrator", "rh"),
+    ]
+    srv = server_factory(
+        web={"listen": f"127.0.0.1:{port}"}, admins=admins, rooms=rooms, **DEPARTMENTS
+    )
+    mod = phone(srv.uri("conf-en"), "wait_media 5; dtmf 9999#; tone 440; wait 10; hangup")
+    other = phone(
+        srv.uri("conf-en"), "wait_media 5; dtmf 8888#; wait 2; dtmf *93; wait 4; hangup", False
+    )
+    deadline = time.monotonic() + 15
+    while "call" not in srv.log() or srv.log().count(" join room=") < 2:
+        assert time.monotonic() < deadline, srv.log()
+        time.sleep(0.2)
+
+    # Refused with a clear error, and nothing recorded: a room without
+    # allow_recording (the key too), a sub-administrator of another department.
+    no = cli(srv, "room", "record-start", "other", "--as", "ana")
+    assert no.returncode != 0 and "does not allow recording" in no.stderr, no.stderr
+    denied = cli(srv, "room", "record-start", "demo", "--as", "rita")
+    assert denied.returncode != 0 and "rita" in denied.stderr, denied.stderr
+    assert recordings(srv, ended=False, want=0) == []
+    started = cli(srv, "room", "record-start", "demo", "--as", "bruno")
+    assert started.returncode == 0, started.stderr
+    at = time.monotonic()
+    time.sleep(3)
+    assert cli(srv, "room", "record-stop", "demo", "--as", "bruno").returncode == 0
+    rm = mod.result()
+    other.result()
+    assert "key action=record refused room=other" in srv.log()
+    heard, rate = audio.load(mod.record)
+    told = audio.segment(heard, rate, *window(rm, at + 0.1, at + 2.0))
+    assert audio.speech_like(told, rate), "the admin's start was not announced"
+
+    (row,) = recordings(srv)
+    assert (row["room"], row["started_by"], row["stopped_by"]) == ("demo", "bruno", "bruno")
+    assert [f["name"] for f in row["files"]] == ["mix.wav"]  # no tracks unless asked
+    mix_path = files(srv, row)["mix.wav"]
+    mix, rate = audio.load(mix_path)
+    assert audio.band_fraction(mix, rate, 440) > 0.5
+    url = f"/api/recordings/{row['id']}/mix.wav"
+
+    async def console() -> dict[str, Any]:
+        got: dict[str, Any] = {}
+        clients = {n: ConsoleClient(base) for n in ("ana", "bruno", "rita")}
+        anon = ConsoleClient(base)
+        try:
+            for name, c in clients.items():
+                assert await c.login(name, PASSWORD) == 303
+                status, text = await c.get("/api/recordings")
+                got[f"{name} list"] = [
+                    r["id"] for r in __import__("json").loads(text)["recordings"]
+                ]
+                async with c.http.get(base + url) as resp:
+                    got[name] = (resp.status, await resp.read())
+            async with anon.http.get(base + url, allow_redirects=False) as resp:
+                got["anonymous"] = resp.status
+            attacks = [
+                f"/api/recordings/{row['id']}/..%2F..%2F..%2Fponte.db",
+                f"/api/recordings/{row['id']}/%2e%2e%2fponte.yaml",
+                f"/api/recordings/{row['id']}/..%2Fmix.wav",
+                f"/api/recordings/{row['id']}/%2Fetc%2Fpasswd",
+                f"/api/recordings/{row['id']}/.mix.wav",
+                f"/api/recordings/{row['id']}/ponte.db",
+                f"/api/recordings/{row['id']}/mix.wav%00.txt",
+                f"/api/recordings/{row['id']}/..",
+                "/api/recordings/..%2F..%2Fponte.db/mix.wav",
+                "/api/recordings/999999/mix.wav",
+                "/api/recordings/-1/mix.wav",
+            ]
+            got["attacks"] = {}
+            for path in attacks:
+                async with clients["ana"].http.get(yarl.URL(base + path, encoded=True)) as resp:
+                    got["attacks"][path] = (resp.status, await resp.read())
+        finally:
+            for c in (*clients.values(), anon):
+                await c.close()
+        return got
+
+    got = asyncio.run(console())
+    whole = mix_path.read_bytes()
+    assert got["ana"] == (200, whole) and got["bruno"] == (200, whole)
+    assert got["rita"][0] == 403 and got["rita list"] == []
+    assert got["ana list"] == [row["id"]] and got["bruno list"] == [row["id"]]
+    assert got["anonymous"] in (302, 303, 401)
+    for path, (status, body) in got["attacks"].items():
+        assert status in (400, 403, 404), (path, status)
+        assert b"RIFF" not in body and b"SQLite" not in body and b"root:" not in body, path
     assert srv.proc.poll() is None
