@@ -3,6 +3,7 @@ what every member hears about it, and what the files hold, checked by content.""
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,7 @@ from tests import audio
 from tests.harness import Server, cli, report
 from tests.test_spine_calls import hash_time, window
 
-RECORDED = [
+RECORDED: list[dict[str, Any]] = [
     {
         "name": "demo",
         "participant_pin": "1111",
@@ -180,9 +181,7 @@ def test_admin_records_from_the_cli_and_the_console_downloads_by_department(serv
             for name, c in clients.items():
                 assert await c.login(name, PASSWORD) == 303
                 status, text = await c.get("/api/recordings")
-                got[f"{name} list"] = [
-                    r["id"] for r in __import__("json").loads(text)["recordings"]
-                ]
+                got[f"{name} list"] = [r["id"] for r in json.loads(text)["recordings"]]
                 async with c.http.get(base + url) as resp:
                     got[name] = (resp.status, await resp.read())
             async with anon.http.get(base + url, allow_redirects=False) as resp:
@@ -219,3 +218,104 @@ def test_admin_records_from_the_cli_and_the_console_downloads_by_department(serv
         assert status in (400, 403, 404), (path, status)
         assert b"RIFF" not in body and b"SQLite" not in body and b"root:" not in body, path
     assert srv.proc.poll() is None
+
+
+# -- the pure parts and the writer, without calls ------------------------------
+
+
+def test_recorders_hear_who_the_room_hears_and_close_with_their_members():
+    from bridge.room import CloseTrack, Connect, EndRecording, Recording, Room
+
+    room = Room("demo")
+    room.join(1, "moderator", 0.0)
+    room.join(2, "participant", 0.0)
+    room.set_recording(Recording(mix=100, per_member=True))
+    room.set_track(1, 101)
+    room.set_track(2, 102)
+    assert {(1, 100), (2, 100), (1, 101), (2, 102)} <= room.links
+    assert (1, 102) not in room.links and (2, 101) not in room.links
+    room.set_muted(2, True)  # a muted member is not recorded
+    assert (2, 100) not in room.links and (2, 102) not in room.links
+    joined = room.join(3, "participant", 0.0)
+    assert any(getattr(c, "items", None) == ("recording_on",) for c in joined)
+    left = room.leave(2)
+    assert CloseTrack("demo", 2, 102) in left
+    room.leave(3)
+    assert EndRecording("demo") in room.leave(1)
+    # Stopped: no recorder link is left behind.
+    other = Room("x")
+    other.join(1, "moderator", 0.0)
+    other.set_recording(Recording(mix=100, per_member=False))
+    assert Connect(1, 100) not in other.set_recording(None) and other.links == set()
+
+
+def test_star93_needs_the_rooms_consent_and_a_level_above_1():
+    import datetime as dt
+
+    from bridge.controls import Context, StartRecording, run_action
+    from bridge.levels import LevelPolicy
+    from bridge.room import Room
+    from ivr.keys import DEFAULT_KEYS, KeyReader
+
+    assert DEFAULT_KEYS["*93"] == "record"
+    room = Room("demo")
+    room.join(1, "moderator", 0.0)
+    room.join(2, "participant", 0.0)
+    keys = KeyReader(DEFAULT_KEYS)
+
+    def run(leg: int, level: int, allow: bool) -> list[Any]:
+        policy = LevelPolicy(level, "UTC", dt.date(2026, 1, 1), allow_recording=allow)
+        return run_action(room, leg, "record", Context(policy, keys))
+
+    assert not any(isinstance(c, StartRecording) for c in run(1, 2, False))
+    assert not any(isinstance(c, StartRecording) for c in run(1, 1, True))
+    assert not any(isinstance(c, StartRecording) for c in run(2, 3, True))  # participant
+    assert any(isinstance(c, StartRecording) for c in run(1, 2, True))
+
+
+def test_a_stalled_disk_never_holds_up_the_drain(tmp_path, monkeypatch):
+    """The writer thread sleeps 1.5 s on one frame (a stalled disk); the drain
+    thread goes on emptying the port's ring meanwhile, so a ring of 250 frames
+    fed 50 frames a second loses nothing, and the file has every frame."""
+    import threading
+    import wave
+
+    from pbx import recorder
+
+    ring: list[bytes] = []
+    lock = threading.Lock()
+    slow = {"left": 1}
+    real = wave.Wave_write.writeframesraw
+
+    def stalling(self: wave.Wave_write, data: Any) -> None:
+        if slow["left"]:
+            slow["left"] = 0
+            time.sleep(1.5)
+        real(self, data)
+
+    monkeypatch.setattr(wave.Wave_write, "writeframesraw", stalling)
+
+    def pull() -> bytes | None:
+        with lock:
+            return ring.pop(0) if ring else None
+
+    pool = recorder.RecorderPool()
+    done: list[recorder.Result] = []
+    pool.open(1, tmp_path / "mix.wav", 8000, pull, lambda: {"dropped_out": 0})
+    most = 0
+    for i in range(150):  # 3 s of the clock: 20 ms frames into the ring
+        with lock:
+            ring.append(bytes([i % 256]) * 320)
+            most = max(most, len(ring))
+        time.sleep(0.02)
+    pool.close(1, done.append)
+    deadline = time.monotonic() + 5
+    while not done and time.monotonic() < deadline:
+        time.sleep(0.05)
+    pool.shutdown()
+    (result,) = done
+    assert result.frames == 150 and result.dropped == 0
+    assert most < 20, f"the ring held {most} frames while the disk stalled"
+    assert pool.max_write_seconds >= 1.4  # the stall happened, on the writer
+    with wave.open(str(tmp_path / "mix.wav")) as w:
+        assert w.getnframes() == 150 * 160
