@@ -229,7 +229,7 @@ class Recordings:
             return []
         found = self.legs.get(leg)
         caller = found.caller if found is not None else str(leg)
-        name = f"{_SAFE.sub('_', caller)[:40] or 'caller'}-leg{leg}.wav"
+        name = f"{_SAFE.sub('_', caller).lstrip('.')[:40] or 'caller'}-leg{leg}.wav"
         try:
             rec = self.ua.add_recorder(session.path / name)
         except (OSError, RuntimeError) as exc:

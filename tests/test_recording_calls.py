@@ -220,6 +220,32 @@ def test_admin_records_from_the_cli_and_the_console_downloads_by_department(serv
     assert srv.proc.poll() is None
 
 
+def test_retention_deletes_old_recordings_at_start(server_factory, tmp_path):
+    """A folder older than `retention_days` goes at start (rows or not); a
+    recent one and anything outside the recordings' shape stay."""
+    import datetime as dt
+
+    state = tmp_path / "state"
+    root = state / "recordings" / "demo"
+    old = dt.datetime.now(dt.UTC) - dt.timedelta(days=3)
+    recent = dt.datetime.now(dt.UTC) - dt.timedelta(hours=2)
+    folders = {
+        "old": root / old.strftime("%Y%m%dT%H%M%SZ"),
+        "recent": root / recent.strftime("%Y%m%dT%H%M%SZ"),
+        "other": root / "notes",
+    }
+    for folder in folders.values():
+        folder.mkdir(parents=True)
+        (folder / "mix.wav").write_bytes(b"RIFF")
+    srv = server_factory(recordings={"retention_days": 1}, state_dir=str(state))
+    deadline = time.monotonic() + 5
+    while folders["old"].exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not folders["old"].exists()
+    assert folders["recent"].exists() and folders["other"].exists()
+    assert "older than the retention" in srv.log()
+
+
 # -- the pure parts and the writer, without calls ------------------------------
 
 
