@@ -72,7 +72,34 @@ class StartBlast:
     leg: LegId
 
 
-ControlCommand = RoomCommand | Say | StopSay | SetGain | StartDialOut | EndDialOut | StartBlast
+@dataclass(frozen=True)
+class StartRecording:
+    """Open the room's recorders (the shell then calls `Room.set_recording`).
+    `by`: who asked (an admin's name, or "leg N" for a member's key)."""
+
+    room: str
+    by: str
+
+
+@dataclass(frozen=True)
+class StopRecording:
+    """Close the room's recorders and record the files."""
+
+    room: str
+    by: str
+
+
+ControlCommand = (
+    RoomCommand
+    | Say
+    | StopSay
+    | SetGain
+    | StartDialOut
+    | EndDialOut
+    | StartBlast
+    | StartRecording
+    | StopRecording
+)
 
 
 @dataclass(frozen=True)
@@ -190,6 +217,16 @@ def _next_hand(room: Room, m: Member, ctx: Context) -> list[ControlCommand]:
     return [*cmds, Say(m.leg, ("floor_given", *left))]
 
 
+def record(room: Room, on: bool, by: str) -> list[ControlCommand]:
+    """Start or stop recording the room, told to every member (nothing
+    when it already is as asked)."""
+    if on == (room.recording is not None):
+        return []
+    start: ControlCommand = StartRecording(room.name, by) if on else StopRecording(room.name, by)
+    word = "recording_on" if on else "recording_off"
+    return [start, *(Say(leg, (word,), slot="recording") for leg in room.members)]
+
+
 def _mute(room: Room, m: Member, ctx: Context) -> list[ControlCommand]:
     return mute(room, m.leg, not m.muted)
 
@@ -234,6 +271,10 @@ def _blast(room: Room, m: Member, ctx: Context) -> list[ControlCommand]:
     return [StartBlast(m.leg)]
 
 
+def _record(room: Room, m: Member, ctx: Context) -> list[ControlCommand]:
+    return record(room, room.recording is None, f"leg {m.leg}")
+
+
 Handler = Callable[[Room, Member, Context], list[ControlCommand]]
 ACTION_HANDLERS: dict[str, Handler] = {
     "help": _help,
@@ -250,6 +291,7 @@ ACTION_HANDLERS: dict[str, Handler] = {
     "hand": _hand,
     "count": _count,
     "next_hand": _next_hand,
+    "record": _record,
 }
 
 

@@ -6,6 +6,7 @@
 | moderator may lock (*7) | no | if allow_lock | yes |
 | moderator dial-out | no | if allow_dial_out | yes |
 | moderator blast dial-out | no | if allow_blast | yes |
+| moderator records (*93) | no | if allow_recording | if allow_recording |
 | PIN validity | 12 months from `issued` | same | same |
 """
 
@@ -29,6 +30,7 @@ class LevelPolicy:
     allow_lock: bool = False
     allow_dial_out: bool = False
     allow_blast: bool = False
+    allow_recording: bool = False
 
 
 def _add_months(day: dt.date, months: int) -> dt.date:
@@ -72,4 +74,8 @@ def permits(policy: LevelPolicy, need: str | None) -> bool:
         return policy.level == 3 or (policy.level == 2 and policy.allow_dial_out)
     if need == "blast":
         return policy.level == 3 or (policy.level == 2 and policy.allow_blast)
+    if need == "record":
+        # Recording needs the room's consent at every level: a level only
+        # ever takes it away (level 1 rooms are never recorded).
+        return policy.level >= 2 and policy.allow_recording
     return False  # "reserved" and anything unknown

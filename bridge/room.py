@@ -69,8 +69,53 @@ class EndLeg:
     prompts: tuple[str, ...]
 
 
+@dataclass(frozen=True)
+class OpenTrack:
+    """The room records one track per member: open this member's recorder
+    (the shell then calls `Room.set_track`)."""
+
+    room: str
+    leg: LegId
+
+
+@dataclass(frozen=True)
+class CloseTrack:
+    """A member whose track was recorded left: close that recorder."""
+
+    room: str
+    leg: LegId
+    rec: LegId
+
+
+@dataclass(frozen=True)
+class EndRecording:
+    """The last member left a room being recorded: close the recording."""
+
+    room: str
+
+
 MediaCommand = Connect | Disconnect
-RoomCommand = Connect | Disconnect | StartMusic | StopMusic | Signal | EndLeg
+RoomCommand = (
+    Connect
+    | Disconnect
+    | StartMusic
+    | StopMusic
+    | Signal
+    | EndLeg
+    | OpenTrack
+    | CloseTrack
+    | EndRecording
+)
+
+
+@dataclass
+class Recording:
+    """A recording in progress, as the links see it: the bridge ports
+    (recorders, addressed like legs) that hear the room."""
+
+    mix: LegId  # hears every member the room hears
+    per_member: bool  # one track per member besides the mix
+    tracks: dict[LegId, LegId] = field(default_factory=dict)  # member -> its recorder
 
 
 @dataclass(frozen=True)
@@ -123,6 +168,7 @@ class Room:
     # The participant a moderator gave the floor to: heard in lecture mode.
     floor: LegId | None = None
     session_id: int | None = None  # the billing session this room's life is recorded under
+    recording: Recording | None = None
 
     # -- queries ----------------------------------------------------------
     @property
@@ -145,7 +191,16 @@ class Room:
         if not self.started or self.ending:
             return set()
         present = [m for m in self.members.values() if not m.away]
-        return {(a.leg, b.leg) for a in present if self.talks(a) for b in present if a.leg != b.leg}
+        talking = [m for m in present if self.talks(m)]
+        links = {(a.leg, b.leg) for a in talking for b in present if a.leg != b.leg}
+        rec = self.recording
+        if rec is not None:
+            # The mix hears what the room hears; a member's track hears that
+            # member only, and only while the room does (a muted member, or a
+            # participant in lecture mode, is not recorded).
+            links |= {(m.leg, rec.mix) for m in talking}
+            links |= {(m.leg, rec.tracks[m.leg]) for m in talking if m.leg in rec.tracks}
+        return links
 
     # -- changes ----------------------------------------------------------
     def _sync(self) -> list[RoomCommand]:
@@ -190,6 +245,11 @@ class Room:
             cmds.append(StartMusic(leg))
         cmds += self._sync()
         cmds += self._announce(member, joined=True)
+        if self.recording is not None:
+            # A late joiner is told, as everyone was when it started.
+            cmds.append(Signal((leg,), ("recording_on",)))
+            if self.recording.per_member:
+                cmds.append(OpenTrack(self.name, leg))
         return cmds
 
     def leave(self, leg: LegId) -> list[RoomCommand]:
@@ -203,6 +263,7 @@ class Room:
         if self.floor == leg:
             self.floor = None
         cmds: list[RoomCommand] = []
+        cmds = self._leave_recording(leg)
         last_moderator = member.moderator and not self.has_moderator
         if self.started and not self.ending and last_moderator and self.rules.end_on_moderator_exit:
             self.ending = True
@@ -212,6 +273,38 @@ class Room:
         cmds += self._sync()
         cmds += self._announce(member, joined=False)
         return cmds
+
+    def _leave_recording(self, leg: LegId) -> list[RoomCommand]:
+        """Unlink and close a leaving member's track; the last one out ends
+        the recording."""
+        rec = self.recording
+        if rec is None:
+            return []
+        cmds: list[RoomCommand] = []
+        track = rec.tracks.pop(leg, None)
+        if track is not None and (leg, track) in self.links:
+            self.links.discard((leg, track))
+            cmds.append(Disconnect(leg, track))
+        if (leg, rec.mix) in self.links:
+            self.links.discard((leg, rec.mix))
+            cmds.append(Disconnect(leg, rec.mix))
+        if track is not None:
+            cmds.append(CloseTrack(self.name, leg, track))
+        if not self.members:
+            cmds.append(EndRecording(self.name))
+        return cmds
+
+    def set_recording(self, recording: Recording | None) -> list[RoomCommand]:
+        """Start (the recorders exist) or stop recording: the links follow."""
+        self.recording = recording
+        return self._sync()
+
+    def set_track(self, leg: LegId, rec: LegId) -> list[RoomCommand]:
+        """A member's track recorder was opened: link it."""
+        if self.recording is None or leg not in self.members:
+            return []
+        self.recording.tracks[leg] = rec
+        return self._sync()
 
     def set_muted(self, leg: LegId, muted: bool) -> list[RoomCommand]:
         """A member's own mute."""
@@ -249,6 +342,7 @@ class Room:
         m.muted = False
         self.floor = leg
         return self._sync()
+
     def media_changed(self, leg: LegId, held: bool) -> list[RoomCommand]:
         """The member's media was renegotiated (a re-INVITE): on hold or off
         it, with a conference port that may be new and bare. The links are

@@ -48,6 +48,7 @@ ACTIONS: dict[str, Action] = {
         Action("hand", ANYONE, "help_hand"),
         Action("count", ANYONE, "help_count"),
         Action("next_hand", MODERATOR, "help_next_hand"),
+        Action("record", MODERATOR, "help_record", needs="record"),
     )
 }
 
@@ -57,6 +58,7 @@ DEFAULT_KEYS: dict[str, str] = {
     "*2": "dial_out_with_guest",
     "*3": "dial_out_alone",
     "*92": "blast",
+    "*93": "record",
     "*4": "gain",
     "*5": "lecture",
     "*6": "mute",

@@ -51,6 +51,11 @@ typedef struct {
     unsigned long underruns; /* get_frame found nothing to give */
     unsigned long frames_in, frames_out;
     int slot;
+    /* A recorder's port: a tick on which the bridge sends no audio (nobody
+     * connected, or every source silent) still yields a zero frame, so the
+     * frames pulled are the bridge's clock, one per ptime, with no gaps. */
+    int keep_silence;
+    pj_int16_t *zeros;
 } xport_t;
 
 static int ring_init(ring_t *r, unsigned depth, unsigned samples)
@@ -108,11 +113,15 @@ static pj_status_t xport_get_frame(pjmedia_port *this_port, pjmedia_frame *frame
 static pj_status_t xport_put_frame(pjmedia_port *this_port, pjmedia_frame *frame)
 {
     xport_t *p = (xport_t *)this_port;
+    const void *buf = frame->buf;
     if (frame->type != PJMEDIA_FRAME_TYPE_AUDIO ||
-        frame->size != p->samples * sizeof(pj_int16_t))
-        return PJ_SUCCESS;
+        frame->size != p->samples * sizeof(pj_int16_t)) {
+        if (!p->keep_silence)
+            return PJ_SUCCESS;
+        buf = p->zeros;
+    }
     pthread_mutex_lock(&p->lock);
-    ring_put(&p->out, p->samples, frame->buf);
+    ring_put(&p->out, p->samples, buf);
     p->frames_out++;
     pthread_mutex_unlock(&p->lock);
     return PJ_SUCCESS;
@@ -137,16 +146,18 @@ static void xport_free(xport_t *p)
     pthread_mutex_destroy(&p->lock);
     free(p->in.buf);
     free(p->out.buf);
+    free(p->zeros);
     free(p);
 }
 
 static int MediaPort_init(MediaPortObject *self, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"clock_rate", "ptime_ms", "depth", "name", NULL};
+    static char *kwlist[] = {"clock_rate", "ptime_ms", "depth", "name", "keep_silence", NULL};
     unsigned clock_rate = 8000, ptime = 20, depth = 8;
+    int keep_silence = 0;
     const char *name = "ponte-port";
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|IIIs", kwlist, &clock_rate, &ptime,
-                                     &depth, &name))
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|IIIsp", kwlist, &clock_rate, &ptime,
+                                     &depth, &name, &keep_silence))
         return -1;
     if (self->port != NULL) {
         PyErr_SetString(PyExc_RuntimeError, "MediaPort already initialised");
@@ -171,7 +182,11 @@ static int MediaPort_init(MediaPortObject *self, PyObject *args, PyObject *kwds)
         return -1;
     }
     p->samples = clock_rate * ptime / 1000;
-    if (!ring_init(&p->in, depth, p->samples) || !ring_init(&p->out, depth, p->samples)) {
+    p->keep_silence = keep_silence;
+    p->zeros = calloc(p->samples, sizeof(pj_int16_t));
+    if (p->zeros == NULL || !ring_init(&p->in, depth, p->samples) ||
+        !ring_init(&p->out, depth, p->samples)) {
+        free(p->zeros);
         free(p->in.buf);
         free(p->out.buf);
         free(p);

@@ -9,7 +9,12 @@ class MediaPort:
     """A conference-bridge port fed and drained by Python, one frame per call."""
 
     def __init__(
-        self, clock_rate: int = 8000, ptime_ms: int = 20, depth: int = 8, name: str = "ponte-port"
+        self,
+        clock_rate: int = 8000,
+        ptime_ms: int = 20,
+        depth: int = 8,
+        name: str = "ponte-port",
+        keep_silence: bool = False,
     ) -> None: ...
     @property
     def slot(self) -> int:

@@ -28,7 +28,7 @@ import itertools
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import _pjsua2
@@ -39,6 +39,7 @@ import pjsua2 as pj
 # its symbols global before importing the extension.
 ctypes.CDLL(_pjsua2.__file__, mode=os.RTLD_GLOBAL | os.RTLD_NOLOAD)
 from pbx import _pjx  # noqa: E402
+from pbx.recorder import RING_FRAMES, RecorderPool, Result  # noqa: E402
 from pbx.sipcalls import (  # noqa: E402
     DTMF_METHODS,
     _Account,
@@ -141,6 +142,9 @@ class SipUA:
         self._refusals: list[tuple[int, pj.CallOpParam]] = []
         self._ids = itertools.count(1)
         self.bound_port = port
+        # Room recordings: bridge ports drained off the clock thread (pbx/recorder.py).
+        self.recorders = RecorderPool()
+        self._rec_ports: dict[int, tuple[_PortCall, _pjx.MediaPort]] = {}
 
     # -- lifecycle --------------------------------------------------------
     def start(self) -> None:
@@ -226,6 +230,9 @@ class SipUA:
             return
         # A comprehension, not a loop: a loop variable would keep the last
         # Call alive past libDestroy, and its destructor would then assert.
+        for rec in list(self._rec_ports):
+            self.end_recorder(rec)
+        self.recorders.shutdown()
         self._port_ended += [
             (leg, 503) for leg, e in self._legs.items() if isinstance(e.call, _PortCall)
         ]
@@ -457,6 +464,33 @@ class SipUA:
         self._legs[leg] = _Leg(call, {})  # type: ignore[arg-type]
         return leg, port
 
+    def add_recorder(self, path: Path) -> int:
+        """A bridge port that records what is connected to it into a WAV at
+        `path` (the bridge's rate); its id goes to connect/disconnect as a
+        leg's would. The file is written by pbx/recorder.py's threads, never
+        on pjmedia's clock thread."""
+        port = _pjx.MediaPort(self.clock_rate, FRAME_MS, RING_FRAMES, "rec", keep_silence=True)
+        rec = next(self._ids)
+        try:
+            call = _PortCall(self, rec, port)
+        except SipError:
+            port.close()
+            raise
+        self._rec_ports[rec] = (call, port)
+        self.recorders.open(rec, path, self.clock_rate, port.pull, port.stats)
+        return rec
+
+    def end_recorder(self, rec: int, on_done: Callable[[Result], None] | None = None) -> None:
+        """Stop a recorder: its port leaves the bridge now; the file is
+        completed on the writer thread, which then calls `on_done(result)`."""
+        found = self._rec_ports.pop(rec, None)
+        if found is None:
+            return
+        call, port = found
+        self.recorders.close(rec, on_done)
+        call.audio = None
+        port.close()
+
     def levels(self, leg: int) -> tuple[int, int] | None:
         """The leg's last (heard, said) signal levels, 0-255, or None."""
         audio = self._audio(leg)
@@ -562,7 +596,10 @@ class SipUA:
 
     def _audio(self, leg: int) -> pj.AudioMedia | None:
         entry = self._legs.get(leg)
-        return entry.call.audio if entry else None
+        if entry is None:
+            rec = self._rec_ports.get(leg)
+            return rec[0].audio if rec else None
+        return entry.call.audio
 
     def _release_media(self, leg: int) -> None:
         entry = self._legs.get(leg)

@@ -7,11 +7,12 @@ plain ints; events go back through `events` (`pbx.sipua.SipEvents`).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
+    from pbx.recorder import Result
     from pbx.sipua import SipEvents
 
 
@@ -111,6 +112,14 @@ class UserAgent(Protocol):
 
     def stop_record(self, leg: int) -> None:
         """Stop recording."""
+
+    def add_recorder(self, path: Path) -> int:
+        """A bridge port recording what is connected to it into a WAV file
+        (from a queue, off the media clock); connect legs to its id."""
+
+    def end_recorder(self, rec: int, on_done: Callable[[Result], None] | None = None) -> None:
+        """Take a recorder off the bridge; `on_done` (another thread) once
+        the file is complete."""
 
     def set_listen_level(self, leg: int, level: float) -> None:
         """How loud the leg hears the bridge."""

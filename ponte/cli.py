@@ -241,6 +241,13 @@ def cmd_report(args: argparse.Namespace) -> int:
             return EXIT_CONFIG
         reports.emit(store.legs(args.session), reports.LEG_COLUMNS, fmt)
         return 0
+    if args.what == "recordings":
+        from ponte.recordings import COLUMNS, RecordingStore, report_rows
+
+        lo, hi = reports.iso_bound(start), reports.iso_bound(end)
+        found = RecordingStore(cfg.database).rows(args.room, lo, hi)
+        reports.emit(report_rows(found, fmt), COLUMNS, fmt)
+        return 0
     if args.what == "alerts":
         reports.emit(_alert_rows(cfg, args.line, start, end), reports.ALERT_COLUMNS, fmt)
         return 0
@@ -625,7 +632,16 @@ def cmd_drain(args: argparse.Namespace) -> int:
     return 1
 
 
-REPORTS = ("conferences", "participants", "usage", "calls", "alerts", "audit", "restores")
+REPORTS = (
+    "conferences",
+    "participants",
+    "usage",
+    "calls",
+    "alerts",
+    "audit",
+    "restores",
+    "recordings",
+)
 ROOM_ACTIONS = (
     "lock",
     "unlock",
@@ -637,6 +653,8 @@ ROOM_ACTIONS = (
     "end",
     "next-hand",
     "lower-hand",
+    "record-start",
+    "record-stop",
 )
 
 
@@ -685,14 +703,16 @@ def build_parser() -> argparse.ArgumentParser:
 
             add_arguments(sp)
     rp = sub.add_parser(
-        "report", help="reports: conferences, participants, usage, calls, alerts, audit, restores"
+        "report",
+        help="reports: conferences, participants, usage, calls, alerts, audit, restores, "
+        "recordings",
     )
     rp.add_argument("what", choices=REPORTS)
     rp.add_argument("session", nargs="?", type=int, help="session id (participants)")
     rp.add_argument("--config", help="provisioning YAML (default: the bundled example)")
     rp.add_argument("--line", help="one line (usage, calls, alerts)")
     rp.add_argument("--department", help="usage of one department's lines")
-    rp.add_argument("--room", help="sessions of one room (conferences)")
+    rp.add_argument("--room", help="one room (conferences, recordings)")
     rp.add_argument("--object", help="audit of one object (room:demo) or kind (room)")
     rp.add_argument("--user", help="audit rows by this admin")
     rp.add_argument("--from", dest="date_from", help="YYYY-MM-DD (inclusive)")

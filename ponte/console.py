@@ -38,6 +38,7 @@ from zoneinfo import ZoneInfo
 from bridge.controls import Say, mute, set_hand
 from ponte import clusterview
 from ponte.legs import Leg
+from ponte.recordings import file_path
 from ponte.records import CallRecord
 from ponte.roomops import room_command
 from ponte.rooms import Member
@@ -241,6 +242,7 @@ class Console:
                 room.lecture,
                 started,
                 tuple(members),
+                room.recording is not None,
             )
         return views, levels
 
@@ -384,6 +386,26 @@ class Console:
             return await asyncio.to_thread(Path(found).read_bytes)
         except OSError:
             return None
+
+    async def recordings(self) -> list[dict[str, Any]]:
+        """The recordings' records, read on a worker thread."""
+        store = self.svc.rooms.recordings.store
+        if store is None:
+            return []
+        return await asyncio.to_thread(lambda: list(store.rows()))
+
+    async def recording(self, rec_id: int) -> dict[str, Any] | None:
+        """One recording's record."""
+        store = self.svc.rooms.recordings.store
+        return None if store is None else await asyncio.to_thread(store.get, rec_id)
+
+    async def recording_file(self, rec_id: int, name: str) -> Path | None:
+        """A file its record lists, inside the recordings folder."""
+        row = await self.recording(rec_id)
+        if row is None:
+            return None
+        root = self.svc.rooms.recordings.root
+        return await asyncio.to_thread(file_path, root, row["folder"], name, row["files"])
 
     async def usage(self) -> list[dict[str, Any]]:
         """The usage-vs-limit rows of `ponte report usage`, with line and department."""

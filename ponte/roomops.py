@@ -1,6 +1,6 @@
 """Admin actions on a live room from outside the call (the CLI, the web console):
-mute, kick, lock, lecture, end, and the raised hands (next-hand, lower-hand).
-Each is checked against the admin's role, carried out by the same room
+mute, kick, lock, lecture, end, record-start/stop, and the raised hands (next-hand,
+lower-hand). Each is checked against the admin's role, carried out by the same room
 function a member's key uses, and audited.
 """
 
@@ -10,22 +10,24 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from bridge.controls import ControlCommand, lecture, lock, mute, next_hand, set_hand
+from bridge.controls import ControlCommand, lecture, lock, mute, next_hand, record, set_hand
+from bridge.levels import permits
 from bridge.room import Room
+from ponte.rooms import policy
 from ponte.services import Services
 from provisioning.admins import PermissionDenied, authorize
 from provisioning.diff import Change
 
 log = logging.getLogger("ponte.admin")
 
-# What an action does: (services, room, member) -> the room's commands and
+# What an action does: (services, room, member, acting admin) -> the room's commands and
 # the audit's {field: (old, new)}.
 Outcome = tuple[list[ControlCommand], dict[str, Any]]
-Effect = Callable[[Services, Room, int | None], Outcome]
+Effect = Callable[[Services, Room, int | None, str], Outcome]
 
 
 def _lock(on: bool) -> Effect:
-    def run(svc: Services, room: Room, _m: int | None) -> Outcome:
+    def run(svc: Services, room: Room, _m: int | None, _by: str) -> Outcome:
         old = room.locked
         return lock(room, on), {"locked": (old, on)}
 
@@ -33,7 +35,7 @@ def _lock(on: bool) -> Effect:
 
 
 def _lecture(on: bool) -> Effect:
-    def run(svc: Services, room: Room, _m: int | None) -> Outcome:
+    def run(svc: Services, room: Room, _m: int | None, _by: str) -> Outcome:
         old = room.lecture
         return lecture(room, on), {"lecture": (old, on)}
 
@@ -41,7 +43,7 @@ def _lecture(on: bool) -> Effect:
 
 
 def _mute(on: bool) -> Effect:
-    def run(svc: Services, room: Room, member: int | None) -> Outcome:
+    def run(svc: Services, room: Room, member: int | None, _by: str) -> Outcome:
         assert member is not None
         old = room.members[member].muted
         return mute(room, member, on), {f"member.{_caller(svc, member)}.muted": (old, on)}
@@ -49,7 +51,7 @@ def _mute(on: bool) -> Effect:
     return run
 
 
-def _next_hand(svc: Services, room: Room, _m: int | None) -> Outcome:
+def _next_hand(svc: Services, room: Room, _m: int | None, _by: str) -> Outcome:
     # The same function as a moderator's *96: the member is told, the
     # moderators' phones are not (the admin sees the hand go down).
     cmds, leg = next_hand(room)
@@ -58,21 +60,29 @@ def _next_hand(svc: Services, room: Room, _m: int | None) -> Outcome:
     return cmds, {"floor": (None, _caller(svc, leg))}
 
 
-def _lower_hand(svc: Services, room: Room, member: int | None) -> Outcome:
+def _lower_hand(svc: Services, room: Room, member: int | None, _by: str) -> Outcome:
     assert member is not None
     if member not in room.hands:
         raise ValueError(f"member {_caller(svc, member)} has no hand raised")
     return set_hand(room, member, False), {f"member.{_caller(svc, member)}.hand": (True, False)}
 
 
-def _kick(svc: Services, room: Room, member: int | None) -> Outcome:
+def _record(on: bool) -> Effect:
+    def run(svc: Services, room: Room, _m: int | None, by: str) -> Outcome:
+        old = room.recording is not None
+        return record(room, on, by), {"recording": (old, on)}
+
+    return run
+
+
+def _kick(svc: Services, room: Room, member: int | None, _by: str) -> Outcome:
     assert member is not None
     caller = _caller(svc, member)
     svc.rooms.end_leg(member, "admin")
     return [], {"member": (caller, None)}
 
 
-def _end(svc: Services, room: Room, _m: int | None) -> Outcome:
+def _end(svc: Services, room: Room, _m: int | None, _by: str) -> Outcome:
     members = list(room.members)
     for leg in members:
         svc.rooms.end_leg(leg, "admin")
@@ -91,6 +101,8 @@ ACTIONS: dict[str, tuple[bool, Effect]] = {
     "end": (False, _end),
     "next-hand": (False, _next_hand),
     "lower-hand": (True, _lower_hand),
+    "record-start": (False, _record(True)),
+    "record-stop": (False, _record(False)),
 }
 
 
@@ -135,11 +147,17 @@ def room_command(svc: Services, request: dict[str, Any], source: str = "command"
     except PermissionDenied as exc:
         log.warning("room %s %s refused: %s", room.name, action, exc)
         return {"ok": False, "error": str(exc), "denied": True}
+    if action == "record-start" and not (config is not None and permits(policy(config), "record")):
+        # The room's consent (allow_recording, level 2 or 3) binds admins too.
+        return {
+            "ok": False,
+            "error": f"room {room.name} does not allow recording (allow_recording)",
+        }
     needs_member, effect = ACTIONS[action]
     try:
         member = _member(svc, room, request.get("member")) if needs_member else None
         # An effect refuses (ValueError) before it changes anything.
-        cmds, fields = effect(svc, room, member)
+        cmds, fields = effect(svc, room, member, by)
     except ValueError as exc:
         return {"ok": False, "error": str(exc)}
     svc.rooms.apply(cmds)

@@ -24,14 +24,19 @@ from bridge.controls import (
     SetGain,
     StartBlast,
     StartDialOut,
+    StartRecording,
+    StopRecording,
     StopSay,
     run_action,
 )
 from bridge.levels import LevelPolicy, refusal
 from bridge.room import (
+    CloseTrack,
     Connect,
     Disconnect,
     EndLeg,
+    EndRecording,
+    OpenTrack,
     Room,
     RoomRules,
     RoomSet,
@@ -46,6 +51,7 @@ from ponte.clock import WallClock
 from ponte.legs import Idle, Leg, LegTable, Seat
 from ponte.loop import Loop
 from ponte.media import Media
+from ponte.recordings import Recordings
 from ponte.stores import Stores
 from provisioning.schema import Config
 from provisioning.schema import Room as RoomConfig
@@ -84,6 +90,7 @@ def policy(room: RoomConfig) -> LevelPolicy:
         room.allow_lock,
         room.allow_dial_out,
         room.allow_blast,
+        room.allow_recording,
     )
 
 
@@ -126,6 +133,7 @@ class RoomService:
         self.config = config
         self.configs: dict[str, RoomConfig] = {r.name: r for r in config.rooms}
         self.pins = pin_table(config)
+        self.recordings = Recordings(config, clock, loop, ua, legs, stores)
 
     def reloaded(self, config: Config) -> None:
         """New PINs and rooms for new calls; a removed room lives until it empties."""
@@ -133,6 +141,7 @@ class RoomService:
         live = {name: self.configs[name] for name in self.live.rooms if name in self.configs}
         self.configs = {**live, **{r.name: r for r in config.rooms}}
         self.pins = pin_table(config)
+        self.recordings.config = config
 
     # -- admission ----------------------------------------------------------
     def gate(self, match: PinMatch) -> str | None:
@@ -317,6 +326,20 @@ class RoomService:
                     self.outreach.end(leg_id, with_guest)
                 case StartBlast(leg_id) if self.outreach is not None:
                     self.outreach.start_blast(leg_id)
+                case StartRecording(name, by):
+                    live = self.live.rooms.get(name)
+                    if live is not None:
+                        self.apply(self.recordings.start(live, self.configs.get(name), by))
+                case StopRecording(name, by):
+                    self.apply(self.recordings.stop(self.live.rooms.get(name), name, by))
+                case EndRecording(name):
+                    self.recordings.stop(None, name, "room emptied")
+                case OpenTrack(name, leg_id):
+                    live = self.live.rooms.get(name)
+                    if live is not None:
+                        self.apply(self.recordings.open_track(live, leg_id))
+                case CloseTrack(name, _leg, rec):
+                    self.recordings.close_track(name, rec)
                 case EndLeg(leg_id, prompts):
                     leg = self.legs.get(leg_id)
                     if leg is not None:

@@ -44,6 +44,7 @@ class RoomView:
     lecture: bool
     started: float | None  # epoch seconds
     members: tuple[MemberView, ...]
+    recording: bool = False
 
 
 # (attribute, event when it turns True, event when it turns False)

@@ -175,6 +175,7 @@ class AppServer:
         # From here on records are written off the loop thread.
         svc.stores.writer.start()
         svc.loop.call_later(5.0, self._flush_records)
+        svc.rooms.recordings.start_retention()
         kam = self.edge.kamailio
         acc = AccReader(kam.acc_db_path) if kam is not None and self.settings.primary else None
         # An adopted Kamailio (a crashed ponte's) is writing its acc file now.
@@ -301,6 +302,9 @@ class AppServer:
         for leg in svc.legs:
             leg.ended_by = "server"
             svc.media.cancel_all(leg)
+        # Recordings end with the server: their files are completed and
+        # their records written before the writer stops below.
+        svc.rooms.recordings.stop_all("shutdown")
         svc.ua.shutdown(timeout=2.0)
         svc.legs.clear()
         if svc.stores.opened:

@@ -91,6 +91,12 @@ class Room(_Strict):
     area_code: str | None = Field(None, pattern=r"^[1-9][1-9]$")  # else the room line's
     blast: Blast | None = None
     department: str | None = None  # whose sub-administrators may manage the room
+    # Conference recording (*93, `ponte room record-start`, the console): off
+    # unless the room allows it (consent is the room owner's call); never at
+    # security level 1. `record_tracks`: one file per member besides the mix
+    # (None: the global `recordings.tracks`).
+    allow_recording: bool = False
+    record_tracks: bool | None = None
 
     @field_validator("timezone")
     @classmethod
@@ -134,6 +140,13 @@ class Room(_Strict):
     def counter_pin_names(self) -> dict[str, str]:
         """Each individual counter-PIN -> its moderator's name."""
         return {c.pin: c.name for c in self.counter_pins}
+
+
+class RecordingsConfig(_Strict):
+    """Room recordings, under `state_dir`/recordings/<room>/<start time>/."""
+
+    tracks: bool = False  # one WAV per member besides the mix (a room may say otherwise)
+    retention_days: int = Field(90, ge=1, le=3650)  # older recordings are deleted
 
 
 class KeysConfig(_Strict):
@@ -521,6 +534,7 @@ class Config(_Strict):
     prompts: PromptsConfig = PromptsConfig()
     ivr: IvrConfig = IvrConfig()
     keys: KeysConfig = KeysConfig()
+    recordings: RecordingsConfig = RecordingsConfig()
     control: ControlConfig = ControlConfig()
     pbx: PbxConfig = PbxConfig()
     extensions: list[Extension] = Field(default_factory=list)

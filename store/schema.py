@@ -171,6 +171,29 @@ conference_legs = Table(
     Index("idx_conference_legs_session_id", "session_id"),
 )
 
+# Room recordings (ponte/recordings.py): one row per start, its files as JSON
+# ([{name, bytes, seconds, dropped_frames, caller?, leg?}]) once complete.
+recordings = Table(
+    "recordings",
+    metadata,
+    Column("id", ID, primary_key=True, autoincrement=True),
+    Column("room", Text, nullable=False),
+    Column("department", Text),
+    Column("node", Text),
+    Column("folder", Text, nullable=False, unique=True),
+    Column("started_at", Text, nullable=False),
+    Column("started_ts", Double, nullable=False),
+    Column("ended_at", Text),
+    Column("ended_ts", Double),
+    Column("seconds", Double),
+    Column("started_by", Text),
+    Column("stopped_by", Text),
+    Column("files", Text, nullable=False, server_default="[]"),
+    Column("bytes", BigInteger),
+    Column("dropped_frames", Integer),
+    Index("idx_recordings_started_ts", "started_ts"),
+)
+
 # Legs in a room now, per node, with their last checkpoint (crash recovery).
 conference_live = Table(
     "conference_live",

@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ivr.tones import write_segments
+from pbx.recorder import Result
 from pbx.sipua import IncomingCall, SipEvents
 
 
@@ -59,6 +61,7 @@ class FakeUA:
         self.links: set[tuple[int, int]] = set()
         self.accounts: set[str] = set()
         self._ids = itertools.count(1)
+        self.recorders: dict[int, Path] = {}
         self._due: list[Callable[[], None]] = []
         self._started = False
 
@@ -171,6 +174,20 @@ class FakeUA:
 
     def stop_record(self, leg: int) -> None:
         pass
+
+    def add_recorder(self, path: Path) -> int:
+        rec = next(self._ids)
+        self.recorders[rec] = path
+        return rec
+
+    def end_recorder(self, rec: int, on_done: Callable[[Result], None] | None = None) -> None:
+        path = self.recorders.pop(rec, None)
+        if path is None:
+            return
+        self.links = {link for link in self.links if rec not in link}
+        write_segments(path, [])
+        if on_done is not None:
+            on_done(Result(path, 0, path.stat().st_size, 0, 0.0, None))
 
     def set_listen_level(self, leg: int, level: float) -> None:
         pass

@@ -42,6 +42,7 @@ PONTE_LAYERS: tuple[tuple[str, ...], ...] = (
     ),
     ("legs", "extcalls", "known_callers", "guard_events", "homes", "control", "edge"),
     ("media", "stores"),
+    ("recordings",),
     ("calllog", "rooms", "pinshare"),
     ("handoff",),
     ("entry",),

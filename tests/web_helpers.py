@@ -10,6 +10,7 @@ import asyncio
 import functools
 import re
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -143,6 +144,15 @@ class FakeBackend:
 
     async def name_wav(self, room: str, member: int) -> bytes | None:
         return b"RIFF....WAVEfmt " if member == 1 else None
+
+    async def recordings(self) -> list[dict]:
+        return []
+
+    async def recording(self, rec_id: int) -> dict | None:
+        return None
+
+    async def recording_file(self, rec_id: int, name: str) -> Path | None:
+        return None
 
     async def usage(self) -> list[dict]:
         base = {"profile": "p", "cycle": "2026-11-01", "limit": "local", "alerts": ""}

@@ -28,6 +28,7 @@ from web.hub import EventHub
 from web.join import join_config, join_key, join_leave, join_offer, join_page
 from web.login import login, login_form, logout
 from web.nodes import nodes_api, nodes_page
+from web.recordings import recording_file, recordings_api
 from web.responses import STATIC
 from web.rooms import events, name_wav, room_action, rooms_api, rooms_page, session_info
 from web.state import STATE, Sleep, State
@@ -98,6 +99,8 @@ def make_app(
     r.add_get("/api/events", events)
     r.add_post("/api/rooms/{room}/{action}", room_action)
     r.add_get("/api/rooms/{room}/members/{member}/name.wav", name_wav)
+    r.add_get("/api/recordings", recordings_api)
+    r.add_get("/api/recordings/{id}/{name}", recording_file)
     r.add_get("/usage", usage_page)
     r.add_get("/usage/chart.svg", usage_chart)
     r.add_get("/nodes", nodes_page)

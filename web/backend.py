@@ -10,6 +10,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from provisioning.schema import Config
     from web.hub import Subscription
 
@@ -26,6 +28,8 @@ ROOM_ACTIONS = (
     "dial",
     "next-hand",
     "lower-hand",
+    "record-start",
+    "record-stop",
 )
 MEMBER_ACTIONS = frozenset({"mute", "unmute", "kick", "lower-hand"})
 # Keys a browser participant may press.
@@ -65,6 +69,21 @@ class Backend(Protocol):
 
     async def name_wav(self, room: str, member: int) -> bytes | None:
         """A member's recorded name as a WAV file, or None."""
+        ...
+
+    async def recordings(self) -> list[dict[str, Any]]:
+        """Every recording's record, oldest first: {id, room, department,
+        started_at, ended_at, seconds, started_by, stopped_by, files: [{name,
+        bytes, seconds, caller?}], bytes, dropped_frames, folder}."""
+        ...
+
+    async def recording(self, rec_id: int) -> dict[str, Any] | None:
+        """One recording's record (as in `recordings`), or None."""
+        ...
+
+    async def recording_file(self, rec_id: int, name: str) -> Path | None:
+        """The file `name` of a recording, when its record lists it and it
+        lies inside the recordings folder; else None."""
         ...
 
     async def usage(self) -> list[dict[str, Any]]:

@@ -100,6 +100,7 @@
     card.dept = el("span", {class: "dept"});
     card.locked = el("span", {class: "badge locked hidden", text: "locked"});
     card.lecture = el("span", {class: "badge lecture hidden", text: "lecture"});
+    card.recording = el("span", {class: "badge recording hidden", text: "recording"});
     card.count = el("span", {class: "badge"});
     card.duration = el("span", {class: "duration", title: "duration"});
     card.tbody = el("tbody");
@@ -111,7 +112,7 @@
         el("th", {text: "name"}), el("th", {text: "muted"}), el("th", {text: ""}))),
       card.tbody);
     card.el = el("article", {class: "card"},
-      el("header", null, card.title, card.dept, card.locked, card.lecture, card.count, card.duration),
+      el("header", null, card.title, card.dept, card.locked, card.lecture, card.recording, card.count, card.duration),
       table, card.actions, card.error);
     card.canAct = null;
     return card;
@@ -129,6 +130,9 @@
       act(name, rooms[name] && rooms[name].locked ? "unlock" : "lock", {}, card)});
     card.lectureBtn = el("button", {type: "button", onclick: () =>
       act(name, rooms[name] && rooms[name].lecture ? "lecture-off" : "lecture-on", {}, card)});
+    card.recordBtn = el("button", {type: "button", onclick: () =>
+      act(name, rooms[name] && rooms[name].recording ? "record-stop" : "record-start", {}, card)
+        .then(loadRecordings)});
     const endBtn = el("button", {type: "button", class: "danger", text: "End room", onclick: () => {
       if (confirm("End room " + name + " for everyone?")) act(name, "end", {}, card);
     }});
@@ -143,6 +147,7 @@
     const nextHand = el("button", {type: "button", text: "Next hand",
       title: "give the floor to the oldest raised hand", onclick: () => act(name, "next-hand", {}, card)});
     card.actions.append(card.lockBtn, card.lectureBtn, nextHand, endBtn, dial);
+    card.actions.append(card.lockBtn, card.lectureBtn, card.recordBtn, endBtn, dial);
   }
 
   function updateRow(name, card, m, canAct) {
@@ -218,11 +223,13 @@
     card.dept.textContent = room.department ? "· " + room.department : "";
     card.locked.classList.toggle("hidden", !room.locked);
     card.lecture.classList.toggle("hidden", !room.lecture);
+    card.recording.classList.toggle("hidden", !room.recording);
     const members = room.members || [];
     card.count.textContent = members.length + (members.length === 1 ? " member" : " members");
     if (canAct) {
       card.lockBtn.textContent = room.locked ? "Unlock" : "Lock";
       card.lectureBtn.textContent = room.lecture ? "Lecture off" : "Lecture on";
+      card.recordBtn.textContent = room.recording ? "Stop recording" : "Record";
     }
     const ids = new Set(members.map((m) => m.id));
     for (const [id, row] of card.rows) {
@@ -342,6 +349,28 @@
       retry = Math.min(retry * 2, 15000);
     };
   }
+
+  // The recordings this admin may see; a file downloads only for an admin
+  // whose role covers the recording's department (the server checks).
+  const recordingsEl = document.getElementById("recordings");
+  function loadRecordings() {
+    if (!recordingsEl) return;
+    fetch("/api/recordings", {credentials: "same-origin"}).then((res) => res.ok ? res.json() : null)
+      .then((data) => {
+        if (!data) return;
+        const rows = data.recordings.map((r) => el("tr", null,
+          el("td", {text: r.room}), el("td", {text: (r.started_at || "").slice(0, 19)}),
+          el("td", {text: r.seconds != null ? fmtDuration(r.seconds) : "recording…"}),
+          el("td", {text: r.started_by || ""}),
+          el("td", null, ...(r.files || []).map((f) => el("a", {
+            href: "/api/recordings/" + r.id + "/" + encodeURIComponent(f.name),
+            text: f.name, download: "", class: "file"})))));
+        recordingsEl.querySelector("tbody").replaceChildren(...rows);
+        recordingsEl.hidden = rows.length === 0;
+      }).catch(() => {});
+  }
+  loadRecordings();
+  setInterval(loadRecordings, 30000);
 
   connect();
 })();
