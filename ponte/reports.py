@@ -215,7 +215,17 @@ CALL_COLUMNS = (
     "rtt_ms",
     "mos",
 )
-ALERT_COLUMNS = ("at", "line", "key", "cycle", "limit_name", "threshold", "used_min", "limit_min")
+ALERT_COLUMNS = (
+    "at",
+    "line",
+    "key",
+    "cycle",
+    "limit_name",
+    "threshold",
+    "used_min",
+    "limit_min",
+    "webhook",
+)
 
 
 def usage_rows(

@@ -110,6 +110,9 @@ class Extension(_Strict):
     number: str = Field(pattern=r"^[1-9][0-9]{2,5}$")
     name: str = ""
     password: str
+    # What this phone's user hears when a call out is refused or warned (as a
+    # conference caller hears its access number's language).
+    language: Language = "pt-BR"
 
     @model_validator(mode="after")
     def _strong(self) -> Extension:
@@ -332,6 +335,15 @@ class AlertsConfig(_Strict):
     thresholds: list[int] = Field(default_factory=lambda: [60, 80, 100])
     webhook: str | None = None
     message_to: list[str] = Field(default_factory=list)
+    # The alert's text (MESSAGE, webhook "text"): None follows the call that
+    # crossed the mark (its access number's or its extension's language).
+    language: Language | None = None
+    # A webhook delivery that fails is tried again after 1x, 2x, 4x... this
+    # many seconds, `webhook_retries` times; still failing, it is recorded
+    # (`ponte report alerts`, column webhook).
+    webhook_retries: int = Field(3, ge=0, le=10)
+    webhook_backoff: float = Field(2.0, gt=0, le=300)
+    webhook_timeout: float = Field(5.0, gt=0, le=60)
 
 
 class AccessNumber(_Strict):
