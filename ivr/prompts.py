@@ -9,6 +9,7 @@ each other's files. Admin WAVs in the override folder win over rendered ones
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os
@@ -29,6 +30,7 @@ from pcm import CLOCK_RATE
 log = logging.getLogger(__name__)
 
 CATALOGUE = Path(__file__).resolve().parent.parent / "prompts" / "catalogue.yaml"
+TEXTS = CATALOGUE.with_name("texts.yaml")
 VOICES = {"pt-BR": "pt-br", "en": "en-us"}
 LANGUAGES = tuple(VOICES)
 
@@ -54,6 +56,20 @@ def load_catalogue(path: Path = CATALOGUE) -> dict[str, dict[str, str]]:
         if missing:
             raise PromptError(f"{path}: prompt {pid!r} has no text for {', '.join(missing)}")
     return data
+
+
+@functools.cache
+def load_texts(path: Path = TEXTS) -> dict[str, dict[str, str]]:
+    """Read the written texts (alerts), checked like the catalogue: every
+    text has every language."""
+    return load_catalogue(path)
+
+
+def text(tid: str, language: str, **values: Any) -> str:
+    """A written text in `language` (pt-BR if it has none), its {fields}
+    filled in from `values`."""
+    texts = load_texts()[tid]
+    return texts.get(language, texts["pt-BR"]).format(**values)
 
 
 def wav_seconds(path: Path) -> float:

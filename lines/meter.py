@@ -83,6 +83,7 @@ class Crossed:
     line: str
     used: float
     limit_seconds: float
+    call: int | None = None  # the call that crossed it (its language words the alert)
 
 
 Action = Flush | Cut | Warn | Crossed
@@ -155,7 +156,7 @@ class Meter:
         )
         pct = 100 * used / d.limit_seconds if d.limit_seconds else 100
         return [
-            Crossed(d.usage_key, m.cycle, d.limit, t, d.line, used, d.limit_seconds)
+            Crossed(d.usage_key, m.cycle, d.limit, t, d.line, used, d.limit_seconds, m.call)
             for t in self.thresholds
             if pct >= t
         ]

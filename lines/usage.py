@@ -95,6 +95,25 @@ class UsageStore:
             # reliable across drivers for ON CONFLICT DO NOTHING).
             return conn.execute(self._alert, row).first() is not None
 
+    def webhook_outcome(
+        self, key: str, cycle: dt.date | str, limit: str, threshold: int, outcome: str
+    ) -> None:
+        """Note what became of an alert's webhook (delivered, or failed after
+        its retries), for the alerts report."""
+        c = alerts.c
+        stmt = (
+            sa.update(alerts)
+            .where(
+                c.key == key,
+                c.cycle == (cycle if isinstance(cycle, str) else cycle.isoformat()),
+                c.limit_name == limit,
+                c.threshold == threshold,
+            )
+            .values(webhook=outcome)
+        )
+        with self.db.begin() as conn:
+            conn.execute(stmt)
+
     def rows(self, key: str | None = None) -> Iterator[dict[str, Any]]:
         """Usage rows, optionally for one key."""
         stmt = sa.select(
@@ -119,6 +138,7 @@ class UsageStore:
             c.at,
             rounded(c.used_seconds, 1).label("used"),
             c.limit_seconds,
+            c.webhook,
         ).order_by(c.at)
         if key:
             stmt = stmt.where(c.key == key)

@@ -29,8 +29,10 @@ from typing import Any
 
 import yaml
 
+from provisioning.admins import may_act_as, permit, who
 from provisioning.files import create_private
 from provisioning.loader import ConfigError, Loaded, load_tree
+from provisioning.schema import Config
 from store import transfer
 from store.engine import UNAVAILABLE, describe
 from store.migrate import open_database
@@ -478,3 +480,14 @@ def restore_records(
     except UNAVAILABLE as exc:
         raise BackupError(f"cannot reach the records at {describe(database)}: {exc}") from None
     return done
+
+
+def admit(config: Config, as_name: str | None, unix_user: str, uid: int | None) -> None:
+    """The one check of the `backup` function (`ponte backup`, `backup list`,
+    `ponte restore`): `--as` must be an admin this Unix user (the kernel's
+    word) may act as, whose access profile grants `backup`. PermissionDenied
+    otherwise, before anything is read or written. Without `--as`, as before."""
+    may_act_as(config, as_name, unix_user, uid)
+    if as_name is not None:
+        who(config, as_name, unix_user)
+        permit(config, as_name, "backup")

@@ -4,26 +4,26 @@
   call ends, with rtpengine's figures for its network quality;
 - the history rows of extension-to-extension calls, read from Kamailio's acc;
 - the usage meter of metered outbound calls (quotas, cut at the limit,
-  warnings) and the threshold alerts (webhook, SIP MESSAGE).
+  warnings) and the threshold alerts (SIP MESSAGE, and webhook from a worker
+  that retries: ponte.alertwebhook), worded in the caller's language.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import threading
 import time
-import urllib.request
 from collections.abc import Iterable
 from dataclasses import replace
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from ivr.prompts import text as prompt_text
 from lines.meter import Action as MeterAction
 from lines.meter import Crossed, Cut, Flush, Meter, Warn
 from lines.policy import Decision, cycle_start, limit_types, resolve
 from pbx.rtpengine import NgClient, RtpEngineError, UnknownCallError, quality, summary
 from pbx.useragent import UserAgent
+from ponte.alertwebhook import AlertWebhook
 from ponte.clock import WallClock
 from ponte.extcalls import DISPOSITIONS, AccReader
 from ponte.legs import Leg, LegTable
@@ -70,6 +70,8 @@ class CallLog:
         self._alerted: set[tuple[object, ...]] = set()
         self._acc: AccReader | None = None
         self._acc_mark: int | None = None  # how far Kamailio's acc was read
+        # Webhooks go out from a worker, retried with backoff: never from here.
+        self.webhook = AlertWebhook(self._webhook_outcome)
 
     def start(self, acc: AccReader | None, prune_acc: bool) -> None:
         """Begin metering, and reading Kamailio's acc when it runs."""
@@ -255,12 +257,19 @@ class CallLog:
                 writer.write(usage.record_alert, *args)
         if not new:
             return
-        text = (
-            f"ponte: {a.key} used {a.threshold}% of {a.limit} "
-            f"({a.used / 60:.1f} of {a.limit_seconds / 60:g} min) this cycle"
+        alerts = self.config.alerts
+        crossing = self.legs.get(a.call) if a.call is not None else None
+        language = alerts.language or (crossing.language if crossing else "pt-BR")
+        text = prompt_text(
+            "alert_threshold",
+            language,
+            key=a.key,
+            threshold=a.threshold,
+            limit=a.limit,
+            used_min=a.used / 60,
+            limit_min=a.limit_seconds / 60,
         )
         log.warning("alert %s", text)
-        alerts = self.config.alerts
         if alerts.webhook:
             payload = {
                 "key": a.key,
@@ -271,13 +280,16 @@ class CallLog:
                 "limit_seconds": a.limit_seconds,
                 "cycle": a.cycle.isoformat(),
                 "at": self.clock.now().isoformat(),
+                "language": language,
+                "text": text,
             }
-            threading.Thread(
-                target=_post_json,
-                args=(alerts.webhook, payload),
-                daemon=True,
-                name="alert-webhook",
-            ).start()
+            self.webhook.send(
+                alerts.webhook,
+                payload,
+                alerts.webhook_retries,
+                alerts.webhook_backoff,
+                alerts.webhook_timeout,
+            )
         pbx = self.config.pbx
         own = [a.line] if a.line.isdigit() else []
         if self.config.extensions:
@@ -287,17 +299,10 @@ class CallLog:
                 except Exception as exc:  # an alert must never break a call
                     log.warning("alert MESSAGE to %s failed: %s", ext, exc)
 
-
-def _post_json(url: str, payload: dict[str, Any]) -> None:
-    """POST an alert to the webhook (in its own thread: the loop never waits)."""
-    req = urllib.request.Request(
-        url,
-        data=json.dumps(payload).encode(),
-        method="POST",
-        headers={"Content-Type": "application/json"},
-    )
-    try:
-        with urllib.request.urlopen(req, timeout=5) as resp:
-            resp.read()
-    except (OSError, ValueError) as exc:
-        log.warning("alert webhook %s failed: %s", url, exc)
+    def _webhook_outcome(self, payload: dict[str, Any], outcome: str) -> None:
+        """The webhook worker's word on one alert, written to its row (from
+        the worker's thread: handed to the loop, whose writer survives an
+        absent database)."""
+        usage, writer = self.stores.usage, self.stores.writer
+        args = (payload["key"], payload["cycle"], payload["limit"], payload["threshold"], outcome)
+        self.loop.call_soon_threadsafe(lambda: writer.write(usage.webhook_outcome, *args))

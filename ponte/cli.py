@@ -8,7 +8,7 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -203,13 +203,25 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def _fmt(args: argparse.Namespace) -> str:
-    return "json" if args.json else "csv" if args.csv else "table"
+    chosen: str | None = getattr(args, "format", None)
+    return chosen or ("json" if args.json else "csv" if args.csv else "table")
 
 
 def cmd_report(args: argparse.Namespace) -> int:
     """Reports from the records: a table, or CSV / JSON, streamed."""
     cfg = _load(args.config)
     from ponte import reports
+    from provisioning.admins import PermissionDenied, may_act_as, permit
+
+    try:
+        uid, unix_user = _unix_identity()
+        may_act_as(cfg, args.as_name, unix_user, uid)
+        permit(cfg, args.as_name, "reports")
+        if args.what in ("recordings", "schedules"):
+            permit(cfg, args.as_name, args.what)
+    except PermissionDenied as exc:
+        print(f"ponte: {exc}", file=sys.stderr)
+        return EXIT_DENIED
 
     if not exists(cfg.database):
         print(f"ponte: no records yet at {describe(cfg.database)}", file=sys.stderr)
@@ -221,10 +233,25 @@ def cmd_report(args: argparse.Namespace) -> int:
         print(f"ponte: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     fmt = _fmt(args)
+    if fmt == "xlsx" and not args.output:
+        print("ponte: --format xlsx writes a file: give --output FILE.xlsx", file=sys.stderr)
+        return EXIT_CONFIG
+    if args.output and not Path(args.output).parent.is_dir():
+        print(f"ponte: --output: no folder {Path(args.output).parent}", file=sys.stderr)
+        return EXIT_CONFIG
+
+    def put(rows: Iterable[dict[str, Any]], columns: Sequence[str]) -> None:
+        """The rows in the asked format, to stdout or --output."""
+        if fmt == "xlsx":
+            reports.write_xlsx(rows, columns, Path(args.output), title=args.what)
+        elif args.output:
+            with open(args.output, "w", encoding="utf-8", newline="") as out:
+                reports.emit(rows, columns, fmt, out)
+        else:
+            reports.emit(rows, columns, fmt)
+
     if args.what == "usage":
-        reports.emit(
-            reports.usage_rows(cfg, args.line, args.department), reports.USAGE_COLUMNS, fmt
-        )
+        put(reports.usage_rows(cfg, args.line, args.department), reports.USAGE_COLUMNS)
         return 0
     if args.what in ("conferences", "participants"):
         from bridge.billing import BillingStore
@@ -234,12 +261,12 @@ def cmd_report(args: argparse.Namespace) -> int:
             rows = reports.with_progress(
                 store.sessions(args.room, start, end), "started_at", start, end
             )
-            reports.emit(rows, reports.SESSION_COLUMNS, fmt)
+            put(rows, reports.SESSION_COLUMNS)
             return 0
         if args.session is None:
             print("ponte: report participants needs a SESSION id", file=sys.stderr)
             return EXIT_CONFIG
-        reports.emit(store.legs(args.session), reports.LEG_COLUMNS, fmt)
+        put(store.legs(args.session), reports.LEG_COLUMNS)
         return 0
     if args.what == "recordings":
         from ponte.recordings import COLUMNS, RecordingStore, report_rows
@@ -249,7 +276,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         reports.emit(report_rows(found, fmt), COLUMNS, fmt)
         return 0
     if args.what == "alerts":
-        reports.emit(_alert_rows(cfg, args.line, start, end), reports.ALERT_COLUMNS, fmt)
+        put(_alert_rows(cfg, args.line, start, end), reports.ALERT_COLUMNS)
         return 0
     from ponte.records import RecordStore
 
@@ -258,14 +285,12 @@ def cmd_report(args: argparse.Namespace) -> int:
     if args.what == "audit":
         rows = records.audit_rows(lo, hi, args.object, args.user)
         columns = reports.AUDIT_COLUMNS if fmt == "table" else (*reports.AUDIT_COLUMNS, "changes")
-        reports.emit(reports.with_progress(rows, "at", start, end), columns, fmt)
+        put(reports.with_progress(rows, "at", start, end), columns)
     elif args.what == "restores":
-        reports.emit(records.restore_rows(lo, hi), reports.RESTORE_COLUMNS, fmt)
+        put(records.restore_rows(lo, hi), reports.RESTORE_COLUMNS)
     else:  # calls
         rows = records.call_rows(lo, hi, args.line)
-        reports.emit(
-            reports.with_progress(rows, "started_at", start, end), reports.CALL_COLUMNS, fmt
-        )
+        put(reports.with_progress(rows, "started_at", start, end), reports.CALL_COLUMNS)
     return 0
 
 
@@ -285,6 +310,19 @@ def _alert_rows(cfg, line: str | None, start: float | None, end: float | None): 
             "used_min": round((a["used"] or 0) / 60, 2),
             "limit_min": round((a["limit_seconds"] or 0) / 60, 2),
         }
+
+
+def _unix_identity() -> tuple[int, str]:
+    """This process's uid and Unix user, the kernel's word, as the control
+    socket takes it (getpass reads $USER, which anyone sets)."""
+    import os
+    import pwd
+
+    uid = os.geteuid()
+    try:
+        return uid, pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return uid, f"#{uid}"
 
 
 def _identity(args: argparse.Namespace) -> dict[str, str]:
@@ -349,6 +387,14 @@ def cmd_backup(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"ponte: invalid configuration: {exc}", file=sys.stderr)
         return EXIT_CONFIG
+    from provisioning.admins import PermissionDenied
+
+    uid, unix_user = _unix_identity()
+    try:
+        backup.admit(loaded.config, args.as_name, unix_user, uid)
+    except PermissionDenied as exc:
+        print(f"ponte: {exc}", file=sys.stderr)
+        return EXIT_DENIED
     dest = _backups_dir(loaded.config, args)
     if args.action == "list":
         columns = ("archive", "created", "by", "parts", "size_kib", "status")
@@ -357,7 +403,12 @@ def cmd_backup(args: argparse.Namespace) -> int:
     try:
         parts = backup.parse_parts(args.parts)
         archive = backup.make_backup(
-            loaded, path, loaded.config.database, dest, parts, args.by or getpass.getuser()
+            loaded,
+            path,
+            loaded.config.database,
+            dest,
+            parts,
+            args.as_name or args.by or getpass.getuser(),
         )
     except backup.BackupError as exc:
         print(f"ponte: {exc}", file=sys.stderr)
@@ -368,9 +419,6 @@ def cmd_backup(args: argparse.Namespace) -> int:
 
 def cmd_restore(args: argparse.Namespace) -> int:
     """Restore parts of an archive: validate, write atomically, reload, record."""
-    import os
-    import pwd
-
     from ponte import backup
     from ponte.control import request
     from ponte.records import RecordStore
@@ -378,20 +426,14 @@ def cmd_restore(args: argparse.Namespace) -> int:
         PermissionDenied,
         authorize,
         authorize_changes,
-        may_act_as,
         who,
     )
     from provisioning.diff import Change, diff_configs
 
     path = Path(args.config) if args.config else EXAMPLE
     cfg = _load(str(path))
-    # The kernel's word, as the control socket takes it (getpass reads $USER,
-    # which anyone sets): --as is checked against it before a file is written.
-    uid = os.geteuid()
-    try:
-        unix_user = pwd.getpwuid(uid).pw_name
-    except KeyError:
-        unix_user = f"#{uid}"
+    # --as is checked against the kernel's word before a file is written.
+    uid, unix_user = _unix_identity()
     records = RecordStore(cfg.database)
     archive_path = Path(args.archive)
     if not archive_path.exists() and not archive_path.is_absolute():
@@ -405,7 +447,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
         return code
 
     try:
-        may_act_as(cfg, args.as_name, unix_user, uid)
+        backup.admit(cfg, args.as_name, unix_user, uid)
         by = (
             args.by
             if args.by and not cfg.admins and not args.as_name
@@ -718,9 +760,16 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--from", dest="date_from", help="YYYY-MM-DD (inclusive)")
     rp.add_argument("--to", dest="date_to", help="YYYY-MM-DD (inclusive)")
     rp.add_argument("--tz", default="America/Sao_Paulo", help="time zone of --from/--to")
+    rp.add_argument(
+        "--as", dest="as_name", metavar="NAME", help="act as this admin (access profile checked)"
+    )
     out = rp.add_mutually_exclusive_group()
     out.add_argument("--csv", action="store_true", help="CSV instead of a table")
     out.add_argument("--json", action="store_true", help="a JSON array instead of a table")
+    out.add_argument(
+        "--format", choices=("table", "csv", "json", "xlsx"), help="xlsx needs --output"
+    )
+    rp.add_argument("--output", metavar="FILE", help="write the report here instead of stdout")
     rp.set_defaults(fn=cmd_report)
     ro = sub.add_parser("room", help="act on a live room: " + ", ".join(ROOM_ACTIONS))
     ro.add_argument("action", choices=ROOM_ACTIONS)
@@ -739,6 +788,9 @@ def build_parser() -> argparse.ArgumentParser:
     bp.add_argument("--config", help="provisioning YAML (default: the bundled example)")
     bp.add_argument("--dir", help="where archives live (default: STATE_DIR/backups)")
     bp.add_argument("--by", metavar="NAME", help="name recorded in the manifest")
+    bp.add_argument(
+        "--as", dest="as_name", metavar="NAME", help="act as this admin (access profile checked)"
+    )
     bp.add_argument("--csv", action="store_true", help="list as CSV")
     bp.add_argument("--json", action="store_true", help="list as JSON")
     bp.set_defaults(fn=cmd_backup)

@@ -253,7 +253,7 @@ class Supervisor:
         """Read the file for the edge (off the loop); with nodes on other
         machines, check who asks (no child did) and publish it for them.
         Returns why it was refused, if it was."""
-        from provisioning.admins import PermissionDenied, authorize_changes, may_act_as, who
+        from provisioning.admins import PermissionDenied, authorize_reload, may_act_as, who
         from provisioning.diff import diff_configs
         from provisioning.loader import ConfigError, load_tree
 
@@ -269,7 +269,13 @@ class Supervisor:
             try:
                 may_act_as(self.config, as_name, unix_user, request.get("unix_uid"))
                 who(self.config, as_name, unix_user)
-                authorize_changes(self.config, new, as_name, diff_configs(self.config, new))
+                authorize_reload(
+                    self.config,
+                    new,
+                    as_name,
+                    diff_configs(self.config, new),
+                    str(request.get("source") or "reload"),
+                )
             except PermissionDenied as exc:
                 log.error("reload refused, configuration unchanged: %s", exc)
                 return str(exc)

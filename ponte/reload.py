@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from ponte.edge import Edge
 from ponte.services import Services
-from provisioning.admins import PermissionDenied, authorize_changes
+from provisioning.admins import PermissionDenied, authorize_reload
 from provisioning.advice import refusals
 from provisioning.diff import Change, diff_configs
 from provisioning.schema import Config
@@ -112,7 +112,7 @@ class Reloader:
         old, new, changes = svc.config, prepared.new, prepared.changes
         try:
             name = svc.acting_admin(as_name, by, unix_user)
-            authorize_changes(old, new, as_name, changes)
+            authorize_reload(old, new, as_name, changes, source)
         except PermissionDenied as exc:
             log.error("reload refused, configuration unchanged: %s", exc)
             return {"ok": False, "error": str(exc), "denied": True}

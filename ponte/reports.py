@@ -1,4 +1,5 @@
-"""`ponte report ...`: tables on a terminal, CSV with --csv, JSON with --json."""
+"""`ponte report ...`: tables on a terminal, CSV with --csv, JSON with --json,
+an Excel workbook with `--format xlsx --output FILE`."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import json
 import sys
 import time
 from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
 from typing import Any, TextIO
 from zoneinfo import ZoneInfo
 
@@ -34,6 +36,7 @@ def parse_day(value: str, tz: str, end: bool = False) -> float:
     return dt.datetime.combine(day, dt.time(), ZoneInfo(tz)).timestamp()
 
 
+FORMATS = ("table", "csv", "json", "xlsx")
 TABLE_SAMPLE = 200  # rows read before a streamed table fixes its column widths
 
 
@@ -48,6 +51,8 @@ def emit(
     A table sizes its columns on the first rows and then streams the rest, so
     a long report starts at once and never sits whole in memory.
     """
+    if fmt == "xlsx":
+        raise ValueError("xlsx is a file: use write_xlsx (the CLI's --output FILE)")
     out = out or sys.stdout
     n = 0
     if fmt == "csv":
@@ -77,6 +82,50 @@ def emit(
     for cells in itertools.chain(head, (_cells(r, columns) for r in it)):
         print(line(cells), file=out)
         n += 1
+    return n
+
+
+def write_xlsx(
+    rows: Iterable[dict[str, Any]], columns: Sequence[str], path: Path, title: str = "report"
+) -> int:
+    """Write rows as one sheet of an Excel workbook (a header row, then one
+    row per record, the same values as the JSON report); return the count.
+
+    Streams (openpyxl's write-only mode), like the other formats. Text is
+    always text: a caller ID or a name that starts with "=" stays a string,
+    never a formula a spreadsheet would run, and characters XML cannot hold
+    are dropped. The file appears whole or not at all (written beside, then
+    renamed).
+    """
+    from openpyxl import Workbook
+    from openpyxl.cell import WriteOnlyCell
+    from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
+
+    book = Workbook(write_only=True)
+    sheet = book.create_sheet(title=title[:31])
+
+    def cell(value: Any) -> Any:  # a write-only Cell (WriteOnlyCell is a factory)
+        if value is not None and not isinstance(value, bool | int | float | str):
+            value = json.dumps(value, ensure_ascii=False, default=str)
+        if isinstance(value, str):
+            value = ILLEGAL_CHARACTERS_RE.sub("", value)
+        made = WriteOnlyCell(sheet, value=value)
+        if isinstance(value, str):
+            made.data_type = "s"  # never a formula
+        return made
+
+    sheet.append([cell(c) for c in columns])
+    n = 0
+    for row in rows:
+        sheet.append([cell(row.get(c)) for c in columns])
+        n += 1
+    path = Path(path)
+    part = path.with_name(f".{path.name}.part")
+    try:
+        book.save(part)
+        part.replace(path)
+    finally:
+        part.unlink(missing_ok=True)
     return n
 
 
@@ -168,7 +217,17 @@ CALL_COLUMNS = (
     "rtt_ms",
     "mos",
 )
-ALERT_COLUMNS = ("at", "line", "key", "cycle", "limit_name", "threshold", "used_min", "limit_min")
+ALERT_COLUMNS = (
+    "at",
+    "line",
+    "key",
+    "cycle",
+    "limit_name",
+    "threshold",
+    "used_min",
+    "limit_min",
+    "webhook",
+)
 
 
 def usage_rows(

@@ -15,7 +15,7 @@ from bridge.levels import permits
 from bridge.room import Room
 from ponte.rooms import policy
 from ponte.services import Services
-from provisioning.admins import PermissionDenied, authorize
+from provisioning.admins import PermissionDenied, authorize, permit
 from provisioning.diff import Change
 
 log = logging.getLogger("ponte.admin")
@@ -128,6 +128,21 @@ def _member(svc: Services, room: Room, ref: Any) -> int:
     return found[0]
 
 
+def admit(
+    svc: Services, as_name: str | None, by: str | None, unix_user: str | None, room: str
+) -> str:
+    """The one check of every admin action on a live room, whatever triggers it
+    (`ponte room`, the console's buttons and its dial): the admin is known,
+    the role covers the room's department, and the access profile grants
+    `room_actions`. Returns the name the audit records; PermissionDenied
+    otherwise (nothing done)."""
+    config = svc.rooms.configs.get(room)
+    name = svc.acting_admin(as_name, by, unix_user)
+    authorize(svc.config, as_name, {config.department if config else None})
+    permit(svc.config, as_name, "room_actions")
+    return name
+
+
 def room_command(svc: Services, request: dict[str, Any], source: str = "command") -> dict[str, Any]:
     """Run one admin action on a live room: {action, room, member?, as?}.
 
@@ -139,11 +154,9 @@ def room_command(svc: Services, request: dict[str, Any], source: str = "command"
     room = svc.rooms.live.rooms.get(str(name))
     if room is None:
         return {"ok": False, "error": f"room {name!r} has nobody in it"}
-    config = svc.rooms.configs.get(room.name)
     as_name = request.get("as")
     try:
-        by = svc.acting_admin(as_name, request.get("by"), request.get("unix_user"))
-        authorize(svc.config, as_name, {config.department if config else None})
+        by = admit(svc, as_name, request.get("by"), request.get("unix_user"), room.name)
     except PermissionDenied as exc:
         log.warning("room %s %s refused: %s", room.name, action, exc)
         return {"ok": False, "error": str(exc), "denied": True}

@@ -248,6 +248,9 @@ class Router:
         cdr = leg.record
         assert cdr is not None
         cdr.trunk, cdr.line, cdr.call_type = trunk.name, line, "outbound"
+        ext = next((e for e in self.config.extensions if e.number == line), None)
+        if ext is not None:
+            leg.language = ext.language  # its refusals and warnings are spoken in it
         if self.config.lines:
             decision = decide(self.config, line, number, self.clock.now(), self.calllog.stores.used)
             cdr.call_type = decision.call_type or "outbound"

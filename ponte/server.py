@@ -209,6 +209,7 @@ class AppServer:
             from ponte.console import Console
 
             self.console = self.reloader.console = Console(svc)
+            self.console.reloader = self.reloader
             self.console.start()
         for level, note in network_notes(config):
             log.log(logging.WARNING if level == "warning" else logging.INFO, "%s", note)

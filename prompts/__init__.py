@@ -1,1 +1,2 @@
-"""Prompt catalogue data (catalogue.yaml); rendering lives in ivr.prompts."""
+"""Prompt catalogue data (catalogue.yaml, spoken) and written texts (texts.yaml,
+alerts); rendering and lookup live in ivr.prompts."""

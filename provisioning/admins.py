@@ -7,11 +7,41 @@ file being loaded, so nobody can promote themselves by editing it.
 from __future__ import annotations
 
 from provisioning.diff import Change
-from provisioning.schema import Config
+from provisioning.schema import ADMIN_FUNCTIONS, Config
+
+# The functions an access profile grants (`access_profiles: {NAME: [...]}`):
+# reports, room_actions, reload, backup (and restore), schedules, recordings.
+FUNCTIONS = ADMIN_FUNCTIONS
 
 
 class PermissionDenied(Exception):
     """The named admin may not do this; nothing was changed."""
+
+
+def permit(config: Config, name: str | None, function: str) -> None:
+    """Refuse (PermissionDenied) unless admin `name`'s access profile includes
+    `function`, one of FUNCTIONS.
+
+    The one check of access profiles, called wherever a function is
+    triggered (CLI, control socket, web console). It only ever narrows:
+    the role's rules (authorize) still apply on top. No name (an admin-less
+    appliance, root's SIGHUP) and an admin without a profile pass as before.
+    """
+    if function not in FUNCTIONS:
+        raise ValueError(f"unknown admin function {function!r} (one of {', '.join(FUNCTIONS)})")
+    if name is None:
+        return
+    admin = config.admin(name)
+    if admin is None:
+        raise PermissionDenied(f"{name!r} is not an admin of this appliance")
+    if admin.profile is None:
+        return
+    granted = config.access_profiles.get(admin.profile, [])
+    if function not in granted:
+        raise PermissionDenied(
+            f"{name}'s access profile {admin.profile} does not include {function} "
+            f"(it grants: {', '.join(granted) or 'nothing'})"
+        )
 
 
 def departments_of(change: Change, old: Config, new: Config) -> set[str | None]:
@@ -110,3 +140,14 @@ def authorize_changes(
     if admin is not None and admin.role == "read_only":
         raise PermissionDenied(f"{name} is read-only")  # even a change of nothing
     authorize(running, name, scopes)
+
+
+def authorize_reload(
+    running: Config, new: Config, name: str | None, changes: list[Change], source: str = "reload"
+) -> None:
+    """The one check of a reload, wherever it runs (the app server's Reloader,
+    the edge of nodes on other machines): the access profile grants `reload`
+    (a restore's reload: `backup`, which `ponte restore` checked before
+    writing the files), and the role covers every change."""
+    permit(running, name, "backup" if source == "restore" else "reload")
+    authorize_changes(running, new, name, changes)

@@ -11,7 +11,7 @@ import ipaddress
 import re
 import zoneinfo
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 from urllib.parse import urlsplit
 
 from pydantic import ConfigDict, Field, field_validator, model_validator
@@ -168,6 +168,9 @@ class Extension(_Strict):
     number: str = Field(pattern=r"^[1-9][0-9]{2,5}$")
     name: str = ""
     password: str
+    # What this phone's user hears when a call out is refused or warned (as a
+    # conference caller hears its access number's language).
+    language: Language = "pt-BR"
 
     @model_validator(mode="after")
     def _strong(self) -> Extension:
@@ -390,6 +393,15 @@ class AlertsConfig(_Strict):
     thresholds: list[int] = Field(default_factory=lambda: [60, 80, 100])
     webhook: str | None = None
     message_to: list[str] = Field(default_factory=list)
+    # The alert's text (MESSAGE, webhook "text"): None follows the call that
+    # crossed the mark (its access number's or its extension's language).
+    language: Language | None = None
+    # A webhook delivery that fails is tried again after 1x, 2x, 4x... this
+    # many seconds, `webhook_retries` times; still failing, it is recorded
+    # (`ponte report alerts`, column webhook).
+    webhook_retries: int = Field(3, ge=0, le=10)
+    webhook_backoff: float = Field(2.0, gt=0, le=300)
+    webhook_timeout: float = Field(5.0, gt=0, le=60)
 
 
 class AccessNumber(_Strict):
@@ -435,6 +447,11 @@ class IvrConfig(_Strict):
     lockout_known_tries: int = Field(3, ge=0, le=100)
 
 
+# What an access profile (Opera360's "perfis de acesso") may grant: each is
+# checked by provisioning.admins.permit wherever that function is triggered.
+AdminFunction = Literal["reports", "room_actions", "reload", "backup", "schedules", "recordings"]
+ADMIN_FUNCTIONS: tuple[str, ...] = get_args(AdminFunction)
+
 # A Unix user name: Debian's useradd NAME_REGEX, capitals allowed.
 _UNIX_USER = r"^[A-Za-z_][A-Za-z0-9_.-]{0,31}\$?$"
 
@@ -452,6 +469,9 @@ class Admin(_Strict):
     unix_users: list[Annotated[str, Field(pattern=_UNIX_USER)]] = Field(
         default_factory=list, max_length=64
     )
+    # A name from `access_profiles`: the admin may then do only its functions,
+    # within the role's rules. None: whatever the role allows.
+    profile: str | None = None
 
     @field_validator("unix_users")
     @classmethod
@@ -553,6 +573,10 @@ class Config(_Strict):
     database: str = "/var/lib/ponte/ponte.db"
     state_dir: Path = Path("/var/lib/ponte")  # recorded names live here
     admins: list[Admin] = Field(default_factory=list)
+    # Named sets of functions given to admins (`admins[].profile`).
+    access_profiles: dict[
+        Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")], list[AdminFunction]
+    ] = Field(default_factory=dict)
     web: WebConfig = WebConfig()
     # App-server nodes on other machines behind this edge (issue 19).
     nodes: list[NodeEntry] = Field(default_factory=list)
@@ -655,6 +679,11 @@ class Config(_Strict):
             for dep in admin.departments:
                 if dep not in self.departments:
                     raise ValueError(f"admin {admin.name} manages unknown department {dep!r}")
+            if admin.profile is not None and admin.profile not in self.access_profiles:
+                known = ", ".join(sorted(self.access_profiles)) or "none defined"
+                raise ValueError(
+                    f"admin {admin.name} has unknown access profile {admin.profile!r} ({known})"
+                )
         self._check_nodes()
         for did, target in self.dids.items():
             if target.room_access and self.access_number(target.room_access) is None:

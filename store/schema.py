@@ -131,6 +131,9 @@ alerts = Table(
     Column("at", Text, nullable=False),
     Column("used_seconds", Double),
     Column("limit_seconds", Double),
+    # The webhook's outcome (retried with backoff): "delivered after N
+    # tries" or "failed after N tries: why"; NULL without a webhook.
+    Column("webhook", Text),
     UniqueConstraint("key", "cycle", "limit_name", "threshold"),
 )
 

@@ -53,6 +53,13 @@ class ConsoleClient:
         ) as resp:
             return resp.status, await resp.json()
 
+    async def post(self, path: str, body: dict[str, Any] | None = None) -> tuple[int, Any]:
+        """POST JSON to an API path with the CSRF header: status and JSON answer."""
+        async with self.http.post(
+            f"{self.base}{path}", json=body or {}, headers={"X-CSRF-Token": self.csrf}
+        ) as resp:
+            return resp.status, await resp.json()
+
     async def get(self, path: str) -> tuple[int, str]:
         """GET a page or API path: status and text."""
         async with self.http.get(f"{self.base}{path}", allow_redirects=False) as resp:

@@ -27,6 +27,7 @@ PACKAGES = (
 PONTE_LAYERS: tuple[tuple[str, ...], ...] = (
     (
         "ponte",
+        "alertwebhook",
         "backup",
         "clock",
         "database",

@@ -17,7 +17,7 @@ import pytest
 
 from tests import audio, ports
 from tests.harness import cli, report
-from tests.pbx_helpers import pbx_overrides, proxy, register, wait_registered
+from tests.pbx_helpers import EXTENSIONS, pbx_overrides, proxy, register, wait_registered
 
 
 @pytest.fixture
@@ -143,7 +143,12 @@ def test_shared_quota_cuts_two_live_calls_on_time(server_factory, phone, provide
 
 def test_alerts_at_60_80_100_by_webhook_and_sip_message(server_factory, phone, provider, webhook):
     url, got = webhook
-    srv = server_factory(**lines_config(provider.port, 0.2, url))
+    cfg = lines_config(provider.port, 0.2, url)
+    # The alerts are worded in the language of the call that crossed the mark.
+    cfg["extensions"] = [
+        {**e, "language": "en"} if e["number"] == "1001" else e for e in EXTENSIONS
+    ]
+    srv = server_factory(**cfg)
     watcher = phone(
         "",
         "",
@@ -167,6 +172,8 @@ def test_alerts_at_60_80_100_by_webhook_and_sip_message(server_factory, phone, p
         time.sleep(0.1)
     assert sorted(a["threshold"] for a in got) == [60, 80, 100]
     assert {a["key"] for a in got} == {"dept:vendas"}
+    assert {a["language"] for a in got} == {"en"}
+    assert all(f"used {a['threshold']}% of national" in a["text"] for a in got), got
     bodies = [m["body"] for m in rw["messages"]]
     for pct in (60, 80, 100):
         assert any(f"{pct}% of national" in b for b in bodies), bodies
@@ -186,6 +193,7 @@ def test_alerts_at_60_80_100_by_webhook_and_sip_message(server_factory, phone, p
         (100, "dept:vendas", "national"),
     ]
     assert history[-1]["limit_min"] == pytest.approx(0.2)
+    assert {a["webhook"] for a in history} == {"delivered after 1 try"}
 
 
 def test_counters_survive_kill_9_mid_call(server_factory, phone, provider):

@@ -142,6 +142,12 @@ class FakeBackend:
             return {"ok": False, "error": "nope", "denied": True}
         return {"ok": True, "by": admin}
 
+    async def reload(self, admin: str) -> dict:
+        self.calls.append((admin, "reload"))
+        if self.deny_next:
+            return {"ok": False, "error": "nope", "denied": True}
+        return {"ok": True, "changes": 0, "by": admin}
+
     async def name_wav(self, room: str, member: int) -> bytes | None:
         return b"RIFF....WAVEfmt " if member == 1 else None
 

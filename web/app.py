@@ -21,6 +21,7 @@ import time
 
 from aiohttp import web
 
+from web.admin import reload_action
 from web.auth import Clock, LoginThrottle, RateLimit, SessionStore
 from web.backend import Backend
 from web.guard import _guard, _headers, _use_request_class
@@ -98,6 +99,7 @@ def make_app(
     r.add_get("/api/rooms", rooms_api)
     r.add_get("/api/events", events)
     r.add_post("/api/rooms/{room}/{action}", room_action)
+    r.add_post("/api/reload", reload_action)
     r.add_get("/api/rooms/{room}/members/{member}/name.wav", name_wav)
     r.add_get("/api/recordings", recordings_api)
     r.add_get("/api/recordings/{id}/{name}", recording_file)

@@ -67,6 +67,12 @@ class Backend(Protocol):
         {"ok": True, ...} or {"ok": False, "error": str, "denied": bool}."""
         ...
 
+    async def reload(self, admin: str) -> dict[str, Any]:
+        """Re-read the provisioning file as `admin`, checked and audited as
+        `ponte reload --as admin` (access profile, role): {"ok": True,
+        "changes": n, "by": str} or {"ok": False, "error": str, "denied": bool}."""
+        ...
+
     async def name_wav(self, room: str, member: int) -> bytes | None:
         """A member's recorded name as a WAV file, or None."""
         ...

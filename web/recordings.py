@@ -7,7 +7,7 @@ import re
 
 from aiohttp import web
 
-from provisioning.admins import PermissionDenied, authorize
+from provisioning.admins import PermissionDenied, authorize, permit
 from provisioning.schema import Admin
 from web.responses import _error
 from web.roles import sees_line
@@ -22,6 +22,10 @@ _FILE = re.compile(r"^[A-Za-z0-9_+-][A-Za-z0-9_.+-]{0,80}\.wav$")
 async def recordings_api(request: web.Request) -> web.StreamResponse:
     """The recordings of the rooms this admin sees, newest first."""
     admin: Admin = request[ADMIN]
+    try:
+        permit(_state(request).backend.running_config(), admin.name, "recordings")
+    except PermissionDenied as exc:
+        return _error(403, str(exc))
     rows = await _state(request).backend.recordings()
     # A recording keeps the department its room had when it started, so a
     # room moved or removed since still belongs to the same sub-administrators.
@@ -43,8 +47,8 @@ async def recording_file(request: web.Request) -> web.StreamResponse:
     row = await st.backend.recording(rec_id)
     if row is None:
         return _error(404, "no such recording")
-    # access profile: recordings
     try:
+        permit(st.backend.running_config(), admin.name, "recordings")
         authorize(st.backend.running_config(), admin.name, {row.get("department")})
     except PermissionDenied as exc:
         return _error(403, str(exc))

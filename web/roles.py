@@ -5,7 +5,7 @@ sees everything and changes nothing."""
 
 from __future__ import annotations
 
-from provisioning.admins import PermissionDenied, authorize
+from provisioning.admins import PermissionDenied, authorize, permit
 from provisioning.schema import Admin, Config
 
 
@@ -24,9 +24,11 @@ def sees_room(config: Config, admin: Admin, room: str) -> bool:
 
 
 def may_act(config: Config, admin: Admin, room: str) -> bool:
-    """Whether `admin` may act on `room` (the rule of provisioning.admins)."""
+    """Whether `admin` may act on `room` (the rules of provisioning.admins:
+    role and access profile; ponte.roomops.admit checks them again)."""
     try:
         authorize(config, admin.name, {room_department(config, room)})
+        permit(config, admin.name, "room_actions")
     except PermissionDenied:
         return False
     return True

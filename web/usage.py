@@ -11,8 +11,9 @@ from typing import Any
 
 from aiohttp import web
 
-from provisioning.schema import Admin
-from web.responses import _html, _page
+from provisioning.admins import PermissionDenied, permit
+from provisioning.schema import Admin, Config
+from web.responses import _error, _html, _page
 from web.roles import _dept_filter, sees_line
 from web.state import ADMIN, SESSION, _state
 
@@ -64,9 +65,22 @@ def usage_table(rows: list[dict[str, Any]]) -> str:
     return "".join(out)
 
 
+def _no_reports(config: Config, admin: Admin) -> web.Response | None:
+    """403 unless the admin's access profile grants `reports` (the check of
+    `ponte report --as`)."""
+    try:
+        permit(config, admin.name, "reports")
+    except PermissionDenied as exc:
+        return _error(403, str(exc), denied=True)
+    return None
+
+
 async def usage_page(request: web.Request) -> web.StreamResponse:
     st = _state(request)
     admin: Admin = request[ADMIN]
+    refused = _no_reports(st.backend.running_config(), admin)
+    if refused is not None:
+        return refused
     rows = [r for r in await st.backend.usage() if sees_line(admin, r.get("department"))]
     page = _page("usage.html", admin=admin.name, role=admin.role, csrf=request[SESSION].csrf)
     return _html(page.replace("<!--TABLE-->", usage_table(rows)))
@@ -153,6 +167,9 @@ async def usage_chart(request: web.Request) -> web.StreamResponse:
     st = _state(request)
     admin: Admin = request[ADMIN]
     config = st.backend.running_config()
+    refused = _no_reports(config, admin)
+    if refused is not None:
+        return refused
     data = await st.backend.minutes_per_day(CHART_DAYS, _dept_filter(admin))
     tz: dt.tzinfo
     try:
