@@ -160,6 +160,7 @@ def room_command(svc: Services, request: dict[str, Any], source: str = "command"
     except PermissionDenied as exc:
         log.warning("room %s %s refused: %s", room.name, action, exc)
         return {"ok": False, "error": str(exc), "denied": True}
+    config = svc.rooms.configs.get(room.name)
     if action == "record-start" and not (config is not None and permits(policy(config), "record")):
         # The room's consent (allow_recording, level 2 or 3) binds admins too.
         return {
