@@ -42,6 +42,7 @@ from ponte.records import CallRecord
 from ponte.roomops import room_command
 from ponte.rooms import Member
 from ponte.roomwatch import MemberView, RoomView, RoomWatch
+from ponte.scheduleops import schedule_command
 from ponte.services import Services
 from provisioning.admins import PermissionDenied, authorize
 from provisioning.diff import Change
@@ -364,6 +365,11 @@ class Console:
             return await self._on_loop(lambda: self._dial(admin, room, number or ""))
         request = {"action": action, "room": room, "member": member, "as": admin}
         return await self._on_loop(lambda: room_command(self.svc, request, source="web"))
+
+    async def schedule(self, admin: str, request: dict[str, Any]) -> dict[str, Any]:
+        """A scheduled dial-out action, on the CLI's path (role re-checked, audited)."""
+        asked = {**request, "as": admin}
+        return await self._on_loop(lambda: schedule_command(self.svc, asked, source="web"))
 
     async def name_wav(self, room: str, member: int) -> bytes | None:
         """The member's recorded name, read off the loop thread."""

@@ -218,3 +218,97 @@ def test_bad_schedules_are_refused_and_nothing_is_stored(server_factory):
     assert rows == [("cancelled", "bruno")], rows
     audit = report(srv, "audit", "--object", "schedule")
     assert [(a["action"], a["by"]) for a in audit] == [("add", "bruno"), ("cancel", "bruno")]
+
+
+def test_one_node_claims_a_due_schedule_on_sqlite_and_postgresql(records_spec):
+    """Two nodes' stores on one database: the conditional UPDATE gives a due
+    schedule to exactly one; a cancelled or missed one to none."""
+    from ponte.scheduler import NewSchedule, ScheduleStore
+    from store.migrate import open_database
+
+    a, b = ScheduleStore(open_database(records_spec)), ScheduleStore(open_database(records_spec))
+    now = time.time()
+    new = NewSchedule("demo", now - 1, (P1, P2), MODERATOR, True)
+    first, second, third = (a.add(new, "ana", now - 60) for _ in range(3))
+    assert [r["id"] for r in b.due(now)] == [first, second, third]
+    assert [a.claim(first, "node-a", now), b.claim(first, "node-b", now)] == [True, False]
+    assert b.cancel(second, now) and not a.claim(second, "node-a", now)
+    assert not b.cancel(first, now), "a running schedule is not cancelled"
+    assert a.miss(third, now, "20 min late") and not b.claim(third, "node-b", now)
+    assert b.due(now) == []
+    row = b.get(first)
+    assert row is not None and (row["status"], row["node"]) == ("running", "node-a")
+    assert [(c["number"], c["role"]) for c in row["calls"]] == [
+        (MODERATOR, "moderator"),
+        (P1, "participant"),
+        (P2, "participant"),
+    ]
+    # node-a dies while calling: its next start marks the run interrupted.
+    assert b.interrupted("node-b", now) == [] and a.interrupted("node-a", now) == [first]
+    statuses = {r["id"]: r["status"] for r in a.rows()}
+    assert statuses == {first: "interrupted", second: "cancelled", third: "missed"}
+
+
+def test_the_console_form_adds_and_cancels_through_the_same_checks(server_factory):
+    import asyncio
+
+    from tests.consoleclient import ConsoleClient
+    from web.auth import hash_password
+
+    password = "correct horse battery"
+    port = ports.allocate(1)
+    base = f"http://127.0.0.1:{port}"
+    srv = server_factory(
+        rooms=[room()],
+        web={"listen": f"127.0.0.1:{port}"},
+        admins=[
+            {"name": "ana", "role": "administrator", "password_hash": hash_password(password)},
+            {"name": "carla", "role": "read_only", "password_hash": hash_password(password)},
+        ],
+    )
+    db = sqlite3.connect(srv.config["database"])
+
+    async def post(who: ConsoleClient, path: str, **fields: str) -> tuple[int, str]:
+        form = {"csrf": who.csrf, **fields}
+        async with who.http.post(f"{base}{path}", data=form, allow_redirects=False) as resp:
+            return resp.status, await resp.text()
+
+    async def scenario() -> None:
+        ana, carla = ConsoleClient(base), ConsoleClient(base)
+        try:
+            assert await ana.login("ana", password) == 303
+            assert await carla.login("carla", password) == 303
+            good = {"room": "demo", "at": at(600), "numbers": f"{P1}, {P2}", "moderator": ""}
+            for fields, status, why in (
+                ({**good, "room": "nowhere"}, 400, "no room"),
+                ({**good, "at": at(-600)}, 400, "in the past"),
+                ({**good, "numbers": "0211<script>"}, 400, "not a phone number"),
+                ({**good, "moderator_first": "1"}, 400, "needs --moderator"),
+            ):
+                code, text = await post(ana, "/schedules", **fields)
+                assert code == status and why in text, (fields, code, text[:300])
+                assert "<script>" not in text.split("<main>")[1]
+            code, text = await post(carla, "/schedules", **good)
+            assert code == 403 and "read-only" in text
+            assert db.execute("SELECT COUNT(*) FROM schedules").fetchone() == (0,)
+
+            code, _ = await post(ana, "/schedules", **good)
+            assert code == 303
+            status, page = await carla.get("/schedules")
+            assert status == 200 and P2 in page and ">Cancel</button>" not in page
+            (sid,) = db.execute("SELECT id FROM schedules").fetchone()
+            assert (await post(carla, f"/schedules/{sid}/cancel"))[0] == 403
+            assert (await post(ana, f"/schedules/{sid}/cancel"))[0] == 303
+        finally:
+            await ana.close()
+            await carla.close()
+
+    asyncio.run(scenario())
+    assert db.execute("SELECT status, created_by FROM schedules").fetchall() == [
+        ("cancelled", "ana")
+    ]
+    audit = report(srv, "audit", "--object", "schedule")
+    assert [(a["action"], a["by"], a["source"]) for a in audit] == [
+        ("add", "ana", "web"),
+        ("cancel", "ana", "web"),
+    ]

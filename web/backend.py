@@ -61,6 +61,14 @@ class Backend(Protocol):
         {"ok": True, ...} or {"ok": False, "error": str, "denied": bool}."""
         ...
 
+    async def schedule(self, admin: str, request: dict[str, Any]) -> dict[str, Any]:
+        """A scheduled dial-out action as `admin`, the CLI's path
+        (ponte.scheduleops.schedule_command): {"action": "list"}, {"action":
+        "add", "room", "at", "numbers", "moderator"?, "moderator_first"?},
+        {"action": "cancel", "id"}. Answers {"ok": True, "schedules": [...]}
+        (list), {"ok": True, "id": n} or {"ok": False, "error": str, "denied": bool}."""
+        ...
+
     async def name_wav(self, room: str, member: int) -> bytes | None:
         """A member's recorded name as a WAV file, or None."""
         ...
