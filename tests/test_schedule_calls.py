@@ -322,3 +322,25 @@ def test_the_console_form_adds_and_cancels_through_the_same_checks(server_factor
         ("add", "ana", "web"),
         ("cancel", "ana", "web"),
     ]
+
+
+def test_two_nodes_on_one_postgresql_run_each_schedule_once(server_factory, pg_url):
+    """Both nodes poll the shared `schedules`; each due one is claimed and
+    run by exactly one of them (no trunk here: each number ends `refused`)."""
+    nodes = [server_factory(rooms=[room()], database=pg_url) for _ in range(2)]
+    ids = [
+        added(cli(nodes[i % 2], "schedule", "add", "demo", "--at", at(3), "--numbers", P1))
+        for i in range(6)
+    ]
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        rows = json.loads(cli(nodes[0], "schedule", "list", "--json").stdout)
+        if all(r["status"] == "done" for r in rows):
+            break
+        time.sleep(0.5)
+    assert {r["id"]: r["status"] for r in rows} == dict.fromkeys(ids, "done"), rows
+    runs = [n.log().count(f"schedule {sid} room=demo starts") for sid in ids for n in nodes]
+    assert sum(runs) == len(ids) and max(runs) == 1, runs
+    outcomes = report(nodes[1], "schedules")
+    assert {r["outcome"] for r in outcomes} == {"refused"} and len(outcomes) == len(ids)
+    assert all("no trunk serves" in r["detail"] for r in outcomes), outcomes
