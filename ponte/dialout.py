@@ -113,6 +113,7 @@ class Blast:
     ring_seconds: float | None = None
     done: Callable[[], None] | None = None
     finished: bool = False
+    language: str | None = None  # the callees' (None: the moderator's)
 
 
 class DialOut:
@@ -432,6 +433,7 @@ class DialOut:
         report: Callable[[BlastCall, str, str], None],
         done: Callable[[], None],
         ring_seconds: float,
+        language: str,
     ) -> Blast:
         """Call `calls` ((dial, decision, role), checked by `check`) into
         `room` as a blast does (the trunks' pacing, the invitation, then into
@@ -445,6 +447,7 @@ class DialOut:
             report=report,
             ring_seconds=ring_seconds,
             done=done,
+            language=language,
         )
         log.info("room=%s scheduled dial-out of %d numbers", room, len(calls))
         self._blast_next(run)
@@ -466,9 +469,8 @@ class DialOut:
             run.pending.pop(0)
             b = BlastCall(run, -1, dial, decision, role)
             try:
-                b.leg = self._call_trunk(
-                    dial, run.room, decision, self._language(run.moderator), BlastCallee(self, b)
-                )
+                language = run.language or self._language(run.moderator)
+                b.leg = self._call_trunk(dial, run.room, decision, language, BlastCallee(self, b))
             except SipError as exc:
                 log.info("blast to %s failed: %s", dial, exc)
                 if run.report is not None:

@@ -328,6 +328,8 @@ class Scheduler:
         self.loop.call_later(POLL_SECONDS, self._tick)
 
     def _poll(self) -> None:
+        if not self.dialout.router.accepting:
+            return  # draining or stopping: due schedules wait for a node that takes calls
         now = self.clock.ts()
         late_limit = self.config.schedules.late_minutes * 60
         for row in self.store.due(now):
@@ -418,9 +420,11 @@ class Scheduler:
             if run.runs == 0 and run.started and run.id in self.runs:
                 self._finish(run)
 
-        self.dialout.call_list(
-            run.room, allowed, report, done, float(self.config.schedules.ring_seconds)
-        )
+        # The invitation in the appliance's language: its first access number's.
+        numbers = self.config.access_numbers
+        language = numbers[0].language if numbers else "pt-BR"
+        ring = float(self.config.schedules.ring_seconds)
+        self.dialout.call_list(run.room, allowed, report, done, ring, language)
 
     def _note(self, run: Run, entry: dict[str, Any], outcome: str, detail: str) -> None:
         """One number's outcome, with its time, written back to the row."""
