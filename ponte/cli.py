@@ -273,7 +273,20 @@ def cmd_report(args: argparse.Namespace) -> int:
 
         lo, hi = reports.iso_bound(start), reports.iso_bound(end)
         found = RecordingStore(cfg.database).rows(args.room, lo, hi)
-        reports.emit(report_rows(found, fmt), COLUMNS, fmt)
+        put(report_rows(found, fmt), COLUMNS)
+        return 0
+    if args.what == "schedules":
+        from ponte.scheduler import REPORT_COLUMNS, ScheduleStore
+        from ponte.scheduler import report_rows as schedule_rows
+
+        schedules = [
+            r
+            for r in ScheduleStore(cfg.database).rows()
+            if (not args.room or r["room"] == args.room)
+            and (start is None or r["at"] >= start)
+            and (end is None or r["at"] < end)
+        ]
+        put(schedule_rows(schedules), REPORT_COLUMNS)
         return 0
     if args.what == "alerts":
         put(_alert_rows(cfg, args.line, start, end), reports.ALERT_COLUMNS)
@@ -358,6 +371,53 @@ def cmd_room(args: argparse.Namespace) -> int:
     )
     if code == 0:
         print(f"room {args.room}: {args.action} done (by {answer.get('by')})")
+    return code
+
+
+def cmd_schedule(args: argparse.Namespace) -> int:
+    """Scheduled dial-out: add, list, cancel (through the running server)."""
+    cfg = _load(args.config)
+    if args.action == "list":
+        code, answer = _change(cfg, "schedule", "", action="list", **_identity(args))
+        if code == 0:
+            from ponte.reports import emit
+
+            rows = [
+                {
+                    **s,
+                    "numbers": ",".join(s["numbers"]),
+                    "answered": sum(1 for c in s["calls"] if c.get("answered_at")),
+                    "calls": len(s["calls"]),
+                }
+                for s in answer.get("schedules", [])
+            ]
+            emit(rows, SCHEDULE_LIST_COLUMNS, _fmt(args))
+        return code
+    if args.action == "cancel":
+        if args.target is None:
+            print("ponte: schedule cancel needs the schedule's ID", file=sys.stderr)
+            return EXIT_CONFIG
+        code, answer = _change(
+            cfg, "schedule", "", action="cancel", id=args.target, **_identity(args)
+        )
+        if code == 0:
+            print(f"schedule {answer.get('id')} cancelled (by {answer.get('by')})")
+        return code
+    if args.target is None or args.at is None or (args.numbers is None and not args.moderator):
+        print("ponte: schedule add needs ROOM --at ISO-TIME --numbers N1,N2,...", file=sys.stderr)
+        return EXIT_CONFIG
+    request: dict[str, Any] = {
+        "action": "add",
+        "room": args.target,
+        "at": args.at,
+        "numbers": args.numbers or "",
+        "moderator_first": args.moderator_first,
+    }
+    if args.moderator:
+        request["moderator"] = args.moderator
+    code, answer = _change(cfg, "schedule", "", **request, **_identity(args))
+    if code == 0:
+        print(f"schedule {answer.get('id')} added for room {args.target} (by {answer.get('by')})")
     return code
 
 
@@ -683,6 +743,19 @@ REPORTS = (
     "audit",
     "restores",
     "recordings",
+    "schedules",
+)
+SCHEDULE_LIST_COLUMNS = (
+    "id",
+    "room",
+    "at",
+    "status",
+    "moderator",
+    "moderator_first",
+    "numbers",
+    "answered",
+    "calls",
+    "created_by",
 )
 ROOM_ACTIONS = (
     "lock",
@@ -747,14 +820,14 @@ def build_parser() -> argparse.ArgumentParser:
     rp = sub.add_parser(
         "report",
         help="reports: conferences, participants, usage, calls, alerts, audit, restores, "
-        "recordings",
+        "recordings, schedules",
     )
     rp.add_argument("what", choices=REPORTS)
     rp.add_argument("session", nargs="?", type=int, help="session id (participants)")
     rp.add_argument("--config", help="provisioning YAML (default: the bundled example)")
     rp.add_argument("--line", help="one line (usage, calls, alerts)")
     rp.add_argument("--department", help="usage of one department's lines")
-    rp.add_argument("--room", help="one room (conferences, recordings)")
+    rp.add_argument("--room", help="one room (conferences, recordings, schedules)")
     rp.add_argument("--object", help="audit of one object (room:demo) or kind (room)")
     rp.add_argument("--user", help="audit rows by this admin")
     rp.add_argument("--from", dest="date_from", help="YYYY-MM-DD (inclusive)")
@@ -778,6 +851,22 @@ def build_parser() -> argparse.ArgumentParser:
     ro.add_argument("--config", help="provisioning YAML (default: the bundled example)")
     _identity_args(ro)
     ro.set_defaults(fn=cmd_room)
+    sp = sub.add_parser("schedule", help="dial-out at a date and time: `schedule add|list|cancel`")
+    sp.add_argument("action", choices=["add", "list", "cancel"])
+    sp.add_argument("target", nargs="?", help="the room (add) or the schedule's ID (cancel)")
+    sp.add_argument("--at", help="ISO time with offset, e.g. 2026-12-06T10:00:00-03:00")
+    sp.add_argument("--numbers", help="the participants' numbers, comma-separated")
+    sp.add_argument("--moderator", metavar="N", help="the moderator's number (joins as moderator)")
+    sp.add_argument(
+        "--moderator-first",
+        action="store_true",
+        help="call the moderator first, the participants once the moderator joined",
+    )
+    sp.add_argument("--config", help="provisioning YAML (default: the bundled example)")
+    sp.add_argument("--csv", action="store_true", help="list as CSV")
+    sp.add_argument("--json", action="store_true", help="list as JSON")
+    _identity_args(sp)
+    sp.set_defaults(fn=cmd_schedule)
     bp = sub.add_parser("backup", help="write a backup archive, or `backup list`")
     bp.add_argument("action", nargs="?", choices=["create", "list"], default="create")
     bp.add_argument(

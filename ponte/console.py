@@ -43,6 +43,7 @@ from ponte.records import CallRecord
 from ponte.roomops import admit, room_command
 from ponte.rooms import Member
 from ponte.roomwatch import MemberView, RoomView, RoomWatch
+from ponte.scheduleops import schedule_command
 from ponte.services import Services
 from provisioning.admins import PermissionDenied
 from provisioning.diff import Change
@@ -395,6 +396,11 @@ class Console:
             return {"ok": False, "error": "this server cannot reload"}
         prepared = await asyncio.to_thread(reloader.prepare)
         return await self._on_loop(lambda: reloader.reload(admin, None, None, "web", prepared))
+
+    async def schedule(self, admin: str, request: dict[str, Any]) -> dict[str, Any]:
+        """A scheduled dial-out action, on the CLI's path (role re-checked, audited)."""
+        asked = {**request, "as": admin}
+        return await self._on_loop(lambda: schedule_command(self.svc, asked, source="web"))
 
     async def name_wav(self, room: str, member: int) -> bytes | None:
         """The member's recorded name, read off the loop thread."""

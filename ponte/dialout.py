@@ -14,6 +14,7 @@ callee's a `BlastCallee`, until they enter the room.
 from __future__ import annotations
 
 import enum
+import functools
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -42,6 +43,16 @@ log = logging.getLogger("ponte.call")
 NO_ANSWER_SECONDS = 30.0
 BUSY = {486, 600}
 NO_ANSWER = {408, 480, 487}
+
+
+def unanswered(code: int, rang_out: bool) -> str:
+    """Why a call placed out ended unanswered: "busy", "no_answer" or
+    "failed" (`rang_out`: we gave up on its ringing)."""
+    if code in BUSY:
+        return "busy"
+    if rang_out or code in NO_ANSWER:
+        return "no_answer"
+    return "failed"
 
 
 class Stage(enum.Enum):
@@ -77,8 +88,10 @@ class BlastCall:
     leg: int
     number: str
     decision: Decision | None
+    role: str = "participant"  # the role it joins the room with
     answered: bool = False
     joined: bool = False
+    no_answer: bool = False  # rang out (the run's ring_seconds)
 
 
 @dataclass
@@ -86,12 +99,21 @@ class Blast:
     """A running blast dial-out in one room."""
 
     room: str
-    moderator: int  # -1: an admin's invitation from the web console
-    pending: list[tuple[str, Decision | None]]
+    moderator: int  # -1: an admin's invitation (web console) or a schedule
+    pending: list[tuple[str, Decision | None, str]]  # (dial, decision, role)
     calls: dict[int, BlastCall] = field(default_factory=dict)
     timer: TimerHandle | None = None
     cancelled: bool = False
     joined_by: str = "blast"
+    # A scheduled run (ponte/scheduler.py) is told each callee's outcome
+    # ("calling", "answered", "joined", "busy", "no_answer", "failed"), rings
+    # each call at most `ring_seconds`, opens the room if nobody is in it,
+    # and hears `done` once nothing of it is pending or ringing.
+    report: Callable[[BlastCall, str, str], None] | None = None
+    ring_seconds: float | None = None
+    done: Callable[[], None] | None = None
+    finished: bool = False
+    language: str | None = None  # the callees' (None: the moderator's)
 
 
 class DialOut:
@@ -366,11 +388,11 @@ class DialOut:
             return
         if room in self.blasts:
             return
-        pending: list[tuple[str, Decision | None]] = []
+        pending: list[tuple[str, Decision | None, str]] = []
         for number in blast.numbers:
             d = self._decide(room, number)
             if d is None or d.decision == "allow":
-                pending.append(((d.dial if d and d.dial else number), d))
+                pending.append(((d.dial if d and d.dial else number), d, "participant"))
         run = Blast(room, leg_id, pending)
         self.blasts[room] = run
         log.info(
@@ -395,18 +417,57 @@ class DialOut:
         run = self.blasts.get(room)
         if run is None:
             run = self.blasts[room] = Blast(room, -1, [], joined_by="admin")
-        run.pending.append(((d.dial if d and d.dial else number), d))
+        run.pending.append(((d.dial if d and d.dial else number), d, "participant"))
         log.info("room=%s admin invites %s", room, number)
         if run.timer is None:
             self._blast_next(run)
         return None
+
+    def check(self, room: str, number: str) -> tuple[str, Decision | None] | str:
+        """The number to dial for `number` from `room`'s line and the line
+        profile's decision, or why it may not be called (refused by the
+        profile, no trunk)."""
+        d = self._decide(room, number)
+        if d is not None and d.decision != "allow":
+            return f"refused by the line profile: {d.reason}"
+        dial = d.dial if d and d.dial else number
+        if self.config.trunk_for_number(dial) is None:
+            return f"no trunk serves {number}"
+        return dial, d
+
+    def call_list(
+        self,
+        room: str,
+        calls: list[tuple[str, Decision | None, str]],
+        report: Callable[[BlastCall, str, str], None],
+        done: Callable[[], None],
+        ring_seconds: float,
+        language: str,
+    ) -> Blast:
+        """Call `calls` ((dial, decision, role), checked by `check`) into
+        `room` as a blast does (the trunks' pacing, the invitation, then into
+        the room with its role), telling `report` each outcome. Kept apart
+        from the room's *92 blast: *3 does not stop it."""
+        run = Blast(
+            room,
+            -1,
+            list(calls),
+            joined_by="schedule",
+            report=report,
+            ring_seconds=ring_seconds,
+            done=done,
+            language=language,
+        )
+        log.info("room=%s scheduled dial-out of %d numbers", room, len(calls))
+        self._blast_next(run)
+        return run
 
     def _blast_next(self, run: Blast) -> None:
         run.timer = None
         if run.cancelled:
             return
         while run.pending:
-            dial, decision = run.pending[0]
+            dial, decision, role = run.pending[0]
             limiter = self.router.limiter_for(dial)
             now = self.loop.now()
             if limiter is not None and not limiter.try_acquire(now):
@@ -415,18 +476,29 @@ class DialOut:
                 )
                 return
             run.pending.pop(0)
-            b = BlastCall(run, -1, dial, decision)
+            b = BlastCall(run, -1, dial, decision, role)
             try:
-                b.leg = self._call_trunk(
-                    dial, run.room, decision, self._language(run.moderator), BlastCallee(self, b)
-                )
+                language = run.language or self._language(run.moderator)
+                b.leg = self._call_trunk(dial, run.room, decision, language, BlastCallee(self, b))
             except SipError as exc:
                 log.info("blast to %s failed: %s", dial, exc)
+                if run.report is not None:
+                    run.report(b, "failed", str(exc))
                 continue
             run.calls[b.leg] = b
             self.blast_calls[b.leg] = b
             log.info("blast call %d to %s", b.leg, dial)
+            if run.report is not None:
+                run.report(b, "calling", "")
+            if run.ring_seconds is not None:
+                self.loop.call_later(run.ring_seconds, functools.partial(self._ring_out, b))
         self.blast_done(run)
+
+    def _ring_out(self, b: BlastCall) -> None:
+        """A scheduled call still ringing after the run's ring_seconds: dropped."""
+        if not b.answered and self.blast_calls.get(b.leg) is b:
+            b.no_answer = True
+            self.ua.hangup(b.leg)
 
     def blast_answered(self, b: BlastCall, leg: Leg) -> None:
         """A callee answered: the invitation, then into the room."""
@@ -440,12 +512,19 @@ class DialOut:
             b.joined = True
             self.blast_calls.pop(b.leg, None)
             b.run.calls.pop(b.leg, None)
-            if b.run.room in self.rooms.live.rooms:
-                self.rooms.enter(leg, b.run.room, "participant", joined_by=b.run.joined_by)
+            # A schedule opens its room (nobody may be in it yet); a blast or
+            # an invitation joins one that is live, else the callee is dropped.
+            opens = b.run.report is not None and b.run.room in self.rooms.configs
+            if b.run.room in self.rooms.live.rooms or opens:
+                self.rooms.enter(leg, b.run.room, b.role, joined_by=b.run.joined_by)
                 if b.run.moderator in self.legs:
                     self.rooms.apply([Say(b.run.moderator, ("join_tone",), slot="signal")])
+                if b.run.report is not None:
+                    b.run.report(b, "joined", "")
             else:
                 self.ua.hangup(b.leg)
+                if b.run.report is not None:
+                    b.run.report(b, "failed", "the room is gone")
             self.blast_done(b.run)
 
         self.loop.call_later(wav_seconds(Path(message)) + 0.2, join)
@@ -472,8 +551,13 @@ class DialOut:
 
     def blast_done(self, run: Blast) -> None:
         """Forget a blast once nothing of it is pending or ringing."""
-        if not run.pending and not run.calls and self.blasts.get(run.room) is run:
+        if run.pending or run.calls or run.finished:
+            return
+        if self.blasts.get(run.room) is run:
             del self.blasts[run.room]
+        run.finished = True
+        if run.done is not None:
+            run.done()
 
 
 class NumberEntry(Idle):
@@ -534,12 +618,8 @@ class Guest(Idle):
             return
         if s.stage is Stage.TALKING:
             why = "dialout_guest_left"
-        elif code in BUSY:
-            why = "dialout_busy"
-        elif s.no_answer or code in NO_ANSWER:
-            why = "dialout_no_answer"
         else:
-            why = "dialout_failed"
+            why = f"dialout_{unanswered(code, s.no_answer)}"
         d.back(s, (why,))
 
 
@@ -557,12 +637,18 @@ class BlastCallee(Idle):
         b.answered = True
         d.calllog.meter_from_answer(leg.id, b.decision)
         d.calllog.start_meter(leg.id)
+        if b.run.report is not None:
+            b.run.report(b, "answered", "")
         d.blast_answered(b, leg)
 
     def on_disconnected(self, leg: Leg, code: int, reason: str) -> None:
         """Ended before joining: the blast may be done."""
         d, b = self.dialout, self.call
-        d.blast_calls.pop(leg.id, None)
+        ringing = d.blast_calls.pop(leg.id, None) is not None
         b.run.calls.pop(leg.id, None)
         log.info("blast call %d to %s ended before joining (%d)", leg.id, b.number, code)
+        if b.run.report is not None and ringing:  # (not: dropped at join, already told)
+            # "left": hung up during the invitation.
+            outcome = "left" if b.answered else unanswered(code, b.no_answer)
+            b.run.report(b, outcome, f"{code} {reason}".strip())
         d.blast_done(b.run)

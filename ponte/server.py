@@ -41,6 +41,8 @@ from ponte.reload import Reloader
 from ponte.roomops import room_command
 from ponte.rooms import RoomService
 from ponte.routing import Router
+from ponte.scheduleops import schedule_command
+from ponte.scheduler import Scheduler
 from ponte.sdnotify import Notifier
 from ponte.services import Services
 from ponte.status import status
@@ -123,8 +125,21 @@ class AppServer:
         ua.events = router
         dialout = DialOut(config, clock, loop, ua, legs, media, rooms, calllog, router, stores)
         rooms.outreach = dialout
+        scheduler = Scheduler(config, clock, loop, stores, dialout, entry)
         self.svc = Services(
-            config, clock, loop, ua, stores, legs, media, calllog, rooms, entry, router, dialout
+            config,
+            clock,
+            loop,
+            ua,
+            stores,
+            legs,
+            media,
+            calllog,
+            rooms,
+            entry,
+            router,
+            dialout,
+            scheduler,
         )
         self.notifier = Notifier()
         self.control = ControlServer(
@@ -204,6 +219,8 @@ class AppServer:
             svc.router.add_trunk(trunk, self.edge.runs)
         self.edge.start()
         self.control.start()
+        # After SIP is up: a schedule due now (missed while down) calls at once.
+        svc.scheduler.start()
         if config.web.listen:
             # Imported here: aiohttp and aiortc load only when the console is on.
             from ponte.console import Console
@@ -354,7 +371,7 @@ class AppServer:
 
     def _control(self, request: dict[str, Any]) -> dict[str, Any]:
         cmd = request.get("cmd")
-        if cmd in ("reload", "room"):
+        if cmd in ("reload", "room", "schedule"):
             refused = self._peer_refusal(request)
             if refused is not None:
                 return refused
@@ -368,6 +385,8 @@ class AppServer:
             )
         if cmd == "room":
             return room_command(self.svc, request)
+        if cmd == "schedule":
+            return schedule_command(self.svc, request)
         if cmd == "drain":
             return self.drain()
         if cmd == "status":

@@ -19,6 +19,7 @@ from ponte.loop import Loop
 from ponte.media import Media
 from ponte.rooms import RoomService
 from ponte.routing import Router
+from ponte.scheduler import Scheduler
 from ponte.stores import Stores
 from provisioning.admins import who
 from provisioning.schema import Config
@@ -40,6 +41,7 @@ class Services:
     entry: EntryIvr
     router: Router
     dialout: DialOut
+    scheduler: Scheduler  # scheduled dial-out (ponte schedule)
 
     def acting_admin(self, as_name: str | None, by: str | None, unix_user: str | None) -> str:
         """The name an admin change is recorded under (PermissionDenied if unknown)."""

@@ -404,6 +404,18 @@ class AlertsConfig(_Strict):
     webhook_timeout: float = Field(5.0, gt=0, le=60)
 
 
+class SchedulesConfig(_Strict):
+    """Scheduled dial-out (`ponte schedule add`): how late a schedule the
+    appliance missed while down may still run, how many numbers one may
+    call, how long each call rings, and how long the participants wait for
+    the moderator's call (--moderator-first)."""
+
+    late_minutes: int = Field(10, ge=0, le=1440)
+    max_numbers: int = Field(50, ge=1, le=200)
+    ring_seconds: int = Field(30, ge=5, le=120)
+    moderator_wait_seconds: int = Field(60, ge=10, le=600)
+
+
 class AccessNumber(_Strict):
     """A SIP user part that leads to the conference entry IVR."""
 
@@ -566,6 +578,7 @@ class Config(_Strict):
     carrier: Carrier | None = None
     holidays: HolidaysConfig = HolidaysConfig()
     alerts: AlertsConfig = AlertsConfig()
+    schedules: SchedulesConfig = SchedulesConfig()
     billing_cycle_day: int = Field(1, ge=1, le=28)
     timezone: str = "America/Sao_Paulo"
     # The records: a file path (SQLite, the default: nothing to install) or a

@@ -288,3 +288,30 @@ cluster = Table(
     Column("name", Text, primary_key=True),
     Column("value", Text, nullable=False),
 )
+
+# Dial-outs an admin scheduled (`ponte schedule add`, the console's form): at
+# `at` (epoch seconds) the appliance calls the moderator (first, if asked) and
+# the participants into `room`. `status` goes pending -> running -> done, or
+# cancelled / missed (the appliance was down past the late limit) /
+# interrupted (it stopped while calling). `node` is the node that claimed it
+# with a conditional UPDATE (only one node of a shared database runs it);
+# `calls` is the JSON list of each number's outcome, as the runner goes.
+schedules = Table(
+    "schedules",
+    metadata,
+    Column("id", ID, primary_key=True, autoincrement=True),
+    Column("room", Text, nullable=False),
+    Column("at", Double, nullable=False),
+    Column("numbers", Text, nullable=False),  # JSON list of participants' numbers
+    Column("moderator", Text),
+    Column("moderator_first", Integer, nullable=False, server_default="0"),
+    Column("status", Text, nullable=False, server_default="pending"),
+    Column("node", Text),
+    Column("created_at", Double, nullable=False),
+    Column("created_by", Text, nullable=False),
+    Column("started_at", Double),
+    Column("finished_at", Double),
+    Column("calls", Text, nullable=False, server_default="[]"),
+    Column("detail", Text, nullable=False, server_default=""),
+    Index("schedules_status_at", "status", "at"),
+)

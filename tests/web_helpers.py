@@ -86,6 +86,40 @@ class FakeBackend:
         self.calls: list[tuple] = []
         self.joins: list[tuple] = []
         self.deny_next = False
+        # What the schedules page lists: a pending one per room, one done.
+        self.schedules: list[dict[str, Any]] = [
+            {
+                "id": 1,
+                "room": "demo",
+                "at": "2027-01-15T13:00:00+00:00",
+                "status": "pending",
+                "moderator_first": True,
+                "calls": [{"number": "0211<script>", "role": "moderator", "outcome": "waiting"}],
+            },
+            {
+                "id": 2,
+                "room": "other",
+                "at": "2027-01-15T14:00:00+00:00",
+                "status": "pending",
+                "moderator_first": False,
+                "calls": [{"number": "0212", "role": "participant", "outcome": "waiting"}],
+            },
+            {
+                "id": 3,
+                "room": "demo",
+                "at": "2027-01-14T14:00:00+00:00",
+                "status": "done",
+                "moderator_first": False,
+                "calls": [
+                    {
+                        "number": "0213",
+                        "role": "participant",
+                        "outcome": "no_answer",
+                        "ended_at": "2027-01-14T14:00:31+00:00",
+                    }
+                ],
+            },
+        ]
         self.rooms: dict[str, Any] = {
             "demo": {
                 "locked": False,
@@ -159,6 +193,16 @@ class FakeBackend:
 
     async def recording_file(self, rec_id: int, name: str) -> Path | None:
         return None
+
+    async def schedule(self, admin: str, request: dict) -> dict:
+        self.calls.append(("schedule", admin, dict(request)))
+        if request.get("action") == "list":
+            return {"ok": True, "schedules": self.schedules}
+        if self.deny_next:
+            return {"ok": False, "error": "nope", "denied": True}
+        if "x" in str(request.get("numbers", "")):
+            return {"ok": False, "error": "number '<x>' is not a phone number"}
+        return {"ok": True, "by": admin, "id": 7}
 
     async def usage(self) -> list[dict]:
         base = {"profile": "p", "cycle": "2026-11-01", "limit": "local", "alerts": ""}

@@ -1,5 +1,6 @@
 """The web console's HTTP side: login, rooms page and live events, room
-actions, usage page and chart, the nodes page, and the routes of the browser participant.
+actions, usage page and chart, the nodes page, the schedules page, and the routes of the
+browser participant.
 
 Roles come from the running configuration at every request (as for the CLI):
 an administrator sees and may do everything, a sub-administrator only their
@@ -9,8 +10,9 @@ writes the audit.
 
 This module wires the app; the handlers live by job: web/guard.py (session,
 CSRF, Origin, security headers), web/login.py, web/rooms.py (with the live
-events), web/usage.py, web/nodes.py, web/join.py (the browser participant), web/roles.py;
-web/state.py and web/responses.py hold what they share.
+events), web/usage.py, web/nodes.py, web/schedules.py, web/join.py (the
+browser participant), web/roles.py; web/state.py and web/responses.py hold
+what they share.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from web.nodes import nodes_api, nodes_page
 from web.recordings import recording_file, recordings_api
 from web.responses import STATIC
 from web.rooms import events, name_wav, room_action, rooms_api, rooms_page, session_info
+from web.schedules import schedule_add, schedule_cancel, schedules_page
 from web.state import STATE, Sleep, State
 from web.usage import usage_chart, usage_page
 
@@ -105,6 +108,9 @@ def make_app(
     r.add_get("/api/recordings/{id}/{name}", recording_file)
     r.add_get("/usage", usage_page)
     r.add_get("/usage/chart.svg", usage_chart)
+    r.add_get("/schedules", schedules_page)
+    r.add_post("/schedules", schedule_add)
+    r.add_post("/schedules/{id}/cancel", schedule_cancel)
     r.add_get("/nodes", nodes_page)
     r.add_get("/api/nodes", nodes_api)
     r.add_get("/join", join_page)

@@ -71,6 +71,13 @@ class Backend(Protocol):
         """Re-read the provisioning file as `admin`, checked and audited as
         `ponte reload --as admin` (access profile, role): {"ok": True,
         "changes": n, "by": str} or {"ok": False, "error": str, "denied": bool}."""
+
+    async def schedule(self, admin: str, request: dict[str, Any]) -> dict[str, Any]:
+        """A scheduled dial-out action as `admin`, the CLI's path
+        (ponte.scheduleops.schedule_command): {"action": "list"}, {"action":
+        "add", "room", "at", "numbers", "moderator"?, "moderator_first"?},
+        {"action": "cancel", "id"}. Answers {"ok": True, "schedules": [...]}
+        (list), {"ok": True, "id": n} or {"ok": False, "error": str, "denied": bool}."""
         ...
 
     async def name_wav(self, room: str, member: int) -> bytes | None:
