@@ -72,7 +72,19 @@ class StartBlast:
     leg: LegId
 
 
-ControlCommand = RoomCommand | Say | StopSay | SetGain | StartDialOut | EndDialOut | StartBlast
+@dataclass(frozen=True)
+class CallOperator:
+    """*90 (or an admin for a member): the member leaves the room's audio and
+    hears hold music while the operators' phones ring. `join`: the operator who
+    answers goes straight into the room (the console's "join the room")."""
+
+    leg: LegId
+    join: bool = False
+
+
+ControlCommand = (
+    RoomCommand | Say | StopSay | SetGain | StartDialOut | EndDialOut | StartBlast | CallOperator
+)
 
 
 @dataclass(frozen=True)
@@ -81,7 +93,7 @@ class Context:
 
     policy: LevelPolicy
     keys: KeyReader
-    operator: str | None = None
+    operators: tuple[str, ...] = ()  # the extensions *90 rings (none: no operator)
 
 
 def digits_prompts(text: str) -> tuple[str, ...]:
@@ -99,12 +111,14 @@ def allowed(member: Member, action: str, policy: LevelPolicy) -> bool:
 
 def _help(room: Room, m: Member, ctx: Context) -> list[ControlCommand]:
     items: list[SayItem] = []
+    offer: list[SayItem] = []  # the operator comes last, after the key list
     for key, action in ctx.keys.keys.items():
-        if allowed(m, action, ctx.policy):
+        if action == "operator":
+            if ctx.operators:
+                offer += [ACTIONS[action].help_prompt, *digits_prompts(key)]
+        elif allowed(m, action, ctx.policy):
             items += [ACTIONS[action].help_prompt, *digits_prompts(key)]
-    if ctx.operator:
-        items.append("help_operator")
-    return [Say(m.leg, tuple(items))]
+    return [Say(m.leg, tuple(items + offer))]
 
 
 def _gain(room: Room, m: Member, ctx: Context) -> list[ControlCommand]:
@@ -182,6 +196,22 @@ def _blast(room: Room, m: Member, ctx: Context) -> list[ControlCommand]:
     return [StartBlast(m.leg)]
 
 
+def call_operator(room: Room, leg: LegId, join: bool = False) -> list[ControlCommand]:
+    """Take a member out of the room's audio to talk with an operator (a key,
+    or an admin on the console); `join`: ring the operators into the room instead."""
+    if leg not in room.members:
+        return []
+    if join:  # the operator comes to the member, who stays in the room
+        return [CallOperator(leg, join=True)]
+    return [*room.set_away(leg, True), CallOperator(leg)]
+
+
+def _operator(room: Room, m: Member, ctx: Context) -> list[ControlCommand]:
+    if not ctx.operators:
+        return [Say(m.leg, ("not_available",))]
+    return call_operator(room, m.leg)
+
+
 Handler = Callable[[Room, Member, Context], list[ControlCommand]]
 ACTION_HANDLERS: dict[str, Handler] = {
     "help": _help,
@@ -195,6 +225,7 @@ ACTION_HANDLERS: dict[str, Handler] = {
     "dial_out_with_guest": _with_guest,
     "dial_out_alone": _alone,
     "blast": _blast,
+    "operator": _operator,
 }
 
 

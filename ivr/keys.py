@@ -41,6 +41,8 @@ ACTIONS: dict[str, Action] = {
         # *3 also cancels a blast, so either permission will do.
         Action("dial_out_alone", MODERATOR, "help_dial_out_alone", needs="dial_out|blast"),
         Action("blast", MODERATOR, "help_blast", needs="blast"),
+        # Spoken last in the *0 help, and only where an operator is configured.
+        Action("operator", ANYONE, "help_operator"),
     )
 }
 
@@ -56,6 +58,20 @@ DEFAULT_KEYS: dict[str, str] = {
     "*7": "lock",
     "*8": "roll_call",
     "*9": "stop_roll_call",
+    "*90": "operator",
+}
+
+# During a help call (*90, or 0 at the PIN prompt): the keys of the operator's
+# phone, and the caller's own way back. Digits keyed by the operator outside a
+# star sequence are a room's PIN, ended by `#`, that puts the caller in that
+# room (a caller who had trouble connecting).
+OPERATOR_KEYS: dict[str, str] = {
+    "*2": "return",  # the caller goes back where they were; the operator's call ends
+    "*3": "join",  # the operator enters the caller's room with them
+    "*7": "hangup",  # end the caller's call (with a goodbye)
+}
+HELP_CALLER_KEYS: dict[str, str] = {
+    "*2": "return",  # back to the room (or the PIN prompt) without waiting
 }
 
 KEY_PATTERN = re.compile(r"^\*[0-9#]{1,3}$")

@@ -33,6 +33,7 @@ from ponte.edge import Edge
 from ponte.entry import EntryIvr
 from ponte.extcalls import AccReader
 from ponte.follow import ConfigFollower
+from ponte.helpdesk import HelpDesk
 from ponte.legs import LegTable
 from ponte.loop import Loop
 from ponte.media import Media
@@ -123,8 +124,22 @@ class AppServer:
         ua.events = router
         dialout = DialOut(config, clock, loop, ua, legs, media, rooms, calllog, router, stores)
         rooms.outreach = dialout
+        helpdesk = HelpDesk(config, clock, loop, ua, legs, media, rooms, entry, calllog)
+        rooms.helpline = entry.desk = helpdesk
         self.svc = Services(
-            config, clock, loop, ua, stores, legs, media, calllog, rooms, entry, router, dialout
+            config,
+            clock,
+            loop,
+            ua,
+            stores,
+            legs,
+            media,
+            calllog,
+            rooms,
+            entry,
+            router,
+            dialout,
+            helpdesk,
         )
         self.notifier = Notifier()
         self.control = ControlServer(

@@ -46,7 +46,7 @@ PONTE_LAYERS: tuple[tuple[str, ...], ...] = (
     ("handoff",),
     ("entry",),
     ("routing",),
-    ("dialout",),
+    ("dialout", "helpdesk"),
     ("services",),
     ("roomops", "clusterview"),
     ("console",),
