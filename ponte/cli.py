@@ -624,7 +624,18 @@ def cmd_drain(args: argparse.Namespace) -> int:
 
 
 REPORTS = ("conferences", "participants", "usage", "calls", "alerts", "audit", "restores")
-ROOM_ACTIONS = ("lock", "unlock", "mute", "unmute", "kick", "lecture-on", "lecture-off", "end")
+ROOM_ACTIONS = (
+    "lock",
+    "unlock",
+    "mute",
+    "unmute",
+    "kick",
+    "lecture-on",
+    "lecture-off",
+    "end",
+    "operator",
+    "operator-join",
+)
 
 
 def _identity_args(p: argparse.ArgumentParser) -> None:
@@ -692,7 +703,9 @@ def build_parser() -> argparse.ArgumentParser:
     ro = sub.add_parser("room", help="act on a live room: " + ", ".join(ROOM_ACTIONS))
     ro.add_argument("action", choices=ROOM_ACTIONS)
     ro.add_argument("room")
-    ro.add_argument("member", nargs="?", help="call id or caller (mute, unmute, kick)")
+    ro.add_argument(
+        "member", nargs="?", help="call id or caller (mute, unmute, kick, operator, operator-join)"
+    )
     ro.add_argument("--config", help="provisioning YAML (default: the bundled example)")
     _identity_args(ro)
     ro.set_defaults(fn=cmd_room)

@@ -225,6 +225,7 @@ class Console:
                         m.muted,
                         leg.id in self.hands,
                         "web" if leg.seat.joined_by == "web" else "sip",
+                        svc.helpdesk.wants_help(leg.id),
                     )
                 )
                 heard_said = svc.ua.levels(leg.id)

@@ -1,6 +1,7 @@
 """Admin actions on a live room from outside the call (the CLI, the web console):
-mute, kick, lock, lecture, end. Each is checked against the admin's role,
-carried out by the same room function a member's key uses, and audited.
+mute, kick, lock, lecture, end, and ringing the operators for a member. Each is
+checked against the admin's role, carried out by the same room function a
+member's key uses, and audited.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from bridge.controls import ControlCommand, lecture, lock, mute
+from bridge.controls import ControlCommand, call_operator, lecture, lock, mute
 from bridge.room import Room
 from ponte.services import Services
 from provisioning.admins import PermissionDenied, authorize
@@ -48,6 +49,20 @@ def _mute(on: bool) -> Effect:
     return run
 
 
+def _operator(join: bool) -> Effect:
+    """Ring the operators for a member: into a private talk (as the member's
+    own *90), or (`join`) straight into the room."""
+
+    def run(svc: Services, room: Room, member: int | None) -> Outcome:
+        assert member is not None
+        how = "join" if join else "talk"
+        return call_operator(room, member, join), {
+            f"member.{_caller(svc, member)}.operator": (None, how)
+        }
+
+    return run
+
+
 def _kick(svc: Services, room: Room, member: int | None) -> Outcome:
     assert member is not None
     caller = _caller(svc, member)
@@ -72,6 +87,8 @@ ACTIONS: dict[str, tuple[bool, Effect]] = {
     "unmute": (True, _mute(False)),
     "kick": (True, _kick),
     "end": (False, _end),
+    "operator": (True, _operator(False)),
+    "operator-join": (True, _operator(True)),
 }
 
 
@@ -121,6 +138,11 @@ def room_command(svc: Services, request: dict[str, Any], source: str = "command"
         member = _member(svc, room, request.get("member")) if needs_member else None
     except ValueError as exc:
         return {"ok": False, "error": str(exc)}
+    if action.startswith("operator"):
+        if not svc.config.operators(room.name):
+            return {"ok": False, "error": f"room {room.name} has no operator: set `operator:`"}
+        if member is not None and member in svc.helpdesk.calls:
+            return {"ok": False, "error": "an operator is already called for this member"}
     cmds, fields = effect(svc, room, member)
     svc.rooms.apply(cmds)
     log.info("room %s %s by %s%s", room.name, action, by, f" member={member}" if member else "")

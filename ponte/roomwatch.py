@@ -3,7 +3,8 @@
 The app server hands `RoomWatch.update` a view of its rooms and the members'
 speech levels a few times a second (on its loop thread); the watch keeps the
 last snapshot and returns the events between the two: joins, leaves, mutes,
-locks, lecture mode, raised hands, talking started/stopped and rooms ended.
+locks, lecture mode, raised hands, help requested (ponte/helpdesk.py), talking
+started/stopped and rooms ended.
 Diffing views instead of hooking every code path that changes a room means
 a mute by DTMF, by the CLI or by the web all show up the same way.
 """
@@ -32,6 +33,7 @@ class MemberView:
     muted: bool
     hand: bool
     via: str  # "sip" | "web"
+    help: bool = False  # asked for an operator: ringing, with one, or unanswered
 
 
 @dataclass(frozen=True)
@@ -47,7 +49,11 @@ class RoomView:
 
 # (attribute, event when it turns True, event when it turns False)
 ROOM_FLAGS = (("locked", "locked", "unlocked"), ("lecture", "lecture_on", "lecture_off"))
-MEMBER_FLAGS = (("muted", "muted", "unmuted"), ("hand", "hand_raised", "hand_lowered"))
+MEMBER_FLAGS = (
+    ("muted", "muted", "unmuted"),
+    ("hand", "hand_raised", "hand_lowered"),
+    ("help", "help_requested", "help_ended"),
+)
 
 
 @dataclass

@@ -4,10 +4,15 @@ app server through it, and what each side hears is checked by tone."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import sqlite3
 
 from tests import audio, ports
+from tests.consoleclient import ConsoleClient, next_event
+from tests.harness import report
 from tests.pbx_helpers import pbx_overrides, register, wait_registered
+from tests.test_console_calls import ADMINS, PASSWORD
 from tests.test_spine_calls import window
 
 CALLER_HZ, OPERATOR_HZ, MODERATOR_HZ = 440, 900, 700
@@ -152,3 +157,66 @@ def test_zero_at_the_pin_prompt_reaches_the_operator_who_keys_the_rooms_pin(serv
     log = srv.log()
     assert "asks for an operator (entry): ringing 1002" in log
     assert "put in room=demo role=participant by the operator" in log
+
+
+def test_console_shows_the_request_and_rings_an_operator_into_the_room(server_factory, phone):
+    port = ports.allocate(1)
+    base = f"http://127.0.0.1:{port}"
+    srv = server_factory(
+        **config("1002", ring=5.0), web={"listen": f"127.0.0.1:{port}"}, admins=ADMINS
+    )
+    mod = phone(
+        srv.uri("conf-en"), f"wait_media 5; dtmf 9999#; tone {MODERATOR_HZ}; wait 25; hangup"
+    )
+    caller = phone(
+        srv.uri("conf-en"),
+        f"wait_media 5; wait 0.5; dtmf 1111#; tone {CALLER_HZ}; wait 2; dtmf *90; wait 20; hangup",
+    )
+    ops: list = []
+
+    async def scenario() -> None:
+        ana, carla = ConsoleClient(base), ConsoleClient(base)
+        try:
+            assert await ana.login("ana", PASSWORD) == 303
+            assert await carla.login("carla", PASSWORD) == 303
+            ws = await ana.events()
+            # The operator's phone is not registered yet: nobody can answer.
+            asked = await next_event(ws, {"help_requested"}, 20)
+            member = asked["member"]
+            pending = await asyncio.to_thread(lambda: srv.status()["help_requests"])
+            assert [(p["call"], p["room"], p["state"]) for p in pending] == [
+                (member, "demo", "unanswered")
+            ], pending
+            rooms = json.loads((await ana.get("/api/rooms"))[1])["rooms"]
+            assert [m["help"] for m in rooms["demo"]["members"] if m["id"] == member] == [True]
+            # Bad input and a read-only admin: refused, nothing rings.
+            code, body = await ana.act("demo", "operator-join", 424242)
+            assert code >= 400 and "no member" in body["error"], body
+            code, body = await carla.act("demo", "operator-join", member)
+            assert code == 403, body
+            op = await asyncio.to_thread(
+                operator_phone,
+                phone,
+                srv,
+                "1002",
+                f"wait_media 8; mark answered; tone {OPERATOR_HZ}; wait 5; mark end; hangup",
+            )
+            ops.append(op)
+            code, body = await ana.act("demo", "operator-join", member)
+            assert code == 200 and body["ok"], body
+            ended = await next_event(ws, {"help_ended"}, 20)
+            assert ended["member"] == member
+            await ws.close()
+        finally:
+            await ana.close()
+            await carla.close()
+
+    asyncio.run(scenario())
+    ro, rm = ops[0].result(), mod.result()
+    caller.result()
+    joined = (mark(ro, "answered") + 1.5, mark(ro, "end") - 0.3)
+    assert hears(mod, rm, *joined, OPERATOR_HZ) > 0.1, "the operator joined the room"
+    assert hears(mod, rm, *joined, CALLER_HZ) > 0.1, "where the caller stayed"
+    assert "no operator answered" in srv.log()
+    audit = [(r["action"], r["by"]) for r in report(srv, "audit") if r["source"] == "web"]
+    assert audit == [("operator-join", "ana")], audit

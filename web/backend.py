@@ -24,8 +24,10 @@ ROOM_ACTIONS = (
     "lecture-off",
     "end",
     "dial",
+    "operator",
+    "operator-join",
 )
-MEMBER_ACTIONS = frozenset({"mute", "unmute", "kick"})
+MEMBER_ACTIONS = frozenset({"mute", "unmute", "kick", "operator", "operator-join"})
 # Keys a browser participant may press.
 WEB_KEYS = ("mute", "unmute", "hand", "help")
 

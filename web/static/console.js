@@ -165,13 +165,15 @@
     row.caller.textContent = m.caller || "(unknown)";
     if (m.via === "web") row.caller.append(" ", el("span", {class: "via", text: "browser"}));
     if (m.hand) row.caller.append(" ", el("span", {class: "hand", text: "hand up", title: "hand raised"}));
+    if (m.help) row.caller.append(" ", el("span", {class: "help", text: "help requested",
+      title: "asked for an operator (*90): ringing, with an operator, or nobody answered"}));
     const quality = fmtQuality(m.via === "web" ? null : m.quality);
     row.quality.textContent = quality;
     row.quality.className = qualityClass(m.quality);
     if (quality) row.caller.append(row.quality);
     row.role.textContent = m.role || "";
     row.role.className = m.role === "moderator" ? "role-moderator" : "";
-    const key = [m.name, m.muted, canAct].join("|");
+    const key = [m.name, m.muted, m.help, canAct].join("|");
     if (row.key === key) return;
     row.key = key;
     row.name.replaceChildren(m.name
@@ -189,6 +191,17 @@
           if (confirm("Remove " + (m.caller || m.id) + " from " + name + "?"))
             act(name, "kick", {member: m.id}, card);
         }}));
+      if (m.help) {
+        // Ring the operators again for this member: into a private talk, or
+        // straight into the room with everyone.
+        row.act.append(
+          el("button", {type: "button", text: "Operator: talk", title: "ring the operators " +
+            "and put the one who answers in a private talk with this caller",
+            onclick: () => act(name, "operator", {member: m.id}, card)}),
+          el("button", {type: "button", text: "Operator: join", title: "ring the operators; " +
+            "the one who answers joins the room",
+            onclick: () => act(name, "operator-join", {member: m.id}, card)}));
+      }
     }
   }
 
@@ -286,6 +299,10 @@
       case "hand_raised": case "hand_lowered":
         if (!m) { askSnapshot(); return; }
         m.hand = ev.type === "hand_raised";
+        break;
+      case "help_requested": case "help_ended":
+        if (!m) { askSnapshot(); return; }
+        m.help = ev.type === "help_requested";
         break;
       case "quality":
         // A member not shown yet gets the figures with the snapshot its
