@@ -89,6 +89,16 @@ class StopRecording:
     by: str
 
 
+@dataclass(frozen=True)
+class CallOperator:
+    """*90 (or an admin for a member): the member leaves the room's audio and
+    hears hold music while the operators' phones ring. `join`: the operator who
+    answers goes straight into the room (the console's "join the room")."""
+
+    leg: LegId
+    join: bool = False
+
+
 ControlCommand = (
     RoomCommand
     | Say
@@ -99,6 +109,7 @@ ControlCommand = (
     | StartBlast
     | StartRecording
     | StopRecording
+    | CallOperator
 )
 
 
@@ -108,7 +119,7 @@ class Context:
 
     policy: LevelPolicy
     keys: KeyReader
-    operator: str | None = None
+    operators: tuple[str, ...] = ()  # the extensions *90 rings (none: no operator)
 
 
 def digits_prompts(text: str) -> tuple[str, ...]:
@@ -126,12 +137,14 @@ def allowed(member: Member, action: str, policy: LevelPolicy) -> bool:
 
 def _help(room: Room, m: Member, ctx: Context) -> list[ControlCommand]:
     items: list[SayItem] = []
+    offer: list[SayItem] = []  # the operator comes last, after the key list
     for key, action in ctx.keys.keys.items():
-        if allowed(m, action, ctx.policy):
+        if action == "operator":
+            if ctx.operators:
+                offer += [ACTIONS[action].help_prompt, *digits_prompts(key)]
+        elif allowed(m, action, ctx.policy):
             items += [ACTIONS[action].help_prompt, *digits_prompts(key)]
-    if ctx.operator:
-        items.append("help_operator")
-    return [Say(m.leg, tuple(items))]
+    return [Say(m.leg, tuple(items + offer))]
 
 
 def _gain(room: Room, m: Member, ctx: Context) -> list[ControlCommand]:
@@ -275,6 +288,22 @@ def _record(room: Room, m: Member, ctx: Context) -> list[ControlCommand]:
     return record(room, room.recording is None, f"leg {m.leg}")
 
 
+def call_operator(room: Room, leg: LegId, join: bool = False) -> list[ControlCommand]:
+    """Take a member out of the room's audio to talk with an operator (a key,
+    or an admin on the console); `join`: ring the operators into the room instead."""
+    if leg not in room.members:
+        return []
+    if join:  # the operator comes to the member, who stays in the room
+        return [CallOperator(leg, join=True)]
+    return [*room.set_away(leg, True), CallOperator(leg)]
+
+
+def _operator(room: Room, m: Member, ctx: Context) -> list[ControlCommand]:
+    if not ctx.operators:
+        return [Say(m.leg, ("not_available",))]
+    return call_operator(room, m.leg)
+
+
 Handler = Callable[[Room, Member, Context], list[ControlCommand]]
 ACTION_HANDLERS: dict[str, Handler] = {
     "help": _help,
@@ -292,6 +321,7 @@ ACTION_HANDLERS: dict[str, Handler] = {
     "count": _count,
     "next_hand": _next_hand,
     "record": _record,
+    "operator": _operator,
 }
 
 

@@ -63,4 +63,19 @@ class Hangup:
     reason: str
 
 
-Command = Play | StopPlayback | StartTimer | CancelTimer | JoinRoom | RecordName | WrongPin | Hangup
+@dataclass(frozen=True)
+class CallOperator:
+    """The caller asked for an operator ("trouble connecting") before any PIN."""
+
+
+Command = (
+    Play
+    | StopPlayback
+    | StartTimer
+    | CancelTimer
+    | JoinRoom
+    | RecordName
+    | WrongPin
+    | Hangup
+    | CallOperator
+)

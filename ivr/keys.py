@@ -49,6 +49,8 @@ ACTIONS: dict[str, Action] = {
         Action("count", ANYONE, "help_count"),
         Action("next_hand", MODERATOR, "help_next_hand"),
         Action("record", MODERATOR, "help_record", needs="record"),
+        # Spoken last in the *0 help, and only where an operator is configured.
+        Action("operator", ANYONE, "help_operator"),
     )
 }
 
@@ -69,6 +71,20 @@ DEFAULT_KEYS: dict[str, str] = {
     "*94": "hand",
     "*95": "count",
     "*96": "next_hand",
+    "*90": "operator",
+}
+
+# During a help call (*90, or 0 at the PIN prompt): the keys of the operator's
+# phone, and the caller's own way back. Digits keyed by the operator outside a
+# star sequence are a room's PIN, ended by `#`, that puts the caller in that
+# room (a caller who had trouble connecting).
+OPERATOR_KEYS: dict[str, str] = {
+    "*2": "return",  # the caller goes back where they were; the operator's call ends
+    "*3": "join",  # the operator enters the caller's room with them
+    "*7": "hangup",  # end the caller's call (with a goodbye)
+}
+HELP_CALLER_KEYS: dict[str, str] = {
+    "*2": "return",  # back to the room (or the PIN prompt) without waiting
 }
 
 # The key the manual promises for help: it must stay bound to help, whatever

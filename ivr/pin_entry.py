@@ -2,6 +2,11 @@
 then the moderator's counter-PIN, then (in rooms that announce names) record
 the caller's name, and hand the caller to a room.
 
+Where an operator is configured, `*0`, or `0` alone (then `#` or silence),
+before any PIN asks for one ("trouble connecting"): no PIN has 1 digit, so
+neither can be taken for one. The dialogue waits while the caller is with the
+operator and `resume`s at the PIN prompt if the caller comes back.
+
 A plain state machine: feed it events, it returns commands.
 """
 
@@ -12,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ivr.commands import (
+    CallOperator,
     CancelTimer,
     Command,
     Hangup,
@@ -54,6 +60,7 @@ class State(enum.Enum):
     PROMPTING = "prompting"  # a prompt plays; digits barge in
     COLLECTING = "collecting"
     RECORDING = "recording"  # the caller says their name
+    AWAY = "away"  # with an operator: nothing to do until `resume`
     DONE = "done"
 
 
@@ -82,6 +89,7 @@ class PinEntry:
         max_tries: int = 3,
         max_digits: int = 16,
         gate: Gate | None = None,
+        operator: bool = False,
     ) -> None:
         self.lookup = lookup
         self.gate = gate or (lambda _m: None)
@@ -89,6 +97,8 @@ class PinEntry:
         self.total_timeout = total_timeout
         self.max_tries = max_tries
         self.max_digits = max_digits
+        self.operator = operator  # whether `*0` / `0` reach an operator
+        self.star = False  # the last key was `*` (for `*0`)
         self.state = State.PROMPTING
         self.step = Step.PIN
         self.digits = ""
@@ -119,7 +129,7 @@ class PinEntry:
 
     def digit(self, d: str) -> list[Command]:
         """A deduplicated key press."""
-        if self.state in (State.DONE, State.RECORDING):
+        if self.state in (State.DONE, State.RECORDING, State.AWAY):
             return []
         if self.match is not None and self.step is Step.PIN:
             return []  # past the PINs (the name prompt plays): keys wait for the room
@@ -128,6 +138,9 @@ class PinEntry:
             # Barge-in: a caller who knows the PIN does not wait for the prompt.
             self.state = State.COLLECTING
             cmds += [StopPlayback(), StartTimer(TOTAL, self.total_timeout)]
+        star, self.star = self.star, d == "*"
+        if self._wants_operator(d, star):
+            return cmds + self._to_operator()
         if d == "#":
             return cmds + self._submit()
         if d in "0123456789":
@@ -141,6 +154,8 @@ class PinEntry:
         """A timer started by this dialogue fired."""
         if self.state is not State.COLLECTING:
             return []
+        if self.operator and self.step is Step.PIN and self.digits == "0":
+            return self._to_operator()
         if self.digits:
             # Digits then silence: take what was keyed, as if `#` had come.
             return self._submit()
@@ -156,6 +171,20 @@ class PinEntry:
         self.name_path = path
         return self._admit(self.match)
 
+    def resume(self, said: tuple[str, ...]) -> list[Command]:
+        """Back from the operator: say why, then ask for the PIN again."""
+        if self.state is not State.AWAY:
+            return []
+        self.state = State.PROMPTING
+        return [Play((*said, "enter_pin"))]
+
+    def placed(self, match: PinMatch) -> None:
+        """An operator put the caller in a room (keyed its PIN for them)."""
+        if self.state is State.AWAY:
+            self.state = State.DONE
+            self.events.append(f"placed by the operator room={match.room} role={match.role}")
+            self.outcome = Outcome("joined", self.tries, match)
+
     def hangup(self) -> None:
         """The caller hung up during the dialogue."""
         if self.state is not State.DONE:
@@ -163,6 +192,19 @@ class PinEntry:
             self.outcome = Outcome("hangup", self.tries)
 
     # -- internals --------------------------------------------------------
+    def _wants_operator(self, d: str, star: bool) -> bool:
+        if not self.operator or self.step is not Step.PIN:
+            return False
+        if d == "0" and star and not self.digits:
+            return True  # *0
+        return d == "#" and self.digits == "0"  # 0#
+
+    def _to_operator(self) -> list[Command]:
+        self.digits, self.star = "", False
+        self.state = State.AWAY
+        self.events.append("operator requested")
+        return [CancelTimer(INTERDIGIT), CancelTimer(TOTAL), StopPlayback(), CallOperator()]
+
     def _submit(self) -> list[Command]:
         entered, self.digits = self.digits, ""
         cancel: list[Command] = [CancelTimer(INTERDIGIT), CancelTimer(TOTAL)]

@@ -71,6 +71,7 @@ class PhoneCall:
     pending_digits: list[tuple[str, str]] = field(default_factory=list)
     report: dict[str, Any] = field(default_factory=dict)
     done: bool = False
+    answer_at: float | None = None  # --answer-after: ringing until then
 
 
 class Softphone:
@@ -122,6 +123,12 @@ class Softphone:
             dialed=call.request_user,
         )
         self.by_leg[c.leg] = c
+        if self.args.answer_after > 0:
+            # Ring first (an operator's phone that takes a while, or never answers).
+            self.ua.answer(call.leg, 180)
+            c.report["ringing_at"] = time.monotonic()
+            c.answer_at = time.monotonic() + self.args.answer_after
+            return
         self.ua.answer(call.leg, 200)
 
     def on_message(self, from_uri: str, body: str) -> None:
@@ -327,7 +334,11 @@ class Softphone:
                     self.start_call(self.calls[started])
                     started += 1
                 for c in self.calls[:started]:
-                    if not c.done and c.leg is not None:
+                    if c.answer_at is not None and not c.done and now >= c.answer_at:
+                        c.answer_at = None
+                        if c.leg is not None and self.ua.has_leg(c.leg):
+                            self.ua.answer(c.leg, 200)
+                    if not c.done and c.leg is not None and c.answer_at is None:
                         self.advance(c, now)
                 if not args.target and not args.answer and now - t0 >= args.linger:
                     for c in self.calls:  # registering (and listening) was the whole job
@@ -383,6 +394,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--answer",
         action="store_true",
         help="answer --calls incoming calls and run the script on each",
+    )
+    p.add_argument(
+        "--answer-after",
+        type=float,
+        default=0.0,
+        help="with --answer: ring (180) this many seconds before answering",
     )
     p.add_argument("--script", default="wait_media 5; wait 2; hangup")
     p.add_argument("--bind", default="127.0.0.1", help="local IP (a 127.x address)")

@@ -770,6 +770,8 @@ ROOM_ACTIONS = (
     "lower-hand",
     "record-start",
     "record-stop",
+    "operator",
+    "operator-join",
 )
 
 
@@ -847,7 +849,11 @@ def build_parser() -> argparse.ArgumentParser:
     ro = sub.add_parser("room", help="act on a live room: " + ", ".join(ROOM_ACTIONS))
     ro.add_argument("action", choices=ROOM_ACTIONS)
     ro.add_argument("room")
-    ro.add_argument("member", nargs="?", help="call id or caller (mute, unmute, kick, lower-hand)")
+    ro.add_argument(
+        "member",
+        nargs="?",
+        help="call id or caller (mute, unmute, kick, lower-hand, operator, operator-join)",
+    )
     ro.add_argument("--config", help="provisioning YAML (default: the bundled example)")
     _identity_args(ro)
     ro.set_defaults(fn=cmd_room)

@@ -247,6 +247,7 @@ class Console:
                         leg.id in room.hands,
                         "web" if leg.seat.joined_by == "web" else "sip",
                         m.held,
+                        svc.helpdesk.wants_help(leg.id),
                     )
                 )
                 heard_said = svc.ua.levels(leg.id)

@@ -13,10 +13,12 @@ import logging
 import wave
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
 from ivr.commands import (
+    CallOperator,
     CancelTimer,
     Command,
     Hangup,
@@ -48,6 +50,13 @@ log = logging.getLogger("ponte.call")
 
 # A recorded name quieter than this (RMS of 16-bit samples) is taken as silence.
 NAME_SILENCE_RMS = 150
+
+
+class OperatorDesk(Protocol):
+    """The operator help (ponte/helpdesk.py, above this layer)."""
+
+    def trouble_connecting(self, leg: Leg, entry: Entry) -> None:
+        """`*0` / `0` at the PIN prompt: ring the operators for this caller."""
 
 
 class EntryIvr:
@@ -93,6 +102,7 @@ class EntryIvr:
         self.handoff = HandoffService(config, clock, loop, ua, rooms.legs, media, rooms, stores)
         # PIN `#` arrival -> joined (bench/dtmf.py, bench/legs.py).
         self.join_latencies: list[float] = []
+        self.desk: OperatorDesk | None = None  # set once the help desk exists
 
     def reloaded(self, config: Config) -> None:
         """New timeouts and tries apply to the next caller."""
@@ -127,6 +137,12 @@ class EntryIvr:
         self.known_callers.remember(number, caller, at)
         return self.known_callers.knows(number, caller, now)
 
+    def operators(self, leg: Leg) -> tuple[str, ...]:
+        """Who `0` at the PIN prompt rings: the operators of the access
+        number's room, if it serves one, else the global ones."""
+        access = self.config.access_number(leg.dialed)
+        return self.config.operators(access.room if access else None)
+
     def answer(self, leg: Leg, source_key: str) -> None:
         """A caller reached an access number: ask for the PIN, or refuse a
         source locked out for guessing (told why in early media, then 403)."""
@@ -150,6 +166,7 @@ class EntryIvr:
             ivr.total_timeout,
             ivr.max_tries,
             gate=self.rooms.gate,
+            operator=self.desk is not None and bool(self.operators(leg)),
         )
         leg.handler = Entry(self, dialogue, source_key)
         self.ua.answer(leg.id, 200)
@@ -188,6 +205,12 @@ class Entry(Idle):
         """Hung up while keying: the dialogue ignores anything later."""
         self.dialogue.hangup()
 
+    def resume(self, leg: Leg, said: tuple[str, ...]) -> None:
+        """Back from the operator (the help desk gave the leg back): say why,
+        then the PIN prompt again."""
+        leg.handler = self
+        self._feed(leg, self.dialogue.resume, said)
+
     # -- carrying out the dialogue's commands ---------------------------------
     def _feed(self, leg: Leg, event: Callable[..., list[Command]], *args: object) -> None:
         """Feed one event to the dialogue, log what it decided, run it."""
@@ -222,6 +245,8 @@ class Entry(Idle):
                 case Hangup(reason):
                     self._right_pin(leg)  # a right PIN refused (hours, lock) still counts
                     media.hangup_after_prompt(leg, reason)
+                case CallOperator() if ivr.desk is not None:
+                    ivr.desk.trouble_connecting(leg, self)
 
     def _timeout(self, leg: Leg, name: str) -> Callable[[], None]:
         def fire() -> None:

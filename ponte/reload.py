@@ -124,7 +124,7 @@ class Reloader:
             log.error("reload refused, configuration unchanged: %s", msg)
             return {"ok": False, "error": f"{self.config_path}: {msg}"}
         svc.config = new
-        for part in (svc.calllog, svc.dialout, svc.scheduler):
+        for part in (svc.calllog, svc.dialout, svc.scheduler, svc.helpdesk):
             part.config = new
         svc.rooms.reloaded(new)
         svc.entry.reloaded(new)

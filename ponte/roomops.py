@@ -1,7 +1,7 @@
 """Admin actions on a live room from outside the call (the CLI, the web console):
-mute, kick, lock, lecture, end, record-start/stop, and the raised hands (next-hand,
-lower-hand). Each is checked against the admin's role, carried out by the same room
-function a member's key uses, and audited.
+mute, kick, lock, lecture, end, record-start/stop, the raised hands (next-hand,
+lower-hand) and ringing the operators for a member. Each is checked against the
+admin's role, carried out by the same room function a member's key uses, and audited.
 """
 
 from __future__ import annotations
@@ -10,7 +10,16 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from bridge.controls import ControlCommand, lecture, lock, mute, next_hand, record, set_hand
+from bridge.controls import (
+    ControlCommand,
+    call_operator,
+    lecture,
+    lock,
+    mute,
+    next_hand,
+    record,
+    set_hand,
+)
 from bridge.levels import permits
 from bridge.room import Room
 from ponte.rooms import policy
@@ -75,6 +84,20 @@ def _record(on: bool) -> Effect:
     return run
 
 
+def _operator(join: bool) -> Effect:
+    """Ring the operators for a member: into a private talk (as the member's
+    own *90), or (`join`) straight into the room."""
+
+    def run(svc: Services, room: Room, member: int | None, _by: str) -> Outcome:
+        assert member is not None
+        how = "join" if join else "talk"
+        return call_operator(room, member, join), {
+            f"member.{_caller(svc, member)}.operator": (None, how)
+        }
+
+    return run
+
+
 def _kick(svc: Services, room: Room, member: int | None, _by: str) -> Outcome:
     assert member is not None
     caller = _caller(svc, member)
@@ -103,6 +126,8 @@ ACTIONS: dict[str, tuple[bool, Effect]] = {
     "lower-hand": (True, _lower_hand),
     "record-start": (False, _record(True)),
     "record-stop": (False, _record(False)),
+    "operator": (True, _operator(False)),
+    "operator-join": (True, _operator(True)),
 }
 
 
@@ -170,6 +195,11 @@ def room_command(svc: Services, request: dict[str, Any], source: str = "command"
     needs_member, effect = ACTIONS[action]
     try:
         member = _member(svc, room, request.get("member")) if needs_member else None
+        if action.startswith("operator"):
+            if not svc.config.operators(room.name):
+                raise ValueError(f"room {room.name} has no operator: set `operator:`")
+            if member is not None and member in svc.helpdesk.calls:
+                raise ValueError("an operator is already called for this member")
         # An effect refuses (ValueError) before it changes anything.
         cmds, fields = effect(svc, room, member, by)
     except ValueError as exc:

@@ -17,6 +17,7 @@ from typing import Protocol
 from bridge.billing import LegRecord
 from bridge.controls import (
     GAIN_STEPS,
+    CallOperator,
     Context,
     ControlCommand,
     EndDialOut,
@@ -81,6 +82,13 @@ class Outreach(Protocol):
         """The leg's media was renegotiated: its private talk, if any, is linked again."""
 
 
+class Helpline(Protocol):
+    """The operator side of the room keys (*90), above this layer."""
+
+    def request(self, leg_id: int, join: bool = False) -> None:
+        """Ring the operators for a member (`join`: the one who answers enters the room)."""
+
+
 def policy(room: RoomConfig) -> LevelPolicy:
     """A room's security level and options, as the pure rules read them."""
     return LevelPolicy(
@@ -128,6 +136,7 @@ class RoomService:
         self.stores = stores
         self.live = RoomSet()
         self.outreach: Outreach | None = None  # set once the dial-out exists
+        self.helpline: Helpline | None = None  # set once the help desk exists
         # Digit arrival -> the key's action applied to the room (bench/dtmf.py).
         self.action_latencies: deque[tuple[str, float]] = deque(maxlen=10000)
         self.config = config
@@ -282,7 +291,11 @@ class RoomService:
         if live is None or leg.seat is None:
             return
         cfg = self.configs[leg.seat.room]
-        ctx = Context(policy(cfg), keys or KeyReader(self.config.keys.map), cfg.operator)
+        ctx = Context(
+            policy(cfg),
+            keys or KeyReader(self.config.keys.map),
+            self.config.operators(leg.seat.room),
+        )
         cmds = run_action(live, leg.id, action, ctx)
         refused = any(isinstance(c, Say) and c.items == ("not_available",) for c in cmds)
         log.info(
@@ -340,6 +353,8 @@ class RoomService:
                         self.apply(self.recordings.open_track(live, leg_id))
                 case CloseTrack(name, _leg, rec):
                     self.recordings.close_track(name, rec)
+                case CallOperator(leg_id, join) if self.helpline is not None:
+                    self.helpline.request(leg_id, join)
                 case EndLeg(leg_id, prompts):
                     leg = self.legs.get(leg_id)
                     if leg is not None:

@@ -3,7 +3,8 @@
 The app server hands `RoomWatch.update` a view of its rooms and the members'
 speech levels a few times a second (on its loop thread); the watch keeps the
 last snapshot and returns the events between the two: joins, leaves, mutes,
-locks, lecture mode, raised hands, talking started/stopped and rooms ended.
+locks, lecture mode, raised hands, help requested (ponte/helpdesk.py), talking
+started/stopped and rooms ended.
 Diffing views instead of hooking every code path that changes a room means
 a mute by DTMF, by the CLI or by the web all show up the same way.
 """
@@ -33,6 +34,7 @@ class MemberView:
     hand: bool
     via: str  # "sip" | "web"
     held: bool = False  # the phone holds the call
+    help: bool = False  # asked for an operator: ringing, with one, or unanswered
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,7 @@ MEMBER_FLAGS = (
     ("muted", "muted", "unmuted"),
     ("hand", "hand_raised", "hand_lowered"),
     ("held", "on_hold", "off_hold"),
+    ("help", "help_requested", "help_ended"),
 )
 
 

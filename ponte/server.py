@@ -33,6 +33,7 @@ from ponte.edge import Edge
 from ponte.entry import EntryIvr
 from ponte.extcalls import AccReader
 from ponte.follow import ConfigFollower
+from ponte.helpdesk import HelpDesk
 from ponte.legs import LegTable
 from ponte.loop import Loop
 from ponte.media import Media
@@ -126,6 +127,8 @@ class AppServer:
         dialout = DialOut(config, clock, loop, ua, legs, media, rooms, calllog, router, stores)
         rooms.outreach = dialout
         scheduler = Scheduler(config, clock, loop, stores, dialout, entry)
+        helpdesk = HelpDesk(config, clock, loop, ua, legs, media, rooms, entry, calllog)
+        rooms.helpline = entry.desk = helpdesk
         self.svc = Services(
             config,
             clock,
@@ -140,6 +143,7 @@ class AppServer:
             router,
             dialout,
             scheduler,
+            helpdesk,
         )
         self.notifier = Notifier()
         self.control = ControlServer(

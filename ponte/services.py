@@ -14,6 +14,7 @@ from ponte.calllog import CallLog
 from ponte.clock import WallClock
 from ponte.dialout import DialOut
 from ponte.entry import EntryIvr
+from ponte.helpdesk import HelpDesk
 from ponte.legs import LegTable
 from ponte.loop import Loop
 from ponte.media import Media
@@ -42,6 +43,7 @@ class Services:
     router: Router
     dialout: DialOut
     scheduler: Scheduler  # scheduled dial-out (ponte schedule)
+    helpdesk: HelpDesk
 
     def acting_admin(self, as_name: str | None, by: str | None, unix_user: str | None) -> str:
         """The name an admin change is recorded under (PermissionDenied if unknown)."""

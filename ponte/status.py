@@ -41,6 +41,7 @@ def status(
                     # (heard, said), 0-255: what talk detection reads
                     "levels": ua.levels(m.leg),
                     "hand": m.leg in room.hands,
+                    "help": svc.helpdesk.wants_help(m.leg),
                     # rtpengine's live figures for the member's call
                     "quality": quality.get(m.leg, {}),
                 }
@@ -64,6 +65,8 @@ def status(
             }
             for name, room in live.rooms.items()
         },
+        # Callers who asked for an operator: ringing, talking, or unanswered.
+        "help_requests": svc.helpdesk.pending(),
         "join_latencies": list(svc.entry.join_latencies),
         "action_latencies": [list(a) for a in svc.rooms.action_latencies],
         "accepting": svc.router.accepting,

@@ -23,6 +23,17 @@ from provisioning.network import NodeEntry, PbxConfig, SipConfig
 
 Language = Literal["pt-BR", "en"]
 Pin = str
+# An extension number (as `Extension.number`).
+ExtNumber = Annotated[str, Field(pattern=r"^[1-9][0-9]{2,5}$")]
+# `operator:` names one extension or several rung together (the first to answer wins).
+Operators = ExtNumber | Annotated[list[ExtNumber], Field(min_length=1, max_length=20)]
+
+
+def operator_list(value: Operators | None) -> tuple[str, ...]:
+    """`operator:` as a tuple of extensions (empty: none)."""
+    if value is None:
+        return ()
+    return (value,) if isinstance(value, str) else tuple(dict.fromkeys(value))
 
 
 def _check_pin(value: str, what: str) -> str:
@@ -85,7 +96,8 @@ class Room(_Strict):
     allow_dial_out: bool = False  # level 2 only, as allow_lock
     issued: dt.date | None = None  # PINs are valid 12 months from this date
     timezone: str = "America/Sao_Paulo"
-    operator: str | None = None  # extension offered by the *0 help
+    # Who *90 rings for this room (else the global `operator:`).
+    operator: Operators | None = None
     allow_blast: bool = False  # level 2 only: level 3 may always blast, level 1 never
     dial_out_carriers: list[str] = Field(default_factory=lambda: ["15", "21"])
     area_code: str | None = Field(None, pattern=r"^[1-9][1-9]$")  # else the room line's
@@ -593,6 +605,11 @@ class Config(_Strict):
     web: WebConfig = WebConfig()
     # App-server nodes on other machines behind this edge (issue 19).
     nodes: list[NodeEntry] = Field(default_factory=list)
+    # The operators (issue 20): the extension(s) that *90 in a room and `0` at
+    # the PIN prompt ring, all at once; a room's own `operator:` overrides it.
+    operator: Operators | None = None
+    # How long the operators' phones ring before the caller goes back.
+    operator_ring_seconds: float = Field(30.0, ge=5, le=300)
 
     @field_validator("database")
     @classmethod
@@ -703,6 +720,15 @@ class Config(_Strict):
                 raise ValueError(f"DID {did} goes to unknown access number {target.room_access!r}")
             if target.extension and target.extension not in numbers:
                 raise ValueError(f"DID {did} goes to unknown extension {target.extension!r}")
+        for where, value in [("operator", self.operator)] + [
+            (f"room {r.name}: operator", r.operator) for r in self.rooms
+        ]:
+            for ext in operator_list(value):
+                if ext not in numbers:
+                    raise ValueError(
+                        f"{where} {ext} is not an extension: list it under `extensions:` "
+                        "(the operator's phone registers to Kamailio as one)"
+                    )
         return self
 
     def _check_nodes(self) -> None:
@@ -749,6 +775,14 @@ class Config(_Strict):
     def admin(self, name: str) -> Admin | None:
         """The admin called `name`, if listed."""
         return next((a for a in self.admins if a.name == name), None)
+
+    def operators(self, room: str | None) -> tuple[str, ...]:
+        """The extensions a help call from `room` rings (None: from the PIN
+        prompt): the room's own `operator:`, else the global one."""
+        r = next((x for x in self.rooms if x.name == room), None) if room else None
+        if r is not None and r.operator is not None:
+            return operator_list(r.operator)
+        return operator_list(self.operator)
 
     def access_number(self, user: str) -> AccessNumber | None:
         """The access number whose SIP user part is `user`, if any."""

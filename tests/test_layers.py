@@ -48,7 +48,7 @@ PONTE_LAYERS: tuple[tuple[str, ...], ...] = (
     ("handoff",),
     ("entry",),
     ("routing",),
-    ("dialout",),
+    ("dialout", "helpdesk"),
     ("scheduler",),
     ("services",),
     ("roomops", "scheduleops", "clusterview"),

@@ -30,8 +30,10 @@ ROOM_ACTIONS = (
     "lower-hand",
     "record-start",
     "record-stop",
+    "operator",
+    "operator-join",
 )
-MEMBER_ACTIONS = frozenset({"mute", "unmute", "kick", "lower-hand"})
+MEMBER_ACTIONS = frozenset({"mute", "unmute", "kick", "lower-hand", "operator", "operator-join"})
 # Keys a browser participant may press.
 WEB_KEYS = ("mute", "unmute", "hand", "help")
 

@@ -44,6 +44,10 @@ EVENT_TYPES = frozenset(
         # The member's phone put the call on hold / took it off (re-INVITE).
         "on_hold",
         "off_hold",
+        # A member asked for an operator (*90 or an admin), and the request
+        # ended (served, or sent back; an unanswered one stays up to 10 min).
+        "help_requested",
+        "help_ended",
         "room_started",
         "room_ended",
         # {"member", "caller", "quality": {"loss_in", "loss_out", "jitter_in",

@@ -175,13 +175,15 @@
     if (m.hand) row.caller.append(" ", el("span", {class: "hand", text: "hand up", title: "hand raised"}));
     if (m.held) row.caller.append(" ", el("span", {class: "held", text: "on hold",
       title: "the phone put the call on hold: still in the room, not heard"}));
+    if (m.help) row.caller.append(" ", el("span", {class: "help", text: "help requested",
+      title: "asked for an operator (*90): ringing, with an operator, or nobody answered"}));
     const quality = fmtQuality(m.via === "web" ? null : m.quality);
     row.quality.textContent = quality;
     row.quality.className = qualityClass(m.quality);
     if (quality) row.caller.append(row.quality);
     row.role.textContent = m.role || "";
     row.role.className = m.role === "moderator" ? "role-moderator" : "";
-    const key = [m.name, m.muted, m.hand, canAct].join("|");
+    const key = [m.name, m.muted, m.hand, m.help, m.held, canAct].join("|");
     if (row.key === key) return;
     row.key = key;
     row.name.replaceChildren(m.name
@@ -201,6 +203,17 @@
           if (confirm("Remove " + (m.caller || m.id) + " from " + name + "?"))
             act(name, "kick", {member: m.id}, card);
         }}));
+      if (m.help) {
+        // Ring the operators again for this member: into a private talk, or
+        // straight into the room with everyone.
+        row.act.append(
+          el("button", {type: "button", text: "Operator: talk", title: "ring the operators " +
+            "and put the one who answers in a private talk with this caller",
+            onclick: () => act(name, "operator", {member: m.id}, card)}),
+          el("button", {type: "button", text: "Operator: join", title: "ring the operators; " +
+            "the one who answers joins the room",
+            onclick: () => act(name, "operator-join", {member: m.id}, card)}));
+      }
     }
   }
 
@@ -304,6 +317,10 @@
       case "on_hold": case "off_hold":
         if (!m) { askSnapshot(); return; }
         m.held = ev.type === "on_hold";
+        break;
+      case "help_requested": case "help_ended":
+        if (!m) { askSnapshot(); return; }
+        m.help = ev.type === "help_requested";
         break;
       case "quality":
         // A member not shown yet gets the figures with the snapshot its
