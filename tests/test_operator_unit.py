@@ -29,7 +29,7 @@ def test_the_help_keys_are_data_and_valid():
     assert DEFAULT_KEYS["*90"] == "operator"
     validate_key_map(DEFAULT_KEYS, 1.0)
     for keys in (OPERATOR_KEYS, HELP_CALLER_KEYS):
-        validate_key_map({k: "help" for k in keys}, 1.0)  # well-formed star keys
+        validate_key_map({"*0": "help", **{k: "help" for k in keys}}, 1.0)  # well-formed star keys
     assert set(OPERATOR_KEYS.values()) == {"return", "join", "hangup"}
     r = KeyReader(DEFAULT_KEYS)
     r.digit("*")
