@@ -94,6 +94,9 @@ class BlastCall:
     no_answer: bool = False  # rang out (the run's ring_seconds)
 
 
+PACED_RETRIES = 3  # a number refused by the trunk's pacing is tried again this often
+
+
 @dataclass
 class Blast:
     """A running blast dial-out in one room."""
@@ -114,6 +117,11 @@ class Blast:
     done: Callable[[], None] | None = None
     finished: bool = False
     language: str | None = None  # the callees' (None: the moderator's)
+    # Numbers the edge's trunk pacing refused (503), each tried again a few
+    # times: this node's window and Kamailio's see the INVITEs at slightly
+    # different moments, so under load a paced pair can still land in one
+    # of the edge's windows.
+    repaced: dict[str, int] = field(default_factory=dict)
 
 
 class DialOut:
@@ -647,6 +655,16 @@ class BlastCallee(Idle):
         ringing = d.blast_calls.pop(leg.id, None) is not None
         b.run.calls.pop(leg.id, None)
         log.info("blast call %d to %s ended before joining (%d)", leg.id, b.number, code)
+        run = b.run
+        tries = run.repaced.get(b.number, 0)
+        if code == 503 and not b.answered and not run.cancelled and tries < PACED_RETRIES:
+            # Refused by the trunk's pacing (Retry-After: 1): not the callee's
+            # answer, so the number goes back to the head of the queue.
+            run.repaced[b.number] = tries + 1
+            run.pending.insert(0, (b.number, b.decision, b.role))
+            if run.timer is None:
+                run.timer = d.loop.call_later(1.0, lambda: d._blast_next(run))
+            return
         if b.run.report is not None and ringing:  # (not: dropped at join, already told)
             # "left": hung up during the invitation.
             outcome = "left" if b.answered else unanswered(code, b.no_answer)

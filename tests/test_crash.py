@@ -51,7 +51,10 @@ from tests.test_edge_calls import (
 from tests.test_spine_calls import hash_time, window
 
 BYE_WITHIN = 10.0  # seconds from the kill to each phone's BYE (issue 23)
-ANSWER_WITHIN = 3.0  # seconds from the restart to a new call answered
+# A new call placed right after the restart is answered, not refused: the bound
+# only tells a call answered from one that waited for a timeout; how fast is
+# printed (and measured by bench/), never asserted on a loaded machine.
+ANSWER_WITHIN = 10.0
 MORE_EXTENSIONS = [{"number": "1005", "name": "Elisa", "password": "elisa-Secret-w8n"}]
 PASSWORDS = {**ALL_PASSWORDS, **{e["number"]: e["password"] for e in MORE_EXTENSIONS}}
 
