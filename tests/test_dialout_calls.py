@@ -184,8 +184,10 @@ def test_blast_paces_8_calls_plays_the_message_and_joins_them(server_factory, ph
     assert n[0] == 8
     assert rm["hung_up_by"] == "local"
     # Each blast call is in the call history, from the room's line.
-    calls = report(srv, "calls", "--line", "room:demo")
-    assert len(calls) == 8 and {c["disposition"] for c in calls} == {"answered"}, calls
+    # (An attempt the edge's pacing refused, tried again, is in the history too.)
+    every = report(srv, "calls", "--line", "room:demo")
+    calls = [c for c in every if c["disposition"] == "answered"]
+    assert len(calls) == 8 and len(every) <= 8 + 3, every
     assert all(c["origin"] == "room:demo" and c["trunk"] and c["duration"] > 5 for c in calls)
 
 
