@@ -130,12 +130,26 @@ class Layout:
     size: int
     max_legs: int
     probe_slots: list[int] = field(default_factory=list)
+    record: str = "none"  # none | mix | tracks: what each room records once joined
 
     @property
-    def rooms(self) -> list[dict[str, str]]:
+    def rooms(self) -> list[dict[str, Any]]:
         """The rooms for the server's configuration."""
+        extra: dict[str, Any] = {}
+        if self.record != "none":
+            # Recording needs the room's consent and a level above 1.
+            extra = {
+                "allow_recording": True,
+                "security_level": 2,
+                "record_tracks": self.record == "tracks",
+            }
         return [
-            {"name": f"r{i}", "participant_pin": f"{10000 + i}", "moderator_pin": f"{50000 + i}"}
+            {
+                "name": f"r{i}",
+                "participant_pin": f"{10000 + i}",
+                "moderator_pin": f"{50000 + i}",
+                **extra,
+            }
             for i in range(math.ceil(self.max_legs / self.size))
         ]
 
@@ -219,6 +233,23 @@ def wait_joined(srv: Server, want: int, timeout: float) -> int:
     return n
 
 
+def start_recordings(srv: Server, started: set[str]) -> list[str]:
+    """Start recording every room with members that is not recording yet,
+    through the control socket (the path `ponte room record-start` takes)."""
+    from ponte.control import request
+
+    errors: list[str] = []
+    for name, room in srv.status()["rooms"].items():
+        if name in started or not room["members"]:
+            continue
+        answer = request(srv.control, "room", action="record-start", room=name, by="bench")
+        if answer.get("ok"):
+            started.add(name)
+        else:
+            errors.append(f"record-start {name}: {answer.get('error')}")
+    return errors
+
+
 def join_probe(port: int, pin: str, out: list[RawLeg], errors: list[str]) -> None:
     """Call the SIP `port`, key the PIN as SIP INFO, and keep the probe (thread target)."""
     leg = RawLeg(("127.0.0.1", port), tone=True)
@@ -293,9 +324,11 @@ def series(
     keep_log: Path | None = None,
     nodes: int = 1,
     server: dict[str, Any] | None = None,
+    record: str = "none",
 ) -> dict[str, Any]:
     """Raise legs through `steps` on one server; stop at the first degraded step
-    (`keep_log`: where to copy the server's log). With `nodes` > 1 the server
+    (`keep_log`: where to copy the server's log; `record`: none, mix or tracks,
+    every room records from its step on). With `nodes` > 1 the server
     is `ponte serve --nodes N` and room i's callers call node i % N (so each
     room is homed where its callers are: no hand-offs); `server`: more of its
     configuration (a PostgreSQL `database`, a `pbx` edge)."""
@@ -309,13 +342,14 @@ def series(
         "rate": rate,
         "probes": probes,
         "nodes": nodes,
+        "record": record,
         "steps": [],
         "errors": [],
     }
     if not codec_available(codec):
         result["unavailable"] = f"{spec['phone']} is not in this pjsua2 build (codecEnum2)"
         return result
-    layout = Layout(room, steps[-1])
+    layout = Layout(room, steps[-1], record=record)
     layout.place_probes(probes, steps[0])
     sip = {
         "listen": f"127.0.0.1:{ports.allocate(nodes)}",  # node i on port + i
@@ -325,6 +359,7 @@ def series(
     phones: list[subprocess.Popen[str]] = []
     legs: list[RawLeg] = []
     known: dict[int, str] = {}  # the server's thread labels, by thread id
+    recording: set[str] = set()  # rooms recording
     with tempfile.TemporaryDirectory(prefix="ponte-bench-legs-") as tmpdir:
         tmp = Path(tmpdir)
         extra = ["--nodes", str(nodes)] if nodes > 1 else []
@@ -379,9 +414,13 @@ def series(
                         t.join(15)
                     result["errors"] += errors
                 n = wait_joined(srv, target, 10 + new / 20)
+                if record != "none":
+                    result["errors"] += start_recordings(srv, recording)
                 time.sleep(JOIN_SETTLE_S)
                 st = srv.status()
                 step = {"legs": target, "joined": n, "conf_ports": st["conf_ports"]}
+                if record != "none":
+                    step["rooms_recording"] = len(recording)
                 step |= steady_window(pids, phones, legs, window, known)
                 step["degraded"] = degraded(step)
                 print(_step_line(codec, room, step), file=sys.stderr, flush=True)
@@ -482,7 +521,8 @@ def _step_line(codec: str, room: int, s: dict[str, Any]) -> str:
 
 def print_table(r: dict[str, Any]) -> None:
     """One Markdown table for a series."""
-    print(f"\n{r['label']}, rooms of {r['room']}")
+    recording = f", recording {r['record']}" if r.get("record", "none") != "none" else ""
+    print(f"\n{r['label']}, rooms of {r['room']}{recording}")
     if r.get("unavailable"):
         print(f"(not measured: {r['unavailable']})")
         return
@@ -514,6 +554,12 @@ def main() -> int:
     ap.add_argument("--probes", type=int, default=3)
     ap.add_argument("--rate", type=float, default=50.0, help="new calls per second")
     ap.add_argument("--keep-log", type=Path, help="copy the server's log here")
+    ap.add_argument(
+        "--record",
+        default="none",
+        choices=["none", "mix", "tracks"],
+        help="every room records (its mix, or its mix and a track per member) once joined",
+    )
     args = ap.parse_args()
     common.graceful_sigterm()
     load0, t0 = common.loadavg(), time.monotonic()
@@ -528,6 +574,7 @@ def main() -> int:
         args.probes,
         args.rate,
         args.keep_log,
+        record=args.record,
     )
     print_table(r)
     lat = common.summary(r.get("join_latencies_ms", []))

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from report_format import Result, _err, f, table
-from report_media import relay_section, webrtc_section
+from report_media import recording_section, relay_section, webrtc_section
 from report_nodes import nodes_section
 from report_store import store_section
 
@@ -611,6 +611,8 @@ def write(results: list[Result], meta: dict[str, Any], out_dir: Path) -> Path:
     lines += relay_section(by.get("relay"))
     if "nodes" in by:  # on demand only (bench/run --only nodes)
         lines += nodes_section(by["nodes"])
+    if "recording" in by:  # on demand only (bench/run --only recording)
+        lines += recording_section(by["recording"])
     lines += load_section(results, meta)
     md = out_dir / "RESULTS.md"
     md.write_text("\n".join(lines))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from report_format import Result, _err, f, table
 
 
@@ -165,3 +167,68 @@ def relay_section(r: Result | None) -> list[str]:
     if notes:
         out += ["", "Notes: " + "; ".join(notes)]
     return [*out, "", f"loadavg {r.get('loadavg_start')} → {r.get('loadavg_end')}", ""]
+
+
+def recording_section(r: Result | None) -> list[str]:
+    """Recording's cost: G.711 legs without and with every room recording."""
+    lines = [
+        "## What recording costs (`bench/recording.py`)",
+        "",
+        "How measured (not in the default run: `bench/run --only recording`): bench/legs.py's "
+        "G.711 series (rooms of 10, every leg sending a tone, raw probe legs timing each packet), "
+        "twice on one server build: without recording, then with every room recording its mix "
+        "and a track per member (1 + 10 WAV files a room), started through the control socket "
+        "as soon as the room's members joined. Bridge clock: the thread that mixes, encodes and "
+        "sends (the recorder ports only copy a frame into a ring on its tick); the files are "
+        "written by the recorder's drain and writer threads, counted in the server's CPU.",
+        "",
+    ]
+    lines += _err(r)
+    if r is None or r.get("failed"):
+        return lines
+    runs = {s.get("record", "none"): s for s in r.get("series", [])}
+    none, rec = runs.get("none", {}), runs.get("tracks", {})
+    header = ["legs"]
+    for label in ("off", "on"):
+        header += [
+            f"{label}: server CPU %",
+            f"{label}: bridge clock %",
+            f"{label}: probe loss %",
+            f"{label}: max gap ms",
+        ]
+    rows = []
+    by_legs = {
+        name: {s["legs"]: s for s in run.get("steps", [])}
+        for name, run in (("none", none), ("tracks", rec))
+    }
+    for n in sorted(set(by_legs["none"]) | set(by_legs["tracks"])):
+        row: list[Any] = [n]
+        for name in ("none", "tracks"):
+            s = by_legs[name].get(n)
+            if s is None:
+                row += [""] * 4
+                continue
+            clock = max(
+                (
+                    t["cpu"]
+                    for t in s.get("server_threads", [])
+                    if t["what"].startswith("bridge clock")
+                ),
+                default=None,
+            )
+            row += [
+                f(s.get("server_cpu")),
+                f(clock),
+                f(s.get("probe_loss_pct"), 2),
+                f(s.get("probe_max_gap_ms")),
+            ]
+        rows.append(row)
+    lines += table(header, rows, "r" * len(header))
+    rooms = max((s.get("rooms_recording", 0) for s in rec.get("steps", [])), default=0)
+    lines += [
+        "",
+        f"Rooms recording at the last step: {rooms} ({rooms * 11} files). "
+        f"Errors: {'; '.join(none.get('errors', []) + rec.get('errors', [])) or 'none'}.",
+        "",
+    ]
+    return lines

@@ -35,7 +35,8 @@ PY = sys.executable
 RUN_BUDGET_S = 14 * 60  # the whole run; the brief is "under 15 minutes"
 # Run only when --only names them: the soak alone would fill the whole budget.
 # The nodes bench (1 node against 2, about 8 minutes) would take most of it too.
-ON_DEMAND = {"soak", "nodes"}
+# Recording's cost (two legs series, about 5 minutes) likewise.
+ON_DEMAND = {"soak", "nodes", "recording"}
 MARGIN_S = 25  # kept back for writing the results and a last teardown
 
 
@@ -94,6 +95,7 @@ def plan(quick: bool) -> tuple[list[Job], list[Job]]:
                 + ["--legs-steps", "10", "--legs-window", "3", "--legs-budget", "40"],
                 240,
             ),
+            Job("recording", "recording.py", ["--steps", "10,20", "--window", "3"], 120),
         ]
         window = "3"
         series = SERIES_QUICK
@@ -136,6 +138,8 @@ def plan(quick: bool) -> tuple[list[Job], list[Job]]:
                 + ["--legs-window", "8", "--legs-budget", "150"],
                 780,
             ),
+            # G.711 legs without, then with every room recording (bench/recording.py).
+            Job("recording", "recording.py", ["--steps", "60,120,240", "--window", "8"], 400),
         ]
         window = "10"
         series = SERIES_FULL
