@@ -16,6 +16,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import pytest
+
 from pbx.sipevents import HANDOFF_HEADERS
 from tests import audio
 from tests.harness import cli, report
@@ -68,6 +70,9 @@ def lan_moderator_and_nat_caller(
     return mod, softphone(phone, net.nat[0], "1002", part_script, target, extra=extra or [])
 
 
+# Alone: it failed once beside two other workers' real calls (a window of its
+# silence/speech checks, not yet understood) and passes alone; open in the note.
+@pytest.mark.alone
 def test_keypad_hand_count_and_floor_from_a_nat_phone(server_factory, phone, net):
     """Lecture mode (*5) by the LAN moderator; the NAT participant's *94 raises
     its hand: `ponte status` shows it (the real extension, 1002), the moderator
