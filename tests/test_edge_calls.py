@@ -616,11 +616,6 @@ def test_a_delayed_offer_to_an_unknown_number_is_refused_and_the_server_lives(se
     assert "calls" in srv.status()
 
 
-@pytest.mark.xfail(
-    reason="open bug: through Kamailio and rtpengine the moderator hears nothing of the phone "
-    "after its resume (on loopback the same hold passes); issue 20 stays open for it",
-    strict=False,
-)
 def test_a_nat_phone_holds_and_resumes_through_the_edge(server_factory, phone, net):
     """Hold from a phone behind NAT, off the host: its re-INVITEs (a=sendonly,
     then a=sendrecv) pass Kamailio and rtpengine; while held the LAN moderator
