@@ -376,9 +376,17 @@ snd_path {self.snd_path}
         """Call a URI (or a user at the account's domain)."""
         self._ok("dial", uri_or_user)
 
-    def sndcode(self, digits: str) -> None:
-        """Send DTMF digits (RFC 2833 telephone-events) in the current call."""
-        self._ok("sndcode", digits)
+    def sndcode(self, digits: str, gap: float = 0.15) -> None:
+        """Key DTMF digits (RFC 2833 telephone-events) in the current call, as
+        a person does: each digit pressed and released, `gap` seconds apart.
+
+        Given a whole string, baresip starts each digit the moment the last
+        one stops, with no release in between; when the short run of a
+        repeated digit loses packets on a busy machine, the receiver hears
+        "1111#" as one held 1 and a #."""
+        for digit in digits:
+            self._ok("sndcode", digit)
+            time.sleep(gap)
 
     def hangup(self) -> None:
         """Hang up the current call."""
