@@ -14,6 +14,7 @@ from pathlib import Path
 from bridge.levels import LevelPolicy, permits
 from bridge.room import LegId, Member, Room, RoomCommand
 from ivr.keys import ACTIONS, MODERATOR, KeyReader
+from ivr.numbers import Number
 
 # (listening level, confirmation prompt), cycled by *4: normal -> +6 dB -> -6 dB.
 GAIN_STEPS: tuple[tuple[float, str], ...] = (
@@ -22,7 +23,8 @@ GAIN_STEPS: tuple[tuple[float, str], ...] = (
     (0.5, "volume_down"),
 )
 
-SayItem = str | Path  # a prompt id, or a recorded file
+# A prompt id, a recorded file, or a count (said in the listener's language).
+SayItem = str | Path | Number
 
 
 @dataclass(frozen=True)
@@ -123,7 +125,8 @@ class Context:
 
 
 def digits_prompts(text: str) -> tuple[str, ...]:
-    """'*92' -> ('star', 'digit_9', 'digit_2')."""
+    """'*92' -> ('star', 'digit_9', 'digit_2'): keys, as keyed. Counts are
+    `Number`s instead ("twelve", not "one two")."""
     return tuple("star" if ch == "*" else f"digit_{ch}" for ch in text)
 
 
@@ -178,9 +181,10 @@ def lock(room: Room, on: bool) -> list[ControlCommand]:
     return [Say(leg, (word,)) for leg in room.members]
 
 
-def hands_prompts(count: int) -> tuple[str, ...]:
-    """'3 hands raised' as prompts ("one hand raised" for one)."""
-    return ("one_hand_raised",) if count == 1 else (*digits_prompts(str(count)), "hands_raised")
+def hands_prompts(count: int) -> tuple[SayItem, ...]:
+    """'3 hands raised' as prompts ("one hand raised" for one); "mãos" is
+    feminine: "duas mãos levantadas"."""
+    return ("one_hand_raised",) if count == 1 else (Number(count, feminine=True), "hands_raised")
 
 
 def set_hand(room: Room, leg: LegId, up: bool) -> list[ControlCommand]:
@@ -218,7 +222,9 @@ def _hand(room: Room, m: Member, ctx: Context) -> list[ControlCommand]:
 
 def _count(room: Room, m: Member, ctx: Context) -> list[ControlCommand]:
     n = len(room.members)
-    items = ("one_participant",) if n == 1 else (*digits_prompts(str(n)), "participants_count")
+    items: tuple[SayItem, ...] = (
+        ("one_participant",) if n == 1 else (Number(n), "participants_count")
+    )
     return [Say(m.leg, items)]
 
 
@@ -260,7 +266,7 @@ def _roll_call(room: Room, m: Member, ctx: Context) -> list[ControlCommand]:
         if other.name_path is not None:
             items.append(Path(other.name_path))
         else:
-            items += ["caller", *digits_prompts(str(n))]
+            items += ["caller", Number(n)]  # "Caller twelve", not "one two"
     return [Say(m.leg, tuple(items) or ("nobody_else",), slot="roll_call")]
 
 

@@ -20,9 +20,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bridge.controls import Say
+from bridge.controls import Say, SayItem
 from ivr.commands import CancelTimer, Play, StartTimer, StopPlayback
-from ivr.dialout import Abandon, DialOutEntry, PlaceCall, spoken
+from ivr.dialout import Abandon, DialOutEntry, PlaceCall
+from ivr.numbers import Number
 from ivr.prompts import wav_seconds
 from lines.policy import Decision, decide
 from pbx.sipua import SipError
@@ -181,7 +182,7 @@ class DialOut:
         )
         return d
 
-    def _say(self, leg: int, *items: str) -> None:
+    def _say(self, leg: int, *items: SayItem) -> None:
         self.rooms.apply([Say(leg, tuple(items))])
 
     def ringback(self, leg: int, on: bool) -> None:
@@ -410,7 +411,9 @@ class DialOut:
             len(pending),
             len(blast.numbers),
         )
-        self._say(leg_id, "blast_calling", *spoken(str(len(pending))), "blast_participants")
+        # A count, said as a number ("twelve participants"); "participant" for one.
+        noun = "blast_participant" if len(pending) == 1 else "blast_participants"
+        self._say(leg_id, "blast_calling", Number(len(pending)), noun)
         self._blast_next(run)
 
     def invite(self, room: str, number: str) -> str | None:

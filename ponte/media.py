@@ -11,6 +11,7 @@ import logging
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from ivr.numbers import Number, number_prompts
 from ivr.prompts import PromptLibrary, wav_seconds
 from ivr.tones import SIGNALS
 from pbx.useragent import UserAgent
@@ -89,13 +90,16 @@ class Media:
         self.ua.hangup(leg.id, leg.playback.hangup_code)
 
     # -- slots: players beside the prompt (signals, music, roll call) ------
-    def say(self, leg_id: int, items: Iterable[str | Path], slot: str) -> None:
-        """Play prompts, signals or recordings in a slot, and free the player
-        when they are done."""
+    def say(self, leg_id: int, items: Iterable[str | Path | Number], slot: str) -> None:
+        """Play prompts, signals, recordings or counts in a slot, and free the
+        player when they are done."""
         leg = self.legs.get(leg_id)
         if leg is None:
             return
-        paths = [p for p in self.paths(leg, items) if p.exists()]
+        spoken = self.resolve(leg, items)
+        # What the leg is told, by prompt id (tests and support read it).
+        log.debug("call %d says (%s): %s", leg_id, slot, " ".join(map(str, spoken)))
+        paths = [p for p in self.paths(leg, spoken) if p.exists()]
         if not paths:
             return
         self.ua.play(leg_id, paths, slot=slot)
@@ -106,6 +110,16 @@ class Media:
                 self.ua.stop_play(leg_id, slot=slot)
 
         self.loop.call_later(sum(wav_seconds(p) for p in paths) + PROMPT_TAIL, free)
+
+    def resolve(self, leg: Leg, items: Iterable[str | Path | Number]) -> list[str | Path]:
+        """Counts -> the prompt ids that say them in the leg's language."""
+        out: list[str | Path] = []
+        for item in items:
+            if isinstance(item, Number):
+                out += number_prompts(item.value, leg.language, item.feminine)
+            else:
+                out.append(item)
+        return out
 
     def paths(self, leg: Leg, items: Iterable[str | Path]) -> list[Path]:
         """Prompt ids, signal names and files -> the files to play."""

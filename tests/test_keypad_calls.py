@@ -1,12 +1,14 @@
 """The Zoom/Teams keys with real calls, checked by what callers hear: *94 raises
 a hand (the moderator hears "one hand raised", the console and `ponte status`
 show it), *96 gives the oldest hand the floor (heard again, in lecture mode or
-after a mute), *95 speaks the head count, and a participant's *96 is refused.
+after a mute), *95 speaks the head count (as a number: "três participantes",
+"duas mãos levantadas"), and a participant's *96 is refused.
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from typing import Any
 
@@ -123,6 +125,29 @@ def test_star95_counts_star96_is_refused_to_a_participant_and_unmutes_a_muted_ha
     assert "key action=count room=demo" in log
     assert "key action=next_hand refused room=demo" in log
     assert log.count("key action=next_hand room=demo") == 1
+
+
+def test_star95_says_the_count_as_a_number_in_the_callers_language(server, phone):
+    """pt-BR, three in the room: two hands go up, the moderator is told
+    "duas mãos levantadas" (feminine), then *95 says "três participantes na
+    conferência": numbers, not digits, by prompt id in the app log."""
+    mod = phone(server.uri("conf"), "wait_media 5; dtmf 9999#; wait 9; dtmf *95; wait 4; hangup")
+    for raise_at in (3, 5):
+        phone(
+            server.uri("conf"),
+            f"wait_media 5; dtmf 1111#; wait {raise_at}; dtmf *94; wait {13 - raise_at}; hangup",
+            record=False,
+        )
+    rm = mod.result()
+    log = server.log()
+    found = re.search(r"call (\d+) key action=count room=demo", log)
+    assert found, "the moderator's *95 ran"
+    leg = found.group(1)
+    assert f"call {leg} says (hands): num_2f hands_raised" in log, "duas mãos levantadas"
+    assert f"call {leg} says (prompt): digit_3 participants_count" in log
+    count = digits_time(rm, "5")
+    heard, rate = seg(mod, rm, count + 0.2, count + 2.5)
+    assert audio.speech_like(heard, rate), "the moderator heard the count"
 
 
 @pytest.mark.alone  # Chromium's processes would crowd the audio tests running beside it

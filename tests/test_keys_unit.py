@@ -11,6 +11,7 @@ from bridge.controls import Context, Say, SetGain, run_action
 from bridge.levels import LevelPolicy, expires, permits, refusal
 from bridge.room import Connect, Disconnect, RoomSet
 from ivr.keys import DEFAULT_KEYS, KeyReader, validate_key_map
+from ivr.numbers import Number
 from ivr.pin_entry import PinEntry, PinMatch
 from provisioning.schema import KeysConfig
 
@@ -112,7 +113,8 @@ def test_hands_queue_in_raise_order_and_moderators_hear_the_count():
         Say(1, ("one_hand_raised",), slot="hands"),
     ]
     cmds = run_action(room, 2, "hand", ctx())
-    assert Say(1, ("digit_2", "hands_raised"), slot="hands") in cmds
+    # "two hands raised", said as a number ("duas mãos": feminine in pt-BR).
+    assert Say(1, (Number(2, feminine=True), "hands_raised"), slot="hands") in cmds
     assert not any(c.leg in (3, 4) for c in cmds if isinstance(c, Say) and c.slot == "hands")
     run_action(room, 4, "hand", ctx())
     assert room.hands == [3, 2, 4]
@@ -160,7 +162,7 @@ def test_count_speaks_how_many_are_in_the_room():
     for leg in range(2, 13):
         room.join(leg, "participant", 0)
     (say,) = run_action(room, 5, "count", ctx())
-    assert say.items == ("digit_1", "digit_2", "participants_count")
+    assert say.items == (Number(12), "participants_count")  # "twelve", not "one two"
 
 
 def test_every_key_action_has_a_handler_and_its_prompts_exist():
@@ -248,7 +250,7 @@ def test_roll_call_names_or_caller_numbers():
     b.join("demo", 2, "participant", 0, name_path="/x/ana.wav")
     b.join("demo", 3, "participant", 0)
     (say,) = run_action(b.rooms["demo"], 1, "roll_call", ctx())
-    assert say.items == (Path("/x/ana.wav"), "caller", "digit_3") and say.slot == "roll_call"
+    assert say.items == (Path("/x/ana.wav"), "caller", Number(3)) and say.slot == "roll_call"
 
 
 def test_counter_pin_is_part_of_one_try():
