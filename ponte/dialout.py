@@ -542,15 +542,7 @@ class DialOut:
 
     def cancel_blast(self, run: Blast) -> None:
         """*3 within a blast: stop the pacing, hang up the unanswered calls."""
-        run.cancelled = True
-        if run.timer is not None:
-            run.timer.cancel()
-        dropped = len(run.pending)
-        run.pending.clear()
-        for leg_id, b in list(run.calls.items()):
-            if not b.answered:
-                self.ua.hangup(leg_id)
-                dropped += 1
+        dropped = self.stop_list(run)
         log.info(
             "call %d blast in room=%s cancelled (%d calls dropped)",
             run.moderator,
@@ -558,7 +550,24 @@ class DialOut:
             dropped,
         )
         self._say(run.moderator, "blast_cancelled")
+
+    def stop_list(self, run: Blast) -> int:
+        """Stop a blast or a scheduled call list (*3, `ponte schedule cancel`):
+        no number still waiting for the pacing is dialled and the ringing calls
+        are hung up; an answered callee hears the invitation and joins. The
+        number of calls dropped."""
+        run.cancelled = True
+        if run.timer is not None:
+            run.timer.cancel()
+            run.timer = None
+        dropped = len(run.pending)
+        run.pending.clear()
+        for leg_id, b in list(run.calls.items()):
+            if not b.answered:
+                self.ua.hangup(leg_id)
+                dropped += 1
         self.blast_done(run)
+        return dropped
 
     def blast_done(self, run: Blast) -> None:
         """Forget a blast once nothing of it is pending or ringing."""

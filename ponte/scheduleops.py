@@ -1,5 +1,6 @@
 """Admin actions on scheduled dial-outs, one path for the CLI's control
-socket and the web console: add, list, cancel. Each is checked against the
+socket and the web console: add, list, cancel (a pending one never runs, a
+running one dials no further number). Each is checked against the
 admin's role and the room's department and audited; bad input changes
 nothing (ponte/scheduler.py validates).
 """
@@ -95,10 +96,12 @@ def schedule_command(
             if not store.cancel(schedule_id, svc.clock.ts()):
                 return {
                     "ok": False,
-                    "error": f"schedule {schedule_id} is {row['status']}: only a pending one "
-                    "may be cancelled",
+                    "error": f"schedule {schedule_id} is {row['status']}: only a pending or "
+                    "running one may be cancelled",
                 }
-            fields = {"status": ("pending", "cancelled")}
+            # Running here: stopped now (on another node: at its next poll).
+            svc.scheduler.stop(schedule_id)
+            fields = {"status": (row["status"], "cancelled")}
     except PermissionDenied as exc:
         log.warning("schedule %s refused: %s", action, exc)
         return {"ok": False, "error": str(exc), "denied": True}

@@ -31,7 +31,7 @@ import sqlalchemy as sa
 
 from lines.policy import Decision
 from ponte.clock import WallClock
-from ponte.dialout import BlastCall, DialOut
+from ponte.dialout import Blast, BlastCall, DialOut
 from ponte.entry import EntryIvr
 from ponte.loop import Loop, TimerHandle
 from ponte.stores import Stores
@@ -58,8 +58,12 @@ OUTCOMES = (
     "failed",
     "left",
     "not_called",
+    "cancelled",
 )
-FINAL = {"joined", "busy", "no_answer", "refused", "failed", "left", "not_called"}
+FINAL = {"joined", "busy", "no_answer", "refused", "failed", "left", "not_called", "cancelled"}
+# What `schedule cancel` stops: a pending one never starts; a running one
+# dials no further number (its node sees the row cancelled).
+CANCELLABLE = ("pending", "running")
 
 
 class ScheduleError(ValueError):
@@ -198,8 +202,23 @@ class ScheduleStore:
         return found[0] if found else None
 
     def cancel(self, schedule_id: int, now: float) -> bool:
-        """Cancel a pending schedule (one that started or ended is not): whether it was."""
-        return self._move(schedule_id, "pending", "cancelled", finished_at=now)
+        """Cancel a pending schedule, or stop a running one (the node calling
+        it dials no further number); one that ended is not: whether it was."""
+        c = TABLE.c
+        with self.db.begin() as conn:
+            done = conn.execute(
+                sa.update(TABLE)
+                .where(c.id == schedule_id, c.status.in_(CANCELLABLE))
+                .values(status="cancelled", finished_at=now)
+                .returning(c.id)
+            ).first()
+        return done is not None
+
+    def cancelled(self, ids: Iterable[int]) -> list[int]:
+        """Which of `ids` (this node's runs) an admin cancelled, here or on another node."""
+        c = TABLE.c
+        found = self.db.rows(sa.select(c.id).where(c.id.in_(list(ids)), c.status == "cancelled"))
+        return [int(r["id"]) for r in found]
 
     def due(self, now: float) -> list[dict[str, Any]]:
         """The pending schedules whose time has come."""
@@ -237,12 +256,19 @@ class ScheduleStore:
             )
 
     def finish(self, schedule_id: int, calls: list[dict[str, Any]], now: float) -> None:
-        """A run ended: its outcomes and `done`."""
+        """A run ended: its outcomes and `done` (a cancelled one stays
+        `cancelled`, with the time it was cancelled)."""
+        c = TABLE.c
+        running = c.status == "running"
         with self.db.begin() as conn:
             conn.execute(
                 sa.update(TABLE)
-                .where(TABLE.c.id == schedule_id, TABLE.c.status == "running")
-                .values(status="done", finished_at=now, calls=json.dumps(calls))
+                .where(c.id == schedule_id, c.status.in_(("running", "cancelled")))
+                .values(
+                    status=sa.case((running, "done"), else_=c.status),
+                    finished_at=sa.case((running, now), else_=c.finished_at),
+                    calls=json.dumps(calls),
+                )
             )
 
     def _move(self, schedule_id: int, old: str, new: str, **values: Any) -> bool:
@@ -269,6 +295,8 @@ class Run:
     waiting: TimerHandle | None = None  # the bound on the moderator wait
     started: bool = False  # the participants' calls were started
     runs: int = 0  # call lists still going
+    lists: list[Blast] = field(default_factory=list)  # its call lists, to stop on cancel
+    cancelled: bool = False  # an admin cancelled it while it ran
 
 
 class Scheduler:
@@ -317,6 +345,10 @@ class Scheduler:
             return
         try:
             if not self.stores.writer.away:
+                if self.runs:
+                    # Cancelled on another node (one database): stopped here.
+                    for schedule_id in self.store.cancelled(list(self.runs)):
+                        self.stop(schedule_id)
                 self._poll()
             if self._failing:
                 log.info("schedules: the records database answers again")
@@ -377,9 +409,30 @@ class Scheduler:
         if run.runs == 0 and run.id in self.runs:
             self._finish(run)
 
+    def stop(self, schedule_id: int) -> bool:
+        """A running schedule cancelled (`schedule cancel`, on this node or
+        another): no further number is dialled, the ringing calls are hung up;
+        whoever answered already hears the invitation and joins. Whether it ran
+        here."""
+        run = self.runs.get(schedule_id)
+        if run is None or run.cancelled:
+            return False
+        run.cancelled = True
+        if run.waiting is not None:
+            run.waiting.cancel()
+        for entry in run.calls:
+            if entry["outcome"] == "waiting":
+                self._note(run, entry, "not_called", "the schedule was cancelled")
+        for call_list in run.lists:
+            self.dialout.stop_list(call_list)
+        log.info("schedule %d room=%s cancelled while calling", run.id, run.room)
+        if run.runs == 0 and run.id in self.runs:
+            self._finish(run)
+        return True
+
     def _moderator_done(self, run: Run, why: str) -> None:
         """The moderator joined, or its call ended, or the wait ran out: the participants."""
-        if run.started or run.id not in self.runs:
+        if run.started or run.cancelled or run.id not in self.runs:
             return
         if run.waiting is not None:
             run.waiting.cancel()
@@ -410,6 +463,9 @@ class Scheduler:
 
         def report(call: BlastCall, outcome: str, detail: str) -> None:
             entry = by_dial.get(call.number)
+            if run.cancelled and outcome in ("no_answer", "failed"):
+                # Hung up while ringing by the cancel, not the callee's answer.
+                outcome, detail = "cancelled", "hung up: the schedule was cancelled"
             if entry is not None:
                 self._note(run, entry, outcome, detail)
                 if entry["role"] == "moderator" and run.moderator_first and outcome in FINAL:
@@ -417,14 +473,14 @@ class Scheduler:
 
         def done() -> None:
             run.runs -= 1
-            if run.runs == 0 and run.started and run.id in self.runs:
+            if run.runs == 0 and (run.started or run.cancelled) and run.id in self.runs:
                 self._finish(run)
 
         # The invitation in the appliance's language: its first access number's.
         numbers = self.config.access_numbers
         language = numbers[0].language if numbers else "pt-BR"
         ring = float(self.config.schedules.ring_seconds)
-        self.dialout.call_list(run.room, allowed, report, done, ring, language)
+        run.lists.append(self.dialout.call_list(run.room, allowed, report, done, ring, language))
 
     def _note(self, run: Run, entry: dict[str, Any], outcome: str, detail: str) -> None:
         """One number's outcome, with its time, written back to the row."""
@@ -460,9 +516,10 @@ class Scheduler:
         self.stores.writer.write(self.store.finish, run.id, snapshot, self.clock.ts())
         answered = sum(1 for c in run.calls if c.get("answered_at"))
         log.info(
-            "schedule %d room=%s done: %d of %d answered",
+            "schedule %d room=%s %s: %d of %d answered",
             run.id,
             run.room,
+            "cancelled" if run.cancelled else "done",
             answered,
             len(run.calls),
         )

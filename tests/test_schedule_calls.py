@@ -243,8 +243,8 @@ def test_one_node_claims_a_due_schedule_on_sqlite_and_postgresql(records_spec):
     assert [r["id"] for r in b.due(now)] == [first, second, third]
     assert [a.claim(first, "node-a", now), b.claim(first, "node-b", now)] == [True, False]
     assert b.cancel(second, now) and not a.claim(second, "node-a", now)
-    assert not b.cancel(first, now), "a running schedule is not cancelled"
     assert a.miss(third, now, "20 min late") and not b.claim(third, "node-b", now)
+    assert not b.cancel(third, now), "one that ended (missed) is not cancelled"
     assert b.due(now) == []
     row = b.get(first)
     assert row is not None and (row["status"], row["node"]) == ("running", "node-a")
@@ -257,6 +257,15 @@ def test_one_node_claims_a_due_schedule_on_sqlite_and_postgresql(records_spec):
     assert b.interrupted("node-b", now) == [] and a.interrupted("node-a", now) == [first]
     statuses = {r["id"]: r["status"] for r in a.rows()}
     assert statuses == {first: "interrupted", second: "cancelled", third: "missed"}
+    # A running one cancelled on node-b: node-a sees it and stops dialling;
+    # its outcomes are still written, and it stays cancelled.
+    fourth = a.add(new, "ana", now - 60)
+    assert a.claim(fourth, "node-a", now) and a.cancelled([fourth]) == []
+    assert b.cancel(fourth, now + 1) and a.cancelled([first, fourth]) == [fourth]
+    a.finish(fourth, [{"number": P1, "role": "participant", "outcome": "not_called"}], now + 2)
+    row = a.get(fourth)
+    assert row is not None and (row["status"], row["finished_at"]) == ("cancelled", now + 1)
+    assert row["calls"][0]["outcome"] == "not_called"
 
 
 def test_the_console_form_adds_and_cancels_through_the_same_checks(server_factory):

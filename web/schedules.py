@@ -1,7 +1,7 @@
 """The Schedules page: dial-outs at an agreed date and time (`ponte
 schedule`). A table of the schedules the admin may see, each number's
-outcome, a Cancel button on pending ones, and a form to add one. Plain HTML
-forms (no script): each post carries the session's CSRF token (web/guard.py)
+outcome, a Cancel button on pending and running ones, and a form to add one.
+Plain HTML forms (no script): each post carries the session's CSRF token (web/guard.py)
 and goes to the backend's `schedule`, the same path as the CLI's, which checks
 the role and the room's department again, validates and audits.
 
@@ -42,7 +42,7 @@ def _outcomes(calls: list[dict[str, Any]]) -> str:
 
 
 def schedules_table(rows: list[dict[str, Any]], config: Config, admin: Admin, csrf: str) -> str:
-    """The schedules as an HTML table with a Cancel form on pending ones."""
+    """The schedules as an HTML table with a Cancel form on pending and running ones."""
     e = html.escape
     out = [
         '<table class="usage schedules"><thead><tr><th>id</th><th>room</th><th>at (UTC)</th>'
@@ -50,7 +50,7 @@ def schedules_table(rows: list[dict[str, Any]], config: Config, admin: Admin, cs
     ]
     for row in rows:
         cancel = ""
-        if row["status"] == "pending" and may_act(config, admin, row["room"]):
+        if row["status"] in ("pending", "running") and may_act(config, admin, row["room"]):
             cancel = (
                 f'<form method="post" action="/schedules/{int(row["id"])}/cancel">'
                 f'<input type="hidden" name="csrf" value="{e(csrf)}">'
