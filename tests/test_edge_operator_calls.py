@@ -12,15 +12,20 @@ itself away with an in-dialog REFER.
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import re
 import socket
 import threading
 import time
+import uuid
+from pathlib import Path
 from typing import Any
 
 from tests.harness import report
-from tests.netns import APPLIANCE_IP, net_fixture  # noqa: F401  (fixture `net`)
+from tests.netns import APPLIANCE_IP, Host, net_fixture  # noqa: F401  (fixture `net`)
 from tests.pbx_helpers import wait_registered
 from tests.test_edge_calls import (
+    ALL_PASSWORDS,
     PBX,
     PROVIDER_NAME,
     appliance,
@@ -262,3 +267,142 @@ def test_refer_and_a_strangers_rtp_during_the_private_talk_change_nothing(
     assert "operator hung up" in log
     dests = sorted(r["destination"] for r in report(srv, "calls"))
     assert "1004" not in dests, dests
+
+
+class RawCaller:
+    """A phone by hand on `host`, extension `user` (digest through Kamailio),
+    in a conference call: it sends in-dialog requests no softphone would,
+    with its own dialog's Call-ID, tags and Route token."""
+
+    def __init__(self, host: Host, user: str) -> None:
+        self.host, self.user = host, user
+        self.sock = host.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind((host.ip, 5070))
+        self.sock.settimeout(0.5)
+        self.call_id, self.tag = uuid.uuid4().hex, uuid.uuid4().hex[:10]
+        self.to, self.route, self.target, self.cseq = f"<sip:conf@{PBX}>", "", "", 1
+
+    def close(self) -> None:
+        """Release the socket."""
+        self.sock.close()
+
+    def _send(self, method: str, ruri: str, cseq: int, branch: str, extra: str = "") -> None:
+        body = ""
+        if method == "INVITE":
+            body = (
+                f"v=0\r\no=- 1 1 IN IP4 {self.host.ip}\r\ns=-\r\n"
+                f"c=IN IP4 {self.host.ip}\r\nt=0 0\r\nm=audio 17000 RTP/AVP 0\r\n"
+                "a=rtpmap:0 PCMU/8000\r\na=sendrecv\r\n"
+            )
+            extra += "Content-Type: application/sdp\r\n"
+        msg = (
+            f"{method} {ruri} SIP/2.0\r\n"
+            f"Via: SIP/2.0/UDP {self.host.ip}:5070;rport;branch=z9hG4bK{branch}\r\n"
+            f"Max-Forwards: 70\r\nFrom: <sip:{self.user}@{APPLIANCE_IP}>;tag={self.tag}\r\n"
+            f"To: {self.to}\r\nCall-ID: {self.call_id}\r\nCSeq: {cseq} {method}\r\n"
+            f"Contact: <sip:{self.user}@{self.host.ip}:5070>\r\n{extra}"
+            f"Content-Length: {len(body)}\r\n\r\n{body}"
+        )
+        self.sock.sendto(msg.encode(), (APPLIANCE_IP, 5060))
+
+    def _final(self, cseq: int, method: str, seconds: float = 10.0) -> str:
+        """The final response to our request `cseq` (raises if none comes)."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            with contextlib.suppress(TimeoutError):
+                msg = self.sock.recv(65535).decode(errors="replace")
+                head = re.search(r"^CSeq: *(\d+) +(\w+)", msg, re.M | re.I)
+                ours = head is not None and head.groups() == (str(cseq), method)
+                if ours and msg.startswith("SIP/2.0 ") and int(msg.split(" ", 2)[1]) >= 200:
+                    return msg
+        raise AssertionError(f"no final answer to {method} {cseq}")
+
+    def call(self) -> None:
+        """INVITE `conf`, answer the 407 with the extension's password, ACK the 200."""
+        ruri = f"sip:conf@{PBX}"
+        self._send("INVITE", ruri, 1, "inv1" + self.call_id)
+        challenge = self._final(1, "INVITE")
+        assert challenge.startswith("SIP/2.0 407"), challenge
+        to = re.search(r"^To: (.*)$", challenge, re.M | re.I)
+        assert to
+        self.to = to.group(1).strip()
+        self._send("ACK", ruri, 1, "inv1" + self.call_id)  # the 407's ACK: same branch
+        self.to = f"<{ruri}>"
+        realm = challenge.split('realm="', 1)[1].split('"', 1)[0]
+        nonce = challenge.split('nonce="', 1)[1].split('"', 1)[0]
+        secret = f"{self.user}:{realm}:{ALL_PASSWORDS[self.user]}"
+        ha1 = hashlib.md5(secret.encode()).hexdigest()  # noqa: S324  (SIP digest)
+        ha2 = hashlib.md5(f"INVITE:{ruri}".encode()).hexdigest()  # noqa: S324
+        response = hashlib.md5(  # noqa: S324
+            f"{ha1}:{nonce}:00000001:c0ffee:auth:{ha2}".encode()
+        ).hexdigest()
+        auth = (
+            f'Proxy-Authorization: Digest username="{self.user}", realm="{realm}", '
+            f'nonce="{nonce}", uri="{ruri}", response="{response}", algorithm=MD5, '
+            'qop=auth, nc=00000001, cnonce="c0ffee"\r\n'
+        )
+        self.cseq = 2
+        self._send("INVITE", ruri, 2, "inv2" + self.call_id, auth)
+        ok = self._final(2, "INVITE")
+        assert ok.startswith("SIP/2.0 200"), ok
+        to = re.search(r"^To: (.*)$", ok, re.M | re.I)
+        contact = re.search(r"^Contact: .*?<([^>]+)>", ok, re.M | re.I)
+        assert to and contact, ok
+        self.to, self.target = to.group(1).strip(), contact.group(1)
+        routes = re.findall(r"^Record-Route: (.*)$", ok, re.M | re.I)
+        self.route = "".join(f"Route: {r.strip()}\r\n" for r in routes)
+        self._send("ACK", self.target, 2, "ack2" + self.call_id, self.route)
+
+    def request(self, method: str, ruri: str = "", extra: str = "") -> int:
+        """A request in our dialog (to `ruri`, else the app server's Contact),
+        along its route set with its token: the final answer's code."""
+        self.cseq += 1
+        branch = f"{method.lower()}{self.cseq}{self.call_id}"
+        self._send(method, ruri or self.target, self.cseq, branch, self.route + extra)
+        return int(self._final(self.cseq, method).split(" ", 2)[1])
+
+
+def test_a_callers_in_dialog_request_goes_to_the_app_server_only(server_factory, net):
+    """Attack: a NAT'd extension in a conference call sends requests in its
+    own dialog (its Call-ID, tags and Kamailio's Route token) to another
+    address: a REFER and an INVITE to a desk phone on the LAN (the
+    operator's kind of phone), an INVITE to the trunk provider (which
+    trusts Kamailio's address). Kamailio once relayed them all wherever
+    they named; now each is refused 403 and reaches nobody, while the
+    dialog's own requests to the app server still pass (its BYE is
+    answered 200) and the server lives."""
+    cfg = no_registration(edge_config(provider=True, operator=OPERATOR))
+    net.hosts({PROVIDER_NAME: net.provider.ip})
+    srv = server_factory(netns=net.appliance.name, **cfg)
+    desk = net.lan[1].socket(socket.AF_INET, socket.SOCK_DGRAM)
+    desk.bind((net.lan[1].ip, 5060))
+    provider = net.provider.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    provider.bind((net.provider.ip, 5060))
+    raw = RawCaller(net.nat[1], "1004")
+    try:
+        raw.call()
+        desk_uri = f"sip:{OPERATOR}@{net.lan[1].ip}:5060"
+        refer_to = f"Refer-To: <sip:0015442079460000@{PROVIDER_NAME}>\r\n"
+        answers = {
+            "REFER to a LAN phone": raw.request("REFER", desk_uri, refer_to),
+            "INVITE to a LAN phone": raw.request("INVITE", desk_uri),
+            "INVITE to the provider": raw.request(
+                "INVITE", f"sip:0015442079460000@{net.provider.ip}:5060"
+            ),
+        }
+        assert all(code == 403 for code in answers.values()), answers
+        for sock in (desk, provider):
+            sock.settimeout(0.3)
+            with contextlib.suppress(TimeoutError):
+                got = sock.recv(65535).decode(errors="replace")
+                raise AssertionError(f"relayed: {got.splitlines()[0]}")
+        assert srv.status()["calls"] == 1, srv.status()
+        assert raw.request("BYE") == 200, "the dialog's own requests still reach the app server"
+    finally:
+        raw.close()
+        desk.close()
+        provider.close()
+    assert srv.proc.poll() is None, srv.log()[-2000:]
+    kamailio = (Path(srv.config["state_dir"]) / "kamailio" / "kamailio.log").read_text()
+    assert "in-dialog REFER from 198.51.100.20:5070" in kamailio
+    assert "not the app server, refused" in kamailio
