@@ -16,8 +16,6 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import pytest
-
 from pbx.sipevents import HANDOFF_HEADERS
 from tests import audio
 from tests.harness import cli, report
