@@ -55,7 +55,9 @@ def test_a_moderator_enters_with_their_own_counter_pin_and_is_billed_by_its_name
     bs, _ = audio.load(bad.record)
     told = audio.segment(bs, rate, *window(rb, hash_time(rb) + 0.2, hash_time(rb) + 2.5))
     assert audio.speech_like(told, rate), "the 'invalid PIN' prompt was heard"
-    assert audio.band_fraction(told, rate, 440) < 0.02
+    # The prompt's own speech puts about 2 % of its energy near 440 Hz; the
+    # participant's tone, had it leaked in, would hold most of it.
+    assert audio.band_fraction(told, rate, 440) < 0.1
     assert audio.band_fraction(heard, rate, 900) < 0.02
 
     log = srv.log()

@@ -232,7 +232,7 @@ def test_hands_by_key_queue_and_the_admin_next_hand_and_lower_hand_share_one_pat
         r.run(1.5)
         assert "your_hand_raised" in r.ua.prompts(p)
     assert r.room().hands == [p2, p1, p3]
-    assert r.ua.prompts(m, "hands")[:3] == ["one_hand_raised", "digit_2", "hands_raised"]
+    assert r.ua.prompts(m, "hands")[:3] == ["one_hand_raised", "num_2f", "hands_raised"]
     assert r.ua.prompts(m, "hands")[3:] == ["digit_3", "hands_raised"]
     shown = {x["leg"]: x["hand"] for x in status(r.srv.svc, None, {})["rooms"]["demo"]["members"]}
     assert shown == {m: False, p1: True, p2: True, p3: True}
