@@ -4,7 +4,7 @@ an app server in a network namespace sees it: at the same URL.
 A namespace has a loopback of its own, so `postgresql://…@127.0.0.1:PORT/…`
 reaches nothing there. `DbLink` listens on 127.0.0.1:PORT inside the
 namespace (a socket made there, tests/netns.py `Host.socket`) and relays
-each connection to the cluster from the test process. The URL stays the
+each connection to the cluster from a relay process (tests/tcprelay.py). The URL stays the
 same on both sides: the server in the namespace and `ponte report` on this
 host read one database. Nothing is added to the host's network.
 
@@ -23,78 +23,43 @@ nothing is refused, connections and queries wait out their time-outs.
 
 from __future__ import annotations
 
-import contextlib
 import socket
-import threading
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from sqlalchemy.engine import make_url
 
 from tests.netns import Host
 
-CONNECT_TIMEOUT = 3.0
+RELAY = Path(__file__).with_name("tcprelay.py")
 
 
 class DbLink:
     """Relays TCP connections to 127.0.0.1:`port` in `host`'s namespace to
-    127.0.0.1:`port` of this host."""
+    127.0.0.1:`port` of this host.
+
+    The listening socket is made in the namespace here; the relaying runs in
+    a child process of its own (tests/tcprelay.py, given the socket), not
+    in a thread of the pytest worker: there, a worker busy with a recording's
+    FFT or a server's start-up once held a relayed connection past libpq's
+    connect_timeout, and the node in the namespace saw a database away."""
 
     def __init__(self, host: Host, port: int) -> None:
         self.host = host
         self.port = port
-        self._socks: set[socket.socket] = set()
-        self._lock = threading.Lock()
-        self._closed = False
-        self._listener = host.socket()
-        self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._listener.bind(("127.0.0.1", port))
-        self._listener.listen(64)
-        threading.Thread(target=self._accept, name=f"dblink-{port}", daemon=True).start()
-
-    def _keep(self, sock: socket.socket) -> bool:
-        with self._lock:
-            if self._closed:
-                sock.close()
-                return False
-            self._socks.add(sock)
-            return True
-
-    def _drop(self, *socks: socket.socket) -> None:
-        with self._lock:
-            for s in socks:
-                self._socks.discard(s)
-                with contextlib.suppress(OSError):
-                    s.shutdown(socket.SHUT_RDWR)
-                s.close()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                inner, _ = self._listener.accept()
-            except OSError:
-                return  # closed
-            if not self._keep(inner):
-                return
-            try:
-                outer = socket.create_connection(("127.0.0.1", self.port), CONNECT_TIMEOUT)
-            except OSError:
-                self._drop(inner)  # the cluster is down: so is the link
-                continue
-            outer.settimeout(None)
-            if not self._keep(outer):
-                self._drop(inner)
-                return
-            for a, b in ((inner, outer), (outer, inner)):
-                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
-
-    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
-        try:
-            while data := src.recv(65536):
-                dst.sendall(data)
-        except OSError:
-            pass
-        self._drop(src, dst)
+        listener = host.socket()
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", port))
+        listener.listen(64)
+        self._relay = subprocess.Popen(
+            [sys.executable, str(RELAY), str(listener.fileno()), str(port)],
+            pass_fds=[listener.fileno()],
+            stdin=subprocess.DEVNULL,
+        )
+        listener.close()  # the child holds it now
 
     def cut(self, on: bool = True) -> None:
         """Drop (or again pass) every packet to and from the link's port in
@@ -111,14 +76,10 @@ class DbLink:
         assert done.returncode == 0, done.stderr
 
     def close(self) -> None:
-        """Stop listening and cut every relayed connection."""
-        with self._lock:
-            self._closed = True
-            socks = list(self._socks)
-        with contextlib.suppress(OSError):
-            self._listener.shutdown(socket.SHUT_RDWR)
-        self._listener.close()
-        self._drop(*socks)
+        """Stop listening and cut every relayed connection (the relay ends)."""
+        if self._relay.poll() is None:
+            self._relay.kill()
+        self._relay.wait(timeout=10)
 
 
 class DbLinks:
