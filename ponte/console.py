@@ -255,12 +255,12 @@ class Console:
 
     # -- call quality (loop thread, the queries on a worker) ----------------
     def _refresh_quality(self, views: dict[str, RoomView], now: float) -> None:
-        """Forget members who left; send the SIP members whose figures are
-        `QUALITY_SECONDS` old to the worker. A browser's WebRTC leg and a
-        call rtpengine does not relay (straight to the app server) have no
-        figures: the first have no SIP Call-ID and are not asked about; the
-        others answer "unknown call", cheaply, every QUALITY_SECONDS."""
-        sip = {m.id for view in views.values() for m in view.members if m.via == "sip"}
+        """Forget members who left; send the members whose figures are
+        `QUALITY_SECONDS` old to the worker (browsers too: they are SIP legs
+        rtpengine relays). A call rtpengine does not relay (straight to the
+        app server) has no figures: it answers "unknown call", cheaply,
+        every QUALITY_SECONDS."""
+        sip = {m.id for view in views.values() for m in view.members}
         for gone in self._quality.keys() - sip:
             del self._quality[gone]
         if self._quality_busy or self.svc.calllog.ng is None:

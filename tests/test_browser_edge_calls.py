@@ -30,6 +30,7 @@ WEB = f"{APPLIANCE_IP}:8088"
 WS_PORT = 8089
 ORIGIN = f"http://{WEB}"
 MOD_TONE, BROWSER_TONE = 700, 600
+MOD_TALKS = 12.0  # s of the moderator's tone after its PIN
 
 
 def browser_appliance(server_factory: Any, net: Any, **extra: Any) -> Server:
@@ -40,7 +41,8 @@ def browser_appliance(server_factory: Any, net: Any, **extra: Any) -> Server:
         sip={
             "listen": "127.0.0.1:5080",
             "rtp_ports": "40000-40199",
-            "codecs": ["PCMU/8000", "PCMA/8000", "G722/16000"],
+            # Opus for the browsers (the phones offer PCMU only).
+            "codecs": ["opus/48000", "PCMU/8000", "PCMA/8000", "G722/16000"],
         },
         pbx={
             "listen": PBX,
@@ -77,6 +79,17 @@ def ws_client(host: Host, origin: str | None = ORIGIN) -> tuple[WsSip, int]:
     return ws, ws.handshake(origin)
 
 
+def wait_member(srv: Server, role: str, timeout: float = 15.0) -> float:
+    """When (monotonic) a member of `role` was first seen in room demo."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        room = srv.status()["rooms"].get("demo", {})
+        if any(m["role"] == role for m in room.get("members", [])):
+            return time.monotonic()
+        time.sleep(0.05)
+    raise AssertionError(f"no {role} in room demo")
+
+
 def browser_lines(srv: Server) -> list[str]:
     """The app server's log lines of INVITEs over the WebSocket it received."""
     return re.findall(r"call \d+ incoming from=\S+ to=web-.*", srv.log())
@@ -87,14 +100,24 @@ def test_a_browser_on_the_lan_joins_by_pin_through_the_edge(server_factory, phon
     """Chromium on the LAN keys the PIN on the join page: JsSIP calls over
     Kamailio's WebSocket, rtpengine bridges DTLS-SRTP to plain RTP. The
     browser hears the SIP moderator's tone, the moderator the browser's
-    microphone; the page's Mute silences it; its used token opens nothing
-    again; the history has a `web` call."""
+    microphone; the page's Mute silences it and its hand button raises the
+    room's hand; its used token opens nothing again; the history has a
+    `web` call."""
     from playwright.sync_api import expect
 
     srv = browser_appliance(server_factory, net)
+    # The moderator talks (its tone) for MOD_TALKS s, then listens: the
+    # browser's echo canceller would take a tone heard and a tone said at
+    # once for double talk and hold the microphone down, as a person
+    # talking over the far end would be.
     mod = softphone(
-        phone, net.lan[0], "1001", f"wait_media 5; dtmf 9999#; tone {MOD_TONE}; wait_end 60", "conf"
+        phone,
+        net.lan[0],
+        "1001",
+        f"wait_media 5; dtmf 9999#; tone {MOD_TONE}; wait {MOD_TALKS}; tone 0; wait_end 60",
+        "conf",
     )
+    t_mod = wait_member(srv, "moderator")
     mic = audio.write_tone_wav(tmp_path / "mic-600.wav", BROWSER_TONE)
     flags = [
         # getUserMedia over http: the console's origin counts as secure.
@@ -114,17 +137,25 @@ def test_a_browser_on_the_lan_joins_by_pin_through_the_edge(server_factory, phon
         page.fill("#pin", "1111")
         page.click("#join")
         expect(page.locator("#status")).to_have_text("Connected.", timeout=20000)
-        time.sleep(1.5)
+        time.sleep(1.0)
         heard = page.evaluate(f"ponteMeasure([{MOD_TONE}, {BROWSER_TONE}], 1500)")
-        t_talk = time.monotonic()
         stats = page.evaluate("ponteStats()")
         print(f"browser heard {heard}\nbrowser transport {stats}")
         members = srv.status()["rooms"]["demo"]["members"]
+        assert time.monotonic() < t_mod + MOD_TALKS, "the browser joined too late to hear"
+        # The moderator listens: the browser's microphone, then muted.
+        t_listen = t_mod + MOD_TALKS + 1.0
+        time.sleep(max(0.0, t_listen + 2.0 - time.monotonic()))
+        t_talk = time.monotonic()
         page.click("#mute")
         expect(page.locator("#status")).to_have_text("Connected (muted).", timeout=5000)
         t_muted = time.monotonic()
         time.sleep(2.5)
         t_muted_end = time.monotonic()
+        # The hand button raises the room's hand, as *94 would.
+        page.click("#hand")
+        expect(page.locator("#status")).to_have_text("Hand raised.", timeout=5000)
+        hands = srv.status()["rooms"]["demo"]["hands"]
 
         # The used token, replayed over a WebSocket of the attacker's: refused.
         assert len(tokens) == 1 and tokens[0]["ok"], tokens
@@ -143,12 +174,15 @@ def test_a_browser_on_the_lan_joins_by_pin_through_the_edge(server_factory, phon
     # The browser heard the moderator (and not itself), over DTLS-SRTP.
     assert heard["bands"][str(MOD_TONE)] > 0.5 and heard["bands"][str(BROWSER_TONE)] < 0.05, heard
     assert stats["dtlsState"] == "connected", stats
+    # Opus end to end: the browser's, decoded by pjsua's opus on the app server.
+    assert stats["inboundCodec"] == stats["outboundCodec"] == "audio/opus", stats
     assert stats["remote"].startswith(APPLIANCE_IP), stats
     browser_member = [m for m in members if m["caller"].startswith("web:")]
     assert browser_member and browser_member[0]["role"] == "participant", members
+    assert hands == [browser_member[0]["leg"]], (hands, members)
     # The moderator heard the browser's microphone, then nothing of it once muted.
     samples, rate = audio.load(mod.record)
-    talking = audio.segment(samples, rate, *window(rm, t_talk - 1.5, t_talk))
+    talking = audio.segment(samples, rate, *window(rm, t_listen, t_talk))
     muted = audio.segment(samples, rate, *window(rm, t_muted + 1.0, t_muted_end))
     assert audio.band_fraction(talking, rate, BROWSER_TONE) > 0.3
     assert audio.band_fraction(muted, rate, BROWSER_TONE) < 0.02
