@@ -2,8 +2,8 @@
 Kamailio's WebSocket with the console's one-time token, rtpengine turns
 DTLS-SRTP + ICE into plain RTP for the app server.
 
-The appliance runs in its namespace (tests/netns.py); a SIP moderator and a
-headless Chromium sit on the LAN. What each hears is checked by tone. The
+The appliance runs in its namespace (tests/netns.py); a SIP moderator sits on
+the LAN, a headless Chromium on the LAN or behind the NAT router. What each hears is checked by tone. The
 attacks come from the attacker's LAN address with a bare WebSocket client
 (tests/ws_sip.py): no SIP over WebSocket reaches the app server without a
 fresh token from a right PIN.
@@ -21,7 +21,12 @@ import pytest
 
 from tests import audio, browser
 from tests.harness import Server
-from tests.netns import APPLIANCE_IP, Host, net_fixture  # noqa: F401  (fixture `net`)
+from tests.netns import (  # noqa: F401  (fixture `net`)
+    APPLIANCE_IP,
+    ROUTER_OUTER_IP,
+    Host,
+    net_fixture,
+)
 from tests.test_edge_calls import PBX, _wait_rows, appliance, softphone
 from tests.test_spine_calls import window
 from tests.ws_sip import WsSip, webrtc_sdp
@@ -96,9 +101,11 @@ def browser_lines(srv: Server) -> list[str]:
 
 
 @pytest.mark.alone  # Chromium's processes would crowd the audio tests running beside it
-def test_a_browser_on_the_lan_joins_by_pin_through_the_edge(server_factory, phone, net, tmp_path):
-    """Chromium on the LAN keys the PIN on the join page: JsSIP calls over
-    Kamailio's WebSocket, rtpengine bridges DTLS-SRTP to plain RTP. The
+@pytest.mark.parametrize("side", ["lan", "nat"])
+def test_a_browser_joins_by_pin_through_the_edge(server_factory, phone, net, tmp_path, side):
+    """Chromium on the LAN (or behind the NAT router: ICE finds its way) keys
+    the PIN on the join page: JsSIP calls over Kamailio's WebSocket,
+    rtpengine bridges DTLS-SRTP to plain RTP. The
     browser hears the SIP moderator's tone, the moderator the browser's
     microphone; the page's Mute silences it and its hand button raises the
     room's hand; its used token opens nothing again; the history has a
@@ -126,7 +133,8 @@ def test_a_browser_on_the_lan_joins_by_pin_through_the_edge(server_factory, phon
         f"--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1, EXCLUDE {APPLIANCE_IP}",
     ]
     tokens: list[dict[str, Any]] = []
-    with browser.chromium(mic, flags, netns=net.lan[1].name) as page:
+    host = net.lan[1] if side == "lan" else net.nat[0]
+    with browser.chromium(mic, flags, netns=host.name) as page:
         page.on(
             "response",
             lambda r: tokens.append(r.json()) if r.url.endswith("/join/token") else None,
@@ -180,6 +188,9 @@ def test_a_browser_on_the_lan_joins_by_pin_through_the_edge(server_factory, phon
     browser_member = [m for m in members if m["caller"].startswith("web:")]
     assert browser_member and browser_member[0]["role"] == "participant", members
     assert hands == [browser_member[0]["leg"]], (hands, members)
+    # Known by the address it came from (the router's, from behind the NAT).
+    seen_as = host.ip if side == "lan" else ROUTER_OUTER_IP
+    assert browser_member[0]["caller"] == f"web:{seen_as}", members
     # The moderator heard the browser's microphone, then nothing of it once muted.
     samples, rate = audio.load(mod.record)
     talking = audio.segment(samples, rate, *window(rm, t_listen, t_talk))
