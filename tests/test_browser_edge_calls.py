@@ -3,8 +3,9 @@ Kamailio's WebSocket with the console's one-time token, rtpengine turns
 DTLS-SRTP + ICE into plain RTP for the app server.
 
 The appliance runs in its namespace (tests/netns.py); a SIP moderator sits on
-the LAN, a headless Chromium on the LAN or behind the NAT router. What each hears is checked by tone. The
-attacks come from the attacker's LAN address with a bare WebSocket client
+the LAN, a headless Chromium on the LAN or behind the NAT router. What each
+hears is checked by tone. The attacks come from the attacker's LAN address
+with a bare WebSocket client
 (tests/ws_sip.py): no SIP over WebSocket reaches the app server without a
 fresh token from a right PIN.
 """
@@ -34,6 +35,7 @@ from tests.ws_sip import WsSip, webrtc_sdp
 WEB = f"{APPLIANCE_IP}:8088"
 WS_PORT = 8089
 ORIGIN = f"http://{WEB}"
+PROXIED = "https://Conf.Example.com"  # the console as a reverse proxy would serve it
 MOD_TONE, BROWSER_TONE = 700, 600
 MOD_TALKS = 12.0  # s of the moderator's tone after its PIN
 
@@ -53,7 +55,7 @@ def browser_appliance(server_factory: Any, net: Any, **extra: Any) -> Server:
             "listen": PBX,
             "media_ports": "30000-30399",
             "rtpengine_control": "127.0.0.1:2223",
-            "websocket": {"listen": f"{APPLIANCE_IP}:{WS_PORT}"},
+            "websocket": {"listen": f"{APPLIANCE_IP}:{WS_PORT}", "origins": [PROXIED]},
         },
         web={"listen": WEB},
         **extra,
@@ -213,6 +215,12 @@ def test_sip_over_websocket_without_a_fresh_token_reaches_nothing(server_factory
 
     ws, code = ws_client(attacker, origin="http://evil.example")
     assert code == 403
+    ws.close()
+    ws, code = ws_client(attacker, origin=None)  # not a browser's page at all
+    assert code == 403
+    ws.close()
+    ws, code = ws_client(attacker, origin=PROXIED.lower())  # pbx.websocket.origins
+    assert code == 101
     ws.close()
 
     ws, code = ws_client(attacker)

@@ -124,6 +124,9 @@ def test_the_browsers_websocket_is_validated_and_explained():
         ({"listen": "198.51.100.1:70000"}, "out of range"),
         ({"listen": "198.51.100.1:5060"}, "pick another port"),
         ({"listen": "198.51.100.1:8089", "wss": True}, "Extra inputs"),
+        ({"listen": "198.51.100.1:8089", "origins": ["conf.example.com"]}, "must be an origin"),
+        ({"listen": "198.51.100.1:8089", "origins": ['https://a.b"; exit;']}, "must be an origin"),
+        ({"listen": "198.51.100.1:8089", "origins": ["https://a.b/join"]}, "no path"),
     ):
         with pytest.raises(ValidationError, match=why):
             _edge(lan, websocket=bad)  # type: ignore[arg-type]
