@@ -28,6 +28,8 @@ from tests.netns import (  # noqa: F401  (fixture `net`)
     Host,
     net_fixture,
 )
+from tests.pbx_helpers import pbx_overrides
+from tests.test_attacks_dialog import RawUac
 from tests.test_edge_calls import PBX, _wait_rows, appliance, softphone
 from tests.test_spine_calls import window
 from tests.ws_sip import WsSip, webrtc_sdp
@@ -277,3 +279,18 @@ def test_sip_over_websocket_without_a_fresh_token_reaches_nothing(server_factory
         assert code == 403 and reply["error"] == "wrong PIN", reply
     code, reply = post(attacker, "/join/token", {"pin": "1111"})  # the 5th post: not rate-limited
     assert code == 403 and reply["error"] == "too many wrong PINs: try again later", reply
+
+
+def test_a_forged_browser_header_straight_to_the_app_server_is_not_believed(server_factory):
+    """X-Ponte-Web is Kamailio's word: straight to the app server (not from
+    Kamailio's socket) it admits nobody, and the call is refused like any
+    unknown number."""
+    srv = server_factory(**pbx_overrides())
+    token = "ab" * 16
+    uac = RawUac(("127.0.0.1", srv.sip_port), f"sip:web-{token}@127.0.0.1:{srv.sip_port}")
+    try:
+        assert uac.invite(extra=(f"X-Ponte-Web: {token} demo 192.0.2.99",)) == 404
+    finally:
+        uac.close()
+    assert srv.status()["rooms"] == {}
+    assert "browser from" not in srv.log()
