@@ -1,7 +1,7 @@
 """The app server's side of the web console and of browser participants.
 
 Two threads meet here. The loop thread owns pjsua2 and every room; the web
-thread runs aiohttp and aiortc on asyncio. `Console` implements
+thread runs aiohttp on asyncio. `Console` implements
 `web.backend.Backend` for the web thread: each call that reads or changes a
 room is handed to the loop thread (`_on_loop`) and awaited. The loop thread
 samples the rooms and the members' speech levels every `SAMPLE_SECONDS`,
