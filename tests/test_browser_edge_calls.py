@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from tests import audio, browser
-from tests.harness import Server
+from tests.harness import ROOT, Server
 from tests.netns import (  # noqa: F401  (fixture `net`)
     APPLIANCE_IP,
     ROUTER_OUTER_IP,
@@ -34,6 +34,7 @@ from tests.test_edge_calls import PBX, _wait_rows, appliance, softphone
 from tests.test_spine_calls import window
 from tests.ws_sip import WsSip, webrtc_sdp
 
+BUNDLE = ROOT / "web" / "static" / "jssip.min.js"  # JsSIP, built by scripts/setup
 WEB = f"{APPLIANCE_IP}:8088"
 WS_PORT = 8089
 ORIGIN = f"http://{WEB}"
@@ -44,6 +45,7 @@ MOD_TALKS = 12.0  # s of the moderator's tone after its PIN
 
 def browser_appliance(server_factory: Any, net: Any, **extra: Any) -> Server:
     """The appliance with the console and the browsers' WebSocket on its LAN address."""
+    assert BUNDLE.is_file(), f"{BUNDLE} is missing: run scripts/setup (npm ci, then the build)"
     return appliance(
         server_factory,
         net,
