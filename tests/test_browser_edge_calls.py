@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from ponte.entry import WEB_RTP_SILENCE
 from tests import audio, browser
 from tests.harness import ROOT, Server
 from tests.netns import (  # noqa: F401  (fixture `net`)
@@ -213,7 +214,8 @@ def test_sip_over_websocket_without_a_fresh_token_reaches_nothing(server_factory
     """Over the browsers' WebSocket: no REGISTER, no INVITE without a token,
     with a made-up one, or with one already used; no handshake from another
     page's origin; no bare SIP over TCP on that port. A wrong PIN at the
-    console counts toward the lockout by source, as on the phone."""
+    console counts toward the lockout by source, as on the phone. A browser
+    that sends no audio leaves the room."""
     srv = browser_appliance(server_factory, net, ivr={"lockout_after": 3})
     attacker = net.attacker
 
@@ -281,6 +283,14 @@ def test_sip_over_websocket_without_a_fresh_token_reaches_nothing(server_factory
         assert code == 403 and reply["error"] == "wrong PIN", reply
     code, reply = post(attacker, "/join/token", {"pin": "1111"})  # the 5th post: not rate-limited
     assert code == 403 and reply["error"] == "too many wrong PINs: try again later", reply
+
+    # The one admitted "browser" never sent RTP (a closed tab sends no BYE
+    # either): it is ended, not left in the room.
+    deadline = time.monotonic() + WEB_RTP_SILENCE + 5
+    while "the browser sent no audio" not in srv.log() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert "the browser sent no audio" in srv.log()
+    assert srv.status()["rooms"] == {}, srv.status()["rooms"]
 
 
 def test_a_forged_browser_header_straight_to_the_app_server_is_not_believed(server_factory):
