@@ -48,7 +48,13 @@ from pbx.sipcalls import (  # noqa: E402
     _Leg,
     _PortCall,
 )
-from pbx.sipevents import HANDOFF_HEADERS, IncomingCall, SipError, SipEvents  # noqa: E402
+from pbx.sipevents import (  # noqa: E402
+    HANDOFF_HEADERS,
+    WEB_HEADER,
+    IncomingCall,
+    SipError,
+    SipEvents,
+)
 from pbx.sipmsg import (  # noqa: E402
     LINE_HEADER,
     REQUEST_USER,
@@ -447,23 +453,6 @@ class SipUA:
         return int(self._ep.mediaActivePorts())
 
     # -- ports fed by Python ----------------------------------------------
-    def add_port_leg(self, depth: int = 8) -> tuple[int, _pjx.MediaPort]:
-        """A new leg whose audio Python pushes and pulls in 20 ms frames of
-        the bridge's rate (s16le mono), e.g. a browser's WebRTC audio.
-
-        The port's `push`/`pull` may be called from any thread; the leg is
-        ended like a call, with `hangup`, and reported by `on_disconnected`.
-        """
-        port = _pjx.MediaPort(self.clock_rate, FRAME_MS, depth, "web")
-        leg = next(self._ids)
-        try:
-            call = _PortCall(self, leg, port)
-        except SipError:
-            port.close()
-            raise
-        self._legs[leg] = _Leg(call, {})  # type: ignore[arg-type]
-        return leg, port
-
     def add_recorder(self, path: Path) -> int:
         """A bridge port that records what is connected to it into a WAV at
         `path` (the bridge's rate); its id goes to connect/disconnect as a
@@ -635,6 +624,7 @@ class SipUA:
             line=lines[0] if len(lines) == 1 else None,  # two headers: forged, ignore
             from_display=parsed.display if parsed else None,
             handoff=message_headers(whole, HANDOFF_HEADERS),
+            web=message_headers(whole, (WEB_HEADER,)).get(WEB_HEADER),
         )
         self._incoming_leg = leg
         try:

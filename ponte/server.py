@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from ivr.prompts import PromptLibrary
 from ivr.tones import SIGNALS
+from pbx.kamailio import set_web_token
 from pbx.rtpengine import NgClient
 from pbx.sipua import SipEvents, SipUA
 from pbx.useragent import UserAgent
@@ -226,11 +227,17 @@ class AppServer:
         # After SIP is up: a schedule due now (missed while down) calls at once.
         svc.scheduler.start()
         if config.web.listen:
-            # Imported here: aiohttp and aiortc load only when the console is on.
+            # Imported here: aiohttp loads only when the console is on.
             from ponte.console import Console
 
             self.console = self.reloader.console = Console(svc)
             self.console.reloader = self.reloader
+            kam = self.edge.kamailio
+            if kam is not None and config.pbx.websocket.listen:
+                runtime = kam.runtime
+                self.console.web_tokens = lambda token, room, peer: set_web_token(
+                    runtime, token, room, peer
+                )
             self.console.start()
         for level, note in network_notes(config):
             log.log(logging.WARNING if level == "warning" else logging.INFO, "%s", note)
@@ -242,9 +249,9 @@ class AppServer:
             ", ".join(a.user for a in config.access_numbers) or "(none)",
         )
         # What start-up built (configuration, prompt tables, pjsua2 wrappers,
-        # aiohttp/aiortc modules) lives as long as the process: out of the
+        # aiohttp modules) lives as long as the process: out of the
         # collector's sight, a full collection no longer walks it. Those walks
-        # stalled the web thread (browser legs' audio) for up to ~90 ms.
+        # stalled the loop and web threads for up to ~90 ms.
         gc.freeze()
         self.notifier.ready(f"listening on {config.sip.listen}")
         if self.notifier.watchdog_interval:

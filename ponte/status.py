@@ -8,7 +8,7 @@ from ponte import clusterview
 from ponte.services import Services
 from store.engine import describe
 
-if TYPE_CHECKING:  # aiohttp and aiortc load only when the console is on
+if TYPE_CHECKING:  # aiohttp loads only when the console is on
     from ponte.console import Console
 
 
@@ -72,7 +72,6 @@ def status(
         "accepting": svc.router.accepting,
         "shed": svc.router.shed,
         "screened": ua.screened(),
-        "web_legs": console.leg_stats() if console else {},
         # Where this node's records go, and how many writes wait for the
         # database (a full disk, or a PostgreSQL away): they land on return.
         "records": {

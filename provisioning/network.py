@@ -5,11 +5,15 @@ machines (`nodes:`)."""
 from __future__ import annotations
 
 import ipaddress
+import re
 
 from pydantic import Field, field_validator, model_validator
 
 from pcm import CLOCK_RATE, CLOCK_RATES
 from provisioning.base import Strict, host_port
+
+# A browser's Origin header: scheme, host (a name or an IPv4 address), port.
+ORIGIN = re.compile(r"^https?://[A-Za-z0-9.-]{1,253}(:[0-9]{1,5})?$")
 
 
 def private_address(value: str, what: str) -> tuple[str, int]:
@@ -100,6 +104,55 @@ class SipConfig(Strict):
         return self
 
 
+class WebSocketConfig(Strict):
+    """SIP over WebSocket for the join page's browsers (Kamailio's websocket
+    module): off unless `listen` is set."""
+
+    # HOST:PORT (TCP, ws://) the browsers reach, e.g. 192.0.2.10:8089.
+    listen: str | None = None
+    # Pages allowed to open it besides the console's own (http://web.listen):
+    # the console as browsers really reach it, e.g. https://conf.example.com
+    # behind a reverse proxy or by a DNS name.
+    origins: list[str] = Field(default_factory=list, max_length=20)
+
+    @field_validator("origins")
+    @classmethod
+    def _origins(cls, v: list[str]) -> list[str]:
+        for origin in v:
+            if not ORIGIN.match(origin):
+                raise ValueError(
+                    f"pbx.websocket.origins: {origin!r} must be an origin such as "
+                    "https://conf.example.com or http://192.0.2.10:8088 (no path)"
+                )
+        return v
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        host, _ = host_port(v, "pbx.websocket.listen")
+        if ipaddress.ip_address(host).is_unspecified:
+            raise ValueError(
+                "pbx.websocket.listen must be one address (the one browsers reach), "
+                f"not {host}: it is the URL the join page gives them"
+            )
+        return v
+
+    @property
+    def host(self) -> str | None:
+        return host_port(self.listen, "pbx.websocket.listen")[0] if self.listen else None
+
+    @property
+    def port(self) -> int | None:
+        return host_port(self.listen, "pbx.websocket.listen")[1] if self.listen else None
+
+    @property
+    def url(self) -> str | None:
+        """The WebSocket URL the join page connects to (None: off)."""
+        return f"ws://{self.listen}" if self.listen else None
+
+
 class PbxConfig(Strict):
     """Kamailio, the registrar and proxy in front of the app server."""
 
@@ -120,6 +173,8 @@ class PbxConfig(Strict):
     # on their private network, where Kamailio sends them calls and rtpengine
     # relays their media (default: loopback, nodes on this machine).
     internal_listen: str | None = None
+    # Browsers joining from the web console's join page (README "Browsers").
+    websocket: WebSocketConfig = Field(default_factory=WebSocketConfig)
 
     @field_validator("listen")
     @classmethod
@@ -188,6 +243,12 @@ class PbxConfig(Strict):
             raise ValueError(
                 f"pbx.internal_listen must use pbx.listen's port {self.port}: Kamailio takes "
                 "calls on one port on both sides"
+            )
+        ws = self.websocket.listen
+        if ws is not None and host_port(ws, "")[1] == self.port:
+            raise ValueError(
+                f"pbx.websocket.listen's port {host_port(ws, '')[1]} is pbx.listen's: "
+                "pick another port for the browsers' WebSocket"
             )
         return self
 
