@@ -203,7 +203,7 @@ class DialOut:
         trunk, number = route
         port = f":{trunk.port}" if trunk.port else ""
         leg_id = self.ua.make_call(
-            f"sip:{number}@{trunk.host}{port}", account=f"trunk:{trunk.name}"
+            f"sip:{number}@{trunk.host}{port}{trunk.uri_params}", account=f"trunk:{trunk.name}"
         )
         line = f"room:{room}"
         record = CallRecord(

@@ -92,8 +92,8 @@ class Router:
         port = f":{trunk.port}" if trunk.port else ""
         self.ua.add_account(
             f"trunk:{trunk.name}",
-            f"sip:{trunk.username}@{trunk.host}{port}",
-            registrar=trunk.registrar if trunk.registration else "",
+            f"sip:{trunk.username}@{trunk.host}{port}{trunk.uri_params}",
+            registrar=trunk.registrar_uri if trunk.registration else "",
             username=trunk.username,
             password=trunk.password,
             # Everything to and from the provider passes Kamailio (issue 9):
@@ -288,7 +288,10 @@ class Router:
         port = f":{trunk.port}" if trunk.port else ""
         log.info("call %d outbound ext=%s number=%s trunk=%s", call.leg, line, number, trunk.name)
         self._bridge(
-            leg, f"sip:{dial}@{trunk.host}{port}", account=f"trunk:{trunk.name}", trunk=trunk.name
+            leg,
+            f"sip:{dial}@{trunk.host}{port}{trunk.uri_params}",
+            account=f"trunk:{trunk.name}",
+            trunk=trunk.name,
         )
         self.calllog.meter_from_answer(call.leg, decision)
 

@@ -212,6 +212,9 @@ class Trunk(_Strict):
     cps: float = Field(2.0, gt=0, le=100)  # new calls per second towards the trunk
     dids: list[str] = Field(default_factory=list)
     outbound_prefixes: list[str] = Field(default_factory=list)
+    # How Kamailio reaches the provider: `tls` is SIP over TLS (port 5061 unless
+    # the registrar names one) with SRTP (SDES) media, needs pbx.tls.
+    transport: Literal["udp", "tls"] = "udp"
 
     @field_validator("registrar")
     @classmethod
@@ -248,6 +251,24 @@ class Trunk(_Strict):
     @property
     def port(self) -> int | None:
         return _uri_host(self.registrar)[1]
+
+    @property
+    def sip_port(self) -> int:
+        """The provider's port: the registrar's, else the transport's default."""
+        return self.port or (5061 if self.transport == "tls" else 5060)
+
+    @property
+    def uri_params(self) -> str:
+        """What the app server appends to a URI at this provider, so the edge
+        (Kamailio) relays it over the trunk's transport."""
+        return ";transport=tls" if self.transport == "tls" else ""
+
+    @property
+    def registrar_uri(self) -> str:
+        """The registrar URI as the app server registers to it."""
+        if self.transport == "tls" and "transport=" not in self.registrar.lower():
+            return self.registrar + self.uri_params
+        return self.registrar
 
 
 class DidTarget(_Strict):
@@ -688,6 +709,13 @@ class Config(_Strict):
         names = [t.name for t in self.trunks]
         if len(names) != len(set(names)):
             raise ValueError("a trunk name is listed twice")
+        for trunk in self.trunks:
+            if trunk.transport == "tls" and self.pbx.tls is None:
+                raise ValueError(
+                    f"trunk {trunk.name}: transport tls needs pbx.tls (Kamailio's TLS module)"
+                )
+        if self.pbx.tls is not None and self.pbx.tls_listen == self.sip.listen:
+            raise ValueError(f"pbx.tls.listen {self.pbx.tls_listen} is sip.listen's address")
         for name, line in self.lines.items():
             for prof in filter(None, (line.profile, line.temporary and line.temporary.profile)):
                 if prof not in self.profiles:

@@ -83,6 +83,7 @@ class Baresip:
     tone_hz: the tone it sends for the whole call (None: silence).
     max_seconds: baresip quits by itself after this (`-t`), should the test
         process die without stopping it.
+    modules: more modules to load, e.g. ("srtp.so",) for `mediaenc=srtp-mand`.
 
     Ports: SIP on UDP and TCP `sip_port`, and always TLS on `sip_port + 1`
     (baresip 1.0.0 cannot turn TLS off); ctrl_tcp on 127.0.0.1:`ctrl_port`.
@@ -107,6 +108,7 @@ class Baresip:
         ctrl_port: int | None = None,
         max_seconds: int = 600,
         verbose: bool = False,
+        modules: tuple[str, ...] = (),
     ) -> None:
         self.host = host
         self.workdir = Path(workdir)
@@ -132,6 +134,8 @@ class Baresip:
         self.tone_seconds = tone_seconds
         self.max_seconds = max_seconds
         self.verbose = verbose
+        # More of baresip's modules, e.g. ("srtp.so",) for mediaenc=srtp-mand.
+        self.modules = modules
         self.confdir = self.workdir / ".baresip"
         self.snd_path = self.workdir / "snd"
         self.log = self.workdir / "baresip.log"
@@ -166,6 +170,7 @@ class Baresip:
         self.snd_path.mkdir(parents=True, exist_ok=True)
         wav = write_tone(self.workdir / "send.wav", self.tone_hz, self.tone_seconds)
         lo, hi = self.rtp_ports
+        more = "".join(f"module {m}\n" for m in self.modules)
         config = f"""\
 poll_method epoll
 sip_listen {self.listen_ip}:{self.sip_port}
@@ -190,7 +195,7 @@ module g711.so
 module aufile.so
 module alsa.so
 module sndfile.so
-module_app menu.so
+{more}module_app menu.so
 module_app ctrl_tcp.so
 ctrl_tcp_listen 127.0.0.1:{self.ctrl_port}
 snd_path {self.snd_path}
