@@ -288,6 +288,9 @@ def render_config(
         if pbx.public_address and pbx.tls is not None
         else "",
         tls_cfg=runtime / "tls.cfg",
+        # A Route naming our TLS port is ours too (a TLS provider following
+        # our Path); without TLS, only pbx.listen's port.
+        route_tls_port=pbx.tls_port if pbx.tls is not None else pbx.port,
     )
 
 

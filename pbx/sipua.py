@@ -104,6 +104,7 @@ class SipUA:
         screen: bool = True,
         media_polled: bool = False,
         tls_port: int | None = None,
+        tls_pair: tuple[str, str] | None = None,
         srtp: str = "",
     ) -> None:
         self.events = events
@@ -111,6 +112,9 @@ class SipUA:
         # (0: any) that registering accounts and their calls use; None: UDP
         # only. The app server never needs it: Kamailio terminates TLS.
         self.tls_port = tls_port
+        # A certificate and key (PEM paths) for the TLS transport to answer
+        # TLS connections with (a test provider's); None: a client only.
+        self.tls_pair = tls_pair
         self.tls_tid: int | None = None
         self.tls_bound_port = 0
         # SRTP (SDES) on our calls: "" none, "optional" or "mandatory".
@@ -211,13 +215,16 @@ class SipUA:
     def _start_tls(self, ep: pj.Endpoint) -> None:
         """The TLS transport (a test phone's): it connects to the server,
         which reuses that connection for calls to us; the server's
-        certificate is not checked (lab pairs are self-signed)."""
+        certificate is not checked (lab pairs are self-signed). With
+        `tls_pair` it also takes connections (a test provider)."""
         tcfg = pj.TransportConfig()
         tcfg.port = self.tls_port or 0
         tcfg.boundAddress = self.host
         tcfg.publicAddress = self.host
         tcfg.tlsConfig.method = pj.PJSIP_TLSV1_2_METHOD
         tcfg.tlsConfig.verifyServer = False
+        if self.tls_pair is not None:
+            tcfg.tlsConfig.certFile, tcfg.tlsConfig.privKeyFile = self.tls_pair
         try:
             self.tls_tid = ep.transportCreate(pj.PJSIP_TRANSPORT_TLS, tcfg)
         except pj.Error as exc:

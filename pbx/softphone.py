@@ -98,7 +98,8 @@ class Softphone:
             # RTP read as it arrives (pbx/sipsetup.py): a recording's timing
             # is the far end's, without a start-up burst of our own.
             media_polled=True,
-            tls_port=0 if args.tls else None,
+            tls_port=args.tls_port if args.tls else None,
+            tls_pair=(args.tls_cert, args.tls_key) if args.tls_cert else None,
             srtp=args.srtp,
         )
         self.tmp = Path(tempfile.mkdtemp(prefix="softphone-"))
@@ -444,6 +445,9 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="register and call over SIP/TLS (--register's HOST:PORT is the TLS port)",
     )
+    p.add_argument("--tls-port", type=int, default=0, help="with --tls: local TLS port (0: any)")
+    p.add_argument("--tls-cert", default="", help="with --tls: certificate (PEM) to accept TLS")
+    p.add_argument("--tls-key", default="", help="with --tls-cert: its private key (PEM)")
     p.add_argument(
         "--srtp",
         default="",

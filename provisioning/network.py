@@ -105,7 +105,7 @@ class SipConfig(Strict):
 TLS_PORT = 5061  # SIP over TLS's well-known port (RFC 3261 19.1.2)
 
 
-def _pem_file(value: str, what: str, marker: str) -> str:
+def _pem_file(value: str, what: str, marker: str, kind: str) -> str:
     """`value`, refused unless it names a readable PEM file holding `marker`
     (so a typo or a swapped certificate and key fail at load, not as a
     Kamailio that will not start)."""
@@ -117,7 +117,7 @@ def _pem_file(value: str, what: str, marker: str) -> str:
     except OSError as exc:
         raise ValueError(f"{what} {value}: cannot read it ({exc.strerror})") from exc
     if marker not in text:
-        raise ValueError(f"{what} {value} holds no PEM {marker.strip('-')} block")
+        raise ValueError(f"{what} {value} holds no {kind} (a PEM {marker!r} block)")
     return value
 
 
@@ -145,17 +145,17 @@ class TlsConfig(Strict):
     @field_validator("certificate")
     @classmethod
     def _certificate(cls, v: str) -> str:
-        return _pem_file(v, "pbx.tls.certificate", "-----BEGIN CERTIFICATE-----")
+        return _pem_file(v, "pbx.tls.certificate", "-----BEGIN CERTIFICATE-----", "certificate")
 
     @field_validator("key")
     @classmethod
     def _key(cls, v: str) -> str:
-        return _pem_file(v, "pbx.tls.key", "PRIVATE KEY-----")
+        return _pem_file(v, "pbx.tls.key", "PRIVATE KEY-----", "private key")
 
     @field_validator("ca_list")
     @classmethod
     def _ca_list(cls, v: str) -> str:
-        return _pem_file(v, "pbx.tls.ca_list", "-----BEGIN CERTIFICATE-----")
+        return _pem_file(v, "pbx.tls.ca_list", "-----BEGIN CERTIFICATE-----", "CA certificate")
 
 
 class PbxConfig(Strict):

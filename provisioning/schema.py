@@ -257,17 +257,21 @@ class Trunk(_Strict):
         """The provider's port: the registrar's, else the transport's default."""
         return self.port or (5061 if self.transport == "tls" else 5060)
 
-    @property
-    def uri_params(self) -> str:
-        """What the app server appends to a URI at this provider, so the edge
-        (Kamailio) relays it over the trunk's transport."""
-        return ";transport=tls" if self.transport == "tls" else ""
+    def uri(self, user: str) -> str:
+        """`user` at this provider, as the app server addresses it. Over TLS
+        the port is always named (Kamailio paces a trunk by the host:port
+        its INVITEs name) and `;transport=tls` makes the edge relay it over
+        TLS, with SRTP."""
+        if self.transport != "tls":
+            port = f":{self.port}" if self.port else ""
+            return f"sip:{user}@{self.host}{port}"
+        return f"sip:{user}@{self.host}:{self.sip_port};transport=tls"
 
     @property
     def registrar_uri(self) -> str:
         """The registrar URI as the app server registers to it."""
         if self.transport == "tls" and "transport=" not in self.registrar.lower():
-            return self.registrar + self.uri_params
+            return self.registrar + ";transport=tls"
         return self.registrar
 
 

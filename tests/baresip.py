@@ -36,6 +36,7 @@ import threading
 import time
 import wave
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -447,6 +448,36 @@ snd_path {self.snd_path}
                 state = f"{files[-1]} not closed" if files else f"no {kind} recording"
                 raise TimeoutError(f"{state} in {self.snd_path}\n{self.log_text()}")
             time.sleep(0.05)
+
+
+@dataclass
+class RoomVisit:
+    """What `visit_room` saw, in this process's monotonic clock."""
+
+    up: float  # the call established
+    pin_at: float  # the PIN's last digit sent
+    talked: float  # seconds from `up` to the call closed
+    heard: Path  # what the phone heard (WAV)
+    trace: str  # the end of baresip's log
+
+
+def visit_room(
+    bs: Baresip, target: str, pin: str, stay: float, before_pin: float = 2.0
+) -> RoomVisit:
+    """A registered baresip dials `target`, keys `pin` (RFC 2833) once the
+    call is up `before_pin` s, stays `stay` s and hangs up."""
+    bs.wait_event("REGISTER_OK")
+    bs.dial(target)
+    bs.wait_event("CALL_ESTABLISHED")
+    up = time.monotonic()
+    time.sleep(before_pin)  # the entry prompt starts; digits may barge in
+    bs.sndcode(pin)
+    pin_at = time.monotonic()
+    time.sleep(stay)
+    bs.hangup()
+    bs.wait_event("CALL_CLOSED")
+    talked = time.monotonic() - up
+    return RoomVisit(up, pin_at, talked, bs.recording(), bs.log_text(tail=400_000))
 
 
 def _tcp_free(port: int) -> bool:

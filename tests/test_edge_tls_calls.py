@@ -17,14 +17,16 @@ from typing import Any
 import numpy as np
 
 from tests import audio
-from tests.harness import report
-from tests.netns import APPLIANCE_IP, Host, Topology, net_fixture  # noqa: F401
+from tests.harness import Server, report
+from tests.netns import APPLIANCE_IP, PROVIDER_IP, Host, Topology, net_fixture  # noqa: F401
 from tests.pbx_helpers import wait_registered
 from tests.test_edge_calls import (
     ALL_PASSWORDS,
     PBX,
+    PROVIDER_NAME,
     _wait_rows,
     appliance,
+    dial_out_config,
     heard,
     softphone,
 )
@@ -35,8 +37,9 @@ PBX_TLS = f"{APPLIANCE_IP}:{TLS_PORT}"
 MOD_TONE, PART_TONE = 700, 440
 
 
-def make_pair(folder: Path) -> tuple[Path, Path]:
-    """A throwaway self-signed certificate and key for the appliance's address."""
+def make_pair(folder: Path, name: str = APPLIANCE_IP) -> tuple[Path, Path]:
+    """A throwaway self-signed certificate and key for `name` (an address or
+    a DNS name; default the appliance's address)."""
     folder.mkdir(parents=True, exist_ok=True)
     cert, key = folder / "cert.pem", folder / "key.pem"
     subprocess.run(
@@ -50,9 +53,9 @@ def make_pair(folder: Path) -> tuple[Path, Path]:
             "-days",
             "2",
             "-subj",
-            f"/CN={APPLIANCE_IP}",
+            f"/CN={name}",
             "-addext",
-            f"subjectAltName=IP:{APPLIANCE_IP}",
+            f"subjectAltName={'DNS' if name[-1].isalpha() else 'IP'}:{name}",
             "-keyout",
             str(key),
             "-out",
@@ -284,7 +287,7 @@ def test_baresip_over_tls_with_srtp_joins_a_room(
     """baresip (a phone nobody here wrote) behind the NAT, registered over
     TLS with mandatory SRTP (`mediaenc=srtp-mand`): it keys the PIN and talks
     with a LAN moderator both ways."""
-    from tests.baresip import Baresip
+    from tests.baresip import Baresip, visit_room
 
     appliance(server_factory, net, pbx=tls_pbx(tmp_path))
     mod = softphone(
@@ -301,25 +304,92 @@ def test_baresip_over_tls_with_srtp_joins_a_room(
     with Baresip(
         net.nat[0], tmp_path / "baresip", account=account, tone_hz=PART_TONE, modules=("srtp.so",)
     ) as bs:
-        bs.wait_event("REGISTER_OK")
-        bs.dial(f"sip:conf@{PBX_TLS};transport=tls")
-        bs.wait_event("CALL_ESTABLISHED")
-        up = time.monotonic()
-        time.sleep(2.0)
-        bs.sndcode("1111#")
-        pin_at = time.monotonic()
-        time.sleep(5.0)
-        bs.hangup()
-        bs.wait_event("CALL_CLOSED")
-        talked = time.monotonic() - up
-        heard_path = bs.recording()
-        trace = bs.log_text(tail=400_000)
+        seen = visit_room(bs, f"sip:conf@{PBX_TLS};transport=tls", "1111#", stay=5.0)
     rm = mod.result()
     assert "error" not in rm, rm
-    samples, rate = audio.load(heard_path)
-    room = audio.segment(samples, rate, pin_at - up + 1.0, talked - 0.5)
-    assert audio.band_fraction(room, rate, MOD_TONE) > 0.2, audio.band_fraction(
-        room, rate, MOD_TONE
+    samples, rate = audio.load(seen.heard)
+    room = audio.segment(samples, rate, seen.pin_at - seen.up + 1.0, seen.talked - 0.5)
+    share = audio.band_fraction(room, rate, MOD_TONE)
+    assert share > 0.2, share
+    assert heard(mod, rm, seen.pin_at + 1.5, seen.pin_at + 4.5, PART_TONE) > 0.2
+    # Its offer and the answer it got were SRTP (baresip logs both SDPs).
+    assert "RTP/SAVP" in seen.trace and "a=crypto:" in seen.trace, seen.trace[-3000:]
+
+
+def tls_provider(
+    server_factory, phone, net: Topology, tmp_path: Path, ca_list: Path, cert: Path, key: Path
+) -> tuple[Server, Capture, Any]:
+    """The appliance with a TLS trunk (its providers checked against
+    `ca_list`), and the provider: our softphone answering over TLS on 5061
+    with `cert`, demanding SRTP, its side captured."""
+    cfg = dial_out_config()
+    cfg["trunks"][0]["transport"] = "tls"
+    cfg["pbx"] = tls_pbx(tmp_path)
+    cfg["pbx"]["tls"]["ca_list"] = str(ca_list)
+    net.hosts({PROVIDER_NAME: PROVIDER_IP})
+    srv = server_factory(netns=net.appliance.name, **cfg)
+    cap = Capture(net.provider, tmp_path / "provider.pcap")
+    guest = phone(
+        "",
+        "wait_media 5; tone 900; wait_end 30",
+        bind=PROVIDER_IP,
+        netns=net.provider.name,
+        extra=[
+            *("--tls", "--tls-port", str(TLS_PORT), "--srtp", "mandatory", "--answer"),
+            *("--tls-cert", str(cert), "--tls-key", str(key), "--max-seconds", "40"),
+        ],
     )
-    assert heard(mod, rm, pin_at + 1.5, pin_at + 4.5, PART_TONE) > 0.2
-    assert "RTP/SAVP" in trace, trace[-3000:]
+    return srv, cap, guest
+
+
+DIAL_OUT = (
+    "wait_media 5; dtmf 9999#; tone 440; wait 1; dtmf *1; wait 1; "
+    "dtmf 212133334444#; wait 1; dtmf 1; mark confirmed; wait 7; mark bye; hangup"
+)
+
+
+def test_room_dial_out_reaches_a_tls_provider_with_srtp(
+    server_factory, phone, net: Topology, tmp_path: Path
+) -> None:
+    """trunks[].transport: tls. A LAN moderator dials out (*1) through the
+    trunk: Kamailio reaches the provider (off the host, by its DNS name) over
+    TLS, checking its certificate against pbx.tls.ca_list, and offers it SRTP,
+    which the provider demands; they hear each other, both ways. A capture on
+    the provider's side shows no clear SIP nor RTP."""
+    prov_cert, prov_key = make_pair(tmp_path / "provider", PROVIDER_NAME)
+    _, cap, guest = tls_provider(
+        server_factory, phone, net, tmp_path, prov_cert, prov_cert, prov_key
+    )
+    mod = softphone(phone, net.lan[0], "1001", DIAL_OUT, "conf-en")
+    rm, rg = mod.result(), guest.result()
+    packets = cap.stop()
+    assert "error" not in rm, rm
+    assert rg.get("dialed") == "0212133334444", rg
+    private = (rm["marks"]["confirmed"] + 1.5, rm["marks"]["bye"] - 0.2)
+    assert heard(mod, rm, *private, 900) > 0.3, "the moderator hears the provider's guest"
+    assert heard(guest, rg, *private, 440) > 0.3, "and the guest hears the moderator"
+    assert_nothing_in_clear(packets, 900)
+
+
+def test_a_tls_provider_with_an_unknown_certificate_gets_no_call(
+    server_factory, phone, net: Topology, tmp_path: Path
+) -> None:
+    """An impostor at the provider's address, its certificate not from
+    pbx.tls.ca_list: Kamailio's TLS handshake fails, the dial-out never
+    reaches it (nothing of the call is sent to it), and Kamailio says why."""
+    ca, _ = make_pair(tmp_path / "provider", PROVIDER_NAME)
+    impostor = make_pair(tmp_path / "impostor", PROVIDER_NAME)
+    srv, cap, guest = tls_provider(server_factory, phone, net, tmp_path, ca, *impostor)
+    mod = softphone(phone, net.lan[0], "1001", DIAL_OUT, "conf-en")
+    rm = mod.result()
+    guest.proc.terminate()
+    rg = guest.result()
+    packets = cap.stop()
+    assert "error" not in rm, rm
+    assert "dialed" not in rg and "media_at" not in rg, rg
+    # Nothing of the call reached it, in clear or not (the handshake only),
+    # and the edge says why.
+    assert not [p for p in packets if p[0] == "udp" or b"INVITE" in p[3]]
+    assert not [p for p in packets if p[3][:1] == b"\x17"], "application data sent"
+    log = Path(srv.config["state_dir"], "kamailio", "kamailio.log").read_text()
+    assert "certificate verify failed" in log, log[-3000:]
