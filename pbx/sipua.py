@@ -204,8 +204,7 @@ class SipUA:
 
         acfg = pj.AccountConfig()
         acfg.idUri = f"sip:{self.user}@{self.host}:{self.bound_port}"
-        own_address(acfg, self.host, self.bound_port, self.user, self.rtp_range)
-        self._media_security(acfg)
+        self._own_address(acfg)
         acc = _Account(self, "local")
         acc.create(acfg, True)
         self._acc = acc
@@ -233,6 +232,19 @@ class SipUA:
             raise SipError(f"cannot listen for TLS on {self.host}: {exc.info()}") from None
         info = ep.transportGetInfo(self.tls_tid)
         self.tls_bound_port = int(info.localName.rpartition(":")[2])
+
+    def _own_address(self, acfg: pj.AccountConfig) -> None:
+        """An account's Contact and RTP on our address (own_address), on the
+        TLS transport when there is one (a test phone's --tls: all its
+        requests go over TLS), with SRTP as `srtp` asks."""
+        if self.tls_tid is not None:
+            own_address(
+                acfg, self.host, self.tls_bound_port, self.user, self.rtp_range, transport="tls"
+            )
+            acfg.sipConfig.transportId = self.tls_tid
+        else:
+            own_address(acfg, self.host, self.bound_port, self.user, self.rtp_range)
+        self._media_security(acfg)
 
     def _media_security(self, acfg: pj.AccountConfig) -> None:
         """SRTP (SDES) on an account's calls, as `srtp` asks."""
@@ -330,14 +342,7 @@ class SipUA:
         acfg = pj.AccountConfig()
         acfg.idUri = id_uri
         # After idUri: the Contact keeps the account's user.
-        if self.tls_tid is not None:
-            own_address(
-                acfg, self.host, self.tls_bound_port, self.user, self.rtp_range, transport="tls"
-            )
-            acfg.sipConfig.transportId = self.tls_tid
-        else:
-            own_address(acfg, self.host, self.bound_port, self.user, self.rtp_range)
-        self._media_security(acfg)
+        self._own_address(acfg)
         if proxy:
             acfg.sipConfig.proxies.append(proxy)
         if registrar:

@@ -30,6 +30,7 @@ from tests.test_edge_calls import (
     heard,
     softphone,
 )
+from tests.test_hold_calls import _wait_for_hold
 from tests.test_spine_calls import hash_time
 
 TLS_PORT = 5061
@@ -393,3 +394,77 @@ def test_a_tls_provider_with_an_unknown_certificate_gets_no_call(
     assert not [p for p in packets if p[3][:1] == b"\x17"], "application data sent"
     log = Path(srv.config["state_dir"], "kamailio", "kamailio.log").read_text()
     assert "certificate verify failed" in log, log[-3000:]
+
+
+def test_a_tls_providers_did_call_reaches_the_room(
+    server_factory, phone, net: Topology, tmp_path: Path
+) -> None:
+    """The TLS trunk's provider calls our DID over TLS with SRTP, from a port
+    of its own choosing: the edge knows it by its address, the caller keys
+    the PIN and talks with a LAN moderator, both ways; a stranger calling
+    the same DID over TLS from elsewhere is challenged like any phone."""
+    cfg = dial_out_config()
+    cfg["trunks"][0]["transport"] = "tls"
+    cfg["pbx"] = tls_pbx(tmp_path)
+    net.hosts({PROVIDER_NAME: PROVIDER_IP})
+    srv = server_factory(netns=net.appliance.name, **cfg)
+    mod = softphone(
+        phone,
+        net.lan[0],
+        "1001",
+        f"wait_media 5; dtmf 9999#; tone {MOD_TONE}; wait 8; hangup",
+        "conf",
+    )
+    did = f"sip:+551130001000@{PBX_TLS};transport=tls"
+    tls_args = ["--tls", "--srtp", "mandatory"]
+    caller = phone(
+        did,
+        f"wait_media 5; wait 1; dtmf 1111#; tone {PART_TONE}; wait 5; hangup",
+        bind=PROVIDER_IP,
+        netns=net.provider.name,
+        extra=tls_args,
+    )
+    stranger = phone(
+        did, "wait_media 3; hangup", bind=net.lan[1].ip, netns=net.lan[1].name, extra=tls_args
+    )
+    rm, rc, rs = mod.result(), caller.result(), stranger.result()
+    assert "error" not in rc, rc
+    both = hash_time(rc) + 1.0
+    assert heard(mod, rm, both, rc["hangup_sent_at"] - 0.3, PART_TONE) > 0.2
+    assert heard(caller, rc, both, rc["hangup_sent_at"] - 0.3, MOD_TONE) > 0.2
+    assert "media_at" not in rs and rs["code"] == 407, rs
+    (row,) = _wait_rows(srv, 1, destination="+551130001000")
+    assert row["disposition"] == "answered", row
+
+
+def test_a_tls_phone_holds_and_resumes_with_srtp(
+    server_factory, phone, net: Topology, tmp_path: Path
+) -> None:
+    """A TLS + SRTP participant behind the NAT puts the room on hold and
+    takes it back (re-INVITEs over TLS, offering RTP/SAVP again): the app
+    server sees the hold, and after the resume both sides hear each other,
+    the app's side still plain RTP and the phone's still SRTP."""
+    srv = appliance(server_factory, net, pbx=tls_pbx(tmp_path))
+    mod = softphone(
+        phone,
+        net.lan[0],
+        "1001",
+        f"wait_media 5; dtmf 9999#; tone {MOD_TONE}; wait 16; hangup",
+        "conf",
+    )
+    part = tls_phone(
+        phone,
+        net.nat[0],
+        "1002",
+        f"wait_media 5; wait 1; dtmf 1111#; tone {PART_TONE}; wait 3; hold; wait 3; resume; "
+        "mark resumed; wait 5; hangup",
+        "conf",
+    )
+    held = _wait_for_hold(srv, timeout=20)
+    rm, rp = mod.result(), part.result()
+    assert "error" not in rm and "error" not in rp, (rm, rp)
+    assert held is not None, "the hold was never seen"
+    assert not rp.get("errors"), rp
+    after = (rp["marks"]["resumed"] + 1.5, rp["hangup_sent_at"] - 0.3)
+    assert heard(part, rp, *after, MOD_TONE) > 0.2, "the phone hears the room after resume"
+    assert heard(mod, rm, *after, PART_TONE) > 0.2, "the room hears the phone after resume"

@@ -142,3 +142,11 @@ def test_kamailio_takes_the_tls_config(tmp_path, pair):
         ["kamailio", "-c", "-f", str(runtime / "kamailio.cfg")], capture_output=True, text=True
     )
     assert check.returncode == 0, check.stderr[-2000:]
+
+
+def test_ponte_check_says_to_open_the_tls_port(tmp_path, pair):
+    from provisioning.advice import network_notes
+
+    cfg = load_config(write(tmp_path, {**tls(pair), "media_encryption": "required"}))
+    notes = [note for _, note in network_notes(cfg)]
+    assert any("open TCP 5061" in n and "required" in n for n in notes), notes
