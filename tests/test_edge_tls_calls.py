@@ -443,9 +443,11 @@ def test_a_tls_phone_holds_and_resumes_with_srtp(
     """A TLS + SRTP participant behind the NAT puts the room on hold and
     takes it back (re-INVITEs over TLS, offering RTP/SAVP again): the app
     server sees the hold, and after the resume both sides hear each other,
-    the app's side still plain RTP and the phone's still SRTP."""
-    srv = appliance(server_factory, net, pbx=tls_pbx(tmp_path))
-    mod = softphone(
+    the app's side still plain RTP and the phone's still SRTP. Under
+    media_encryption: required (both phones on TLS): its re-INVITEs, SRTP
+    over TLS, pass the edge's check as its first INVITE did."""
+    srv = appliance(server_factory, net, pbx=tls_pbx(tmp_path, media_encryption="required"))
+    mod = tls_phone(
         phone,
         net.lan[0],
         "1001",

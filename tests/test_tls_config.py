@@ -150,3 +150,10 @@ def test_ponte_check_says_to_open_the_tls_port(tmp_path, pair):
     cfg = load_config(write(tmp_path, {**tls(pair), "media_encryption": "required"}))
     notes = [note for _, note in network_notes(cfg)]
     assert any("open TCP 5061" in n and "required" in n for n in notes), notes
+
+
+def test_behind_a_1_to_1_nat_tls_is_advertised_on_the_public_address(tmp_path, pair):
+    cfg = load_config(write(tmp_path, {**tls(pair), "public_address": "203.0.113.7"}))
+    text = render_config(cfg, tmp_path)
+    assert "\nlisten=tls:192.0.2.10:5061 advertise 203.0.113.7:5061\n" in text
+    assert "\nalias=203.0.113.7:5061\n" in text
