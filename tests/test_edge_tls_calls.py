@@ -250,14 +250,9 @@ def test_required_refuses_plain_rtp_and_clear_signalling(
     assert len(report(srv, "calls")) == 1, report(srv, "calls")
 
 
-def test_a_tls_phone_behind_nat_is_called_on_its_own_connection(
-    server_factory, phone, net: Topology, tmp_path: Path
-) -> None:
-    """An extension registered over TLS from behind the NAT router is called
-    by a LAN phone over UDP: Kamailio reaches it over the connection it
-    registered on (the router lets nothing in), offers it SRTP, and both
-    hear each other; the caller's leg stays plain RTP."""
-    srv = appliance(server_factory, net, pbx=tls_pbx(tmp_path))
+def nat_tls_callee(phone, net: Topology, srv: Server, tmp_path: Path) -> tuple[Capture, Any]:
+    """Extension 1002 behind the NAT, registered over TLS, demanding SRTP,
+    answering with MOD_TONE; its side captured."""
     cap = Capture(net.nat[0], tmp_path / "nat0.pcap")
     callee = tls_phone(
         phone,
@@ -267,9 +262,12 @@ def test_a_tls_phone_behind_nat_is_called_on_its_own_connection(
         extra=["--answer"],
     )
     wait_registered(srv, "1002")
-    caller = softphone(
-        phone, net.lan[0], "1001", f"wait_media 8; tone {PART_TONE}; wait 3; hangup", "1002"
-    )
+    return cap, callee
+
+
+def talked_both_ways_unseen(caller: Any, callee: Any, cap: Capture) -> tuple[dict, dict]:
+    """The caller (PART_TONE) and nat_tls_callee heard each other, and its
+    capture shows nothing in clear; their reports."""
     ra, rb = caller.result(), callee.result()
     packets = cap.stop()
     assert "error" not in ra and "error" not in rb, (ra, rb)
@@ -278,6 +276,22 @@ def test_a_tls_phone_behind_nat_is_called_on_its_own_connection(
     assert heard(caller, ra, start, end, MOD_TONE) > 0.2
     assert heard(callee, rb, start, end, PART_TONE) > 0.2
     assert_nothing_in_clear(packets, MOD_TONE)
+    return ra, rb
+
+
+def test_a_tls_phone_behind_nat_is_called_on_its_own_connection(
+    server_factory, phone, net: Topology, tmp_path: Path
+) -> None:
+    """An extension registered over TLS from behind the NAT router is called
+    by a LAN phone over UDP: Kamailio reaches it over the connection it
+    registered on (the router lets nothing in), offers it SRTP, and both
+    hear each other; the caller's leg stays plain RTP."""
+    srv = appliance(server_factory, net, pbx=tls_pbx(tmp_path))
+    cap, callee = nat_tls_callee(phone, net, srv, tmp_path)
+    caller = softphone(
+        phone, net.lan[0], "1001", f"wait_media 8; tone {PART_TONE}; wait 3; hangup", "1002"
+    )
+    ra, rb = talked_both_ways_unseen(caller, callee, cap)
     (row,) = _wait_rows(srv, 1, call_type="extension")
     assert (row["origin"], row["destination"], row["disposition"]) == ("1001", "1002", "answered")
 
@@ -470,3 +484,27 @@ def test_a_tls_phone_holds_and_resumes_with_srtp(
     after = (rp["marks"]["resumed"] + 1.5, rp["hangup_sent_at"] - 0.3)
     assert heard(part, rp, *after, MOD_TONE) > 0.2, "the phone hears the room after resume"
     assert heard(mod, rm, *after, PART_TONE) > 0.2, "the room hears the phone after resume"
+
+
+def test_the_app_calls_a_tls_extension_with_srtp(
+    server_factory, phone, net: Topology, tmp_path: Path
+) -> None:
+    """A provider's DID call (UDP, plain RTP) routed to extension 1002,
+    registered over TLS behind the NAT: the app server's call to it leaves
+    the edge over TLS offering SRTP (the phone demands it), both hear each
+    other, and nothing reaches the phone's side in clear."""
+    cfg = dial_out_config()
+    cfg["pbx"] = tls_pbx(tmp_path)
+    cfg["dids"] = {"+551130001000": {"extension": "1002"}}
+    net.hosts({PROVIDER_NAME: PROVIDER_IP})
+    srv = server_factory(netns=net.appliance.name, **cfg)
+    cap, callee = nat_tls_callee(phone, net, srv, tmp_path)
+    caller = phone(
+        f"sip:+551130001000@{PBX}",
+        f"wait_media 8; tone {PART_TONE}; wait 3; hangup",
+        bind=PROVIDER_IP,
+        netns=net.provider.name,
+        extra=["--port", "5060"],
+    )
+    ra, rb = talked_both_ways_unseen(caller, callee, cap)
+    assert rb["dialed"] == "1002", rb
