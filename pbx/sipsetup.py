@@ -78,7 +78,12 @@ def ep_config(
 
 
 def own_address(
-    acfg: pj.AccountConfig, host: str, port: int, user: str, rtp_range: tuple[int, int]
+    acfg: pj.AccountConfig,
+    host: str,
+    port: int,
+    user: str,
+    rtp_range: tuple[int, int],
+    transport: str = "",
 ) -> None:
     """Every account's Contact and RTP stay on our own (loopback) address.
 
@@ -87,11 +92,13 @@ def own_address(
     port, where nothing listens) and binds a trunk account's RTP to
     0.0.0.0:4000; Kamailio and rtpengine face the network, we do not.
     `port` is the SIP port we are bound to; `user` the Contact's user
-    when the account's idUri has none.
+    when the account's idUri has none; `transport` the Contact's transport
+    parameter ("tls" for an account on the TLS transport).
     """
     parsed = parse_name_addr(acfg.idUri)
     contact_user = (uri_user(parsed.uri) if parsed else "") or user
-    acfg.sipConfig.contactForced = f"<sip:{contact_user}@{host}:{port}>"
+    params = f";transport={transport}" if transport else ""
+    acfg.sipConfig.contactForced = f"<sip:{contact_user}@{host}:{port}{params}>"
     acfg.natConfig.contactRewriteUse = 0
     acfg.natConfig.viaRewriteUse = 0
     acfg.natConfig.sdpNatRewriteUse = 0

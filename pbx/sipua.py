@@ -109,8 +109,24 @@ class SipUA:
         opus_rate: int = 0,
         screen: bool = True,
         media_polled: bool = False,
+        tls_port: int | None = None,
+        tls_pair: tuple[str, str] | None = None,
+        srtp: str = "",
     ) -> None:
         self.events = events
+        # SIP over TLS (a test phone's --tls): a TLS transport on this port
+        # (0: any) that registering accounts and their calls use; None: UDP
+        # only. The app server never needs it: Kamailio terminates TLS.
+        self.tls_port = tls_port
+        # A certificate and key (PEM paths) for the TLS transport to answer
+        # TLS connections with (a test provider's); None: a client only.
+        self.tls_pair = tls_pair
+        self.tls_tid: int | None = None
+        self.tls_bound_port = 0
+        # SRTP (SDES) on our calls: "" none, "optional" or "mandatory".
+        if srtp not in ("", "optional", "mandatory"):
+            raise ValueError(f"srtp must be '', 'optional' or 'mandatory', got {srtp!r}")
+        self.srtp = srtp
         # RTP read by poll() rather than by pjmedia's worker thread (see
         # pbx/sipsetup.py's ep_config): test phones only.
         self.media_polled = media_polled
@@ -186,18 +202,68 @@ class SipUA:
             raise SipError(f"cannot listen on {self.host}:{self.port}: {exc.info()}") from None
         tinfo = ep.transportGetInfo(tid)
         self.bound_port = int(tinfo.localName.rpartition(":")[2])
+        if self.tls_port is not None:
+            self._start_tls(ep)
         ep.audDevManager().setNullDev()
         ep.libStart()
         set_codecs(ep, self.codecs, self.opus_rate)
 
         acfg = pj.AccountConfig()
         acfg.idUri = f"sip:{self.user}@{self.host}:{self.bound_port}"
-        own_address(acfg, self.host, self.bound_port, self.user, self.rtp_range)
+        self._own_address(acfg)
         acc = _Account(self, "local")
         acc.create(acfg, True)
         self._acc = acc
         lo, hi = self.rtp_range
         log.debug("SIP listening on %s:%d, RTP %d-%d", self.host, self.bound_port, lo, hi)
+
+    def _start_tls(self, ep: pj.Endpoint) -> None:
+        """The TLS transport (a test phone's): it connects to the server,
+        which reuses that connection for calls to us; the server's
+        certificate is not checked (lab pairs are self-signed). With
+        `tls_pair` it also takes connections (a test provider)."""
+        tcfg = pj.TransportConfig()
+        tcfg.port = self.tls_port or 0
+        tcfg.boundAddress = self.host
+        tcfg.publicAddress = self.host
+        tcfg.tlsConfig.method = pj.PJSIP_TLSV1_2_METHOD
+        tcfg.tlsConfig.verifyServer = False
+        if self.tls_pair is not None:
+            tcfg.tlsConfig.certFile, tcfg.tlsConfig.privKeyFile = self.tls_pair
+        try:
+            self.tls_tid = ep.transportCreate(pj.PJSIP_TRANSPORT_TLS, tcfg)
+        except pj.Error as exc:
+            ep.libDestroy()
+            self._ep = None
+            raise SipError(f"cannot listen for TLS on {self.host}: {exc.info()}") from None
+        info = ep.transportGetInfo(self.tls_tid)
+        self.tls_bound_port = int(info.localName.rpartition(":")[2])
+
+    def _own_address(self, acfg: pj.AccountConfig) -> None:
+        """An account's Contact and RTP on our address (own_address), on the
+        TLS transport when there is one (a test phone's --tls: all its
+        requests go over TLS), with SRTP as `srtp` asks."""
+        if self.tls_tid is not None:
+            own_address(
+                acfg, self.host, self.tls_bound_port, self.user, self.rtp_range, transport="tls"
+            )
+            acfg.sipConfig.transportId = self.tls_tid
+        else:
+            own_address(acfg, self.host, self.bound_port, self.user, self.rtp_range)
+        self._media_security(acfg)
+
+    def _media_security(self, acfg: pj.AccountConfig) -> None:
+        """SRTP (SDES) on an account's calls, as `srtp` asks."""
+        if not self.srtp:
+            return
+        mcfg = acfg.mediaConfig
+        mcfg.srtpUse = (
+            pj.PJMEDIA_SRTP_MANDATORY if self.srtp == "mandatory" else pj.PJMEDIA_SRTP_OPTIONAL
+        )
+        # SDES keys travel in the SDP: over TLS they are secret; the test
+        # phone may still be asked to try SRTP over UDP.
+        mcfg.srtpSecureSignaling = 0
+        acfg.mediaConfig = mcfg
 
     @property
     def started(self) -> bool:
@@ -282,7 +348,7 @@ class SipUA:
         acfg = pj.AccountConfig()
         acfg.idUri = id_uri
         # After idUri: the Contact keeps the account's user.
-        own_address(acfg, self.host, self.bound_port, self.user, self.rtp_range)
+        self._own_address(acfg)
         if proxy:
             acfg.sipConfig.proxies.append(proxy)
         if registrar:

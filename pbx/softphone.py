@@ -27,7 +27,9 @@ puts a display name in our From (any text: it is quoted for us), and
 --no-screen leaves out pbx/_pjx.c's SIP screen, so a test can see what
 pbx/sipua.py refuses on its own. --clock-rate sets the phone's own bridge
 rate (its tones and recordings; 8 kHz by default), e.g. 16000 with
---codecs G722/16000 for a wideband phone.
+--codecs G722/16000 for a wideband phone. --tls registers and calls over
+SIP/TLS (the target then names `;transport=tls`), --srtp mandatory offers
+SRTP (RTP/SAVP with SDES keys).
 """
 
 from __future__ import annotations
@@ -96,6 +98,9 @@ class Softphone:
             # RTP read as it arrives (pbx/sipsetup.py): a recording's timing
             # is the far end's, without a start-up burst of our own.
             media_polled=True,
+            tls_port=args.tls_port if args.tls else None,
+            tls_pair=(args.tls_cert, args.tls_key) if args.tls_cert else None,
+            srtp=args.srtp,
         )
         self.tmp = Path(tempfile.mkdtemp(prefix="softphone-"))
         self.calls: list[PhoneCall] = []
@@ -374,7 +379,7 @@ class Softphone:
         self.ua.add_account(
             "reg",
             self._id(f"sip:{user}@{hostport}"),
-            registrar=f"sip:{hostport}",
+            registrar=f"sip:{hostport}" + (";transport=tls" if self.args.tls else ""),
             username=user,
             password=password,
             retry_seconds=60,
@@ -435,6 +440,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rate", type=float, default=10.0, help="new calls per second")
     p.add_argument("--max-seconds", type=float, default=120.0, help="hard stop")
     p.add_argument("--pj-log-level", type=int, default=1)
+    p.add_argument(
+        "--tls",
+        action="store_true",
+        help="register and call over SIP/TLS (--register's HOST:PORT is the TLS port)",
+    )
+    p.add_argument("--tls-port", type=int, default=0, help="with --tls: local TLS port (0: any)")
+    p.add_argument("--tls-cert", default="", help="with --tls: certificate (PEM) to accept TLS")
+    p.add_argument("--tls-key", default="", help="with --tls-cert: its private key (PEM)")
+    p.add_argument(
+        "--srtp",
+        default="",
+        choices=["", "optional", "mandatory"],
+        help="SRTP (SDES) on our calls: mandatory offers RTP/SAVP",
+    )
     return p
 
 

@@ -201,10 +201,7 @@ class DialOut:
         if route is None:
             raise SipError(f"no trunk serves {dial}")
         trunk, number = route
-        port = f":{trunk.port}" if trunk.port else ""
-        leg_id = self.ua.make_call(
-            f"sip:{number}@{trunk.host}{port}", account=f"trunk:{trunk.name}"
-        )
+        leg_id = self.ua.make_call(trunk.uri(number), account=f"trunk:{trunk.name}")
         line = f"room:{room}"
         record = CallRecord(
             leg_id,

@@ -89,11 +89,10 @@ class Router:
     # -- trunks ----------------------------------------------------------------
     def add_trunk(self, trunk: Trunk, via_kamailio: bool) -> None:
         """The trunk's account in pjsua2 (registering if asked)."""
-        port = f":{trunk.port}" if trunk.port else ""
         self.ua.add_account(
             f"trunk:{trunk.name}",
-            f"sip:{trunk.username}@{trunk.host}{port}",
-            registrar=trunk.registrar if trunk.registration else "",
+            trunk.uri(trunk.username),
+            registrar=trunk.registrar_uri if trunk.registration else "",
             username=trunk.username,
             password=trunk.password,
             # Everything to and from the provider passes Kamailio (issue 9):
@@ -289,11 +288,8 @@ class Router:
             )
             self.ua.answer(call.leg, 503, "Service Unavailable", {"Retry-After": "1"})
             return
-        port = f":{trunk.port}" if trunk.port else ""
         log.info("call %d outbound ext=%s number=%s trunk=%s", call.leg, line, number, trunk.name)
-        self._bridge(
-            leg, f"sip:{dial}@{trunk.host}{port}", account=f"trunk:{trunk.name}", trunk=trunk.name
-        )
+        self._bridge(leg, trunk.uri(dial), account=f"trunk:{trunk.name}", trunk=trunk.name)
         self.calllog.meter_from_answer(call.leg, decision)
 
     def _bridge(

@@ -51,6 +51,15 @@ def network_notes(cfg: Config) -> list[tuple[str, str]]:
                 f"{pbx.media_ports} from it to {pbx.host}",
             )
         )
+    if pbx.tls is not None:
+        required = " (required: phones' calls in clear are refused)"
+        notes.append(
+            (
+                "info",
+                f"SIP over TLS at {pbx.tls_listen}: open TCP {pbx.tls_port}; phones choose "
+                f"TLS and SRTP (SDES){required if pbx.media_encryption == 'required' else ''}",
+            )
+        )
     return notes
 
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -153,6 +155,62 @@ class WebSocketConfig(Strict):
         return f"ws://{self.listen}" if self.listen else None
 
 
+TLS_PORT = 5061  # SIP over TLS's well-known port (RFC 3261 19.1.2)
+
+
+def _pem_file(value: str, what: str, marker: str, kind: str) -> str:
+    """`value`, refused unless it names a readable PEM file holding `marker`
+    (so a typo or a swapped certificate and key fail at load, not as a
+    Kamailio that will not start)."""
+    path = Path(value)
+    if not path.is_absolute():
+        raise ValueError(f"{what} must be an absolute path, got {value!r}")
+    try:
+        text = path.read_text(errors="replace")
+    except OSError as exc:
+        raise ValueError(f"{what} {value}: cannot read it ({exc.strerror})") from exc
+    if marker not in text:
+        raise ValueError(f"{what} {value} holds no {kind} (a PEM {marker!r} block)")
+    return value
+
+
+class TlsConfig(Strict):
+    """SIP over TLS for phones (and trunks), in Kamailio's `tls` module."""
+
+    # HOST:PORT; default: pbx.listen's host on 5061.
+    listen: str | None = None
+    # The server's certificate chain and private key (PEM files, readable by
+    # the user ponte runs as): scripts/setup makes a self-signed lab pair.
+    certificate: str
+    key: str
+    # The CAs a TLS trunk's provider certificate is checked against.
+    ca_list: str = "/etc/ssl/certs/ca-certificates.crt"
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, v: str | None) -> str | None:
+        if v is not None:
+            host, _ = host_port(v, "pbx.tls.listen")
+            if ipaddress.ip_address(host).is_unspecified:
+                raise ValueError(f"pbx.tls.listen must be one address, not {host}")
+        return v
+
+    @field_validator("certificate")
+    @classmethod
+    def _certificate(cls, v: str) -> str:
+        return _pem_file(v, "pbx.tls.certificate", "-----BEGIN CERTIFICATE-----", "certificate")
+
+    @field_validator("key")
+    @classmethod
+    def _key(cls, v: str) -> str:
+        return _pem_file(v, "pbx.tls.key", "PRIVATE KEY-----", "private key")
+
+    @field_validator("ca_list")
+    @classmethod
+    def _ca_list(cls, v: str) -> str:
+        return _pem_file(v, "pbx.tls.ca_list", "-----BEGIN CERTIFICATE-----", "CA certificate")
+
+
 class PbxConfig(Strict):
     """Kamailio, the registrar and proxy in front of the app server."""
 
@@ -175,6 +233,12 @@ class PbxConfig(Strict):
     internal_listen: str | None = None
     # Browsers joining from the web console's join page (README "Browsers").
     websocket: WebSocketConfig = Field(default_factory=WebSocketConfig)
+    # SIP over TLS for phones (README "Encrypted calls"); None: UDP only.
+    tls: TlsConfig | None = None
+    # `required`: a phone's INVITE that did not come over TLS or offers plain
+    # RTP gets 488, never a silent downgrade. `optional`: SRTP to the phones
+    # that offer it (RTP/SAVP), plain RTP to the others.
+    media_encryption: Literal["optional", "required"] = "optional"
 
     @field_validator("listen")
     @classmethod
@@ -250,7 +314,39 @@ class PbxConfig(Strict):
                 f"pbx.websocket.listen's port {host_port(ws, '')[1]} is pbx.listen's: "
                 "pick another port for the browsers' WebSocket"
             )
+        if self.media_encryption == "required" and self.tls is None:
+            raise ValueError(
+                "pbx.media_encryption: required needs pbx.tls (phones call over TLS with SRTP)"
+            )
+        if self.tls is not None:
+            taken = {self.listen: "pbx.listen", self.internal: "pbx.internal_listen"}
+            if self.tls_listen in taken:
+                raise ValueError(
+                    f"pbx.tls.listen {self.tls_listen} is {taken[self.tls_listen]}'s address: "
+                    f"give TLS a port of its own (default {TLS_PORT})"
+                )
+            if host_port(self.tls_listen, "")[1] == self.port:
+                raise ValueError(
+                    f"pbx.tls.listen's port {self.port} is pbx.listen's: give TLS a port of "
+                    f"its own (default {TLS_PORT})"
+                )
+            if ws is not None and host_port(ws, "")[1] == self.tls_port:
+                raise ValueError(
+                    f"pbx.websocket.listen's port {self.tls_port} is pbx.tls.listen's: "
+                    "both are TCP, pick another port for the browsers' WebSocket"
+                )
         return self
+
+    @property
+    def tls_listen(self) -> str:
+        """Where Kamailio takes SIP over TLS (only meaningful with pbx.tls)."""
+        if self.tls is not None and self.tls.listen:
+            return self.tls.listen
+        return f"{self.host}:{TLS_PORT}"
+
+    @property
+    def tls_port(self) -> int:
+        return host_port(self.tls_listen, "pbx.tls.listen")[1]
 
     @property
     def internal(self) -> str:

@@ -212,6 +212,9 @@ class Trunk(_Strict):
     cps: float = Field(2.0, gt=0, le=100)  # new calls per second towards the trunk
     dids: list[str] = Field(default_factory=list)
     outbound_prefixes: list[str] = Field(default_factory=list)
+    # How Kamailio reaches the provider: `tls` is SIP over TLS (port 5061 unless
+    # the registrar names one) with SRTP (SDES) media, needs pbx.tls.
+    transport: Literal["udp", "tls"] = "udp"
 
     @field_validator("registrar")
     @classmethod
@@ -248,6 +251,28 @@ class Trunk(_Strict):
     @property
     def port(self) -> int | None:
         return _uri_host(self.registrar)[1]
+
+    @property
+    def sip_port(self) -> int:
+        """The provider's port: the registrar's, else the transport's default."""
+        return self.port or (5061 if self.transport == "tls" else 5060)
+
+    def uri(self, user: str) -> str:
+        """`user` at this provider, as the app server addresses it. Over TLS
+        the port is always named (Kamailio paces a trunk by the host:port
+        its INVITEs name) and `;transport=tls` makes the edge relay it over
+        TLS, with SRTP."""
+        if self.transport != "tls":
+            port = f":{self.port}" if self.port else ""
+            return f"sip:{user}@{self.host}{port}"
+        return f"sip:{user}@{self.host}:{self.sip_port};transport=tls"
+
+    @property
+    def registrar_uri(self) -> str:
+        """The registrar URI as the app server registers to it."""
+        if self.transport == "tls" and "transport=" not in self.registrar.lower():
+            return self.registrar + ";transport=tls"
+        return self.registrar
 
 
 class DidTarget(_Strict):
@@ -688,6 +713,13 @@ class Config(_Strict):
         names = [t.name for t in self.trunks]
         if len(names) != len(set(names)):
             raise ValueError("a trunk name is listed twice")
+        for trunk in self.trunks:
+            if trunk.transport == "tls" and self.pbx.tls is None:
+                raise ValueError(
+                    f"trunk {trunk.name}: transport tls needs pbx.tls (Kamailio's TLS module)"
+                )
+        if self.pbx.tls is not None and self.pbx.tls_listen == self.sip.listen:
+            raise ValueError(f"pbx.tls.listen {self.pbx.tls_listen} is sip.listen's address")
         for name, line in self.lines.items():
             for prof in filter(None, (line.profile, line.temporary and line.temporary.profile)):
                 if prof not in self.profiles:

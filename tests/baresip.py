@@ -36,6 +36,7 @@ import threading
 import time
 import wave
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +84,7 @@ class Baresip:
     tone_hz: the tone it sends for the whole call (None: silence).
     max_seconds: baresip quits by itself after this (`-t`), should the test
         process die without stopping it.
+    modules: more modules to load, e.g. ("srtp.so",) for `mediaenc=srtp-mand`.
 
     Ports: SIP on UDP and TCP `sip_port`, and always TLS on `sip_port + 1`
     (baresip 1.0.0 cannot turn TLS off); ctrl_tcp on 127.0.0.1:`ctrl_port`.
@@ -107,6 +109,7 @@ class Baresip:
         ctrl_port: int | None = None,
         max_seconds: int = 600,
         verbose: bool = False,
+        modules: tuple[str, ...] = (),
     ) -> None:
         self.host = host
         self.workdir = Path(workdir)
@@ -132,6 +135,8 @@ class Baresip:
         self.tone_seconds = tone_seconds
         self.max_seconds = max_seconds
         self.verbose = verbose
+        # More of baresip's modules, e.g. ("srtp.so",) for mediaenc=srtp-mand.
+        self.modules = modules
         self.confdir = self.workdir / ".baresip"
         self.snd_path = self.workdir / "snd"
         self.log = self.workdir / "baresip.log"
@@ -166,6 +171,7 @@ class Baresip:
         self.snd_path.mkdir(parents=True, exist_ok=True)
         wav = write_tone(self.workdir / "send.wav", self.tone_hz, self.tone_seconds)
         lo, hi = self.rtp_ports
+        more = "".join(f"module {m}\n" for m in self.modules)
         config = f"""\
 poll_method epoll
 sip_listen {self.listen_ip}:{self.sip_port}
@@ -190,7 +196,7 @@ module g711.so
 module aufile.so
 module alsa.so
 module sndfile.so
-module_app menu.so
+{more}module_app menu.so
 module_app ctrl_tcp.so
 ctrl_tcp_listen 127.0.0.1:{self.ctrl_port}
 snd_path {self.snd_path}
@@ -442,6 +448,36 @@ snd_path {self.snd_path}
                 state = f"{files[-1]} not closed" if files else f"no {kind} recording"
                 raise TimeoutError(f"{state} in {self.snd_path}\n{self.log_text()}")
             time.sleep(0.05)
+
+
+@dataclass
+class RoomVisit:
+    """What `visit_room` saw, in this process's monotonic clock."""
+
+    up: float  # the call established
+    pin_at: float  # the PIN's last digit sent
+    talked: float  # seconds from `up` to the call closed
+    heard: Path  # what the phone heard (WAV)
+    trace: str  # the end of baresip's log
+
+
+def visit_room(
+    bs: Baresip, target: str, pin: str, stay: float, before_pin: float = 2.0
+) -> RoomVisit:
+    """A registered baresip dials `target`, keys `pin` (RFC 2833) once the
+    call is up `before_pin` s, stays `stay` s and hangs up."""
+    bs.wait_event("REGISTER_OK")
+    bs.dial(target)
+    bs.wait_event("CALL_ESTABLISHED")
+    up = time.monotonic()
+    time.sleep(before_pin)  # the entry prompt starts; digits may barge in
+    bs.sndcode(pin)
+    pin_at = time.monotonic()
+    time.sleep(stay)
+    bs.hangup()
+    bs.wait_event("CALL_CLOSED")
+    talked = time.monotonic() - up
+    return RoomVisit(up, pin_at, talked, bs.recording(), bs.log_text(tail=400_000))
 
 
 def _tcp_free(port: int) -> bool:

@@ -325,16 +325,23 @@ def test_a_providers_did_call_reaches_the_room(server_factory, phone, net):
     assert rows[0]["disposition"] == "answered", rows
 
 
-def test_room_dial_out_reaches_the_provider(server_factory, phone, net):
-    """A moderator on the LAN dials out (*1) through the trunk to the
-    provider off the host: they talk privately, both ways, through rtpengine;
-    a stranger's RTP to the media ports meanwhile reaches neither."""
+def dial_out_config() -> dict[str, Any]:
+    """The provider as an IP peer, and a room `demo` whose moderator may dial
+    out (*1) local and national numbers through it."""
     cfg = no_registration(edge_config(provider=True))
     cfg["rooms"] = [
         {"name": "demo", "participant_pin": "1111", "moderator_pin": "9999", "security_level": 3}
     ]
     cfg["lines"] = {"room:demo": {"area_code": "11", "profile": "dial"}}
     cfg["profiles"] = {"dial": {"limits": {"local": "unlimited", "national": "unlimited"}}}
+    return cfg
+
+
+def test_room_dial_out_reaches_the_provider(server_factory, phone, net):
+    """A moderator on the LAN dials out (*1) through the trunk to the
+    provider off the host: they talk privately, both ways, through rtpengine;
+    a stranger's RTP to the media ports meanwhile reaches neither."""
+    cfg = dial_out_config()
     net.hosts({PROVIDER_NAME: PROVIDER_IP})
     server_factory(netns=net.appliance.name, **cfg)
     guest = provider_phone(
