@@ -16,6 +16,7 @@ import http.client
 import json
 import re
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -32,8 +33,11 @@ from tests.netns import (  # noqa: F401  (fixture `net`)
     net_fixture,
 )
 from tests.pbx_helpers import pbx_overrides
+from tests.pglink import db_link_fixture  # noqa: F401  (fixture `db_link`)
 from tests.test_attacks_dialog import RawUac
+from tests.test_crash import wait_for
 from tests.test_edge_calls import PBX, _wait_rows, appliance, softphone
+from tests.test_pg_calls import dial, node_config, pbx_of, two_lan_net  # noqa: F401  (fixture)
 from tests.test_spine_calls import window
 from tests.ws_sip import WsSip, webrtc_sdp
 
@@ -403,3 +407,56 @@ def test_a_forged_browser_header_straight_to_the_app_server_is_not_believed(serv
         uac.close()
     assert srv.status()["rooms"] == {}
     assert "browser from" not in srv.log()
+
+
+@pytest.mark.alone  # Chromium and two nodes: a heavy test
+def test_a_browser_handed_to_the_rooms_home_on_another_node_raises_its_hand(
+    server_factory, phone, request, pg_url, db_link
+):
+    """Nodes a and b on one PostgreSQL, each with its Kamailio, rtpengine,
+    console and browsers' WebSocket. The moderator homes room demo on a; a
+    browser joins through b's page and WebSocket and is handed to a. Its
+    hand button keys *94 on its call at b, which forwards the digits to a
+    over the internal leg: the hand is raised at a, where the room is. (The
+    token-keyed HTTP key route acted on the console's own node: b, where
+    the browser is in no room.)"""
+    from playwright.sync_api import expect
+
+    net = request.getfixturevalue("two_lan_net")  # (tests/test_pg_calls.py's)
+    database = db_link(net.appliance, pg_url)
+    nodes = []
+    for index, name in enumerate(("a", "b")):
+        cfg = node_config(index, database)
+        cfg["sip"]["codecs"] = ["opus/48000", "PCMU/8000", "PCMA/8000", "G722/16000"]
+        cfg["pbx"]["websocket"] = {"listen": f"{APPLIANCE_IP}:{WS_PORT + 2 * index}"}
+        cfg["web"] = {"listen": f"{APPLIANCE_IP}:{8088 + 2 * index}"}
+        nodes.append(server_factory(netns=net.appliance.name, extra_args=["--node", name], **cfg))
+    a, b = nodes
+    mod = dial(
+        phone, net.lan[0], "1001", pbx_of(0), "conf", "wait_media 5; dtmf 9999#; wait 40; hangup"
+    )
+    wait_for(lambda: "join room=demo role=moderator" in a.log(), 15, message=a.log()[-3000:])
+    page_b = f"http://{APPLIANCE_IP}:{8088 + 2}"
+    flags = [
+        f"--unsafely-treat-insecure-origin-as-secure={page_b}",
+        f"--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1, EXCLUDE {APPLIANCE_IP}",
+    ]
+    mic = audio.write_tone_wav(Path(a.config["state_dir"]) / "mic-600.wav", BROWSER_TONE)
+    with browser.chromium(mic, flags, netns=net.lan[1].name) as page:
+        page.goto(f"{page_b}/join")
+        page.fill("#pin", "1111")
+        page.click("#join")
+        expect(page.locator("#status")).to_have_text("Connected.", timeout=20000)
+        wait_for(lambda: "handed off to a" in b.log(), 15, message=b.log()[-3000:])
+        time.sleep(1.0)
+        page.click("#hand")
+        expect(page.locator("#status")).to_have_text("Hand raised.", timeout=5000)
+        raised = wait_browser(a, lambda m: m["hand"])
+        page.click("#leave")
+        time.sleep(0.5)
+    b.stop()
+    a.stop()
+    mod.result()
+    assert raised["role"] == "participant", raised
+    assert "key action=hand room=demo" in a.log()
+    assert "join room=" not in b.log(), "nothing is mixed on b"
