@@ -214,8 +214,9 @@
     const seq = keys[action];
     if (!session || !seq) return false;
     const senders = pc ? pc.getSenders() : [];
-    const audio = senders.find((s) => s.track && s.track.kind === "audio" && s.dtmf);
-    const rtp = Boolean(audio && audio.dtmf.canInsertDTMF);
+    // The sender JsSIP inserts into (its _getDTMFRTPSender): the first with audio.
+    const audio = senders.find((s) => s.track && s.track.kind === "audio");
+    const rtp = Boolean(audio && audio.dtmf && audio.dtmf.canInsertDTMF);
     try {
       // Short gaps: the key reader waits feature_digit_timeout (1 s) after
       // *9 for a longer key such as *94.
