@@ -87,6 +87,11 @@ HELP_CALLER_KEYS: dict[str, str] = {
     "*2": "return",  # back to the room (or the PIN prompt) without waiting
 }
 
+# The join page's buttons (web/static/join.js): a browser keys these actions
+# as a phone would, with DTMF on its own SIP leg, so they act on whichever node
+# holds the leg. The page gets each one's key from the key map (`web_keys`).
+WEB_ACTIONS = ("mute", "hand", "help")
+
 # The key the manual promises for help: it must stay bound to help, whatever
 # else an admin remaps, or a caller has no way to learn the others.
 HELP_KEY = "*0"
@@ -136,6 +141,17 @@ def validate_key_map(
                         f"key {a} is a prefix of {b}: set feature_digit_timeout above 0 "
                         "so the longer key can be keyed"
                     )
+
+
+def web_keys(keys: Mapping[str, str]) -> dict[str, str]:
+    """The key a browser's button sends for each of WEB_ACTIONS: the shortest
+    bound to it (then the first); an action the map leaves unbound is left
+    out, and the page hides its button."""
+    found: dict[str, str] = {}
+    for key, action in keys.items():
+        if action in WEB_ACTIONS and (action not in found or len(key) < len(found[action])):
+            found[action] = key
+    return {a: found[a] for a in WEB_ACTIONS if a in found}
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,9 @@ page calls `sip:web-<token>@...` over Kamailio's WebSocket. Kamailio takes
 the token and relays the INVITE, rtpengine turns DTLS-SRTP into plain RTP,
 and the app server admits the leg (ponte/entry.py `EntryIvr.web`): from then
 on it is a SIP member like any other (music until the moderator, billing,
-call history). No media passes through Python.
+call history). No media passes through Python. The page's buttons key the
+room's keys (the key map's, given with the token) as DTMF on that call, so
+they act on whichever node holds it.
 """
 
 from __future__ import annotations
@@ -38,12 +40,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from zoneinfo import ZoneInfo
 
-from bridge.controls import Say, mute, set_hand
+from bridge.controls import Say
+from ivr.keys import web_keys
 from ponte import clusterview
-from ponte.legs import Leg
 from ponte.recordings import file_path
 from ponte.roomops import admit, room_command
-from ponte.rooms import Member
 from ponte.roomwatch import MemberView, RoomView, RoomWatch
 from ponte.scheduleops import schedule_command
 from ponte.services import Services
@@ -64,47 +65,6 @@ LOOP_TIMEOUT = 10.0  # an answer from the loop thread, at most
 # asking more often than that only costs an ng round trip per member.
 QUALITY_SECONDS = 5.0
 NUMBER = re.compile(r"^\+?[0-9]{2,20}$")
-# A browser's key -> what it does (on the loop thread).
-WEB_KEY_ACTIONS: dict[str, Callable[[Services, Leg], None]] = {}
-
-
-def _web_key(name: str) -> Callable[[Callable[..., None]], Callable[..., None]]:
-    def register(fn: Callable[..., None]) -> Callable[..., None]:
-        WEB_KEY_ACTIONS[name] = fn
-        return fn
-
-    return register
-
-
-def _set_mute(svc: Services, leg: Leg, on: bool) -> None:
-    room = svc.rooms.room_of(leg.id)
-    if room is not None and leg.id in room.members:
-        svc.rooms.apply(mute(room, leg.id, on))
-
-
-@_web_key("mute")
-def _key_mute(svc: Services, leg: Leg) -> None:
-    _set_mute(svc, leg, True)
-
-
-@_web_key("unmute")
-def _key_unmute(svc: Services, leg: Leg) -> None:
-    _set_mute(svc, leg, False)
-
-
-@_web_key("hand")
-def _key_hand(svc: Services, leg: Leg) -> None:
-    # The room's hand, as *94 raises it: the queue, the moderators' count and
-    # the console all see one state. Press again to lower it.
-    room = svc.rooms.room_of(leg.id)
-    if room is not None and leg.id in room.members:
-        svc.rooms.apply(set_hand(room, leg.id, leg.id not in room.hands))
-
-
-@_web_key("help")
-def _key_help(svc: Services, leg: Leg) -> None:
-    keys = leg.handler.keys if isinstance(leg.handler, Member) else None
-    svc.rooms.act(leg, "help", keys)
 
 
 @dataclass
@@ -470,15 +430,10 @@ class Console:
             log.error("web join from %s: Kamailio did not take the token: %s", peer, exc)
             return {"ok": False, "error": "the server could not admit you: try again"}
         domain = self.svc.config.pbx.advertised
-        return {"ok": True, "ws": ws.url, "uri": f"sip:web-{token}@{domain}", "token": token}
-
-    async def web_key(self, token: str, key: str) -> dict[str, Any]:
-        """A browser's on-screen button (mute, unmute, hand, help)."""
-        return await self._on_loop(lambda: self._key(token, key))
-
-    async def web_leave(self, token: str) -> None:
-        """The browser's Leave button (the page also ends its SIP call)."""
-        await self._on_loop(lambda: self._hangup(token))
+        # The buttons key the room's keys as DTMF on the call itself: they
+        # work on whichever node holds the leg (a hand-off included).
+        keys = web_keys(self.svc.config.keys.map)
+        return {"ok": True, "ws": ws.url, "uri": f"sip:web-{token}@{domain}", "keys": keys}
 
     # -- loop thread: browser legs -------------------------------------------
     def _admit(self, pin: str, peer: str) -> dict[str, Any]:
@@ -506,27 +461,6 @@ class Console:
             return {"error": why.replace("_", " ")}
         log.info("web join from %s for room=%s: token handed to the edge", peer, match.room)
         return {"token": secrets.token_hex(16), "room": match.room}
-
-    def _leg(self, token: str) -> Leg | None:
-        leg_id = self.svc.entry.web_legs.get(token)
-        return self.svc.legs.get(leg_id) if leg_id is not None else None
-
-    def _key(self, token: str, key: str) -> dict[str, Any]:
-        leg = self._leg(token)
-        action = WEB_KEY_ACTIONS.get(key)
-        if leg is None:
-            return {"ok": False, "error": "not in a room", "unknown": True}
-        if action is None:
-            return {"ok": False, "error": f"unknown key {key!r}"}
-        action(self.svc, leg)
-        log.info("call %d web key %s", leg.id, key)
-        return {"ok": True}
-
-    def _hangup(self, token: str) -> None:
-        leg = self._leg(token)
-        if leg is not None and self.svc.ua.has_leg(leg.id):
-            log.info("call %d web leg ends: browser left", leg.id)
-            self.svc.ua.hangup(leg.id)
 
     # -- loop thread: dial a number into a room ------------------------------
     def _dial(self, admin: str, room: str, number: str) -> dict[str, Any]:

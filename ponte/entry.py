@@ -103,10 +103,6 @@ class EntryIvr:
         # PIN `#` arrival -> joined (bench/dtmf.py, bench/legs.py).
         self.join_latencies: list[float] = []
         self.desk: OperatorDesk | None = None  # set once the help desk exists
-        # Browsers in a room here, by the console's token (the join page's
-        # buttons name their leg by it: web/join.py, ponte/console.py).
-        self.web_legs: dict[str, int] = {}
-        rooms.legs.ended.append(self._web_ended)
 
     def reloaded(self, config: Config) -> None:
         """New timeouts and tries apply to the next caller."""
@@ -195,15 +191,9 @@ class EntryIvr:
             leg.record.origin = leg.caller
             leg.record.destination = f"room:{room}"
             leg.record.call_type = "web"
-        self.web_legs[token] = leg.id
         leg.handler = WebJoin(self, room, token)
         self.ua.answer(leg.id, 200)
         log.info("call %d browser from %s for room=%s", leg.id, peer, room)
-
-    def _web_ended(self, leg: Leg) -> None:
-        for token, leg_id in list(self.web_legs.items()):
-            if leg_id == leg.id:
-                del self.web_legs[token]
 
 
 # The console's tokens: 16 random bytes in hex (Kamailio checks the form).

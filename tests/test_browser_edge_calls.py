@@ -16,10 +16,13 @@ import http.client
 import json
 import re
 import time
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
+from ivr.tones import MUSIC_NOTES
 from ponte.entry import WEB_RTP_SILENCE
 from tests import audio, browser
 from tests.harness import ROOT, Server
@@ -30,8 +33,11 @@ from tests.netns import (  # noqa: F401  (fixture `net`)
     net_fixture,
 )
 from tests.pbx_helpers import pbx_overrides
+from tests.pglink import db_link_fixture  # noqa: F401  (fixture `db_link`)
 from tests.test_attacks_dialog import RawUac
+from tests.test_crash import wait_for
 from tests.test_edge_calls import PBX, _wait_rows, appliance, softphone
+from tests.test_pg_calls import dial, node_config, pbx_of, two_lan_net  # noqa: F401  (fixture)
 from tests.test_spine_calls import window
 from tests.ws_sip import WsSip, webrtc_sdp
 
@@ -102,6 +108,19 @@ def wait_member(srv: Server, role: str, timeout: float = 15.0) -> float:
     raise AssertionError(f"no {role} in room demo")
 
 
+def wait_browser(srv: Server, check: Any, timeout: float = 8.0) -> dict[str, Any]:
+    """The browser member of room demo once `check(member)` holds."""
+    deadline = time.monotonic() + timeout
+    found: list[dict[str, Any]] = []
+    while time.monotonic() < deadline:
+        members = srv.status()["rooms"].get("demo", {}).get("members", [])
+        found = [m for m in members if m["caller"].startswith("web")]
+        if found and check(found[0]):
+            return found[0]
+        time.sleep(0.05)
+    raise AssertionError(f"the browser member never changed so: {found}")
+
+
 def browser_lines(srv: Server) -> list[str]:
     """The app server's log lines of INVITEs over the WebSocket it received."""
     return re.findall(r"call \d+ incoming from=\S+ to=web-.*", srv.log())
@@ -133,12 +152,7 @@ def test_a_browser_joins_by_pin_through_the_edge(server_factory, phone, net, tmp
     )
     t_mod = wait_member(srv, "moderator")
     mic = audio.write_tone_wav(tmp_path / "mic-600.wav", BROWSER_TONE)
-    flags = [
-        # getUserMedia over http: the console's origin counts as secure.
-        f"--unsafely-treat-insecure-origin-as-secure={ORIGIN}",
-        # No DNS, as tests/browser.py says, but the appliance's IP literal too.
-        f"--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1, EXCLUDE {APPLIANCE_IP}",
-    ]
+    flags = browser_flags()
     tokens: list[dict[str, Any]] = []
     host = net.lan[1] if side == "lan" else net.nat[0]
     with browser.chromium(mic, flags, netns=host.name) as page:
@@ -148,11 +162,7 @@ def test_a_browser_joins_by_pin_through_the_edge(server_factory, phone, net, tmp
         )
         console_errors: list[str] = []
         page.on("console", lambda m: console_errors.append(m.text) if m.type == "error" else 0)
-        page.goto(f"{ORIGIN}/join")
-        page.fill("#pin", "1111")
-        page.click("#join")
-        expect(page.locator("#status")).to_have_text("Connected.", timeout=20000)
-        time.sleep(1.0)
+        join_by_pin(page)
         heard = page.evaluate(f"ponteMeasure([{MOD_TONE}, {BROWSER_TONE}], 1500)")
         stats = page.evaluate("ponteStats()")
         print(f"browser heard {heard}\nbrowser transport {stats}")
@@ -162,14 +172,25 @@ def test_a_browser_joins_by_pin_through_the_edge(server_factory, phone, net, tmp
         t_listen = t_mod + MOD_TALKS + 1.0
         time.sleep(max(0.0, t_listen + 2.0 - time.monotonic()))
         t_talk = time.monotonic()
+        # The buttons are the room's keys, DTMF on the browser's own call
+        # (the key map's *6, *94 from the join reply), acted on by the
+        # member's key reader as a phone's.
         page.click("#mute")
         expect(page.locator("#status")).to_have_text("Connected (muted).", timeout=5000)
+        wait_browser(srv, lambda m: m["muted"])
         t_muted = time.monotonic()
         time.sleep(2.5)
         t_muted_end = time.monotonic()
+        page.click("#mute")  # again: the key toggles, as on a phone
+        expect(page.locator("#status")).to_have_text("Connected.", timeout=5000)
+        wait_browser(srv, lambda m: not m["muted"])
+        t_unmuted = time.monotonic()
+        time.sleep(2.5)
+        t_unmuted_end = time.monotonic()
         # The hand button raises the room's hand, as *94 would.
         page.click("#hand")
         expect(page.locator("#status")).to_have_text("Hand raised.", timeout=5000)
+        wait_browser(srv, lambda m: m["hand"])
         hands = srv.status()["rooms"]["demo"]["hands"]
 
         # The used token, replayed over a WebSocket of the attacker's: refused.
@@ -201,13 +222,105 @@ def test_a_browser_joins_by_pin_through_the_edge(server_factory, phone, net, tmp
     # The moderator heard the browser's microphone, then nothing of it once muted.
     samples, rate = audio.load(mod.record)
     talking = audio.segment(samples, rate, *window(rm, t_listen, t_talk))
-    muted = audio.segment(samples, rate, *window(rm, t_muted + 1.0, t_muted_end))
+    muted = audio.segment(samples, rate, *window(rm, t_muted + 0.5, t_muted_end))
+    unmuted = audio.segment(samples, rate, *window(rm, t_unmuted + 0.5, t_unmuted_end))
     assert audio.band_fraction(talking, rate, BROWSER_TONE) > 0.3
     assert audio.band_fraction(muted, rate, BROWSER_TONE) < 0.02
+    assert audio.band_fraction(unmuted, rate, BROWSER_TONE) > 0.3
+    # Each press's digits arrived once (RFC 2833 only, no INFO beside it):
+    # one action per press, no "*6*6" that would have unmuted at once.
+    log_text = srv.log()
+    assert len(re.findall(r"key action=mute ", log_text)) == 2, log_text[-3000:]
+    assert len(re.findall(r"key action=hand ", log_text)) == 1, log_text[-3000:]
+    # As telephone-events in the RTP (negotiated through rtpengine), each
+    # digit of *6, *6, *94 once.
+    leg = browser_member[0]["leg"]
+    digits = re.findall(rf"call {leg} digit '(.)' via (\w+)", log_text)
+    assert digits == [(d, "rfc2833") for d in "*6*6*94"], digits
     # One browser reached the app server: the replay did not.
     assert len(browser_lines(srv)) == 1, browser_lines(srv)
     rows = _wait_rows(srv, 1, call_type="web")
     assert rows[0]["disposition"] == "answered" and rows[0]["origin"].startswith("web:"), rows
+
+
+def browser_flags() -> list[str]:
+    """Chromium's flags for the console's page on the appliance's address."""
+    return [
+        # getUserMedia over http: the console's origin counts as secure.
+        f"--unsafely-treat-insecure-origin-as-secure={ORIGIN}",
+        # No DNS, as tests/browser.py says, but the appliance's IP literal too.
+        f"--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1, EXCLUDE {APPLIANCE_IP}",
+    ]
+
+
+# Chromium without RTCDTMFSender on its audio sender: the page must key by INFO.
+NO_RTP_DTMF = "Object.defineProperty(RTCRtpSender.prototype, 'dtmf', {get: () => null});"
+
+
+def join_by_pin(page: Any, pin: str = "1111") -> None:
+    """Key `pin` on the console's join page and wait for the call's audio."""
+    from playwright.sync_api import expect
+
+    page.goto(f"{ORIGIN}/join")
+    page.fill("#pin", pin)
+    page.click("#join")
+    expect(page.locator("#status")).to_have_text("Connected.", timeout=20000)
+    time.sleep(1.0)
+
+
+def music_share(bands: dict[str, float]) -> float:
+    """The waiting music's share of a ponteMeasure() of MUSIC_NOTES."""
+    return sum(bands[str(hz)] for hz in MUSIC_NOTES)
+
+
+@pytest.mark.alone  # Chromium's processes would crowd the audio tests running beside it
+def test_a_browser_alone_hears_music_and_its_help_button_reads_the_keys(
+    server_factory, phone, net, tmp_path
+):
+    """A browser first in the room hears the waiting music until the
+    moderator arrives, then the room (no music); its Help button keys *0
+    on its own call and it hears the key list spoken, once. This browser
+    has no RTP DTMF sender (as where no telephone-event was negotiated):
+    the page keys by SIP INFO instead, through Kamailio's WebSocket, and
+    the digits arrive once, by INFO only."""
+    from playwright.sync_api import expect
+
+    srv = browser_appliance(server_factory, net)
+    mic = audio.write_tone_wav(tmp_path / "mic-600.wav", BROWSER_TONE)
+    notes = ", ".join(str(hz) for hz in MUSIC_NOTES)
+    with browser.chromium(mic, browser_flags(), netns=net.lan[1].name) as page:
+        page.add_init_script(NO_RTP_DTMF)
+        join_by_pin(page)
+        alone = page.evaluate(f"ponteMeasure([{notes}], 1500)")
+        # The moderator arrives, silent: the music stops.
+        mod = softphone(
+            phone, net.lan[0], "1001", "wait_media 5; dtmf 9999#; wait 25; hangup", "conf"
+        )
+        wait_member(srv, "moderator")
+        time.sleep(2.0)  # past the join tone
+        with_mod = page.evaluate(f"ponteMeasure([{notes}], 1000)")
+        quiet = page.evaluate("ponteRecord(1000)")
+        page.click("#help")
+        expect(page.locator("#status")).to_have_text("Listen: the keys are read out.")
+        time.sleep(0.8)  # *0's two digits, then the prompt starts
+        spoken = page.evaluate("ponteRecord(2500)")
+        page.click("#leave")
+        time.sleep(0.5)
+    srv.stop()
+    mod.result()
+    print(f"alone {alone}\nwith the moderator {with_mod}")
+    assert music_share(alone["bands"]) > 0.5, alone
+    assert music_share(with_mod["bands"]) < 0.05, with_mod
+    quiet_samples = np.array(quiet["samples"])
+    spoken_samples = np.array(spoken["samples"])
+    assert audio.rms(quiet_samples) < 0.005, audio.rms(quiet_samples)
+    assert audio.speech_like(spoken_samples, spoken["rate"])
+    # *0 arrived once, by INFO: one help list, not two.
+    log_text = srv.log()
+    assert len(re.findall(r"key action=help ", log_text)) == 1, log_text[-3000:]
+    digits = re.findall(r"call \d+ digit '(.)' via (\w+)", log_text)
+    assert digits[-2:] == [("*", "info"), ("0", "info")], digits
+    assert len([d for d in digits if d[1] == "info"]) == 2, digits
 
 
 def test_sip_over_websocket_without_a_fresh_token_reaches_nothing(server_factory, net):
@@ -306,3 +419,56 @@ def test_a_forged_browser_header_straight_to_the_app_server_is_not_believed(serv
         uac.close()
     assert srv.status()["rooms"] == {}
     assert "browser from" not in srv.log()
+
+
+@pytest.mark.alone  # Chromium and two nodes: a heavy test
+def test_a_browser_handed_to_the_rooms_home_on_another_node_raises_its_hand(
+    server_factory, phone, request, pg_url, db_link
+):
+    """Nodes a and b on one PostgreSQL, each with its Kamailio, rtpengine,
+    console and browsers' WebSocket. The moderator homes room demo on a; a
+    browser joins through b's page and WebSocket and is handed to a. Its
+    hand button keys *94 on its call at b, which forwards the digits to a
+    over the internal leg: the hand is raised at a, where the room is. (The
+    token-keyed HTTP key route acted on the console's own node: b, where
+    the browser is in no room.)"""
+    from playwright.sync_api import expect
+
+    net = request.getfixturevalue("two_lan_net")  # (tests/test_pg_calls.py's)
+    database = db_link(net.appliance, pg_url)
+    nodes = []
+    for index, name in enumerate(("a", "b")):
+        cfg = node_config(index, database)
+        cfg["sip"]["codecs"] = ["opus/48000", "PCMU/8000", "PCMA/8000", "G722/16000"]
+        cfg["pbx"]["websocket"] = {"listen": f"{APPLIANCE_IP}:{WS_PORT + 2 * index}"}
+        cfg["web"] = {"listen": f"{APPLIANCE_IP}:{8088 + 2 * index}"}
+        nodes.append(server_factory(netns=net.appliance.name, extra_args=["--node", name], **cfg))
+    a, b = nodes
+    mod = dial(
+        phone, net.lan[0], "1001", pbx_of(0), "conf", "wait_media 5; dtmf 9999#; wait 40; hangup"
+    )
+    wait_for(lambda: "join room=demo role=moderator" in a.log(), 15, message=a.log()[-3000:])
+    page_b = f"http://{APPLIANCE_IP}:{8088 + 2}"
+    flags = [
+        f"--unsafely-treat-insecure-origin-as-secure={page_b}",
+        f"--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1, EXCLUDE {APPLIANCE_IP}",
+    ]
+    mic = audio.write_tone_wav(Path(a.config["state_dir"]) / "mic-600.wav", BROWSER_TONE)
+    with browser.chromium(mic, flags, netns=net.lan[1].name) as page:
+        page.goto(f"{page_b}/join")
+        page.fill("#pin", "1111")
+        page.click("#join")
+        expect(page.locator("#status")).to_have_text("Connected.", timeout=20000)
+        wait_for(lambda: "handed off to a" in b.log(), 15, message=b.log()[-3000:])
+        time.sleep(1.0)
+        page.click("#hand")
+        expect(page.locator("#status")).to_have_text("Hand raised.", timeout=5000)
+        raised = wait_browser(a, lambda m: m["hand"])
+        page.click("#leave")
+        time.sleep(0.5)
+    b.stop()
+    a.stop()
+    mod.result()
+    assert raised["role"] == "participant", raised
+    assert "key action=hand room=demo" in a.log()
+    assert "join room=" not in b.log(), "nothing is mixed on b"

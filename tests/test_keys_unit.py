@@ -10,7 +10,7 @@ from bridge.billing import BillingStore, LegRecord
 from bridge.controls import Context, Say, SetGain, run_action
 from bridge.levels import LevelPolicy, expires, permits, refusal
 from bridge.room import Connect, Disconnect, RoomSet
-from ivr.keys import DEFAULT_KEYS, KeyReader, validate_key_map
+from ivr.keys import ACTIONS, DEFAULT_KEYS, WEB_ACTIONS, KeyReader, validate_key_map, web_keys
 from ivr.numbers import Number
 from ivr.pin_entry import PinEntry, PinMatch
 from provisioning.schema import KeysConfig
@@ -317,3 +317,12 @@ def test_billing_rows_commit_per_event(tmp_path):
     assert s["legs"] == 2 and s["billed_minutes"] == 3 and s["participant_minutes"] == 1.68
     legs = list(again.legs(sid))
     assert [leg["seconds"] for leg in legs] == [90.5, 10.0]
+
+
+def test_the_join_page_gets_each_buttons_key_from_the_key_map():
+    """The browser's buttons send the key map's keys (shortest first); an
+    action remapped moves its button, one left unbound hides it."""
+    assert web_keys(DEFAULT_KEYS) == {"mute": "*6", "hand": "*94", "help": "*0"}
+    remapped = {"*0": "help", "*11": "mute", "*1": "mute", "*5": "lecture"}
+    assert web_keys(remapped) == {"mute": "*1", "help": "*0"}
+    assert set(WEB_ACTIONS) <= set(ACTIONS)

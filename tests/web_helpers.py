@@ -248,15 +248,8 @@ class FakeBackend:
             "ok": True,
             "ws": "ws://127.0.0.1:8089",
             "uri": "sip:web-" + "ab" * 16 + "@127.0.0.1",
-            "token": "tok_abcdefgh",
+            "keys": {"mute": "*6", "hand": "*94", "help": "*0"},
         }
-
-    async def web_key(self, token: str, key: str) -> dict:
-        self.joins.append(("key", token, key))
-        return {"ok": True}
-
-    async def web_leave(self, token: str) -> None:
-        self.joins.append(("leave", token))
 
 
 class Clock:

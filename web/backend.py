@@ -34,8 +34,6 @@ ROOM_ACTIONS = (
     "operator-join",
 )
 MEMBER_ACTIONS = frozenset({"mute", "unmute", "kick", "lower-hand", "operator", "operator-join"})
-# Keys a browser participant may press.
-WEB_KEYS = ("mute", "unmute", "hand", "help")
 
 
 class Backend(Protocol):
@@ -128,14 +126,6 @@ class Backend(Protocol):
 
     async def web_join(self, pin: str, peer: str) -> dict[str, Any]:
         """A browser keys a PIN: {"ok": True, "ws": WebSocket URL, "uri": the
-        SIP URI to call over it, "token": its one-time token (also its
-        buttons' key)} or {"ok": False, "error": str}."""
-        ...
-
-    async def web_key(self, token: str, key: str) -> dict[str, Any]:
-        """A browser participant presses one of WEB_KEYS."""
-        ...
-
-    async def web_leave(self, token: str) -> None:
-        """A browser participant hangs up."""
+        SIP URI to call over it (its one-time token inside), "keys": {action:
+        the DTMF its button sends on that call}} or {"ok": False, "error": str}."""
         ...

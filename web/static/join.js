@@ -1,7 +1,9 @@
 // Join a ponte conference from the browser (audio only): the PIN goes to
 // the console, which answers with a one-time SIP URI; JsSIP (bundled from npm
 // by scripts/setup into jssip.min.js) calls it over Kamailio's WebSocket, and
-// rtpengine carries the DTLS-SRTP media (README "Browsers").
+// rtpengine carries the DTLS-SRTP media (README "Browsers"). The buttons key
+// the room's keys (the key map's, sent with the token) as DTMF on that call,
+// as a phone does: they act on whichever node holds the call.
 // Plain script, no inline code: the page is served with CSP script-src 'self'.
 "use strict";
 
@@ -20,8 +22,9 @@
   let session = null;
   let pc = null;
   let remoteStream = null;
-  let token = null;
+  let keys = {}; // action -> its key (e.g. "*6"), from /join/token
   let muted = false;
+  let handUp = false;
 
   function setStatus(text) {
     statusEl.textContent = text;
@@ -85,7 +88,11 @@
     }
     remoteAudio.srcObject = null;
     remoteStream = null;
-    token = null;
+    keys = {};
+    muted = false;
+    handUp = false;
+    muteButton.textContent = "Mute";
+    muteButton.setAttribute("aria-pressed", "false");
     controls.hidden = true;
     form.hidden = false;
     joinButton.disabled = false;
@@ -182,7 +189,7 @@
     try {
       reply = await postJson("/join/token", { pin: pin });
       if (!reply.ok) throw new Error(reply.error || "The server refused to join.");
-      token = reply.token;
+      keys = reply.keys && typeof reply.keys === "object" ? reply.keys : {};
       await call(reply.ws, reply.uri, await iceServers());
     } catch (e) {
       teardown();
@@ -191,36 +198,59 @@
       return;
     }
     form.hidden = true;
+    // A button whose action the key map leaves unbound has nothing to send.
+    for (const [id, action] of [["mute", "mute"], ["hand", "hand"], ["help", "help"]]) {
+      $(id).hidden = !keys[action];
+    }
     controls.hidden = false;
     if (!pc || pc.connectionState !== "connected") setStatus("Waiting for the audio…");
     else onConnectionState();
   }
 
-  async function sendKey(key) {
-    if (!token) return null;
-    const reply = await postJson("/join/" + encodeURIComponent(token) + "/key", { key: key });
-    if (!reply.ok) showError(reply.error || "The key was not accepted.");
-    return reply;
+  // The action's key as RFC 2833 telephone-events in the call's RTP (negotiated
+  // through rtpengine with the app server), or as SIP INFO when the call has
+  // no telephone-event: one way per press, so each digit arrives once.
+  function sendKey(action) {
+    const seq = keys[action];
+    if (!session || !seq) return false;
+    const senders = pc ? pc.getSenders() : [];
+    // The sender JsSIP inserts into (its _getDTMFRTPSender): the first with audio.
+    const audio = senders.find((s) => s.track && s.track.kind === "audio");
+    const rtp = Boolean(audio && audio.dtmf && audio.dtmf.canInsertDTMF);
+    try {
+      // Short gaps: the key reader waits feature_digit_timeout (1 s) after
+      // *9 for a longer key such as *94.
+      session.sendDTMF(seq, {
+        transportType: rtp ? "RFC2833" : "INFO",
+        duration: 100,
+        interToneGap: 70,
+      });
+    } catch (e) {
+      showError("The key could not be sent: " + (e.message || String(e)));
+      return false;
+    }
+    showError("");
+    return true;
   }
 
-  async function toggleMute() {
-    const want = !muted;
-    const reply = await sendKey(want ? "mute" : "unmute");
-    if (!reply || !reply.ok) return;
-    muted = want;
+  // The phone's mute key toggles: the page keeps the state it asked for.
+  function toggleMute() {
+    if (!sendKey("mute")) return;
+    muted = !muted;
     muteButton.textContent = muted ? "Unmute" : "Mute";
     muteButton.setAttribute("aria-pressed", String(muted));
     onConnectionState();
   }
 
-  async function raiseHand() {
-    const reply = await sendKey("hand");
-    if (reply && reply.ok) setStatus("Hand raised.");
+  // The hand key toggles too (a moderator may also lower it).
+  function raiseHand() {
+    if (!sendKey("hand")) return;
+    handUp = !handUp;
+    setStatus(handUp ? "Hand raised." : "Hand lowered.");
   }
 
-  async function askHelp() {
-    const reply = await sendKey("help");
-    if (reply && reply.ok) setStatus("Help requested.");
+  function askHelp() {
+    if (sendKey("help")) setStatus("Listen: the keys are read out.");
   }
 
   function leave() {
@@ -289,6 +319,26 @@
       totalDb: total > 0 ? 10 * Math.log10(total / n) : -Infinity,
       bands: bands,
     };
+  };
+
+  // `ms` milliseconds of the remote audio itself (mono samples in -1..1 at `rate`),
+  // for checks a spectrum summary cannot make (is it speech?).
+  window.ponteRecord = async function (ms) {
+    if (!remoteStream) throw new Error("no remote stream");
+    const ctx = new AudioContext();
+    await ctx.resume();
+    const source = ctx.createMediaStreamSource(remoteStream);
+    const tap = ctx.createScriptProcessor(4096, 1, 1);
+    const chunks = [];
+    tap.onaudioprocess = (ev) => chunks.push(Array.from(ev.inputBuffer.getChannelData(0)));
+    source.connect(tap);
+    tap.connect(ctx.destination); // a ScriptProcessor runs only while connected
+    await new Promise((r) => setTimeout(r, ms || 1000));
+    source.disconnect();
+    tap.disconnect();
+    const rate = ctx.sampleRate;
+    await ctx.close();
+    return { rate: rate, samples: [].concat(...chunks) };
   };
 
   // Codec, DTLS state and the selected ICE pair as the browser sees them.
