@@ -226,7 +226,11 @@ class AppServer:
         self.control.start()
         # After SIP is up: a schedule due now (missed while down) calls at once.
         svc.scheduler.start()
-        if config.web.listen:
+        if config.web.listen and self.settings.primary:
+            # One console per machine: under `--nodes N` only the first child
+            # serves web.listen (the others would find it taken and die); it
+            # sees every node through the shared registry, and its browsers'
+            # tokens go to the one edge, whichever node their calls reach.
             # Imported here: aiohttp loads only when the console is on.
             from ponte.console import Console
 
