@@ -307,6 +307,10 @@ def _websocket(config: Config) -> dict[str, str]:
             "ws_port": "0",
             "ws_listen": "",
             "ws_origin_test": "1 == 1",
+            "wss_define": "",
+            "wss_host": "",
+            "wss_port": "0",
+            "wss_listen": "",
         }
     web = config.web.listen
     origins = [f"{scheme}://{web}" for scheme in ("http", "https")] if web else []
@@ -320,6 +324,11 @@ def _websocket(config: Config) -> dict[str, str]:
         "ws_port": str(ws.port),
         "ws_listen": ws.listen,
         "ws_origin_test": test,
+        # wss:// on pbx.tls's certificate (the schema makes sure pbx.tls is set).
+        "wss_define": "#!define WITH_WSS" if ws.tls_listen else "",
+        "wss_host": ws.tls_listen.rsplit(":", 1)[0] if ws.tls_listen else "",
+        "wss_port": ws.tls_listen.rsplit(":", 1)[1] if ws.tls_listen else "0",
+        "wss_listen": ws.tls_listen or "",
     }
 
 

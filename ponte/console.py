@@ -433,7 +433,14 @@ class Console:
         # The buttons key the room's keys as DTMF on the call itself: they
         # work on whichever node holds the leg (a hand-off included).
         keys = web_keys(self.svc.config.keys.map)
-        return {"ok": True, "ws": ws.url, "uri": f"sip:web-{token}@{domain}", "keys": keys}
+        return {
+            "ok": True,
+            "ws": ws.url,
+            # wss:// for a page served over https (None: not offered).
+            "wss": ws.tls_url,
+            "uri": f"sip:web-{token}@{domain}",
+            "keys": keys,
+        }
 
     # -- loop thread: browser legs -------------------------------------------
     def _admit(self, pin: str, peer: str) -> dict[str, Any]:

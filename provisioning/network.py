@@ -9,7 +9,7 @@ import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from pcm import CLOCK_RATE, CLOCK_RATES
 from provisioning.base import Strict, host_port
@@ -116,6 +116,9 @@ class WebSocketConfig(Strict):
     # the console as browsers really reach it, e.g. https://conf.example.com
     # behind a reverse proxy or by a DNS name.
     origins: list[str] = Field(default_factory=list, max_length=20)
+    # HOST:PORT (TLS, wss://) on pbx.tls's certificate, for a join page served
+    # over https (a browser refuses ws:// from an https page); needs pbx.tls.
+    tls_listen: str | None = None
 
     @field_validator("origins")
     @classmethod
@@ -128,18 +131,32 @@ class WebSocketConfig(Strict):
                 )
         return v
 
-    @field_validator("listen")
+    @field_validator("listen", "tls_listen")
     @classmethod
-    def _listen(cls, v: str | None) -> str | None:
+    def _listen(cls, v: str | None, info: ValidationInfo) -> str | None:
         if v is None:
             return v
-        host, _ = host_port(v, "pbx.websocket.listen")
+        what = f"pbx.websocket.{info.field_name}"
+        host, _ = host_port(v, what)
         if ipaddress.ip_address(host).is_unspecified:
             raise ValueError(
-                "pbx.websocket.listen must be one address (the one browsers reach), "
+                f"{what} must be one address (the one browsers reach), "
                 f"not {host}: it is the URL the join page gives them"
             )
         return v
+
+    @model_validator(mode="after")
+    def _tls_needs_plain(self) -> WebSocketConfig:
+        if self.tls_listen and not self.listen:
+            raise ValueError(
+                "pbx.websocket.tls_listen needs pbx.websocket.listen too (ws:// for a page "
+                "served over http; browsers use wss:// from an https page)"
+            )
+        if self.tls_listen and host_port(self.tls_listen, "")[1] == self.port:
+            raise ValueError(
+                "pbx.websocket.tls_listen and pbx.websocket.listen need ports of their own"
+            )
+        return self
 
     @property
     def host(self) -> str | None:
@@ -153,6 +170,11 @@ class WebSocketConfig(Strict):
     def url(self) -> str | None:
         """The WebSocket URL the join page connects to (None: off)."""
         return f"ws://{self.listen}" if self.listen else None
+
+    @property
+    def tls_url(self) -> str | None:
+        """The secure WebSocket URL, for a page served over https (None: off)."""
+        return f"wss://{self.tls_listen}" if self.tls_listen else None
 
 
 TLS_PORT = 5061  # SIP over TLS's well-known port (RFC 3261 19.1.2)
@@ -314,6 +336,10 @@ class PbxConfig(Strict):
                 f"pbx.websocket.listen's port {host_port(ws, '')[1]} is pbx.listen's: "
                 "pick another port for the browsers' WebSocket"
             )
+        if self.websocket.tls_listen and self.tls is None:
+            raise ValueError(
+                "pbx.websocket.tls_listen needs pbx.tls (the certificate wss:// is served with)"
+            )
         if self.media_encryption == "required" and self.tls is None:
             raise ValueError(
                 "pbx.media_encryption: required needs pbx.tls (phones call over TLS with SRTP)"
@@ -329,6 +355,12 @@ class PbxConfig(Strict):
                 raise ValueError(
                     f"pbx.tls.listen's port {self.port} is pbx.listen's: give TLS a port of "
                     f"its own (default {TLS_PORT})"
+                )
+            wss = self.websocket.tls_listen
+            if wss is not None and host_port(wss, "")[1] in (self.port, self.tls_port):
+                raise ValueError(
+                    f"pbx.websocket.tls_listen's port {host_port(wss, '')[1]} is taken by "
+                    "pbx.listen or pbx.tls.listen: pick another port for wss://"
                 )
             if ws is not None and host_port(ws, "")[1] == self.tls_port:
                 raise ValueError(

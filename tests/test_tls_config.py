@@ -163,13 +163,19 @@ def test_tls_phones_and_websocket_browsers_share_kamailio_tcp(tmp_path, pair):
     """TLS for phones and the browsers' WebSocket together: one config that
     `kamailio -c` takes, each on its own TCP socket, TCP not disabled; and the
     two on one port are refused clearly."""
-    ws = {"websocket": {"listen": "192.0.2.10:8089"}}
+    ws = {"websocket": {"listen": "192.0.2.10:8089", "tls_listen": "192.0.2.10:8443"}}
     web = {"web": {"listen": "192.0.2.10:8088"}}
     cfg = load_config(write(tmp_path, {**tls(pair), **ws}, **web))
+    assert cfg.pbx.websocket.tls_url == "wss://192.0.2.10:8443"
     runtime = tmp_path / "kam"
     Kamailio(cfg, runtime).prepare()  # raises KamailioError if kamailio -c refuses it
     text = (runtime / "kamailio.cfg").read_text()
-    for line in ("listen=tls:192.0.2.10:5061", "listen=tcp:192.0.2.10:8089"):
+    for line in (
+        "listen=tls:192.0.2.10:5061",
+        "listen=tcp:192.0.2.10:8089",
+        "listen=tls:192.0.2.10:8443",
+        "#!define WITH_WSS",
+    ):
         assert f"\n{line}\n" in text, line
     assert "\ndisable_tcp=yes\n" in text  # only in the branch neither define takes
     check = subprocess.run(
@@ -178,3 +184,12 @@ def test_tls_phones_and_websocket_browsers_share_kamailio_tcp(tmp_path, pair):
     assert check.returncode == 0, check.stderr[-2000:]
     clash = {**tls(pair), "websocket": {"listen": "192.0.2.10:5061"}}
     assert "pbx.tls.listen's" in refused(write(tmp_path, clash, **web))
+    wss_only = {"websocket": {"listen": "192.0.2.10:8089", "tls_listen": "192.0.2.10:8443"}}
+    assert "tls_listen needs pbx.tls" in refused(write(tmp_path, wss_only, **web))
+    no_ws = {**tls(pair), "websocket": {"tls_listen": "192.0.2.10:8443"}}
+    assert "needs pbx.websocket.listen too" in refused(write(tmp_path, no_ws, **web))
+    on_sip_tls = {
+        **tls(pair),
+        "websocket": {"listen": "192.0.2.10:8089", "tls_listen": "192.0.2.10:5061"},
+    }
+    assert "pick another port for wss://" in refused(write(tmp_path, on_sip_tls, **web))

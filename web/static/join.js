@@ -190,7 +190,10 @@
       reply = await postJson("/join/token", { pin: pin });
       if (!reply.ok) throw new Error(reply.error || "The server refused to join.");
       keys = reply.keys && typeof reply.keys === "object" ? reply.keys : {};
-      await call(reply.ws, reply.uri, await iceServers());
+      // A page served over https may open only wss:// (mixed content).
+      const secure = window.location.protocol === "https:";
+      if (secure && !reply.wss) throw new Error("This server offers no secure WebSocket for an https page (pbx.websocket.tls_listen).");
+      await call(secure ? reply.wss : reply.ws, reply.uri, await iceServers());
     } catch (e) {
       teardown();
       setStatus("");
