@@ -37,6 +37,7 @@ from tests.pglink import db_link_fixture  # noqa: F401  (fixture `db_link`)
 from tests.test_attacks_dialog import RawUac
 from tests.test_crash import wait_for
 from tests.test_edge_calls import PBX, _wait_rows, appliance, softphone
+from tests.test_edge_tls_calls import make_pair
 from tests.test_pg_calls import dial, node_config, pbx_of, two_lan_net  # noqa: F401  (fixture)
 from tests.test_spine_calls import window
 from tests.ws_sip import WsSip, webrtc_sdp
@@ -44,14 +45,18 @@ from tests.ws_sip import WsSip, webrtc_sdp
 BUNDLE = ROOT / "web" / "static" / "jssip.min.js"  # JsSIP, built by scripts/setup
 WEB = f"{APPLIANCE_IP}:8088"
 WS_PORT = 8089
+WSS_PORT = 8443
 ORIGIN = f"http://{WEB}"
 PROXIED = "https://Conf.Example.com"  # the console as a reverse proxy would serve it
 MOD_TONE, BROWSER_TONE = 700, 600
 MOD_TALKS = 12.0  # s of the moderator's tone after its PIN
 
 
-def browser_appliance(server_factory: Any, net: Any, **extra: Any) -> Server:
-    """The appliance with the console and the browsers' WebSocket on its LAN address."""
+def browser_appliance(
+    server_factory: Any, net: Any, tls: dict[str, str] | None = None, **extra: Any
+) -> Server:
+    """The appliance with the console and the browsers' WebSocket on its LAN
+    address; with `tls` (pbx.tls), wss:// on WSS_PORT too."""
     assert BUNDLE.is_file(), f"{BUNDLE} is missing: run scripts/setup (npm ci, then the build)"
     return appliance(
         server_factory,
@@ -66,7 +71,12 @@ def browser_appliance(server_factory: Any, net: Any, **extra: Any) -> Server:
             "listen": PBX,
             "media_ports": "30000-30399",
             "rtpengine_control": "127.0.0.1:2223",
-            "websocket": {"listen": f"{APPLIANCE_IP}:{WS_PORT}", "origins": [PROXIED]},
+            "websocket": {
+                "listen": f"{APPLIANCE_IP}:{WS_PORT}",
+                "origins": [PROXIED],
+                **({"tls_listen": f"{APPLIANCE_IP}:{WSS_PORT}"} if tls else {}),
+            },
+            **({"tls": tls} if tls else {}),
         },
         web={"listen": WEB},
         **extra,
@@ -95,6 +105,21 @@ def ws_client(host: Host, origin: str | None = ORIGIN) -> tuple[WsSip, int]:
     """A WebSocket to Kamailio from `host`, and the handshake's status."""
     ws = WsSip(host.socket(), APPLIANCE_IP, WS_PORT)
     return ws, ws.handshake(origin)
+
+
+def talking_moderator(phone: Any, net: Any, srv: Server) -> tuple[Any, float]:
+    """The SIP moderator on the LAN, in room demo, and when it was seen there.
+    It talks (its tone) for MOD_TALKS s, then listens: the browser's echo
+    canceller would take a tone heard and a tone said at once for double talk
+    and hold the microphone down, as a person talking over the far end would be."""
+    mod = softphone(
+        phone,
+        net.lan[0],
+        "1001",
+        f"wait_media 5; dtmf 9999#; tone {MOD_TONE}; wait {MOD_TALKS}; tone 0; wait_end 60",
+        "conf",
+    )
+    return mod, wait_member(srv, "moderator")
 
 
 def wait_member(srv: Server, role: str, timeout: float = 15.0) -> float:
@@ -139,18 +164,7 @@ def test_a_browser_joins_by_pin_through_the_edge(server_factory, phone, net, tmp
     from playwright.sync_api import expect
 
     srv = browser_appliance(server_factory, net)
-    # The moderator talks (its tone) for MOD_TALKS s, then listens: the
-    # browser's echo canceller would take a tone heard and a tone said at
-    # once for double talk and hold the microphone down, as a person
-    # talking over the far end would be.
-    mod = softphone(
-        phone,
-        net.lan[0],
-        "1001",
-        f"wait_media 5; dtmf 9999#; tone {MOD_TONE}; wait {MOD_TALKS}; tone 0; wait_end 60",
-        "conf",
-    )
-    t_mod = wait_member(srv, "moderator")
+    mod, t_mod = talking_moderator(phone, net, srv)
     mic = audio.write_tone_wav(tmp_path / "mic-600.wav", BROWSER_TONE)
     flags = browser_flags()
     tokens: list[dict[str, Any]] = []
@@ -252,6 +266,21 @@ def browser_flags() -> list[str]:
         f"--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1, EXCLUDE {APPLIANCE_IP}",
     ]
 
+
+# The join page as if loaded over https: it takes the PIN reply's wss URL
+# (join.js picks by location.protocol, which a test cannot change).
+AS_IF_HTTPS = """
+const plainFetch = window.fetch.bind(window);
+window.ponteReplies = [];
+window.fetch = async (url, init) => {
+  const resp = await plainFetch(url, init);
+  if (!String(url).endsWith("/join/token")) return resp;
+  const body = await resp.clone().json();
+  window.ponteReplies.push(Object.assign({}, body));
+  if (body.wss) body.ws = body.wss;
+  return new Response(JSON.stringify(body), {status: resp.status, headers: resp.headers});
+};
+"""
 
 # Chromium without RTCDTMFSender on its audio sender: the page must key by INFO.
 NO_RTP_DTMF = "Object.defineProperty(RTCRtpSender.prototype, 'dtmf', {get: () => null});"
@@ -472,3 +501,47 @@ def test_a_browser_handed_to_the_rooms_home_on_another_node_raises_its_hand(
     assert raised["role"] == "participant", raised
     assert "key action=hand room=demo" in a.log()
     assert "join room=" not in b.log(), "nothing is mixed on b"
+
+
+@pytest.mark.alone  # Chromium's processes would crowd the audio tests running beside it
+def test_a_browser_on_an_https_page_joins_over_wss(server_factory, phone, net, tmp_path):
+    """With pbx.tls and pbx.websocket.tls_listen, the PIN's reply offers
+    wss:// on the TLS certificate, and a page served over https takes it.
+    (The console serves http only: the page's fetch is wrapped to act as a
+    page on https does, taking the reply's `wss` URL for `ws`.) JsSIP's SIP goes
+    over TLS on 8443, nothing over the plain WebSocket, and the browser and
+    the SIP moderator hear each other."""
+    cert, key = make_pair(tmp_path / "tls")
+    srv = browser_appliance(server_factory, net, tls={"certificate": str(cert), "key": str(key)})
+    mod, t_mod = talking_moderator(phone, net, srv)
+    mic = audio.write_tone_wav(tmp_path / "mic-600.wav", BROWSER_TONE)
+    sockets: list[str] = []
+
+    # The lab certificate is self-signed: a user would accept it once.
+    flags = [*browser_flags(), "--ignore-certificate-errors"]
+    with browser.chromium(mic, flags, netns=net.lan[1].name) as page:
+        page.on("websocket", lambda ws: sockets.append(ws.url))
+        page.add_init_script(AS_IF_HTTPS)
+        join_by_pin(page)
+        replies = page.evaluate("window.ponteReplies")
+        heard = page.evaluate(f"ponteMeasure([{MOD_TONE}, {BROWSER_TONE}], 1500)")
+        stats = page.evaluate("ponteStats()")
+        assert time.monotonic() < t_mod + MOD_TALKS, "the browser joined too late to hear"
+        t_listen = t_mod + MOD_TALKS + 1.0
+        time.sleep(max(0.0, t_listen + 3.0 - time.monotonic()))
+        t_end = time.monotonic()
+        page.click("#leave")
+        time.sleep(0.5)
+    srv.stop()
+    rm = mod.result()
+
+    assert replies and replies[0]["wss"] == f"wss://{APPLIANCE_IP}:{WSS_PORT}", replies
+    assert replies[0]["ws"] == f"ws://{APPLIANCE_IP}:{WS_PORT}", replies
+    assert [u.rstrip("/") for u in sockets] == [f"wss://{APPLIANCE_IP}:{WSS_PORT}"], sockets
+    assert heard["bands"][str(MOD_TONE)] > 0.5 and heard["bands"][str(BROWSER_TONE)] < 0.05, heard
+    assert stats["dtlsState"] == "connected", stats
+    samples, rate = audio.load(mod.record)
+    talking = audio.segment(samples, rate, *window(rm, t_listen, t_end))
+    assert audio.band_fraction(talking, rate, BROWSER_TONE) > 0.3
+    # The app server saw the browser's INVITE, relayed from the wss socket.
+    assert len(browser_lines(srv)) == 1, browser_lines(srv)

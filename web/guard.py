@@ -114,9 +114,9 @@ async def _headers(request: web.Request, response: web.StreamResponse) -> None:
     ws = f" ws://{host} wss://{host}" if host else ""
     if request.path == "/join":
         # The join page calls over Kamailio's WebSocket (pbx.websocket), its
-        # own port: the page may connect there and nowhere else.
-        with_ws = _state(request).backend.running_config().pbx.websocket.url
-        ws += f" {with_ws}" if with_ws else ""
+        # own port(s): the page may connect there and nowhere else.
+        sockets = _state(request).backend.running_config().pbx.websocket
+        ws += "".join(f" {url}" for url in (sockets.url, sockets.tls_url) if url)
     h = response.headers
     h["Content-Security-Policy"] = (
         "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
