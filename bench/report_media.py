@@ -29,11 +29,7 @@ def webrtc_section(r: Result | None, before: Result | None = None) -> list[str]:
             f(s["kamailio_cpu"], 1),
             f(s["appliance_cpu"], 0),
             f(s["browsers_cpu"], 0),
-            f(s["machine_busy"], 0),
-            f(s["received_min"]),
-            f(s["max_gap_ms"], 0),
-            f(s["tone_min"], 2),
-            "degraded" if s["degraded"] else "ok",
+            *_heard_cells(s),
         ]
         for s in r["steps"]
     ]
@@ -84,6 +80,17 @@ def webrtc_section(r: Result | None, before: Result | None = None) -> list[str]:
     ]
 
 
+def _heard_cells(s: Result) -> list[str]:
+    """A browsers' step's last cells: the machine, what they heard, the verdict."""
+    return [
+        f(s["machine_busy"], 0),
+        f(s["received_min"]),
+        f(s["max_gap_ms"], 0),
+        f(s["tone_min"], 2),
+        "degraded" if s["degraded"] else "ok",
+    ]
+
+
 def _webrtc_before(b: Result) -> list[str]:
     """The series from when the app server ran aiortc per browser (web/webrtc.py)."""
     out = ["### Before: aiortc on the app server (web/webrtc.py, removed since)", ""]
@@ -92,11 +99,7 @@ def _webrtc_before(b: Result) -> list[str]:
             s["browsers"],
             f(s["server_cpu"], 0),
             f(s["generator_cpu"], 0),
-            f(s["machine_busy"], 0),
-            f(s["received_min"]),
-            f(s["max_gap_ms"], 0),
-            f(s["tone_min"], 2),
-            "degraded" if s["degraded"] else "ok",
+            *_heard_cells(s),
         ]
         for s in b["steps"]
     ]
