@@ -243,7 +243,49 @@ def render_config(
         ka_timer=KA_TIMER,
         ka_interval=KA_INTERVAL,
         ka_failed_limit=KA_FAILED_LIMIT,
+        **_websocket(config),
     )
+
+
+def _websocket(config: Config) -> dict[str, str]:
+    """The template's browser (SIP over WebSocket) values: its socket, and
+    the test on the handshake's Origin (the web console's, where the join
+    page is served; no console, no page: every Origin is refused)."""
+    ws = config.pbx.websocket
+    if ws.listen is None:
+        return {
+            "websocket_define": "",
+            "ws_host": "",
+            "ws_port": "0",
+            "ws_listen": "",
+            "ws_origin_test": "1 == 1",
+        }
+    web = config.web.listen
+    origins = [f"{scheme}://{web}" for scheme in ("http", "https")] if web else []
+    test = " && ".join(f'$hdr(Origin) != "{o}"' for o in origins) or "1 == 1"
+    return {
+        "websocket_define": "#!define WITH_WEBSOCKET",
+        "ws_host": str(ws.host),
+        "ws_port": str(ws.port),
+        "ws_listen": ws.listen,
+        "ws_origin_test": test,
+    }
+
+
+WEB_TOKEN = re.compile(r"^[0-9a-f]{32}$")
+
+
+def set_web_token(runtime: Path, token: str, room: str, peer: str) -> None:
+    """Hand a browser's one-time token to Kamailio (htable `webtok`, 30 s):
+    its INVITE to sip:web-<token>@... is let through once, and the app
+    server told the room and the browser's address (X-Ponte-Web)."""
+    if not WEB_TOKEN.match(token) or not re.match(r"^[A-Za-z0-9_.-]{1,64}$", room):
+        raise KamailioError("bad web token or room name")
+    if not re.match(r"^[0-9A-Fa-f.:]{2,45}$", peer):
+        peer = "-"  # only an address goes into the header
+    done = kamcmd(runtime, "htable.sets", "webtok", token, f"{room} {peer}", timeout=3)
+    if done.returncode != 0:
+        raise KamailioError(f"kamcmd htable.sets: {done.stderr.strip() or 'failed'}")
 
 
 def init_acc_db(path: Path) -> None:

@@ -29,10 +29,15 @@ class IncomingCall:
     from_display: str | None = None  # the From display name, as the caller chose it
     # The hand-off headers another node sent (ponte/handoff.py), when present.
     handoff: dict[str, str] = field(default_factory=dict)
+    # A browser the console admitted (Kamailio's X-Ponte-Web: "<token> <room>
+    # <address>", added after it took the one-time token); believed, like
+    # `line`, only from Kamailio.
+    web: str | None = None
 
 
 # A hand-off INVITE's headers, from the node the caller called to the room's
 # home: room, role, caller, whether a name was recorded, expiry, HMAC token.
+WEB_HEADER = "X-Ponte-Web"
 HANDOFF_HEADERS = (
     "X-Ponte-Room",
     "X-Ponte-Role",

@@ -48,7 +48,13 @@ from pbx.sipcalls import (  # noqa: E402
     _Leg,
     _PortCall,
 )
-from pbx.sipevents import HANDOFF_HEADERS, IncomingCall, SipError, SipEvents  # noqa: E402
+from pbx.sipevents import (  # noqa: E402
+    HANDOFF_HEADERS,
+    WEB_HEADER,
+    IncomingCall,
+    SipError,
+    SipEvents,
+)
 from pbx.sipmsg import (  # noqa: E402
     LINE_HEADER,
     REQUEST_USER,
@@ -635,6 +641,7 @@ class SipUA:
             line=lines[0] if len(lines) == 1 else None,  # two headers: forged, ignore
             from_display=parsed.display if parsed else None,
             handoff=message_headers(whole, HANDOFF_HEADERS),
+            web=message_headers(whole, (WEB_HEADER,)).get(WEB_HEADER),
         )
         self._incoming_leg = leg
         try:

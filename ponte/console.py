@@ -13,16 +13,19 @@ MOS for the member's call) is measured much less often, `QUALITY_SECONDS`
 apart, on a worker thread; it rides along in the snapshot and, when it
 changed, as a `quality` event for the WebSockets (web/hub.py `LIVE_ONLY`).
 
-A browser participant is a `MediaPort` leg (pbx/sipua.py) whose frames the
-WebRTC leg (web/webrtc.py) pushes and pulls. Apart from how its audio
-travels it is a member like any other: the PIN, the guessing lockout, the
-room's hours and lock, music until the moderator, billing and call history.
+A browser participant keys the PIN on the join page; the checks a phone's
+PIN meets (the guessing lockout by source, the room's hours, lock and size)
+run here, then a one-time token goes to Kamailio (htable `webtok`) and the
+page calls `sip:web-<token>@...` over Kamailio's WebSocket. Kamailio takes
+the token and relays the INVITE, rtpengine turns DTLS-SRTP into plain RTP,
+and the app server admits the leg (ponte/entry.py `EntryIvr.web`): from then
+on it is a SIP member like any other (music until the moderator, billing,
+call history). No media passes through Python.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import logging
 import re
@@ -39,7 +42,6 @@ from bridge.controls import Say, mute, set_hand
 from ponte import clusterview
 from ponte.legs import Leg
 from ponte.recordings import file_path
-from ponte.records import CallRecord
 from ponte.roomops import admit, room_command
 from ponte.rooms import Member
 from ponte.roomwatch import MemberView, RoomView, RoomWatch
@@ -49,7 +51,6 @@ from provisioning.admins import PermissionDenied
 from provisioning.diff import Change
 from web.hub import EventHub, Subscription
 from web.server import WebServer
-from web.webrtc import WebRtcLeg
 
 if TYPE_CHECKING:
     from provisioning.schema import Config
@@ -169,36 +170,24 @@ class Console:
         self._quality_pool: ThreadPoolExecutor | None = None
         self._quality_busy = False
         self._quality_stop = threading.Event()
-        # Browser legs: token -> leg (loop thread) and leg -> WebRTC (web thread).
-        self.tokens: dict[str, int] = {}
-        self.rtcs: dict[int, WebRtcLeg] = {}
-        # Admitted browser legs -> their room, until the WebRTC answer is made.
-        self._admitted: dict[int, str] = {}
+        # Hands a browser's one-time token to Kamailio (token, room, address;
+        # set by the server when the edge serves browsers: pbx.websocket).
+        self.web_tokens: Callable[[str, str, str], None] | None = None
 
     # -- lifecycle (loop thread) --------------------------------------------
     def start(self) -> None:
         """Listen, and start sampling the rooms."""
         self.server.start()
-        self.svc.legs.ended.append(lambda leg: self.leg_ended(leg.id))
         self._timer = self.svc.loop.call_later(SAMPLE_SECONDS, self._tick)
 
     def stop(self) -> None:
-        """Close every browser leg and the web server."""
+        """Stop sampling; close the web server."""
         if self._timer is not None:
             self._timer.cancel()
         self._quality_stop.set()
         if self._quality_pool is not None:
             # A query under way ends within the ng client's retries (0.6 s).
             self._quality_pool.shutdown(wait=False, cancel_futures=True)
-
-        async def close_all() -> None:
-            rtcs, self.rtcs = list(self.rtcs.values()), {}
-            await asyncio.gather(*(rtc.close() for rtc in rtcs), return_exceptions=True)
-
-        # Browsers are told (DTLS close, RTCP BYE) before the loop goes away.
-        if self.rtcs and not self.server.loop.is_closed():
-            with contextlib.suppress(Exception):
-                self.server.run_coro(asyncio.wait_for(close_all(), 1.5)).result(2)
         self.server.stop()
 
     def reloaded(self, config: Config) -> None:
@@ -361,12 +350,6 @@ class Console:
         self.svc.loop.call_soon_threadsafe(run)
         return await asyncio.wait_for(fut, LOOP_TIMEOUT)
 
-    def _on_web(self, coro: Any) -> None:
-        """Start a coroutine on the web thread (from the loop thread)."""
-        if not self.server.loop.is_closed():
-            with contextlib.suppress(RuntimeError):
-                self.server.run_coro(coro)
-
     # -- web.backend.Backend (web thread) -----------------------------------
     def running_config(self) -> Config:
         """The configuration the server runs (replaced whole on reload)."""
@@ -469,58 +452,37 @@ class Console:
         return await self._on_loop(lambda: clusterview.local(self.svc))
 
     # -- browser participants ------------------------------------------------
-    async def web_join(self, pin: str, offer: dict[str, str], peer: str) -> dict[str, Any]:
-        """Admit a browser by PIN, answer its WebRTC offer, put it in the room."""
+    async def web_join(self, pin: str, peer: str) -> dict[str, Any]:
+        """Admit a browser by PIN: a one-time token in Kamailio, and where
+        the page calls with it (README "Browsers")."""
+        ws = self.svc.config.pbx.websocket
+        sink = self.web_tokens
+        if ws.url is None or sink is None:
+            return {"ok": False, "error": "browsers cannot join here (pbx.websocket is not set)"}
         admitted = await self._on_loop(lambda: self._admit(pin, peer))
         if "error" in admitted:
             return {"ok": False, "error": admitted["error"]}
-        leg_id, port, token = admitted["leg"], admitted["port"], admitted["token"]
-
-        def push(frame: bytes) -> None:
-            with contextlib.suppress(ValueError):  # the leg ended: the port is closed
-                port.push(frame)
-
-        def pull() -> bytes | None:
-            try:
-                frame: bytes | None = port.pull()
-                return frame
-            except ValueError:
-                return None
-
-        rtc = WebRtcLeg(
-            push,
-            pull,
-            ice_servers=list(self.svc.config.web.ice_servers),
-            rate=self.svc.config.sip.clock_rate,
-            # ICE host candidates on the console's own address: the LAN the
-            # browsers reach it on, or loopback only (nothing leaves the host).
-            host_addresses=[self.server.host],
-            on_closed=lambda: self.svc.loop.call_soon_threadsafe(
-                lambda: self._hangup(leg_id, "browser left")
-            ),
-        )
-        self.rtcs[leg_id] = rtc
+        token, room = admitted["token"], admitted["room"]
         try:
-            answer = await rtc.answer(offer)
-        except Exception as exc:  # a bad offer: nothing joined
-            log.warning("web leg %d: WebRTC answer failed: %s", leg_id, exc)
-            await self._on_loop(lambda: self._hangup(leg_id, "bad offer"))
-            return {"ok": False, "error": "the browser's offer could not be answered"}
-        await self._on_loop(lambda: self._enter(leg_id))
-        return {"ok": True, "answer": answer, "member": leg_id, "token": token}
+            # kamcmd is a process: off both loops.
+            await asyncio.to_thread(sink, token, room, peer)
+        except Exception as exc:
+            log.error("web join from %s: Kamailio did not take the token: %s", peer, exc)
+            return {"ok": False, "error": "the server could not admit you: try again"}
+        domain = self.svc.config.pbx.advertised
+        return {"ok": True, "ws": ws.url, "uri": f"sip:web-{token}@{domain}", "token": token}
 
     async def web_key(self, token: str, key: str) -> dict[str, Any]:
         """A browser's on-screen button (mute, unmute, hand, help)."""
         return await self._on_loop(lambda: self._key(token, key))
 
     async def web_leave(self, token: str) -> None:
-        """The browser's Leave button."""
-        leg_id = self.tokens.get(token)
-        if leg_id is not None:
-            await self._on_loop(lambda: self._hangup(leg_id, "browser left"))
+        """The browser's Leave button (the page also ends its SIP call)."""
+        await self._on_loop(lambda: self._hangup(token))
 
     # -- loop thread: browser legs -------------------------------------------
     def _admit(self, pin: str, peer: str) -> dict[str, Any]:
+        """The checks a phone's PIN meets; a token when they pass."""
         svc = self.svc
         source = f"ip:{peer}"
         guard = svc.entry.pin_guard
@@ -542,28 +504,15 @@ class Console:
         if why is not None:
             log.info("web join from %s refused: room=%s %s", peer, match.room, why)
             return {"error": why.replace("_", " ")}
-        leg_id, port = svc.ua.add_port_leg()
-        token = secrets.token_urlsafe(24)
-        caller = f"web:{peer}"
-        record = CallRecord(leg_id, caller, f"room:{match.room}", svc.clock.ts(), call_type="web")
-        svc.legs.add(leg_id, caller, "web", svc.config.web.language, record=record)
-        self._admitted[leg_id] = match.room  # where it goes once the WebRTC answer is made
-        self.tokens[token] = leg_id
-        log.info("call %d web join from %s for room=%s", leg_id, peer, match.room)
-        return {"leg": leg_id, "port": port, "token": token}
+        log.info("web join from %s for room=%s: token handed to the edge", peer, match.room)
+        return {"token": secrets.token_hex(16), "room": match.room}
 
-    def _enter(self, leg_id: int) -> None:
-        svc = self.svc
-        leg = svc.legs.get(leg_id)
-        room = self._admitted.pop(leg_id, None)
-        if leg is None or room is None:
-            return
-        svc.calllog.answered(leg)
-        svc.rooms.enter(leg, room, "participant", joined_by="web")
+    def _leg(self, token: str) -> Leg | None:
+        leg_id = self.svc.entry.web_legs.get(token)
+        return self.svc.legs.get(leg_id) if leg_id is not None else None
 
     def _key(self, token: str, key: str) -> dict[str, Any]:
-        leg_id = self.tokens.get(token)
-        leg = self.svc.legs.get(leg_id) if leg_id is not None else None
+        leg = self._leg(token)
         action = WEB_KEY_ACTIONS.get(key)
         if leg is None:
             return {"ok": False, "error": "not in a room", "unknown": True}
@@ -573,34 +522,11 @@ class Console:
         log.info("call %d web key %s", leg.id, key)
         return {"ok": True}
 
-    def _hangup(self, leg_id: int, why: str) -> None:
-        if self.svc.ua.has_leg(leg_id):
-            log.info("call %d web leg ends: %s", leg_id, why)
-            self.svc.ua.hangup(leg_id)
-
-    def leg_stats(self) -> dict[int, dict[str, Any]]:
-        """Per browser leg: frames received from it and how late frames left
-        for it at worst (read from the loop thread: plain numbers)."""
-        return {
-            leg: {"frames_in": rtc.frames_in, "max_late_ms": rtc.max_late_ms}
-            for leg, rtc in list(self.rtcs.items())
-        }
-
-    def leg_ended(self, leg_id: int) -> None:
-        """The server dropped a leg (loop thread): forget it, close its WebRTC."""
-        self._admitted.pop(leg_id, None)
-        for token, leg in list(self.tokens.items()):
-            if leg == leg_id:
-                del self.tokens[token]
-                self._close_rtc(leg_id)
-
-    def _close_rtc(self, leg_id: int) -> None:
-        async def close() -> None:
-            rtc = self.rtcs.pop(leg_id, None)
-            if rtc is not None:
-                await rtc.close()
-
-        self._on_web(close())
+    def _hangup(self, token: str) -> None:
+        leg = self._leg(token)
+        if leg is not None and self.svc.ua.has_leg(leg.id):
+            log.info("call %d web leg ends: browser left", leg.id)
+            self.svc.ua.hangup(leg.id)
 
     # -- loop thread: dial a number into a room ------------------------------
     def _dial(self, admin: str, room: str, number: str) -> dict[str, Any]:

@@ -103,6 +103,10 @@ class EntryIvr:
         # PIN `#` arrival -> joined (bench/dtmf.py, bench/legs.py).
         self.join_latencies: list[float] = []
         self.desk: OperatorDesk | None = None  # set once the help desk exists
+        # Browsers in a room here, by the console's token (the join page's
+        # buttons name their leg by it: web/join.py, ponte/console.py).
+        self.web_legs: dict[str, int] = {}
+        rooms.legs.ended.append(self._web_ended)
 
     def reloaded(self, config: Config) -> None:
         """New timeouts and tries apply to the next caller."""
@@ -171,6 +175,55 @@ class EntryIvr:
         leg.handler = Entry(self, dialogue, source_key)
         self.ua.answer(leg.id, 200)
         log.info("call %d answer", leg.id)
+
+    # -- browsers (README "Browsers") -------------------------------------------
+    def web(self, leg: Leg, header: str) -> None:
+        """A browser's INVITE, through Kamailio's WebSocket: the console
+        checked its PIN (guard, lockout, hours, lock, full) and handed the
+        one-time token to Kamailio, which took it and says so in X-Ponte-Web
+        ("<token> <room> <address>"). Answered and, once its audio is up,
+        put in the room as a participant, as a phone after a right PIN."""
+        token, room, peer = ([*header.split(), "", "", ""])[:3]
+        if room not in self.rooms.configs or len(token) != WEB_TOKEN_LENGTH:
+            log.warning("call %d browser refused (403): bad X-Ponte-Web %r", leg.id, header)
+            leg.record = None
+            self.ua.answer(leg.id, 403, "Forbidden")
+            return
+        leg.caller = f"web:{peer}" if peer and peer != "-" else "web"
+        leg.language = self.config.web.language
+        if leg.record is not None:
+            leg.record.origin = leg.caller
+            leg.record.destination = f"room:{room}"
+            leg.record.call_type = "web"
+        self.web_legs[token] = leg.id
+        leg.handler = WebJoin(self, room, token)
+        self.ua.answer(leg.id, 200)
+        log.info("call %d browser from %s for room=%s", leg.id, peer, room)
+
+    def _web_ended(self, leg: Leg) -> None:
+        for token, leg_id in list(self.web_legs.items()):
+            if leg_id == leg.id:
+                del self.web_legs[token]
+
+
+# The console's tokens: 16 random bytes in hex (Kamailio checks the form).
+WEB_TOKEN_LENGTH = 32
+
+
+class WebJoin(Idle):
+    """A browser the console admitted, until its audio is up."""
+
+    def __init__(self, ivr: EntryIvr, room: str, token: str) -> None:
+        self.ivr = ivr
+        self.room = room
+        self.token = token
+
+    def on_media_ready(self, leg: Leg) -> None:
+        """Audio up (pjsua says so at our 200, before the ACK, whose
+        on_confirmed then goes to the room's handler): the history counts
+        from now, and into the room (or to its home node), as after a right PIN."""
+        self.ivr.calllog.answered(leg)
+        self.ivr.handoff.join(leg, self.room, "participant", None, self.ivr.loop.now(), "web")
 
 
 class Entry(Idle):

@@ -188,12 +188,20 @@ class HandoffService:
             return None
         return None if home.node == self.node else home
 
-    def join(self, leg: Leg, room: str, role: str, name_path: str | None, hash_at: float) -> bool:
+    def join(
+        self,
+        leg: Leg,
+        room: str,
+        role: str,
+        name_path: str | None,
+        hash_at: float,
+        joined_by: str = "dial-in",
+    ) -> bool:
         """A right PIN: into the room here, or handed to its home. True if
         the caller entered here."""
         home = self.home_of(room)
         if home is None:
-            return self.rooms.admit(leg, room, role, name_path)
+            return self.rooms.admit(leg, room, role, name_path, joined_by)
         HandOff(self, leg, room, role, name_path, home, hash_at).start()
         return False
 

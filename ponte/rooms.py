@@ -174,7 +174,9 @@ class RoomService:
             return "conference_locked"
         return "conference_full" if live.is_full() else None
 
-    def admit(self, leg: Leg, room: str, role: str, name_path: str | None) -> bool:
+    def admit(
+        self, leg: Leg, room: str, role: str, name_path: str | None, joined_by: str = "dial-in"
+    ) -> bool:
         """A caller who keyed a right PIN enters, unless the room filled or locked
         meanwhile (then told why and hung up). True if the caller entered."""
         self.media.stop_prompt(leg)
@@ -183,7 +185,7 @@ class RoomService:
             log.info("call %d refused: room=%s %s", leg.id, room, why)
             self.media.play_then_hangup(leg, (why, "goodbye"), why)
             return False
-        self.enter(leg, room, role, name_path=name_path)
+        self.enter(leg, room, role, joined_by, name_path=name_path)
         return True
 
     # -- membership ---------------------------------------------------------

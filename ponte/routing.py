@@ -153,6 +153,10 @@ class Router:
             call.request_user,
             call.source,
         )
+        if call.web is not None and call.source == cfg.pbx.internal:
+            # A browser Kamailio let in by the console's one-time token.
+            self.entry.web(leg, call.web)
+            return
         if call.handoff:
             # Another node hands a caller to a room homed here (token checked there).
             self.entry.handoff.incoming(leg, call.handoff, call.source)

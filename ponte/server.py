@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from ivr.prompts import PromptLibrary
 from ivr.tones import SIGNALS
+from pbx.kamailio import set_web_token
 from pbx.rtpengine import NgClient
 from pbx.sipua import SipEvents, SipUA
 from pbx.useragent import UserAgent
@@ -231,11 +232,17 @@ class AppServer:
         # After SIP is up: a schedule due now (missed while down) calls at once.
         svc.scheduler.start()
         if config.web.listen:
-            # Imported here: aiohttp and aiortc load only when the console is on.
+            # Imported here: aiohttp loads only when the console is on.
             from ponte.console import Console
 
             self.console = self.reloader.console = Console(svc)
             self.console.reloader = self.reloader
+            kam = self.edge.kamailio
+            if kam is not None and config.pbx.websocket.listen:
+                runtime = kam.runtime
+                self.console.web_tokens = lambda token, room, peer: set_web_token(
+                    runtime, token, room, peer
+                )
             self.console.start()
         for level, note in network_notes(config):
             log.log(logging.WARNING if level == "warning" else logging.INFO, "%s", note)

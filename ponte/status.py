@@ -72,7 +72,6 @@ def status(
         "accepting": svc.router.accepting,
         "shed": svc.router.shed,
         "screened": ua.screened(),
-        "web_legs": console.leg_stats() if console else {},
         # Where this node's records go, and how many writes wait for the
         # database (a full disk, or a PostgreSQL away): they land on return.
         "records": {

@@ -100,6 +100,40 @@ class SipConfig(Strict):
         return self
 
 
+class WebSocketConfig(Strict):
+    """SIP over WebSocket for the join page's browsers (Kamailio's websocket
+    module): off unless `listen` is set."""
+
+    # HOST:PORT (TCP, ws://) the browsers reach, e.g. 192.0.2.10:8089.
+    listen: str | None = None
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        host, _ = host_port(v, "pbx.websocket.listen")
+        if ipaddress.ip_address(host).is_unspecified:
+            raise ValueError(
+                "pbx.websocket.listen must be one address (the one browsers reach), "
+                f"not {host}: it is the URL the join page gives them"
+            )
+        return v
+
+    @property
+    def host(self) -> str | None:
+        return host_port(self.listen, "pbx.websocket.listen")[0] if self.listen else None
+
+    @property
+    def port(self) -> int | None:
+        return host_port(self.listen, "pbx.websocket.listen")[1] if self.listen else None
+
+    @property
+    def url(self) -> str | None:
+        """The WebSocket URL the join page connects to (None: off)."""
+        return f"ws://{self.listen}" if self.listen else None
+
+
 class PbxConfig(Strict):
     """Kamailio, the registrar and proxy in front of the app server."""
 
@@ -120,6 +154,8 @@ class PbxConfig(Strict):
     # on their private network, where Kamailio sends them calls and rtpengine
     # relays their media (default: loopback, nodes on this machine).
     internal_listen: str | None = None
+    # Browsers joining from the web console's join page (README "Browsers").
+    websocket: WebSocketConfig = Field(default_factory=WebSocketConfig)
 
     @field_validator("listen")
     @classmethod
@@ -188,6 +224,12 @@ class PbxConfig(Strict):
             raise ValueError(
                 f"pbx.internal_listen must use pbx.listen's port {self.port}: Kamailio takes "
                 "calls on one port on both sides"
+            )
+        ws = self.websocket.listen
+        if ws is not None and host_port(ws, "")[1] == self.port:
+            raise ValueError(
+                f"pbx.websocket.listen's port {host_port(ws, '')[1]} is pbx.listen's: "
+                "pick another port for the browsers' WebSocket"
             )
         return self
 

@@ -120,9 +120,36 @@ def _kill_leftovers(marker: str, timeout: float = 5.0) -> None:
 
 
 @contextlib.contextmanager
-def chromium(audio_wav: Path | None = None, extra_flags: list[str] = ()) -> Iterator:
+def in_netns(name: str | None) -> Iterator[None]:
+    """The calling thread inside the named network namespace (/run/netns/NAME)
+    for the block, back in its own after; None: no change. Processes started
+    inside stay in it for life (Playwright's driver, and the Chromium it runs)."""
+    if name is None:
+        yield
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    original = os.open(f"/proc/self/task/{threading.get_native_id()}/ns/net", os.O_RDONLY)
+    target = os.open(f"/run/netns/{name}", os.O_RDONLY)
+    try:
+        if libc.setns(target, CLONE_NEWNET) != 0:
+            raise OSError(ctypes.get_errno(), f"setns into {name} failed")
+        try:
+            yield
+        finally:
+            if libc.setns(original, CLONE_NEWNET) != 0:
+                raise OSError(ctypes.get_errno(), "setns back to the original netns failed")
+    finally:
+        os.close(target)
+        os.close(original)
+
+
+@contextlib.contextmanager
+def chromium(
+    audio_wav: Path | None = None, extra_flags: list[str] = (), netns: str | None = None
+) -> Iterator:
     """A Playwright Page in a fresh headless Chromium; `audio_wav` is the fake microphone
-    (a PCM WAV file; 16-bit, 48 kHz is the safe choice, it loops)."""
+    (a PCM WAV file; 16-bit, 48 kHz is the safe choice, it loops); `netns`: the network
+    namespace Chromium runs in (e.g. a LAN host of tests/netns.py)."""
     from playwright.sync_api import sync_playwright
 
     tmp = tempfile.mkdtemp(prefix="ponte-chromium-")
@@ -131,7 +158,12 @@ def chromium(audio_wav: Path | None = None, extra_flags: list[str] = ()) -> Iter
     if audio_wav is not None:
         flags.append(f"--use-file-for-fake-audio-capture={audio_wav}")
     try:
-        with sync_playwright() as pw:
+        with in_netns(netns):
+            manager = sync_playwright()
+            pw_started = manager.__enter__()
+        with contextlib.ExitStack() as stack:
+            stack.push(manager.__exit__)
+            pw = pw_started
             context = pw.chromium.launch_persistent_context(
                 profile,
                 executable_path=CHROMIUM,

@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 
 from tests import audio, browser, ports
+from tests.audio import write_tone_wav
 from tests.test_console_calls import ADMINS, PASSWORD
 from tests.test_spine_calls import window
-from tests.test_webrtc_leg import write_tone_wav
 
 
 def keep(shot: Path) -> None:

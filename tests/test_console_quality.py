@@ -16,10 +16,10 @@ import time
 import pytest
 
 from tests import browser, ports
+from tests.audio import write_tone_wav
 from tests.pbx_helpers import pbx_overrides, proxy, register
 from tests.test_console_browser import keep, members, wait_status
 from tests.test_console_calls import ADMINS, PASSWORD
-from tests.test_webrtc_leg import write_tone_wav
 
 # What console.js writes: "loss 0/0 % · jitter 0/0 ms · rtt 307 ms · MOS 3.7".
 QUALITY_LINE = re.compile(r"^loss 0/0 % · jitter \d+/\d+ ms( · rtt \d+ ms)? · MOS \d\.\d$")

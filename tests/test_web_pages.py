@@ -70,27 +70,27 @@ def test_chart_svg_escapes_and_scales() -> None:
 async def test_join_routes_are_public_same_origin_and_rate_limited() -> None:
     async with Console() as con:
         c = await con.client()
-        cfg = await (await c.get("/join/config")).json()
-        assert cfg == {"ice_servers": ["stun:stun.lan:3478"]}
-        offer = {"pin": "1111", "sdp": "v=0\r\n", "type": "offer"}
-        assert (await c.post("/join/offer", json=offer)).status == 403  # no Origin
+        cfg = await (await c.get("/join/config")).json()  # no pbx.websocket here
+        assert cfg == {"ice_servers": ["stun:stun.lan:3478"], "websocket": None}
+        offer = {"pin": "1111"}
+        assert (await c.post("/join/token", json=offer)).status == 403  # no Origin
         bad = {"Origin": "http://evil.example"}
-        assert (await c.post("/join/offer", json=offer, headers=bad)).status == 403
+        assert (await c.post("/join/token", json=offer, headers=bad)).status == 403
         assert con.backend.joins == []
         ok = {"Origin": con.origin}
-        resp = await c.post("/join/offer", json=offer, headers=ok)
+        resp = await c.post("/join/token", json=offer, headers=ok)
         assert resp.status == 200
         body = await resp.json()
-        assert body["token"] == "tok_abcdefgh" and body["answer"]["type"] == "answer"
-        assert con.backend.joins[0][2] == "127.0.0.1"
-        assert (await c.post("/join/offer", json={**offer, "pin": "12"}, headers=ok)).status == 400
+        assert body["token"] == "tok_abcdefgh" and body["uri"].startswith("sip:web-")
+        assert con.backend.joins[0] == ("1111", "127.0.0.1")
+        assert (await c.post("/join/token", json={**offer, "pin": "12"}, headers=ok)).status == 400
         wrong = {**offer, "pin": "3333"}
-        assert (await c.post("/join/offer", json=wrong, headers=ok)).status == 403
+        assert (await c.post("/join/token", json=wrong, headers=ok)).status == 403
         for _ in range(2):
-            await c.post("/join/offer", json=offer, headers=ok)
-        assert (await c.post("/join/offer", json=offer, headers=ok)).status == 429  # 6th/min
+            await c.post("/join/token", json=offer, headers=ok)
+        assert (await c.post("/join/token", json=offer, headers=ok)).status == 429  # 6th/min
         con.clock.t += 60
-        assert (await c.post("/join/offer", json=offer, headers=ok)).status == 200
+        assert (await c.post("/join/token", json=offer, headers=ok)).status == 200
         resp = await c.post("/join/tok_abcdefgh/key", json={"key": "hand"}, headers=ok)
         assert resp.status == 200
         assert (await c.post("/join/tok_abcdefgh/key", json={"key": "x"}, headers=ok)).status == 400

@@ -240,14 +240,14 @@ class FakeBackend:
     def subscribe(self) -> Subscription:
         return self.hub.subscribe()
 
-    async def web_join(self, pin: str, offer: dict, peer: str) -> dict:
-        self.joins.append((pin, offer, peer))
+    async def web_join(self, pin: str, peer: str) -> dict:
+        self.joins.append((pin, peer))
         if pin != "1111":
             return {"ok": False, "error": "wrong PIN"}
         return {
             "ok": True,
-            "answer": {"sdp": "v=0", "type": "answer"},
-            "member": 9,
+            "ws": "ws://127.0.0.1:8089",
+            "uri": "sip:web-" + "ab" * 16 + "@127.0.0.1",
             "token": "tok_abcdefgh",
         }
 

@@ -28,7 +28,7 @@ from web.auth import Clock, LoginThrottle, RateLimit, SessionStore
 from web.backend import Backend
 from web.guard import _guard, _headers, _use_request_class
 from web.hub import EventHub
-from web.join import join_config, join_key, join_leave, join_offer, join_page
+from web.join import join_config, join_key, join_leave, join_page, join_token
 from web.login import login, login_form, logout
 from web.nodes import nodes_api, nodes_page
 from web.recordings import recording_file, recordings_api
@@ -115,7 +115,7 @@ def make_app(
     r.add_get("/api/nodes", nodes_api)
     r.add_get("/join", join_page)
     r.add_get("/join/config", join_config)
-    r.add_post("/join/offer", join_offer)
+    r.add_post("/join/token", join_token)
     r.add_post("/join/{token}/key", join_key)
     r.add_post("/join/{token}/leave", join_leave)
     r.add_get("/static/{name}", static_file)

@@ -126,10 +126,10 @@ class Backend(Protocol):
         """A new subscription to the room events (EventHub.subscribe)."""
         ...
 
-    async def web_join(self, pin: str, offer: dict[str, str], peer: str) -> dict[str, Any]:
-        """A browser joins with a PIN and a WebRTC offer {"sdp", "type"}:
-        {"ok": True, "answer": {"sdp", "type"}, "member": int, "token": str}
-        or {"ok": False, "error": str}."""
+    async def web_join(self, pin: str, peer: str) -> dict[str, Any]:
+        """A browser keys a PIN: {"ok": True, "ws": WebSocket URL, "uri": the
+        SIP URI to call over it, "token": its one-time token (also its
+        buttons' key)} or {"ok": False, "error": str}."""
         ...
 
     async def web_key(self, token: str, key: str) -> dict[str, Any]:

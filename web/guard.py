@@ -112,6 +112,11 @@ async def _headers(request: web.Request, response: web.StreamResponse) -> None:
     """Security headers on every response (pages, API, static, errors)."""
     host = request.host if _HOST.match(request.host or "") else ""
     ws = f" ws://{host} wss://{host}" if host else ""
+    if request.path == "/join":
+        # The join page calls over Kamailio's WebSocket (pbx.websocket), its
+        # own port: the page may connect there and nowhere else.
+        with_ws = _state(request).backend.running_config().pbx.websocket.url
+        ws += f" {with_ws}" if with_ws else ""
     h = response.headers
     h["Content-Security-Policy"] = (
         "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "

@@ -1,5 +1,6 @@
 """The browser participant's routes, public: the conference PIN is the
-credential, then a token per participant; same-origin and rate-limited."""
+credential, then a token per participant; same-origin and rate-limited.
+The call itself goes over Kamailio's WebSocket (pbx.websocket), not here."""
 
 from __future__ import annotations
 
@@ -28,10 +29,14 @@ async def join_page(request: web.Request) -> web.StreamResponse:
 
 async def join_config(request: web.Request) -> web.StreamResponse:
     config = _state(request).backend.running_config()
-    return web.json_response({"ice_servers": list(config.web.ice_servers)})
+    return web.json_response(
+        {"ice_servers": list(config.web.ice_servers), "websocket": config.pbx.websocket.url}
+    )
 
 
-async def join_offer(request: web.Request) -> web.StreamResponse:
+async def join_token(request: web.Request) -> web.StreamResponse:
+    """The PIN, checked as a phone's is (lockout by source, hours, lock,
+    full): a one-time token and where to call with it (README "Browsers")."""
     st = _state(request)
     if not _origin_ok(request, required=True):
         return _error(403, "cross-origin request refused")
@@ -41,13 +46,11 @@ async def join_offer(request: web.Request) -> web.StreamResponse:
     body = await _json_body(request)
     if body is None:
         return _error(400, "the body must be a JSON object")
-    pin, sdp, kind = body.get("pin"), body.get("sdp"), body.get("type")
+    pin = body.get("pin")
     if not isinstance(pin, str) or not _PIN.match(pin):
         return _error(400, "the PIN is 3 to 12 digits")
-    if not isinstance(sdp, str) or not sdp or len(sdp) > 65536 or kind != "offer":
-        return _error(400, "a WebRTC offer {sdp, type: offer} is needed")
     try:
-        answer = await st.backend.web_join(pin, {"sdp": sdp, "type": kind}, peer=ip)
+        answer = await st.backend.web_join(pin, peer=ip)
     except Exception:
         log.exception("web join from %s failed", ip)
         return _error(500, "could not join: see the server log")

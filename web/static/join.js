@@ -1,10 +1,11 @@
-// Join a ponte conference from the browser over WebRTC (audio only).
+// Join a ponte conference from the browser (audio only): the PIN goes to
+// the console, which answers with a one-time SIP URI; JsSIP (bundled from npm
+// by scripts/setup into jssip.min.js) calls it over Kamailio's WebSocket, and
+// rtpengine carries the DTLS-SRTP media (README "Browsers").
 // Plain script, no inline code: the page is served with CSP script-src 'self'.
 "use strict";
 
 (function () {
-  const ICE_GATHER_TIMEOUT_MS = 5000;
-
   const $ = (id) => document.getElementById(id);
   const form = $("join-form");
   const pinInput = $("pin");
@@ -15,8 +16,9 @@
   const muteButton = $("mute");
   const remoteAudio = $("remote");
 
+  let ua = null;
+  let session = null;
   let pc = null;
-  let localStream = null;
   let remoteStream = null;
   let token = null;
   let muted = false;
@@ -52,23 +54,6 @@
     }
   }
 
-  // Non-trickle: the server answers one complete offer, so wait for all candidates.
-  function iceGatheringComplete(conn) {
-    if (conn.iceGatheringState === "complete") return Promise.resolve();
-    return new Promise((resolve) => {
-      const timer = setTimeout(done, ICE_GATHER_TIMEOUT_MS);
-      function done() {
-        clearTimeout(timer);
-        conn.removeEventListener("icegatheringstatechange", check);
-        resolve();
-      }
-      function check() {
-        if (conn.iceGatheringState === "complete") done();
-      }
-      conn.addEventListener("icegatheringstatechange", check);
-    });
-  }
-
   async function postJson(url, body) {
     const resp = await fetch(url, {
       method: "POST",
@@ -87,13 +72,16 @@
   }
 
   function teardown() {
-    if (pc) {
-      pc.close();
-      pc = null;
-    }
-    if (localStream) {
-      localStream.getTracks().forEach((t) => t.stop());
-      localStream = null;
+    const old = ua;
+    ua = null;
+    session = null;
+    pc = null;
+    if (old) {
+      try {
+        old.stop();
+      } catch (e) {
+        /* already stopped */
+      }
     }
     remoteAudio.srcObject = null;
     remoteStream = null;
@@ -122,6 +110,60 @@
     }
   }
 
+  function watchPeerConnection(conn) {
+    pc = conn;
+    pc.addEventListener("connectionstatechange", onConnectionState);
+    pc.addEventListener("track", (ev) => {
+      remoteStream = ev.streams[0] || new MediaStream([ev.track]);
+      // Chromium quirk: remote WebRTC audio reaches WebAudio (ponteMeasure) only while
+      // the stream also plays through a media element; this element is the speaker path.
+      remoteAudio.srcObject = remoteStream;
+      remoteAudio.play().catch(() => {});
+    });
+  }
+
+  // Call `uri` over the WebSocket `ws` with JsSIP: no registration, no
+  // password (the token in the URI is the one-time credential), audio only.
+  function call(ws, uri, ice) {
+    return new Promise((resolve, reject) => {
+      const host = uri.replace(/^sip:[^@]*@/, "");
+      ua = new window.JsSIP.UA({
+        sockets: [new window.JsSIP.WebSocketInterface(ws)],
+        uri: "sip:browser@" + host,
+        display_name: "browser",
+        register: false,
+        session_timers: false,
+        connection_recovery_min_interval: 2,
+        connection_recovery_max_interval: 30,
+      });
+      let started = false;
+      ua.on("connected", () => {
+        if (started) return;
+        started = true;
+        session = ua.call(uri, {
+          mediaConstraints: { audio: true, video: false },
+          // Not max-bundle: rtpengine answers without a=group:BUNDLE (one m= line, no need).
+          pcConfig: { iceServers: ice, rtcpMuxPolicy: "require" },
+          rtcOfferConstraints: { offerToReceiveAudio: true, offerToReceiveVideo: false },
+        });
+        if (session.connection) watchPeerConnection(session.connection);
+        session.on("peerconnection", (ev) => watchPeerConnection(ev.peerconnection));
+        session.on("confirmed", () => resolve());
+        session.on("failed", (ev) => {
+          reject(new Error(ev.cause === "Rejected" ? "The server refused the call." : "The call failed (" + ev.cause + ")."));
+        });
+        session.on("ended", () => {
+          teardown();
+          setStatus("The call ended.");
+        });
+      });
+      ua.on("disconnected", () => {
+        if (!started) reject(new Error("Could not reach the conference server."));
+      });
+      ua.start();
+    });
+  }
+
   async function join(event) {
     event.preventDefault();
     showError("");
@@ -131,49 +173,23 @@
       return;
     }
     joinButton.disabled = true;
-    setStatus("Asking for your microphone…");
-    try {
-      localStream = await navigator.mediaDevices.getUserMedia({ audio: true, video: false });
-    } catch (e) {
-      joinButton.disabled = false;
-      setStatus("");
-      showError("Microphone access is needed to join (" + e.name + ").");
-      return;
-    }
-
     setStatus("Connecting…");
-    pc = new RTCPeerConnection({ iceServers: await iceServers() });
-    pc.addEventListener("connectionstatechange", onConnectionState);
-    pc.addEventListener("track", (ev) => {
-      remoteStream = ev.streams[0] || new MediaStream([ev.track]);
-      // Chromium quirk: remote WebRTC audio reaches WebAudio (ponteMeasure) only while
-      // the stream also plays through a media element; this element is the speaker path.
-      remoteAudio.srcObject = remoteStream;
-      remoteAudio.play().catch(() => {});
-    });
-    localStream.getAudioTracks().forEach((t) => pc.addTrack(t, localStream));
-
     let reply;
     try {
-      await pc.setLocalDescription(await pc.createOffer());
-      await iceGatheringComplete(pc);
-      reply = await postJson("/join/offer", {
-        pin: pin,
-        sdp: pc.localDescription.sdp,
-        type: pc.localDescription.type,
-      });
+      reply = await postJson("/join/token", { pin: pin });
       if (!reply.ok) throw new Error(reply.error || "The server refused to join.");
-      await pc.setRemoteDescription(reply.answer);
+      token = reply.token;
+      await call(reply.ws, reply.uri, await iceServers());
     } catch (e) {
       teardown();
       setStatus("");
       showError(e.message || String(e));
       return;
     }
-    token = reply.token;
     form.hidden = true;
     controls.hidden = false;
-    if (pc.connectionState !== "connected") setStatus("Waiting for the moderator…");
+    if (!pc || pc.connectionState !== "connected") setStatus("Waiting for the audio…");
+    else onConnectionState();
   }
 
   async function sendKey(key) {
@@ -203,12 +219,12 @@
     if (reply && reply.ok) setStatus("Help requested.");
   }
 
-  async function leave() {
-    if (token) {
+  function leave() {
+    if (session) {
       try {
-        await postJson("/join/" + encodeURIComponent(token) + "/leave", {});
+        session.terminate();
       } catch (e) {
-        // Leaving anyway: closing the peer connection ends the call on the server too.
+        /* already over */
       }
     }
     teardown();

@@ -1,0 +1,226 @@
+"""Browsers through the edge (issue 21): the join page's JsSIP calls over
+Kamailio's WebSocket with the console's one-time token, rtpengine turns
+DTLS-SRTP + ICE into plain RTP for the app server.
+
+The appliance runs in its namespace (tests/netns.py); a SIP moderator and a
+headless Chromium sit on the LAN. What each hears is checked by tone. The
+attacks come from the attacker's LAN address with a bare WebSocket client
+(tests/ws_sip.py): no SIP over WebSocket reaches the app server without a
+fresh token from a right PIN.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import re
+import time
+from typing import Any
+
+import pytest
+
+from tests import audio, browser
+from tests.harness import Server
+from tests.netns import APPLIANCE_IP, Host, net_fixture  # noqa: F401  (fixture `net`)
+from tests.test_edge_calls import PBX, _wait_rows, appliance, softphone
+from tests.test_spine_calls import window
+from tests.ws_sip import WsSip, webrtc_sdp
+
+WEB = f"{APPLIANCE_IP}:8088"
+WS_PORT = 8089
+ORIGIN = f"http://{WEB}"
+MOD_TONE, BROWSER_TONE = 700, 600
+
+
+def browser_appliance(server_factory: Any, net: Any, **extra: Any) -> Server:
+    """The appliance with the console and the browsers' WebSocket on its LAN address."""
+    return appliance(
+        server_factory,
+        net,
+        sip={
+            "listen": "127.0.0.1:5080",
+            "rtp_ports": "40000-40199",
+            "codecs": ["PCMU/8000", "PCMA/8000", "G722/16000"],
+        },
+        pbx={
+            "listen": PBX,
+            "media_ports": "30000-30399",
+            "rtpengine_control": "127.0.0.1:2223",
+            "websocket": {"listen": f"{APPLIANCE_IP}:{WS_PORT}"},
+        },
+        web={"listen": WEB},
+        **extra,
+    )
+
+
+def post(host: Host, path: str, body: dict[str, Any], origin: str = ORIGIN) -> tuple[int, Any]:
+    """POST JSON to the console from `host`'s namespace."""
+    sock = host.socket()
+    sock.settimeout(10)
+    sock.connect((APPLIANCE_IP, int(WEB.rpartition(":")[2])))
+    conn = http.client.HTTPConnection(APPLIANCE_IP, int(WEB.rpartition(":")[2]), timeout=10)
+    conn.sock = sock
+    data = json.dumps(body)
+    conn.request("POST", path, data, {"Content-Type": "application/json", "Origin": origin})
+    resp = conn.getresponse()
+    payload = resp.read()
+    conn.close()
+    try:
+        return resp.status, json.loads(payload)
+    except ValueError:
+        return resp.status, payload
+
+
+def ws_client(host: Host, origin: str | None = ORIGIN) -> tuple[WsSip, int]:
+    """A WebSocket to Kamailio from `host`, and the handshake's status."""
+    ws = WsSip(host.socket(), APPLIANCE_IP, WS_PORT)
+    return ws, ws.handshake(origin)
+
+
+def browser_lines(srv: Server) -> list[str]:
+    """The app server's log lines of INVITEs over the WebSocket it received."""
+    return re.findall(r"call \d+ incoming from=\S+ to=web-.*", srv.log())
+
+
+@pytest.mark.alone  # Chromium's processes would crowd the audio tests running beside it
+def test_a_browser_on_the_lan_joins_by_pin_through_the_edge(server_factory, phone, net, tmp_path):
+    """Chromium on the LAN keys the PIN on the join page: JsSIP calls over
+    Kamailio's WebSocket, rtpengine bridges DTLS-SRTP to plain RTP. The
+    browser hears the SIP moderator's tone, the moderator the browser's
+    microphone; the page's Mute silences it; its used token opens nothing
+    again; the history has a `web` call."""
+    from playwright.sync_api import expect
+
+    srv = browser_appliance(server_factory, net)
+    mod = softphone(
+        phone, net.lan[0], "1001", f"wait_media 5; dtmf 9999#; tone {MOD_TONE}; wait_end 60", "conf"
+    )
+    mic = audio.write_tone_wav(tmp_path / "mic-600.wav", BROWSER_TONE)
+    flags = [
+        # getUserMedia over http: the console's origin counts as secure.
+        f"--unsafely-treat-insecure-origin-as-secure={ORIGIN}",
+        # No DNS, as tests/browser.py says, but the appliance's IP literal too.
+        f"--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1, EXCLUDE {APPLIANCE_IP}",
+    ]
+    tokens: list[dict[str, Any]] = []
+    with browser.chromium(mic, flags, netns=net.lan[1].name) as page:
+        page.on(
+            "response",
+            lambda r: tokens.append(r.json()) if r.url.endswith("/join/token") else None,
+        )
+        console_errors: list[str] = []
+        page.on("console", lambda m: console_errors.append(m.text) if m.type == "error" else 0)
+        page.goto(f"{ORIGIN}/join")
+        page.fill("#pin", "1111")
+        page.click("#join")
+        expect(page.locator("#status")).to_have_text("Connected.", timeout=20000)
+        time.sleep(1.5)
+        heard = page.evaluate(f"ponteMeasure([{MOD_TONE}, {BROWSER_TONE}], 1500)")
+        t_talk = time.monotonic()
+        stats = page.evaluate("ponteStats()")
+        print(f"browser heard {heard}\nbrowser transport {stats}")
+        members = srv.status()["rooms"]["demo"]["members"]
+        page.click("#mute")
+        expect(page.locator("#status")).to_have_text("Connected (muted).", timeout=5000)
+        t_muted = time.monotonic()
+        time.sleep(2.5)
+        t_muted_end = time.monotonic()
+
+        # The used token, replayed over a WebSocket of the attacker's: refused.
+        assert len(tokens) == 1 and tokens[0]["ok"], tokens
+        ws, code = ws_client(net.attacker)
+        assert code == 101
+        ws.request("INVITE", tokens[0]["uri"], webrtc_sdp(net.attacker.ip))
+        assert ws.final() == 403
+        ws.close()
+
+        page.click("#leave")
+        time.sleep(0.5)
+    srv.stop()
+    rm = mod.result()
+
+    assert not [e for e in console_errors if "Content Security" in e], console_errors
+    # The browser heard the moderator (and not itself), over DTLS-SRTP.
+    assert heard["bands"][str(MOD_TONE)] > 0.5 and heard["bands"][str(BROWSER_TONE)] < 0.05, heard
+    assert stats["dtlsState"] == "connected", stats
+    assert stats["remote"].startswith(APPLIANCE_IP), stats
+    browser_member = [m for m in members if m["caller"].startswith("web:")]
+    assert browser_member and browser_member[0]["role"] == "participant", members
+    # The moderator heard the browser's microphone, then nothing of it once muted.
+    samples, rate = audio.load(mod.record)
+    talking = audio.segment(samples, rate, *window(rm, t_talk - 1.5, t_talk))
+    muted = audio.segment(samples, rate, *window(rm, t_muted + 1.0, t_muted_end))
+    assert audio.band_fraction(talking, rate, BROWSER_TONE) > 0.3
+    assert audio.band_fraction(muted, rate, BROWSER_TONE) < 0.02
+    # One browser reached the app server: the replay did not.
+    assert len(browser_lines(srv)) == 1, browser_lines(srv)
+    rows = _wait_rows(srv, 1, call_type="web")
+    assert rows[0]["disposition"] == "answered" and rows[0]["origin"].startswith("web:"), rows
+
+
+def test_sip_over_websocket_without_a_fresh_token_reaches_nothing(server_factory, net):
+    """Over the browsers' WebSocket: no REGISTER, no INVITE without a token,
+    with a made-up one, or with one already used; no handshake from another
+    page's origin; no bare SIP over TCP on that port. A wrong PIN at the
+    console counts toward the lockout by source, as on the phone."""
+    srv = browser_appliance(server_factory, net, ivr={"lockout_after": 3})
+    attacker = net.attacker
+
+    ws, code = ws_client(attacker, origin="http://evil.example")
+    assert code == 403
+    ws.close()
+
+    ws, code = ws_client(attacker)
+    assert code == 101
+    ws.request("REGISTER", f"sip:{APPLIANCE_IP}", extra="Expires: 600\r\n")
+    assert ws.final() == 403
+    sdp = webrtc_sdp(attacker.ip)
+    ws.request("INVITE", f"sip:conf@{APPLIANCE_IP}", sdp)
+    assert ws.final() == 403
+    ws.request("INVITE", f"sip:web-{'0' * 32}@{APPLIANCE_IP}", sdp)
+    assert ws.final() == 403
+    # A forged app header does not help either (REQINIT strips X-Ponte-*).
+    forged = "X-Ponte-Web: " + "ab" * 16 + " demo 1.2.3.4\r\n"
+    ws.request("INVITE", f"sip:web-{'ab' * 16}@{APPLIANCE_IP}", sdp, extra=forged)
+    assert ws.final() == 403
+
+    # A right PIN's token opens one call, once.
+    code, reply = post(attacker, "/join/token", {"pin": "1111"})
+    assert code == 200 and reply["ws"] == f"ws://{APPLIANCE_IP}:{WS_PORT}", reply
+    assert re.match(rf"^sip:web-[0-9a-f]{{32}}@{re.escape(APPLIANCE_IP)}$", reply["uri"]), reply
+    ws.request("INVITE", reply["uri"], sdp)
+    assert ws.final(10) == 200
+    ws2, _ = ws_client(attacker)
+    ws2.request("INVITE", reply["uri"], sdp)
+    assert ws2.final() == 403
+    ws2.close()
+    ws.close()
+
+    # Bare SIP over TCP on the WebSocket's port.
+    raw = attacker.socket()
+    raw.settimeout(5)
+    raw.connect((APPLIANCE_IP, WS_PORT))
+    raw.sendall(
+        (
+            f"OPTIONS sip:{APPLIANCE_IP} SIP/2.0\r\nVia: SIP/2.0/TCP {attacker.ip}:5999;"
+            "branch=z9hG4bKraw1\r\nMax-Forwards: 70\r\nFrom: <sip:x@example>;tag=1\r\n"
+            f"To: <sip:{APPLIANCE_IP}>\r\nCall-ID: raw1\r\nCSeq: 1 OPTIONS\r\n"
+            "Content-Length: 0\r\n\r\n"
+        ).encode()
+    )
+    try:
+        answer = raw.recv(4096).decode(errors="replace")
+    except (TimeoutError, OSError):
+        answer = ""
+    raw.close()
+    assert not answer or answer.startswith("SIP/2.0 403"), answer
+
+    # Only the one good token's INVITE reached the app server.
+    assert len(browser_lines(srv)) == 1, browser_lines(srv)
+
+    # Wrong PINs at the console lock the source out, the right one then too.
+    for _ in range(3):
+        code, reply = post(attacker, "/join/token", {"pin": "4321"})
+        assert code == 403 and reply["error"] == "wrong PIN", reply
+    code, reply = post(attacker, "/join/token", {"pin": "1111"})  # the 5th post: not rate-limited
+    assert code == 403 and reply["error"] == "too many wrong PINs: try again later", reply
