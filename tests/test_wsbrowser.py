@@ -10,6 +10,7 @@ apart from the product it tests elsewhere.
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import subprocess
 import time
@@ -21,8 +22,18 @@ import pytest
 from pbx.rtpengine import RtpEngine
 from tests import audio, ports
 from tests.harness import PY
+from tests.pbx_helpers import pbx_overrides
 from tests.test_rtpengine import make_config
-from tests.wsbrowser import BrowserLoop, SipError, SipMessage, split_list, tag_of, uri_of
+from tests.test_spine_calls import window
+from tests.wsbrowser import (
+    BrowserLoop,
+    SipError,
+    SipMessage,
+    join_token,
+    split_list,
+    tag_of,
+    uri_of,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -201,3 +212,67 @@ def test_a_call_over_websocket_hears_and_is_heard(rig):
         assert via.startswith("Via: SIP/2.0/WS ") and ".invalid;" in via
     finally:
         loop.close()
+
+
+def test_through_the_edge_joins_by_pin_hears_is_heard_and_is_hung_up(server_factory, phone):
+    # The path bench/webrtc.py takes: /join/token, Kamailio's WebSocket,
+    # rtpengine's DTLS-SRTP, Opus to the app server; the server's BYE (the
+    # page's Leave button) answered.
+    web = f"127.0.0.1:{ports.allocate(1)}"
+    base = f"http://{web}"
+    overrides = pbx_overrides()
+    overrides["pbx"]["websocket"] = {"listen": f"127.0.0.1:{ports.allocate(1)}"}
+    srv = server_factory(
+        web={"listen": web},
+        sip={
+            "listen": f"127.0.0.1:{ports.allocate(1)}",
+            "rtp_ports": ports.rtp_range(40),
+            "codecs": ["opus/48000", "PCMU/8000"],
+        },
+        **overrides,
+    )
+    mod = phone(srv.uri("conf"), "wait_media 5; dtmf 9999#; tone 1000; wait 14; hangup")
+    deadline = time.monotonic() + 15
+    while not srv.status()["rooms"].get("demo", {}).get("members"):
+        assert time.monotonic() < deadline, "the moderator did not join"
+        time.sleep(0.1)
+    loop = BrowserLoop()
+    try:
+        b = loop.browser(tone_hz=600)
+        source = ports.loopback_ip()
+        code, reply = loop.run(join_token(base, "1111", source))
+        assert code == 200 and reply["ok"], reply
+        loop.run(b.connect(reply["ws"], origin=base, source=source))
+        assert loop.run(b.call(reply["uri"])) == 200, b.got
+        loop.run(b.wait_connected())
+        time.sleep(1.5)  # past the join beep
+        t0 = time.monotonic()
+        time.sleep(3)
+        t1 = time.monotonic()
+        heard = b.heard(t0, t1).astype(float)
+        assert len(b.arrivals(t0, t1)) >= 0.95 * (t1 - t0) / 0.02
+        assert audio.band_fraction(heard, 8000, 1000) > 0.8
+        assert audio.band_fraction(heard, 8000, 600) < 0.05  # not itself
+        # Leave: the server hangs up; the browser answers its BYE.
+        assert loop.run(leave(base, reply["token"], source)) == 200
+        loop.run(asyncio.wait_for(b.ended.wait(), 10))
+        assert b.ended_by == "remote"
+        assert any(m.startswith("SIP/2.0 200") and "BYE" in m for m in b.sent)
+    finally:
+        loop.close()
+    report = mod.result()
+    samples, rate = audio.load(mod.record)
+    talk = audio.segment(samples, rate, *window(report, t0, t1))
+    assert audio.band_fraction(talk, rate, 600) > 0.3
+
+
+async def leave(base: str, token: str, source: str) -> int:
+    """The join page's Leave button."""
+    import aiohttp
+
+    connector = aiohttp.TCPConnector(local_addr=(source, 0))
+    async with (
+        aiohttp.ClientSession(connector=connector) as s,
+        s.post(f"{base}/join/{token}/leave", json={}, headers={"Origin": base}) as resp,
+    ):
+        return resp.status
