@@ -70,7 +70,8 @@ def webrtc_section(r: Result | None, before: Result | None = None) -> list[str]:
         f"the first browser: server {f(idle.get('server_cpu'))} %, rtpengine "
         f"{f(idle.get('rtpengine_cpu'))} %, Kamailio {f(idle.get('kamailio_cpu'))} %. Degraded: "
         "a browser failed to join, or got under 99 % of the window's packets, a gap over "
-        f"100 ms, or under 80 % 1000 Hz.{stopped}",
+        "100 ms, or under 80 % 1000 Hz; a degraded window is measured again once and only "
+        f"the second counts ('2nd window').{stopped}",
         "",
         f"- **Largest healthy step: {r.get('largest_healthy', 0)} browsers**; browser legs per "
         f"core of the appliance at that step: {r.get('legs_per_core')}.",
@@ -87,7 +88,8 @@ def _heard_cells(s: Result) -> list[str]:
         f(s["received_min"]),
         f(s["max_gap_ms"], 0),
         f(s["tone_min"], 2),
-        "degraded" if s["degraded"] else "ok",
+        ("degraded" if s["degraded"] else "ok")
+        + (" (2nd window)" if s.get("first_window") else ""),
     ]
 
 

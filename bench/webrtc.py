@@ -27,7 +27,9 @@ joined and settled, a steady window measures:
 
 A step is degraded when any browser received under 99 % of the window's
 audio, saw a gap over 100 ms, or heard less than 80 % 1000 Hz, or a browser
-failed to join. The series stops at the first degraded step.
+failed to join. A degraded window is measured again once at the same browsers
+and only a second counts (as bench/legs.py). The series stops at the first
+degraded step.
 
     .venv/bin/python bench/webrtc.py [--steps 10,25,50,75,100,125,150] [--window 5] [--workers 2]
 
@@ -69,6 +71,8 @@ RECEIVED_MIN = 99.0
 TONE_MIN = 0.8
 PIN = "1111"  # room demo's participant PIN (tests/harness.DEFAULT_ROOMS)
 JOIN_AT_ONCE = 10  # browsers joining at the same time, per worker
+# What a step's browsers got (kept from a first window measured again).
+HEALTH_KEYS = ("received_min", "max_gap_ms", "tone_min", "gaps_over")
 WORKER_NICE = 5  # the browsers take what the appliance leaves, as browsers elsewhere would
 
 
@@ -200,7 +204,9 @@ def step_line(s: dict[str, Any]) -> str:
         f"rtpengine {s['rtpengine_cpu']:.0f} %, Kamailio {s['kamailio_cpu']:.1f} %, "
         f"browsers' own {s['browsers_cpu']:.0f} %, machine {s['machine_busy']:.0f} % busy; "
         f"received min {s['received_min']:.1f} %, max gap {s['max_gap_ms']:.0f} ms, "
-        f"1000 Hz min {s['tone_min']:.2f}{'  DEGRADED' if s['degraded'] else ''}"
+        f"1000 Hz min {s['tone_min']:.2f}"
+        + (f" ({s['gaps_over']} with a gap > 100 ms)" if s["gaps_over"] else "")
+        + ("  DEGRADED" if s["degraded"] else "")
     )
 
 
@@ -301,35 +307,15 @@ def main() -> int:
                 print(f"join errors: {errors[:3]}", file=sys.stderr, flush=True)
             have = want
             time.sleep(1.5)  # past the join prompts
-            step: dict[str, Any] = {"browsers": want, "joined": joined}
-            t0 = time.monotonic()
-            step |= window(srv, rel, workers, args.window)
-            t1 = time.monotonic()
-            health: list[dict[str, Any]] = []
-            ended = 0
-            for w in workers:
-                w.send({"op": "health", "t0": t0, "t1": t1})
-            for w in workers:
-                r = w.reply(60)
-                health += r["health"]
-                ended += r["ended"]
-            try:
-                st = srv.status()
-                step["members"] = len(st["rooms"].get("demo", {}).get("members", [])) - 1
-            except OSError as exc:  # a server too busy to answer: the step says so
-                step["members"] = None
-                result["errors"].append(f"status at {want} browsers: {exc!r}")
-            step["ended"] = ended
-            step["rtpengine_calls"] = rel.rtpengine_calls()
-            step["received_min"] = min((h["received_pct"] for h in health), default=0.0)
-            step["max_gap_ms"] = max((h["max_gap_ms"] for h in health), default=0.0)
-            step["tone_min"] = min((h["tone_1000"] for h in health), default=0.0)
-            step["degraded"] = (
-                joined < want
-                or step["received_min"] < RECEIVED_MIN
-                or step["max_gap_ms"] > 1000 * GAP_LIMIT
-                or step["tone_min"] < TONE_MIN
-            )
+            step = measure(srv, rel, workers, args.window, want, joined, result)
+            if step["degraded"] and joined == want:
+                # One bad window is measured again at the same browsers, and only
+                # a second counts (as bench/legs.py does): on this shared 2-core
+                # box one stall of the browsers' own process reads as a gap.
+                print(step_line(step) + "  (measuring again)", flush=True)
+                first = {k: step[k] for k in HEALTH_KEYS}
+                step = measure(srv, rel, workers, args.window, want, joined, result)
+                step["first_window"] = first
             step["server_threads"] = step["server_threads"][:4]
             steps.append(step)
             print(step_line(step), flush=True)
@@ -355,6 +341,50 @@ def main() -> int:
     )
     common.emit("webrtc", result, load_start, started)
     return 0
+
+
+def measure(
+    srv: Any,
+    rel: Any,
+    workers: list[Worker],
+    seconds: float,
+    want: int,
+    joined: int,
+    result: dict[str, Any],
+) -> dict[str, Any]:
+    """One steady window at `want` browsers: CPU, then what every browser got."""
+    step: dict[str, Any] = {"browsers": want, "joined": joined}
+    t0 = time.monotonic()
+    step |= window(srv, rel, workers, seconds)
+    t1 = time.monotonic()
+    health: list[dict[str, Any]] = []
+    ended = 0
+    for w in workers:
+        w.send({"op": "health", "t0": t0, "t1": t1})
+    for w in workers:
+        r = w.reply(60)
+        health += r["health"]
+        ended += r["ended"]
+    try:
+        st = srv.status()
+        step["members"] = len(st["rooms"].get("demo", {}).get("members", [])) - 1
+    except OSError as exc:  # a server too busy to answer: the step says so
+        step["members"] = None
+        result["errors"].append(f"status at {want} browsers: {exc!r}")
+    step["ended"] = ended
+    step["rtpengine_calls"] = rel.rtpengine_calls()
+    step["received_min"] = min((h["received_pct"] for h in health), default=0.0)
+    step["max_gap_ms"] = max((h["max_gap_ms"] for h in health), default=0.0)
+    step["tone_min"] = min((h["tone_1000"] for h in health), default=0.0)
+    # How many browsers saw a gap over the limit: one, or all of them?
+    step["gaps_over"] = sum(h["max_gap_ms"] > 1000 * GAP_LIMIT for h in health)
+    step["degraded"] = (
+        joined < want
+        or step["received_min"] < RECEIVED_MIN
+        or step["max_gap_ms"] > 1000 * GAP_LIMIT
+        or step["tone_min"] < TONE_MIN
+    )
+    return step
 
 
 def window(srv: Any, rel: Any, workers: list[Worker], seconds: float) -> dict[str, Any]:
