@@ -75,9 +75,51 @@ def webrtc_section(r: Result | None, before: Result | None = None) -> list[str]:
         "",
         f"- **Largest healthy step: {r.get('largest_healthy', 0)} browsers**; browser legs per "
         f"core of the appliance at that step: {r.get('legs_per_core')}.",
+        *_webrtc_compare(before, r),
+        *_webrtc_limit(r),
         *([f"- Errors: {'; '.join(str(e) for e in r['errors'][:3])}"] if r.get("errors") else []),
         f"- loadavg {r.get('loadavg_start')} → {r.get('loadavg_end')}",
         "",
+    ]
+
+
+def _webrtc_compare(before: Result | None, after: Result) -> list[str]:
+    """Before against after: healthy browsers and the appliance's CPU per browser."""
+    if not before or not before.get("steps") or not after.get("steps"):
+        return []
+    ok_b = [s for s in before["steps"] if not s["degraded"]]
+    ok_a = [s for s in after["steps"] if not s["degraded"]]
+    if not ok_b or not ok_a:
+        return []
+    b, a = ok_b[-1], ok_a[-1]
+    ceiling = "" if len(ok_b) < len(before["steps"]) else " (its last step: no ceiling reached)"
+    return [
+        f"- Before → after: {b['browsers']} healthy browsers{ceiling} at "
+        f"{f(b['server_cpu'] / b['browsers'], 2)} % of a core each on the server → "
+        f"{a['browsers']} at {f(a['appliance_cpu'] / a['browsers'], 2)} % each on the "
+        f"appliance (server {f(a['server_cpu'] / a['browsers'], 2)}, rtpengine "
+        f"{f(a['rtpengine_cpu'] / a['browsers'], 2)}, Kamailio "
+        f"{f(a['kamailio_cpu'] / a['browsers'], 2)}); the simulated browsers "
+        f"{f(a['browsers_cpu'] / a['browsers'], 2)} % each on top.",
+    ]
+
+
+def _webrtc_limit(r: Result) -> list[str]:
+    """What the first degraded step ran into: the machine, or the appliance."""
+    bad = next((s for s in r["steps"] if s["degraded"]), None)
+    if bad is None:
+        return []
+    what = (
+        "the whole machine was busy: on these 2 cores the simulated browsers compete with "
+        "the appliance they measure"
+        if bad["machine_busy"] >= 95
+        else "the machine had room left: the appliance's limit"
+    )
+    return [
+        f"- First degraded at {bad['browsers']} browsers ({bad.get('joined')} joined, "
+        f"{bad.get('gaps_over', '?')} with a gap > 100 ms): appliance "
+        f"{f(bad['appliance_cpu'], 0)} %, browsers' own {f(bad['browsers_cpu'], 0)} %, "
+        f"machine {f(bad['machine_busy'], 0)} % busy; {what}.",
     ]
 
 
@@ -95,7 +137,7 @@ def _heard_cells(s: Result) -> list[str]:
 
 def _webrtc_before(b: Result) -> list[str]:
     """The series from when the app server ran aiortc per browser (web/webrtc.py)."""
-    out = ["### Before: aiortc on the app server (web/webrtc.py, removed since)", ""]
+    out = ["### Before: aiortc on the app server (web/webrtc.py, before the edge)", ""]
     rows = [
         [
             s["browsers"],
