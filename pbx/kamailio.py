@@ -262,6 +262,9 @@ def _websocket(config: Config) -> dict[str, str]:
         }
     web = config.web.listen
     origins = [f"{scheme}://{web}" for scheme in ("http", "https")] if web else []
+    # Each matches provisioning.network.ORIGIN (no quote can reach the config);
+    # browsers send the scheme and host in lower case.
+    origins += [o.lower() for o in ws.origins]
     test = " && ".join(f'$hdr(Origin) != "{o}"' for o in origins) or "1 == 1"
     return {
         "websocket_define": "#!define WITH_WEBSOCKET",

@@ -125,7 +125,7 @@ class _Call(pj.Call):
 
 
 class _PortCall:
-    """A conference member fed by Python (a browser over WebRTC) instead of RTP.
+    """A conference port fed by Python (a recorder's, pbx/recorder.py) instead of RTP.
 
     It stands where a `_Call` stands in `_Leg`, so players, recorders,
     connect/disconnect and levels work on it unchanged; `hangup` removes the

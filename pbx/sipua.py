@@ -453,23 +453,6 @@ class SipUA:
         return int(self._ep.mediaActivePorts())
 
     # -- ports fed by Python ----------------------------------------------
-    def add_port_leg(self, depth: int = 8) -> tuple[int, _pjx.MediaPort]:
-        """A new leg whose audio Python pushes and pulls in 20 ms frames of
-        the bridge's rate (s16le mono), e.g. a browser's WebRTC audio.
-
-        The port's `push`/`pull` may be called from any thread; the leg is
-        ended like a call, with `hangup`, and reported by `on_disconnected`.
-        """
-        port = _pjx.MediaPort(self.clock_rate, FRAME_MS, depth, "web")
-        leg = next(self._ids)
-        try:
-            call = _PortCall(self, leg, port)
-        except SipError:
-            port.close()
-            raise
-        self._legs[leg] = _Leg(call, {})  # type: ignore[arg-type]
-        return leg, port
-
     def add_recorder(self, path: Path) -> int:
         """A bridge port that records what is connected to it into a WAV at
         `path` (the bridge's rate); its id goes to connect/disconnect as a

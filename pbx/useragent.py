@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from pbx.recorder import Result
@@ -88,9 +88,6 @@ class UserAgent(Protocol):
 
     def conf_ports(self) -> int:
         """Conference bridge ports in use."""
-
-    def add_port_leg(self, depth: int = 8) -> tuple[int, Any]:
-        """A leg fed by Python (a browser): its id and media port."""
 
     def levels(self, leg: int) -> tuple[int, int] | None:
         """(heard, said) signal levels, 0-255."""

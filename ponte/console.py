@@ -1,7 +1,7 @@
 """The app server's side of the web console and of browser participants.
 
 Two threads meet here. The loop thread owns pjsua2 and every room; the web
-thread runs aiohttp and aiortc on asyncio. `Console` implements
+thread runs aiohttp on asyncio. `Console` implements
 `web.backend.Backend` for the web thread: each call that reads or changes a
 room is handed to the loop thread (`_on_loop`) and awaited. The loop thread
 samples the rooms and the members' speech levels every `SAMPLE_SECONDS`,
@@ -255,12 +255,12 @@ class Console:
 
     # -- call quality (loop thread, the queries on a worker) ----------------
     def _refresh_quality(self, views: dict[str, RoomView], now: float) -> None:
-        """Forget members who left; send the SIP members whose figures are
-        `QUALITY_SECONDS` old to the worker. A browser's WebRTC leg and a
-        call rtpengine does not relay (straight to the app server) have no
-        figures: the first have no SIP Call-ID and are not asked about; the
-        others answer "unknown call", cheaply, every QUALITY_SECONDS."""
-        sip = {m.id for view in views.values() for m in view.members if m.via == "sip"}
+        """Forget members who left; send the members whose figures are
+        `QUALITY_SECONDS` old to the worker (browsers too: they are SIP legs
+        rtpengine relays). A call rtpengine does not relay (straight to the
+        app server) has no figures: it answers "unknown call", cheaply,
+        every QUALITY_SECONDS."""
+        sip = {m.id for view in views.values() for m in view.members}
         for gone in self._quality.keys() - sip:
             del self._quality[gone]
         if self._quality_busy or self.svc.calllog.ng is None:

@@ -45,7 +45,8 @@ class Edge:
         state = Path(state or config.state_dir)
         self.remote = remote
         # In front of several nodes the edge always runs: it spreads the calls.
-        behind = bool(config.extensions or config.trunks or nodes)
+        # Browsers (pbx.websocket) come in through it too.
+        behind = bool(config.extensions or config.trunks or nodes or config.pbx.websocket.listen)
         self.kamailio = (
             Kamailio(config, state / "kamailio", nodes=nodes, emergency=sorted(EMERGENCY))
             if behind and not remote

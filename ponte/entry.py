@@ -208,6 +208,9 @@ class EntryIvr:
 
 # The console's tokens: 16 random bytes in hex (Kamailio checks the form).
 WEB_TOKEN_LENGTH = 32
+# A browser whose RTP stopped this long is gone (a closed tab, a dead
+# network: no BYE comes); it leaves the room. Browsers send RTP without pause.
+WEB_RTP_SILENCE = 10.0
 
 
 class WebJoin(Idle):
@@ -224,6 +227,25 @@ class WebJoin(Idle):
         from now, and into the room (or to its home node), as after a right PIN."""
         self.ivr.calllog.answered(leg)
         self.ivr.handoff.join(leg, self.room, "participant", None, self.ivr.loop.now(), "web")
+        self._watch(leg, -1)
+
+    def _watch(self, leg: Leg, seen: int) -> None:
+        """End the leg once its RTP stops for WEB_RTP_SILENCE (checked that often)."""
+        ivr = self.ivr
+        got = ivr.ua.rx_packets(leg.id)
+        if ivr.rooms.legs.get(leg.id) is not leg or got is None:
+            return
+        if got == seen:
+            log.warning(
+                "call %d: the browser sent no audio for %g s (closed, or its network is gone): "
+                "ending it",
+                leg.id,
+                WEB_RTP_SILENCE,
+            )
+            leg.ended_by = "browser_lost"
+            ivr.ua.hangup(leg.id)
+            return
+        ivr.loop.call_later(WEB_RTP_SILENCE, lambda: self._watch(leg, got))
 
 
 class Entry(Idle):

@@ -254,9 +254,9 @@ class AppServer:
             ", ".join(a.user for a in config.access_numbers) or "(none)",
         )
         # What start-up built (configuration, prompt tables, pjsua2 wrappers,
-        # aiohttp/aiortc modules) lives as long as the process: out of the
+        # aiohttp modules) lives as long as the process: out of the
         # collector's sight, a full collection no longer walks it. Those walks
-        # stalled the web thread (browser legs' audio) for up to ~90 ms.
+        # stalled the loop and web threads for up to ~90 ms.
         gc.freeze()
         self.notifier.ready(f"listening on {config.sip.listen}")
         if self.notifier.watchdog_interval:

@@ -8,7 +8,7 @@ from ponte import clusterview
 from ponte.services import Services
 from store.engine import describe
 
-if TYPE_CHECKING:  # aiohttp and aiortc load only when the console is on
+if TYPE_CHECKING:  # aiohttp loads only when the console is on
     from ponte.console import Console
 
 

@@ -14,7 +14,7 @@ from provisioning.schema import Config
 
 def network_notes(cfg: Config) -> list[tuple[str, str]]:
     """(level, message) pairs: "warning" for what will surprise, else "info"."""
-    if not (cfg.extensions or cfg.trunks):
+    if not (cfg.extensions or cfg.trunks or cfg.pbx.websocket.listen):
         return [
             (
                 "warning",
@@ -42,6 +42,7 @@ def network_notes(cfg: Config) -> list[tuple[str, str]]:
                 f"and UDP {lo}-{hi} (RTP via rtpengine) on {pbx.host} in the firewall",
             )
         )
+    notes += browser_notes(cfg)
     if pbx.public_address:
         notes.append(
             (
@@ -126,3 +127,36 @@ def refusals(cfg: Config) -> list[str]:
         for who, password in _secrets(cfg)
         if PLACEHOLDER.match(password)
     ]
+
+
+def browser_notes(cfg: Config) -> list[tuple[str, str]]:
+    """What the browsers' WebSocket (pbx.websocket) needs besides itself."""
+    ws = cfg.pbx.websocket
+    if ws.listen is None:
+        return []
+    lo, hi = cfg.pbx.media_range
+    notes = [
+        (
+            "info",
+            f"browsers join at the console's /join page and call over ws://{ws.listen}; "
+            f"open TCP {ws.port} (WebSocket) and UDP {lo}-{hi} (DTLS-SRTP via rtpengine) "
+            f"on {ws.host} in the firewall",
+        )
+    ]
+    if not cfg.web.listen:
+        notes.append(
+            (
+                "warning",
+                "pbx.websocket is set but web.listen is not: no join page, and Kamailio "
+                "refuses every WebSocket (it accepts only the console's origin)",
+            )
+        )
+    if not any(c.lower().startswith("opus/") for c in cfg.sip.codecs):
+        notes.append(
+            (
+                "info",
+                "sip.codecs has no opus/48000: browsers fall back to G.722 or PCMU; add "
+                "opus/48000 for their Opus",
+            )
+        )
+    return notes

@@ -5,11 +5,15 @@ machines (`nodes:`)."""
 from __future__ import annotations
 
 import ipaddress
+import re
 
 from pydantic import Field, field_validator, model_validator
 
 from pcm import CLOCK_RATE, CLOCK_RATES
 from provisioning.base import Strict, host_port
+
+# A browser's Origin header: scheme, host (a name or an IPv4 address), port.
+ORIGIN = re.compile(r"^https?://[A-Za-z0-9.-]{1,253}(:[0-9]{1,5})?$")
 
 
 def private_address(value: str, what: str) -> tuple[str, int]:
@@ -106,6 +110,21 @@ class WebSocketConfig(Strict):
 
     # HOST:PORT (TCP, ws://) the browsers reach, e.g. 192.0.2.10:8089.
     listen: str | None = None
+    # Pages allowed to open it besides the console's own (http://web.listen):
+    # the console as browsers really reach it, e.g. https://conf.example.com
+    # behind a reverse proxy or by a DNS name.
+    origins: list[str] = Field(default_factory=list, max_length=20)
+
+    @field_validator("origins")
+    @classmethod
+    def _origins(cls, v: list[str]) -> list[str]:
+        for origin in v:
+            if not ORIGIN.match(origin):
+                raise ValueError(
+                    f"pbx.websocket.origins: {origin!r} must be an origin such as "
+                    "https://conf.example.com or http://192.0.2.10:8088 (no path)"
+                )
+        return v
 
     @field_validator("listen")
     @classmethod

@@ -147,11 +147,6 @@ class FakeUA:
     def conf_ports(self) -> int:
         return self.call_count()
 
-    def add_port_leg(self, depth: int = 8) -> tuple[int, Any]:
-        leg = next(self._ids)
-        self.legs[leg] = FakeLeg(leg, media=True)
-        return leg, None
-
     def levels(self, leg: int) -> tuple[int, int] | None:
         return (0, 0) if self.has_media(leg) else None
 

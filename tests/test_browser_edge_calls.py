@@ -2,9 +2,10 @@
 Kamailio's WebSocket with the console's one-time token, rtpengine turns
 DTLS-SRTP + ICE into plain RTP for the app server.
 
-The appliance runs in its namespace (tests/netns.py); a SIP moderator and a
-headless Chromium sit on the LAN. What each hears is checked by tone. The
-attacks come from the attacker's LAN address with a bare WebSocket client
+The appliance runs in its namespace (tests/netns.py); a SIP moderator sits on
+the LAN, a headless Chromium on the LAN or behind the NAT router. What each
+hears is checked by tone. The attacks come from the attacker's LAN address
+with a bare WebSocket client
 (tests/ws_sip.py): no SIP over WebSocket reaches the app server without a
 fresh token from a right PIN.
 """
@@ -19,34 +20,47 @@ from typing import Any
 
 import pytest
 
+from ponte.entry import WEB_RTP_SILENCE
 from tests import audio, browser
-from tests.harness import Server
-from tests.netns import APPLIANCE_IP, Host, net_fixture  # noqa: F401  (fixture `net`)
+from tests.harness import ROOT, Server
+from tests.netns import (  # noqa: F401  (fixture `net`)
+    APPLIANCE_IP,
+    ROUTER_OUTER_IP,
+    Host,
+    net_fixture,
+)
+from tests.pbx_helpers import pbx_overrides
+from tests.test_attacks_dialog import RawUac
 from tests.test_edge_calls import PBX, _wait_rows, appliance, softphone
 from tests.test_spine_calls import window
 from tests.ws_sip import WsSip, webrtc_sdp
 
+BUNDLE = ROOT / "web" / "static" / "jssip.min.js"  # JsSIP, built by scripts/setup
 WEB = f"{APPLIANCE_IP}:8088"
 WS_PORT = 8089
 ORIGIN = f"http://{WEB}"
+PROXIED = "https://Conf.Example.com"  # the console as a reverse proxy would serve it
 MOD_TONE, BROWSER_TONE = 700, 600
+MOD_TALKS = 12.0  # s of the moderator's tone after its PIN
 
 
 def browser_appliance(server_factory: Any, net: Any, **extra: Any) -> Server:
     """The appliance with the console and the browsers' WebSocket on its LAN address."""
+    assert BUNDLE.is_file(), f"{BUNDLE} is missing: run scripts/setup (npm ci, then the build)"
     return appliance(
         server_factory,
         net,
         sip={
             "listen": "127.0.0.1:5080",
             "rtp_ports": "40000-40199",
-            "codecs": ["PCMU/8000", "PCMA/8000", "G722/16000"],
+            # Opus for the browsers (the phones offer PCMU only).
+            "codecs": ["opus/48000", "PCMU/8000", "PCMA/8000", "G722/16000"],
         },
         pbx={
             "listen": PBX,
             "media_ports": "30000-30399",
             "rtpengine_control": "127.0.0.1:2223",
-            "websocket": {"listen": f"{APPLIANCE_IP}:{WS_PORT}"},
+            "websocket": {"listen": f"{APPLIANCE_IP}:{WS_PORT}", "origins": [PROXIED]},
         },
         web={"listen": WEB},
         **extra,
@@ -77,24 +91,47 @@ def ws_client(host: Host, origin: str | None = ORIGIN) -> tuple[WsSip, int]:
     return ws, ws.handshake(origin)
 
 
+def wait_member(srv: Server, role: str, timeout: float = 15.0) -> float:
+    """When (monotonic) a member of `role` was first seen in room demo."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        room = srv.status()["rooms"].get("demo", {})
+        if any(m["role"] == role for m in room.get("members", [])):
+            return time.monotonic()
+        time.sleep(0.05)
+    raise AssertionError(f"no {role} in room demo")
+
+
 def browser_lines(srv: Server) -> list[str]:
     """The app server's log lines of INVITEs over the WebSocket it received."""
     return re.findall(r"call \d+ incoming from=\S+ to=web-.*", srv.log())
 
 
 @pytest.mark.alone  # Chromium's processes would crowd the audio tests running beside it
-def test_a_browser_on_the_lan_joins_by_pin_through_the_edge(server_factory, phone, net, tmp_path):
-    """Chromium on the LAN keys the PIN on the join page: JsSIP calls over
-    Kamailio's WebSocket, rtpengine bridges DTLS-SRTP to plain RTP. The
+@pytest.mark.parametrize("side", ["lan", "nat"])
+def test_a_browser_joins_by_pin_through_the_edge(server_factory, phone, net, tmp_path, side):
+    """Chromium on the LAN (or behind the NAT router: ICE finds its way) keys
+    the PIN on the join page: JsSIP calls over Kamailio's WebSocket,
+    rtpengine bridges DTLS-SRTP to plain RTP. The
     browser hears the SIP moderator's tone, the moderator the browser's
-    microphone; the page's Mute silences it; its used token opens nothing
-    again; the history has a `web` call."""
+    microphone; the page's Mute silences it and its hand button raises the
+    room's hand; its used token opens nothing again; the history has a
+    `web` call."""
     from playwright.sync_api import expect
 
     srv = browser_appliance(server_factory, net)
+    # The moderator talks (its tone) for MOD_TALKS s, then listens: the
+    # browser's echo canceller would take a tone heard and a tone said at
+    # once for double talk and hold the microphone down, as a person
+    # talking over the far end would be.
     mod = softphone(
-        phone, net.lan[0], "1001", f"wait_media 5; dtmf 9999#; tone {MOD_TONE}; wait_end 60", "conf"
+        phone,
+        net.lan[0],
+        "1001",
+        f"wait_media 5; dtmf 9999#; tone {MOD_TONE}; wait {MOD_TALKS}; tone 0; wait_end 60",
+        "conf",
     )
+    t_mod = wait_member(srv, "moderator")
     mic = audio.write_tone_wav(tmp_path / "mic-600.wav", BROWSER_TONE)
     flags = [
         # getUserMedia over http: the console's origin counts as secure.
@@ -103,7 +140,8 @@ def test_a_browser_on_the_lan_joins_by_pin_through_the_edge(server_factory, phon
         f"--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1, EXCLUDE {APPLIANCE_IP}",
     ]
     tokens: list[dict[str, Any]] = []
-    with browser.chromium(mic, flags, netns=net.lan[1].name) as page:
+    host = net.lan[1] if side == "lan" else net.nat[0]
+    with browser.chromium(mic, flags, netns=host.name) as page:
         page.on(
             "response",
             lambda r: tokens.append(r.json()) if r.url.endswith("/join/token") else None,
@@ -114,17 +152,25 @@ def test_a_browser_on_the_lan_joins_by_pin_through_the_edge(server_factory, phon
         page.fill("#pin", "1111")
         page.click("#join")
         expect(page.locator("#status")).to_have_text("Connected.", timeout=20000)
-        time.sleep(1.5)
+        time.sleep(1.0)
         heard = page.evaluate(f"ponteMeasure([{MOD_TONE}, {BROWSER_TONE}], 1500)")
-        t_talk = time.monotonic()
         stats = page.evaluate("ponteStats()")
         print(f"browser heard {heard}\nbrowser transport {stats}")
         members = srv.status()["rooms"]["demo"]["members"]
+        assert time.monotonic() < t_mod + MOD_TALKS, "the browser joined too late to hear"
+        # The moderator listens: the browser's microphone, then muted.
+        t_listen = t_mod + MOD_TALKS + 1.0
+        time.sleep(max(0.0, t_listen + 2.0 - time.monotonic()))
+        t_talk = time.monotonic()
         page.click("#mute")
         expect(page.locator("#status")).to_have_text("Connected (muted).", timeout=5000)
         t_muted = time.monotonic()
         time.sleep(2.5)
         t_muted_end = time.monotonic()
+        # The hand button raises the room's hand, as *94 would.
+        page.click("#hand")
+        expect(page.locator("#status")).to_have_text("Hand raised.", timeout=5000)
+        hands = srv.status()["rooms"]["demo"]["hands"]
 
         # The used token, replayed over a WebSocket of the attacker's: refused.
         assert len(tokens) == 1 and tokens[0]["ok"], tokens
@@ -143,12 +189,18 @@ def test_a_browser_on_the_lan_joins_by_pin_through_the_edge(server_factory, phon
     # The browser heard the moderator (and not itself), over DTLS-SRTP.
     assert heard["bands"][str(MOD_TONE)] > 0.5 and heard["bands"][str(BROWSER_TONE)] < 0.05, heard
     assert stats["dtlsState"] == "connected", stats
+    # Opus end to end: the browser's, decoded by pjsua's opus on the app server.
+    assert stats["inboundCodec"] == stats["outboundCodec"] == "audio/opus", stats
     assert stats["remote"].startswith(APPLIANCE_IP), stats
     browser_member = [m for m in members if m["caller"].startswith("web:")]
     assert browser_member and browser_member[0]["role"] == "participant", members
+    assert hands == [browser_member[0]["leg"]], (hands, members)
+    # Known by the address it came from (the router's, from behind the NAT).
+    seen_as = host.ip if side == "lan" else ROUTER_OUTER_IP
+    assert browser_member[0]["caller"] == f"web:{seen_as}", members
     # The moderator heard the browser's microphone, then nothing of it once muted.
     samples, rate = audio.load(mod.record)
-    talking = audio.segment(samples, rate, *window(rm, t_talk - 1.5, t_talk))
+    talking = audio.segment(samples, rate, *window(rm, t_listen, t_talk))
     muted = audio.segment(samples, rate, *window(rm, t_muted + 1.0, t_muted_end))
     assert audio.band_fraction(talking, rate, BROWSER_TONE) > 0.3
     assert audio.band_fraction(muted, rate, BROWSER_TONE) < 0.02
@@ -162,12 +214,19 @@ def test_sip_over_websocket_without_a_fresh_token_reaches_nothing(server_factory
     """Over the browsers' WebSocket: no REGISTER, no INVITE without a token,
     with a made-up one, or with one already used; no handshake from another
     page's origin; no bare SIP over TCP on that port. A wrong PIN at the
-    console counts toward the lockout by source, as on the phone."""
+    console counts toward the lockout by source, as on the phone. A browser
+    that sends no audio leaves the room."""
     srv = browser_appliance(server_factory, net, ivr={"lockout_after": 3})
     attacker = net.attacker
 
     ws, code = ws_client(attacker, origin="http://evil.example")
     assert code == 403
+    ws.close()
+    ws, code = ws_client(attacker, origin=None)  # not a browser's page at all
+    assert code == 403
+    ws.close()
+    ws, code = ws_client(attacker, origin=PROXIED.lower())  # pbx.websocket.origins
+    assert code == 101
     ws.close()
 
     ws, code = ws_client(attacker)
@@ -224,3 +283,26 @@ def test_sip_over_websocket_without_a_fresh_token_reaches_nothing(server_factory
         assert code == 403 and reply["error"] == "wrong PIN", reply
     code, reply = post(attacker, "/join/token", {"pin": "1111"})  # the 5th post: not rate-limited
     assert code == 403 and reply["error"] == "too many wrong PINs: try again later", reply
+
+    # The one admitted "browser" never sent RTP (a closed tab sends no BYE
+    # either): it is ended, not left in the room.
+    deadline = time.monotonic() + WEB_RTP_SILENCE + 5
+    while "the browser sent no audio" not in srv.log() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert "the browser sent no audio" in srv.log()
+    assert srv.status()["rooms"] == {}, srv.status()["rooms"]
+
+
+def test_a_forged_browser_header_straight_to_the_app_server_is_not_believed(server_factory):
+    """X-Ponte-Web is Kamailio's word: straight to the app server (not from
+    Kamailio's socket) it admits nobody, and the call is refused like any
+    unknown number."""
+    srv = server_factory(**pbx_overrides())
+    token = "ab" * 16
+    uac = RawUac(("127.0.0.1", srv.sip_port), f"sip:web-{token}@127.0.0.1:{srv.sip_port}")
+    try:
+        assert uac.invite(extra=(f"X-Ponte-Web: {token} demo 192.0.2.99",)) == 404
+    finally:
+        uac.close()
+    assert srv.status()["rooms"] == {}
+    assert "browser from" not in srv.log()

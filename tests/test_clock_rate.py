@@ -6,7 +6,6 @@ Real calls at 16 kHz are in tests/test_clock_rate_calls.py.
 
 from __future__ import annotations
 
-import asyncio
 import subprocess
 import sys
 import wave
@@ -88,28 +87,6 @@ def test_rendering_prompts_warns_about_no_tool_it_does_not_use():
         timeout=60,
     )
     assert done.returncode == 0 and done.stderr == "", done.stderr
-
-
-def test_the_browser_leg_frames_at_its_rate():
-    from web.webrtc import _PullTrack
-
-    pulled: list[int] = []
-
-    def pull() -> bytes:
-        pulled.append(1)
-        return b"\x01\x00" * pcm.frame_samples(16000)
-
-    async def frames() -> list:
-        track = _PullTrack(pull, 16000)
-        out = [await track.recv() for _ in range(3)]
-        track.stop()
-        return out
-
-    got = asyncio.run(frames())
-    assert [f.samples for f in got] == [320] * 3 and {f.sample_rate for f in got} == {16000}
-    assert [f.pts for f in got] == [0, 320, 640]
-    # The audio is what pull() gave: a frame of the 8 kHz size would be silence.
-    assert bytes(got[0].planes[0])[:640] == b"\x01\x00" * 320
 
 
 def test_the_test_phone_runs_at_the_rate_it_is_given():

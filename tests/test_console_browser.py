@@ -1,9 +1,10 @@
-"""The web console and a browser participant in a real headless Chromium,
-against the appliance with SIP softphones in the room; checked by recording.
+"""The web console in a real headless Chromium, against the appliance with
+SIP softphones in the room; checked by recording. (A browser participant
+joins through the edge: tests/test_browser_edge_calls.py.)
 
-Everything runs in a network namespace with only `lo` (tests/browser.py), so
-Chromium's WebRTC can only use 127.0.0.1. Set PONTE_SCREENSHOTS=DIR to keep
-the screenshots (the note's pictures come from there).
+Everything runs in a network namespace with only `lo` (tests/browser.py).
+Set PONTE_SCREENSHOTS=DIR to keep the screenshots (the note's pictures come
+from there).
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from pathlib import Path
 import pytest
 
 from tests import audio, browser, ports
-from tests.audio import write_tone_wav
 from tests.test_console_calls import ADMINS, PASSWORD
 from tests.test_spine_calls import window
 
@@ -43,18 +43,15 @@ def members(status: dict) -> list[dict]:
 
 
 @pytest.mark.alone  # Chromium's processes would crowd the audio tests running beside it
-def test_console_shows_and_mutes_callers_and_a_browser_joins_by_webrtc(
-    server_factory, phone, tmp_path
-):
+def test_console_shows_and_mutes_callers(server_factory, phone, tmp_path):
     from playwright.sync_api import expect
 
-    mic = write_tone_wav(tmp_path / "mic-600.wav", 600.0)
     with browser.loopback_netns() as isolated:
         print(f"\nisolated network namespace: {isolated}")
         port = ports.allocate(1)
         base = f"http://127.0.0.1:{port}"
         srv = server_factory(web={"listen": f"127.0.0.1:{port}"}, admins=ADMINS)
-        with browser.chromium(mic) as page:
+        with browser.chromium() as page:
             csp: list[str] = []
             page.on("console", lambda m: csp.append(m.text) if "Content Security" in m.text else 0)
             page.goto(f"{base}/")  # not logged in: the login form
@@ -89,32 +86,11 @@ def test_console_shows_and_mutes_callers_and_a_browser_joins_by_webrtc(
             t_muted = time.monotonic()
             wait_status(srv, lambda s: [m for m in members(s) if m["muted"]])
             time.sleep(2.5)
-            t_join = time.monotonic()
-
-            # A browser participant joins the same room over WebRTC.
-            joiner = page.context.new_page()
-            joiner.goto(f"{base}/join")
-            joiner.fill("#pin", "1111")
-            joiner.click("#join")
-            expect(joiner.locator("#status")).to_have_text("Connected.", timeout=15000)
-            w_row = wait_status(
-                srv, lambda s: [m for m in members(s) if m["caller"].startswith("web:")]
-            )[0]
-            expect(page.locator(f"tr[data-member='{w_row['leg']}'] .via")).to_have_text(
-                "browser", timeout=5000
-            )
-            time.sleep(1.0)
-            heard = joiner.evaluate("ponteMeasure([1000, 440, 600], 1500)")
-            print(f"browser heard: peak {heard['peakHz']:.0f} Hz, bands {heard['bands']}")
-            stats = joiner.evaluate("ponteStats()")
-            print(f"browser transport: {stats}")
-            t_heard = time.monotonic()
+            t_quiet = time.monotonic()
             page.bring_to_front()
             shot = tmp_path / "console-rooms.png"
             page.screenshot(path=str(shot), full_page=True)
             keep(shot)
-            joiner.click("#leave")
-            wait_status(srv, lambda s: len(members(s)) == 2)
             page.goto(f"{base}/usage")
             shot = tmp_path / "console-usage.png"
             page.screenshot(path=str(shot), full_page=True)
@@ -124,20 +100,13 @@ def test_console_shows_and_mutes_callers_and_a_browser_joins_by_webrtc(
         rm = mod.result()
         part.result()
 
-    # The browser heard the SIP moderator (and not the muted participant, nor itself).
-    assert abs(heard["peakHz"] - 1000) <= 15, heard
-    assert heard["bands"]["1000"] > 0.8 and heard["bands"]["600"] < 0.02, heard
-    assert stats["dtlsState"] == "connected" and stats["local"].startswith("127.0.0.1"), stats
     samples, rate = audio.load(mod.record)
     before = audio.segment(samples, rate, *window(rm, t_mute - 1.0, t_mute))
     # From a second after the page showed the mute: the moderator's own
     # jitter buffer grows to ~0.4 s while Chromium starts beside it (a run
     # heard the last 440 Hz 0.4 s after the server muted), so what it
     # records lags the bridge by that much.
-    muted = audio.segment(samples, rate, *window(rm, t_muted + 1.0, t_join))
-    browser_talks = audio.segment(samples, rate, *window(rm, t_heard - 1.5, t_heard))
-    # The page's mute silenced the participant for the moderator...
+    muted = audio.segment(samples, rate, *window(rm, t_muted + 1.0, t_quiet))
+    # The page's mute silenced the participant for the moderator.
     assert audio.band_fraction(before, rate, 440) > 0.3
     assert audio.band_fraction(muted, rate, 440) < 0.02
-    # ...and the browser's microphone (600 Hz) reached the SIP moderator.
-    assert audio.band_fraction(browser_talks, rate, 600) > 0.3

@@ -113,6 +113,36 @@ def test_edge_addresses_are_validated():
         )
 
 
+def test_the_browsers_websocket_is_validated_and_explained():
+    from provisioning.advice import network_notes
+
+    lan = "198.51.100.1:5060"
+    for bad, why in (
+        ({"listen": "0.0.0.0:8089"}, "not 0.0.0.0"),
+        ({"listen": "8089"}, "HOST:PORT"),
+        ({"listen": "ws.lan:8089"}, "must be an IP address"),
+        ({"listen": "198.51.100.1:70000"}, "out of range"),
+        ({"listen": "198.51.100.1:5060"}, "pick another port"),
+        ({"listen": "198.51.100.1:8089", "wss": True}, "Extra inputs"),
+        ({"listen": "198.51.100.1:8089", "origins": ["conf.example.com"]}, "must be an origin"),
+        ({"listen": "198.51.100.1:8089", "origins": ['https://a.b"; exit;']}, "must be an origin"),
+        ({"listen": "198.51.100.1:8089", "origins": ["https://a.b/join"]}, "no path"),
+    ):
+        with pytest.raises(ValidationError, match=why):
+            _edge(lan, websocket=bad)  # type: ignore[arg-type]
+    notes = " ".join(
+        n for _, n in network_notes(_edge(lan, websocket={"listen": "198.51.100.1:8089"}))
+    )
+    assert "open TCP 8089 (WebSocket)" in notes, notes
+    assert "web.listen is not" in notes and "no opus/48000" in notes, notes
+    # Browsers alone (no extensions, no trunks) still need the edge.
+    alone = Config.model_validate(
+        {"pbx": {"listen": lan, "websocket": {"listen": "198.51.100.1:8089"}}}
+    )
+    assert alone.pbx.websocket.url == "ws://198.51.100.1:8089"
+    assert "do not run" not in " ".join(n for _, n in network_notes(alone))
+
+
 def test_weak_passwords_are_named_and_placeholders_refused_on_a_lan():
     from provisioning.advice import password_warnings, refusals
 

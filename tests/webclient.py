@@ -2,25 +2,75 @@
 a browser's side of /join without a browser: a real peer connection with ICE,
 DTLS-SRTP and opus, on 127.0.0.1 only. It sends a sine tone and keeps what it
 hears as 8 kHz mono samples with their arrival times.
+
+Obsolete as it stands: it posts its offer to the console's old /join/offer,
+which is gone (browsers now call over Kamailio's WebSocket: README
+"Browsers"); bench/webrtc.py's simulated browser over SIP/WebSocket replaces
+it. The aioice host-address override it needs lives here now (the server has
+no WebRTC of its own any more).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import fractions
 import http.client
+import ipaddress
 import json
 import threading
 import time
 import urllib.parse
+from collections.abc import Callable
 from typing import Any
 
+import aioice.ice
 import av
 import numpy as np
 from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 
-from web.webrtc import _host_addresses, _is_loopback, filter_candidates
+# --- aioice gathers on the addresses given, not every interface ----------------
+_host_addresses: contextvars.ContextVar[tuple[str, ...] | None] = contextvars.ContextVar(
+    "ponte_webclient_host_addresses", default=None
+)
+_orig_get_host_addresses = aioice.ice.get_host_addresses
+
+
+def _get_host_addresses(use_ipv4: bool, use_ipv6: bool) -> list[str]:
+    override = _host_addresses.get()
+    if override is None:
+        return list(_orig_get_host_addresses(use_ipv4=use_ipv4, use_ipv6=use_ipv6))
+    return [
+        a
+        for a in override
+        if (ipaddress.ip_address(a).version == 4 and use_ipv4)
+        or (ipaddress.ip_address(a).version == 6 and use_ipv6)
+    ]
+
+
+if getattr(aioice.ice.get_host_addresses, "__module__", "") != __name__:
+    aioice.ice.get_host_addresses = _get_host_addresses
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # an mDNS name or a hostname
+        return False
+
+
+def filter_candidates(sdp: str, keep: Callable[[str], bool]) -> str:
+    """Drop `a=candidate` lines whose connection address fails `keep(address)`."""
+    lines = []
+    for line in sdp.splitlines():
+        if line.startswith("a=candidate:"):
+            parts = line.split()
+            if len(parts) < 5 or not keep(parts[4]):
+                continue
+        lines.append(line)
+    return "\r\n".join(lines) + "\r\n"
+
 
 RATE = 48000
 PTIME = 0.02

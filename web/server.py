@@ -1,7 +1,7 @@
 """The web console's server: its own asyncio loop in a daemon thread.
 
-The app server starts it when `web.listen` is set; the loop is also where the
-integrator runs the browser participants' WebRTC (aiortc).
+The app server starts it when `web.listen` is set. No call's media passes
+here: browsers join through the edge (Kamailio's WebSocket, rtpengine).
 """
 
 from __future__ import annotations

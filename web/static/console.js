@@ -177,7 +177,7 @@
       title: "the phone put the call on hold: still in the room, not heard"}));
     if (m.help) row.caller.append(" ", el("span", {class: "help", text: "help requested",
       title: "asked for an operator (*90): ringing, with an operator, or nobody answered"}));
-    const quality = fmtQuality(m.via === "web" ? null : m.quality);
+    const quality = fmtQuality(m.quality);
     row.quality.textContent = quality;
     row.quality.className = qualityClass(m.quality);
     if (quality) row.caller.append(row.quality);

@@ -126,6 +126,10 @@
   // password (the token in the URI is the one-time credential), audio only.
   function call(ws, uri, ice) {
     return new Promise((resolve, reject) => {
+      if (!window.JsSIP) {
+        reject(new Error("The page's SIP library is missing: the server's set-up did not build it."));
+        return;
+      }
       const host = uri.replace(/^sip:[^@]*@/, "");
       ua = new window.JsSIP.UA({
         sockets: [new window.JsSIP.WebSocketInterface(ws)],
