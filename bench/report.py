@@ -19,6 +19,9 @@ from report_media import recording_section, relay_section, webrtc_section
 from report_nodes import nodes_section
 from report_store import store_section
 
+# Measurements kept beside the runs (the browsers' series before the edge).
+BENCH_RESULTS = Path(__file__).resolve().parent / "results"
+
 # -- sections ---------------------------------------------------------------------
 
 
@@ -607,7 +610,11 @@ def write(results: list[Result], meta: dict[str, Any], out_dir: Path) -> Path:
     lines += dialcheck_section(by.get("dialcheck"))
     lines += store_section(by.get("store"))
     lines += reload_section(by.get("reload"))
-    lines += webrtc_section(by.get("webrtc"))
+    # The browsers' series before the edge took them (measured once; that path is gone).
+    before = BENCH_RESULTS / "webrtc_before.json"
+    lines += webrtc_section(
+        by.get("webrtc"), json.loads(before.read_text()) if before.exists() else None
+    )
     lines += relay_section(by.get("relay"))
     if "nodes" in by:  # on demand only (bench/run --only nodes)
         lines += nodes_section(by["nodes"])

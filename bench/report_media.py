@@ -1,4 +1,5 @@
-"""RESULTS.md sections for the media paths: browsers (aiortc) and rtpengine's relay."""
+"""RESULTS.md sections for the media paths: browsers (WebRTC through the edge) and
+rtpengine's relay."""
 
 from __future__ import annotations
 
@@ -7,49 +8,172 @@ from typing import Any
 from report_format import Result, _err, f, table
 
 
-def webrtc_section(r: Result | None) -> list[str]:
-    """Browser (WebRTC) legs against server CPU and what the browsers heard."""
-    out = ["## Browser legs (WebRTC: aiortc, opus, DTLS-SRTP)", ""]
+def webrtc_section(r: Result | None, before: Result | None = None) -> list[str]:
+    """Browser (WebRTC) legs through the edge against the CPU of the app server,
+    rtpengine and Kamailio (the browsers' own apart), and what they heard;
+    `before`: the same bench when the server ran aiortc itself (measured once
+    before that path was removed: bench/results/webrtc_before.json)."""
+    out = ["## Browser legs (WebRTC: SIP over WebSocket, DTLS-SRTP in rtpengine, Opus)", ""]
+    if before is not None:
+        out += _webrtc_before(before)
+    out += ["### Through the edge (Kamailio's WebSocket, rtpengine, Opus to the app server)", ""]
     if _err(r):
         return out + _err(r)
     assert r is not None
     rows = [
         [
             s["browsers"],
+            s.get("joined", s["browsers"]),
             f(s["server_cpu"], 0),
-            f(s["generator_cpu"], 0),
-            f(s["machine_busy"], 0),
-            f(s["received_min"]),
-            f(s["max_gap_ms"], 0),
-            f(s["tone_min"], 2),
-            f(s.get("server_max_late_ms", 0), 0),
-            "degraded" if s["degraded"] else "ok",
+            f(s["rtpengine_cpu"], 0),
+            f(s["kamailio_cpu"], 1),
+            f(s["appliance_cpu"], 0),
+            f(s["browsers_cpu"], 0),
+            *_heard_cells(s),
         ]
         for s in r["steps"]
     ]
     out += table(
         [
             "browsers",
+            "joined",
             "server CPU %",
-            "browsers' CPU %",
+            "rtpengine CPU %",
+            "Kamailio CPU %",
+            "appliance CPU %",
+            "browsers' own CPU %",
             "machine busy %",
             "received min %",
             "max gap ms",
             "1000 Hz share min",
-            "server late max ms",
             "",
         ],
         rows,
-        "rrrrrrrrl",
+        "rrrrrrrrrrrl",
     )
+    idle = r.get("idle") or {}
+    stopped = f" Stopped early: {r['stopped']}." if r.get("stopped") else ""
     return [
         *out,
         "",
-        "Each browser is an aiortc peer in the bench process (as costly as the server's side, "
-        "on the same 2 cores) joining by /join; a SIP moderator sends 1000 Hz. Degraded: a "
-        "browser got under 99 % of the window's audio, a gap over 100 ms, or under 80 % "
-        f"1000 Hz. Browser legs per server core at the largest healthy step: "
-        f"{r.get('legs_per_core')}. loadavg {r.get('loadavg_start')} → {r.get('loadavg_end')}",
+        "How measured (`bench/webrtc.py`): one app server with its Kamailio "
+        "(`pbx.websocket.listen`) and rtpengine, the console on; a SIP moderator (PCMU, "
+        "straight to the app server) sends 1000 Hz into the room. Each browser joins as the "
+        "join page does: POST the PIN to `/join/token` (from its own 127.x address), open the "
+        "WebSocket the reply names, INVITE `sip:web-<token>@…` with an aiortc offer (ICE, "
+        "DTLS-SRTP, Opus; `tests/wsbrowser.py`); rtpengine gives the app server plain RTP with "
+        "Opus. The simulated browsers send Opus silence (encoded once, looped) and run in "
+        f"{r.get('workers', '?')} processes of their own at nice 5: **their CPU is the "
+        "'browsers' own' column, not the appliance's**, though on this 2-core box they share "
+        "the cores. Appliance = server + rtpengine + Kamailio (its whole process group). "
+        f"Window {f(r.get('window_s'), 0)} s after every browser joined + 1.5 s; idle before "
+        f"the first browser: server {f(idle.get('server_cpu'))} %, rtpengine "
+        f"{f(idle.get('rtpengine_cpu'))} %, Kamailio {f(idle.get('kamailio_cpu'))} %. Degraded: "
+        "a browser failed to join, or got under 99 % of the window's packets, a gap over "
+        "100 ms, or under 80 % 1000 Hz; a degraded window is measured again once and only "
+        f"the second counts ('2nd window').{stopped}",
+        "",
+        f"- **Largest healthy step: {r.get('largest_healthy', 0)} browsers**; browser legs per "
+        f"core of the appliance at that step: {r.get('legs_per_core')}.",
+        *_webrtc_compare(before, r),
+        *_webrtc_limit(r),
+        *([f"- Errors: {'; '.join(str(e) for e in r['errors'][:3])}"] if r.get("errors") else []),
+        f"- loadavg {r.get('loadavg_start')} → {r.get('loadavg_end')}",
+        "",
+    ]
+
+
+def _webrtc_compare(before: Result | None, after: Result) -> list[str]:
+    """Before against after: healthy browsers and the appliance's CPU per browser."""
+    if not before or not before.get("steps") or not after.get("steps"):
+        return []
+    ok_b = [s for s in before["steps"] if not s["degraded"]]
+    ok_a = [s for s in after["steps"] if not s["degraded"]]
+    if not ok_b or not ok_a:
+        return []
+    b, a = ok_b[-1], ok_a[-1]
+    ceiling = "" if len(ok_b) < len(before["steps"]) else " (its last step: no ceiling reached)"
+    return [
+        f"- Before → after: {b['browsers']} healthy browsers{ceiling} at "
+        f"{f(b['server_cpu'] / b['browsers'], 2)} % of a core each on the server → "
+        f"{a['browsers']} at {f(a['appliance_cpu'] / a['browsers'], 2)} % each on the "
+        f"appliance (server {f(a['server_cpu'] / a['browsers'], 2)}, rtpengine "
+        f"{f(a['rtpengine_cpu'] / a['browsers'], 2)}, Kamailio "
+        f"{f(a['kamailio_cpu'] / a['browsers'], 2)}); the simulated browsers "
+        f"{f(a['browsers_cpu'] / a['browsers'], 2)} % each on top.",
+    ]
+
+
+def _webrtc_limit(r: Result) -> list[str]:
+    """What the first degraded step ran into: the machine, or the appliance."""
+    bad = next((s for s in r["steps"] if s["degraded"]), None)
+    if bad is None:
+        return []
+    what = (
+        "the whole machine was busy: on these 2 cores the simulated browsers compete with "
+        "the appliance they measure"
+        if bad["machine_busy"] >= 95
+        else "the machine had room left: the appliance's limit"
+    )
+    return [
+        f"- First degraded at {bad['browsers']} browsers ({bad.get('joined')} joined, "
+        f"{bad.get('gaps_over', '?')} with a gap > 100 ms): appliance "
+        f"{f(bad['appliance_cpu'], 0)} %, browsers' own {f(bad['browsers_cpu'], 0)} %, "
+        f"machine {f(bad['machine_busy'], 0)} % busy; {what}.",
+    ]
+
+
+def _heard_cells(s: Result) -> list[str]:
+    """A browsers' step's last cells: the machine, what they heard, the verdict."""
+    return [
+        f(s["machine_busy"], 0),
+        f(s["received_min"]),
+        f(s["max_gap_ms"], 0),
+        f(s["tone_min"], 2),
+        ("degraded" if s["degraded"] else "ok")
+        + (" (2nd window)" if s.get("first_window") else ""),
+    ]
+
+
+def _webrtc_before(b: Result) -> list[str]:
+    """The series from when the app server ran aiortc per browser (web/webrtc.py)."""
+    out = ["### Before: aiortc on the app server (web/webrtc.py, before the edge)", ""]
+    rows = [
+        [
+            s["browsers"],
+            f(s["server_cpu"], 0),
+            f(s["generator_cpu"], 0),
+            *_heard_cells(s),
+        ]
+        for s in b["steps"]
+    ]
+    out += table(
+        [
+            "browsers",
+            "server CPU %",
+            "browsers' own CPU %",
+            "machine busy %",
+            "received min %",
+            "max gap ms",
+            "1000 Hz share min",
+            "",
+        ],
+        rows,
+        "rrrrrrrl",
+    )
+    top = b["steps"][-1] if b.get("steps") else None
+    per = f(top["server_cpu"] / top["browsers"], 1) if top else "n/a"
+    return [
+        *out,
+        "",
+        f"Measured {b.get('measured', '?')} at commit {b.get('commit', '?')} "
+        f"(`bench/webrtc.py --steps {b.get('steps_arg', '?')} --window {b.get('window_s', '?')}` "
+        "of that commit): each browser an aiortc peer posting its offer to `/join/offer`, the "
+        "server answering with aiortc on its web thread (Opus at 48 kHz, DTLS-SRTP and ICE in "
+        "Python) and bridging 8 kHz frames through `pbx/_pjx.c`'s media port. The browsers "
+        "(aiortc too, in the bench process) cost as much as the server's side. About "
+        f"{per} % of a core per browser on the server; loadavg {b.get('loadavg_start')} → "
+        f"{b.get('loadavg_end')}.",
         "",
     ]
 

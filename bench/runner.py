@@ -84,7 +84,7 @@ def plan(quick: bool) -> tuple[list[Job], list[Job]]:
                 + ["--ext-calls", "3"],
                 90,
             ),
-            Job("webrtc", "webrtc.py", ["--steps", "1,3", "--window", "3"], 60),
+            Job("webrtc", "webrtc.py", ["--steps", "2,4", "--window", "3", "--budget", "60"], 90),
             Job("relay", "relay.py", ["--quick"], 60),
             Job("store", "storage.py", ["--seconds", "1"], 60, extra={"bench": "store"}),
             Job("soak", "soak.py", ["--minutes", "1", "--cps", "10", "--long-legs", "5"], 180),
@@ -114,7 +114,14 @@ def plan(quick: bool) -> tuple[list[Job], list[Job]]:
                 + ["--reg-rates", "200,500,1000", "--reg-seconds", "3", "--ext-calls", "20"],
                 240,
             ),
-            Job("webrtc", "webrtc.py", ["--steps", "1,4,8,12,16", "--window", "5"], 120),
+            # Browsers through the edge, in steps to 150 (tests/wsbrowser.py in
+            # two processes of their own): about 3 minutes.
+            Job(
+                "webrtc",
+                "webrtc.py",
+                ["--steps", "10,25,50,75,100,125,150", "--window", "5", "--budget", "240"],
+                300,
+            ),
             # Two series (direct, relayed) of four steps: about 110 s; fewer steps
             # and a shorter window than its own default, to leave the capacity
             # series their time within the run's budget.

@@ -115,6 +115,11 @@ class AppServer:
             codecs=sip.codecs,
             user_agent=sip.user_agent,
             clock_rate=sip.clock_rate,
+            # Opus at the bridge's rate, not pjmedia's 48 kHz: the mix is no
+            # wider than the bridge, and encoding it fullband (after an 8 -> 48
+            # kHz resample) per leg doubled the bridge clock's cost of every
+            # Opus leg (browsers through the edge: bench/webrtc.py).
+            opus_rate=sip.clock_rate,
         )
         prompts = PromptLibrary(
             config.prompts.cache_dir, config.prompts.override_dir, rate=sip.clock_rate

@@ -56,6 +56,7 @@ class FakeUA:
 
     def __init__(self, events: SipEvents, host: str, port: int, *_a: Any, **_k: Any) -> None:
         self.events = events
+        self.made_with = dict(_k)  # the server's settings for its user agent
         self.bound_port = port or 5060
         self.legs: dict[int, FakeLeg] = {}
         self.links: set[tuple[int, int]] = set()

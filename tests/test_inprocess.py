@@ -276,3 +276,10 @@ def test_hands_by_key_queue_and_the_admin_next_hand_and_lower_hand_share_one_pat
     from ponte import cli, roomops
 
     assert set(cli.ROOM_ACTIONS) == set(roomops.ACTIONS)
+
+
+def test_opus_runs_at_the_bridge_rate(rig):
+    # Opus legs (browsers through the edge) are encoded at the bridge's rate
+    # (its SDP says maxplaybackrate so), not fullband: pbx/sipua.py's opus_rate.
+    made = rig(sip={"listen": "127.0.0.1:5080", "rtp_ports": "40000-40999", "clock_rate": 16000})
+    assert made.ua.made_with["opus_rate"] == made.ua.made_with["clock_rate"] == 16000
