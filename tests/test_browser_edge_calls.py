@@ -36,7 +36,14 @@ from tests.pbx_helpers import pbx_overrides
 from tests.pglink import db_link_fixture  # noqa: F401  (fixture `db_link`)
 from tests.test_attacks_dialog import RawUac
 from tests.test_crash import wait_for
-from tests.test_edge_calls import PBX, _wait_rows, appliance, softphone
+from tests.test_edge_calls import (
+    PBX,
+    _wait_rows,
+    appliance,
+    edge_config,
+    no_registration,
+    softphone,
+)
 from tests.test_edge_tls_calls import make_pair
 from tests.test_pg_calls import dial, node_config, pbx_of, two_lan_net  # noqa: F401  (fixture)
 from tests.test_spine_calls import window
@@ -52,22 +59,19 @@ MOD_TONE, BROWSER_TONE = 700, 600
 MOD_TALKS = 12.0  # s of the moderator's tone after its PIN
 
 
-def browser_appliance(
-    server_factory: Any, net: Any, tls: dict[str, str] | None = None, **extra: Any
-) -> Server:
-    """The appliance with the console and the browsers' WebSocket on its LAN
-    address; with `tls` (pbx.tls), wss:// on WSS_PORT too."""
+def browser_config(tls: dict[str, str] | None = None, **extra: Any) -> dict[str, Any]:
+    """The edge_config() settings of an appliance with the console and the
+    browsers' WebSocket on its LAN address; with `tls` (pbx.tls), wss:// on
+    WSS_PORT too."""
     assert BUNDLE.is_file(), f"{BUNDLE} is missing: run scripts/setup (npm ci, then the build)"
-    return appliance(
-        server_factory,
-        net,
-        sip={
+    return {
+        "sip": {
             "listen": "127.0.0.1:5080",
             "rtp_ports": "40000-40199",
             # Opus for the browsers (the phones offer PCMU only).
             "codecs": ["opus/48000", "PCMU/8000", "PCMA/8000", "G722/16000"],
         },
-        pbx={
+        "pbx": {
             "listen": PBX,
             "media_ports": "30000-30399",
             "rtpengine_control": "127.0.0.1:2223",
@@ -78,9 +82,16 @@ def browser_appliance(
             },
             **({"tls": tls} if tls else {}),
         },
-        web={"listen": WEB},
+        "web": {"listen": WEB},
         **extra,
-    )
+    }
+
+
+def browser_appliance(
+    server_factory: Any, net: Any, tls: dict[str, str] | None = None, **extra: Any
+) -> Server:
+    """The appliance of browser_config(), started in its namespace."""
+    return appliance(server_factory, net, **browser_config(tls, **extra))
 
 
 def post(host: Host, path: str, body: dict[str, Any], origin: str = ORIGIN) -> tuple[int, Any]:
@@ -545,3 +556,55 @@ def test_a_browser_on_an_https_page_joins_over_wss(server_factory, phone, net, t
     assert audio.band_fraction(talking, rate, BROWSER_TONE) > 0.3
     # The app server saw the browser's INVITE, relayed from the wss socket.
     assert len(browser_lines(srv)) == 1, browser_lines(srv)
+
+
+@pytest.mark.alone  # Chromium and two nodes: a heavy test
+def test_a_browser_joins_under_ponte_serve_nodes_2(
+    server_factory, phone, tmp_path, request, pg_url, db_link
+):
+    """`ponte serve --nodes 2` with the console and the browsers' WebSocket:
+    one console (the first node's; a second would find web.listen taken),
+    whose tokens reach the one edge; Chromium on the LAN joins by PIN,
+    wherever the dispatcher sends its INVITE, and hears the SIP moderator,
+    who hears it; both nodes stay up."""
+    net = request.getfixturevalue("two_lan_net")  # (tests/test_pg_calls.py's)
+    cfg = no_registration(edge_config(provider=True, **browser_config()))
+    cfg["database"] = db_link(net.appliance, pg_url)
+    srv = server_factory(netns=net.appliance.name, extra_args=["--nodes", "2"], **cfg)
+    wait_for(
+        lambda: all("calls" in n for n in srv.status()["nodes"].values()),
+        20,
+        message=srv.log()[-3000:],
+    )
+    mod = dial(
+        phone,
+        net.lan[0],
+        "1001",
+        PBX,
+        "conf",
+        f"wait_media 5; dtmf 9999#; tone {MOD_TONE}; wait {MOD_TALKS}; tone 0; wait_end 60",
+    )
+    wait_for(lambda: "join room=demo role=moderator" in srv.log(), 15, message=srv.log()[-3000:])
+    t_mod = time.monotonic()
+    mic = audio.write_tone_wav(tmp_path / "mic-600.wav", BROWSER_TONE)
+    with browser.chromium(mic, browser_flags(), netns=net.lan[1].name) as page:
+        join_by_pin(page)
+        heard = page.evaluate(f"ponteMeasure([{MOD_TONE}, {BROWSER_TONE}], 1500)")
+        assert time.monotonic() < t_mod + MOD_TALKS, "the browser joined too late to hear"
+        t_listen = t_mod + MOD_TALKS + 1.0
+        time.sleep(max(0.0, t_listen + 3.0 - time.monotonic()))
+        t_end = time.monotonic()
+        nodes = srv.status()["nodes"]
+        page.click("#leave")
+        time.sleep(0.5)
+    log = srv.log()
+    srv.stop()
+    rm = mod.result()
+    assert heard["bands"][str(MOD_TONE)] > 0.5, heard
+    samples, rate = audio.load(mod.record)
+    talking = audio.segment(samples, rate, *window(rm, t_listen, t_end))
+    assert audio.band_fraction(talking, rate, BROWSER_TONE) > 0.3
+    # Both nodes up all along: no child died on a taken web.listen.
+    assert all("calls" in n for n in nodes.values()), nodes
+    assert "address already in use" not in log.lower(), log[-3000:]
+    assert len(re.findall(r"web console on ", log)) == 1, log[-3000:]
