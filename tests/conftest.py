@@ -22,6 +22,12 @@ PROMPT_CACHE = Path(os.environ.get("PONTE_TEST_PROMPTS", "/tmp/ponte-test-prompt
 PY = sys.executable
 
 
+@pytest.fixture(autouse=True)
+def _ports_of_this_test() -> None:
+    """Each test's ports are told apart from the last one's (tests/ports.py)."""
+    ports.new_test()
+
+
 @pytest.fixture(scope="session")
 def prompt_cache() -> Path:
     """Prompts rendered once for the whole run (shared by xdist workers)."""

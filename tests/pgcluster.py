@@ -77,17 +77,22 @@ def reserve_port() -> tuple[int, socket.socket]:
     UDP socket bound to it: held for the cluster's life, it keeps the port
     out of any other process's ports.allocate (which tries UDP), even while
     the server is stopped ("away") and its TCP port is open to anyone."""
-    for _ in range(50):
-        port = ports.allocate(1)
-        hold = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        try:
-            hold.bind(("127.0.0.1", port))
-        except OSError:
-            hold.close()
-            continue
-        if _tcp_free(port):
-            return port, hold
-        hold.close()
+    skipped: list[socket.socket] = []  # UDP-free but TCP-taken: held until one fits
+    try:
+        for _ in range(ports.HELD):
+            port = ports.allocate(1, held=True)
+            hold = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            try:
+                hold.bind(("127.0.0.1", port))
+            except OSError:
+                hold.close()
+                continue
+            if _tcp_free(port):
+                return port, hold
+            skipped.append(hold)
+    finally:
+        for s in skipped:
+            s.close()
     raise RuntimeError("no free TCP port in this worker's block")
 
 

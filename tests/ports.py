@@ -8,13 +8,31 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
 import threading
 
 BASE = 21000
 BLOCK = 3000  # ports per worker: up to 14 workers below 63000
+# The block's last ports are for what a session holds for its whole life
+# (`allocate(held=True)`: the PostgreSQL cluster's port). Handed out from the
+# middle of the block, such a port once split it, and the flood test's 2,004
+# RTP ports in a row no longer fitted anywhere.
+HELD = 50
 
 _lock = threading.Lock()
 _next: int | None = None
+# Ports handed out to the running test: it takes its ports, then starts what
+# binds them, so a port handed out but not bound yet still looks free. Once
+# the search wraps to the block's start, a range across such a port would be
+# given twice (the flood test's SIP port landed inside its own RTP range).
+# Cleared as each test starts (tests/conftest.py): a worker runs one at a time.
+_given: set[int] = set()
+
+
+def new_test() -> None:
+    """Forget the ports handed out to the previous test of this worker."""
+    with _lock:
+        _given.clear()
 
 
 def _worker_index() -> int:
@@ -34,23 +52,43 @@ def _udp_free(port: int) -> bool:
     return True
 
 
-def allocate(count: int = 1) -> int:
-    """Reserve `count` consecutive free UDP ports in this worker's block."""
+def allocate(count: int = 1, held: bool = False) -> int:
+    """Reserve `count` consecutive free UDP ports in this worker's block;
+    `held`: one port at the block's end, for what a session keeps open."""
     global _next
     with _lock:
         lo = BASE + _worker_index() * BLOCK
+        if held:
+            free = (p for p in range(lo + BLOCK - 1, lo + BLOCK - HELD - 1, -1) if _udp_free(p))
+            port = next(free, None)
+            if port is None:
+                raise RuntimeError(f"no free port left among the last {HELD} of the block")
+            return port
+        end = lo + BLOCK - HELD
         if _next is None:
             _next = lo
-        for _ in range(BLOCK):
-            start = _next
-            if start + count > lo + BLOCK:
-                start = lo
-            busy = next((p for p in range(start, start + count) if not _udp_free(p)), None)
-            if busy is None:
-                _next = start + count
-                return start
-            _next = busy + 1  # look again just past the port someone holds
-        raise RuntimeError("no free UDP ports left in this worker's block")
+        # From where the last range ended to the block's end, then from its
+        # start: past each port that is taken (or given to this test).
+        for start in (_next, lo):
+            while start + count <= end:
+                busy = next(
+                    (p for p in range(start, start + count) if p in _given or not _udp_free(p)),
+                    None,
+                )
+                if busy is None:
+                    _next = start + count
+                    _given.update(range(start, start + count))
+                    return start
+                start = busy + 1
+        holders = subprocess.run(
+            ["ss", "-uanpH", f"sport >= :{lo} and sport < :{lo + BLOCK}"],
+            capture_output=True,
+            text=True,
+        ).stdout
+        raise RuntimeError(
+            f"no {count} free UDP ports in a row left in this worker's block "
+            f"{lo}-{lo + BLOCK - HELD - 1}; held:\n{holders[-3000:]}"
+        )
 
 
 def rtp_range(size: int = 40) -> str:
