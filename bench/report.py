@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from report_format import Result, _err, f, table
+from report_codec import opus_cost_section
 from report_media import recording_section, relay_section, webrtc_section
 from report_nodes import nodes_section
 from report_store import store_section
@@ -616,6 +617,7 @@ def write(results: list[Result], meta: dict[str, Any], out_dir: Path) -> Path:
         by.get("webrtc"), json.loads(before.read_text()) if before.exists() else None
     )
     lines += relay_section(by.get("relay"))
+    lines += opus_cost_section(by.get("opus_cost"))
     if "nodes" in by:  # on demand only (bench/run --only nodes)
         lines += nodes_section(by["nodes"])
     if "recording" in by:  # on demand only (bench/run --only recording)

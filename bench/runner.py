@@ -86,6 +86,7 @@ def plan(quick: bool) -> tuple[list[Job], list[Job]]:
             ),
             Job("webrtc", "webrtc.py", ["--steps", "2,4", "--window", "3", "--budget", "60"], 90),
             Job("relay", "relay.py", ["--quick"], 60),
+            Job("opus_cost", "opus_cost.py", ["--seconds", "2", "--repeat", "1"], 60),
             Job("store", "storage.py", ["--seconds", "1"], 60, extra={"bench": "store"}),
             Job("soak", "soak.py", ["--minutes", "1", "--cps", "10", "--long-legs", "5"], 180),
             Job(
@@ -131,6 +132,8 @@ def plan(quick: bool) -> tuple[list[Job], list[Job]]:
                 ["--steps", "10,40,80,160", "--window", "8", "--budget", "150"],
                 180,
             ),
+            # Every complexity at three bit rates: about 20 s.
+            Job("opus_cost", "opus_cost.py", ["--seconds", "10", "--repeat", "3"], 90),
             # Both backends, 3 s per measure: about 50 s. The script is not
             # store.py: that module would shadow the `store` package.
             Job("store", "storage.py", ["--seconds", "3"], 120, extra={"bench": "store"}),

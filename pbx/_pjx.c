@@ -25,6 +25,7 @@
 #include <strings.h>
 
 #include <pjsua-lib/pjsua.h>
+#include <pjmedia-codec/opus.h>
 /* pjsua_get_var(): the calls' dialogs, for the screen's Call-ID check. The
  * module is always compiled against the headers of the very build it loads
  * into (scripts/build-pjx), so the internal layout matches. */
@@ -368,6 +369,42 @@ static PyObject *signal_level(PyObject *mod, PyObject *arg)
     }
     /* tx: what the bridge sends to the port; rx: what the port sends in. */
     return Py_BuildValue("(II)", tx, rx);
+}
+
+/* ---- Opus encoder settings -------------------------------------------- */
+
+/* pjsua2's Endpoint::setCodecOpusConfig is compiled in, but SWIG did not see
+ * PJMEDIA_HAS_OPUS_CODEC and left it out of the Python module: set pjmedia's
+ * module-wide Opus config here (read when each leg's codec opens). */
+static PyObject *set_opus_config(PyObject *mod, PyObject *args)
+{
+    (void)mod;
+    unsigned rate, bitrate, complexity;
+    int cbr;
+    if (!PyArg_ParseTuple(args, "IIIp", &rate, &bitrate, &complexity, &cbr))
+        return NULL;
+    pjmedia_codec_opus_config cfg;
+    pjmedia_codec_param param;
+    pj_str_t opus = pj_str("opus");
+    pj_status_t st = pjmedia_codec_opus_get_config(&cfg);
+    if (st == PJ_SUCCESS)
+        st = pjsua_codec_get_param(&opus, &param);
+    if (st != PJ_SUCCESS) {
+        PyErr_Format(PyExc_RuntimeError, "no opus codec in this build (status %d)", (int)st);
+        return NULL;
+    }
+    cfg.sample_rate = rate;
+    cfg.channel_cnt = 1;
+    cfg.frm_ptime = 20;
+    cfg.bit_rate = bitrate;
+    cfg.complexity = complexity;
+    cfg.cbr = cbr ? PJ_TRUE : PJ_FALSE;
+    st = pjmedia_codec_opus_set_default_param(&cfg, &param);
+    if (st != PJ_SUCCESS) {
+        PyErr_Format(PyExc_ValueError, "opus config refused (status %d)", (int)st);
+        return NULL;
+    }
+    Py_RETURN_NONE;
 }
 
 
@@ -797,6 +834,9 @@ static PyObject *screen_stats(PyObject *mod, PyObject *Py_UNUSED(ignored))
 static PyMethodDef module_methods[] = {
     {"signal_level", signal_level, METH_O,
      "signal_level(slot) -> (tx, rx): last levels 0-255 (rx: what the member says)."},
+    {"set_opus_config", set_opus_config, METH_VARARGS,
+     "set_opus_config(rate, bitrate, complexity, cbr): pjmedia's Opus encoder for the\n"
+     "legs opened from now on (bitrate 0: libopus chooses)."},
     {"install_screen", install_screen, METH_NOARGS,
      "install_screen() -> bool: refuse RFC 4475 invalid requests (400), a request with a\n"
      "call's To tag and another Call-ID (481), REFER and Replaces (403); once per process."},

@@ -34,6 +34,9 @@ class MediaPort:
 def signal_level(slot: int, /) -> tuple[int, int]:
     """(tx, rx): last levels 0-255 of a conference slot (rx: what the member says)."""
 
+def set_opus_config(rate: int, bitrate: int, complexity: int, cbr: bool, /) -> None:
+    """pjmedia's Opus encoder for the legs opened from now on (bitrate 0: libopus chooses)."""
+
 def install_screen() -> bool:
     """Install the SIP screen (once per process); False if it already was."""
 

@@ -13,6 +13,8 @@ from collections.abc import Sequence
 
 import pjsua2 as pj
 
+from pbx import _pjx
+from pbx.opus import OpusSettings
 from pbx.sipmsg import parse_name_addr, uri_user
 from pcm import FRAME_MS
 
@@ -38,9 +40,12 @@ def ep_config(
     log_level: int,
     clock_rate: int,
     media_polled: bool = False,
+    codec_vad: bool = False,
 ) -> pj.EpConfig:
     """The Endpoint's config: one thread, the log into `writer`, the bridge
-    at `clock_rate`; with `media_polled`, RTP is read by the poll too."""
+    at `clock_rate`; with `media_polled`, RTP is read by the poll too. With
+    `codec_vad`, each codec's own `vad` setting counts (Opus DTX);
+    `set_codecs` then turns it off for every other codec."""
     cfg = pj.EpConfig()
     cfg.uaConfig.threadCnt = 0
     cfg.uaConfig.mainThreadOnly = True
@@ -55,7 +60,9 @@ def ep_config(
     cfg.medConfig.channelCount = 1
     cfg.medConfig.audioFramePtime = FRAME_MS
     cfg.medConfig.ptime = 20
-    cfg.medConfig.noVad = True
+    # pjsua's no_vad clears every codec's `vad` on every call, Opus's DTX
+    # with it: kept only while no codec wants it.
+    cfg.medConfig.noVad = not codec_vad
     cfg.medConfig.ecTailLen = 0  # a bridge has no acoustic echo to cancel
     cfg.medConfig.quality = 4
     # The null device must never auto-close: with it closed the bridge's
@@ -111,10 +118,16 @@ def own_address(
     acfg.mediaConfig.transportConfig = tcfg
 
 
-def set_codecs(ep: pj.Endpoint, codecs: Sequence[str], opus_rate: int) -> None:
+def set_codecs(
+    ep: pj.Endpoint,
+    codecs: Sequence[str],
+    opus_rate: int,
+    opus: OpusSettings | None = None,
+) -> None:
     """Enable `codecs` ("PCMU/8000"...) in that order of preference, and no others.
 
-    With `opus_rate`, opus runs at that clock rate (mono) instead of 48 kHz.
+    With `opus_rate`, opus runs at that clock rate (mono) instead of 48 kHz;
+    `opus` sets its encoder (complexity, bitrate, DTX, FEC, CBR).
     """
     infos = ep.codecEnum2()  # held: a temporary's vector is freed under you
     wanted = {c.lower(): len(codecs) - i for i, c in enumerate(codecs)}
@@ -123,20 +136,41 @@ def set_codecs(ep: pj.Endpoint, codecs: Sequence[str], opus_rate: int) -> None:
         key = cid.rsplit("/", 1)[0].lower()  # "PCMU/8000/1" -> "pcmu/8000"
         prio = wanted.get(key, 0)
         ep.codecSetPriority(cid, 128 + prio if prio else 0)
-        if opus_rate and key == "opus/48000":
-            _set_opus_rate(ep, cid, opus_rate)
+        if key == "opus/48000" and (opus_rate or opus is not None):
+            _set_opus(ep, cid, opus_rate, opus or OpusSettings())
+        elif opus is not None and opus.dtx and prio:
+            # pjsua's no_vad is off for Opus's DTX (ep_config): silence
+            # suppression stays off for the others (G.711's default is on),
+            # whose phones expect a packet every 20 ms.
+            param = ep.codecGetParam(cid)
+            param.setting.vad = False
+            ep.codecSetParam(cid, param)
 
 
-def _set_opus_rate(ep: pj.Endpoint, cid: str, opus_rate: int) -> None:
+def _set_opus(ep: pj.Endpoint, cid: str, opus_rate: int, opus: OpusSettings) -> None:
+    # The encoder's own knobs live in pjmedia's Opus config (module-wide, read
+    # when a leg's codec opens); DTX is the codec param's `vad`; the SDP's
+    # fmtp says what we want from the far end, and is built here whole.
     param = ep.codecGetParam(cid)
-    param.info.clockRate = opus_rate
+    rate = opus_rate or int(param.info.clockRate)
+    _pjx.set_opus_config(rate, opus.bitrate, opus.complexity, opus.cbr)
+    param = ep.codecGetParam(cid)  # as the config just left it
+    param.info.clockRate = rate
     param.info.channelCnt = 1
+    param.info.avgBps = opus.bitrate
+    param.setting.vad = opus.dtx
+    param.setting.plc = opus.fec
     fmtp = pj.CodecFmtpVector()
-    for name, value in (
-        ("useinbandfec", "1"),
-        ("maxplaybackrate", str(opus_rate)),
-        ("sprop-maxcapturerate", str(opus_rate)),
-    ):
+    pairs = [("maxplaybackrate", str(rate)), ("sprop-maxcapturerate", str(rate))]
+    if opus.fec:
+        pairs.append(("useinbandfec", "1"))
+    if opus.bitrate:
+        pairs.append(("maxaveragebitrate", str(opus.bitrate)))
+    if opus.dtx:
+        pairs.append(("usedtx", "1"))
+    if opus.cbr:
+        pairs.append(("cbr", "1"))
+    for name, value in pairs:
         f = pj.CodecFmtp()
         f.name, f.val = name, value
         fmtp.append(f)

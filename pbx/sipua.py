@@ -39,6 +39,7 @@ import pjsua2 as pj
 # its symbols global before importing the extension.
 ctypes.CDLL(_pjsua2.__file__, mode=os.RTLD_GLOBAL | os.RTLD_NOLOAD)
 from pbx import _pjx  # noqa: E402
+from pbx.opus import OpusSettings  # noqa: E402
 from pbx.recorder import RING_FRAMES, RecorderPool, Result  # noqa: E402
 from pbx.sipcalls import (  # noqa: E402
     DTMF_METHODS,
@@ -107,6 +108,7 @@ class SipUA:
         max_calls: int = 1000,
         pj_log_level: int = 3,
         opus_rate: int = 0,
+        opus: OpusSettings | None = None,
         screen: bool = True,
         media_polled: bool = False,
         tls_port: int | None = None,
@@ -136,6 +138,8 @@ class SipUA:
         # Run opus at this clock rate (mono) instead of pjmedia's 48 kHz, and
         # say so in the SDP (the benches' 16 kHz opus legs); 0 leaves it alone.
         self.opus_rate = opus_rate
+        # Opus's encoder (`sip.opus`): None keeps pjmedia's defaults.
+        self.opus = opus
         self.host = host
         self.port = port
         self.rtp_range = rtp_range
@@ -180,6 +184,7 @@ class SipUA:
             log_level=self.pj_log_level,
             clock_rate=self.clock_rate,
             media_polled=self.media_polled,
+            codec_vad=self.opus is not None and self.opus.dtx,
         )
         ep.libInit(cfg)
         self._ep = ep
@@ -206,7 +211,7 @@ class SipUA:
             self._start_tls(ep)
         ep.audDevManager().setNullDev()
         ep.libStart()
-        set_codecs(ep, self.codecs, self.opus_rate)
+        set_codecs(ep, self.codecs, self.opus_rate, self.opus)
 
         acfg = pj.AccountConfig()
         acfg.idUri = f"sip:{self.user}@{self.host}:{self.bound_port}"
@@ -478,6 +483,20 @@ class SipUA:
         except pj.Error:
             return None
         return int(stat.rtcp.rxStat.pkt)
+
+    def rx_stat(self, leg: int) -> dict[str, object] | None:
+        """What the leg's audio stream received so far: RTP packets, payload
+        bytes and the codec (None: no stream)."""
+        entry = self._legs.get(leg)
+        if entry is None or not isinstance(entry.call, _Call) or entry.call.audio is None:
+            return None
+        try:
+            stat = entry.call.getStreamStat(0)
+            info = entry.call.getStreamInfo(0)
+        except pj.Error:
+            return None
+        rx = stat.rtcp.rxStat
+        return {"packets": int(rx.pkt), "bytes": int(rx.bytes), "codec": str(info.codecName)}
 
     def jbuf_state(self, leg: int) -> dict[str, int] | None:
         """The leg's receive jitter buffer now (None: no stream): `delay_ms`

@@ -296,6 +296,8 @@ class Softphone:
             # Its receive jitter buffer at the end (what it adds to the far
             # end's delay in the recording).
             c.report["jbuf"] = self.ua.jbuf_state(c.leg)
+            # What reached it (the far end's codec settings show in the size).
+            c.report["rx"] = self.ua.rx_stat(c.leg)
             self.ua.stop_record(c.leg)
             self.ua.hangup(c.leg)
         c.waiting = "end"

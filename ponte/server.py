@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, cast
 from ivr.prompts import PromptLibrary
 from ivr.tones import SIGNALS
 from pbx.kamailio import set_web_token
+from pbx.opus import OpusSettings
 from pbx.rtpengine import NgClient
 from pbx.sipua import SipEvents, SipUA
 from pbx.useragent import UserAgent
@@ -120,6 +121,7 @@ class AppServer:
             # kHz resample) per leg doubled the bridge clock's cost of every
             # Opus leg (browsers through the edge: bench/webrtc.py).
             opus_rate=sip.clock_rate,
+            opus=OpusSettings(**sip.opus.model_dump()),
         )
         prompts = PromptLibrary(
             config.prompts.cache_dir, config.prompts.override_dir, rate=sip.clock_rate

@@ -32,6 +32,33 @@ def private_address(value: str, what: str) -> tuple[str, int]:
     return host, port
 
 
+class OpusConfig(Strict):
+    """Opus's encoder on every Opus leg (browsers, Opus phones): see pbx/opus.py."""
+
+    # libopus's speed/quality trade, 0-10: each step up costs CPU on every
+    # Opus leg (bench/opus_cost.py measures it); 5 is pjmedia's default.
+    complexity: int = Field(5, ge=0, le=10)
+    # Bits per second the encoder aims at, also asked of the far end
+    # (`maxaveragebitrate`); 24 kbit/s is transparent for 16 kHz voice.
+    # 0 lets libopus choose.
+    bitrate: int = 24000
+    # Discontinuous transmission: no packets while the leg hears silence.
+    dtx: bool = False
+    # In-band forward error correction: a lost packet is rebuilt from the next.
+    fec: bool = True
+    # Constant instead of variable bit rate.
+    cbr: bool = False
+
+    @field_validator("bitrate")
+    @classmethod
+    def _bitrate(cls, v: int) -> int:
+        if v and not 6000 <= v <= 510000:
+            raise ValueError(
+                f"sip.opus.bitrate must be 0 (libopus chooses) or 6000-510000, got {v}"
+            )
+        return v
+
+
 class SipConfig(Strict):
     """Where the app server listens for SIP, and which UDP ports carry RTP."""
 
@@ -48,6 +75,8 @@ class SipConfig(Strict):
     # calls in progress keep their audio (a B2BUA call counts twice).
     max_calls: int = Field(800, ge=1, le=1000)
     max_new_calls_per_second: float = Field(150.0, gt=0, le=2000)
+    # Opus's encoder settings. Only a restart changes them.
+    opus: OpusConfig = Field(default_factory=OpusConfig)
 
     @field_validator("listen")
     @classmethod
