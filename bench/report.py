@@ -14,8 +14,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from report_format import Result, _err, f, table
 from report_codec import opus_cost_section
+from report_format import Result, _err, f, table
 from report_media import recording_section, relay_section, webrtc_section
 from report_nodes import nodes_section
 from report_store import store_section
