@@ -370,6 +370,27 @@ static PyObject *signal_level(PyObject *mod, PyObject *arg)
     return Py_BuildValue("(II)", tx, rx);
 }
 
+/* Talkers and listeners (our pjproject patch 0008): a member whose level
+ * stays under `level` (mean absolute sample, 0-32767) for longer than
+ * `hangover_ms` is mixed to nobody. Level 0: every member is mixed. */
+static PyObject *set_talker_gate(PyObject *mod, PyObject *args)
+{
+    (void)mod;
+    unsigned level = 0, hangover_ms = 0;
+    if (!PyArg_ParseTuple(args, "II", &level, &hangover_ms))
+        return NULL;
+    pjmedia_conf *conf = pjsua_get_var()->mconf;
+    if (conf == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "set_talker_gate needs pjsua's bridge (after libInit)");
+        return NULL;
+    }
+    if (pjmedia_conf_set_talker_gate(conf, level, hangover_ms) != PJ_SUCCESS) {
+        PyErr_Format(PyExc_ValueError, "talker gate level %u is not 0-32767", level);
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
 
 /* ---- SIP screen --------------------------------------------------------
  *
@@ -797,6 +818,9 @@ static PyObject *screen_stats(PyObject *mod, PyObject *Py_UNUSED(ignored))
 static PyMethodDef module_methods[] = {
     {"signal_level", signal_level, METH_O,
      "signal_level(slot) -> (tx, rx): last levels 0-255 (rx: what the member says)."},
+    {"set_talker_gate", set_talker_gate, METH_VARARGS,
+     "set_talker_gate(level, hangover_ms): a member quieter than level (mean absolute\n"
+     "sample, 0-32767) for longer than hangover_ms is mixed to nobody; level 0: off."},
     {"install_screen", install_screen, METH_NOARGS,
      "install_screen() -> bool: refuse RFC 4475 invalid requests (400), a request with a\n"
      "call's To tag and another Call-ID (481), REFER and Replaces (403); once per process."},

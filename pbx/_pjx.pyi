@@ -39,3 +39,7 @@ def install_screen() -> bool:
 
 def screen_stats() -> dict[str, int]:
     """{rule: requests refused (or ACKs dropped)}."""
+
+def set_talker_gate(level: int, hangover_ms: int, /) -> None:
+    """A member quieter than `level` (mean absolute sample, 0-32767) for longer than
+    `hangover_ms` is mixed to nobody; level 0 turns the gate off (pjsua thread, after libInit)."""

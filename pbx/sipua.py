@@ -90,6 +90,15 @@ _LIVE_MEDIA = (
 )
 
 
+def talker_level(dbfs: float | None) -> int:
+    """pjmedia's talker threshold for `dbfs`: the mean absolute sample value
+    (0-32767) of a frame at that level relative to full scale; 0 (the gate
+    off) for None."""
+    if dbfs is None:
+        return 0
+    return max(1, min(32767, round(32767 * 10 ** (dbfs / 20))))
+
+
 class SipUA:
     """One pjsua2 Endpoint with one UDP transport and one local account."""
 
@@ -112,8 +121,16 @@ class SipUA:
         tls_port: int | None = None,
         tls_pair: tuple[str, str] | None = None,
         srtp: str = "",
+        talker_threshold_dbfs: float | None = None,
+        talker_hangover_ms: int = 400,
     ) -> None:
         self.events = events
+        # Talkers and listeners on the bridge (`sip.talker_threshold_dbfs`,
+        # `sip.talker_hangover_ms`): a member quieter than the threshold for
+        # longer than the hangover is mixed to nobody. None: every member is
+        # mixed (test phones, whose own bridge only plays and records).
+        self.talker_threshold_dbfs = talker_threshold_dbfs
+        self.talker_hangover_ms = talker_hangover_ms
         # SIP over TLS (a test phone's --tls): a TLS transport on this port
         # (0: any) that registering accounts and their calls use; None: UDP
         # only. The app server never needs it: Kamailio terminates TLS.
@@ -183,6 +200,9 @@ class SipUA:
         )
         ep.libInit(cfg)
         self._ep = ep
+        _pjx.set_talker_gate(
+            talker_level(self.talker_threshold_dbfs), max(0, self.talker_hangover_ms)
+        )
         # Invalid requests (RFC 4475) get 400 here even when they did not come
         # through Kamailio: pjsip 2.12.1 alone answers some of them 200. The
         # screen also answers 481 to a request that names a dialog by its

@@ -120,6 +120,8 @@ class AppServer:
             # kHz resample) per leg doubled the bridge clock's cost of every
             # Opus leg (browsers through the edge: bench/webrtc.py).
             opus_rate=sip.clock_rate,
+            talker_threshold_dbfs=sip.talker_threshold_dbfs,
+            talker_hangover_ms=sip.talker_hangover_ms,
         )
         prompts = PromptLibrary(
             config.prompts.cache_dir, config.prompts.override_dir, rate=sip.clock_rate
