@@ -391,6 +391,16 @@ static PyObject *set_talker_gate(PyObject *mod, PyObject *args)
     Py_RETURN_NONE;
 }
 
+/* Encode once per listener group (our pjproject patch 0009): frames sent
+ * with a payload another stream of the group encoded, and group encodes. */
+static PyObject *shared_encode_stats(PyObject *mod, PyObject *Py_UNUSED(ignored))
+{
+    (void)mod;
+    unsigned long hits = 0, encodes = 0;
+    pjmedia_stream_shared_encode_stats(&hits, &encodes);
+    return Py_BuildValue("{s:k,s:k}", "shared", hits, "encoded", encodes);
+}
+
 
 /* ---- SIP screen --------------------------------------------------------
  *
@@ -821,6 +831,9 @@ static PyMethodDef module_methods[] = {
     {"set_talker_gate", set_talker_gate, METH_VARARGS,
      "set_talker_gate(level, hangover_ms): a member quieter than level (mean absolute\n"
      "sample, 0-32767) for longer than hangover_ms is mixed to nobody; level 0: off."},
+    {"shared_encode_stats", shared_encode_stats, METH_NOARGS,
+     "shared_encode_stats() -> {shared: frames sent with a group's payload, encoded: group\n"
+     "encodes} (G.711 listeners who hear the same talkers share one encode)."},
     {"install_screen", install_screen, METH_NOARGS,
      "install_screen() -> bool: refuse RFC 4475 invalid requests (400), a request with a\n"
      "call's To tag and another Call-ID (481), REFER and Replaces (403); once per process."},

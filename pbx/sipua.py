@@ -66,6 +66,8 @@ from pbx.sipmsg import (  # noqa: E402
 from pbx.sipsetup import _LogWriter, build_info, ep_config, own_address, set_codecs  # noqa: E402
 from pcm import CLOCK_RATE, FRAME_MS  # noqa: E402
 
+SHARED_LOG_S = 5.0  # seconds between shared-encode counter lines in the log
+
 # Re-exported: the app and the tests import these from the adapter.
 __all__ = [
     "DTMF_METHODS",
@@ -131,6 +133,8 @@ class SipUA:
         # mixed (test phones, whose own bridge only plays and records).
         self.talker_threshold_dbfs = talker_threshold_dbfs
         self.talker_hangover_ms = talker_hangover_ms
+        self._shared_log_at = 0.0
+        self._shared_last: dict[str, int] = {}
         # SIP over TLS (a test phone's --tls): a TLS transport on this port
         # (0: any) that registering accounts and their calls use; None: UDP
         # only. The app server never needs it: Kamailio terminates TLS.
@@ -299,6 +303,24 @@ class SipUA:
         self._send_refusals()
         self._ep.libHandleEvents(timeout_ms)
         self._send_refusals()
+        self._log_shared_encode()
+
+    def _log_shared_encode(self) -> None:
+        """Every SHARED_LOG_S, if it moved: how many G.711 frames went out with
+        a payload their listener group shared (our pjproject patch 0009), next
+        to the group encodes. What it saves is read off the log, not guessed."""
+        now = time.monotonic()
+        if now < self._shared_log_at:
+            return
+        self._shared_log_at = now + SHARED_LOG_S
+        stats = _pjx.shared_encode_stats()
+        if stats != self._shared_last:
+            self._shared_last = stats
+            log.info(
+                "media: G.711 frames sent with a shared encode %d, group encodes %d",
+                stats["shared"],
+                stats["encoded"],
+            )
 
     def _send_refusals(self) -> None:
         """The refusals deferred out of onIncomingCall (see __init__)."""

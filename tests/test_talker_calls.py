@@ -19,6 +19,7 @@ On G.711 with an 8 kHz bridge, and on G.722 with a 16 kHz one.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import numpy as np
@@ -76,7 +77,7 @@ def test_talkers_are_heard_listeners_gated_and_a_new_talker_joins_without_a_clic
 ):
     rate, extra = CODECS[codec]
     sip = {"listen": "127.0.0.1:5080", "rtp_ports": "40000-40199", "clock_rate": rate}
-    appliance(server_factory, six_net, sip=sip, extensions=ALL)
+    srv = appliance(server_factory, six_net, sip=sip, extensions=ALL)
     join = "wait_media 5; wait 1.5; dtmf 1111#"
     t1 = _phone(
         phone, six_net, 0, f"wait_media 5; dtmf 9999#; tone {T1_HZ}; wait 15; hangup", extra
@@ -149,3 +150,9 @@ def test_talkers_are_heard_listeners_gated_and_a_new_talker_joins_without_a_clic
     assert jump < 1.25 * steady_jump + 0.01, (
         f"a sample-to-sample jump {jump:.3f} ({steady_jump:.3f})"
     )
+
+    # G.711 listeners who hear the same talkers shared one encode per tick
+    # (pjproject patch 0009): the server counts the frames so sent.
+    if codec == "g711":
+        shared = [int(n) for n in re.findall(r"shared encode (\d+),", srv.log())]
+        assert shared and shared[-1] > 0, "no G.711 frame went out with a shared encode"
