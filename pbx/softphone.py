@@ -23,7 +23,8 @@ Script steps (separated by `;`):
     wait_end T             wait up to T s for the far end to hang up
 
 With --calls N the same script runs on N calls, started --rate per second;
-`{pin}` in the script takes the next of --pins for each call. --display
+`{pin}` in the script takes the next of --pins for each call, `{tone}` the next
+of --tones. --display
 puts a display name in our From (any text: it is quoted for us), and
 --no-screen leaves out pbx/_pjx.c's SIP screen, so a test can see what
 pbx/sipua.py refuses on its own. --clock-rate sets the phone's own bridge
@@ -326,6 +327,9 @@ class Softphone:
         pins = args.pins.split(",") if args.pins else [""]
         for i in range(args.calls):
             script = args.script.replace("{pin}", pins[i % len(pins)])
+            if args.tones:
+                tones = args.tones.split(",")
+                script = script.replace("{tone}", tones[i % len(tones)])
             steps = [shlex.split(s.strip()) for s in script.split(";") if s.strip()]
             rec = None
             if args.record:
@@ -459,6 +463,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="with no target: stay registered this long (to receive MESSAGEs)",
     )
     p.add_argument("--pins", default="", help="comma-separated PINs for {pin}, one per call")
+    p.add_argument("--tones", default="", help="comma-separated Hz for {tone}, one per call")
     p.add_argument("--rate", type=float, default=10.0, help="new calls per second")
     p.add_argument("--max-seconds", type=float, default=120.0, help="hard stop")
     p.add_argument("--pj-log-level", type=int, default=1)
