@@ -330,6 +330,7 @@ def series(
     server: dict[str, Any] | None = None,
     record: str = "none",
     talkers: int = 0,
+    talker_gate: bool = True,
 ) -> dict[str, Any]:
     """Raise legs through `steps` on one server; stop at the first degraded step
     (`talkers`: that many members of each room send the tone, the others
@@ -346,6 +347,7 @@ def series(
         "label": spec["label"],
         "room": room,
         "talkers": talkers or room,
+        "talker_gate": talker_gate,
         "window_s": window,
         "rate": rate,
         "probes": probes,
@@ -364,6 +366,8 @@ def series(
         "rtp_ports": ports.rtp_range(2 * steps[-1] + 40 * nodes),
         "codecs": spec["server"],
     }
+    if not talker_gate:  # every member mixed, as stock pjmedia (the A/B's "before")
+        sip["talker_threshold_dbfs"] = None
     phones: list[subprocess.Popen[str]] = []
     legs: list[RawLeg] = []
     known: dict[int, str] = {}  # the server's thread labels, by thread id
@@ -569,6 +573,11 @@ def main() -> int:
         default=0,
         help="members per room who talk (0: all); the rest are silent",
     )
+    ap.add_argument(
+        "--no-talker-gate",
+        action="store_true",
+        help="mix every member (sip.talker_threshold_dbfs: null), as stock pjmedia",
+    )
     ap.add_argument("--keep-log", type=Path, help="copy the server's log here")
     ap.add_argument(
         "--record",
@@ -592,6 +601,7 @@ def main() -> int:
         args.keep_log,
         record=args.record,
         talkers=args.talkers,
+        talker_gate=not args.no_talker_gate,
     )
     print_table(r)
     lat = common.summary(r.get("join_latencies_ms", []))
