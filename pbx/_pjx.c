@@ -833,7 +833,7 @@ static PyMethodDef module_methods[] = {
      "sample, 0-32767) for longer than hangover_ms is mixed to nobody; level 0: off."},
     {"shared_encode_stats", shared_encode_stats, METH_NOARGS,
      "shared_encode_stats() -> {shared: frames sent with a group's payload, encoded: group\n"
-     "encodes} (G.711 listeners who hear the same talkers share one encode)."},
+     "encodes} (G.711/G.722 listeners who hear the same talkers share one encode)."},
     {"install_screen", install_screen, METH_NOARGS,
      "install_screen() -> bool: refuse RFC 4475 invalid requests (400), a request with a\n"
      "call's To tag and another Call-ID (481), REFER and Replaces (403); once per process."},

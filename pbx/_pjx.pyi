@@ -46,4 +46,4 @@ def set_talker_gate(level: int, hangover_ms: int, /) -> None:
 
 def shared_encode_stats() -> dict[str, int]:
     """{shared: frames sent with a payload another stream of their listener group encoded,
-    encoded: frames encoded for a group} (G.711, since start)."""
+    encoded: frames encoded for a group} (G.711 and G.722, since start)."""

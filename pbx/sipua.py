@@ -306,9 +306,9 @@ class SipUA:
         self._log_shared_encode()
 
     def _log_shared_encode(self) -> None:
-        """Every SHARED_LOG_S, if it moved: how many G.711 frames went out with
-        a payload their listener group shared (our pjproject patch 0009), next
-        to the group encodes. What it saves is read off the log, not guessed."""
+        """Every SHARED_LOG_S, if it moved: how many G.711/G.722 frames went out
+        with a payload their listener group shared (our pjproject patch 0009),
+        next to the group encodes. What it saves is read off the log, not guessed."""
         now = time.monotonic()
         if now < self._shared_log_at:
             return
@@ -317,7 +317,7 @@ class SipUA:
         if stats != self._shared_last:
             self._shared_last = stats
             log.info(
-                "media: G.711 frames sent with a shared encode %d, group encodes %d",
+                "media: frames sent with a shared encode %d, group encodes %d",
                 stats["shared"],
                 stats["encoded"],
             )
