@@ -178,10 +178,12 @@ def start_phones(
     tmp: Path,
     seconds: float,
     port: int = 0,
+    tones: list[int] | None = None,
 ) -> subprocess.Popen[str]:
     """One load softphone process placing len(pins) calls into rooms (at the
     SIP `port` of one node; default: the server's)."""
     spec = CODECS[codec]
+    tones = tones or [440]
     cmd = [
         PY,
         "-m",
@@ -189,7 +191,9 @@ def start_phones(
         "--target",
         f"sip:conf@127.0.0.1:{port}" if port else srv.uri("conf"),
         "--script",
-        "wait_media 10; dtmf {pin}#; tone 440; wait_end 3600",
+        "wait_media 10; dtmf {pin}#; tone {tone}; wait_end 3600",
+        "--tones",
+        ",".join(str(t) for t in tones),
         "--calls",
         str(len(pins)),
         "--rate",
@@ -325,8 +329,12 @@ def series(
     nodes: int = 1,
     server: dict[str, Any] | None = None,
     record: str = "none",
+    talkers: int = 0,
+    talker_gate: bool = True,
 ) -> dict[str, Any]:
     """Raise legs through `steps` on one server; stop at the first degraded step
+    (`talkers`: that many members of each room send the tone, the others
+    silence; 0: every member talks)
     (`keep_log`: where to copy the server's log; `record`: none, mix or tracks,
     every room records from its step on). With `nodes` > 1 the server
     is `ponte serve --nodes N` and room i's callers call node i % N (so each
@@ -338,6 +346,8 @@ def series(
         "codec": codec,
         "label": spec["label"],
         "room": room,
+        "talkers": talkers or room,
+        "talker_gate": talker_gate,
         "window_s": window,
         "rate": rate,
         "probes": probes,
@@ -356,6 +366,8 @@ def series(
         "rtp_ports": ports.rtp_range(2 * steps[-1] + 40 * nodes),
         "codecs": spec["server"],
     }
+    if not talker_gate:  # every member mixed, as stock pjmedia (the A/B's "before")
+        sip["talker_threshold_dbfs"] = None
     phones: list[subprocess.Popen[str]] = []
     legs: list[RawLeg] = []
     known: dict[int, str] = {}  # the server's thread labels, by thread id
@@ -392,10 +404,12 @@ def series(
                 pins = [layout.pin(s) for s in slots]
                 left = budget - (time.monotonic() - started) + 30
                 for node in range(nodes):
-                    mine = [layout.pin(s) for s in slots if port(s) == srv.sip_port + node]
+                    here = [s for s in slots if port(s) == srv.sip_port + node]
+                    mine = [layout.pin(s) for s in here]
+                    tones = [440 if not talkers or s % room < talkers else 0 for s in here]
                     if mine:
                         p = start_phones(
-                            srv, codec, mine, rate / nodes, tmp, left, srv.sip_port + node
+                            srv, codec, mine, rate / nodes, tmp, left, srv.sip_port + node, tones
                         )
                         phones.append(p)
                 if have == 0 and layout.probe_slots:
@@ -553,6 +567,17 @@ def main() -> int:
     ap.add_argument("--budget", type=float, default=150.0, help="seconds for the series")
     ap.add_argument("--probes", type=int, default=3)
     ap.add_argument("--rate", type=float, default=50.0, help="new calls per second")
+    ap.add_argument(
+        "--talkers",
+        type=int,
+        default=0,
+        help="members per room who talk (0: all); the rest are silent",
+    )
+    ap.add_argument(
+        "--no-talker-gate",
+        action="store_true",
+        help="mix every member (sip.talker_threshold_dbfs: null), as stock pjmedia",
+    )
     ap.add_argument("--keep-log", type=Path, help="copy the server's log here")
     ap.add_argument(
         "--record",
@@ -575,6 +600,8 @@ def main() -> int:
         args.rate,
         args.keep_log,
         record=args.record,
+        talkers=args.talkers,
+        talker_gate=not args.no_talker_gate,
     )
     print_table(r)
     lat = common.summary(r.get("join_latencies_ms", []))

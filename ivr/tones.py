@@ -32,10 +32,14 @@ MUSIC_NOTES = (523, 659, 784)
 
 
 def write_segments(
-    path: Path, segments: Sequence[tuple[float, int]], rate: int = CLOCK_RATE
+    path: Path,
+    segments: Sequence[tuple[float, int]],
+    rate: int = CLOCK_RATE,
+    amplitude: float = AMPLITUDE,
 ) -> None:
-    """Write sine segments to a mono 16-bit WAV, atomically."""
-    amp = int(32767 * AMPLITUDE)
+    """Write sine segments to a mono 16-bit WAV, atomically (`amplitude`: of
+    full scale)."""
+    amp = int(32767 * amplitude)
     frames = bytearray()
     for hz, ms in segments:
         n = int(rate * ms / 1000)

@@ -407,6 +407,37 @@ static PyObject *set_opus_config(PyObject *mod, PyObject *args)
     Py_RETURN_NONE;
 }
 
+/* Talkers and listeners (our pjproject patch 0008): a member whose level
+ * stays under `level` (mean absolute sample, 0-32767) for longer than
+ * `hangover_ms` is mixed to nobody. Level 0: every member is mixed. */
+static PyObject *set_talker_gate(PyObject *mod, PyObject *args)
+{
+    (void)mod;
+    unsigned level = 0, hangover_ms = 0;
+    if (!PyArg_ParseTuple(args, "II", &level, &hangover_ms))
+        return NULL;
+    pjmedia_conf *conf = pjsua_get_var()->mconf;
+    if (conf == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "set_talker_gate needs pjsua's bridge (after libInit)");
+        return NULL;
+    }
+    if (pjmedia_conf_set_talker_gate(conf, level, hangover_ms) != PJ_SUCCESS) {
+        PyErr_Format(PyExc_ValueError, "talker gate level %u is not 0-32767", level);
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+/* Encode once per listener group (our pjproject patch 0009): frames sent
+ * with a payload another stream of the group encoded, and group encodes. */
+static PyObject *shared_encode_stats(PyObject *mod, PyObject *Py_UNUSED(ignored))
+{
+    (void)mod;
+    unsigned long hits = 0, encodes = 0;
+    pjmedia_stream_shared_encode_stats(&hits, &encodes);
+    return Py_BuildValue("{s:k,s:k}", "shared", hits, "encoded", encodes);
+}
+
 
 /* ---- SIP screen --------------------------------------------------------
  *
@@ -837,6 +868,12 @@ static PyMethodDef module_methods[] = {
     {"set_opus_config", set_opus_config, METH_VARARGS,
      "set_opus_config(rate, bitrate, complexity, cbr): pjmedia's Opus encoder for the\n"
      "legs opened from now on (bitrate 0: libopus chooses)."},
+    {"set_talker_gate", set_talker_gate, METH_VARARGS,
+     "set_talker_gate(level, hangover_ms): a member quieter than level (mean absolute\n"
+     "sample, 0-32767) for longer than hangover_ms is mixed to nobody; level 0: off."},
+    {"shared_encode_stats", shared_encode_stats, METH_NOARGS,
+     "shared_encode_stats() -> {shared: frames sent with a group's payload, encoded: group\n"
+     "encodes} (G.711/G.722 listeners who hear the same talkers share one encode)."},
     {"install_screen", install_screen, METH_NOARGS,
      "install_screen() -> bool: refuse RFC 4475 invalid requests (400), a request with a\n"
      "call's To tag and another Call-ID (481), REFER and Replaces (403); once per process."},

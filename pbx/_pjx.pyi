@@ -42,3 +42,11 @@ def install_screen() -> bool:
 
 def screen_stats() -> dict[str, int]:
     """{rule: requests refused (or ACKs dropped)}."""
+
+def set_talker_gate(level: int, hangover_ms: int, /) -> None:
+    """A member quieter than `level` (mean absolute sample, 0-32767) for longer than
+    `hangover_ms` is mixed to nobody; level 0 turns the gate off (pjsua thread, after libInit)."""
+
+def shared_encode_stats() -> dict[str, int]:
+    """{shared: frames sent with a payload another stream of their listener group encoded,
+    encoded: frames encoded for a group} (G.711 and G.722, since start)."""

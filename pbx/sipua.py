@@ -67,6 +67,8 @@ from pbx.sipmsg import (  # noqa: E402
 from pbx.sipsetup import _LogWriter, build_info, ep_config, own_address, set_codecs  # noqa: E402
 from pcm import CLOCK_RATE, FRAME_MS  # noqa: E402
 
+SHARED_LOG_S = 5.0  # seconds between shared-encode counter lines in the log
+
 # Re-exported: the app and the tests import these from the adapter.
 __all__ = [
     "DTMF_METHODS",
@@ -89,6 +91,15 @@ _LIVE_MEDIA = (
     pj.PJSUA_CALL_MEDIA_REMOTE_HOLD,
     pj.PJSUA_CALL_MEDIA_LOCAL_HOLD,
 )
+
+
+def talker_level(dbfs: float | None) -> int:
+    """pjmedia's talker threshold for `dbfs`: the mean absolute sample value
+    (0-32767) of a frame at that level relative to full scale; 0 (the gate
+    off) for None."""
+    if dbfs is None:
+        return 0
+    return max(1, min(32767, round(32767 * 10 ** (dbfs / 20))))
 
 
 class SipUA:
@@ -114,8 +125,18 @@ class SipUA:
         tls_port: int | None = None,
         tls_pair: tuple[str, str] | None = None,
         srtp: str = "",
+        talker_threshold_dbfs: float | None = None,
+        talker_hangover_ms: int = 400,
     ) -> None:
         self.events = events
+        # Talkers and listeners on the bridge (`sip.talker_threshold_dbfs`,
+        # `sip.talker_hangover_ms`): a member quieter than the threshold for
+        # longer than the hangover is mixed to nobody. None: every member is
+        # mixed (test phones, whose own bridge only plays and records).
+        self.talker_threshold_dbfs = talker_threshold_dbfs
+        self.talker_hangover_ms = talker_hangover_ms
+        self._shared_log_at = 0.0
+        self._shared_last: dict[str, int] = {}
         # SIP over TLS (a test phone's --tls): a TLS transport on this port
         # (0: any) that registering accounts and their calls use; None: UDP
         # only. The app server never needs it: Kamailio terminates TLS.
@@ -188,6 +209,9 @@ class SipUA:
         )
         ep.libInit(cfg)
         self._ep = ep
+        _pjx.set_talker_gate(
+            talker_level(self.talker_threshold_dbfs), max(0, self.talker_hangover_ms)
+        )
         # Invalid requests (RFC 4475) get 400 here even when they did not come
         # through Kamailio: pjsip 2.12.1 alone answers some of them 200. The
         # screen also answers 481 to a request that names a dialog by its
@@ -284,6 +308,24 @@ class SipUA:
         self._send_refusals()
         self._ep.libHandleEvents(timeout_ms)
         self._send_refusals()
+        self._log_shared_encode()
+
+    def _log_shared_encode(self) -> None:
+        """Every SHARED_LOG_S, if it moved: how many G.711/G.722 frames went out
+        with a payload their listener group shared (our pjproject patch 0009),
+        next to the group encodes. What it saves is read off the log, not guessed."""
+        now = time.monotonic()
+        if now < self._shared_log_at:
+            return
+        self._shared_log_at = now + SHARED_LOG_S
+        stats = _pjx.shared_encode_stats()
+        if stats != self._shared_last:
+            self._shared_last = stats
+            log.info(
+                "media: frames sent with a shared encode %d, group encodes %d",
+                stats["shared"],
+                stats["encoded"],
+            )
 
     def _send_refusals(self) -> None:
         """The refusals deferred out of onIncomingCall (see __init__)."""

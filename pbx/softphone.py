@@ -12,7 +12,8 @@ Script steps (separated by `;`):
     wait S                 sleep S seconds
     wait_media T           wait up to T s for audio to be up
     dtmf DIGITS [METHOD]   send digits one by one (rfc2833 | info | both)
-    tone HZ                send a continuous sine of HZ Hz (0: silence)
+    tone HZ [DBFS]         send a continuous sine of HZ Hz (0: silence), at DBFS
+                           (its peak, dB of full scale) or the signals' usual level
     mark NAME              note the time under NAME in the report
     refer URI              send REFER (Refer-To: URI, as given) in the call
     hold [inactive]        put the call on hold (re-INVITE, a=sendonly: our tone still goes
@@ -22,7 +23,8 @@ Script steps (separated by `;`):
     wait_end T             wait up to T s for the far end to hang up
 
 With --calls N the same script runs on N calls, started --rate per second;
-`{pin}` in the script takes the next of --pins for each call. --display
+`{pin}` in the script takes the next of --pins for each call, `{tone}` the next
+of --tones. --display
 puts a display name in our From (any text: it is quoted for us), and
 --no-screen leaves out pbx/_pjx.c's SIP screen, so a test can see what
 pbx/sipua.py refuses on its own. --clock-rate sets the phone's own bridge
@@ -46,16 +48,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ivr.tones import write_segments
+from ivr.tones import AMPLITUDE, write_segments
 from pbx.sipua import IncomingCall, SipUA
 from pcm import CLOCK_RATE, CLOCK_RATES
 
 DIGIT_GAP = 0.18  # seconds between digits of one `dtmf` step (a human is slower)
 
 
-def write_tone(path: Path, hz: float, seconds: float = 10.0, rate: int = CLOCK_RATE) -> None:
-    """A loopable sine WAV (a whole number of cycles in the file)."""
-    write_segments(path, [(hz, int(seconds * 1000))], rate)
+def write_tone(
+    path: Path,
+    hz: float,
+    seconds: float = 10.0,
+    rate: int = CLOCK_RATE,
+    dbfs: float | None = None,
+) -> None:
+    """A loopable sine WAV (a whole number of cycles in the file), with its peak
+    at `dbfs` (dB of full scale) or at the generated signals' level."""
+    amplitude = AMPLITUDE if dbfs is None else 10 ** (dbfs / 20)
+    write_segments(path, [(hz, int(seconds * 1000))], rate, amplitude)
 
 
 @dataclass
@@ -253,9 +263,7 @@ class Softphone:
             c.pending_digits = [(d, m) for d in argv[0] for m in methods]
         elif op == "tone":
             hz = float(argv[0])
-            path = self.tmp / f"tone-{hz:g}.wav"
-            if not path.exists():
-                write_tone(path, hz, rate=self.args.clock_rate)
+            path = self._tone_file(argv)
             if hz:
                 self.ua.play(c.leg, [path], loop=True, slot="tone")
             else:
@@ -306,17 +314,35 @@ class Softphone:
         if c.leg is None or not self.ua.has_leg(c.leg):
             c.done = True
 
+    def _tone_file(self, argv: list[str]) -> Path:
+        """The WAV a `tone HZ [DBFS]` step plays, written on first use."""
+        hz = float(argv[0])
+        dbfs = float(argv[1]) if len(argv) > 1 else None
+        path = self.tmp / f"tone-{hz:g}-{dbfs}.wav"
+        if not path.exists():
+            write_tone(path, hz, rate=self.args.clock_rate, dbfs=dbfs)
+        return path
+
     def run(self) -> list[dict[str, Any]]:
         """Place the calls, run their scripts, return one report per call."""
         args = self.args
         pins = args.pins.split(",") if args.pins else [""]
         for i in range(args.calls):
             script = args.script.replace("{pin}", pins[i % len(pins)])
+            if args.tones:
+                tones = args.tones.split(",")
+                script = script.replace("{tone}", tones[i % len(tones)])
             steps = [shlex.split(s.strip()) for s in script.split(";") if s.strip()]
             rec = None
             if args.record:
                 rec = Path(args.record.replace("{i}", str(i)))
             self.calls.append(PhoneCall(i, steps, rec, report={"index": i}))
+            # Written now: rendering a tone in Python takes a tenth of a second
+            # at 16 kHz, which in the middle of a call stalled the media poll
+            # and left a seam in what the phone recorded.
+            for op, *argv in steps:
+                if op == "tone":
+                    self._tone_file(argv)
         self.ua.start()
         t0 = time.monotonic()
         limit = t0 + args.max_seconds
@@ -439,6 +465,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="with no target: stay registered this long (to receive MESSAGEs)",
     )
     p.add_argument("--pins", default="", help="comma-separated PINs for {pin}, one per call")
+    p.add_argument("--tones", default="", help="comma-separated Hz for {tone}, one per call")
     p.add_argument("--rate", type=float, default=10.0, help="new calls per second")
     p.add_argument("--max-seconds", type=float, default=120.0, help="hard stop")
     p.add_argument("--pj-log-level", type=int, default=1)

@@ -71,6 +71,15 @@ class SipConfig(Strict):
     # suits PCMU/PCMA phones; 16000 keeps G.722 (and 16 kHz opus) wideband across
     # a room, at about twice the CPU. Only a restart changes it.
     clock_rate: int = Field(CLOCK_RATE, json_schema_extra={"enum": list(CLOCK_RATES)})
+    # Talkers and listeners: a room member whose level (mean absolute sample,
+    # dB relative to full scale) stays under this for longer than the hangover
+    # is no talker and is mixed to nobody. A room of 100 where two talk then
+    # mixes two sources, not 100, and quiet members' line noise reaches no one.
+    # Speech is around -20 dBFS and a quiet line near -60; null mixes everyone.
+    talker_threshold_dbfs: float | None = Field(-50.0, ge=-90.0, le=-20.0)
+    # How long (ms) a talker stays in the mix after their last frame above the
+    # threshold: pauses between words and the tails of words are kept.
+    talker_hangover_ms: int = Field(400, ge=0, le=5000)
     # Overload: beyond these, new calls are shed with 503 + Retry-After so the
     # calls in progress keep their audio (a B2BUA call counts twice).
     max_calls: int = Field(800, ge=1, le=1000)

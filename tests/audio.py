@@ -115,6 +115,41 @@ def longest_gap(samples: np.ndarray, rate: int, hz: float, step: float = 0.02) -
     return longest * step
 
 
+def tone_amplitude(samples: np.ndarray, rate: int, hz: float) -> float:
+    """Peak amplitude (of full scale) of the `hz` sine in the segment, by a
+    Hann-windowed projection onto that frequency: finds a tone far below
+    whatever else plays (a -60 dBFS tone next to -10 dBFS ones)."""
+    if not len(samples):
+        return 0.0
+    w = np.hanning(len(samples))
+    t = np.arange(len(samples)) / rate
+    return float(np.abs(np.sum(samples * w * np.exp(-2j * np.pi * hz * t))) * 2 / w.sum())
+
+
+def tone_residual(
+    samples: np.ndarray, rate: int, hear: tuple[int, ...], frame: float = 0.02
+) -> np.ndarray:
+    """For each `frame`-long window (every half frame): the RMS of what is left
+    once the tones in `hear` are fitted (each its own amplitude and phase, on
+    that window) and taken out, over the window's RMS.
+
+    Steady tones leave only the codec's noise (a few %). A click, a dropout, a
+    jump of phase or a decoder out of step inside a window leaves far more:
+    no pair of sines fits across it. Windows overlap by half, so a
+    discontinuity on one window's edge lies inside the next.
+    """
+    n = int(frame * rate)
+    if len(samples) < n:
+        return np.zeros(0)
+    t = np.arange(n) / rate
+    basis = np.column_stack([f(2 * np.pi * hz * t) for hz in hear for f in (np.sin, np.cos)])
+    frames = np.lib.stride_tricks.sliding_window_view(samples, n)[:: n // 2]
+    coef, *_ = np.linalg.lstsq(basis, frames.T, rcond=None)
+    left = frames.T - basis @ coef
+    level = np.sqrt((frames**2).mean(axis=1))
+    return np.sqrt((left**2).mean(axis=0)) / np.maximum(level, 1e-9)
+
+
 def write_tone_wav(path: Path, hz: float, seconds: float = 2.0, rate: int = 48000) -> Path:
     """16-bit mono PCM WAV at 48 kHz (what Chromium's fake capture reads), -12 dBFS;
     a whole number of cycles so the loop is seamless."""

@@ -283,3 +283,11 @@ def test_opus_runs_at_the_bridge_rate(rig):
     # (its SDP says maxplaybackrate so), not fullband: pbx/sipua.py's opus_rate.
     made = rig(sip={"listen": "127.0.0.1:5080", "rtp_ports": "40000-40999", "clock_rate": 16000})
     assert made.ua.made_with["opus_rate"] == made.ua.made_with["clock_rate"] == 16000
+
+
+def test_the_talker_gate_reaches_the_bridge(rig):
+    # sip.talker_* go to the user agent, which sets pjmedia's talker gate.
+    sip = {"listen": "127.0.0.1:5080", "rtp_ports": "40000-40999", "talker_hangover_ms": 250}
+    made = rig(sip={**sip, "talker_threshold_dbfs": -45})
+    assert made.ua.made_with["talker_threshold_dbfs"] == -45
+    assert made.ua.made_with["talker_hangover_ms"] == 250

@@ -50,6 +50,20 @@ def test_duplicate_pin_across_rooms_is_refused():
     assert "already used" in e.message
 
 
+def test_talker_gate_settings():
+    """sip.talker_threshold_dbfs: -50 by default, null turns the gate off, and a
+    threshold that would gate speech (or nothing at all) is refused."""
+    assert (Config().sip.talker_threshold_dbfs, Config().sip.talker_hangover_ms) == (-50.0, 400)
+    off = parse_config("sip: {talker_threshold_dbfs: null, talker_hangover_ms: 0}\n", "t.yaml")
+    assert (off.sip.talker_threshold_dbfs, off.sip.talker_hangover_ms) == (None, 0)
+    for bad in (
+        "talker_threshold_dbfs: -10",
+        "talker_threshold_dbfs: -120",
+        "talker_hangover_ms: -1",
+    ):
+        assert err(f"sip: {{{bad}}}\n").key.startswith("sip.talker_"), bad
+
+
 def test_sip_port_inside_rtp_range_is_refused():
     e = err("sip: {listen: '127.0.0.1:40010', rtp_ports: 40000-40999}\n")
     assert "inside" in e.message

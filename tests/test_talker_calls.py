@@ -1,0 +1,158 @@
+"""Talkers and listeners on the conference bridge (issue 22), with real calls.
+
+A room of six phones on the LAN, through Kamailio and rtpengine: two talkers
+(the moderator at 500 Hz, a participant at 900 Hz) and four listeners. One
+listener first sends a tone 60 dB under full scale, as line noise would be,
+then talks (the same 1330 Hz, loud). The bridge's talker gate
+(`sip.talker_threshold_dbfs`, -50 by default) leaves the quiet line out of
+every mix and lets the talker in at once. Checked by what each phone heard:
+
+- every listener hears both talkers, and nobody hears the quiet line;
+- a talker never hears their own tone;
+- the listener who starts talking is heard by all the others from then on;
+- what that listener hears (the two talkers) goes on across the switch with
+  no dropout and no click: the bridge now mixes for them alone (and, with a
+  shared encode, encodes for them alone), and the recording shows no seam.
+
+On G.711 with an 8 kHz bridge, and on G.722 with a 16 kHz one.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import numpy as np
+import pytest
+
+from tests import audio
+from tests.netns import Topology, topology
+from tests.pbx_helpers import EXTENSIONS
+from tests.test_edge_calls import EXTRA_EXTENSIONS, PBX, appliance
+from tests.test_spine_calls import hash_time, window
+
+T1_HZ, T2_HZ = 500, 900  # the two talkers
+# The listener who starts talking (first as quiet line noise). Off the 100 Hz
+# grid on which the talkers' tones leave G.711's intermodulation products.
+SWITCH_HZ = 1330
+QUIET_DBFS = -60  # under the -50 dBFS default: no talker
+# Six phones: Kamailio's extensions 1001-1004 and two more for this room.
+MORE_EXTENSIONS = [
+    {"number": "1005", "name": "Elisa", "password": "elisa-Secret-w8n"},
+    {"number": "1006", "name": "Fabio", "password": "fabio-Secret-q3d"},
+]
+ALL = [*EXTENSIONS, *EXTRA_EXTENSIONS, *MORE_EXTENSIONS]
+PASSWORDS = {e["number"]: e["password"] for e in ALL}
+
+CODECS = {
+    "g711": (8000, ["--codecs", "PCMU/8000"]),
+    "g722": (16000, ["--clock-rate", "16000", "--codecs", "G722/16000"]),
+}
+
+
+@pytest.fixture
+def six_net():
+    """Six LAN phones and the appliance; no NAT phones, no attacker."""
+    with topology(lan_phones=6, nat_phones=0, attacker=False) as t:
+        yield t
+
+
+def _phone(phone, net: Topology, i: int, script: str, extra: list[str]) -> Any:
+    """Phone `i` of the room: LAN host i, registered as the i-th extension, calling `conf`."""
+    number, host = ALL[i]["number"], net.lan[i]
+    register = ["--register", f"{number}:{PASSWORDS[number]}@{PBX}"]
+    return phone(
+        f"sip:conf@{PBX}", script, bind=host.ip, netns=host.name, extra=[*register, *extra]
+    )
+
+
+def _seg(p: Any, rep: dict, start: float, end: float) -> tuple[np.ndarray, int]:
+    samples, rate = audio.load(p.record)
+    return audio.segment(samples, rate, *window(rep, start, end)), rate
+
+
+@pytest.mark.parametrize("codec", list(CODECS))
+def test_talkers_are_heard_listeners_gated_and_a_new_talker_joins_without_a_click(
+    server_factory, phone, six_net: Topology, codec: str
+):
+    rate, extra = CODECS[codec]
+    sip = {"listen": "127.0.0.1:5080", "rtp_ports": "40000-40199", "clock_rate": rate}
+    srv = appliance(server_factory, six_net, sip=sip, extensions=ALL)
+    join = "wait_media 5; wait 1.5; dtmf 1111#"
+    t1 = _phone(
+        phone, six_net, 0, f"wait_media 5; dtmf 9999#; tone {T1_HZ}; wait 15; hangup", extra
+    )
+    t2 = _phone(phone, six_net, 1, f"{join}; tone {T2_HZ}; wait 13; hangup", extra)
+    switch = _phone(
+        phone,
+        six_net,
+        2,
+        f"{join}; tone {SWITCH_HZ} {QUIET_DBFS}; wait 5.5; mark talk; tone {SWITCH_HZ}; "
+        "wait 6; hangup",
+        extra,
+    )
+    quiet = [_phone(phone, six_net, i, f"{join}; wait 12.5; hangup", extra) for i in (3, 4, 5)]
+    phones = [t1, t2, switch, *quiet]
+    reps = [p.result() for p in phones]
+    for r in reps:
+        assert "error" not in r, r
+    rs = reps[2]
+    # Everyone is in the room and past the join prompt and beeps.
+    joined = max(hash_time(r) for r in reps) + 2.0
+    talk = rs["marks"]["talk"]
+    end = min(r["hangup_sent_at"] for r in reps) - 0.3
+    assert talk - joined > 2.0 and end - talk > 3.0, (joined, talk, end)
+    before, after = (joined, talk - 0.2), (talk + 0.8, end)
+
+    def share(i: int, span: tuple[float, float], hz: int) -> float:
+        seg, r = _seg(phones[i], reps[i], *span)
+        return audio.band_fraction(seg, r, hz, width=40)
+
+    def amplitude(i: int, span: tuple[float, float], hz: int) -> float:
+        seg, r = _seg(phones[i], reps[i], *span)
+        return audio.tone_amplitude(seg, r, hz)
+
+    # Every listener hears both talkers, before and after the switch.
+    for i in (2, 3, 4, 5):
+        for span in (before, after):
+            for hz in (T1_HZ, T2_HZ):
+                assert share(i, span, hz) > 0.2, f"phone {i} hears {hz} Hz at {share(i, span, hz)}"
+    # A talker never hears their own tone, and hears the other one.
+    for i, own, other in ((0, T1_HZ, T2_HZ), (1, T2_HZ, T1_HZ)):
+        for span in (before, after):
+            assert share(i, span, own) < 0.02, f"talker {i} hears their own {own} Hz"
+            assert share(i, span, other) > 0.2, f"talker {i} misses {other} Hz"
+    # The quiet line (-60 dBFS, which G.711 and G.722 carry) reaches nobody;
+    # once it talks, everybody else hears it.
+    for i in (0, 1, 3, 4, 5):
+        quiet_amp = amplitude(i, before, SWITCH_HZ)
+        assert quiet_amp < 10 ** ((QUIET_DBFS - 12) / 20), f"phone {i}: line noise {quiet_amp}"
+        assert share(i, after, SWITCH_HZ) > 0.15, f"phone {i} does not hear the new talker"
+
+    # What the new talker hears goes on across the switch: no dropout, no click.
+    steady, srate = _seg(switch, rs, *before)
+    # The switch reaches the bridge and comes back within a few tenths of a second.
+    seam, _ = _seg(switch, rs, talk - 0.3, talk + 1.2)
+    both = (T1_HZ, T2_HZ)
+    assert not audio.holes(seam, srate, both), audio.holes(seam, srate, both)
+    base = audio.tone_residual(steady, srate, both)
+    at_seam = audio.tone_residual(seam, srate, both)
+    # A click (a seam in the mix, an encoder out of step with its decoder)
+    # leaves a residual of tens of % for a window or more; a busy machine's
+    # jitter now and then leaves up to ~10 % anywhere in the call.
+    bound = max(0.2, 3 * float(np.percentile(base, 99)))
+    worst = int(np.argmax(at_seam))
+    assert at_seam[worst] < bound, (
+        f"a click {0.01 * worst - 0.3:+.2f} s from the switch: residual {at_seam[worst]:.3f} "
+        f"(steady: median {np.median(base):.3f}, 99th percentile {np.percentile(base, 99):.3f})"
+    )
+    jump, steady_jump = np.abs(np.diff(seam)).max(), np.abs(np.diff(steady)).max()
+    assert jump < 1.25 * steady_jump + 0.01, (
+        f"a sample-to-sample jump {jump:.3f} ({steady_jump:.3f})"
+    )
+
+    # Listeners who hear the same talkers shared one encode per tick
+    # (pjproject patch 0009; for G.722 with the encoder's state, which the new
+    # talker's stream took over: the seam check above is its proof).
+    shared = [int(n) for n in re.findall(r"shared encode (\d+),", srv.log())]
+    assert shared and shared[-1] > 0, "no frame went out with a shared encode"
