@@ -148,8 +148,11 @@ def joined(srv: harness.Server) -> int:
     from ponte.control import request
 
     try:
-        rooms = request(srv.control, "status", timeout=30)["rooms"]
+        answer = request(srv.control, "status", timeout=30)
     except (OSError, ValueError):  # TimeoutError is an OSError
+        return -1
+    rooms = answer.get("rooms")
+    if rooms is None:  # the server answered with an error (its own wait ran out)
         return -1
     return sum(len(r["members"]) for r in rooms.values())
 
