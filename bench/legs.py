@@ -439,18 +439,10 @@ def series(
                 step["degraded"] = degraded(step)
                 print(_step_line(codec, room, step), file=sys.stderr, flush=True)
                 if step["degraded"] and n >= target:
-                    # The machine is shared (test runs, builds): one bad window may
-                    # be another process's burst. A second window at the same legs
-                    # decides; the first is kept as `transient`.
                     again = {"legs": target, "joined": joined(srv), "conf_ports": st["conf_ports"]}
                     again |= steady_window(pids, phones, legs, window, known)
-                    again["degraded"] = degraded(again)
-                    again["first_window"] = {
-                        k: step[k]
-                        for k in ("server_cpu", "probe_loss_pct", "probe_max_gap_ms", "degraded")
-                    }
-                    print(_step_line(codec, room, again), file=sys.stderr, flush=True)
-                    step = again
+                    step = second_window(step, again)
+                    print(_step_line(codec, room, step), file=sys.stderr, flush=True)
                 result["steps"].append(step)
                 have = target
                 if step["degraded"]:
@@ -487,14 +479,32 @@ def series(
             result["errors"].append(
                 f"server log: {len(errors_logged)} ERROR lines, first: {errors_logged[0][:200]}"
             )
+    summarize(result)
+    result["wall_s"] = round(time.monotonic() - started, 1)
+    return result
+
+
+def second_window(first: dict[str, Any], again: dict[str, Any]) -> dict[str, Any]:
+    """The step as a second window at the same legs found it.
+
+    The machine is shared (test runs, builds): one bad window may be another
+    process's burst, so a degraded window is measured once more and the
+    second decides; the first's figures are kept as `first_window`."""
+    again["degraded"] = degraded(again)
+    again["first_window"] = {
+        k: first[k] for k in ("server_cpu", "probe_loss_pct", "probe_max_gap_ms", "degraded")
+    }
+    return again
+
+
+def summarize(result: dict[str, Any]) -> None:
+    """A series' headline figures from its steps, into `result`."""
     healthy = [s["legs"] for s in result["steps"] if not s["degraded"]]
     bad_steps = [s for s in result["steps"] if s["degraded"]]
     result["max_healthy_legs"] = max(healthy, default=0)
     result["bridge_ceiling_legs"] = bridge_ceiling(result["steps"])
     result["first_degraded_legs"] = bad_steps[0]["legs"] if bad_steps else None
     result["first_degraded_why"] = bad_steps[0]["degraded"] if bad_steps else []
-    result["wall_s"] = round(time.monotonic() - started, 1)
-    return result
 
 
 def log_summary(log: str, top: int = 5) -> list[list[Any]]:
@@ -555,18 +565,24 @@ def print_table(r: dict[str, Any]) -> None:
         )
 
 
+def series_args(ap: argparse.ArgumentParser, steps: str, window: float, rate: float) -> None:
+    """The options a capacity series takes (here and in bench/capacity.py)."""
+    ap.add_argument("--codec", default="g711", choices=sorted(CODECS))
+    ap.add_argument("--room", type=int, default=10, help="members per room")
+    ap.add_argument("--steps", default=steps, help="legs at each step")
+    ap.add_argument("--window", type=float, default=window, help="steady seconds measured")
+    ap.add_argument("--budget", type=float, default=150.0, help="seconds for the series")
+    ap.add_argument("--probes", type=int, default=3)
+    ap.add_argument("--rate", type=float, default=rate, help="new calls per second")
+    ap.add_argument("--keep-log", type=Path, help="copy the server's log here")
+
+
 def main() -> int:
     """One series from the command line; tables, then the `BENCH-RESULT` line."""
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    ap.add_argument("--codec", default="g711", choices=sorted(CODECS))
-    ap.add_argument("--room", type=int, default=10, help="members per room")
-    ap.add_argument("--steps", default="30,60,120,180,240,300", help="legs at each step")
-    ap.add_argument("--window", type=float, default=10.0, help="steady seconds measured")
-    ap.add_argument("--budget", type=float, default=150.0, help="seconds for the series")
-    ap.add_argument("--probes", type=int, default=3)
-    ap.add_argument("--rate", type=float, default=50.0, help="new calls per second")
+    series_args(ap, "30,60,120,180,240,300", 10.0, 50.0)
     ap.add_argument(
         "--talkers",
         type=int,
@@ -578,7 +594,6 @@ def main() -> int:
         action="store_true",
         help="mix every member (sip.talker_threshold_dbfs: null), as stock pjmedia",
     )
-    ap.add_argument("--keep-log", type=Path, help="copy the server's log here")
     ap.add_argument(
         "--record",
         default="none",

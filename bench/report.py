@@ -16,7 +16,12 @@ from typing import Any
 
 from report_codec import opus_cost_section
 from report_format import Result, _err, f, table
-from report_media import recording_section, relay_section, webrtc_section
+from report_media import (
+    edge_capacity_section,
+    recording_section,
+    relay_section,
+    webrtc_section,
+)
 from report_nodes import nodes_section
 from report_store import store_section
 
@@ -603,7 +608,13 @@ def write(results: list[Result], meta: dict[str, Any], out_dir: Path) -> Path:
         "![CPU vs legs, latency percentiles](cpu_latency.png)",
         "",
     ]
-    lines += capacity_section(series)
+    # Series through the edge with bench/loadgen.py (bench/capacity.py), and
+    # any of bench/legs.py's own (softphones straight to the server).
+    edge = [s for s in series if s.get("edge")]
+    if edge:
+        lines += edge_capacity_section(edge)
+    if len(edge) < len(series) or not series:
+        lines += capacity_section([s for s in series if not s.get("edge")])
     lines += setup_section(by.get("pbx"))
     lines += dtmf_section(by.get("dtmf"))
     lines += pin_section(by.get("dtmf"), series)

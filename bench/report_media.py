@@ -356,3 +356,128 @@ def recording_section(r: Result | None) -> list[str]:
         "",
     ]
     return lines
+
+
+def edge_capacity_section(series: list[Result]) -> list[str]:
+    """Capacity through the edge (bench/capacity.py): a summary per series and
+    the steps, with the runs labelled before and after side by side."""
+    out = [
+        "## Conference capacity through the edge (bench/capacity.py, bench/loadgen.py as load)",
+        "",
+        "How measured: one app server per series with Kamailio and rtpengine in front; "
+        "the legs call the trunk's DID through Kamailio, rtpengine relays their RTP. The load "
+        "is `bench/loadgen.py` (raw SIP, PIN as RFC 2833, RTP from loops encoded once, one "
+        "20 ms tick for all legs; one process per step, nice 5): per room the moderator "
+        "sends 440 Hz and the next member 700 Hz, everyone else silence frames. G.722 and "
+        "Opus rooms run `sip.clock_rate: 16000`. After all joined + 1 s a steady window: "
+        "CPU (utime+stime, 100 % = one core) of the server, rtpengine and the generator "
+        "apart; probes (3 PCMU listeners, kernel arrival stamps) give loss and gaps and the "
+        "share of each talker's tone (*weaker tone*: ~0.5 when both are heard). Degraded as "
+        "in bench/legs.py: probe loss > 1 %, a gap > 40 ms, server > 90 % of a core, or not "
+        "all joined (a degraded window is measured once more).",
+        "",
+    ]
+    if not series:
+        return [*out, "_Not run._", ""]
+    # Before on the left of after; other labels after them, by name.
+    order = {"before": 0, "after": 1}
+    variants = sorted({s.get("variant") or "" for s in series}, key=lambda v: (order.get(v, 2), v))
+    rows = []
+    for s in series:
+        ok = [st for st in s.get("steps", []) if not st["degraded"]]
+        top = ok[-1] if ok else None
+        rows.append(
+            [
+                f"{s.get('label', s.get('codec'))}, rooms of {s.get('room')}",
+                s.get("variant") or "",
+                f(s.get("max_healthy_legs")),
+                f(s.get("first_degraded_legs")),
+                "; ".join(s.get("first_degraded_why") or [])
+                or s.get("failed")
+                or s.get("stopped")
+                or "none up to the last step",
+                f(top["server_cpu"]) if top else "",
+                f(top["rtpengine_cpu"]) if top else "",
+                f(top["generator_cpu"]) if top else "",
+                f(top["machine_busy"], 0) if top else "",
+            ]
+        )
+    out += table(
+        [
+            "series",
+            "run",
+            "max healthy legs",
+            "first degraded at",
+            "why",
+            "server CPU % (at max healthy)",
+            "rtpengine CPU %",
+            "generator CPU %",
+            "machine %",
+        ],
+        rows,
+        "llrrlrrrr",
+    )
+    out.append("")
+    keys = sorted({(s.get("codec"), s.get("room")) for s in series}, key=str)
+    for codec, room in keys:
+        runs = {
+            s.get("variant") or "": s
+            for s in series
+            if (s.get("codec"), s.get("room")) == (codec, room)
+        }
+        first = next(iter(runs.values()))
+        out += [f"### {first.get('label', codec)}, rooms of {room}", ""]
+        header = ["legs"]
+        for v in variants:
+            name = f"{v}: " if v else ""
+            header += [
+                f"{name}server %",
+                f"{name}bridge clock %",
+                f"{name}rtpengine %",
+                f"{name}generator %",
+                f"{name}loss %",
+                f"{name}max gap ms",
+                f"{name}weaker tone",
+                f"{name}verdict",
+            ]
+        by_legs = {
+            v: {st["legs"]: st for st in runs[v].get("steps", [])} if v in runs else {}
+            for v in variants
+        }
+        body = []
+        for n in sorted({x for d in by_legs.values() for x in d}):
+            row: list[Any] = [n]
+            for v in variants:
+                st = by_legs[v].get(n)
+                if st is None:
+                    row += [""] * 8
+                    continue
+                clock = max(
+                    (t["cpu"] for t in st["server_threads"] if t["what"].startswith("bridge")),
+                    default=None,
+                )
+                row += [
+                    f(st["server_cpu"]),
+                    f(clock),
+                    f(st["rtpengine_cpu"]),
+                    f(st["generator_cpu"]),
+                    f(st["probe_loss_pct"], 2),
+                    f(st["probe_max_gap_ms"], 0),
+                    f(st.get("probe_tone_min"), 2),
+                    "; ".join(st["degraded"]) or "ok",
+                ]
+            body.append(row)
+        out += table(header, body, "r" * (len(header) - 1) + "l")
+        for v, s in runs.items():
+            gen = s.get("generators") or {}
+            out += [
+                "",
+                f"{v or 'run'}: generator {gen.get('answered', '?')}/{gen.get('legs', '?')} "
+                f"answered, {gen.get('late_ticks', '?')} late ticks of {gen.get('ticks', '?')} "
+                f"(max {gen.get('max_late_ms', '?')} ms), server on "
+                f"`{s.get('server_python', '?')}`; loadavg {s.get('loadavg_start')} → "
+                f"{s.get('loadavg_end')}"
+                + (f"; notes: {'; '.join(s['errors'])}" if s.get("errors") else ""),
+            ]
+        out.append("")
+    return out

@@ -52,25 +52,25 @@ class Job:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-# codec, room size, steps, share of the capacity time
+# codec, room size, steps, share of the capacity time: each codec in rooms of
+# 10 and of 100, through the edge with bench/loadgen.py as the load
+# (bench/capacity.py, 2 talkers a room); G.711 with a larger share.
 SERIES_FULL = [
-    ("g711", 10, "30,60,100,150,200,300", 0.23),
-    ("g711", 3, "30,60,99,150,201,300", 0.21),
-    ("g711", 100, "100,200,300", 0.14),
-    ("g722", 10, "10,20,40,70,100,150,200,300", 0.21),
-    ("opus16", 10, "10,20,40,70,100,150,200", 0.21),
+    (codec, room, "100,200,400,600,800,1000", 0.2 if codec == "g711" else 0.15)
+    for codec in ("g711", "g722", "opus16")
+    for room in (10, 100)
 ]
 SERIES_QUICK = [
-    ("g711", 10, "10,20", 0.25),
-    ("g711", 3, "6,12", 0.2),
-    ("g711", 100, "20", 0.15),
-    ("g722", 10, "10", 0.2),
-    ("opus16", 10, "10", 0.2),
+    (codec, room, "20,40" if room == 10 else "100", 0.2 if codec == "g711" else 0.15)
+    for codec in ("g711", "g722", "opus16")
+    for room in (10, 100)
 ]
 
 
-def plan(quick: bool) -> tuple[list[Job], list[Job]]:
-    """(fixed benches, capacity series) for a full or a quick (smoke) run."""
+def plan(quick: bool, python: str = "", label: str = "") -> tuple[list[Job], list[Job]]:
+    """(fixed benches, capacity series) for a full or a quick (smoke) run;
+    `python`: the capacity series' server runs on it (another venv's build);
+    `label`: names the series (before, after), so merged runs keep both."""
     if quick:
         fixed = [
             Job("dialcheck", "dialcheck.py", ["--n", "300", "--cli-runs", "1"], 60),
@@ -151,13 +151,14 @@ def plan(quick: bool) -> tuple[list[Job], list[Job]]:
             # G.711 legs without, then with every room recording (bench/recording.py).
             Job("recording", "recording.py", ["--steps", "60,120,240", "--window", "8"], 400),
         ]
-        window = "10"
+        window = "5"
         series = SERIES_FULL
+    more = (["--python", python] if python else []) + (["--label", label] if label else [])
     capacity = [
         Job(
-            f"legs {codec} room {room}",
-            "legs.py",
-            ["--codec", codec, "--room", str(room), "--steps", steps, "--window", window],
+            f"legs {codec} room {room}" + (f" {label}" if label else ""),
+            "capacity.py",
+            ["--codec", codec, "--room", str(room), "--steps", steps, "--window", window, *more],
             0,
             weight,
         )
@@ -217,7 +218,9 @@ def run_job(job: Job, log_dir: Path) -> dict[str, Any]:
             "loadavg_start": load0,
             "loadavg_end": common.loadavg(),
             "wall_s": round(time.monotonic() - started, 1),
-            "bench": "legs" if job.script == "legs.py" else job.script.removesuffix(".py"),
+            "bench": "legs"
+            if job.script in ("legs.py", "capacity.py")
+            else job.script.removesuffix(".py"),
         }
         result |= job.extra
     result["name"] = job.name
@@ -292,13 +295,15 @@ def main(argv: list[str] | None = None) -> int:
         help="with --only: merge into the run already in --out (its RESULTS.md says what was "
         "measured again when) instead of replacing it",
     )
+    ap.add_argument("--python", default="", help="capacity series: the server's interpreter")
+    ap.add_argument("--label", default="", help="capacity series: before, after (side by side)")
     args = ap.parse_args(argv)
     t0 = time.monotonic()
     out_dir = Path(args.out)
     log_dir = out_dir / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
     meta = build_meta("quick" if args.quick else "full")
-    fixed, capacity = plan(args.quick)
+    fixed, capacity = plan(args.quick, args.python, args.label)
     if args.only:
         keep = set(args.only.split(","))
         fixed = [j for j in fixed if j.name in keep]
@@ -323,7 +328,7 @@ def main(argv: list[str] | None = None) -> int:
             job.args += ["--keep-log", str(log_dir / (job.name.replace(" ", "_") + ".server.log"))]
             job.timeout = max(30.0, share)
             codec, room = job.args[1], int(job.args[3])
-            job.extra = {"codec": codec, "room": room, "label": codec}
+            job.extra = {"codec": codec, "room": room, "label": codec, "variant": args.label}
             results.append(run_job(job, log_dir))
     except KeyboardInterrupt:
         print("interrupted: writing what was measured", file=sys.stderr)
