@@ -13,6 +13,9 @@ Script steps (separated by `;`):
     wait_media T           wait up to T s for audio to be up
     dtmf DIGITS [METHOD]   send digits one by one (rfc2833 | info | both)
     tone HZ                send a continuous sine of HZ Hz (0: silence)
+    play WAV [loop]        send a recording (mono 16-bit WAV at any rate: the
+                           phone's bridge resamples it), once or looped; it
+                           replaces a tone, and `tone 0` stops it
     mark NAME              note the time under NAME in the report
     refer URI              send REFER (Refer-To: URI, as given) in the call
     hold [inactive]        put the call on hold (re-INVITE, a=sendonly: our tone still goes
@@ -261,6 +264,11 @@ class Softphone:
             else:
                 self.ua.stop_play(c.leg, slot="tone")
             c.report.setdefault("tones", []).append([hz, time.monotonic()])
+        elif op == "play":
+            # Real speech for the quality bench (bench/quality.py), in the
+            # tone's slot: one source at a time.
+            self.ua.play(c.leg, [Path(argv[0])], loop=argv[1:] == ["loop"], slot="tone")
+            c.report.setdefault("plays", []).append([argv[0], time.monotonic()])
         elif op == "mark":
             c.report.setdefault("marks", {})[argv[0]] = time.monotonic()
         elif op == "refer":
