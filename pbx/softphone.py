@@ -32,7 +32,8 @@ pbx/sipua.py refuses on its own. --clock-rate sets the phone's own bridge
 rate (its tones and recordings; 8 kHz by default), e.g. 16000 with
 --codecs G722/16000 for a wideband phone. --tls registers and calls over
 SIP/TLS (the target then names `;transport=tls`), --srtp mandatory offers
-SRTP (RTP/SAVP with SDES keys).
+SRTP (RTP/SAVP with SDES keys). --jitter-ms caps its jitter buffer
+(200 ms by default).
 """
 
 from __future__ import annotations
@@ -101,6 +102,9 @@ class Softphone:
             # RTP read as it arrives (pbx/sipsetup.py): a recording's timing
             # is the far end's, without a start-up burst of our own.
             media_polled=True,
+            # Its jitter buffer capped too: what it records shows the far
+            # end's delay, not ~0.4 s of its own start-up.
+            jitter_ms=args.jitter_ms,
             tls_port=args.tls_port if args.tls else None,
             tls_pair=(args.tls_cert, args.tls_key) if args.tls_cert else None,
             srtp=args.srtp,
@@ -435,6 +439,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=CLOCK_RATE,
         choices=CLOCK_RATES,
         help="the phone's own bridge rate: its tones and recordings (default %(default)s)",
+    )
+    p.add_argument(
+        "--jitter-ms",
+        type=int,
+        default=200,
+        help="cap of the adaptive jitter buffer in ms (0: pjmedia's default)",
     )
     p.add_argument("--record", help="WAV path for what we hear ({i}: call index)")
     p.add_argument("--calls", type=int, default=1)
