@@ -122,7 +122,12 @@ def write_tone_wav(
     reads) and -12 dBFS; a whole number of cycles so the loop is seamless."""
     n = int(rate * seconds)
     t = np.arange(n) / rate
-    data = (10 ** (dbfs / 20) * 32767 * np.sin(2 * np.pi * hz * t)).astype("<i2")
+    return write_wav(path, 10 ** (dbfs / 20) * np.sin(2 * np.pi * hz * t), rate)
+
+
+def write_wav(path: Path, samples: np.ndarray, rate: int) -> Path:
+    """Samples in [-1, 1] as a 16-bit mono PCM WAV (load()'s inverse)."""
+    data = (samples * 32767).astype("<i2")
     with wave.open(str(path), "wb") as w:
         w.setnchannels(1)
         w.setsampwidth(2)
