@@ -41,11 +41,13 @@ def ep_config(
     clock_rate: int,
     media_polled: bool = False,
     codec_vad: bool = False,
+    jitter_ms: int = 0,
 ) -> pj.EpConfig:
     """The Endpoint's config: one thread, the log into `writer`, the bridge
     at `clock_rate`; with `media_polled`, RTP is read by the poll too. With
     `codec_vad`, each codec's own `vad` setting counts (Opus DTX);
-    `set_codecs` then turns it off for every other codec."""
+    `set_codecs` then turns it off for every other codec. With `jitter_ms`,
+    the adaptive jitter buffer holds at most that much."""
     cfg = pj.EpConfig()
     cfg.uaConfig.threadCnt = 0
     cfg.uaConfig.mainThreadOnly = True
@@ -68,6 +70,12 @@ def ep_config(
     # The null device must never auto-close: with it closed the bridge's
     # clock stops and no RTP (nor RFC 2833) goes out.
     cfg.medConfig.sndAutoCloseTime = -1
+    if jitter_ms:
+        # A test or bench phone's cap (pjmedia's own maximum is 500 ms): a
+        # calling phone's buffer, filled by the start-up burst, otherwise
+        # adds ~0.4 s to what it records and hides the bridge's own delay.
+        # The app server keeps pjmedia's default.
+        cfg.medConfig.jbMax = jitter_ms
     if media_polled:
         # pjmedia's worker thread polls its sockets with a 500 ms timeout,
         # and an outbound call's first RTP is often read only when that

@@ -122,6 +122,7 @@ class SipUA:
         opus: OpusSettings | None = None,
         screen: bool = True,
         media_polled: bool = False,
+        jitter_ms: int = 0,
         tls_port: int | None = None,
         tls_pair: tuple[str, str] | None = None,
         srtp: str = "",
@@ -153,6 +154,9 @@ class SipUA:
         # RTP read by poll() rather than by pjmedia's worker thread (see
         # pbx/sipsetup.py's ep_config): test phones only.
         self.media_polled = media_polled
+        # The jitter buffer's cap in ms (pbx/sipsetup.py's ep_config); 0:
+        # pjmedia's default. Test and bench phones only.
+        self.jitter_ms = jitter_ms
         # pbx/_pjx.c's SIP screen; only a test phone goes without it, to show
         # what this module refuses on its own.
         self.screen = screen
@@ -206,6 +210,7 @@ class SipUA:
             clock_rate=self.clock_rate,
             media_polled=self.media_polled,
             codec_vad=self.opus is not None and self.opus.dtx,
+            jitter_ms=self.jitter_ms,
         )
         ep.libInit(cfg)
         self._ep = ep

@@ -14,6 +14,9 @@ Script steps (separated by `;`):
     dtmf DIGITS [METHOD]   send digits one by one (rfc2833 | info | both)
     tone HZ [DBFS]         send a continuous sine of HZ Hz (0: silence), at DBFS
                            (its peak, dB of full scale) or the signals' usual level
+    play WAV [loop]        send a recording (mono 16-bit WAV at any rate: the
+                           phone's bridge resamples it), once or looped; it
+                           replaces a tone, and `tone 0` stops it
     mark NAME              note the time under NAME in the report
     refer URI              send REFER (Refer-To: URI, as given) in the call
     hold [inactive]        put the call on hold (re-INVITE, a=sendonly: our tone still goes
@@ -31,7 +34,8 @@ pbx/sipua.py refuses on its own. --clock-rate sets the phone's own bridge
 rate (its tones and recordings; 8 kHz by default), e.g. 16000 with
 --codecs G722/16000 for a wideband phone. --tls registers and calls over
 SIP/TLS (the target then names `;transport=tls`), --srtp mandatory offers
-SRTP (RTP/SAVP with SDES keys).
+SRTP (RTP/SAVP with SDES keys). --jitter-ms caps its jitter buffer
+(200 ms by default).
 """
 
 from __future__ import annotations
@@ -108,6 +112,9 @@ class Softphone:
             # RTP read as it arrives (pbx/sipsetup.py): a recording's timing
             # is the far end's, without a start-up burst of our own.
             media_polled=True,
+            # Its jitter buffer capped too: what it records shows the far
+            # end's delay, not ~0.4 s of its own start-up.
+            jitter_ms=args.jitter_ms,
             tls_port=args.tls_port if args.tls else None,
             tls_pair=(args.tls_cert, args.tls_key) if args.tls_cert else None,
             srtp=args.srtp,
@@ -269,6 +276,11 @@ class Softphone:
             else:
                 self.ua.stop_play(c.leg, slot="tone")
             c.report.setdefault("tones", []).append([hz, time.monotonic()])
+        elif op == "play":
+            # Real speech for the quality bench (bench/quality.py), in the
+            # tone's slot: one source at a time.
+            self.ua.play(c.leg, [Path(argv[0])], loop=argv[1:] == ["loop"], slot="tone")
+            c.report.setdefault("plays", []).append([argv[0], time.monotonic()])
         elif op == "mark":
             c.report.setdefault("marks", {})[argv[0]] = time.monotonic()
         elif op == "refer":
@@ -455,6 +467,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=CLOCK_RATE,
         choices=CLOCK_RATES,
         help="the phone's own bridge rate: its tones and recordings (default %(default)s)",
+    )
+    p.add_argument(
+        "--jitter-ms",
+        type=int,
+        default=200,
+        help="cap of the adaptive jitter buffer in ms (0: pjmedia's default)",
     )
     p.add_argument("--record", help="WAV path for what we hear ({i}: call index)")
     p.add_argument("--calls", type=int, default=1)

@@ -150,12 +150,19 @@ def tone_residual(
     return np.sqrt((left**2).mean(axis=0)) / np.maximum(level, 1e-9)
 
 
-def write_tone_wav(path: Path, hz: float, seconds: float = 2.0, rate: int = 48000) -> Path:
-    """16-bit mono PCM WAV at 48 kHz (what Chromium's fake capture reads), -12 dBFS;
-    a whole number of cycles so the loop is seamless."""
+def write_tone_wav(
+    path: Path, hz: float, seconds: float = 2.0, rate: int = 48000, dbfs: float = -12.0
+) -> Path:
+    """16-bit mono PCM WAV, by default at 48 kHz (what Chromium's fake capture
+    reads) and -12 dBFS; a whole number of cycles so the loop is seamless."""
     n = int(rate * seconds)
     t = np.arange(n) / rate
-    data = (10 ** (-12 / 20) * 32767 * np.sin(2 * np.pi * hz * t)).astype("<i2")
+    return write_wav(path, 10 ** (dbfs / 20) * np.sin(2 * np.pi * hz * t), rate)
+
+
+def write_wav(path: Path, samples: np.ndarray, rate: int) -> Path:
+    """Samples in [-1, 1] as a 16-bit mono PCM WAV (load()'s inverse)."""
+    data = (samples * 32767).astype("<i2")
     with wave.open(str(path), "wb") as w:
         w.setnchannels(1)
         w.setsampwidth(2)

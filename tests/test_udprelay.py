@@ -1,0 +1,107 @@
+"""tests/udprelay.py on this host's loopback: it loses about the share of
+packets it is told to, the same packets for the same seed, both ways, and
+ends by itself when its time is up.
+
+The relay listens on 127.0.0.1 and relays to an echo socket on 127.0.0.2
+(same port); nothing leaves the loopback.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import struct
+import subprocess
+from collections.abc import Iterator
+
+import pytest
+
+from tests import ports, udprelay
+
+PACKETS = 2000
+
+
+@pytest.fixture
+def echo() -> Iterator[tuple[socket.socket, int]]:
+    """A UDP socket on 127.0.0.2 at a free port (the relay's far end)."""
+    port = ports.allocate(1)
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("127.0.0.2", port))
+    s.settimeout(2.0)
+    yield s, port
+    s.close()
+
+
+def start(port: int, loss: float, seed: int, seconds: float = 60.0) -> subprocess.Popen:
+    """The relay at 127.0.0.1:port -> 127.0.0.2:port, ready to relay."""
+    argv = udprelay.command("127.0.0.2", str(port), loss, seed, seconds)
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stderr is not None and proc.stderr.readline().startswith("ready ")
+    return proc
+
+
+def exchange(echo_sock: socket.socket, port: int, proc: subprocess.Popen) -> tuple[set, set]:
+    """Send PACKETS numbered datagrams through the relay, echo each one that
+    arrives back through it; the numbers that arrived each way."""
+    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sender.settimeout(0.05)
+    sender.connect(("127.0.0.1", port))
+    there, back = set(), set()
+    try:
+        for i in range(PACKETS):
+            sender.send(struct.pack("!I", i))
+            # One packet in flight at a time: no socket buffer overflows, so
+            # every loss is the relay's.
+            echo_sock.settimeout(0.05)
+            try:
+                data, addr = echo_sock.recvfrom(64)
+            except TimeoutError:
+                continue
+            there.add(struct.unpack("!I", data)[0])
+            echo_sock.sendto(data, addr)
+            with contextlib.suppress(TimeoutError):
+                back.add(struct.unpack("!I", sender.recv(64))[0])
+    finally:
+        sender.close()
+    return there, back
+
+
+def test_it_loses_about_the_share_it_is_told_the_same_packets_for_a_seed(echo) -> None:
+    echo_sock, port = echo
+    runs = []
+    for _ in range(2):
+        proc = start(port, loss=3.0, seed=7)
+        there, back = exchange(echo_sock, port, proc)
+        c = udprelay.counts(proc)
+        runs.append((there, back))
+        assert c["up"] == PACKETS and c["flows"] == 1, c
+        assert c["up"] - c["up_dropped"] == len(there), (c, len(there))
+        assert c["down"] == len(there) and c["down"] - c["down_dropped"] == len(back), c
+        # 3 % of 2,000 is 60 (binomial sd 7.6): within 4 sd either way.
+        assert 30 <= c["up_dropped"] <= 90, c
+        assert 30 * len(there) / PACKETS <= c["down_dropped"] <= 90, c
+    assert runs[0] == runs[1], "the same seed lost different packets"
+    proc = start(port, loss=3.0, seed=8)
+    there, _ = exchange(echo_sock, port, proc)
+    udprelay.counts(proc)
+    assert there != runs[0][0], "another seed lost the same packets"
+
+
+def test_no_loss_relays_everything(echo) -> None:
+    echo_sock, port = echo
+    proc = start(port, loss=0.0, seed=1)
+    there, back = exchange(echo_sock, port, proc)
+    c = udprelay.counts(proc)
+    assert len(there) == len(back) == PACKETS, c
+    assert c["up_dropped"] == c["down_dropped"] == 0, c
+
+
+def test_it_ends_by_itself_when_its_time_is_up(echo) -> None:
+    _, port = echo
+    proc = start(port, loss=0.0, seed=1, seconds=1.0)
+    # Nobody stops it: it must exit on its own (the wait's timeout only
+    # keeps a broken relay from hanging the suite).
+    assert proc.wait(timeout=30) == 0
+    assert proc.stdout is not None
+    # It ran its loop and reported (a crash at start prints no counts).
+    assert '"up": 0' in proc.stdout.read()
