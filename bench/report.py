@@ -18,6 +18,7 @@ from report_codec import opus_cost_section
 from report_format import Result, _err, f, table
 from report_media import (
     edge_capacity_section,
+    quality_section,
     recording_section,
     relay_section,
     webrtc_section,
@@ -633,6 +634,8 @@ def write(results: list[Result], meta: dict[str, Any], out_dir: Path) -> Path:
         lines += nodes_section(by["nodes"])
     if "recording" in by:  # on demand only (bench/run --only recording)
         lines += recording_section(by["recording"])
+    if "quality" in by:  # on demand only (bench/run --only quality)
+        lines += quality_section(by["quality"])
     lines += load_section(results, meta)
     md = out_dir / "RESULTS.md"
     md.write_text("\n".join(lines))

@@ -481,3 +481,42 @@ def edge_capacity_section(series: list[Result]) -> list[str]:
             ]
         out.append("")
     return out
+
+
+QUALITY_HOW = (
+    "How measured (not in the default run: `bench/run --only quality`): a phone plays 4 "
+    "prompts of real speech (Debian's `asterisk-core-sounds-en-wav`, 4-8 s each) to a "
+    "listener, phones in network namespaces; through the bridge (talker -> room -> "
+    "listener, via Kamailio and rtpengine) and on a direct call between the two phones. "
+    "Loss: tests/udprelay.py drops that share of the talker's packets each way (seeded). "
+    "PESQ (the `pesq` package, narrowband P.862 for PCMU) per prompt, mean of the 4; "
+    "delay by cross-correlation (includes the listener's jitter buffer, capped at 200 ms). "
+    "Goals (issue 22): PCMU >= 4.1 clean and >= 3.5 at 3 % loss. The G.722 rows (a 16 kHz "
+    "room, wideband) are not measured yet."
+)
+
+
+def quality_section(r: Result | None) -> list[str]:
+    """Voice quality: PESQ of real speech through the bridge and on a direct call."""
+    if r is None or r.get("failed"):
+        return ["## Voice quality (`bench/quality.py`)", "", QUALITY_HOW, "", *_err(r)]
+    lines = ["## Voice quality (`bench/quality.py`)", "", QUALITY_HOW, ""]
+    cells: dict[tuple[str, float], dict[str, Any]] = {}
+    for row in r.get("rows", []):
+        cells.setdefault((row["codec"], row["loss_pct"]), {})[row["path"]] = row
+    rows = []
+    for (codec, loss), by in sorted(cells.items()):
+        bridge, direct = by.get("bridge", {}), by.get("direct", {})
+        rows.append(
+            [
+                "clean" if not loss else f"{f(loss, 0)} % loss",
+                codec,
+                f(bridge.get("pesq_nb"), 2),
+                f(direct.get("pesq_nb"), 2),
+                f(bridge.get("delay_ms"), 0),
+                f(direct.get("delay_ms"), 0),
+            ]
+        )
+    header = ["condition", "codec", "PESQ bridge", "PESQ direct", "delay bridge ms"]
+    lines += table([*header, "delay direct ms"], rows, "llrrrr")
+    return [*lines, ""]

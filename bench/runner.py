@@ -173,7 +173,10 @@ def plan(quick: bool, python: str = "", label: str = "") -> tuple[list[Job], lis
 def run_job(job: Job, log_dir: Path) -> dict[str, Any]:
     """Run one bench, echo and keep its output; its result (or why there is none)."""
     log_path = log_dir / (job.name.replace(" ", "_") + ".log")
-    cmd = [PY, str(BENCH / job.script), *job.args]
+    # The capacity series runs its generator here and takes --python for the
+    # server alone (plan()); the other benches run wholly on --python.
+    python = PY if job.script == "capacity.py" else os.environ.get("PONTE_BENCH_PYTHON", PY)
+    cmd = [python, str(BENCH / job.script), *job.args]
     print(f"\n=== {job.name}: {' '.join(cmd[1:])} (limit {job.timeout:.0f} s)", flush=True)
     started, load0 = time.monotonic(), common.loadavg()
     proc = subprocess.Popen(
@@ -298,9 +301,16 @@ def main(argv: list[str] | None = None) -> int:
         help="with --only: merge into the run already in --out (its RESULTS.md says what was "
         "measured again when) instead of replacing it",
     )
-    ap.add_argument("--python", default="", help="capacity series: the server's interpreter")
+    ap.add_argument(
+        "--python",
+        default="",
+        help="another venv's interpreter (e.g. the stock pjsua2 wheel's, for 'before' "
+        "figures): the capacity series' server runs on it, the other benches wholly",
+    )
     ap.add_argument("--label", default="", help="capacity series: before, after (side by side)")
     args = ap.parse_args(argv)
+    if args.python:
+        os.environ["PONTE_BENCH_PYTHON"] = args.python
     t0 = time.monotonic()
     out_dir = Path(args.out)
     log_dir = out_dir / "logs"
