@@ -60,6 +60,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("ponte.call")
 
+# How long a status waits for rtpengine's figures of the members (the control
+# client gives up after 5 s; members not answered by then show none).
+STATUS_QUALITY_S = 2.0
+
 
 def default_node(config: Config) -> str:
     """ "local" with a SQLite file (one server); on a shared PostgreSQL the
@@ -370,8 +374,7 @@ class AppServer:
             # rtpengine is asked here, off the loop: a status of many members
             # (or a relay that stopped answering) never holds SIP up.
             calls = {leg: rec.sip_call_id for leg, rec in self.svc.legs.records().items()}
-            quality = self.svc.calllog.quality
-            request["_quality"] = {leg: quality(cid) for leg, cid in calls.items()}
+            request["_quality"] = self.svc.calllog.qualities(calls, STATUS_QUALITY_S)
             # The other nodes, from the shared records (off the loop too).
             request["_cluster"] = clusterview.shared(self.svc)
         if request.get("cmd") == "reload":
