@@ -175,17 +175,19 @@ def start_gen(
     tmp: Path,
     name: str,
     seconds: float,
+    direct: bool = False,
 ) -> subprocess.Popen[str]:
-    """One generator process placing `legs` (PIN[:HZ|:p]) through Kamailio."""
+    """One generator process placing `legs` (PIN[:HZ|:p]) through Kamailio,
+    or (`direct`) straight to the app server, its RTP to the server's ports."""
     probes = sum(1 for x in legs if x.endswith(":p"))
     cmd = [
         sys.executable,
         str(ROOT / "bench" / "loadgen.py"),
         "--target",
-        srv.config["pbx"]["listen"],
+        srv.config["sip" if direct else "pbx"]["listen"],
         "--user",
         DID,
-        "--edge",
+        *([] if direct else ["--edge"]),
         "--codec",
         GEN_CODEC[codec],
         "--legs",
@@ -257,6 +259,8 @@ def series(
     rate: float = 100.0,
     procs: int = 1,
     keep_log: Path | None = None,
+    direct: bool = False,
+    stock_mix: bool = False,
 ) -> dict[str, Any]:
     """Raise the legs through `steps` on one server behind its edge; stop at
     the first degraded step."""
@@ -270,7 +274,8 @@ def series(
         "rate": rate,
         "probes": probes,
         "procs": procs,
-        "edge": True,
+        "edge": not direct,
+        "stock_mix": stock_mix,
         "load": "bench/loadgen.py",
         "talkers": len(TALKER_HZ),
         "server_python": harness.PY,
@@ -296,6 +301,8 @@ def series(
             "max_calls": max(top, 10),
             "max_new_calls_per_second": 2 * rate,
         }
+        if stock_mix:  # pjmedia's own bridge: every member mixed, every leg encoding
+            overrides["sip"] |= {"talker_threshold_dbfs": None, "shared_encode": False}
         overrides["pbx"]["media_ports"] = low_range(4 * top + 40)
         srv = harness.start_server(tmp / "srv", cache, log_level="info", **overrides)
         try:
@@ -317,7 +324,7 @@ def series(
                     if not part:
                         continue
                     name = f"s{i}p{k}"
-                    gens.append(start_gen(srv, codec, part, rate / procs, tmp, name, left))
+                    gens.append(start_gen(srv, codec, part, rate / procs, tmp, name, left, direct))
                     probe_files += [
                         tmp / f"probe-{name}-{j}.bin"
                         for j, x in enumerate(part)
@@ -391,7 +398,8 @@ def _step_line(codec: str, room: int, s: dict[str, Any]) -> str:
 
 def print_table(r: dict[str, Any]) -> None:
     """One Markdown table for the series."""
-    print(f"\n{r['label']}, rooms of {r['room']}, through the edge ({r.get('variant') or ''})")
+    path = "through the edge" if r.get("edge") else "direct to the app server"
+    print(f"\n{r['label']}, rooms of {r['room']}, {path} ({r.get('variant') or ''})")
     print(
         "| legs | joined | server CPU % | busiest thread % | rtpengine CPU % | generator CPU % "
         "| machine % | loss % | gaps > 40 ms | max gap ms | weaker tone | verdict |"
@@ -415,6 +423,17 @@ def main() -> int:
     )
     series_args(ap, "100,200,400,600,800,1000", 5.0, 100.0)
     ap.add_argument("--procs", type=int, default=1, help="generator processes per step")
+    ap.add_argument(
+        "--direct",
+        action="store_true",
+        help="legs straight to the app server (its capacity without the relay's cost)",
+    )
+    ap.add_argument(
+        "--stock-mix",
+        action="store_true",
+        help="no talker gate, no shared encode (sip.talker_threshold_dbfs: null, "
+        "sip.shared_encode: false): the before of a before/after on one build",
+    )
     ap.add_argument("--python", help="run the server with this interpreter (another venv)")
     ap.add_argument("--label", default="", help="names the run (before, after) in results.json")
     args = ap.parse_args()
@@ -432,6 +451,8 @@ def main() -> int:
         rate=args.rate,
         procs=args.procs,
         keep_log=args.keep_log,
+        direct=args.direct,
+        stock_mix=args.stock_mix,
     )
     r["variant"] = args.label
     print_table(r)

@@ -611,11 +611,11 @@ def write(results: list[Result], meta: dict[str, Any], out_dir: Path) -> Path:
     ]
     # Series through the edge with bench/loadgen.py (bench/capacity.py), and
     # any of bench/legs.py's own (softphones straight to the server).
-    edge = [s for s in series if s.get("edge")]
+    edge = [s for s in series if s.get("load") == "bench/loadgen.py"]
     if edge:
         lines += edge_capacity_section(edge)
     if len(edge) < len(series) or not series:
-        lines += capacity_section([s for s in series if not s.get("edge")])
+        lines += capacity_section([s for s in series if s.get("load") != "bench/loadgen.py"])
     lines += setup_section(by.get("pbx"))
     lines += dtmf_section(by.get("dtmf"))
     lines += pin_section(by.get("dtmf"), series)

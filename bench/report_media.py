@@ -374,7 +374,11 @@ def edge_capacity_section(series: list[Result]) -> list[str]:
         "apart; probes (3 PCMU listeners, kernel arrival stamps) give loss and gaps and the "
         "share of each talker's tone (*weaker tone*: ~0.5 when both are heard). Degraded as "
         "in bench/legs.py: probe loss > 1 %, a gap > 40 ms, server > 90 % of a core, or not "
-        "all joined (a degraded window is measured once more).",
+        "all joined (a degraded window is measured once more). *before*: the same build "
+        "with `--stock-mix` (no talker gate, no shared encode: pjmedia's own bridge, every "
+        "member mixed and every leg encoding); *after*: the defaults. Series marked *direct* "
+        "send the legs straight to the app server (no Kamailio, no rtpengine): the server's "
+        "own capacity, which the relay's cost on the same two cores otherwise hides.",
         "",
     ]
     if not series:
@@ -388,7 +392,8 @@ def edge_capacity_section(series: list[Result]) -> list[str]:
         top = ok[-1] if ok else None
         rows.append(
             [
-                f"{s.get('label', s.get('codec'))}, rooms of {s.get('room')}",
+                f"{s.get('label', s.get('codec'))}, rooms of {s.get('room')}"
+                + ("" if s.get("edge", True) else ", direct"),
                 s.get("variant") or "",
                 f(s.get("max_healthy_legs")),
                 f(s.get("first_degraded_legs")),
@@ -418,15 +423,16 @@ def edge_capacity_section(series: list[Result]) -> list[str]:
         "llrrlrrrr",
     )
     out.append("")
-    keys = sorted({(s.get("codec"), s.get("room")) for s in series}, key=str)
-    for codec, room in keys:
+    keys = sorted({(s.get("codec"), s.get("room"), s.get("edge", True)) for s in series}, key=str)
+    for codec, room, edge in keys:
         runs = {
             s.get("variant") or "": s
             for s in series
-            if (s.get("codec"), s.get("room")) == (codec, room)
+            if (s.get("codec"), s.get("room"), s.get("edge", True)) == (codec, room, edge)
         }
         first = next(iter(runs.values()))
-        out += [f"### {first.get('label', codec)}, rooms of {room}", ""]
+        path = "" if edge else ", direct to the app server (no relay)"
+        out += [f"### {first.get('label', codec)}, rooms of {room}{path}", ""]
         header = ["legs"]
         for v in variants:
             name = f"{v}: " if v else ""

@@ -68,10 +68,14 @@ SERIES_QUICK = [
 ]
 
 
-def plan(quick: bool, python: str = "", label: str = "") -> tuple[list[Job], list[Job]]:
+def plan(
+    quick: bool, python: str = "", label: str = "", direct: bool = False, stock_mix: bool = False
+) -> tuple[list[Job], list[Job]]:
     """(fixed benches, capacity series) for a full or a quick (smoke) run;
     `python`: the capacity series' server runs on it (another venv's build);
-    `label`: names the series (before, after), so merged runs keep both."""
+    `label`: names the series (before, after), so merged runs keep both;
+    `direct`: legs straight to the app server; `stock_mix`: no talker gate and
+    no shared encode (the before on the same build)."""
     if quick:
         fixed = [
             Job("dialcheck", "dialcheck.py", ["--n", "300", "--cli-runs", "1"], 60),
@@ -157,9 +161,12 @@ def plan(quick: bool, python: str = "", label: str = "") -> tuple[list[Job], lis
         window = "5"
         series = SERIES_FULL
     more = (["--python", python] if python else []) + (["--label", label] if label else [])
+    more += (["--direct"] if direct else []) + (["--stock-mix"] if stock_mix else [])
     capacity = [
         Job(
-            f"legs {codec} room {room}" + (f" {label}" if label else ""),
+            f"legs {codec} room {room}"
+            + (" direct" if direct else "")
+            + (f" {label}" if label else ""),
             "capacity.py",
             ["--codec", codec, "--room", str(room), "--steps", steps, "--window", window, *more],
             0,
@@ -308,6 +315,14 @@ def main(argv: list[str] | None = None) -> int:
         "figures): the capacity series' server runs on it, the other benches wholly",
     )
     ap.add_argument("--label", default="", help="capacity series: before, after (side by side)")
+    ap.add_argument(
+        "--direct", action="store_true", help="capacity series: legs straight to the app server"
+    )
+    ap.add_argument(
+        "--stock-mix",
+        action="store_true",
+        help="capacity series: no talker gate, no shared encode (a before on the same build)",
+    )
     args = ap.parse_args(argv)
     if args.python:
         os.environ["PONTE_BENCH_PYTHON"] = args.python
@@ -316,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
     log_dir = out_dir / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
     meta = build_meta("quick" if args.quick else "full")
-    fixed, capacity = plan(args.quick, args.python, args.label)
+    fixed, capacity = plan(args.quick, args.python, args.label, args.direct, args.stock_mix)
     if args.only:
         keep = set(args.only.split(","))
         fixed = [j for j in fixed if j.name in keep]
