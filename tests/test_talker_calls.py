@@ -179,3 +179,44 @@ def test_talkers_are_heard_listeners_gated_and_a_new_talker_joins_without_a_clic
     shared = [int(n) for n in re.findall(r"shared encode (\d+),", srv.log())]
     print(f"{codec}: shared encode counts in the log {shared[-3:]}")
     assert shared and shared[-1] > 0, "no frame went out with a shared encode"
+
+
+def test_opus_listeners_share_only_with_the_same_encoder_settings(
+    server_factory, phone, six_net: Topology
+):
+    """Two Opus listeners whose phones ask for the app server's 24 kbit/s share
+    the talker's encode; a third, whose SDP caps it at 10 kbit/s
+    (maxaveragebitrate), hears the same talker but from an encoder of its own
+    settings: a shared payload (and OpusEncoder state, which holds the bit
+    rate) would reach it at 24 kbit/s. Patch 0011's settings key."""
+    rate, extra, codecs, _ = CODECS["opus"]
+    sip = {
+        "listen": "127.0.0.1:5080",
+        "rtp_ports": "40000-40199",
+        "clock_rate": rate,
+        "codecs": codecs,
+    }
+    srv = appliance(server_factory, six_net, sip=sip, extensions=ALL)
+    join = "wait_media 5; wait 1.5; dtmf 1111#"
+    talker = _phone(
+        phone, six_net, 0, f"wait_media 5; dtmf 9999#; tone {T1_HZ}; wait 9; hangup", extra
+    )
+    wide = [_phone(phone, six_net, i, f"{join}; wait 6; hangup", extra) for i in (1, 2)]
+    capped = _phone(
+        phone, six_net, 3, f"{join}; wait 6; hangup", [*extra, "--opus-bitrate", "10000"]
+    )
+    phones = [talker, *wide, capped]
+    reps = [p.result() for p in phones]
+    for r in reps:
+        assert "error" not in r, r
+    start = max(hash_time(r) for r in reps) + 2.0
+    for i in (1, 2, 3):
+        seg, r = _seg(phones[i], reps[i], start, start + 3.0)
+        assert audio.band_fraction(seg, r, T1_HZ, width=40) > 0.5, f"phone {i} misses the talker"
+    # Bytes per packet over the whole call (prompts, then the tone): 10 kbit/s
+    # is 25 bytes a 20 ms packet, 24 kbit/s 60.
+    per_packet = [reps[i]["rx"]["bytes"] / reps[i]["rx"]["packets"] for i in (1, 2, 3)]
+    print(f"opus bytes per packet: wide {per_packet[:2]}, capped {per_packet[2]:.1f}")
+    assert per_packet[2] < 0.7 * min(per_packet[:2]), per_packet
+    shared = [int(n) for n in re.findall(r"shared encode (\d+),", srv.log())]
+    assert shared and shared[-1] > 0, "the two 24 kbit/s listeners shared no encode"
