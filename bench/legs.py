@@ -331,6 +331,7 @@ def series(
     record: str = "none",
     talkers: int = 0,
     talker_gate: bool = True,
+    shared_encode: bool = True,
 ) -> dict[str, Any]:
     """Raise legs through `steps` on one server; stop at the first degraded step
     (`talkers`: that many members of each room send the tone, the others
@@ -339,7 +340,9 @@ def series(
     every room records from its step on). With `nodes` > 1 the server
     is `ponte serve --nodes N` and room i's callers call node i % N (so each
     room is homed where its callers are: no hand-offs); `server`: more of its
-    configuration (a PostgreSQL `database`, a `pbx` edge)."""
+    configuration (a PostgreSQL `database`, a `pbx` edge); `shared_encode`
+    False: every leg encodes its own frames (sip.shared_encode), the A/B's
+    "before" on the same build."""
     started = time.monotonic()
     spec = CODECS[codec]
     result: dict[str, Any] = {
@@ -348,6 +351,7 @@ def series(
         "room": room,
         "talkers": talkers or room,
         "talker_gate": talker_gate,
+        "shared_encode": shared_encode,
         "window_s": window,
         "rate": rate,
         "probes": probes,
@@ -368,6 +372,8 @@ def series(
     }
     if not talker_gate:  # every member mixed, as stock pjmedia (the A/B's "before")
         sip["talker_threshold_dbfs"] = None
+    if not shared_encode:  # every leg encodes its own frames (the A/B's "before")
+        sip["shared_encode"] = False
     phones: list[subprocess.Popen[str]] = []
     legs: list[RawLeg] = []
     known: dict[int, str] = {}  # the server's thread labels, by thread id
@@ -595,6 +601,11 @@ def main() -> int:
         help="mix every member (sip.talker_threshold_dbfs: null), as stock pjmedia",
     )
     ap.add_argument(
+        "--no-shared-encode",
+        action="store_true",
+        help="every leg encodes its own frames (sip.shared_encode: false), as stock pjmedia",
+    )
+    ap.add_argument(
         "--record",
         default="none",
         choices=["none", "mix", "tracks"],
@@ -617,6 +628,7 @@ def main() -> int:
         record=args.record,
         talkers=args.talkers,
         talker_gate=not args.no_talker_gate,
+        shared_encode=not args.no_shared_encode,
     )
     print_table(r)
     lat = common.summary(r.get("join_latencies_ms", []))

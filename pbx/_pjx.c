@@ -428,6 +428,19 @@ static PyObject *set_talker_gate(PyObject *mod, PyObject *args)
     Py_RETURN_NONE;
 }
 
+/* Encode once per listener group (our pjproject patches 0009, 0011) on or
+ * off: off, every leg encodes its own frames (to measure what sharing saves
+ * on the same binary, or should a codec misbehave). */
+static PyObject *set_shared_encode(PyObject *mod, PyObject *arg)
+{
+    (void)mod;
+    int on = PyObject_IsTrue(arg);
+    if (on < 0)
+        return NULL;
+    pjmedia_stream_set_shared_encode(on ? PJ_TRUE : PJ_FALSE);
+    Py_RETURN_NONE;
+}
+
 /* Encode once per listener group (our pjproject patch 0009): frames sent
  * with a payload another stream of the group encoded, and group encodes. */
 static PyObject *shared_encode_stats(PyObject *mod, PyObject *Py_UNUSED(ignored))
@@ -871,9 +884,12 @@ static PyMethodDef module_methods[] = {
     {"set_talker_gate", set_talker_gate, METH_VARARGS,
      "set_talker_gate(level, hangover_ms): a member quieter than level (mean absolute\n"
      "sample, 0-32767) for longer than hangover_ms is mixed to nobody; level 0: off."},
+    {"set_shared_encode", set_shared_encode, METH_O,
+     "set_shared_encode(on): listeners who hear the same talkers share one encode (the\n"
+     "default); off, every leg encodes its own frames."},
     {"shared_encode_stats", shared_encode_stats, METH_NOARGS,
      "shared_encode_stats() -> {shared: frames sent with a group's payload, encoded: group\n"
-     "encodes} (G.711/G.722 listeners who hear the same talkers share one encode)."},
+     "encodes} (G.711/G.722/Opus listeners who hear the same talkers share one encode)."},
     {"install_screen", install_screen, METH_NOARGS,
      "install_screen() -> bool: refuse RFC 4475 invalid requests (400), a request with a\n"
      "call's To tag and another Call-ID (481), REFER and Replaces (403); once per process."},

@@ -47,6 +47,10 @@ def set_talker_gate(level: int, hangover_ms: int, /) -> None:
     """A member quieter than `level` (mean absolute sample, 0-32767) for longer than
     `hangover_ms` is mixed to nobody; level 0 turns the gate off (pjsua thread, after libInit)."""
 
+def set_shared_encode(on: bool, /) -> None:
+    """Listeners who hear the same talkers share one encode (True, the default); False:
+    every leg encodes its own frames (takes effect from the next frame)."""
+
 def shared_encode_stats() -> dict[str, int]:
     """{shared: frames sent with a payload another stream of their listener group encoded,
-    encoded: frames encoded for a group} (G.711 and G.722, since start)."""
+    encoded: frames encoded for a group} (G.711, G.722 and Opus, since start)."""

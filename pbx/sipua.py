@@ -128,6 +128,7 @@ class SipUA:
         srtp: str = "",
         talker_threshold_dbfs: float | None = None,
         talker_hangover_ms: int = 400,
+        shared_encode: bool = True,
     ) -> None:
         self.events = events
         # Talkers and listeners on the bridge (`sip.talker_threshold_dbfs`,
@@ -136,6 +137,10 @@ class SipUA:
         # mixed (test phones, whose own bridge only plays and records).
         self.talker_threshold_dbfs = talker_threshold_dbfs
         self.talker_hangover_ms = talker_hangover_ms
+        # One encode per listener group (`sip.shared_encode`): listeners who
+        # hear the same talkers share one payload. False: every leg encodes
+        # its own (to measure what sharing saves, or should a codec misbehave).
+        self.shared_encode = shared_encode
         self._shared_log_at = 0.0
         self._shared_last: dict[str, int] = {}
         # SIP over TLS (a test phone's --tls): a TLS transport on this port
@@ -217,6 +222,7 @@ class SipUA:
         _pjx.set_talker_gate(
             talker_level(self.talker_threshold_dbfs), max(0, self.talker_hangover_ms)
         )
+        _pjx.set_shared_encode(self.shared_encode)
         # Invalid requests (RFC 4475) get 400 here even when they did not come
         # through Kamailio: pjsip 2.12.1 alone answers some of them 200. The
         # screen also answers 481 to a request that names a dialog by its
@@ -316,8 +322,8 @@ class SipUA:
         self._log_shared_encode()
 
     def _log_shared_encode(self) -> None:
-        """Every SHARED_LOG_S, if it moved: how many G.711/G.722 frames went out
-        with a payload their listener group shared (our pjproject patch 0009),
+        """Every SHARED_LOG_S, if it moved: how many G.711/G.722/Opus frames went out
+        with a payload their listener group shared (our pjproject patches 0009, 0011),
         next to the group encodes. What it saves is read off the log, not guessed."""
         now = time.monotonic()
         if now < self._shared_log_at:

@@ -53,6 +53,7 @@ from pathlib import Path
 from typing import Any
 
 from ivr.tones import AMPLITUDE, write_segments
+from pbx.opus import OpusSettings
 from pbx.sipua import IncomingCall, SipUA
 from pcm import CLOCK_RATE, CLOCK_RATES
 
@@ -108,6 +109,9 @@ class Softphone:
             codecs=args.codecs.split(","),
             pj_log_level=args.pj_log_level,
             opus_rate=args.opus_rate,
+            # Its SDP's maxaveragebitrate (default 24000, as the app server's):
+            # the far end's Opus encoder for this leg is capped there.
+            opus=OpusSettings(bitrate=args.opus_bitrate) if args.opus_bitrate else None,
             screen=not args.no_screen,
             # RTP read as it arrives (pbx/sipsetup.py): a recording's timing
             # is the far end's, without a start-up burst of our own.
@@ -461,6 +465,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--codecs", default="PCMU/8000,PCMA/8000")
     p.add_argument("--opus-rate", type=int, default=0, help="opus clock rate, e.g. 16000")
+    p.add_argument(
+        "--opus-bitrate",
+        type=int,
+        default=0,
+        help="opus maxaveragebitrate we ask of the far end (0: 24000, as the app server)",
+    )
     p.add_argument(
         "--clock-rate",
         type=int,

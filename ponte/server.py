@@ -128,6 +128,7 @@ class AppServer:
             opus=OpusSettings(**sip.opus.model_dump()),
             talker_threshold_dbfs=sip.talker_threshold_dbfs,
             talker_hangover_ms=sip.talker_hangover_ms,
+            shared_encode=sip.shared_encode,
         )
         prompts = PromptLibrary(
             config.prompts.cache_dir, config.prompts.override_dir, rate=sip.clock_rate

@@ -80,6 +80,11 @@ class SipConfig(Strict):
     # How long (ms) a talker stays in the mix after their last frame above the
     # threshold: pauses between words and the tails of words are kept.
     talker_hangover_ms: int = Field(400, ge=0, le=5000)
+    # Listeners who hear the same talkers share one encode of their frame
+    # (G.711, G.722, Opus of alike settings): in a room of 100 where two talk,
+    # a handful of encodes a tick instead of 100. Turn it off only to measure
+    # what it saves, or if a codec misbehaves with it.
+    shared_encode: bool = True
     # Overload: beyond these, new calls are shed with 503 + Retry-After so the
     # calls in progress keep their audio (a B2BUA call counts twice).
     max_calls: int = Field(800, ge=1, le=1000)

@@ -291,3 +291,10 @@ def test_the_talker_gate_reaches_the_bridge(rig):
     made = rig(sip={**sip, "talker_threshold_dbfs": -45})
     assert made.ua.made_with["talker_threshold_dbfs"] == -45
     assert made.ua.made_with["talker_hangover_ms"] == 250
+
+
+def test_shared_encode_reaches_the_user_agent(rig):
+    # sip.shared_encode goes to the user agent, which sets pjmedia's switch
+    # (on unless the config says off: test_provisioning's default).
+    sip = {"listen": "127.0.0.1:5080", "rtp_ports": "40000-40999", "shared_encode": False}
+    assert rig(sip=sip).ua.made_with["shared_encode"] is False

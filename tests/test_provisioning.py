@@ -64,6 +64,13 @@ def test_talker_gate_settings():
         assert err(f"sip: {{{bad}}}\n").key.startswith("sip.talker_"), bad
 
 
+def test_shared_encode_setting():
+    """sip.shared_encode: on by default; off only to measure or if a codec misbehaves."""
+    assert Config().sip.shared_encode is True
+    assert parse_config("sip: {shared_encode: false}\n", "t.yaml").sip.shared_encode is False
+    assert err("sip: {shared_encode: sometimes}\n").key == "sip.shared_encode"
+
+
 def test_sip_port_inside_rtp_range_is_refused():
     e = err("sip: {listen: '127.0.0.1:40010', rtp_ports: 40000-40999}\n")
     assert "inside" in e.message
