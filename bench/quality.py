@@ -345,6 +345,8 @@ def measure(
         play_at = r["talker"]["plays"][0][1]
         got = score(r["rec"], r["listener"], play_at, spans, prompts, CODECS[codec]["mode"])
         got["relay"] = r["relay"]
+        # Where the relay's loss started, from the play (the burst is at MARK_AT_S).
+        got["loss_from_s"] = [round(t - play_at, 3) for t in r["relay"].get("voice_at", [])]
         tries.append(got)
         if not got["holes"]:
             break
@@ -365,6 +367,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--codecs", default="PCMU,G722", help="of " + ",".join(CODECS))
     ap.add_argument("--paths", default="bridge-on,bridge-off,direct")
+    ap.add_argument("--conditions", default="clean,loss", help="clean, loss or both")
     ap.add_argument("--keep", type=Path, help="keep the recordings in this (new) folder")
     args = ap.parse_args()
     common.use_bench_ports()
@@ -389,7 +392,9 @@ def main() -> None:
             prompts = pick_speech(codec)
             talk = d / f"talk-{codec}.wav"
             TALKS[codec] = (write_talk(talk, prompts, CODECS[codec]["rate"]), prompts)
-            for loss in (0.0, args.loss):
+            losses = [0.0] if "clean" in args.conditions else []
+            losses += [args.loss] if "loss" in args.conditions else []
+            for loss in losses:
                 for via, gate in cases:
                     row = measure(net, d, codec, via, gate, loss, args.seed, talk)
                     print(row, flush=True)

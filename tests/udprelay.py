@@ -18,8 +18,10 @@ packets (--direction: both, up or down). With --from-voice a flow's loss
 starts at its first loud packet instead (see `is_voice`): a call's set-up
 (wait for media, PIN digits) sends a number of packets that differs by path
 and by run, so with the drops counted from the flow's start the same seed
-loses different syllables through the bridge and on a direct call; counted
-from the talker's first loud frame, both lose the same ones. It exits after --seconds whatever
+loses different syllables through the bridge and on a direct call (and
+rtpengine's port, in the flows' seed, differs by run); counted from the
+talker's first loud frame, with the seed from the order the flows turned
+loud in, both lose the same ones. It exits after --seconds whatever
 happens (a test that forgets it cannot leave it running), or on SIGTERM,
 and prints its counts as one JSON line on stdout.
 
@@ -43,7 +45,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # the script itself runs on the standard library alone
     from tests.netns import Host
@@ -89,6 +91,8 @@ class Counts:
     down: int = 0
     down_dropped: int = 0
     flows: int = 0
+    # --from-voice: when (monotonic) each flow's loss started.
+    voice_at: list[float] = field(default_factory=list)
     dropped_seq: dict[str, list[int]] = field(default_factory=dict)
 
 
@@ -194,6 +198,13 @@ class Relay:
         self.counts.up += 1
         if self.from_voice and not flow.voice:
             flow.voice = is_voice(data)
+            if flow.voice:
+                # Seeded by the order the flows turned loud in, not by the
+                # port: rtpengine gives each call another one.
+                nth = len(self.counts.voice_at)
+                flow.rng_up = random.Random(f"{self.seed}/up/voice/{nth}")
+                flow.rng_down = random.Random(f"{self.seed}/down/voice/{nth}")
+                self.counts.voice_at.append(time.monotonic())
         if self._drops(flow.rng_up, "up", flow):
             self.counts.up_dropped += 1
             return
@@ -254,8 +265,8 @@ def main(argv: list[str] | None = None) -> int:
     # namespace): the caller lines it up with its phones' reports.
     print(f"ready {relay.loss_at:.6f}", file=sys.stderr, flush=True)
     c = relay.run(args.seconds)
-    out: dict[str, float] = {
-        k: getattr(c, k) for k in ("up", "up_dropped", "down", "down_dropped", "flows")
+    out: dict[str, Any] = {
+        k: getattr(c, k) for k in ("up", "up_dropped", "down", "down_dropped", "flows", "voice_at")
     }
     out["loss_at"] = relay.loss_at
     print(json.dumps(out), flush=True)
@@ -342,7 +353,7 @@ def start_loss(proc: subprocess.Popen) -> float:
     return time.monotonic()
 
 
-def counts(proc: subprocess.Popen, timeout: float = 10.0) -> dict[str, float]:
+def counts(proc: subprocess.Popen, timeout: float = 10.0) -> dict[str, Any]:
     """Stop the relay (SIGTERM) and return its counts."""
     if proc.poll() is None:
         proc.terminate()
