@@ -499,9 +499,11 @@ QUALITY_HOW = (
     "found in the recording by cross-correlation, mean of the 4; delay (play -> recording, "
     "with the listener's jitter buffer capped at 200 ms) the median of the prompts'. A case "
     "whose recording has holes (digital silence where the prompt is loud: a jitter buffer "
-    "run dry, CPU starvation) is measured again; * marks a row so measured, its first try "
-    "in the JSON. Goals (issue 22): PCMU >= 4.1 clean and >= 3.5 at 3 % loss; G.722 in a "
-    "16 kHz room >= 4.2 (wideband) through the bridge clean; the gate lowers neither."
+    "run dry, CPU starvation) or slips (the delay moved 10 ms or more within a prompt: a "
+    "jitter buffer that grew or shed a frame) is measured again; * marks a row so measured, "
+    "its first try in the JSON. Goals (issue 22): PCMU >= 4.1 clean and >= 3.5 at 3 % loss; "
+    "G.722 in a 16 kHz room >= 4.2 (wideband) through the bridge clean; the gate lowers "
+    "neither."
 )
 
 
