@@ -273,7 +273,10 @@ def run_case(
     with wave.open(str(talk)) as w:
         talk_seconds = w.getnframes() / w.getframerate()
     seconds = talk_seconds + 8
-    play = f"play {talk}; wait {talk_seconds + 1.5:.1f}; hangup"
+    # The listener hangs up first (its report then has what its stream
+    # received and its jitter buffer's counts): about 2.5 s after the play's
+    # end, the talker 1.5 s later.
+    play = f"play {talk}; wait {talk_seconds + 4:.1f}; hangup"
     media = ["--codecs", CODECS[codec]["phone"], "--clock-rate", str(CODECS[codec]["rate"])]
     srv = None
     relay = None
@@ -307,7 +310,7 @@ def run_case(
                     "--target",
                     f"sip:conf@{PBX}",
                     "--script",
-                    f"wait_media 5; dtmf 1111#; wait {seconds + 3:.1f}; hangup",
+                    f"wait_media 5; dtmf 1111#; wait {talk_seconds + 5:.1f}; hangup",
                 ],
             )
             tp = softphone(
@@ -379,6 +382,10 @@ def measure(
         play_at = r["talker"]["plays"][0][1]
         got = score(r["rec"], r["listener"], play_at, spans, prompts, CODECS[codec]["mode"])
         got["relay"] = r["relay"]
+        # What the listener's stream received and its jitter buffer's counts
+        # (the bridge's listener hangs up itself; a direct call's does not).
+        got["rx"] = r["listener"].get("rx")
+        got["jbuf"] = r["listener"].get("jbuf")
         # Where the relay's loss started, from the play (the burst is at MARK_AT_S).
         got["loss_from_s"] = [round(t - play_at, 3) for t in r["relay"].get("voice_at", [])]
         tries.append(got)
