@@ -500,19 +500,20 @@ QUALITY_HOW = (
     "with the listener's jitter buffer capped at 200 ms) the median of the prompts'. A case "
     "whose recording has holes (digital silence where the prompt is loud: a jitter buffer "
     "run dry, CPU starvation) or slips (the delay moved 10 ms or more within a prompt: a "
-    "jitter buffer that grew or shed a frame) is measured again; * marks a row so measured, "
-    "its first try in the JSON. Goals (issue 22): PCMU >= 4.1 clean and >= 3.5 at 3 % loss; "
-    "G.722 in a 16 kHz room >= 4.2 (wideband) through the bridge clean; the gate lowers "
-    "neither."
+    "jitter buffer that grew or shed a frame) is measured again; such a cell reads "
+    "`again (first try *)`, both in the JSON. Goals (issue 22): PCMU >= 4.1 clean and "
+    ">= 3.5 at 3 % loss; G.722 in a 16 kHz room >= 4.2 (wideband) through the bridge clean; "
+    "the gate lowers neither."
 )
 
 
 def _pesq(row: dict[str, Any]) -> str:
-    """A row's PESQ cell (* if it was measured again)."""
+    """A row's PESQ cell; measured again, the first try's after it and a *."""
     if not row:
         return "n/a"
     value = f(row.get("pesq", row.get("pesq_nb")), 2)
-    return value + (" *" if "first_try" in row else "")
+    first = row.get("first_try")
+    return f"{value} ({f(first.get('pesq'), 2)} *)" if first else value
 
 
 def quality_section(r: Result | None) -> list[str]:
