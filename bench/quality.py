@@ -40,9 +40,14 @@ They come from CPU starvation of a phone or the server (seen with two busy
 loops beside a C build: 3.38 bridge / 3.83 direct clean, a prompt 465 ms
 late). Slips: the delay moved by 10 ms or more within a prompt (each loud
 quarter-second aligned on its own), a jitter buffer that grew or shed a
-frame with PLC over the seam; a slipped prompt scores 0.4-1.2 lower. A case
-with holes or slips is measured once more; the second try counts, the
-first is kept in the row.
+frame with PLC over the seam; a slipped prompt scores 0.4-1.2 lower. Seen
+in the bridge, gate on or off: the listener's buffer stays clean (no
+discard, loss or empty frame; its stream gets every packet), while the
+app server's buffer for the talker, run at no prefetch, finds itself empty
+now and then in the call (pjmedia's "Jitter buffer empty, plc invoked" at
+log level 5: the talker's packet, through rtpengine, came just after the
+bridge's tick) and sheds the frame again later. A case with holes or slips
+is measured once more; the second try counts, the first is kept in the row.
 """
 
 from __future__ import annotations
