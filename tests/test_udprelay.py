@@ -105,3 +105,37 @@ def test_it_ends_by_itself_when_its_time_is_up(echo) -> None:
     assert proc.stdout is not None
     # It ran its loop and reported (a crash at start prints no counts).
     assert '"up": 0' in proc.stdout.read()
+
+
+def rtp(seq: int, loud: bool) -> bytes:
+    """A PCMU RTP packet: 160 bytes of digital silence, or of a loud frame."""
+    payload = bytes(range(160)) if loud else b"\xff" * 160
+    return struct.pack("!BBHII", 0x80, 0, seq & 0xFFFF, 160 * seq, 1) + payload
+
+
+def test_from_voice_loses_the_same_loud_packets_whatever_came_before(echo) -> None:
+    # A call's set-up sends a different number of quiet packets by path and
+    # by run: counted from the first loud packet, the same ones are lost.
+    echo_sock, port = echo
+    lost = []
+    for quiet in (37, 112):
+        argv = [*udprelay.command("127.0.0.2", str(port), 10.0, 3, 60.0), "--from-voice"]
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        assert proc.stderr is not None and proc.stderr.readline().startswith("ready ")
+        sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sender.connect(("127.0.0.1", port))
+        echo_sock.settimeout(0.05)
+        got = set()
+        try:
+            for i in range(quiet + 300):
+                sender.send(rtp(i, loud=i >= quiet))
+                with contextlib.suppress(TimeoutError):
+                    data, _ = echo_sock.recvfrom(400)
+                    got.add(struct.unpack("!H", data[2:4])[0] - quiet)
+        finally:
+            sender.close()
+        c = udprelay.counts(proc)
+        assert all(i in got for i in range(-quiet, 0)), "a quiet packet was lost"
+        lost.append(sorted(set(range(300)) - got))
+        assert c["up_dropped"] == len(lost[-1]) and 10 <= len(lost[-1]) <= 55, c
+    assert lost[0] == lost[1]

@@ -14,7 +14,14 @@ It listens on --listen (127.0.0.1) at every port of --ports and sends what
 arrives at port P on to --to:P from an upstream socket of its own (one per
 sender and port); what comes back on that socket goes back to the sender
 from the port it first wrote to. Each direction loses --loss % of its
-packets (--direction: both, up or down). It exits after --seconds whatever
+packets (--direction: both, up or down). With --from-voice a flow's loss
+starts at its first loud packet instead (see `is_voice`): a call's set-up
+(wait for media, PIN digits) sends a number of packets that differs by path
+and by run, so with the drops counted from the flow's start the same seed
+loses different syllables through the bridge and on a direct call (and
+rtpengine's port, in the flows' seed, differs by run); counted from the
+talker's first loud frame, with the seed from the order the flows turned
+loud in, both lose the same ones. It exits after --seconds whatever
 happens (a test that forgets it cannot leave it running), or on SIGTERM,
 and prints its counts as one JSON line on stdout.
 
@@ -38,7 +45,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # the script itself runs on the standard library alone
     from tests.netns import Host
@@ -47,6 +54,18 @@ if TYPE_CHECKING:  # the script itself runs on the standard library alone
 # rule leaves them alone (else they would loop back into the relay).
 MARK = 0x5EED
 MAX_DATAGRAM = 65535
+# is_voice(): a payload with at least this many distinct byte values. G.711
+# digital silence is one value (0xFF), G.722's a dozen or so; a frame of
+# speech or noise at -30 dBFS or more has well over 40 in 160 bytes.
+VOICE_BYTES = 40
+
+
+def is_voice(data: bytes) -> bool:
+    """Whether a datagram is RTP audio (version 2, a static payload type
+    below 35, not RTCP or a telephone-event) carrying a loud frame."""
+    if len(data) < 12 + VOICE_BYTES or data[0] >> 6 != 2 or (data[1] & 0x7F) >= 35:
+        return False
+    return len(set(data[12:])) >= VOICE_BYTES
 
 
 @dataclass
@@ -58,6 +77,9 @@ class Flow:
     upstream: socket.socket
     rng_up: random.Random
     rng_down: random.Random
+    # --from-voice: whether this flow has carried a loud frame yet (its loss
+    # starts there).
+    voice: bool = False
 
 
 @dataclass
@@ -69,6 +91,8 @@ class Counts:
     down: int = 0
     down_dropped: int = 0
     flows: int = 0
+    # --from-voice: when (monotonic) each flow's loss started.
+    voice_at: list[float] = field(default_factory=list)
     dropped_seq: dict[str, list[int]] = field(default_factory=dict)
 
 
@@ -85,6 +109,7 @@ class Relay:
         direction: str = "both",
         mark: int = MARK,
         clean: float | None = 0.0,
+        from_voice: bool = False,
     ) -> None:
         if not 0 <= loss <= 100:
             raise ValueError("loss must be within 0..100 %")
@@ -95,6 +120,7 @@ class Relay:
         self.seed = seed
         self.direction = direction
         self.mark = mark
+        self.from_voice = from_voice
         # No loss before this (monotonic) time: a test measures what a
         # listener heard before the loss against what it hears during it.
         # None: not before SIGUSR1 (start_loss()).
@@ -136,11 +162,13 @@ class Relay:
             self.counts.flows += 1
         return flow
 
-    def _drops(self, rng: random.Random, way: str) -> bool:
+    def _drops(self, rng: random.Random, way: str, flow: Flow | None = None) -> bool:
         """Whether this packet is lost. The RNG is drawn for every packet
         from the loss's start on, so the pattern does not depend on how many
         packets the clean start relayed."""
         if time.monotonic() < self.loss_at:
+            return False
+        if self.from_voice and flow is not None and not flow.voice:
             return False
         lost = rng.random() < self.loss
         return lost and self.direction in ("both", way)
@@ -168,7 +196,16 @@ class Relay:
         data, sender = listener.recvfrom(MAX_DATAGRAM)
         flow = self._flow(sender, port, listener)
         self.counts.up += 1
-        if self._drops(flow.rng_up, "up"):
+        if self.from_voice and not flow.voice:
+            flow.voice = is_voice(data)
+            if flow.voice:
+                # Seeded by the order the flows turned loud in, not by the
+                # port: rtpengine gives each call another one.
+                nth = len(self.counts.voice_at)
+                flow.rng_up = random.Random(f"{self.seed}/up/voice/{nth}")
+                flow.rng_down = random.Random(f"{self.seed}/down/voice/{nth}")
+                self.counts.voice_at.append(time.monotonic())
+        if self._drops(flow.rng_up, "up", flow):
             self.counts.up_dropped += 1
             return
         flow.upstream.send(data)
@@ -176,7 +213,7 @@ class Relay:
     def _from_upstream(self, flow: Flow) -> None:
         data = flow.upstream.recv(MAX_DATAGRAM)
         self.counts.down += 1
-        if self._drops(flow.rng_down, "down"):
+        if self._drops(flow.rng_down, "down", flow):
             self.counts.down_dropped += 1
             return
         flow.listener.sendto(data, flow.sender)
@@ -205,6 +242,11 @@ def main(argv: list[str] | None = None) -> int:
         default=0.0,
         help="seconds without loss at first (negative: until SIGUSR1)",
     )
+    p.add_argument(
+        "--from-voice",
+        action="store_true",
+        help="each flow's loss starts at its first loud RTP packet (see is_voice)",
+    )
     args = p.parse_args(argv)
     relay = Relay(
         args.listen,
@@ -215,6 +257,7 @@ def main(argv: list[str] | None = None) -> int:
         args.direction,
         args.mark,
         args.clean if args.clean >= 0 else None,
+        args.from_voice,
     )
     signal.signal(signal.SIGTERM, lambda *_: setattr(relay, "stop", True))
     signal.signal(signal.SIGUSR1, lambda *_: setattr(relay, "loss_at", time.monotonic()))
@@ -222,8 +265,8 @@ def main(argv: list[str] | None = None) -> int:
     # namespace): the caller lines it up with its phones' reports.
     print(f"ready {relay.loss_at:.6f}", file=sys.stderr, flush=True)
     c = relay.run(args.seconds)
-    out: dict[str, float] = {
-        k: getattr(c, k) for k in ("up", "up_dropped", "down", "down_dropped", "flows")
+    out: dict[str, Any] = {
+        k: getattr(c, k) for k in ("up", "up_dropped", "down", "down_dropped", "flows", "voice_at")
     }
     out["loss_at"] = relay.loss_at
     print(json.dumps(out), flush=True)
@@ -238,6 +281,7 @@ def command(
     seconds: float,
     direction: str = "both",
     clean: float = 0.0,
+    from_voice: bool = False,
 ) -> list[str]:
     """The relay's command line (see main())."""
     return [
@@ -245,6 +289,7 @@ def command(
         __file__,
         *("--to", to, "--ports", ports, "--loss", str(loss), "--seed", str(seed)),
         *("--direction", direction, "--seconds", str(seconds), "--clean", str(clean)),
+        *(["--from-voice"] if from_voice else []),
     ]
 
 
@@ -257,6 +302,7 @@ def interpose(
     seed: int = 1,
     direction: str = "both",
     clean: float | None = 0.0,
+    from_voice: bool = False,
 ) -> tuple[subprocess.Popen, float]:
     """Put a relay between the phones on `host` (a namespace) and `to`'s
     UDP `ports` ("LO-HI"): start it there, then redirect to it.
@@ -267,7 +313,9 @@ def interpose(
     reads what it did.
     """
     lo, hi = parse_ports(ports)[0], parse_ports(ports)[-1]
-    argv = command(to, f"{lo}-{hi}", loss, seed, seconds, direction, -1 if clean is None else clean)
+    argv = command(
+        to, f"{lo}-{hi}", loss, seed, seconds, direction, -1 if clean is None else clean, from_voice
+    )
     proc = host.popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     # Wait until its sockets are bound: the first redirected packet must find them.
     assert proc.stderr is not None
@@ -305,7 +353,7 @@ def start_loss(proc: subprocess.Popen) -> float:
     return time.monotonic()
 
 
-def counts(proc: subprocess.Popen, timeout: float = 10.0) -> dict[str, float]:
+def counts(proc: subprocess.Popen, timeout: float = 10.0) -> dict[str, Any]:
     """Stop the relay (SIGTERM) and return its counts."""
     if proc.poll() is None:
         proc.terminate()
