@@ -13,7 +13,9 @@ of silence into one WAV that the talking phone plays once
 - "bridge": talker -> room -> listener, both phones on the codec; PCMU in
   the default 8 kHz room, G.722 in a 16 kHz room (`sip.clock_rate: 16000`);
   with the talker gate on (the default `sip.talker_threshold_dbfs`, and the
-  shared encode, which has no switch) and off (`talker_threshold_dbfs: null`);
+  shared encode) and off (`talker_threshold_dbfs: null`); `--paths
+  bridge-on-noshare` keeps the gate and turns the shared encode off
+  (`sip.shared_encode: false`), to tell the two apart;
 - "direct": talker -> listener, a call between the two phones, no appliance.
 
 Each runs clean and with --loss % of the talker's packets lost each way by
@@ -256,12 +258,15 @@ def score(
     }
 
 
-def server_config(codec: str, gate: bool) -> dict[str, Any]:
-    """The appliance's config: the room's codecs and rate, the gate on or off."""
+def server_config(codec: str, gate: bool, share: bool = True) -> dict[str, Any]:
+    """The appliance's config: the room's codecs and rate, the gate on or off,
+    the shared encode on or off."""
     cfg = edge_config()
     sip = {**cfg["sip"], "codecs": CODECS[codec]["server"], "clock_rate": CODECS[codec]["rate"]}
     if not gate:
         sip["talker_threshold_dbfs"] = None
+    if not share:
+        sip["shared_encode"] = False
     cfg["sip"] = sip
     return cfg
 
@@ -275,6 +280,7 @@ def run_case(
     seed: int,
     talk: Path,
     gate: bool = True,
+    share: bool = True,
 ) -> dict[str, Any]:
     """One call (bridge or direct), clean or lossy: the listener's recording."""
     talker, listener = net.lan[0], net.lan[1]
@@ -298,7 +304,7 @@ def run_case(
                 tmp / "srv",
                 common.prompt_cache(),
                 netns=net.appliance.name,
-                **server_config(codec, gate),
+                **server_config(codec, gate, share),
             )
             to, far_ports = APPLIANCE_IP, srv.config["pbx"]["media_ports"]
         else:
@@ -377,16 +383,25 @@ def run_case(
 
 
 def measure(
-    net: Any, d: Path, codec: str, via: str, gate: bool | None, loss: float, seed: int, talk: Path
+    net: Any,
+    d: Path,
+    codec: str,
+    via: str,
+    gate: bool | None,
+    loss: float,
+    seed: int,
+    talk: Path,
+    share: bool = True,
 ) -> dict[str, Any]:
     """One row: the case scored, measured once more if the recording has holes."""
     spans, prompts = TALKS[codec]
     tries = []
     for attempt in range(2):
         name = f"{codec}-{via}-{'on' if gate else 'off' if gate is not None else 'x'}-{loss:g}"
+        name += "" if share else "-noshare"
         tmp = d / f"{name}-{attempt}"
         tmp.mkdir()
-        r = run_case(net, tmp, codec, via, loss, seed, talk, gate=gate is not False)
+        r = run_case(net, tmp, codec, via, loss, seed, talk, gate=gate is not False, share=share)
         play_at = r["talker"]["plays"][0][1]
         got = score(r["rec"], r["listener"], play_at, spans, prompts, CODECS[codec]["mode"])
         got["relay"] = r["relay"]
@@ -400,6 +415,8 @@ def measure(
         if not got["holes"] and not got["slips"]:
             break
     row = {"codec": codec, "loss_pct": loss, "path": via, "gate": gate}
+    if not share:
+        row["shared_encode"] = False
     row |= {"mode": CODECS[codec]["mode"], **tries[-1]}
     if len(tries) > 1:
         row["first_try"] = {k: tries[0][k] for k in ("pesq", "prompts", "holes", "slips")}
@@ -424,9 +441,12 @@ def main() -> None:
     load_start, started = common.loadavg(), time.monotonic()
     codecs = [c.strip().upper() for c in args.codecs.split(",") if c.strip()]
     paths = {
-        "bridge-on": ("bridge", True),
-        "bridge-off": ("bridge", False),
-        "direct": ("direct", None),
+        "bridge-on": ("bridge", True, True),
+        "bridge-off": ("bridge", False, True),
+        # The gate on and the shared encode off: which of the two a difference
+        # between bridge-on and bridge-off comes from (not in the default run).
+        "bridge-on-noshare": ("bridge", True, False),
+        "direct": ("direct", None, True),
     }
     cases = [paths[p.strip()] for p in args.paths.split(",") if p.strip()]
     if args.keep:
@@ -444,8 +464,8 @@ def main() -> None:
             losses = [0.0] if "clean" in args.conditions else []
             losses += [args.loss] if "loss" in args.conditions else []
             for loss in losses:
-                for via, gate in cases:
-                    row = measure(net, d, codec, via, gate, loss, args.seed, talk)
+                for via, gate, share in cases:
+                    row = measure(net, d, codec, via, gate, loss, args.seed, talk, share)
                     print(row, flush=True)
                     rows.append(row)
     common.emit(

@@ -496,7 +496,7 @@ QUALITY_HOW = (
     "phones in network namespaces, both on the codec; through the bridge (talker -> room -> "
     "listener, via Kamailio and rtpengine; PCMU in the 8 kHz room, G.722 in a 16 kHz room, "
     "`sip.clock_rate: 16000`) with the talker gate on (the default `sip.talker_threshold_dbfs`, "
-    "with the shared encode, which has no switch) and off (`null`), and on a direct call "
+    "with the shared encode on) and off (`null`), and on a direct call "
     "between the two phones. Loss: tests/udprelay.py drops that share of the talker's "
     "packets each way, seeded and counted from the talker's first loud packet "
     "(`--from-voice`), so every path loses the same frames of the same speech. "
