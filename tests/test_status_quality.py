@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import socket
 import threading
-import time
 from types import SimpleNamespace
 from typing import Any
 
 import bencodepy  # type: ignore[import-untyped]
 
 from pbx.rtpengine import NgClient
-from ponte.calllog import CallLog
+from ponte.calllog import STATUS_QUERIES, CallLog
 
 
 class SlowRelay:
@@ -30,6 +29,11 @@ class SlowRelay:
         self.port = self.sock.getsockname()[1]
         self.delay = delay
         self.seen = 0
+        # Queries asked and not answered yet, and the most at once: one
+        # query after the other never has more than one out.
+        self.in_flight = 0
+        self.most_in_flight = 0
+        self._lock = threading.Lock()
         self._stop = False
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
@@ -47,11 +51,16 @@ class SlowRelay:
             self.seen += 1
             reply = codec.encode({"result": "ok", "totals": {}, "tags": {}})
             if str(msg.get("call-id", "")).startswith("slow"):
+                with self._lock:
+                    self.in_flight += 1
+                    self.most_in_flight = max(self.most_in_flight, self.in_flight)
                 threading.Timer(self.delay, self._send, (cookie + b" " + reply, peer)).start()
             else:
                 self.sock.sendto(cookie + b" " + reply, peer)
 
     def _send(self, data: bytes, peer: tuple[str, int]) -> None:
+        with self._lock:
+            self.in_flight -= 1
         if not self._stop:  # a late answer after the test: nobody listens
             self.sock.sendto(data, peer)
 
@@ -70,17 +79,15 @@ def _calllog(port: int, timeout: float) -> Any:
 
 
 def test_status_asks_all_members_at_once() -> None:
-    relay = SlowRelay(delay=0.3)
+    relay = SlowRelay(delay=0.5)
     try:
-        log = _calllog(relay.port, timeout=1.0)
+        log = _calllog(relay.port, timeout=2.0)
         calls = {leg: f"slow-{leg}" for leg in range(64)}
-        t0 = time.monotonic()
-        got = CallLog.qualities(log, calls, deadline=3.0)
-        took = time.monotonic() - t0
-        # 64 queries of 0.3 s one after the other would be 19 s.
+        got = CallLog.qualities(log, calls, deadline=20.0)
         assert set(got) == set(calls), got
-        assert took < 3.0, took
         assert relay.seen == 64
+        # Asked together, STATUS_QUERIES at a time (one after the other: 1).
+        assert relay.most_in_flight == STATUS_QUERIES, relay.most_in_flight
     finally:
         relay.close()
 
@@ -90,9 +97,10 @@ def test_members_not_answered_in_time_have_no_figures() -> None:
     try:
         log = _calllog(relay.port, timeout=3.0)
         calls = {1: "fast-1", 2: "slow-2", 3: "fast-3"}
-        t0 = time.monotonic()
         got = CallLog.qualities(log, calls, deadline=1.0)
-        assert time.monotonic() - t0 < 1.5
+        # Member 2's query was out (its client would give up only after 3 s,
+        # with empty figures under its key): the status went on without it.
         assert set(got) == {1, 3}, got
+        assert relay.seen == 3
     finally:
         relay.close()
