@@ -139,3 +139,38 @@ def test_from_voice_loses_the_same_loud_packets_whatever_came_before(echo) -> No
         lost.append(sorted(set(range(300)) - got))
         assert c["up_dropped"] == len(lost[-1]) and 10 <= len(lost[-1]) <= 55, c
     assert lost[0] == lost[1]
+
+
+def event(seq: int, ts: int, digit: int, duration: int, *, start: bool, end: bool) -> bytes:
+    """An RFC 4733 telephone-event packet (payload type 101)."""
+    header = struct.pack("!BBHII", 0x80, (0x80 if start else 0) | 101, seq, ts, 0x1234)
+    return header + struct.pack("!BBH", digit, (0x80 if end else 0) | 10, duration)
+
+
+def test_drop_event_starts_loses_only_each_digits_first_packet(echo) -> None:
+    # A digit as pjmedia sends it over Opus: one start packet, three end
+    # packets; between digits, audio. Only the start packets are lost.
+    echo_sock, port = echo
+    argv = [*udprelay.command("127.0.0.2", str(port), 0.0, 1, 60.0), "--drop-event-starts"]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stderr is not None and proc.stderr.readline().startswith("ready ")
+    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sender.connect(("127.0.0.1", port))
+    echo_sock.settimeout(0.2)
+    sent: list[bytes] = []
+    for d in range(3):
+        sent.append(rtp(10 * d, loud=True))
+        ts = 960 * 10 * d
+        sent.append(event(10 * d + 1, ts, 1, 960, start=True, end=False))
+        sent += [event(10 * d + k, ts, 1, 1600, start=False, end=True) for k in (2, 3, 4)]
+    got = []
+    try:
+        for packet in sent:
+            sender.send(packet)
+            with contextlib.suppress(TimeoutError):
+                got.append(echo_sock.recvfrom(400)[0])
+    finally:
+        sender.close()
+    c = udprelay.counts(proc)
+    assert got == [p for p in sent if not udprelay.is_event_start(p)]
+    assert len(got) == 12 and c["events_dropped"] == 3 == c["up_dropped"], c

@@ -21,7 +21,10 @@ and by run, so with the drops counted from the flow's start the same seed
 loses different syllables through the bridge and on a direct call (and
 rtpengine's port, in the flows' seed, differs by run); counted from the
 talker's first loud frame, with the seed from the order the flows turned
-loud in, both lose the same ones. It exits after --seconds whatever
+loud in, both lose the same ones. With --drop-event-starts it loses,
+upstream only, the first packet of every RFC 4733 event (a DTMF digit's
+start: see `is_event_start`), and nothing else unless --loss says so. It
+exits after --seconds whatever
 happens (a test that forgets it cannot leave it running), or on SIGTERM,
 and prints its counts as one JSON line on stdout.
 
@@ -68,6 +71,20 @@ def is_voice(data: bytes) -> bool:
     return len(set(data[12:])) >= VOICE_BYTES
 
 
+def is_event_start(data: bytes) -> bool:
+    """Whether a datagram is the first packet of an RFC 4733 event: RTP
+    version 2 with the marker bit, a dynamic payload type, no CSRC or
+    extension, and a 4-byte payload (event 0-16, end bit clear)."""
+    return (
+        len(data) == 16
+        and data[0] == 0x80
+        and data[1] & 0x80 != 0
+        and 96 <= data[1] & 0x7F <= 127
+        and data[12] <= 16
+        and data[13] & 0x80 == 0
+    )
+
+
 @dataclass
 class Flow:
     """One sender talking to one port: its upstream socket and its two RNGs."""
@@ -90,6 +107,8 @@ class Counts:
     up_dropped: int = 0
     down: int = 0
     down_dropped: int = 0
+    # --drop-event-starts: the DTMF events whose first packet was dropped.
+    events_dropped: int = 0
     flows: int = 0
     # --from-voice: when (monotonic) each flow's loss started.
     voice_at: list[float] = field(default_factory=list)
@@ -110,6 +129,7 @@ class Relay:
         mark: int = MARK,
         clean: float | None = 0.0,
         from_voice: bool = False,
+        drop_event_starts: bool = False,
     ) -> None:
         if not 0 <= loss <= 100:
             raise ValueError("loss must be within 0..100 %")
@@ -121,6 +141,7 @@ class Relay:
         self.direction = direction
         self.mark = mark
         self.from_voice = from_voice
+        self.drop_event_starts = drop_event_starts
         # No loss before this (monotonic) time: a test measures what a
         # listener heard before the loss against what it hears during it.
         # None: not before SIGUSR1 (start_loss()).
@@ -205,6 +226,10 @@ class Relay:
                 flow.rng_up = random.Random(f"{self.seed}/up/voice/{nth}")
                 flow.rng_down = random.Random(f"{self.seed}/down/voice/{nth}")
                 self.counts.voice_at.append(time.monotonic())
+        if self.drop_event_starts and is_event_start(data):
+            self.counts.events_dropped += 1
+            self.counts.up_dropped += 1
+            return
         if self._drops(flow.rng_up, "up", flow):
             self.counts.up_dropped += 1
             return
@@ -247,6 +272,11 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="each flow's loss starts at its first loud RTP packet (see is_voice)",
     )
+    p.add_argument(
+        "--drop-event-starts",
+        action="store_true",
+        help="drop the first packet of every RFC 4733 event sent upstream",
+    )
     args = p.parse_args(argv)
     relay = Relay(
         args.listen,
@@ -258,6 +288,7 @@ def main(argv: list[str] | None = None) -> int:
         args.mark,
         args.clean if args.clean >= 0 else None,
         args.from_voice,
+        args.drop_event_starts,
     )
     signal.signal(signal.SIGTERM, lambda *_: setattr(relay, "stop", True))
     signal.signal(signal.SIGUSR1, lambda *_: setattr(relay, "loss_at", time.monotonic()))
@@ -266,7 +297,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"ready {relay.loss_at:.6f}", file=sys.stderr, flush=True)
     c = relay.run(args.seconds)
     out: dict[str, Any] = {
-        k: getattr(c, k) for k in ("up", "up_dropped", "down", "down_dropped", "flows", "voice_at")
+        k: getattr(c, k)
+        for k in ("up", "up_dropped", "down", "down_dropped", "events_dropped", "flows", "voice_at")
     }
     out["loss_at"] = relay.loss_at
     print(json.dumps(out), flush=True)
@@ -282,6 +314,7 @@ def command(
     direction: str = "both",
     clean: float = 0.0,
     from_voice: bool = False,
+    drop_event_starts: bool = False,
 ) -> list[str]:
     """The relay's command line (see main())."""
     return [
@@ -290,6 +323,7 @@ def command(
         *("--to", to, "--ports", ports, "--loss", str(loss), "--seed", str(seed)),
         *("--direction", direction, "--seconds", str(seconds), "--clean", str(clean)),
         *(["--from-voice"] if from_voice else []),
+        *(["--drop-event-starts"] if drop_event_starts else []),
     ]
 
 
@@ -303,6 +337,7 @@ def interpose(
     direction: str = "both",
     clean: float | None = 0.0,
     from_voice: bool = False,
+    drop_event_starts: bool = False,
 ) -> tuple[subprocess.Popen, float]:
     """Put a relay between the phones on `host` (a namespace) and `to`'s
     UDP `ports` ("LO-HI"): start it there, then redirect to it.
@@ -314,7 +349,15 @@ def interpose(
     """
     lo, hi = parse_ports(ports)[0], parse_ports(ports)[-1]
     argv = command(
-        to, f"{lo}-{hi}", loss, seed, seconds, direction, -1 if clean is None else clean, from_voice
+        to,
+        f"{lo}-{hi}",
+        loss,
+        seed,
+        seconds,
+        direction,
+        -1 if clean is None else clean,
+        from_voice,
+        drop_event_starts,
     )
     proc = host.popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     # Wait until its sockets are bound: the first redirected packet must find them.
