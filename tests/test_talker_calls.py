@@ -81,6 +81,10 @@ def _seg(p: Any, rep: dict, start: float, end: float) -> tuple[np.ndarray, int]:
     return audio.segment(samples, rate, *window(rep, start, end)), rate
 
 
+# Alone: the click check reads 20 ms windows of one phone's recording, and
+# with three other workers' calls on two cores a phone's late RTP read or a
+# server's late tick leaves a glitch that no bound tells from a click.
+@pytest.mark.alone
 @pytest.mark.parametrize("codec", list(CODECS))
 def test_talkers_are_heard_listeners_gated_and_a_new_talker_joins_without_a_click(
     server_factory, phone, six_net: Topology, codec: str
