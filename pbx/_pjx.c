@@ -441,6 +441,23 @@ static PyObject *set_shared_encode(PyObject *mod, PyObject *arg)
     Py_RETURN_NONE;
 }
 
+/* The receive jitter buffer's discard algorithm of legs opened from now on
+ * (our pjproject patch 0016): a pjmedia_jb_discard_algo (0 none, 1 static,
+ * 2 progressive), or -1 for pjsua's (progressive). */
+static PyObject *set_jb_discard(PyObject *mod, PyObject *arg)
+{
+    (void)mod;
+    long algo = PyLong_AsLong(arg);
+    if (algo == -1 && PyErr_Occurred())
+        return NULL;
+    if (algo < -1 || algo > PJMEDIA_JB_DISCARD_PROGRESSIVE) {
+        PyErr_Format(PyExc_ValueError, "jitter buffer discard algorithm %ld is not -1-2", algo);
+        return NULL;
+    }
+    pjmedia_stream_set_jb_discard((int)algo);
+    Py_RETURN_NONE;
+}
+
 /* Encode once per listener group (our pjproject patch 0009): frames sent
  * with a payload another stream of the group encoded, and group encodes. */
 static PyObject *shared_encode_stats(PyObject *mod, PyObject *Py_UNUSED(ignored))
@@ -887,6 +904,9 @@ static PyMethodDef module_methods[] = {
     {"set_shared_encode", set_shared_encode, METH_O,
      "set_shared_encode(on): listeners who hear the same talkers share one encode (the\n"
      "default); off, every leg encodes its own frames."},
+    {"set_jb_discard", set_jb_discard, METH_O,
+     "set_jb_discard(algo): the receive jitter buffer's discard algorithm of legs opened\n"
+     "from now on: 0 none, 1 static, 2 progressive, -1 pjsua's (progressive)."},
     {"shared_encode_stats", shared_encode_stats, METH_NOARGS,
      "shared_encode_stats() -> {shared: frames sent with a group's payload, encoded: group\n"
      "encodes} (G.711/G.722/Opus listeners who hear the same talkers share one encode)."},

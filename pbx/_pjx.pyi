@@ -51,6 +51,10 @@ def set_shared_encode(on: bool, /) -> None:
     """Listeners who hear the same talkers share one encode (True, the default); False:
     every leg encodes its own frames (takes effect from the next frame)."""
 
+def set_jb_discard(algo: int, /) -> None:
+    """The receive jitter buffer's discard algorithm of legs opened from now on: 0 none,
+    1 static, 2 progressive, -1 pjsua's own (progressive)."""
+
 def shared_encode_stats() -> dict[str, int]:
     """{shared: frames sent with a payload another stream of their listener group encoded,
     encoded: frames encoded for a group} (G.711, G.722 and Opus, since start)."""

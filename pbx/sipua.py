@@ -68,6 +68,9 @@ from pbx.sipsetup import _LogWriter, build_info, ep_config, own_address, set_cod
 from pcm import CLOCK_RATE, FRAME_MS  # noqa: E402
 
 SHARED_LOG_S = 5.0  # seconds between shared-encode counter lines in the log
+# `sip.jitter_discard` -> pjmedia_jb_discard_algo (pjproject patch 0016); ""
+# leaves pjsua's own (progressive).
+JB_DISCARD = {"": -1, "none": 0, "static": 1, "progressive": 2}
 
 # Re-exported: the app and the tests import these from the adapter.
 __all__ = [
@@ -129,6 +132,7 @@ class SipUA:
         talker_threshold_dbfs: float | None = None,
         talker_hangover_ms: int = 400,
         shared_encode: bool = True,
+        jitter_discard: str = "",
     ) -> None:
         self.events = events
         # Talkers and listeners on the bridge (`sip.talker_threshold_dbfs`,
@@ -141,6 +145,10 @@ class SipUA:
         # hear the same talkers share one payload. False: every leg encodes
         # its own (to measure what sharing saves, or should a codec misbehave).
         self.shared_encode = shared_encode
+        # How each leg's receive jitter buffer sheds delay
+        # (`sip.jitter_discard`: "static", "progressive"); "": pjsua's own
+        # (progressive), as test phones keep.
+        self.jitter_discard = jitter_discard
         self._shared_log_at = 0.0
         self._shared_last: dict[str, int] = {}
         # SIP over TLS (a test phone's --tls): a TLS transport on this port
@@ -223,6 +231,7 @@ class SipUA:
             talker_level(self.talker_threshold_dbfs), max(0, self.talker_hangover_ms)
         )
         _pjx.set_shared_encode(self.shared_encode)
+        _pjx.set_jb_discard(JB_DISCARD[self.jitter_discard])
         # Invalid requests (RFC 4475) get 400 here even when they did not come
         # through Kamailio: pjsip 2.12.1 alone answers some of them 200. The
         # screen also answers 481 to a request that names a dialog by its

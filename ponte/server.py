@@ -129,6 +129,7 @@ class AppServer:
             talker_threshold_dbfs=sip.talker_threshold_dbfs,
             talker_hangover_ms=sip.talker_hangover_ms,
             shared_encode=sip.shared_encode,
+            jitter_discard=sip.jitter_discard,
         )
         prompts = PromptLibrary(
             config.prompts.cache_dir, config.prompts.override_dir, rate=sip.clock_rate

@@ -85,6 +85,12 @@ class SipConfig(Strict):
     # a handful of encodes a tick instead of 100. Turn it off only to measure
     # what it saves, or if a codec misbehaves with it.
     shared_encode: bool = True
+    # How each leg's receive jitter buffer sheds delay. "static" drops a frame
+    # only when it holds twice its jitter (clock drift, a burst): a frame
+    # dropped from a talker's stream is a glitch every listener hears, and
+    # "progressive" (pjsua's own) drops one every few seconds to stay at its
+    # least delay. Only a restart changes it.
+    jitter_discard: Literal["static", "progressive"] = "static"
     # Overload: beyond these, new calls are shed with 503 + Retry-After so the
     # calls in progress keep their audio (a B2BUA call counts twice).
     max_calls: int = Field(800, ge=1, le=1000)

@@ -71,6 +71,15 @@ def test_shared_encode_setting():
     assert err("sip: {shared_encode: sometimes}\n").key == "sip.shared_encode"
 
 
+def test_jitter_discard_setting():
+    """sip.jitter_discard: static by default (a dropped frame is a glitch for
+    every listener); progressive is pjsua's own; nothing else."""
+    assert Config().sip.jitter_discard == "static"
+    cfg = parse_config("sip: {jitter_discard: progressive}\n", "t.yaml")
+    assert cfg.sip.jitter_discard == "progressive"
+    assert err("sip: {jitter_discard: sometimes}\n").key == "sip.jitter_discard"
+
+
 def test_sip_port_inside_rtp_range_is_refused():
     e = err("sip: {listen: '127.0.0.1:40010', rtp_ports: 40000-40999}\n")
     assert "inside" in e.message
