@@ -85,12 +85,14 @@ class SipConfig(Strict):
     # a handful of encodes a tick instead of 100. Turn it off only to measure
     # what it saves, or if a codec misbehaves with it.
     shared_encode: bool = True
-    # How each leg's receive jitter buffer sheds delay. "static" drops a frame
-    # only when it holds twice its jitter (clock drift, a burst): a frame
-    # dropped from a talker's stream is a glitch every listener hears, and
-    # "progressive" (pjsua's own) drops one every few seconds to stay at its
-    # least delay. Only a restart changes it.
-    jitter_discard: Literal["static", "progressive"] = "static"
+    # How each leg's receive jitter buffer sheds delay. "progressive" (pjsua's
+    # own) drops a frame whenever it holds more than its recent jitter, to
+    # stay at its least delay; a frame dropped from a talker's stream is a
+    # short glitch every listener hears (clearest on Opus). "static" drops one
+    # only when it holds twice its jitter (clock drift, a burst): fewer drops,
+    # but a call keeps the delay of its start-up burst (bench/quality.py: 63
+    # and 72 ms through the bridge against 36 and 44). Only a restart changes it.
+    jitter_discard: Literal["static", "progressive"] = "progressive"
     # Overload: beyond these, new calls are shed with 503 + Retry-After so the
     # calls in progress keep their audio (a B2BUA call counts twice).
     max_calls: int = Field(800, ge=1, le=1000)

@@ -302,8 +302,8 @@ def test_shared_encode_reaches_the_user_agent(rig):
 
 def test_jitter_discard_reaches_the_user_agent(rig):
     # sip.jitter_discard goes to the user agent, which sets pjmedia's
-    # algorithm for the legs it opens (static unless the config says so).
+    # algorithm for the legs it opens (progressive unless the config says so).
     sip = {"listen": "127.0.0.1:5080", "rtp_ports": "40000-40999"}
-    assert rig(sip=sip).ua.made_with["jitter_discard"] == "static"
-    made = rig(sip={**sip, "jitter_discard": "progressive"})
-    assert made.ua.made_with["jitter_discard"] == "progressive"
+    assert rig(sip=sip).ua.made_with["jitter_discard"] == "progressive"
+    made = rig(sip={**sip, "jitter_discard": "static"})
+    assert made.ua.made_with["jitter_discard"] == "static"

@@ -72,11 +72,11 @@ def test_shared_encode_setting():
 
 
 def test_jitter_discard_setting():
-    """sip.jitter_discard: static by default (a dropped frame is a glitch for
-    every listener); progressive is pjsua's own; nothing else."""
-    assert Config().sip.jitter_discard == "static"
-    cfg = parse_config("sip: {jitter_discard: progressive}\n", "t.yaml")
-    assert cfg.sip.jitter_discard == "progressive"
+    """sip.jitter_discard: pjsua's progressive by default; static drops fewer
+    frames at more delay; nothing else."""
+    assert Config().sip.jitter_discard == "progressive"
+    cfg = parse_config("sip: {jitter_discard: static}\n", "t.yaml")
+    assert cfg.sip.jitter_discard == "static"
     assert err("sip: {jitter_discard: sometimes}\n").key == "sip.jitter_discard"
 
 
