@@ -6,8 +6,10 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,6 +47,39 @@ class Crack:
         return "The password for" in self.output or "cracked users" in self.output
 
 
+def wait_answering(host: str, port: int, timeout: float = 15.0) -> None:
+    """Until Kamailio answers an OPTIONS (any response), from a throwaway
+    loopback source: svcrack gives up at once ("no server response") when
+    its first request, sent 0.1 s after Kamailio started on a loaded
+    machine, gets nothing back (seen once in a full suite)."""
+    src = ports.loopback_ip()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind((src, 0))
+        s.settimeout(0.3)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            tag = uuid.uuid4().hex[:12]
+            s.sendto(
+                (
+                    f"OPTIONS sip:{host}:{port} SIP/2.0\r\n"
+                    f"Via: SIP/2.0/UDP {src}:{s.getsockname()[1]};branch=z9hG4bK{tag}\r\n"
+                    "Max-Forwards: 70\r\n"
+                    f"From: <sip:probe@{src}>;tag={tag}\r\n"
+                    f"To: <sip:{host}:{port}>\r\n"
+                    f"Call-ID: {tag}@{src}\r\n"
+                    "CSeq: 1 OPTIONS\r\n"
+                    "Content-Length: 0\r\n\r\n"
+                ).encode(),
+                (host, port),
+            )
+            try:
+                if s.recv(4096).startswith(b"SIP/2.0 "):
+                    return
+            except TimeoutError:
+                pass
+    raise AssertionError(f"Kamailio at {host}:{port} never answered an OPTIONS")
+
+
 def run_svcrack(srv: Server, words: Path, delay: float, cwd: Path, limit: float = 40) -> Crack:
     """svcrack against extension 1001 through Kamailio from a fresh 127.x
     address, one guess per `delay` seconds at most. Stopped (SIGINT, which it
@@ -52,6 +87,7 @@ def run_svcrack(srv: Server, words: Path, delay: float, cwd: Path, limit: float 
     runs until it finds the password or the list ends."""
     attacker = ports.loopback_ip()
     host, port = hostport(proxy(srv))
+    wait_answering(host, port)
     crack = subprocess.Popen(
         [
             SYSTEM_PYTHON,
