@@ -77,6 +77,22 @@ def _phone(phone, net: Topology, i: int, script: str, extra: list[str]) -> Any:
     )
 
 
+def _seam_sip(rate: int, codecs: list[str] | None) -> dict[str, Any]:
+    """The app server's `sip` for the seam tests: the bridge at `rate`."""
+    sip: dict[str, Any] = {
+        "listen": "127.0.0.1:5080",
+        "rtp_ports": "40000-40199",
+        "clock_rate": rate,
+        # Fewer frames dropped by the app server's jitter buffers: each drop
+        # in a talker's stream is a glitch in every listener's 20 ms windows,
+        # which is not what the seam checks are about.
+        "jitter_discard": "static",
+    }
+    if codecs:
+        sip["codecs"] = codecs
+    return sip
+
+
 def _seg(p: Any, rep: dict, start: float, end: float) -> tuple[np.ndarray, int]:
     samples, rate = audio.load(p.record)
     return audio.segment(samples, rate, *window(rep, start, end)), rate
@@ -91,17 +107,7 @@ def test_talkers_are_heard_listeners_gated_and_a_new_talker_joins_without_a_clic
     server_factory, phone, six_net: Topology, codec: str
 ):
     rate, extra, codecs, floor = CODECS[codec]
-    sip: dict[str, Any] = {
-        "listen": "127.0.0.1:5080",
-        "rtp_ports": "40000-40199",
-        "clock_rate": rate,
-        # Fewer frames dropped by the app server's jitter buffers: each drop
-        # in a talker's stream is a glitch in every listener's 20 ms windows,
-        # which is not what the seam checks are about.
-        "jitter_discard": "static",
-    }
-    if codecs:
-        sip["codecs"] = codecs
+    sip = _seam_sip(rate, codecs)
 
     srv = appliance(server_factory, six_net, sip=sip, extensions=ALL)
     join = "wait_media 5; wait 1.5; dtmf 1111#"
@@ -263,17 +269,7 @@ def test_a_talker_who_goes_quiet_rejoins_the_listeners_without_a_click(
     tone goes on across the switch with no dropout and no click."""
     rate, extra, codecs, _ = CODECS[codec]
     floor = REJOIN_FLOOR[codec]
-    sip: dict[str, Any] = {
-        "listen": "127.0.0.1:5080",
-        "rtp_ports": "40000-40199",
-        "clock_rate": rate,
-        # Fewer frames dropped by the app server's jitter buffers: each drop
-        # in a talker's stream is a glitch in every listener's 20 ms windows,
-        # which is not what the seam checks are about.
-        "jitter_discard": "static",
-    }
-    if codecs:
-        sip["codecs"] = codecs
+    sip = _seam_sip(rate, codecs)
     appliance(server_factory, six_net, sip=sip, extensions=ALL)
     # The first talker's call first: it gets the lower conference slot.
     t1 = _phone(

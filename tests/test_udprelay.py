@@ -32,9 +32,11 @@ def echo() -> Iterator[tuple[socket.socket, int]]:
     s.close()
 
 
-def start(port: int, loss: float, seed: int, seconds: float = 60.0) -> subprocess.Popen:
-    """The relay at 127.0.0.1:port -> 127.0.0.2:port, ready to relay."""
-    argv = udprelay.command("127.0.0.2", str(port), loss, seed, seconds)
+def start(
+    port: int, loss: float, seed: int, seconds: float = 60.0, extra: tuple[str, ...] = ()
+) -> subprocess.Popen:
+    """The relay at 127.0.0.1:port -> 127.0.0.2:port (with `extra` options), ready to relay."""
+    argv = [*udprelay.command("127.0.0.2", str(port), loss, seed, seconds), *extra]
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert proc.stderr is not None and proc.stderr.readline().startswith("ready ")
     return proc
@@ -119,9 +121,7 @@ def test_from_voice_loses_the_same_loud_packets_whatever_came_before(echo) -> No
     echo_sock, port = echo
     lost = []
     for quiet in (37, 112):
-        argv = [*udprelay.command("127.0.0.2", str(port), 10.0, 3, 60.0), "--from-voice"]
-        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        assert proc.stderr is not None and proc.stderr.readline().startswith("ready ")
+        proc = start(port, 10.0, 3, extra=("--from-voice",))
         sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         sender.connect(("127.0.0.1", port))
         echo_sock.settimeout(0.05)
@@ -151,9 +151,7 @@ def test_drop_event_starts_loses_only_each_digits_first_packet(echo) -> None:
     # A digit as pjmedia sends it over Opus: one start packet, three end
     # packets; between digits, audio. Only the start packets are lost.
     echo_sock, port = echo
-    argv = [*udprelay.command("127.0.0.2", str(port), 0.0, 1, 60.0), "--drop-event-starts"]
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    assert proc.stderr is not None and proc.stderr.readline().startswith("ready ")
+    proc = start(port, 0.0, 1, extra=("--drop-event-starts",))
     sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sender.connect(("127.0.0.1", port))
     echo_sock.settimeout(0.2)
