@@ -42,12 +42,14 @@ def ep_config(
     media_polled: bool = False,
     codec_vad: bool = False,
     jitter_ms: int = 0,
+    jitter_hold_ms: int = 0,
 ) -> pj.EpConfig:
     """The Endpoint's config: one thread, the log into `writer`, the bridge
     at `clock_rate`; with `media_polled`, RTP is read by the poll too. With
     `codec_vad`, each codec's own `vad` setting counts (Opus DTX);
     `set_codecs` then turns it off for every other codec. With `jitter_ms`,
-    the adaptive jitter buffer holds at most that much."""
+    the adaptive jitter buffer holds at most that much; with `jitter_hold_ms`,
+    it fills that much before it plays, at the start and after running dry."""
     cfg = pj.EpConfig()
     cfg.uaConfig.threadCnt = 0
     cfg.uaConfig.mainThreadOnly = True
@@ -76,6 +78,13 @@ def ep_config(
         # adds ~0.4 s to what it records and hides the bridge's own delay.
         # The app server keeps pjmedia's default.
         cfg.medConfig.jbMax = jitter_ms
+    if jitter_hold_ms:
+        # A test phone whose recording is read in 20 ms windows: its RTP is
+        # read by a Python loop that a loaded machine delays now and then,
+        # and a packet read late into an empty buffer is a glitch in the
+        # recording that is not the far end's.
+        cfg.medConfig.jbInit = jitter_hold_ms
+        cfg.medConfig.jbMinPre = jitter_hold_ms
     if media_polled:
         # pjmedia's worker thread polls its sockets with a 500 ms timeout,
         # and an outbound call's first RTP is often read only when that

@@ -126,6 +126,7 @@ class SipUA:
         screen: bool = True,
         media_polled: bool = False,
         jitter_ms: int = 0,
+        jitter_hold_ms: int = 0,
         tls_port: int | None = None,
         tls_pair: tuple[str, str] | None = None,
         srtp: str = "",
@@ -170,6 +171,8 @@ class SipUA:
         # The jitter buffer's cap in ms (pbx/sipsetup.py's ep_config); 0:
         # pjmedia's default. Test and bench phones only.
         self.jitter_ms = jitter_ms
+        # What it fills before playing (ep_config); 0: pjmedia's default.
+        self.jitter_hold_ms = jitter_hold_ms
         # pbx/_pjx.c's SIP screen; only a test phone goes without it, to show
         # what this module refuses on its own.
         self.screen = screen
@@ -224,6 +227,7 @@ class SipUA:
             media_polled=self.media_polled,
             codec_vad=self.opus is not None and self.opus.dtx,
             jitter_ms=self.jitter_ms,
+            jitter_hold_ms=self.jitter_hold_ms,
         )
         ep.libInit(cfg)
         self._ep = ep

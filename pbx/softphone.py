@@ -119,6 +119,8 @@ class Softphone:
             # Its jitter buffer capped too: what it records shows the far
             # end's delay, not ~0.4 s of its own start-up.
             jitter_ms=args.jitter_ms,
+            jitter_hold_ms=args.jitter_hold_ms,
+            jitter_discard=args.jitter_discard,
             tls_port=args.tls_port if args.tls else None,
             tls_pair=(args.tls_cert, args.tls_key) if args.tls_cert else None,
             srtp=args.srtp,
@@ -287,6 +289,10 @@ class Softphone:
             c.report.setdefault("plays", []).append([argv[0], time.monotonic()])
         elif op == "mark":
             c.report.setdefault("marks", {})[argv[0]] = time.monotonic()
+            # Its jitter buffer's counts then: what happened to it after the
+            # mark is the difference from those at the end.
+            if c.leg is not None:
+                c.report.setdefault("marks_jbuf", {})[argv[0]] = self.ua.jbuf_state(c.leg)
         elif op == "refer":
             c.report.setdefault("refer_sent", []).append([argv[0], time.monotonic()])
             try:
@@ -483,6 +489,18 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=200,
         help="cap of the adaptive jitter buffer in ms (0: pjmedia's default)",
+    )
+    p.add_argument(
+        "--jitter-hold-ms",
+        type=int,
+        default=0,
+        help="what the jitter buffer fills before it plays (0: pjmedia's default)",
+    )
+    p.add_argument(
+        "--jitter-discard",
+        choices=["", "none", "static", "progressive"],
+        default="",
+        help="how the jitter buffer sheds delay ('': pjsua's own, progressive)",
     )
     p.add_argument("--record", help="WAV path for what we hear ({i}: call index)")
     p.add_argument("--calls", type=int, default=1)
