@@ -9,11 +9,12 @@ import numpy as np
 
 
 def load(path: str | Path) -> tuple[np.ndarray, int]:
-    """Samples as float in [-1, 1] and the sample rate."""
+    """Samples as float in [-1, 1] and the sample rate; of a stereo file (a
+    baresip Opus decoder's), the first channel."""
     with wave.open(str(path), "rb") as w:
-        rate = w.getframerate()
+        rate, channels = w.getframerate(), w.getnchannels()
         data = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2").astype(np.float64)
-    return data / 32768.0, rate
+    return data[::channels] / 32768.0, rate
 
 
 def segment(samples: np.ndarray, rate: int, start: float, end: float) -> np.ndarray:

@@ -54,17 +54,19 @@ NS_CTRL_PORT = 4444
 NS_RTP_PORTS = (10000, 10099)
 
 
-def write_tone(path: Path, hz: float | None, seconds: float, amplitude: float = 0.3) -> Path:
-    """An 8 kHz mono 16-bit WAV: a sine at `hz`, or silence for None.
+def write_tone(
+    path: Path, hz: float | None, seconds: float, amplitude: float = 0.3, rate: int = RATE
+) -> Path:
+    """A mono 16-bit WAV at `rate`: a sine at `hz`, or silence for None.
 
     0.3 of full scale stays clear of G.711 clipping.
     """
-    t = np.arange(int(seconds * RATE)) / RATE
+    t = np.arange(int(seconds * rate)) / rate
     samples = amplitude * np.sin(2 * np.pi * hz * t) if hz else np.zeros_like(t)
     with wave.open(str(path), "wb") as w:
         w.setnchannels(1)
         w.setsampwidth(2)
-        w.setframerate(RATE)
+        w.setframerate(rate)
         w.writeframes((samples * 32767).astype("<i2").tobytes())
     return path
 
@@ -85,6 +87,10 @@ class Baresip:
     max_seconds: baresip quits by itself after this (`-t`), should the test
         process die without stopping it.
     modules: more modules to load, e.g. ("srtp.so",) for `mediaenc=srtp-mand`.
+    codecs: its audio codec modules, in its order of preference (the only
+        codecs its SDP offers), e.g. ("g722.so",) or ("opus.so",).
+    rate: its audio's sample rate (what it sends and records): 16000 for a
+        wideband codec.
 
     Ports: SIP on UDP and TCP `sip_port`, and always TLS on `sip_port + 1`
     (baresip 1.0.0 cannot turn TLS off); ctrl_tcp on 127.0.0.1:`ctrl_port`.
@@ -110,6 +116,8 @@ class Baresip:
         max_seconds: int = 600,
         verbose: bool = False,
         modules: tuple[str, ...] = (),
+        codecs: tuple[str, ...] = ("g711.so",),
+        rate: int = RATE,
     ) -> None:
         self.host = host
         self.workdir = Path(workdir)
@@ -137,6 +145,8 @@ class Baresip:
         self.verbose = verbose
         # More of baresip's modules, e.g. ("srtp.so",) for mediaenc=srtp-mand.
         self.modules = modules
+        self.codecs = codecs
+        self.rate = rate
         self.confdir = self.workdir / ".baresip"
         self.snd_path = self.workdir / "snd"
         self.log = self.workdir / "baresip.log"
@@ -169,9 +179,10 @@ class Baresip:
     def _write_config(self) -> None:
         self.confdir.mkdir(parents=True, exist_ok=True)
         self.snd_path.mkdir(parents=True, exist_ok=True)
-        wav = write_tone(self.workdir / "send.wav", self.tone_hz, self.tone_seconds)
+        wav = write_tone(self.workdir / "send.wav", self.tone_hz, self.tone_seconds, rate=self.rate)
         lo, hi = self.rtp_ports
         more = "".join(f"module {m}\n" for m in self.modules)
+        codecs = "".join(f"module {m}\n" for m in self.codecs)
         config = f"""\
 poll_method epoll
 sip_listen {self.listen_ip}:{self.sip_port}
@@ -181,8 +192,8 @@ call_max_calls 4
 audio_player alsa,null
 audio_alert alsa,null
 audio_source aufile,{wav}
-ausrc_srate {RATE}
-auplay_srate {RATE}
+ausrc_srate {self.rate}
+auplay_srate {self.rate}
 ausrc_channels 1
 auplay_channels 1
 audio_level no
@@ -192,8 +203,7 @@ jitter_buffer_delay 5-10
 rtp_stats no
 statmode_default off
 module_path {MODULE_PATH}
-module g711.so
-module aufile.so
+{codecs}module aufile.so
 module alsa.so
 module sndfile.so
 {more}module_app menu.so

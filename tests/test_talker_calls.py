@@ -23,13 +23,15 @@ from __future__ import annotations
 
 import re
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
 from tests import audio
-from tests.netns import Topology, topology
+from tests.baresip import Baresip, visit_room
+from tests.netns import APPLIANCE_IP, Topology, topology
 from tests.pbx_helpers import EXTENSIONS
 from tests.test_edge_calls import EXTRA_EXTENSIONS, PBX, appliance
 from tests.test_spine_calls import hash_time, window
@@ -324,3 +326,83 @@ def test_a_talker_who_goes_quiet_rejoins_the_listeners_without_a_click(
         )
         if i:
             assert audio.band_fraction(steady, srate, T1_HZ, width=40) < 0.02, i
+
+
+# baresip's codec module and the server's codecs, per codec of the rejoin test.
+BARESIP_CODECS = {"g722": ("g722.so",), "opus": ("opus.so",)}
+
+
+# Alone, as the click tests above.
+@pytest.mark.alone
+@pytest.mark.parametrize("codec", ["g722", "opus"])
+def test_a_baresip_listener_hears_the_shared_encode_without_a_click(
+    server_factory, phone, six_net: Topology, tmp_path: Path, codec: str
+):
+    """The rejoin above with a listener nobody here wrote: baresip (its own
+    G.722 or Opus decoder, its own jitter buffer) is one of the listeners who
+    share the group's encode. When the first talker goes quiet and, 400 ms on,
+    rejoins the listeners, what baresip hears (the second talker) goes on with
+    no dropout and no click. The switch is found in its recording by content:
+    the first talker's tone ending."""
+    rate, extra, codecs, _ = CODECS[codec]
+    floor = REJOIN_FLOOR[codec]
+    appliance(server_factory, six_net, sip=_seam_sip(rate, codecs), extensions=ALL)
+    t1 = _phone(
+        phone,
+        six_net,
+        0,
+        f"wait_media 5; dtmf 9999#; tone {T1_HZ}; wait 10; mark quiet; tone 0; wait 6; hangup",
+        extra,
+    )
+    time.sleep(1.0)
+    join = "wait_media 5; wait 1.5; dtmf 1111#"
+    t2 = _phone(phone, six_net, 1, f"{join}; tone {T2_HZ}; wait 14; hangup", extra)
+    ours = _phone(phone, six_net, 2, f"{join}; wait 14; hangup", extra)
+    number = ALL[3]["number"]
+    account = (
+        f"<sip:{number}@{APPLIANCE_IP}>;auth_pass={PASSWORDS[number]};"
+        f'outbound="sip:{PBX}";regint=60'
+    )
+    with Baresip(
+        six_net.lan[3],
+        tmp_path / "baresip",
+        account=account,
+        codecs=BARESIP_CODECS[codec],
+        rate=16000,
+    ) as bs:
+        visit = visit_room(bs, "conf", "1111#", stay=13.0, before_pin=1.5)
+    reps = [p.result() for p in (t1, t2, ours)]
+    for r in reps:
+        assert "error" not in r, r
+    wanted = {"g722": "G722/8000", "opus": "opus/48000"}[codec]
+    assert wanted in visit.trace, f"baresip's call is not on {wanted}"
+
+    # At the decoder's rate (48 kHz for Opus): sndfile records before the resampler.
+    samples, srate = audio.load(visit.heard)
+    # Where the first talker's tone ends, and the second's, in baresip's ears.
+    levels = audio.tone_levels(samples, srate, (T1_HZ, T2_HZ))
+    half = audio.SLICE / 2
+    on1 = np.flatnonzero(levels[:, 0] > 0.5 * levels[:, 0].max())
+    on2 = np.flatnonzero(levels[:, 1] > 0.5 * levels[:, 1].max())
+    assert len(on1) and len(on2), "baresip heard neither talker"
+    gone = (on1[-1] + 2) * half  # the last slice with the first talker, and its end
+    end = on2[-1] * half - 0.3
+    assert end - gone > 4.0, (gone, end)
+    only = (T2_HZ,)
+    seam = samples[int((gone + 0.1) * srate) : int((gone + 1.6) * srate)]
+    steady = samples[int((gone + 1.8) * srate) : int(end * srate)]
+    assert not audio.holes(seam, srate, only), audio.holes(seam, srate, only)
+    base = audio.tone_residual(steady, srate, only)
+    at_seam = audio.tone_residual(seam, srate, only)
+    bound = max(floor, 3 * float(np.percentile(base, 99)))
+    worst = int(np.argmax(at_seam))
+    print(
+        f"{codec} baresip: residual at the switch {at_seam[worst]:.3f} at "
+        f"+{0.1 + 0.01 * worst:.2f} s after the first talker's tone (bound {bound:.3f}; "
+        f"steady median {np.median(base):.3f}, p99 {np.percentile(base, 99):.3f})"
+    )
+    assert at_seam[worst] < bound, (
+        f"baresip: a click {0.1 + 0.01 * worst:+.2f} s after the first talker's tone: "
+        f"residual {at_seam[worst]:.3f} (steady p99 {np.percentile(base, 99):.3f})"
+    )
+    assert audio.band_fraction(steady, srate, T1_HZ, width=40) < 0.02
