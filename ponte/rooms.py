@@ -327,8 +327,7 @@ class RoomService:
                 case StopMusic(leg_id):
                     self.media.stop(leg_id, "music")
                 case Signal(legs, items):
-                    for leg_id in legs:
-                        self.media.say(leg_id, items, "signal")
+                    self.media.say_to(legs, items, "signal")
                 case Say(leg_id, items, slot):
                     self.media.say(leg_id, items, slot)
                 case StopSay(leg_id, slot):

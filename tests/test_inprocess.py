@@ -98,6 +98,20 @@ def test_pin_puts_callers_in_the_room_with_music_until_the_moderator(rig):
     assert len(r.srv.svc.entry.join_latencies) == 2
 
 
+def test_a_join_tone_reaches_the_room_from_one_player(rig):
+    """The room's signals are one source for all its listeners (one player,
+    one port on the bridge), so they keep one mix and one shared encode."""
+    r = rig()
+    m, p1, p2 = r.join("9999"), r.join("1111"), r.join("1111")
+    r.ua.shared_plays.clear()
+    p3 = r.join("1111")
+    tones = [legs for slot, legs in r.ua.shared_plays if slot == "signal"]
+    assert [set(legs) for legs in tones] == [{m, p1, p2}], r.ua.shared_plays
+    for leg in (m, p1, p2):
+        assert r.ua.prompts(leg, "signal")[-1] == "join_tone"
+    assert "join_tone" not in r.ua.prompts(p3, "signal")
+
+
 def test_wrong_pins_end_the_call_and_nothing_is_joined(rig):
     r = rig()
     leg = r.ua.call("conf")
