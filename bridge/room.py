@@ -41,16 +41,17 @@ class Disconnect:
 
 @dataclass(frozen=True)
 class StartMusic:
-    """Loop the room's hold music to a waiting leg."""
+    """Loop the room's hold music to a waiting leg (the music the room's
+    other waiting legs already hear, if any: one source for all of them)."""
 
     leg: LegId
 
 
 @dataclass(frozen=True)
 class StopMusic:
-    """Stop a leg's hold music."""
+    """Stop the hold music of these legs, all in the same instant."""
 
-    leg: LegId
+    legs: tuple[LegId, ...]
 
 
 @dataclass(frozen=True)
@@ -240,7 +241,8 @@ class Room:
         cmds: list[RoomCommand] = []
         if member.moderator and not self.started:
             self.started = True
-            cmds += [StopMusic(m.leg) for m in self.members.values() if not m.moderator]
+            waiting = tuple(m.leg for m in self.members.values() if not m.moderator)
+            cmds += [StopMusic(waiting)] if waiting else []
         elif not self.started:
             cmds.append(StartMusic(leg))
         cmds += self._sync()

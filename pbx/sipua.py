@@ -696,7 +696,7 @@ class SipUA:
         # last of them takes the new one (the next signal to the same room).
         old = {id(p): p for e in entries if (p := e.players.pop(slot, None)) is not None}
         for p in old.values():
-            if any(p is q for e in self._legs.values() for q in e.players.values()):
+            if self._held(p):
                 # Still someone else's: unlink ours alone.
                 for e in entries:
                     with contextlib.suppress(pj.Error):
@@ -714,17 +714,42 @@ class SipUA:
             player.startTransmit(entry.call.audio)
             entry.players[slot] = player
 
+    def join_play(self, leg: int, with_legs: Sequence[int], slot: str) -> bool:
+        """Let `leg` hear the player that the first of `with_legs` that has
+        one plays in `slot` (a room's waiting music: one player, one port,
+        and its listeners keep one mix), replacing what plays in its own
+        slot. False when none of them has one."""
+        entry = self._legs.get(leg)
+        if entry is None or entry.call.audio is None:
+            return False
+        for other in with_legs:
+            held = self._legs.get(other)
+            player = held.players.get(slot) if held is not None else None
+            if player is not None and other != leg:
+                self.stop_play(leg, slot)
+                player.startTransmit(entry.call.audio)
+                entry.players[slot] = player
+                return True
+        return False
+
     def drop_play(self, legs: Sequence[int], slot: str) -> None:
         """Stop what plays in `slot` for several legs at once. Their entries
         let the player go without unlinking it leg by leg: a player they
         share then leaves the bridge when the last of them lets it go, its
         port removed with all its links in one step, so every listener's mix
         changes in the same tick (unlinked one by one, a tick between two
-        unlinks split a group's shared encode in two)."""
-        for leg in legs:
-            entry = self._legs.get(leg)
-            if entry is not None:
-                entry.players.pop(slot, None)
+        unlinks split a group's shared encode in two). A player someone
+        else still holds is unlinked from these legs alone."""
+        entries = [e for e in (self._legs.get(leg) for leg in legs) if e is not None]
+        dropped = [(e, p) for e in entries if (p := e.players.pop(slot, None)) is not None]
+        for e, p in dropped:
+            if e.call.audio is not None and self._held(p):
+                with contextlib.suppress(pj.Error):
+                    p.stopTransmit(e.call.audio)
+
+    def _held(self, player: pj.AudioMediaPlayer) -> bool:
+        """Whether a leg still holds this player in one of its slots."""
+        return any(player is q for e in self._legs.values() for q in e.players.values())
 
     def stop_play(self, leg: int, slot: str = "prompt") -> None:
         """Stop a playback (dropping the player frees its conference port)."""

@@ -112,6 +112,10 @@ class UserAgent(Protocol):
         """Play files in turn to several legs from one player, replacing what
         plays in each one's `slot`; `stop_play` then stops it for one leg."""
 
+    def join_play(self, leg: int, with_legs: Sequence[int], slot: str) -> bool:
+        """Let a leg hear the player the first of `with_legs` has in `slot`
+        (replacing its own); False when none of them has one."""
+
     def drop_play(self, legs: Sequence[int], slot: str) -> None:
         """`stop_play` for several legs at once: a player they share leaves
         every one of them in the same instant."""

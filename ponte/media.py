@@ -152,13 +152,20 @@ class Media:
         """A tone's WAV (made on first use)."""
         return self.prompts.signal(name)
 
-    def loop_file(self, leg_id: int, path: Path, slot: str) -> None:
-        """Loop a file (music, ringback) in a slot until `stop`."""
-        self.ua.play(leg_id, [path], loop=True, slot=slot)
+    def loop_file(self, leg_id: int, path: Path, slot: str, share_with: Iterable[int] = ()) -> None:
+        """Loop a file (music, ringback) in a slot until `stop`; with
+        `share_with`, from the player that one of those legs' slot already
+        loops (a room's waiting music: one source for all who wait)."""
+        if not self.ua.join_play(leg_id, list(share_with), slot):
+            self.ua.play(leg_id, [path], loop=True, slot=slot)
 
     def stop(self, leg_id: int, slot: str) -> None:
         """Stop what plays in a slot."""
         self.ua.stop_play(leg_id, slot=slot)
+
+    def stop_all(self, leg_ids: Iterable[int], slot: str) -> None:
+        """Stop what plays in a slot of several legs in the same instant."""
+        self.ua.drop_play(list(leg_ids), slot)
 
     # -- timers (dropped with the leg) --------------------------------------
     def start_timer(self, leg: Leg, name: str, seconds: float, fire: Callable[[], None]) -> None:

@@ -61,6 +61,7 @@ class FakeUA:
         self.legs: dict[int, FakeLeg] = {}
         self.links: set[tuple[int, int]] = set()
         self.shared_plays: list[tuple[str, tuple[int, ...]]] = []
+        self.joined_plays: list[tuple[str, int, int]] = []
         self.accounts: set[str] = set()
         self._ids = itertools.count(1)
         self.recorders: dict[int, Path] = {}
@@ -178,6 +179,17 @@ class FakeUA:
 
     def stop_play(self, leg: int, slot: str = "prompt") -> None:
         pass
+
+    def join_play(self, leg: int, with_legs: Sequence[int], slot: str) -> bool:
+        for other in with_legs:
+            played = [names for s, names in self.legs[other].plays if s == slot]
+            if other != leg and self.has_leg(other) and self.has_leg(leg) and played:
+                # What the other leg's player plays, heard from it (tests read
+                # `joined_plays`).
+                self.joined_plays.append((slot, leg, other))
+                self.legs[leg].plays.append((slot, played[-1]))
+                return True
+        return False
 
     def drop_play(self, legs: Sequence[int], slot: str) -> None:
         pass

@@ -98,6 +98,16 @@ def test_pin_puts_callers_in_the_room_with_music_until_the_moderator(rig):
     assert len(r.srv.svc.entry.join_latencies) == 2
 
 
+def test_callers_waiting_for_the_moderator_share_one_music_player(rig):
+    """The room's waiting music is one source: the second and third callers
+    to wait hear the first one's player, not a player each."""
+    r = rig()
+    p1, p2, p3 = r.join("1111"), r.join("1111"), r.join("1111")
+    assert [(leg, slot) for slot, leg, _ in r.ua.joined_plays] == [(p2, "music"), (p3, "music")]
+    for leg in (p1, p2, p3):
+        assert r.ua.prompts(leg, "music") == ["hold_music"]
+
+
 def test_a_join_tone_reaches_the_room_from_one_player(rig):
     """The room's signals are one source for all its listeners (one player,
     one port on the bridge), so they keep one mix and one shared encode."""
