@@ -41,17 +41,16 @@ class Disconnect:
 
 @dataclass(frozen=True)
 class StartMusic:
-    """Loop the room's hold music to a waiting leg (the music the room's
-    other waiting legs already hear, if any: one source for all of them)."""
+    """Loop the room's hold music to a waiting leg."""
 
     leg: LegId
 
 
 @dataclass(frozen=True)
 class StopMusic:
-    """Stop the hold music of these legs, all in the same instant."""
+    """Stop a leg's hold music."""
 
-    legs: tuple[LegId, ...]
+    leg: LegId
 
 
 @dataclass(frozen=True)
@@ -241,8 +240,7 @@ class Room:
         cmds: list[RoomCommand] = []
         if member.moderator and not self.started:
             self.started = True
-            waiting = tuple(m.leg for m in self.members.values() if not m.moderator)
-            cmds += [StopMusic(waiting)] if waiting else []
+            cmds += [StopMusic(m.leg) for m in self.members.values() if not m.moderator]
         elif not self.started:
             cmds.append(StartMusic(leg))
         cmds += self._sync()

@@ -321,17 +321,14 @@ class RoomService:
                 case Disconnect(src, dst):
                     self.ua.disconnect(src, dst)
                 case StartMusic(leg_id):
-                    name = self.live.room_of.get(leg_id, "")
-                    room = self.configs.get(name)
+                    room = self.configs.get(self.live.room_of.get(leg_id, ""))
                     music = room.music if room and room.music else None
-                    live = self.live.rooms.get(name)
-                    others = [leg for leg in live.members if leg != leg_id] if live else []
-                    path = music or self.media.signal("hold_music")
-                    self.media.loop_file(leg_id, path, "music", others)
-                case StopMusic(legs):
-                    self.media.stop_all(legs, "music")
+                    self.media.loop_file(leg_id, music or self.media.signal("hold_music"), "music")
+                case StopMusic(leg_id):
+                    self.media.stop(leg_id, "music")
                 case Signal(legs, items):
-                    self.media.say_to(legs, items, "signal")
+                    for leg_id in legs:
+                        self.media.say(leg_id, items, "signal")
                 case Say(leg_id, items, slot):
                     self.media.say(leg_id, items, slot)
                 case StopSay(leg_id, slot):
