@@ -73,10 +73,12 @@ def softphone(phone, host: Host, number: str, script: str, target: str = "", **k
     )
 
 
-def heard(phone_proc, rep: dict, start: float, end: float, hz: int) -> float:
-    """The share of `hz` in what the phone heard between two of its own times."""
+def heard(phone_proc, rep: dict, start: float, end: float, hz: int, width: float = 25.0) -> float:
+    """The share of `hz` (within ±`width` Hz) in what the phone heard between
+    two of its own times."""
     samples, rate = audio.load(phone_proc.record)
-    return audio.band_fraction(audio.segment(samples, rate, *window(rep, start, end)), rate, hz)
+    segment = audio.segment(samples, rate, *window(rep, start, end))
+    return audio.band_fraction(segment, rate, hz, width)
 
 
 def test_lan_and_nat_phones_meet_in_a_room(server_factory, phone, net):

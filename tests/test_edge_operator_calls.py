@@ -108,7 +108,10 @@ def test_star90_from_behind_nat_talks_privately_then_back_to_the_room(server_fac
     ringing = (asked + 3.5, answered - 0.3)
     assert ringing[1] - ringing[0] > 1.0, (asked, ro)
     assert music(caller, rc, *ringing) > 0.3, "the caller hears hold music while it rings"
-    assert heard(caller, rc, *ringing, MODERATOR_HZ) < 0.02, "not the room"
+    # ±10 Hz: the hold music's 659 Hz note, 250 ms at a time, spills ~2 %
+    # of the energy into 700 ± 25 Hz (a loaded suite read 0.021 there once);
+    # the room's 700 Hz tone would be tens of %.
+    assert heard(caller, rc, *ringing, MODERATOR_HZ, width=10) < 0.02, "not the room"
     assert heard(mod, rm, *ringing, CALLER_HZ) < 0.02, "and the room does not hear the caller"
     private = (answered + 1.5, mark(ro, "star2") - 0.3)
     assert heard(caller, rc, *private, OPERATOR_HZ) > 0.3, "the caller hears the operator"
