@@ -253,6 +253,28 @@ def test_opus_listeners_share_only_with_the_same_encoder_settings(
     assert shared and shared[-1] > 0, "the two 24 kbit/s listeners shared no encode"
 
 
+def _rejoin_talkers(
+    server_factory, phone, net: Topology, codec: str, talk: float, stay: float
+) -> tuple[Any, Any, list[str]]:
+    """The appliance at `codec`'s rate and the rejoin's two talkers: the
+    first (moderator) talks `talk` s, marks `quiet` and goes silent; the
+    second joins and talks `stay` s. Returns them and the phones' arguments."""
+    rate, extra, codecs, _ = CODECS[codec]
+    appliance(server_factory, net, sip=_seam_sip(rate, codecs), extensions=ALL)
+    # The first talker's call first: it gets the lower conference slot.
+    t1 = _phone(
+        phone,
+        net,
+        0,
+        f"wait_media 5; dtmf 9999#; tone {T1_HZ}; wait {talk}; mark quiet; tone 0; wait 6; hangup",
+        extra,
+    )
+    time.sleep(1.0)
+    join = "wait_media 5; wait 1.5; dtmf 1111#"
+    t2 = _phone(phone, net, 1, f"{join}; tone {T2_HZ}; wait {stay}; hangup", extra)
+    return t1, t2, extra
+
+
 # The rejoin's click bound's floor: measured before patch 0015, with the
 # ex-talker's call answered first, every G.722 listener's worst window at the
 # switch was 0.080 (steady median 0.007, 99th percentile 0.008); Opus's
@@ -278,21 +300,9 @@ def test_a_talker_who_goes_quiet_rejoins_the_listeners_without_a_click(
     frame (or when what it is sent changes anyway). Checked on the
     recordings of the ex-talker and of every listener: the second talker's
     tone goes on across the switch with no dropout and no click."""
-    rate, extra, codecs, _ = CODECS[codec]
     floor = REJOIN_FLOOR[codec]
-    sip = _seam_sip(rate, codecs)
-    appliance(server_factory, six_net, sip=sip, extensions=ALL)
-    # The first talker's call first: it gets the lower conference slot.
-    t1 = _phone(
-        phone,
-        six_net,
-        0,
-        f"wait_media 5; dtmf 9999#; tone {T1_HZ}; wait 9; mark quiet; tone 0; wait 6; hangup",
-        extra,
-    )
-    time.sleep(1.0)
+    t1, t2, extra = _rejoin_talkers(server_factory, phone, six_net, codec, talk=9, stay=13)
     join = "wait_media 5; wait 1.5; dtmf 1111#"
-    t2 = _phone(phone, six_net, 1, f"{join}; tone {T2_HZ}; wait 13; hangup", extra)
     listeners = [_phone(phone, six_net, i, f"{join}; wait 13; hangup", extra) for i in (2, 3, 4)]
     phones = [t1, t2, *listeners]
     reps = [p.result() for p in phones]
@@ -344,19 +354,9 @@ def test_a_baresip_listener_hears_the_shared_encode_without_a_click(
     rejoins the listeners, what baresip hears (the second talker) goes on with
     no dropout and no click. The switch is found in its recording by content:
     the first talker's tone ending."""
-    rate, extra, codecs, _ = CODECS[codec]
     floor = REJOIN_FLOOR[codec]
-    appliance(server_factory, six_net, sip=_seam_sip(rate, codecs), extensions=ALL)
-    t1 = _phone(
-        phone,
-        six_net,
-        0,
-        f"wait_media 5; dtmf 9999#; tone {T1_HZ}; wait 10; mark quiet; tone 0; wait 6; hangup",
-        extra,
-    )
-    time.sleep(1.0)
+    t1, t2, extra = _rejoin_talkers(server_factory, phone, six_net, codec, talk=10, stay=14)
     join = "wait_media 5; wait 1.5; dtmf 1111#"
-    t2 = _phone(phone, six_net, 1, f"{join}; tone {T2_HZ}; wait 14; hangup", extra)
     ours = _phone(phone, six_net, 2, f"{join}; wait 14; hangup", extra)
     number = ALL[3]["number"]
     account = (
