@@ -130,21 +130,30 @@ class CallLog:
         it; nothing when it does not know the call (or does not run).
 
         Safe off the loop thread: each query uses a socket of its own."""
-        if self.ng is None or not sip_call_id or time.monotonic() < self._ng_down_until:
-            return {}
+        reply = self._ask(sip_call_id) if sip_call_id else None
+        return summary(quality(reply), remote_called) if isinstance(reply, dict) else {}
+
+    def relay_holds(self, sip_call_id: str) -> bool | None:
+        """Whether rtpengine still holds a call (None: no relay, or it does
+        not answer)."""
+        reply = self._ask(sip_call_id)
+        return None if reply is None else reply is not False
+
+    def _ask(self, sip_call_id: str) -> dict[str, Any] | bool | None:
+        """rtpengine's answer to a query about a call: False when it does not
+        hold the call, None with no relay or none answering."""
+        if self.ng is None or time.monotonic() < self._ng_down_until:
+            return None
         try:
-            reply = self.ng.query(sip_call_id)
+            return self.ng.query(sip_call_id)
         except UnknownCallError:
-            return {}
+            return False
         except RtpEngineError as exc:
-            # Not answering: skip the figures for a while rather than make
-            # every call's end (on the loop thread) wait for a time-out.
+            # Not answering: skip it for a while rather than make every
+            # call's end (on the loop thread) wait for a time-out.
             self._ng_down_until = time.monotonic() + NG_BACKOFF
-            log.warning(
-                "rtpengine did not answer a quality query (%s); retrying in %.0f s", exc, NG_BACKOFF
-            )
-            return {}
-        return summary(quality(reply), remote_called)
+            log.warning("rtpengine did not answer (%s); asked again in %.0f s", exc, NG_BACKOFF)
+            return None
 
     def qualities(
         self, call_ids: Mapping[int, str | None], deadline: float
@@ -183,7 +192,7 @@ class CallLog:
             if self._acc_mark is None:
                 self._acc_mark = store.mark("acc")
             before = self._acc_mark
-            rows, mark = self._acc.collect(before, self.clock.ts())
+            rows, mark = self._acc.collect(before, self.clock.ts(), self.relay_holds)
             for row in rows:
                 # After a restart the same acc rows may be read again.
                 if store.has_call(row["sip_call_id"], "extension"):

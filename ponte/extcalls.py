@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,15 @@ log = logging.getLogger("ponte.extcalls")
 # An unmatched BYE (a call to the app server, which keeps its own history)
 # is dropped once it is this old: its INVITE row would have been seen.
 STALE_BYE = 60.0
+# An answered call whose BYE row never comes (Kamailio lost the write: its
+# db_sqlite has no busy timeout; or it was down when the BYE passed) would
+# hold the watermark back for good, and every round would read the table
+# from there again. The relay tells: once rtpengine no longer holds the
+# call (it forgets it at the BYE, or after its media time-out), the call
+# ended then. It is asked again about a call this often, and the row waits
+# this long after for a late BYE row.
+RELAY_CHECK = 30.0
+GONE_GRACE = 10.0
 
 
 @dataclass(frozen=True)
@@ -62,10 +72,11 @@ DISPOSITIONS = {
 }
 
 
-def call_row(invite: AccRow, bye: AccRow | None) -> dict[str, Any]:
-    """The history row of one extension call (answered with its BYE, or failed)."""
+def call_row(invite: AccRow, bye: AccRow | None, ended_at: float | None = None) -> dict[str, Any]:
+    """The history row of one extension call: answered with its BYE (or,
+    its BYE row lost, ended when the relay forgot it: `ended_at`), or failed."""
     answered = invite.sip_code // 100 == 2
-    ended = bye.ts if bye is not None else invite.ts
+    ended = bye.ts if bye is not None else ended_at if ended_at is not None else invite.ts
     return {
         "leg": None,
         "origin": invite.src_user,
@@ -97,6 +108,10 @@ class AccReader:
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
+        # Answered calls with no BYE row yet: when the relay was last asked,
+        # and since when it has not held the call.
+        self._asked: dict[str, float] = {}
+        self._gone: dict[str, float] = {}
 
     def _rows(self, db: sqlite3.Connection, after: int) -> list[AccRow]:
         cur = db.execute(
@@ -114,10 +129,17 @@ class AccReader:
             rows.append(AccRow(rid, method, callid, number, reason, at, src, dst))
         return rows
 
-    def collect(self, after: int, now: float) -> tuple[list[dict[str, Any]], int]:
+    def collect(
+        self, after: int, now: float, relay_holds: Callable[[str], bool | None] | None = None
+    ) -> tuple[list[dict[str, Any]], int]:
         """History rows of the extension calls that ended among the acc rows
         past `after`, and the new watermark (every row up to it consumed;
-        an answered call still up holds it back)."""
+        an answered call still up holds it back).
+
+        `relay_holds(call_id)` says whether rtpengine still holds a call
+        (None: it cannot tell): an answered call it no longer holds, whose
+        BYE row has not come `GONE_GRACE` seconds later, ended when it was
+        first found gone."""
         if not self.path.exists():
             return [], after
         try:
@@ -138,14 +160,37 @@ class AccReader:
                 out.append(call_row(inv, None))
             elif callid in byes:
                 out.append(call_row(inv, byes[callid]))
+            elif (gone := self._gone_since(callid, now, relay_holds)) is not None:
+                out.append(call_row(inv, None, ended_at=gone))
             else:
                 held.append(inv.id)
+        # What is known of calls no longer read (consumed, or their BYE came).
+        waiting = {c for c, r in invites.items() if r.sip_code // 100 == 2 and c not in byes}
+        self._asked = {c: t for c, t in self._asked.items() if c in waiting}
+        self._gone = {c: t for c, t in self._gone.items() if c in waiting}
         for callid, bye in byes.items():
             if callid not in invites and now - bye.ts <= STALE_BYE:
                 held.append(bye.id)  # its INVITE row may still be on its way
         last = rows[-1].id if rows else after
         mark = min(held) - 1 if held else last
         return out, max(mark, after)
+
+    def _gone_since(
+        self, callid: str, now: float, relay_holds: Callable[[str], bool | None] | None
+    ) -> float | None:
+        """When the relay was first found not to hold this answered call, if
+        that was `GONE_GRACE` ago; None while it is up or cannot be told."""
+        gone = self._gone.get(callid)
+        if gone is None:
+            asked = self._asked.get(callid)
+            if relay_holds is None or (asked is not None and now - asked < RELAY_CHECK):
+                return None
+            self._asked[callid] = now
+            if relay_holds(callid) is not False:
+                return None
+            log.warning("extension call %s: the relay dropped it, acc has no BYE", callid)
+            self._gone[callid] = gone = now
+        return gone if now - gone >= GONE_GRACE else None
 
     def prune(self, upto: int) -> None:
         """Delete consumed rows (call only while Kamailio is stopped)."""
