@@ -41,16 +41,17 @@ class Disconnect:
 
 @dataclass(frozen=True)
 class StartMusic:
-    """Loop the room's hold music to a waiting leg."""
+    """Loop the room's hold music to a waiting leg (the music the room's
+    other waiting legs already hear, if any: one source for all of them)."""
 
     leg: LegId
 
 
 @dataclass(frozen=True)
 class StopMusic:
-    """Stop a leg's hold music."""
+    """Stop the hold music of these legs, all in the same instant."""
 
-    leg: LegId
+    legs: tuple[LegId, ...]
 
 
 @dataclass(frozen=True)
@@ -212,10 +213,14 @@ class Room:
         return cmds + [Connect(*p) for p in add]
 
     def _announce(self, who: Member, joined: bool) -> list[RoomCommand]:
-        """The entry/exit signal for `who`, to everyone else in the room."""
+        """The entry/exit signal for `who`, to everyone in the room: the one
+        who joins hears it too (the manual's "bip" when someone enters).
+        Everyone hears the same then, so the shared encode's listeners stay
+        one group: a joiner who did not hear it kept an encoder lineage of
+        its own after the tone, and later switched lineage with a click."""
         mode = self.rules.entry_signal
-        legs = tuple(leg for leg in self.members if leg != who.leg)
-        if mode == "none" or not self.started or self.ending or not legs:
+        legs = tuple(self.members)
+        if mode == "none" or not self.started or self.ending or legs == (who.leg,):
             return []
         if mode == "name" and who.name_path:
             return [Signal(legs, (Path(who.name_path), "joined" if joined else "left"))]
@@ -240,7 +245,8 @@ class Room:
         cmds: list[RoomCommand] = []
         if member.moderator and not self.started:
             self.started = True
-            cmds += [StopMusic(m.leg) for m in self.members.values() if not m.moderator]
+            waiting = tuple(m.leg for m in self.members.values() if not m.moderator)
+            cmds += [StopMusic(waiting)] if waiting else []
         elif not self.started:
             cmds.append(StartMusic(leg))
         cmds += self._sync()

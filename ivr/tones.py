@@ -7,6 +7,7 @@ written at the bridge's clock rate (`sip.clock_rate`), one file per rate.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import tempfile
@@ -19,9 +20,13 @@ from pcm import CLOCK_RATE
 AMPLITUDE = 0.3
 
 # name -> [(frequency Hz or 0 for silence, milliseconds), ...]
+# The room's signals start with 60 ms of silence: one player plays them to all
+# of a room's listeners (ponte/media.py's say_to), and the bridge's talker
+# gate keeps a player out of every mix until its first loud frame, so all of
+# them start hearing it in the same tick, whatever tick each was linked in.
 SIGNALS: dict[str, list[tuple[float, int]]] = {
-    "join_tone": [(1400, 180), (0, 80), (1400, 180)],
-    "leave_tone": [(1100, 180), (0, 80), (1100, 180)],
+    "join_tone": [(0, 60), (1400, 180), (0, 80), (1400, 180)],
+    "leave_tone": [(0, 60), (1100, 180), (0, 80), (1100, 180)],
     "record_beep": [(1000, 250), (0, 50)],
     "ringback": [(425, 1000), (0, 4000)],  # Brazil's ring-back: 425 Hz, 1 s on, 4 s off
     "limit_warning": [(600, 200), (0, 150), (600, 200), (0, 150), (600, 200)],
@@ -60,7 +65,9 @@ def write_segments(
 def signal_path(cache_dir: Path, name: str, rate: int = CLOCK_RATE) -> Path:
     """The WAV of a named signal at `rate`, generated on first use (the rate is
     in the file name: a cache shared by bridges of different rates never mixes them)."""
-    path = Path(cache_dir) / "signals" / f"{name}-{rate}.wav"
+    # Under a digest of its segments: a changed signal is made anew.
+    digest = hashlib.sha1(repr(SIGNALS[name]).encode()).hexdigest()[:8]
+    path = Path(cache_dir) / "signals" / digest / f"{name}-{rate}.wav"
     if not path.exists():
         write_segments(path, SIGNALS[name], rate)
     return path

@@ -665,10 +665,43 @@ class SipUA:
         self, leg: int, files: Sequence[Path], *, loop: bool = False, slot: str = "prompt"
     ) -> None:
         """Play files in sequence to a leg, replacing what plays in `slot`."""
-        entry = self._legs.get(leg)
-        if entry is None or entry.call.audio is None:
+        self.play_to([leg], files, loop=loop, slot=slot)
+
+    def play_to(
+        self,
+        legs: Sequence[int],
+        files: Sequence[Path],
+        *,
+        loop: bool = False,
+        slot: str = "prompt",
+    ) -> None:
+        """Play files in sequence to several legs from one player, replacing
+        what plays in each one's `slot`.
+
+        One player is one port on the bridge: the listeners of a room who
+        hear a signal together (a join tone to everyone else) still hear the
+        same sources, so they keep one mix and one shared encode (a player
+        each made every listener's mix its own, and cost a port per leg).
+        Each leg's entry holds the player; `stop_play` unlinks that leg
+        only, and the player goes when the last leg lets it go."""
+        entries = [
+            e
+            for e in (self._legs.get(leg) for leg in legs)
+            if e is not None and e.call.audio is not None
+        ]
+        if not entries:
             return
-        self.stop_play(leg, slot)
+        # What played in the slot goes as drop_play lets it go: a player
+        # that only these legs held leaves the bridge in one step once the
+        # last of them takes the new one (the next signal to the same room).
+        old = {id(p): p for e in entries if (p := e.players.pop(slot, None)) is not None}
+        for p in old.values():
+            if self._held(p):
+                # Still someone else's: unlink ours alone.
+                for e in entries:
+                    with contextlib.suppress(pj.Error):
+                        p.stopTransmit(e.call.audio)
+        old.clear()
         player = pj.AudioMediaPlayer()
         opts = 0 if loop else pj.PJMEDIA_FILE_NO_LOOP
         names = [str(f) for f in files]
@@ -677,8 +710,46 @@ class SipUA:
         else:
             vec = pj.StringVector(names)
             player.createPlaylist(vec, slot, opts)
-        player.startTransmit(entry.call.audio)
-        entry.players[slot] = player
+        for entry in entries:
+            player.startTransmit(entry.call.audio)
+            entry.players[slot] = player
+
+    def join_play(self, leg: int, with_legs: Sequence[int], slot: str) -> bool:
+        """Let `leg` hear the player that the first of `with_legs` that has
+        one plays in `slot` (a room's waiting music: one player, one port,
+        and its listeners keep one mix), replacing what plays in its own
+        slot. False when none of them has one."""
+        entry = self._legs.get(leg)
+        if entry is None or entry.call.audio is None:
+            return False
+        for other in with_legs:
+            held = self._legs.get(other)
+            player = held.players.get(slot) if held is not None else None
+            if player is not None and other != leg:
+                self.stop_play(leg, slot)
+                player.startTransmit(entry.call.audio)
+                entry.players[slot] = player
+                return True
+        return False
+
+    def drop_play(self, legs: Sequence[int], slot: str) -> None:
+        """Stop what plays in `slot` for several legs at once. Their entries
+        let the player go without unlinking it leg by leg: a player they
+        share then leaves the bridge when the last of them lets it go, its
+        port removed with all its links in one step, so every listener's mix
+        changes in the same tick (unlinked one by one, a tick between two
+        unlinks split a group's shared encode in two). A player someone
+        else still holds is unlinked from these legs alone."""
+        entries = [e for e in (self._legs.get(leg) for leg in legs) if e is not None]
+        dropped = [(e, p) for e in entries if (p := e.players.pop(slot, None)) is not None]
+        for e, p in dropped:
+            if e.call.audio is not None and self._held(p):
+                with contextlib.suppress(pj.Error):
+                    p.stopTransmit(e.call.audio)
+
+    def _held(self, player: pj.AudioMediaPlayer) -> bool:
+        """Whether a leg still holds this player in one of its slots."""
+        return any(player is q for e in self._legs.values() for q in e.players.values())
 
     def stop_play(self, leg: int, slot: str = "prompt") -> None:
         """Stop a playback (dropping the player frees its conference port)."""

@@ -101,6 +101,25 @@ class UserAgent(Protocol):
     ) -> None:
         """Play files in turn to a leg, replacing what plays in `slot`."""
 
+    def play_to(
+        self,
+        legs: Sequence[int],
+        files: Sequence[Path],
+        *,
+        loop: bool = False,
+        slot: str = "prompt",
+    ) -> None:
+        """Play files in turn to several legs from one player, replacing what
+        plays in each one's `slot`; `stop_play` then stops it for one leg."""
+
+    def join_play(self, leg: int, with_legs: Sequence[int], slot: str) -> bool:
+        """Let a leg hear the player the first of `with_legs` has in `slot`
+        (replacing its own); False when none of them has one."""
+
+    def drop_play(self, legs: Sequence[int], slot: str) -> None:
+        """`stop_play` for several legs at once: a player they share leaves
+        every one of them in the same instant."""
+
     def stop_play(self, leg: int, slot: str = "prompt") -> None:
         """Stop what plays in `slot`."""
 

@@ -93,23 +93,38 @@ class Media:
     def say(self, leg_id: int, items: Iterable[str | Path | Number], slot: str) -> None:
         """Play prompts, signals, recordings or counts in a slot, and free the
         player when they are done."""
-        leg = self.legs.get(leg_id)
-        if leg is None:
-            return
-        spoken = self.resolve(leg, items)
-        # What the leg is told, by prompt id (tests and support read it).
-        log.debug("call %d says (%s): %s", leg_id, slot, " ".join(map(str, spoken)))
-        paths = [p for p in self.paths(leg, spoken) if p.exists()]
-        if not paths:
-            return
-        self.ua.play(leg_id, paths, slot=slot)
-        gen = leg.playback.slot_gen[slot] = leg.playback.slot_gen.get(slot, 0) + 1
+        self.say_to((leg_id,), items, slot)
 
-        def free() -> None:
-            if leg.playback.slot_gen.get(slot) == gen:
-                self.ua.stop_play(leg_id, slot=slot)
+    def say_to(
+        self, leg_ids: Iterable[int], items: Iterable[str | Path | Number], slot: str
+    ) -> None:
+        """`say` to several legs: those who are told the same files (a tone
+        for all; a prompt per language) share one player, so a room's
+        listeners go on hearing the same sources: one mix, one encode."""
+        items = tuple(items)
+        groups: dict[tuple[Path, ...], list[Leg]] = {}
+        for leg_id in leg_ids:
+            leg = self.legs.get(leg_id)
+            if leg is None:
+                continue
+            spoken = self.resolve(leg, items)
+            # What the leg is told, by prompt id (tests and support read it).
+            log.debug("call %d says (%s): %s", leg_id, slot, " ".join(map(str, spoken)))
+            paths = tuple(p for p in self.paths(leg, spoken) if p.exists())
+            if paths:
+                groups.setdefault(paths, []).append(leg)
+        for paths, legs in groups.items():
+            self.ua.play_to([leg.id for leg in legs], paths, slot=slot)
+            gens = {}
+            for leg in legs:
+                gens[leg.id] = leg.playback.slot_gen[slot] = leg.playback.slot_gen.get(slot, 0) + 1
 
-        self.loop.call_later(sum(wav_seconds(p) for p in paths) + PROMPT_TAIL, free)
+            def free(legs: list[Leg] = legs, gens: dict[int, int] = gens) -> None:
+                # All at once: the shared player leaves every mix in one tick.
+                done = [leg.id for leg in legs if leg.playback.slot_gen.get(slot) == gens[leg.id]]
+                self.ua.drop_play(done, slot)
+
+            self.loop.call_later(sum(wav_seconds(p) for p in paths) + PROMPT_TAIL, free)
 
     def resolve(self, leg: Leg, items: Iterable[str | Path | Number]) -> list[str | Path]:
         """Counts -> the prompt ids that say them in the leg's language."""
@@ -137,13 +152,20 @@ class Media:
         """A tone's WAV (made on first use)."""
         return self.prompts.signal(name)
 
-    def loop_file(self, leg_id: int, path: Path, slot: str) -> None:
-        """Loop a file (music, ringback) in a slot until `stop`."""
-        self.ua.play(leg_id, [path], loop=True, slot=slot)
+    def loop_file(self, leg_id: int, path: Path, slot: str, share_with: Iterable[int] = ()) -> None:
+        """Loop a file (music, ringback) in a slot until `stop`; with
+        `share_with`, from the player that one of those legs' slot already
+        loops (a room's waiting music: one source for all who wait)."""
+        if not self.ua.join_play(leg_id, list(share_with), slot):
+            self.ua.play(leg_id, [path], loop=True, slot=slot)
 
     def stop(self, leg_id: int, slot: str) -> None:
         """Stop what plays in a slot."""
         self.ua.stop_play(leg_id, slot=slot)
+
+    def stop_all(self, leg_ids: Iterable[int], slot: str) -> None:
+        """Stop what plays in a slot of several legs in the same instant."""
+        self.ua.drop_play(list(leg_ids), slot)
 
     # -- timers (dropped with the leg) --------------------------------------
     def start_timer(self, leg: Leg, name: str, seconds: float, fire: Callable[[], None]) -> None:

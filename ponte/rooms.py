@@ -321,14 +321,17 @@ class RoomService:
                 case Disconnect(src, dst):
                     self.ua.disconnect(src, dst)
                 case StartMusic(leg_id):
-                    room = self.configs.get(self.live.room_of.get(leg_id, ""))
+                    name = self.live.room_of.get(leg_id, "")
+                    room = self.configs.get(name)
                     music = room.music if room and room.music else None
-                    self.media.loop_file(leg_id, music or self.media.signal("hold_music"), "music")
-                case StopMusic(leg_id):
-                    self.media.stop(leg_id, "music")
+                    live = self.live.rooms.get(name)
+                    others = [leg for leg in live.members if leg != leg_id] if live else []
+                    path = music or self.media.signal("hold_music")
+                    self.media.loop_file(leg_id, path, "music", others)
+                case StopMusic(legs):
+                    self.media.stop_all(legs, "music")
                 case Signal(legs, items):
-                    for leg_id in legs:
-                        self.media.say(leg_id, items, "signal")
+                    self.media.say_to(legs, items, "signal")
                 case Say(leg_id, items, slot):
                     self.media.say(leg_id, items, slot)
                 case StopSay(leg_id, slot):

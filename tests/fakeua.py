@@ -60,6 +60,8 @@ class FakeUA:
         self.bound_port = port or 5060
         self.legs: dict[int, FakeLeg] = {}
         self.links: set[tuple[int, int]] = set()
+        self.shared_plays: list[tuple[str, tuple[int, ...]]] = []
+        self.joined_plays: list[tuple[str, int, int]] = []
         self.accounts: set[str] = set()
         self._ids = itertools.count(1)
         self.recorders: dict[int, Path] = {}
@@ -162,7 +164,34 @@ class FakeUA:
             names = [re.sub(r"-([0-9a-f]{12}|[0-9]{4,5})$", "", Path(f).stem) for f in files]
             self.legs[leg].plays.append((slot, names))
 
+    def play_to(
+        self,
+        legs: Sequence[int],
+        files: Sequence[Path],
+        *,
+        loop: bool = False,
+        slot: str = "prompt",
+    ) -> None:
+        # One player for all (how many, tests read in `shared_plays`).
+        self.shared_plays.append((slot, tuple(legs)))
+        for leg in legs:
+            self.play(leg, files, loop=loop, slot=slot)
+
     def stop_play(self, leg: int, slot: str = "prompt") -> None:
+        pass
+
+    def join_play(self, leg: int, with_legs: Sequence[int], slot: str) -> bool:
+        for other in with_legs:
+            played = [names for s, names in self.legs[other].plays if s == slot]
+            if other != leg and self.has_leg(other) and self.has_leg(leg) and played:
+                # What the other leg's player plays, heard from it (tests read
+                # `joined_plays`).
+                self.joined_plays.append((slot, leg, other))
+                self.legs[leg].plays.append((slot, played[-1]))
+                return True
+        return False
+
+    def drop_play(self, legs: Sequence[int], slot: str) -> None:
         pass
 
     def record(self, leg: int, path: Path) -> None:

@@ -24,9 +24,9 @@ def test_participants_wait_with_music_until_a_moderator():
     assert b.join("demo", 2, P, 0) == [StartMusic(2)]
     assert b.link_count() == 0  # waiting callers neither speak nor hear
     cmds = b.join("demo", 3, M, 1)
-    assert StopMusic(1) in cmds and StopMusic(2) in cmds
+    assert StopMusic((1, 2)) in cmds
     assert links(cmds) == {(a, c) for a in (1, 2, 3) for c in (1, 2, 3) if a != c}
-    assert Signal((1, 2), ("join_tone",)) in cmds
+    assert Signal((1, 2, 3), ("join_tone",)) in cmds
 
 
 def test_members_never_hear_themselves_and_rooms_are_isolated():

@@ -98,6 +98,30 @@ def test_pin_puts_callers_in_the_room_with_music_until_the_moderator(rig):
     assert len(r.srv.svc.entry.join_latencies) == 2
 
 
+def test_callers_waiting_for_the_moderator_share_one_music_player(rig):
+    """The room's waiting music is one source: the second and third callers
+    to wait hear the first one's player, not a player each."""
+    r = rig()
+    p1, p2, p3 = r.join("1111"), r.join("1111"), r.join("1111")
+    assert [(leg, slot) for slot, leg, _ in r.ua.joined_plays] == [(p2, "music"), (p3, "music")]
+    for leg in (p1, p2, p3):
+        assert r.ua.prompts(leg, "music") == ["hold_music"]
+
+
+def test_a_join_tone_reaches_the_room_from_one_player(rig):
+    """The room's signals are one source for all its members (one player,
+    one port on the bridge), so they keep one mix and one shared encode; the
+    one who joins hears its tone too, and so stays in the listeners' group."""
+    r = rig()
+    m, p1, p2 = r.join("9999"), r.join("1111"), r.join("1111")
+    r.ua.shared_plays.clear()
+    p3 = r.join("1111")
+    tones = [legs for slot, legs in r.ua.shared_plays if slot == "signal"]
+    assert [set(legs) for legs in tones] == [{m, p1, p2, p3}], r.ua.shared_plays
+    for leg in (m, p1, p2, p3):
+        assert r.ua.prompts(leg, "signal")[-1] == "join_tone"
+
+
 def test_wrong_pins_end_the_call_and_nothing_is_joined(rig):
     r = rig()
     leg = r.ua.call("conf")

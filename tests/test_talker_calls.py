@@ -406,3 +406,100 @@ def test_a_baresip_listener_hears_the_shared_encode_without_a_click(
         f"residual {at_seam[worst]:.3f} (steady p99 {np.percentile(base, 99):.3f})"
     )
     assert audio.band_fraction(steady, srate, T1_HZ, width=40) < 0.02
+
+
+JOIN_TONE_HZ = 1400  # ivr/tones.py's join_tone
+
+
+def test_a_join_tone_is_one_source_for_the_whole_room(server_factory, phone, six_net: Topology):
+    """A fifth caller joins a room of four (one talker): the join tone all
+    five hear (the joiner too) comes from one player, one port on the
+    bridge, not a player each. With a player each, every listener's mix was its own for
+    the tone's length (no shared mix or encode) and a room of 100 opened
+    99 players a join; one player, let into every mix in the same tick by
+    the talker gate (the tone starts with 60 ms of silence), leaves the
+    listeners one group. Checked on `ponte status` (the bridge's ports as
+    the fifth joins: 5 -> 7 here, 5 -> 10 with a player each) and on what
+    the five phones heard."""
+    rate, extra, codecs, _ = CODECS["g722"]
+    srv = appliance(server_factory, six_net, sip=_seam_sip(rate, codecs), extensions=ALL)
+    join = "wait_media 5; wait 1.5; dtmf 1111#"
+    phones = [
+        _phone(phone, six_net, 0, f"wait_media 5; dtmf 9999#; tone {T1_HZ}; wait 13; hangup", extra)
+    ]
+    phones += [_phone(phone, six_net, i, f"{join}; wait 11; hangup", extra) for i in (1, 2, 3)]
+    deadline = time.monotonic() + 20
+    while len(srv.status()["rooms"].get("demo", {}).get("members", [])) < 4:
+        assert time.monotonic() < deadline, "the room never had four members"
+        time.sleep(0.1)
+    time.sleep(1.5)  # the last join tone is over and its player gone
+    base = srv.status()["conf_ports"]
+    phones.append(
+        _phone(phone, six_net, 4, "wait_media 5; wait 1; dtmf 1111#; wait 4; hangup", extra)
+    )
+    while True:
+        st = srv.status()
+        if len(st["rooms"].get("demo", {}).get("members", [])) >= 5:
+            break
+        assert time.monotonic() < deadline + 15, "the fifth caller never joined"
+        time.sleep(0.03)
+    # The joiner's own port, and one player for the tone (its PIN prompt's
+    # player may not be gone yet): a player each would be four.
+    grown = st["conf_ports"] - base
+    print(f"bridge ports as the fifth joined: {base} -> {st['conf_ports']}")
+    assert grown <= 3, f"{grown} more ports on the bridge for one join"
+    reps = [p.result() for p in phones]
+    for r in reps:
+        assert "error" not in r, r
+    joined = hash_time(reps[4])
+    for i in range(5):
+        seg, r = _seg(phones[i], reps[i], joined, joined + 1.2)
+        amp = audio.tone_amplitude(seg, r, JOIN_TONE_HZ)
+        print(f"phone {i}: join tone {amp:.3f}")
+        assert amp > 0.02, f"phone {i} did not hear the join tone ({amp:.3f})"
+
+
+MUSIC_HZ = (523, 659, 784)  # ivr/tones.py's hold_music
+
+
+def test_callers_waiting_for_the_moderator_hear_one_music_player(
+    server_factory, phone, six_net: Topology
+):
+    """Three callers wait for the moderator: the room's music reaches them
+    from one player (one port on the bridge, one mix and one encode for all
+    three), and stops for all of them when the moderator comes in. Checked
+    on `ponte status` (1 -> 5 ports here: three legs and one player) and on
+    what each heard: the music while waiting, the moderator after."""
+    rate, extra, codecs, _ = CODECS["g722"]
+    srv = appliance(server_factory, six_net, sip=_seam_sip(rate, codecs), extensions=ALL)
+    base = srv.status()["conf_ports"]
+    join = "wait_media 5; wait 1.5; dtmf 1111#"
+    phones = [_phone(phone, six_net, i, f"{join}; wait 10; hangup", extra) for i in (1, 2, 3)]
+    deadline = time.monotonic() + 20
+    while len(srv.status()["rooms"].get("demo", {}).get("members", [])) < 3:
+        assert time.monotonic() < deadline, "the room never had three waiting callers"
+        time.sleep(0.1)
+    time.sleep(0.5)
+    waiting = srv.status()["conf_ports"]
+    moderator = _phone(
+        phone, six_net, 0, f"wait_media 5; dtmf 9999#; tone {T2_HZ}; wait 4; hangup", extra
+    )
+    reps = [p.result() for p in phones]
+    rm = moderator.result()
+    for r in (*reps, rm):
+        assert "error" not in r, r
+    # Three legs and one player: a player each would be three.
+    print(f"bridge ports with three callers waiting: {base} -> {waiting}")
+    assert waiting - base <= 4, f"{waiting - base} ports for three waiting callers"
+    came = hash_time(rm)
+    for i, (p, r) in enumerate(zip(phones, reps, strict=True)):
+        before, srate = _seg(p, r, hash_time(r) + 1.0, came - 0.2)
+        after, _ = _seg(p, r, came + 1.0, came + 3.0)
+        music = sum(audio.band_fraction(before, srate, hz, width=40) for hz in MUSIC_HZ)
+        left = sum(audio.band_fraction(after, srate, hz, width=40) for hz in MUSIC_HZ)
+        talk = audio.band_fraction(after, srate, T2_HZ, width=40)
+        print(
+            f"caller {i}: music {music:.2f} while waiting, {left:.2f} after; moderator {talk:.2f}"
+        )
+        assert music > 0.5, f"caller {i} did not hear the music while waiting ({music:.2f})"
+        assert left < 0.05 and talk > 0.5, f"caller {i}: music {left:.2f}, moderator {talk:.2f}"
