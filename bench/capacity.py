@@ -359,6 +359,11 @@ def series(
         result["server_log"] = log_summary(log)
         if keep_log is not None:
             keep_log.write_text(log)
+            # Through the edge, Kamailio's own log too: why a call never
+            # reached the app server is only there.
+            kam = Path(srv.config["state_dir"]) / "kamailio" / "kamailio.log"
+            if kam.exists():
+                keep_log.with_suffix(".kamailio.log").write_bytes(kam.read_bytes())
     summarize(result)
     return result
 
