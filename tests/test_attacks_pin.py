@@ -124,8 +124,10 @@ def test_a_rotating_caller_id_spends_the_numbers_budget_and_a_known_caller_still
     assert "TEST MODE: the PIN lockout's clock" in srv.log()
 
     # A regular caller: the right PIN, remembered on disk for this number.
-    assert did_call(phone, srv, KNOWN, RIGHT_PIN).result()["hung_up_by"] == "local"
-    assert joined(srv, KNOWN)
+    known = did_call(phone, srv, KNOWN, RIGHT_PIN).result()
+    assert known["hung_up_by"] == "local", known
+    # What the phone sent, and when, beside what the server heard.
+    assert joined(srv, KNOWN), (known.get("digits_sent"), call_log(srv, KNOWN))
     wait_for(lambda: (DID, f"cid:{KNOWN}") in known_rows(srv), 5, "the valid PIN on disk")
     # Memory lost with the process: what exempts it below is the database.
     srv.stop()

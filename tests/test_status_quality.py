@@ -74,6 +74,7 @@ def _calllog(port: int, timeout: float) -> Any:
     """A CallLog's query side alone: its ng client and back-off clock."""
     log: Any = SimpleNamespace(ng=NgClient("127.0.0.1", port, timeout=timeout, retries=1))
     log._ng_down_until = 0.0
+    log._ask = lambda cid: CallLog._ask(log, cid)
     log.quality = lambda cid, remote_called=False: CallLog.quality(log, cid, remote_called)
     return log
 
