@@ -199,6 +199,13 @@ class SipUA:
         self._writer = _LogWriter()
         self._legs: dict[int, _Leg] = {}
         self._port_ended: list[tuple[int, int]] = []
+        # Players let go of since the last poll, destroyed together at the
+        # next: removing a port from the bridge waits for the clock thread's
+        # tick to end (pjproject patch 0017 queues adds and links, not
+        # removals), so one at a time a burst of calls (a PIN prompt and a
+        # join tone each) waited a tick per player; together, the first waits
+        # and the rest go in the same pause. Unlinked already: unheard.
+        self._graveyard: list[pj.AudioMediaPlayer] = []
         # A refusal (a final response >= 300, or a hang-up) of the call whose
         # onIncomingCall is running waits for the next poll(): sent inside
         # the callback to an INVITE without SDP, pjsua 2.12 then frees a
@@ -330,6 +337,7 @@ class SipUA:
             self._end_ports()
             timeout_ms = 0
         self._send_refusals()
+        self._graveyard.clear()
         self._ep.libHandleEvents(timeout_ms)
         self._send_refusals()
         self._log_shared_encode()
@@ -387,6 +395,7 @@ class SipUA:
                 ep.libHandleEvents(20)
         for leg in list(self._legs):
             self._release_media(leg)
+        self._graveyard.clear()
         self._legs.clear()
         self._buddies.clear()
         for acc in self._accounts.values():
@@ -701,6 +710,7 @@ class SipUA:
                 for e in entries:
                     with contextlib.suppress(pj.Error):
                         p.stopTransmit(e.call.audio)
+        self._graveyard.extend(old.values())
         old.clear()
         player = pj.AudioMediaPlayer()
         opts = 0 if loop else pj.PJMEDIA_FILE_NO_LOOP
@@ -746,6 +756,7 @@ class SipUA:
             if e.call.audio is not None and self._held(p):
                 with contextlib.suppress(pj.Error):
                     p.stopTransmit(e.call.audio)
+        self._graveyard.extend(p for _, p in dropped)
 
     def _held(self, player: pj.AudioMediaPlayer) -> bool:
         """Whether a leg still holds this player in one of its slots."""
@@ -760,6 +771,8 @@ class SipUA:
         if player is not None and entry.call.audio is not None:
             with contextlib.suppress(pj.Error):
                 player.stopTransmit(entry.call.audio)
+        if player is not None:
+            self._graveyard.append(player)
 
     def record(self, leg: int, path: Path) -> None:
         """Record what the leg receives from the far end into a WAV file."""
@@ -816,6 +829,7 @@ class SipUA:
         entry = self._legs.get(leg)
         if entry is None:
             return
+        self._graveyard.extend(entry.players.values())
         entry.players.clear()
         entry.recorder = None
         entry.call.audio = None
