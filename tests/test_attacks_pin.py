@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 
 from tests import audio
-from tests.attack_helpers import FAST_IVR, THREE_WRONG, wait_for
+from tests.attack_helpers import FAST_IVR, THREE_WRONG, kamailio_log, wait_for
 from tests.harness import Server
 from tests.pbx_helpers import Provider, pbx_overrides, via_proxy
 from tests.test_spine_calls import window
@@ -92,6 +92,10 @@ def assert_refused(srv: Server, caller: Any, caller_id: str, why: str) -> None:
     samples, rate = audio.load(caller.record)
     assert audio.speech_like(samples, rate), f"{caller_id} hears why"
     assert f"cid:{caller_id} is locked out (PIN guessing on {DID}: {why})" in srv.log()
+    # The phone's ACK of the 403 is hop by hop, with its outbound-proxy Route
+    # and no dialog token: Kamailio's tm takes it (refused as a forged
+    # in-dialog request, it left tm retransmitting the 403 until Timer H).
+    assert "in-dialog ACK" not in kamailio_log(srv), "the ACK of the 403 was refused"
 
 
 def known_rows(srv: Server) -> list[tuple[str, str]]:
