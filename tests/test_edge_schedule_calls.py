@@ -20,6 +20,7 @@ import struct
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -250,6 +251,11 @@ def test_cancelling_a_running_schedule_dials_nobody_else(server_factory, phone, 
     assert wire.users() == [MODERATOR], wire.seen
     if ringing:
         assert "media_at" not in rm and rm["hung_up_by"] == "remote", rm
+        # The app server's ACK of the provider's 487 is hop by hop, with its
+        # outbound-proxy Route and no dialog token: Kamailio's tm takes it
+        # (refused as forged, it left tm sending the 487 again to Timer H).
+        kam = (Path(srv.config["state_dir"]) / "kamailio" / "kamailio.log").read_text()
+        assert "in-dialog ACK" not in kam, "the ACK of the 487 was refused"
     else:
         assert "error" not in rm, rm
         samples, rate = audio.load(callee.record)
