@@ -44,6 +44,7 @@ import argparse
 import json
 import logging
 import shlex
+import shutil
 import signal
 import sys
 import tempfile
@@ -407,6 +408,8 @@ class Softphone:
                 if not c.done:
                     c.report["error"] = c.report.get("error", "script did not finish")
             self.ua.shutdown(timeout=2.0)
+            # Its tone files: a test run of hundreds of calls left as many folders in /tmp.
+            shutil.rmtree(self.tmp, ignore_errors=True)
         for c in self.calls:
             c.report["digits_sent"] = c.report.get("digits_sent", [])
             c.report["registration"] = self.registration
