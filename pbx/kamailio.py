@@ -17,6 +17,7 @@ import argparse
 import contextlib
 import glob
 import hashlib
+import ipaddress
 import logging
 import os
 import re
@@ -78,6 +79,53 @@ FR_TIMER_ONE_NODE = 5000
 FR_TIMER_NODES = 2000
 # The dialog module's states: 1 unconfirmed, 2 early, 3-4 confirmed, 5 ended.
 DLG_STATE_DELETED = 5
+
+
+READY_S = 10.0  # how long start() waits for Kamailio's first answer to OPTIONS
+
+
+def answers_sip(hostport: str, timeout: float) -> bool:
+    """Whether Kamailio at `hostport` answers an OPTIONS (any status) within
+    `timeout` s. Asked every 100 ms from an ephemeral port of this host: its
+    pid file is written before its workers take requests, and under load
+    (the test suite's four workers on two cores) a phone or attacker that
+    came right after it got no answer for seconds."""
+    host, _, port = hostport.rpartition(":")
+    host = host.strip("[]")
+    ip = ipaddress.ip_address(host)
+    if ip.is_unspecified:
+        host = "127.0.0.1" if ip.version == 4 else "::1"
+    family = socket.AF_INET if ip.version == 4 else socket.AF_INET6
+    with socket.socket(family, socket.SOCK_DGRAM) as sock:
+        sock.bind((host, 0))
+        local = (
+            f"{host}:{sock.getsockname()[1]}"
+            if ip.version == 4
+            else f"[{host}]:{sock.getsockname()[1]}"
+        )
+        call_id = secrets.token_hex(8)
+        end = time.monotonic() + timeout
+        cseq = 0
+        while (left := end - time.monotonic()) > 0:
+            cseq += 1
+            request = (
+                f"OPTIONS sip:{hostport} SIP/2.0\r\n"
+                f"Via: SIP/2.0/UDP {local};branch=z9hG4bK{secrets.token_hex(8)};rport\r\n"
+                "Max-Forwards: 70\r\n"
+                f"From: <sip:ready@{local}>;tag={call_id[:8]}\r\n"
+                f"To: <sip:{hostport}>\r\n"
+                f"Call-ID: {call_id}\r\n"
+                f"CSeq: {cseq} OPTIONS\r\n"
+                "Content-Length: 0\r\n\r\n"
+            )
+            sock.sendto(request.encode(), (host, int(port)))
+            sock.settimeout(min(0.1, left))
+            try:
+                if sock.recv(4096).startswith(b"SIP/2.0 "):
+                    return True
+            except OSError:  # a time-out, or ICMP unreachable while it binds
+                continue
+    return False
 
 
 class KamailioError(Exception):
@@ -675,18 +723,24 @@ class Kamailio:
             self.reap_stale()
         cfg = self.prepare()
         proc = self.edge.spawn(self.command(cfg), self.log_path, self.orphan_command())
-        # Ready means listening: wait for the pid file Kamailio writes once it is up.
-        deadline = time.monotonic() + 5
+        # The pid file comes first (Kamailio writes it before its workers
+        # start), then an answer to OPTIONS: ready means answering SIP.
+        t0 = time.monotonic()
+        deadline = t0 + 5
         while time.monotonic() < deadline and proc.poll() is None:
             if self.running_elsewhere():
                 break
             time.sleep(0.02)
+        answered = proc.poll() is None and answers_sip(self.config.pbx.internal, READY_S)
         log.info(
-            "kamailio started (pid %d) on %s, %d extensions",
+            "kamailio started (pid %d) on %s, %d extensions%s",
             proc.pid,
             self.config.pbx.listen,
             len(self.config.extensions),
+            f", answering SIP after {1000 * (time.monotonic() - t0):.0f} ms" if answered else "",
         )
+        if not answered:
+            log.warning("kamailio does not answer SIP on %s yet", self.config.pbx.internal)
 
     def running_elsewhere(self) -> bool:
         """Whether a Kamailio from our config runs (started by its own unit)."""
