@@ -178,7 +178,10 @@ def softphone(host: Host, tmp: Path, name: str, args: list[str]) -> subprocess.P
 def report(proc: subprocess.Popen[str], timeout: float = 120) -> dict[str, Any]:
     """The softphone's JSON report."""
     out, _ = proc.communicate(timeout=timeout)
-    rep: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
+    try:
+        rep: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
+    except (IndexError, ValueError) as exc:
+        raise RuntimeError(f"softphone's output is no report ({exc}): {out[-600:]!r}") from exc
     if "error" in rep:
         raise RuntimeError(f"softphone: {rep['error']}")
     return rep
