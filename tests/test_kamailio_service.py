@@ -83,32 +83,32 @@ def test_ponte_kamailio_becomes_the_proxy(tmp_path, phone, prompt_cache):
 
 def test_ready_means_answering_sip_not_a_pid_file() -> None:
     """`answers_sip`, which Kamailio's start waits on: a socket that takes
-    requests and answers none is not ready; one whose first answer comes
-    0.3 s after the first request (a worker still starting) is, once it
-    answers. Kamailio itself is asked at every server start in this suite."""
+    requests and answers none is not ready; one that lets the first two
+    probes go unanswered (a worker still starting) is, once it answers the
+    third. Kamailio itself is asked at every server start in this suite."""
     host = ports.loopback_ip()
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as mute:
         mute.bind((host, 0))
-        t0 = time.monotonic()
         assert not answers_sip(f"{host}:{mute.getsockname()[1]}", 0.4)
-        assert time.monotonic() - t0 < 1.0
-        # Each probe is a whole OPTIONS with its own branch.
+        # Each probe is a whole OPTIONS, asked again while nothing answers.
         mute.settimeout(0)
         first = mute.recv(4096)
         assert first.startswith(b"OPTIONS sip:") and b"CSeq: 1 OPTIONS" in first
+        assert b"CSeq: 2 OPTIONS" in mute.recv(4096)
 
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as late:
         late.bind((host, 0))
+        probes: list[bytes] = []
 
-        def answer_late() -> None:
-            late.settimeout(2)
-            _data, source = late.recvfrom(4096)
-            time.sleep(0.3)
+        def answer_the_third() -> None:
+            late.settimeout(10)
+            while len(probes) < 3:
+                data, source = late.recvfrom(4096)
+                probes.append(data)
             late.sendto(b"SIP/2.0 200 OK\r\nContent-Length: 0\r\n\r\n", source)
 
-        worker = threading.Thread(target=answer_late)
+        worker = threading.Thread(target=answer_the_third)
         worker.start()
-        t0 = time.monotonic()
-        assert answers_sip(f"{host}:{late.getsockname()[1]}", 3.0)
-        assert 0.25 < time.monotonic() - t0 < 1.5
+        assert answers_sip(f"{host}:{late.getsockname()[1]}", 10.0)
         worker.join()
+        assert [b"CSeq: %d OPTIONS" % n in p for n, p in enumerate(probes, 1)] == [True] * 3
