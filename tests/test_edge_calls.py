@@ -87,6 +87,9 @@ def test_lan_and_nat_phones_meet_in_a_room(server_factory, phone, net):
     through the router) hear each other through rtpengine; the appliance's
     SDP never names its loopback."""
     srv = appliance(server_factory, net)
+    # Started means answering SIP (the app server asked Kamailio OPTIONS on
+    # its loopback socket), not a pid file: the phones call right away.
+    assert re.search(r"kamailio started .* answering SIP after \d+ ms", srv.log()), srv.log()
     lan, nat = net.lan[0], net.nat[0]
     mod = softphone(
         phone, lan, "1001", "wait_media 5; dtmf 9999#; tone 700; wait 7; hangup", "conf"

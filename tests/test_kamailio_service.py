@@ -89,7 +89,7 @@ def test_ready_means_answering_sip_not_a_pid_file() -> None:
     host = ports.loopback_ip()
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as mute:
         mute.bind((host, 0))
-        assert not answers_sip(f"{host}:{mute.getsockname()[1]}", 0.4)
+        assert not answers_sip(f"{host}:{mute.getsockname()[1]}", 1.0)
         # Each probe is a whole OPTIONS, asked again while nothing answers.
         mute.settimeout(0)
         first = mute.recv(4096)
