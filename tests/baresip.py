@@ -2,8 +2,13 @@
 
 A phone nobody on this project wrote catches what our own softphone shares
 with the server. Each Baresip gets its own config directory, sends a WAV
-(a tone made here, or silence) through `aufile`, plays into ALSA's null
-device and records what it hears with `sndfile`. It is driven over
+(a tone made here, or silence) through `aufile`, plays into `aubridge` (a
+player nobody reads) and records what it hears with `sndfile`. ALSA's null
+device, used before, takes every write at once, so baresip's player thread
+spun a whole core for as long as a call was up: on two cores that starved
+whatever ran beside it. The recording does not depend on the player: baresip
+1.0.0 runs the decode filters (sndfile) as each packet is received. It is
+driven over
 `ctrl_tcp` (netstring JSON); that socket is on the namespace's own loopback,
 so the driver creates its client socket inside the namespace (setns in a
 short-lived thread, see tests.netns.socket_in).
@@ -189,8 +194,8 @@ sip_listen {self.listen_ip}:{self.sip_port}
 net_interface {self.listen_ip}
 call_local_timeout 120
 call_max_calls 4
-audio_player alsa,null
-audio_alert alsa,null
+audio_player aubridge,null
+audio_alert aubridge,null
 audio_source aufile,{wav}
 ausrc_srate {self.rate}
 auplay_srate {self.rate}
@@ -204,7 +209,7 @@ rtp_stats no
 statmode_default off
 module_path {MODULE_PATH}
 {codecs}module aufile.so
-module alsa.so
+module aubridge.so
 module sndfile.so
 {more}module_app menu.so
 module_app ctrl_tcp.so
