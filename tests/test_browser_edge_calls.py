@@ -164,7 +164,7 @@ def browser_lines(srv: Server) -> list[str]:
     return re.findall(r"call \d+ incoming from=\S+ to=web-.*", srv.log())
 
 
-@pytest.mark.alone  # Chromium's processes would crowd the audio tests running beside it
+@pytest.mark.browser  # Chromium: with one other such test at most (scripts/test)
 @pytest.mark.parametrize("side", ["lan", "nat"])
 def test_a_browser_joins_by_pin_through_the_edge(server_factory, phone, net, tmp_path, side):
     """Chromium on the LAN (or behind the NAT router: ICE finds its way) keys
@@ -314,7 +314,7 @@ def music_share(bands: dict[str, float]) -> float:
     return sum(bands[str(hz)] for hz in MUSIC_NOTES)
 
 
-@pytest.mark.alone  # Chromium's processes would crowd the audio tests running beside it
+@pytest.mark.browser  # Chromium: with one other such test at most (scripts/test)
 def test_a_browser_alone_hears_music_and_its_help_button_reads_the_keys(
     server_factory, phone, net, tmp_path
 ):
@@ -462,7 +462,7 @@ def test_a_forged_browser_header_straight_to_the_app_server_is_not_believed(serv
     assert "browser from" not in srv.log()
 
 
-@pytest.mark.alone  # Chromium and two nodes: a heavy test
+@pytest.mark.browser  # Chromium and two nodes: with one other such test at most
 def test_a_browser_handed_to_the_rooms_home_on_another_node_raises_its_hand(
     server_factory, phone, request, pg_url, db_link
 ):
@@ -515,7 +515,7 @@ def test_a_browser_handed_to_the_rooms_home_on_another_node_raises_its_hand(
     assert "join room=" not in b.log(), "nothing is mixed on b"
 
 
-@pytest.mark.alone  # Chromium's processes would crowd the audio tests running beside it
+@pytest.mark.browser  # Chromium: with one other such test at most (scripts/test)
 def test_a_browser_on_an_https_page_joins_over_wss(server_factory, phone, net, tmp_path):
     """With pbx.tls and pbx.websocket.tls_listen, the PIN's reply offers
     wss:// on the TLS certificate, and a page served over https takes it.
@@ -558,7 +558,7 @@ def test_a_browser_on_an_https_page_joins_over_wss(server_factory, phone, net, t
     assert len(browser_lines(srv)) == 1, browser_lines(srv)
 
 
-@pytest.mark.alone  # Chromium and two nodes: a heavy test
+@pytest.mark.browser  # Chromium and two nodes: with one other such test at most
 def test_a_browser_joins_under_ponte_serve_nodes_2(
     server_factory, phone, tmp_path, request, pg_url, db_link
 ):

@@ -42,7 +42,7 @@ def members(status: dict) -> list[dict]:
     return status["rooms"].get("demo", {}).get("members", [])
 
 
-@pytest.mark.alone  # Chromium's processes would crowd the audio tests running beside it
+@pytest.mark.browser  # Chromium: with one other such test at most (scripts/test)
 def test_console_shows_and_mutes_callers(server_factory, phone, tmp_path):
     from playwright.sync_api import expect
 

@@ -25,7 +25,7 @@ from tests.test_console_calls import ADMINS, PASSWORD
 QUALITY_LINE = re.compile(r"^loss 0/0 % · jitter \d+/\d+ ms( · rtt \d+ ms)? · MOS \d\.\d$")
 
 
-@pytest.mark.alone  # Chromium's processes would crowd the audio tests running beside it
+@pytest.mark.browser  # Chromium: with one other such test at most (scripts/test)
 @pytest.mark.skipif(not browser.available(), reason="needs Chromium and Playwright")
 def test_rooms_page_shows_quality_for_relayed_calls_only(server_factory, phone, tmp_path):
     from playwright.sync_api import expect

@@ -150,7 +150,7 @@ def test_star95_says_the_count_as_a_number_in_the_callers_language(server, phone
     assert audio.speech_like(heard, rate), "the moderator heard the count"
 
 
-@pytest.mark.alone  # Chromium's processes would crowd the audio tests running beside it
+@pytest.mark.browser  # Chromium: with one other such test at most (scripts/test)
 def test_console_shows_phone_hands_and_its_buttons_lower_one_and_give_the_next_the_floor(
     server_factory, phone
 ):
