@@ -41,7 +41,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 # How long an orphaned edge waits for a new `ponte serve` before it stops.
@@ -199,11 +199,16 @@ class EdgeProcess:
         return pid if same else None
 
     def spawn(
-        self, argv: Sequence[str], log_path: Path, orphan: Sequence[str] = ()
+        self,
+        argv: Sequence[str],
+        log_path: Path,
+        orphan: Sequence[str] = (),
+        env: Mapping[str, str] | None = None,
     ) -> subprocess.Popen[bytes]:
         """Start the program as our child, logging to `log_path`, in its own
         session and process group (a terminal's ^C to ponte's group does not
-        reach it; stop() ends it), not dying with us; then its guard."""
+        reach it; stop() ends it), not dying with us; then its guard. `env`
+        adds to (or overrides) our environment for it."""
         self.own()
         with Path(log_path).open("ab") as logf:
             self.proc = subprocess.Popen(
@@ -212,6 +217,7 @@ class EdgeProcess:
                 stderr=logf,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
+                env={**os.environ, **env} if env else None,
             )
         self.pid = self.proc.pid
         self.adopted = False

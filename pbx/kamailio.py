@@ -396,6 +396,28 @@ def set_web_token(runtime: Path, token: str, room: str, peer: str) -> None:
         raise KamailioError(f"kamcmd htable.sets: {done.stderr.strip() or 'failed'}")
 
 
+# Preloaded into Kamailio: a busy timeout for its SQLite connections (see
+# pbx/sqlite_busy.c; built by scripts/build-preload).
+SQLITE_BUSY_LIB = Path(__file__).resolve().parent / "sqlite_busy.so"
+
+
+def sqlite_busy_env() -> dict[str, str]:
+    """Kamailio's environment additions: LD_PRELOAD of pbx/sqlite_busy.so.
+
+    Without it, Kamailio 5.6's SQLite writes fail at once on a lock another
+    writer holds, and acc's rows (the extension calls' history) are lost.
+    """
+    if not SQLITE_BUSY_LIB.is_file():
+        log.error(
+            "%s is missing (run scripts/build-preload): Kamailio's SQLite writes "
+            "that meet a lock will fail, and calls' history rows may be lost",
+            SQLITE_BUSY_LIB,
+        )
+        return {}
+    preload = " ".join(filter(None, [os.environ.get("LD_PRELOAD", ""), str(SQLITE_BUSY_LIB)]))
+    return {"LD_PRELOAD": preload}
+
+
 def init_acc_db(path: Path) -> None:
     """acc's own SQLite file (WAL, so ponte's reads never block its writes)."""
     db = sqlite3.connect(path, timeout=5)
@@ -722,7 +744,9 @@ class Kamailio:
                 release_app_dialogs(self.runtime)  # they would end without a word
             self.reap_stale()
         cfg = self.prepare()
-        proc = self.edge.spawn(self.command(cfg), self.log_path, self.orphan_command())
+        proc = self.edge.spawn(
+            self.command(cfg), self.log_path, self.orphan_command(), env=sqlite_busy_env()
+        )
         # The pid file comes first (Kamailio writes it before its workers
         # start), then an answer to OPTIONS: ready means answering SIP.
         t0 = time.monotonic()

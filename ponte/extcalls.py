@@ -27,8 +27,9 @@ log = logging.getLogger("ponte.extcalls")
 # An unmatched BYE (a call to the app server, which keeps its own history)
 # is dropped once it is this old: its INVITE row would have been seen.
 STALE_BYE = 60.0
-# An answered call whose BYE row never comes (Kamailio lost the write: its
-# db_sqlite has no busy timeout; or it was down when the BYE passed) would
+# An answered call whose BYE row never comes (Kamailio lost the write: a
+# lock held past the busy timeout pbx/sqlite_busy.c gives it, or it was
+# down when the BYE passed) would
 # hold the watermark back for good, and every round would read the table
 # from there again. The relay tells: once rtpengine no longer holds the
 # call (it forgets it at the BYE, or after its media time-out), the call
@@ -99,8 +100,9 @@ def call_row(invite: AccRow, bye: AccRow | None, ended_at: float | None = None) 
 class AccReader:
     """Reads and pairs Kamailio's acc rows (its own SQLite file, acc.db).
 
-    Kamailio's db_sqlite has no busy timeout: a write of ours at the moment
-    it inserts would lose its row. So the reader never writes there while
+    Kamailio's db_sqlite sets no busy timeout of its own (pbx/sqlite_busy.c
+    gives it 2 s): a long write of ours at the moment it inserts could still
+    lose its row. So the reader never writes there while
     Kamailio runs; it keeps a watermark (the last row fully consumed) in the
     records database instead, and `prune` empties consumed rows before
     Kamailio starts.
