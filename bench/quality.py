@@ -82,7 +82,20 @@ from tests.harness import start_server  # noqa: E402
 from tests.netns import APPLIANCE_IP, Host, topology  # noqa: E402
 from tests.test_edge_calls import PBX, edge_config, reg  # noqa: E402
 
-SOUNDS = Path("/usr/share/asterisk/sounds/en")
+# Where Debian's asterisk-core-sounds-en-wav/-g722 put the recordings; `en` is
+# a link that only the asterisk-core-sounds-en package (not installed by
+# scripts/setup) makes to it.
+SOUNDS = next(
+    (
+        d
+        for d in (
+            Path("/usr/share/asterisk/sounds/en"),
+            Path("/usr/share/asterisk/sounds/en_US_f_Allison"),
+        )
+        if d.is_dir()
+    ),
+    Path("/usr/share/asterisk/sounds/en_US_f_Allison"),
+)
 PROMPTS = 4
 GAP_S = 1.0
 MARK_AT_S, MARK_S = 0.4, 0.04  # the noise burst --from-voice starts the loss at
