@@ -668,7 +668,7 @@ def cmd_kamailio(args: argparse.Namespace) -> int:
     ponte-kamailio.service runs this, so the proxy is its own unit.
     """
     cfg = _load(args.config)
-    from pbx.kamailio import Kamailio, KamailioError
+    from pbx.kamailio import Kamailio, KamailioError, sqlite_busy_env
 
     kam = Kamailio(cfg, Path(cfg.state_dir) / "kamailio")
     try:
@@ -676,7 +676,8 @@ def cmd_kamailio(args: argparse.Namespace) -> int:
     except KamailioError as exc:
         print(f"ponte: {exc}", file=sys.stderr)
         return 1
-    os.execv(argv[0], argv)
+    # With its SQLite busy timeout, as when `ponte serve` starts it.
+    os.execve(argv[0], argv, {**os.environ, **sqlite_busy_env()})
     return 1  # not reached
 
 

@@ -45,6 +45,8 @@ def test_ponte_kamailio_becomes_the_proxy(tmp_path, phone, prompt_cache):
         assert proc.poll() is None
         cmdline = Path(f"/proc/{proc.pid}/cmdline").read_bytes().decode()
         assert "kamailio" in cmdline  # exec'd: the unit's main process is the proxy
+        # With the SQLite busy timeout preloaded (pbx/sqlite_busy.c), as under `ponte serve`.
+        assert "sqlite_busy.so" in Path(f"/proc/{proc.pid}/maps").read_text()
         pw = EXTENSIONS[1]["password"]
         r = phone(
             "",
