@@ -71,7 +71,7 @@ def registrations(srv: Server, tmp: Path, rate: int, seconds: int) -> dict[str, 
             "-p",
             str(ports.allocate(1)),
             "-mp",
-            str(ports.allocate(2)),
+            str(ports.allocate(4)),  # SIPp binds -mp to -mp + 3
             "-r",
             str(rate),
             "-m",

@@ -146,9 +146,10 @@ def start_short_calls(
         "127.0.0.1",
         "-p",
         str(ports.allocate(1)),
-        # SIPp binds a media port even when it sends no RTP: never its default 6000.
+        # SIPp binds media ports even when it sends no RTP (-mp to -mp + 3):
+        # never its default 6000.
         "-mp",
-        str(ports.allocate(2)),
+        str(ports.allocate(4)),
         "-r",
         f"{cps:g}",
         "-m",

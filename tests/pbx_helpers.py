@@ -155,7 +155,10 @@ def start_provider(tmp: Path, netns: str | None = None, ip: str = "127.0.0.1") -
     """Start the provider UAS on `ip` (on this host the trunk reaches it as
     `localhost`; in a network namespace, by the name the test gives it)."""
     port = 5060 if netns else ports.allocate(1)
-    rtp = 16000 if netns else ports.allocate(2)
+    # SIPp binds -mp to -mp + 3 (audio and video, RTP and RTCP): a range of
+    # two once left its video port to be handed out next, as Kamailio's SIP
+    # port, which then failed to bind ("Address already in use").
+    rtp = 16000 if netns else ports.allocate(4)
     log_path = tmp / "provider.log"
     proc = subprocess.Popen(
         [

@@ -58,7 +58,7 @@ def test_flood_is_shed_with_503_and_the_conference_keeps_its_audio(server_factor
     time.sleep(2.0)  # the jitter buffers settle before the flood starts
 
     flood_port = ports.allocate(1)
-    media_port = ports.allocate(2)
+    media_port = ports.allocate(4)  # SIPp binds -mp to -mp + 3
     t0 = time.monotonic()
     sipp = subprocess.Popen(
         [
