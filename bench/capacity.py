@@ -176,6 +176,7 @@ def start_gen(
     name: str,
     seconds: float,
     direct: bool = False,
+    syllables: bool = False,
 ) -> subprocess.Popen[str]:
     """One generator process placing `legs` (PIN[:HZ|:p]) through Kamailio,
     or (`direct`) straight to the app server, its RTP to the server's ports."""
@@ -202,6 +203,7 @@ def start_gen(
         name,
         "--max-seconds",
         f"{seconds:.0f}",
+        *(["--syllables"] if syllables else []),
     ]
     # On the server's own two cores the generator takes what the server and
     # the relay leave, as phones elsewhere would (as bench/legs.py's phones).
@@ -261,6 +263,8 @@ def series(
     keep_log: Path | None = None,
     direct: bool = False,
     stock_mix: bool = False,
+    opus_dtx: bool = False,
+    syllables: bool = False,
 ) -> dict[str, Any]:
     """Raise the legs through `steps` on one server behind its edge; stop at
     the first degraded step."""
@@ -276,6 +280,8 @@ def series(
         "procs": procs,
         "edge": not direct,
         "stock_mix": stock_mix,
+        "opus_dtx": opus_dtx,
+        "syllables": syllables,
         "load": "bench/loadgen.py",
         "talkers": len(TALKER_HZ),
         "server_python": harness.PY,
@@ -303,6 +309,8 @@ def series(
         }
         if stock_mix:  # pjmedia's own bridge: every member mixed, every leg encoding
             overrides["sip"] |= {"talker_threshold_dbfs": None, "shared_encode": False}
+        if opus_dtx:  # the server asks usedtx=1: the generator's silent Opus legs honour it
+            overrides["sip"]["opus"] = {"dtx": True}
         overrides["pbx"]["media_ports"] = low_range(4 * top + 40)
         srv = harness.start_server(tmp / "srv", cache, log_level="info", **overrides)
         try:
@@ -324,7 +332,11 @@ def series(
                     if not part:
                         continue
                     name = f"s{i}p{k}"
-                    gens.append(start_gen(srv, codec, part, rate / procs, tmp, name, left, direct))
+                    gens.append(
+                        start_gen(
+                            srv, codec, part, rate / procs, tmp, name, left, direct, syllables
+                        )
+                    )
                     probe_files += [
                         tmp / f"probe-{name}-{j}.bin"
                         for j, x in enumerate(part)
@@ -439,6 +451,18 @@ def main() -> int:
         help="no talker gate, no shared encode (sip.talker_threshold_dbfs: null, "
         "sip.shared_encode: false): the before of a before/after on one build",
     )
+    ap.add_argument(
+        "--opus-dtx",
+        action="store_true",
+        help="sip.opus.dtx: true: the server asks usedtx=1, and the generator's silent "
+        "Opus legs then send only libopus's comfort-noise updates, as browsers do",
+    )
+    ap.add_argument(
+        "--syllables",
+        action="store_true",
+        help="talkers swell and fade 4 times a second (implied by --opus-dtx: DTX "
+        "takes a steady tone for background noise and sends comfort noise instead)",
+    )
     ap.add_argument("--python", help="run the server with this interpreter (another venv)")
     ap.add_argument("--label", default="", help="names the run (before, after) in results.json")
     args = ap.parse_args()
@@ -458,6 +482,8 @@ def main() -> int:
         keep_log=args.keep_log,
         direct=args.direct,
         stock_mix=args.stock_mix,
+        opus_dtx=args.opus_dtx,
+        syllables=args.syllables or args.opus_dtx,
     )
     r["variant"] = args.label
     print_table(r)

@@ -61,6 +61,8 @@ import numpy as np
 SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)  # Linux; Python lacks the name
 TICK_S = 0.02
 FRAMES = 50  # one second of 20 ms payloads: whole-Hz tones loop seamlessly
+OPUS_SET_DTX = 4016  # libopus's request (opus_defines.h)
+SYLLABLE_HZ = 4  # --syllables: a whole number of swells a second, so loops stay seamless
 LEVEL = 0.3  # of full scale
 DTMF_EVENTS = {d: i for i, d in enumerate("0123456789*#")}
 PIN_DELAY_S = 0.5  # after the ACK: the PIN prompt starts, digits barge in
@@ -102,12 +104,16 @@ TE_PT = 101
 # -- payloads ----------------------------------------------------------------
 
 
-def pcm(hz: int, rate: int, seconds: int) -> np.ndarray:
-    """`seconds` of a sine at `hz` (0: digital silence) as 16-bit samples."""
+def pcm(hz: int, rate: int, seconds: int, syllables: bool = False) -> np.ndarray:
+    """`seconds` of a sine at `hz` (0: digital silence) as 16-bit samples;
+    with `syllables` it swells and fades SYLLABLE_HZ times a second (20 dB)."""
     n = np.arange(rate * seconds)
     if not hz:
         return np.zeros(len(n), dtype=np.int16)
-    return np.round(LEVEL * 32767 * np.sin(2 * np.pi * hz * n / rate)).astype(np.int16)
+    wave = LEVEL * np.sin(2 * np.pi * hz * n / rate)
+    if syllables:
+        wave *= 0.55 + 0.45 * np.cos(2 * np.pi * SYLLABLE_HZ * n / rate)
+    return np.round(32767 * wave).astype(np.int16)
 
 
 def ulaw_encode(samples: np.ndarray) -> bytes:
@@ -155,8 +161,9 @@ def av_encode(name: str, samples: np.ndarray, rate: int) -> list[bytes]:
     return out
 
 
-def payload_loop(codec: str, hz: int) -> list[bytes]:
-    """One second of `hz` (0: silence) as FRAMES payloads of 20 ms.
+def payload_loop(codec: str, hz: int, syllables: bool = False) -> list[bytes]:
+    """One second of `hz` (0: silence) as FRAMES payloads of 20 ms (pcm()'s
+    `syllables`: a talker that swells and fades).
 
     G.722 (ADPCM) and Opus carry state from frame to frame: three seconds are
     encoded and the middle one kept, so the coder is settled where each loop
@@ -165,13 +172,49 @@ def payload_loop(codec: str, hz: int) -> list[bytes]:
     """
     spec = CODECS[codec]
     if codec == "pcmu":
-        data = ulaw_encode(pcm(hz, 8000, 1))
+        data = ulaw_encode(pcm(hz, 8000, 1, syllables))
         return [data[i : i + 160] for i in range(0, len(data), 160)]
     if codec == "g722":
-        data = b"".join(av_encode("g722", pcm(hz, spec.rate, 3), spec.rate))
+        data = b"".join(av_encode("g722", pcm(hz, spec.rate, 3, syllables), spec.rate))
         return [data[8000 + i : 8000 + i + 160] for i in range(0, 8000, 160)]
-    packets = av_encode("libopus", pcm(hz, spec.rate, 3), spec.rate)
+    packets = av_encode("libopus", pcm(hz, spec.rate, 3, syllables), spec.rate)
     return packets[FRAMES : 2 * FRAMES]
+
+
+def dtx_silence_loop() -> list[bytes | None]:
+    """Two seconds of an Opus phone's silence with discontinuous transmission:
+    None where it sends nothing.
+
+    What a phone does when the far end's SDP asks for `usedtx=1` (browsers
+    and baresip honour it): libopus with OPUS_SET_DTX returns a packet of at
+    most 2 bytes for a frame not worth sending, and the phone skips it; a
+    comfort-noise update goes every 400 ms. libopus through ctypes (PyAV's
+    ffmpeg wrapper does not expose DTX), set up as for the other loops;
+    the middle two of six seconds, so every loop holds five updates.
+    """
+    import ctypes
+
+    from opus_cost import OPUS_APPLICATION_VOIP, OPUS_SET_BITRATE, libopus
+
+    lib = libopus()
+    rate = CODECS["opus"].rate
+    err = ctypes.c_int()
+    enc = lib.opus_encoder_create(rate, 1, OPUS_APPLICATION_VOIP, ctypes.byref(err))
+    if err.value != 0 or not enc:
+        raise RuntimeError(f"opus_encoder_create: {err.value}")
+    for request, value in ((OPUS_SET_BITRATE, 32000), (OPUS_SET_DTX, 1)):
+        lib.opus_encoder_ctl(ctypes.c_void_p(enc), request, ctypes.c_int(value))
+    step = rate // 50
+    samples = np.ascontiguousarray(pcm(0, rate, 6))
+    out = ctypes.create_string_buffer(1500)
+    packets: list[bytes | None] = []
+    for i in range(0, len(samples), step):
+        n = lib.opus_encode(enc, samples[i : i + step].ctypes.data, step, out, len(out))
+        if n < 0:
+            raise RuntimeError(f"opus_encode: {n}")
+        packets.append(out.raw[:n] if n > 2 else None)
+    lib.opus_encoder_destroy(enc)
+    return packets[2 * FRAMES : 4 * FRAMES]
 
 
 # -- SIP ---------------------------------------------------------------------
@@ -222,8 +265,9 @@ class Leg:
 
     index: int
     pin: str
-    payloads: list[bytes]
+    payloads: list[bytes | None]  # None: a frame the phone does not send (DTX)
     probe: bool = False
+    hz: int = 0  # the tone it talks (0: silent)
     call_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     from_tag: str = field(default_factory=lambda: uuid.uuid4().hex[:10])
     branch: str = field(default_factory=lambda: "z9hG4bK" + uuid.uuid4().hex)
@@ -275,13 +319,14 @@ class LoadGen:
         self.rtcp = self._udp(self.rtp_port + 1, rcvbuf=1)
         self.sockets = [self.sip, self.rtp, self.rtcp]
         loops: dict[int, list[bytes]] = {}
+        self.dtx_loop: list[bytes | None] | None = None  # made at the first usedtx=1
         self.legs: list[Leg] = []
         probe_port = lo + 4
         for i, spec in enumerate(args.legs.split(",")):
             pin, _, what = spec.partition(":")
             if what == "p":
                 # Probes: PCMU listeners whose arrivals the bench reads.
-                leg = Leg(i, pin, payload_loop("pcmu", 0), probe=True)
+                leg = Leg(i, pin, [*payload_loop("pcmu", 0)], probe=True)
                 leg.sock = self._udp(probe_port, rcvbuf=1 << 20)
                 leg.sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
                 self.sockets += [leg.sock, self._udp(probe_port + 1, rcvbuf=1)]
@@ -290,8 +335,8 @@ class LoadGen:
             else:
                 hz = int(what or 0)
                 if hz not in loops:
-                    loops[hz] = payload_loop(args.codec, hz)
-                leg = Leg(i, pin, loops[hz])
+                    loops[hz] = payload_loop(args.codec, hz, args.syllables)
+                leg = Leg(i, pin, [*loops[hz]], hz=hz)
             self.legs.append(leg)
         self.by_call = {leg.call_id: leg for leg in self.legs}
         self.ticks = self.late_ticks = self.packets = 0
@@ -384,8 +429,23 @@ class LoadGen:
         te = re.search(r"a=rtpmap:(\d+) telephone-event", msg.body)
         if te:
             leg.te_pt = int(te.group(1))
+        if self._asks_dtx(msg.body) and not leg.probe and not leg.hz:
+            # A silent Opus leg honours the server's usedtx=1, as browsers do.
+            if self.dtx_loop is None:
+                self.dtx_loop = dtx_silence_loop()
+            leg.payloads = self.dtx_loop
         leg.state = "up"
         leg.pin_at = now + PIN_DELAY_S
+
+    def _asks_dtx(self, sdp: str) -> bool:
+        """Whether an Opus answer asks this side for discontinuous transmission."""
+        if self.codec_name != "opus":
+            return False
+        pt = re.search(r"a=rtpmap:(\d+) opus/", sdp, re.IGNORECASE)
+        if not pt:
+            return False
+        fmtp = re.search(rf"a=fmtp:{pt.group(1)} ([^\r\n]*)", sdp)
+        return bool(fmtp and re.search(r"(^|;)\s*usedtx=1\b", fmtp.group(1)))
 
     def _respond(self, msg: Message, addr: Addr) -> None:
         """200 OK to a request from the server (BYE, OPTIONS, re-INVITE, INFO...)."""
@@ -469,8 +529,12 @@ class LoadGen:
             else:
                 pt = 0 if leg.probe else self.codec.pt
                 header = struct.pack("!BBHII", 0x80, pt, leg.seq, leg.ts, leg.ssrc)
-                payload = leg.payloads[leg.n % FRAMES]
+                frame = leg.payloads[leg.n % len(leg.payloads)]
                 leg.n += 1
+                if frame is None:  # DTX: time goes on, no packet and no sequence number
+                    leg.ts = (leg.ts + step) & 0xFFFFFFFF
+                    continue
+                payload = frame
             with contextlib.suppress(OSError):
                 sock.sendto(header + payload, leg.remote_rtp)
             self.packets += 1
@@ -597,6 +661,12 @@ def main() -> int:
     ap.add_argument("--probe-dir", default=".", help="where the probes' arrival files go")
     ap.add_argument("--name", default=str(os.getpid()), help="names this process's probe files")
     ap.add_argument("--max-seconds", type=float, default=600.0)
+    ap.add_argument(
+        "--syllables",
+        action="store_true",
+        help="talkers swell and fade 4 times a second, as speech does: with DTX, "
+        "libopus takes a steady tone for background noise after about 3 s",
+    )
     args = ap.parse_args()
     gen = LoadGen(args)
 
