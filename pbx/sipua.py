@@ -561,7 +561,7 @@ class SipUA:
 
     def rx_stat(self, leg: int) -> dict[str, object] | None:
         """What the leg's audio stream received so far: RTP packets, payload
-        bytes and the codec (None: no stream)."""
+        bytes and the codec, and the RTP packets it sent (None: no stream)."""
         entry = self._legs.get(leg)
         if entry is None or not isinstance(entry.call, _Call) or entry.call.audio is None:
             return None
@@ -571,7 +571,12 @@ class SipUA:
         except pj.Error:
             return None
         rx = stat.rtcp.rxStat
-        return {"packets": int(rx.pkt), "bytes": int(rx.bytes), "codec": str(info.codecName)}
+        return {
+            "packets": int(rx.pkt),
+            "bytes": int(rx.bytes),
+            "codec": str(info.codecName),
+            "sent": int(stat.rtcp.txStat.pkt),
+        }
 
     def jbuf_state(self, leg: int) -> dict[str, int] | None:
         """The leg's receive jitter buffer now (None: no stream): `delay_ms`

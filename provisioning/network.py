@@ -42,7 +42,9 @@ class OpusConfig(Strict):
     # (`maxaveragebitrate`); 24 kbit/s is transparent for 16 kHz voice.
     # 0 lets libopus choose.
     bitrate: int = 24000
-    # Discontinuous transmission: no packets while the leg hears silence.
+    # Discontinuous transmission: no packets while the leg hears silence, and
+    # the phones asked for the same (usedtx=1). Off by default: libopus takes
+    # a steady tone for background noise after ~3 s (README, "dtx").
     dtx: bool = False
     # In-band forward error correction: a lost packet is rebuilt from the next.
     fec: bool = True

@@ -12,10 +12,15 @@ The audio is checked by tone, so the settings cost no sound.
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
+import numpy as np
 import pytest
 
-from tests.netns import Topology, net_fixture  # noqa: F401
-from tests.test_edge_calls import appliance, heard, softphone
+from tests import audio
+from tests.netns import APPLIANCE_IP, Topology, net_fixture  # noqa: F401
+from tests.test_edge_calls import ALL_PASSWORDS, PBX, appliance, heard, softphone
 from tests.test_spine_calls import hash_time
 
 OPUS_PHONE = ["--clock-rate", "16000", "--codecs", "opus/48000", "--opus-rate", "16000"]
@@ -31,24 +36,17 @@ def opus_sip(**opus: object) -> dict[str, object]:
     }
 
 
+def opus_phone(phone, host, number: str, script: str):
+    """Our softphone on `host`, registered as `number`, calling the room on Opus only."""
+    return softphone(phone, host, number, script, "conf", extra=OPUS_PHONE)
+
+
 def test_the_configured_bitrate_reaches_the_phone(server_factory, phone, net: Topology):
     appliance(server_factory, net, sip=opus_sip(bitrate=8000, cbr=True, complexity=3))
-    mod = softphone(
-        phone,
-        net.lan[0],
-        "1001",
-        "wait_media 5; dtmf 9999#; tone 700; wait 7; hangup",
-        "conf",
-        extra=OPUS_PHONE,
+    mod = opus_phone(
+        phone, net.lan[0], "1001", "wait_media 5; dtmf 9999#; tone 700; wait 7; hangup"
     )
-    part = softphone(
-        phone,
-        net.nat[0],
-        "1002",
-        "wait_media 5; wait 1; dtmf 1111#; wait 5; hangup",
-        "conf",
-        extra=OPUS_PHONE,
-    )
+    part = opus_phone(phone, net.nat[0], "1002", "wait_media 5; wait 1; dtmf 1111#; wait 5; hangup")
     rm, rp = mod.result(), part.result()
     assert "error" not in rm and "error" not in rp, (rm, rp)
     rx = rp["rx"]
@@ -63,14 +61,7 @@ def test_the_configured_bitrate_reaches_the_phone(server_factory, phone, net: To
 
 def test_dtx_stops_the_packets_while_the_room_is_silent(server_factory, phone, net: Topology):
     appliance(server_factory, net, sip=opus_sip(dtx=True))
-    mod = softphone(
-        phone,
-        net.lan[0],
-        "1001",
-        "wait_media 5; dtmf 9999#; wait 14; hangup",
-        "conf",
-        extra=OPUS_PHONE,
-    )
+    mod = opus_phone(phone, net.lan[0], "1001", "wait_media 5; dtmf 9999#; wait 14; hangup")
     # A G.711 phone in the same silent room: silence suppression stays off
     # for the other codecs, whose phones expect a packet every 20 ms.
     pcmu = softphone(
@@ -93,6 +84,81 @@ def test_dtx_stops_the_packets_while_the_room_is_silent(server_factory, phone, n
     assert rp["rx"]["codec"].lower() == "pcmu", rp["rx"]
     pcmu_seconds = rp["hangup_sent_at"] - rp["media_at"]
     assert rp["rx"]["packets"] > 0.9 * 50 * pcmu_seconds, (rp["rx"], pcmu_seconds)
+
+
+def _syllables(path: Path, hz: int) -> Path:
+    """A talker for DTX: `hz` swelling and fading 4 times a second (20 dB).
+    libopus's voice activity detector, which DTX follows, takes a steady
+    sine for background noise after about 3 s and sends comfort noise
+    20 dB down in its place (measured here); speech comes in syllables."""
+    rate = 16000
+    t = np.arange(2 * rate) / rate
+    envelope = 0.55 + 0.45 * np.cos(2 * np.pi * 4 * t)
+    return audio.write_wav(path, 0.3 * envelope * np.sin(2 * np.pi * hz * t), rate)
+
+
+def test_with_dtx_listeners_still_share_one_encode_and_a_silent_phone_is_heard_when_it_talks(
+    server_factory, phone, net: Topology, tmp_path
+):
+    """`dtx: true` on a room: the moderator talks (500 Hz); two participants
+    behind the NAT and baresip on the LAN listen. The listeners' phones were
+    asked for usedtx=1, and one participant's sends next to nothing while
+    silent; it then talks (900 Hz) and is heard at once. The two NAT'd
+    listeners' phones are alike and hear the same thing, so they share one
+    encode (pjproject patch 0019:
+    before it, DTX kept every Opus leg out of the shared encode, and the
+    bridge's capacity halved). Checked by tone on both sides, by the server's
+    count of shared frames, and by what the participant sent."""
+    from tests.baresip import Baresip, visit_room
+
+    srv = appliance(server_factory, net, sip=opus_sip(dtx=True))
+    talk500, talk900 = (_syllables(tmp_path / f"talk{hz}.wav", hz) for hz in (500, 900))
+    mod = opus_phone(
+        phone, net.lan[0], "1001", f"wait_media 5; dtmf 9999#; play {talk500} loop; wait 15; hangup"
+    )
+    part = opus_phone(
+        phone,
+        net.nat[0],
+        "1002",
+        f"wait_media 5; wait 1; dtmf 1111#; wait 7; mark talk; play {talk900} loop; wait 4; hangup",
+    )
+    # A second listener like the participant: the two share one encode.
+    listener = opus_phone(
+        phone, net.nat[1], "1004", "wait_media 5; wait 1; dtmf 1111#; wait 11; hangup"
+    )
+    account = (
+        f"<sip:1003@{APPLIANCE_IP}>;auth_pass={ALL_PASSWORDS['1003']};"
+        f'outbound="sip:{PBX}";regint=60'
+    )
+    with Baresip(
+        net.lan[1], tmp_path / "baresip", account=account, codecs=("opus.so",), rate=16000
+    ) as bs:
+        visit = visit_room(bs, "conf", "1111#", stay=12.0, before_pin=1.5)
+    rm, rp, rl = mod.result(), part.result(), listener.result()
+    assert "error" not in rm and "error" not in rp and "error" not in rl, (rm, rp, rl)
+    assert "opus/48000" in visit.trace, "baresip's call is not on Opus"
+    assert rp["rx"]["codec"].lower() == "opus", rp["rx"]
+    # The participant heard the moderator while silent, and the moderator
+    # heard it from its first talk on (its encoder came out of DTX).
+    talk = rp["marks"]["talk"]
+    assert heard(part, rp, talk - 4.0, talk - 0.5, 500) > 0.3
+    assert heard(listener, rl, talk - 4.0, talk - 0.5, 500) > 0.3
+    assert heard(listener, rl, talk + 0.5, talk + 3.0, 900) > 0.2
+    assert heard(mod, rm, talk + 0.5, talk + 3.5, 900) > 0.3
+    # baresip (its own Opus decoder) heard the moderator, then both.
+    samples, rate = audio.load(visit.heard)
+    before = audio.segment(samples, rate, visit.pin_at - visit.up + 2.0, talk - visit.up - 0.5)
+    both = audio.segment(samples, rate, talk - visit.up + 0.5, talk - visit.up + 3.0)
+    assert audio.band_fraction(before, rate, 500, width=40) > 0.3
+    assert audio.band_fraction(both, rate, 900, width=40) > 0.2
+    assert audio.band_fraction(both, rate, 500, width=40) > 0.2
+    # The listeners shared: frames went out with the group's payload.
+    shared = [int(n) for n in re.findall(r"shared encode (\d+),", srv.log())]
+    assert shared and shared[-1] > 100, shared[-3:]
+    # The participant honoured usedtx=1: 7 s of its ~12 s were silence
+    # (prompts are what it hears, not what it sends).
+    seconds = rp["hangup_sent_at"] - rp["media_at"]
+    assert rp["rx"]["sent"] < 0.75 * 50 * seconds, (rp["rx"], seconds)
 
 
 @pytest.mark.parametrize("bad", [{"bitrate": 5000}, {"complexity": 11}, {"dtx": "often"}])
