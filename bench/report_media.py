@@ -378,7 +378,11 @@ def edge_capacity_section(series: list[Result]) -> list[str]:
         "with `--stock-mix` (no talker gate, no shared encode: pjmedia's own bridge, every "
         "member mixed and every leg encoding); *after*: the defaults. Series marked *direct* "
         "send the legs straight to the app server (no Kamailio, no rtpengine): the server's "
-        "own capacity, which the relay's cost on the same two cores otherwise hides.",
+        "own capacity, which the relay's cost on the same two cores otherwise hides. "
+        "*dtx* (Opus only, `--opus-dtx`): `sip.opus.dtx: true`, the generator's silent "
+        "legs honouring the server's `usedtx=1` (a comfort-noise update every ~400 ms, "
+        "as browsers send) and its talkers swelling and fading 4 times a second (DTX "
+        "takes a steady tone for background noise).",
         "",
     ]
     if not series:
@@ -433,8 +437,10 @@ def edge_capacity_section(series: list[Result]) -> list[str]:
         first = next(iter(runs.values()))
         path = "" if edge else ", direct to the app server (no relay)"
         out += [f"### {first.get('label', codec)}, rooms of {room}{path}", ""]
+        # The runs this series has, in the summary's order (no empty columns).
+        here = [v for v in variants if v in runs]
         header = ["legs"]
-        for v in variants:
+        for v in here:
             name = f"{v}: " if v else ""
             header += [
                 f"{name}server %",
@@ -446,14 +452,11 @@ def edge_capacity_section(series: list[Result]) -> list[str]:
                 f"{name}weaker tone",
                 f"{name}verdict",
             ]
-        by_legs = {
-            v: {st["legs"]: st for st in runs[v].get("steps", [])} if v in runs else {}
-            for v in variants
-        }
+        by_legs = {v: {st["legs"]: st for st in runs[v].get("steps", [])} for v in here}
         body = []
         for n in sorted({x for d in by_legs.values() for x in d}):
             row: list[Any] = [n]
-            for v in variants:
+            for v in here:
                 st = by_legs[v].get(n)
                 if st is None:
                     row += [""] * 8

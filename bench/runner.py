@@ -69,13 +69,19 @@ SERIES_QUICK = [
 
 
 def plan(
-    quick: bool, python: str = "", label: str = "", direct: bool = False, stock_mix: bool = False
+    quick: bool,
+    python: str = "",
+    label: str = "",
+    direct: bool = False,
+    stock_mix: bool = False,
+    opus_dtx: bool = False,
 ) -> tuple[list[Job], list[Job]]:
     """(fixed benches, capacity series) for a full or a quick (smoke) run;
     `python`: the capacity series' server runs on it (another venv's build);
     `label`: names the series (before, after), so merged runs keep both;
     `direct`: legs straight to the app server; `stock_mix`: no talker gate and
-    no shared encode (the before on the same build)."""
+    no shared encode (the before on the same build); `opus_dtx`: only the Opus
+    series, with `sip.opus.dtx` and phones that honour it."""
     if quick:
         fixed = [
             Job("dialcheck", "dialcheck.py", ["--n", "300", "--cli-runs", "1"], 60),
@@ -164,6 +170,9 @@ def plan(
         series = SERIES_FULL
     more = (["--python", python] if python else []) + (["--label", label] if label else [])
     more += (["--direct"] if direct else []) + (["--stock-mix"] if stock_mix else [])
+    if opus_dtx:
+        more.append("--opus-dtx")
+        series = [s for s in series if s[0] == "opus16"]
     capacity = [
         Job(
             f"legs {codec} room {room}"
@@ -325,6 +334,12 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="capacity series: no talker gate, no shared encode (a before on the same build)",
     )
+    ap.add_argument(
+        "--opus-dtx",
+        action="store_true",
+        help="capacity series: only Opus, with sip.opus.dtx and phones that honour it "
+        "(label it, e.g. dtx)",
+    )
     args = ap.parse_args(argv)
     if args.python:
         os.environ["PONTE_BENCH_PYTHON"] = args.python
@@ -333,7 +348,9 @@ def main(argv: list[str] | None = None) -> int:
     log_dir = out_dir / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
     meta = build_meta("quick" if args.quick else "full")
-    fixed, capacity = plan(args.quick, args.python, args.label, args.direct, args.stock_mix)
+    fixed, capacity = plan(
+        args.quick, args.python, args.label, args.direct, args.stock_mix, args.opus_dtx
+    )
     if args.only:
         keep = set(args.only.split(","))
         fixed = [j for j in fixed if j.name in keep]
