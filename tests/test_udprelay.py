@@ -172,3 +172,20 @@ def test_drop_event_starts_loses_only_each_digits_first_packet(echo) -> None:
     c = udprelay.counts(proc)
     assert got == [p for p in sent if not udprelay.is_event_start(p)]
     assert len(got) == 12 and c["events_dropped"] == 3 == c["up_dropped"], c
+
+
+def test_a_loud_frame_is_voice_on_static_and_dynamic_payload_types() -> None:
+    """--from-voice starts the loss at the first loud frame: G.711 (static
+    type 0) and Opus (dynamic, 96-127) alike; silence, RFC 4733 events and
+    RTCP never count."""
+    loud = bytes(range(60))  # as many distinct byte values as a loud frame has
+
+    def rtp(pt: int, payload: bytes) -> bytes:
+        return struct.pack("!BBHII", 0x80, pt, 1, 160, 7) + payload
+
+    assert udprelay.is_voice(rtp(0, loud * 3))  # PCMU speech
+    assert udprelay.is_voice(rtp(111, loud))  # Opus speech at 24 kbit/s
+    assert not udprelay.is_voice(rtp(0, b"\xff" * 160))  # PCMU digital silence
+    assert not udprelay.is_voice(rtp(111, loud[:8]))  # an Opus frame of silence
+    assert not udprelay.is_voice(rtp(101 | 0x80, b"\x01\x0a\x00\xa0"))  # a DTMF event
+    assert not udprelay.is_voice(struct.pack("!BBH", 0x81, 200, 12) + loud)  # RTCP SR

@@ -59,14 +59,19 @@ MARK = 0x5EED
 MAX_DATAGRAM = 65535
 # is_voice(): a payload with at least this many distinct byte values. G.711
 # digital silence is one value (0xFF), G.722's a dozen or so; a frame of
-# speech or noise at -30 dBFS or more has well over 40 in 160 bytes.
+# speech or noise at -30 dBFS or more has well over 40 in 160 bytes. An Opus
+# frame of silence is a few bytes, and a loud one at 24 kbit/s some 60 bytes
+# of range-coded data, nearly all distinct.
 VOICE_BYTES = 40
 
 
 def is_voice(data: bytes) -> bool:
-    """Whether a datagram is RTP audio (version 2, a static payload type
-    below 35, not RTCP or a telephone-event) carrying a loud frame."""
-    if len(data) < 12 + VOICE_BYTES or data[0] >> 6 != 2 or (data[1] & 0x7F) >= 35:
+    """Whether a datagram is RTP audio (version 2; a static payload type
+    below 35, or a dynamic one, 96-127, as Opus has: not RTCP, whose second
+    byte reads 72-76 here, and no telephone-event, 4 bytes) carrying a loud
+    frame."""
+    pt = data[1] & 0x7F if len(data) > 1 else 0
+    if len(data) < 12 + VOICE_BYTES or data[0] >> 6 != 2 or 35 <= pt < 96:
         return False
     return len(set(data[12:])) >= VOICE_BYTES
 
