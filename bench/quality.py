@@ -1,17 +1,19 @@
 """Voice quality (PESQ) on real speech, through the bridge and on a direct call.
 
-    bench/quality.py [--loss 3] [--seed 1] [--codecs PCMU,G722] [--keep DIR]
+    bench/quality.py [--loss 3] [--seed 1] [--codecs PCMU,G722,OPUS] [--keep DIR]
+        [--opus-complexity N]
 
 The speech is Debian's `asterisk-core-sounds-en-wav` (8 kHz recordings of a
 real voice) for PCMU and the same prompts from `asterisk-core-sounds-en-g722`
-(decoded to 16 kHz with PyAV) for G.722: 4 prompts of 4-8 s, joined with 1 s
-of silence into one WAV that the talking phone plays once
-(pbx/softphone.py's `play`). Phones sit in network namespaces
+(decoded to 16 kHz with PyAV) for G.722 and Opus (16 kHz): 4 prompts of
+4-8 s, joined with 1 s of silence into one WAV that the talking phone plays
+once (pbx/softphone.py's `play`). Phones sit in network namespaces
 (tests/netns.py), on the LAN of an appliance that runs in its own
 (Kamailio, rtpengine, the app server):
 
 - "bridge": talker -> room -> listener, both phones on the codec; PCMU in
-  the default 8 kHz room, G.722 in a 16 kHz room (`sip.clock_rate: 16000`);
+  the default 8 kHz room, G.722 and Opus in a 16 kHz room
+  (`sip.clock_rate: 16000`);
   with the talker gate on (the default `sip.talker_threshold_dbfs`, and the
   shared encode) and off (`talker_threshold_dbfs: null`); `--paths
   bridge-on-noshare` keeps the gate and turns the shared encode off
@@ -30,7 +32,7 @@ Scoring: each prompt is found in the listener's recording by
 cross-correlation (searched from the talker's play time on, up to
 SEARCH_S later), cut with 0.2 s either side and scored with the `pesq`
 package, narrowband (P.862) at 8 kHz for PCMU, wideband (P.862.2) at 16 kHz
-for G.722; the row is the mean of the 4 prompts, its delay (talker's play ->
+for G.722 and Opus; the row is the mean of the 4 prompts, its delay (talker's play ->
 listener's recording: RTP, the bridge, the listener's jitter buffer, capped
 at 200 ms) the median of theirs. A fixed window from the play time, as
 before, cut a prompt whose delay had grown in the call.
@@ -120,7 +122,20 @@ CODECS: dict[str, dict[str, Any]] = {
         "package": "asterisk-core-sounds-en-g722",
         "mode": "wb",
     },
+    # Opus at 16 kHz (a browser's or an Opus phone's wideband call), from the
+    # same 16 kHz speech as G.722; the bridge's encoder as `sip.opus` says
+    # (--opus-complexity), the phones' at pjmedia's defaults.
+    "OPUS": {
+        "phone": "opus/48000",
+        "phone_extra": ["--opus-rate", "16000"],
+        "server": ["opus/48000", "PCMU/8000"],
+        "rate": 16000,
+        "package": "asterisk-core-sounds-en-g722",
+        "mode": "wb",
+    },
 }
+# The bridge's `sip.opus` for the OPUS rows (main() sets it from the options).
+SERVER_OPUS: dict[str, Any] = {}
 
 
 def prompt_names() -> list[str]:
@@ -283,6 +298,8 @@ def server_config(codec: str, gate: bool, share: bool = True) -> dict[str, Any]:
         sip["talker_threshold_dbfs"] = None
     if not share:
         sip["shared_encode"] = False
+    if codec == "OPUS" and SERVER_OPUS:
+        sip["opus"] = dict(SERVER_OPUS)
     cfg["sip"] = sip
     return cfg
 
@@ -308,6 +325,7 @@ def run_case(
     # end, the talker 1.5 s later.
     play = f"play {talk}; wait {talk_seconds + 4:.1f}; hangup"
     media = ["--codecs", CODECS[codec]["phone"], "--clock-rate", str(CODECS[codec]["rate"])]
+    media += CODECS[codec].get("phone_extra", [])
     srv = None
     relay = None
     # The last case's server is gone: its ports may be given again (else 12
@@ -447,11 +465,19 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--loss", type=float, default=3.0)
     ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--codecs", default="PCMU,G722", help="of " + ",".join(CODECS))
+    ap.add_argument("--codecs", default="PCMU,G722,OPUS", help="of " + ",".join(CODECS))
     ap.add_argument("--paths", default="bridge-on,bridge-off,direct")
     ap.add_argument("--conditions", default="clean,loss", help="clean, loss or both")
     ap.add_argument("--keep", type=Path, help="keep the recordings in this (new) folder")
+    ap.add_argument(
+        "--opus-complexity",
+        type=int,
+        choices=range(11),
+        help="the bridge's sip.opus.complexity for the OPUS rows (default: the YAML's)",
+    )
     args = ap.parse_args()
+    if args.opus_complexity is not None:
+        SERVER_OPUS["complexity"] = args.opus_complexity
     common.use_bench_ports()
     common.graceful_sigterm()
     load_start, started = common.loadavg(), time.monotonic()
@@ -486,7 +512,7 @@ def main() -> None:
                     rows.append(row)
     common.emit(
         "quality",
-        {"rows": rows, "prompts": prompt_names(), "seed": args.seed},
+        {"rows": rows, "prompts": prompt_names(), "seed": args.seed, "opus": SERVER_OPUS},
         load_start,
         started,
     )

@@ -495,16 +495,19 @@ def edge_capacity_section(series: list[Result]) -> list[str]:
 QUALITY_HOW = (
     "How measured (not in the default run: `bench/run --only quality`): a phone plays 4 "
     "prompts of real speech (4-8 s each: Debian's `asterisk-core-sounds-en-wav` for PCMU, "
-    "the same prompts from `-g722`, decoded to 16 kHz with PyAV, for G.722) to a listener, "
+    "the same prompts from `-g722`, decoded to 16 kHz with PyAV, for G.722 and for Opus at "
+    "16 kHz and 24 kbit/s) to a listener, "
     "phones in network namespaces, both on the codec; through the bridge (talker -> room -> "
-    "listener, via Kamailio and rtpengine; PCMU in the 8 kHz room, G.722 in a 16 kHz room, "
+    "listener, via Kamailio and rtpengine; PCMU in the 8 kHz room, G.722 and Opus in a 16 kHz "
+    "room, "
     "`sip.clock_rate: 16000`) with the talker gate on (the default `sip.talker_threshold_dbfs`, "
     "with the shared encode on) and off (`null`), and on a direct call "
     "between the two phones. Loss: tests/udprelay.py drops that share of the talker's "
     "packets each way, seeded and counted from the talker's first loud packet "
     "(`--from-voice`), so every path loses the same frames of the same speech. "
     "PESQ (the `pesq` package: narrowband P.862 at 8 kHz for PCMU, wideband P.862.2 at 16 kHz "
-    "for G.722, so the two codecs' figures are on different scales) per prompt, each prompt "
+    "for G.722 and Opus, so the narrowband and wideband figures are on different scales) per "
+    "prompt, each prompt "
     "found in the recording by cross-correlation, mean of the 4; delay (play -> recording, "
     "with the listener's jitter buffer capped at 200 ms) the median of the prompts'. A case "
     "whose recording has holes (digital silence where the prompt is loud: a jitter buffer "
@@ -512,7 +515,8 @@ QUALITY_HOW = (
     "jitter buffer that grew or shed a frame) is measured again; such a cell reads "
     "`again (first try *)`, both in the JSON. Goals (issue 22): PCMU >= 4.1 clean and "
     ">= 3.5 at 3 % loss; G.722 in a 16 kHz room >= 4.2 (wideband) through the bridge clean; "
-    "the gate lowers neither."
+    "the gate lowers neither. Opus has no goal: through the bridge it is encoded twice (the "
+    "talker's phone, then the bridge at `sip.opus.complexity` 5), the direct call once."
 )
 
 

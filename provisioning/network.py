@@ -36,7 +36,8 @@ class OpusConfig(Strict):
     """Opus's encoder on every Opus leg (browsers, Opus phones): see pbx/opus.py."""
 
     # libopus's speed/quality trade, 0-10: each step up costs CPU on every
-    # Opus leg (bench/opus_cost.py measures it); 5 is pjmedia's default.
+    # Opus leg (bench/opus_cost.py measures it); 5 is pjmedia's default, and
+    # through the bridge it scored better than 1 or 10 (bench/quality.py).
     complexity: int = Field(5, ge=0, le=10)
     # Bits per second the encoder aims at, also asked of the far end
     # (`maxaveragebitrate`); 24 kbit/s is transparent for 16 kHz voice.
