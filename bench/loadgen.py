@@ -58,11 +58,14 @@ from typing import BinaryIO, cast
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from tests.audio import syllable_envelope  # noqa: E402
+
 SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)  # Linux; Python lacks the name
 TICK_S = 0.02
 FRAMES = 50  # one second of 20 ms payloads: whole-Hz tones loop seamlessly
 OPUS_SET_DTX = 4016  # libopus's request (opus_defines.h)
-SYLLABLE_HZ = 4  # --syllables: a whole number of swells a second, so loops stay seamless
 LEVEL = 0.3  # of full scale
 DTMF_EVENTS = {d: i for i, d in enumerate("0123456789*#")}
 PIN_DELAY_S = 0.5  # after the ACK: the PIN prompt starts, digits barge in
@@ -106,13 +109,13 @@ TE_PT = 101
 
 def pcm(hz: int, rate: int, seconds: int, syllables: bool = False) -> np.ndarray:
     """`seconds` of a sine at `hz` (0: digital silence) as 16-bit samples;
-    with `syllables` it swells and fades SYLLABLE_HZ times a second (20 dB)."""
+    with `syllables` it swells and fades as tests.audio.syllable_envelope says."""
     n = np.arange(rate * seconds)
     if not hz:
         return np.zeros(len(n), dtype=np.int16)
     wave = LEVEL * np.sin(2 * np.pi * hz * n / rate)
     if syllables:
-        wave *= 0.55 + 0.45 * np.cos(2 * np.pi * SYLLABLE_HZ * n / rate)
+        wave *= syllable_envelope(len(n), rate)
     return np.round(32767 * wave).astype(np.int16)
 
 

@@ -87,14 +87,11 @@ def test_dtx_stops_the_packets_while_the_room_is_silent(server_factory, phone, n
 
 
 def _syllables(path: Path, hz: int) -> Path:
-    """A talker for DTX: `hz` swelling and fading 4 times a second (20 dB).
-    libopus's voice activity detector, which DTX follows, takes a steady
-    sine for background noise after about 3 s and sends comfort noise
-    20 dB down in its place (measured here); speech comes in syllables."""
+    """A talker for DTX: two seconds of `hz` in syllables (audio.syllable_envelope)."""
     rate = 16000
     t = np.arange(2 * rate) / rate
-    envelope = 0.55 + 0.45 * np.cos(2 * np.pi * 4 * t)
-    return audio.write_wav(path, 0.3 * envelope * np.sin(2 * np.pi * hz * t), rate)
+    wave = 0.3 * audio.syllable_envelope(len(t), rate) * np.sin(2 * np.pi * hz * t)
+    return audio.write_wav(path, wave, rate)
 
 
 def test_with_dtx_listeners_still_share_one_encode_and_a_silent_phone_is_heard_when_it_talks(
