@@ -265,6 +265,7 @@ def series(
     stock_mix: bool = False,
     opus_dtx: bool = False,
     syllables: bool = False,
+    opus_complexity: int | None = None,
 ) -> dict[str, Any]:
     """Raise the legs through `steps` on one server behind its edge; stop at
     the first degraded step."""
@@ -281,6 +282,7 @@ def series(
         "edge": not direct,
         "stock_mix": stock_mix,
         "opus_dtx": opus_dtx,
+        "opus_complexity": opus_complexity,
         "syllables": syllables,
         "load": "bench/loadgen.py",
         "talkers": len(TALKER_HZ),
@@ -309,8 +311,13 @@ def series(
         }
         if stock_mix:  # pjmedia's own bridge: every member mixed, every leg encoding
             overrides["sip"] |= {"talker_threshold_dbfs": None, "shared_encode": False}
+        opus: dict[str, Any] = {}
         if opus_dtx:  # the server asks usedtx=1: the generator's silent Opus legs honour it
-            overrides["sip"]["opus"] = {"dtx": True}
+            opus["dtx"] = True
+        if opus_complexity is not None:  # the bridge's encoders (the phones' stay as they are)
+            opus["complexity"] = opus_complexity
+        if opus:
+            overrides["sip"]["opus"] = opus
         overrides["pbx"]["media_ports"] = low_range(4 * top + 40)
         srv = harness.start_server(tmp / "srv", cache, log_level="info", **overrides)
         try:
@@ -463,6 +470,13 @@ def main() -> int:
         help="talkers swell and fade 4 times a second (implied by --opus-dtx: DTX "
         "takes a steady tone for background noise and sends comfort noise instead)",
     )
+    ap.add_argument(
+        "--opus-complexity",
+        type=int,
+        choices=range(11),
+        metavar="0-10",
+        help="sip.opus.complexity for the bridge's encoders (default: the server's, 5)",
+    )
     ap.add_argument("--python", help="run the server with this interpreter (another venv)")
     ap.add_argument("--label", default="", help="names the run (before, after) in results.json")
     args = ap.parse_args()
@@ -484,6 +498,7 @@ def main() -> int:
         stock_mix=args.stock_mix,
         opus_dtx=args.opus_dtx,
         syllables=args.syllables or args.opus_dtx,
+        opus_complexity=args.opus_complexity,
     )
     r["variant"] = args.label
     print_table(r)

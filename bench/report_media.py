@@ -382,7 +382,10 @@ def edge_capacity_section(series: list[Result]) -> list[str]:
         "*dtx* (Opus only, `--opus-dtx`): `sip.opus.dtx: true`, the generator's silent "
         "legs honouring the server's `usedtx=1` (a comfort-noise update every ~400 ms, "
         "as browsers send) and its talkers swelling and fading 4 times a second (DTX "
-        "takes a steady tone for background noise).",
+        "takes a steady tone for background noise). *c1*, *c3* (Opus only, "
+        "`--opus-complexity`): the bridge's encoders at `sip.opus.complexity` 1 or 3 "
+        "instead of 5 (the phones' unchanged): what a cheaper encoder buys, at the voice "
+        "quality the quality section gives for it.",
         "",
     ]
     if not series:

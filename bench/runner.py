@@ -75,13 +75,15 @@ def plan(
     direct: bool = False,
     stock_mix: bool = False,
     opus_dtx: bool = False,
+    opus_complexity: int | None = None,
 ) -> tuple[list[Job], list[Job]]:
     """(fixed benches, capacity series) for a full or a quick (smoke) run;
     `python`: the capacity series' server runs on it (another venv's build);
     `label`: names the series (before, after), so merged runs keep both;
     `direct`: legs straight to the app server; `stock_mix`: no talker gate and
     no shared encode (the before on the same build); `opus_dtx`: only the Opus
-    series, with `sip.opus.dtx` and phones that honour it."""
+    series, with `sip.opus.dtx` and phones that honour it; `opus_complexity`:
+    only the Opus series, with that `sip.opus.complexity` on the bridge."""
     if quick:
         fixed = [
             Job("dialcheck", "dialcheck.py", ["--n", "300", "--cli-runs", "1"], 60),
@@ -173,6 +175,9 @@ def plan(
     more += (["--direct"] if direct else []) + (["--stock-mix"] if stock_mix else [])
     if opus_dtx:
         more.append("--opus-dtx")
+    if opus_complexity is not None:
+        more += ["--opus-complexity", str(opus_complexity)]
+    if opus_dtx or opus_complexity is not None:
         series = [s for s in series if s[0] == "opus16"]
     capacity = [
         Job(
@@ -341,6 +346,14 @@ def main(argv: list[str] | None = None) -> int:
         help="capacity series: only Opus, with sip.opus.dtx and phones that honour it "
         "(label it, e.g. dtx)",
     )
+    ap.add_argument(
+        "--opus-complexity",
+        type=int,
+        choices=range(11),
+        metavar="0-10",
+        help="capacity series: only Opus, with this sip.opus.complexity on the bridge "
+        "(label it, e.g. c1)",
+    )
     args = ap.parse_args(argv)
     if args.python:
         os.environ["PONTE_BENCH_PYTHON"] = args.python
@@ -350,7 +363,13 @@ def main(argv: list[str] | None = None) -> int:
     log_dir.mkdir(parents=True, exist_ok=True)
     meta = build_meta("quick" if args.quick else "full")
     fixed, capacity = plan(
-        args.quick, args.python, args.label, args.direct, args.stock_mix, args.opus_dtx
+        args.quick,
+        args.python,
+        args.label,
+        args.direct,
+        args.stock_mix,
+        args.opus_dtx,
+        args.opus_complexity,
     )
     if args.only:
         keep = set(args.only.split(","))
