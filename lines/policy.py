@@ -104,6 +104,13 @@ def _holidays(country: str, subdivision: str | None, year: int) -> dict[dt.date,
     return dict(holidays_lib.country_holidays(country, subdiv=subdivision, years=year))
 
 
+def load_calendar(cfg: HolidaysConfig, day: dt.date) -> None:
+    """Load the year's holidays now. The `holidays` package imports its
+    country tables on first use (0.1-0.5 s, seen stalling the loop thread at a
+    first outbound call); a server calls this at start and when it reloads."""
+    _holidays(cfg.country, cfg.subdivision, day.year)
+
+
 def holiday(day: dt.date, cfg: HolidaysConfig, area_code: str) -> str | None:
     """The holiday's name if `day` is one for a line in `area_code`."""
     for extra in cfg.extra:

@@ -3,6 +3,7 @@ then check who asks and apply it on the loop, or refuse and change nothing."""
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import threading
 from collections.abc import Callable
@@ -10,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from lines.policy import load_calendar
 from ponte.edge import Edge
 from ponte.services import Services
 from provisioning.admins import PermissionDenied, authorize_reload
@@ -73,6 +75,8 @@ class Reloader:
         refused = refusals(new)
         if refused:
             return PreparedReload(old, None, f"{self.config_path}: {'; '.join(refused)}")
+        # A new country's or subdivision's holidays load here, off the loop.
+        load_calendar(new.holidays, dt.date.today())
         return PreparedReload(old, new, None, diff_configs(old, new))
 
     def in_background(self, by: str) -> None:

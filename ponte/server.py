@@ -10,6 +10,7 @@ loop thread, which alone calls pjsua2.
 
 from __future__ import annotations
 
+import datetime as dt
 import gc
 import logging
 import signal
@@ -21,6 +22,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from ivr.prompts import PromptLibrary
 from ivr.tones import SIGNALS
+from lines.policy import load_calendar
 from pbx.kamailio import set_web_token
 from pbx.opus import OpusSettings
 from pbx.rtpengine import NgClient
@@ -228,6 +230,8 @@ class AppServer:
             if room.blast and not room.blast.message.lower().endswith(".wav"):
                 for lang in languages:
                     prompts.render_text(room.blast.message, lang)
+        # Not at the first call out: its decision runs on the loop (load_calendar).
+        load_calendar(config.holidays, dt.date.today())
         svc.ua.start()
         svc.entry.handoff.start()
         store = svc.entry.handoff.store

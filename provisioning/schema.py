@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Annotated, Literal, get_args
 from urllib.parse import urlsplit
 
+import holidays as holidays_lib
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from ivr.keys import DEFAULT_KEYS, validate_key_map
@@ -422,6 +423,25 @@ class HolidaysConfig(_Strict):
     country: str = "BR"
     subdivision: str | None = None
     extra: list[ExtraHoliday] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _known_calendar(self) -> HolidaysConfig:
+        # Checked here, not at the first call out: the package raises for a
+        # country or subdivision it lacks, and every outbound call's decision
+        # reads the calendar.
+        supported = holidays_lib.list_supported_countries()
+        if self.country not in supported:
+            raise ValueError(
+                f"holidays.country {self.country!r} is not a country the holidays package "
+                "knows (an ISO 3166 code in capitals, e.g. BR)"
+            )
+        subdivisions = supported[self.country]
+        if self.subdivision is not None and self.subdivision not in subdivisions:
+            raise ValueError(
+                f"holidays.subdivision {self.subdivision!r} is not one of {self.country}'s: "
+                + ", ".join(subdivisions)
+            )
+        return self
 
 
 class AlertsConfig(_Strict):

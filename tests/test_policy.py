@@ -4,9 +4,9 @@ import datetime as dt
 
 import pytest
 
-from lines.policy import cycle_start, decide, resolve
+from lines.policy import _holidays, cycle_start, decide, load_calendar, resolve
 from lines.usage import UsageStore
-from provisioning.loader import parse_config
+from provisioning.loader import ConfigError, parse_config
 from provisioning.schema import Config
 
 BRT = dt.timezone(dt.timedelta(hours=-3))
@@ -140,3 +140,30 @@ def test_two_groups_covering_one_type_is_a_validation_error():
 
     with pytest.raises(ConfigError, match="both cover local_mobile"):
         parse_config("profiles: {p: {limits: {local: 10, mobile: 5}}}", "t.yaml")
+
+
+@pytest.mark.parametrize(
+    ("holidays", "says"),
+    [
+        ("{country: XX}", "holidays.country 'XX' is not a country the holidays package knows"),
+        ("{country: br}", "an ISO 3166 code in capitals"),
+        ("{country: BR, subdivision: ZZ}", "holidays.subdivision 'ZZ' is not one of BR's: AC, AL"),
+    ],
+)
+def test_a_holiday_calendar_the_package_lacks_is_refused_at_load(holidays, says):
+    # Before, it loaded, and every outbound call's decision raised at the calendar step.
+    text = BASE.replace(BASE[BASE.index("holidays: {country") : BASE.index("billing_cycle")], "")
+    with pytest.raises(ConfigError) as exc:
+        parse_config(text + f"holidays: {holidays}\n", "t.yaml")
+    assert says in str(exc.value)
+
+
+def test_the_calendar_loads_before_the_first_call_needs_it(cfg):
+    # A server calls load_calendar at start and on reload, so the first call
+    # out does not import the package's country tables on the loop thread.
+    _holidays.cache_clear()
+    load_calendar(cfg.holidays, MON_10H.date())
+    before = _holidays.cache_info()
+    d(cfg, "33334444")  # a local call in hours: the calendar step reads the holidays
+    after = _holidays.cache_info()
+    assert (after.misses, after.hits) == (before.misses, before.hits + 1)
