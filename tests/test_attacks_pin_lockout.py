@@ -10,7 +10,6 @@ from tests import audio, ports
 from tests.attack_helpers import FAST_IVR, THREE_WRONG, PhoneFactory, ServerFactory
 from tests.harness import Server
 from tests.pbx_helpers import pbx_overrides, proxy
-from tests.test_spine_calls import hash_time
 
 
 def calls_from(srv: Server, ip: str) -> list[int]:
@@ -24,14 +23,15 @@ def joined(srv: Server, leg: int) -> bool:
 
 def test_third_wrong_pin_ends_the_call(server_factory: ServerFactory, phone: PhoneFactory) -> None:
     """Three wrong PINs keyed back to back (barging into the prompts): the
-    server says goodbye and hangs up itself, within seconds of the third."""
+    server says goodbye and hangs up itself, for that reason and no other."""
     srv = server_factory(ivr=FAST_IVR)
     p = phone(srv.uri("conf-en"), THREE_WRONG.format(pin="123"), record=False)
     r = p.result()
     assert r["hung_up_by"] == "remote" and "end_timeout" not in r, r
-    assert r["ended_at"] - hash_time(r) < 8, "hung up soon after the third wrong PIN"
     log = srv.log()
-    assert log.count("pin failed") == 3 and "too many wrong PINs" in log
+    assert log.count("pin failed") == 3
+    # The cause, not a time bound: the server's one reason to end this call.
+    assert re.findall(r"call \d+ ending: (.*)", log) == ["too many wrong PINs"], log[-2000:]
     assert "join room=" not in log
 
 

@@ -7,6 +7,7 @@ import time
 import yaml
 
 from tests import ports
+from tests.attack_helpers import wait_for
 from tests.harness import cli
 from tests.pbx_helpers import pbx_overrides, proxy
 
@@ -55,6 +56,25 @@ def test_broken_reload_keeps_the_old_pins(server, phone):
     server.proc.send_signal(1)
     time.sleep(0.5)
     assert "reload refused, configuration unchanged" in server.log()
+    p = phone(server.uri("conf"), "wait_media 5; dtmf 1111#; wait 1; hangup", record=False)
+    assert p.result()["hung_up_by"] == "local"
+    assert "join room=demo role=participant" in server.log()
+
+
+def test_a_reload_naming_a_holiday_calendar_the_package_lacks_is_refused(server, phone):
+    """A subdivision the holidays package lacks loaded before, and every call out
+    then failed at its decision; now the reload is refused with the reason, and
+    the server goes on with the calendar it had."""
+    cfg = dict(server.config)
+    cfg["holidays"] = {"country": "BR", "subdivision": "ZZ"}
+    server.config_path.write_text(yaml.safe_dump(cfg))
+    r = cli(server, "reload")
+    assert r.returncode == 2, (r.returncode, r.stderr)
+    assert "holidays.subdivision 'ZZ' is not one of BR's" in r.stderr, r.stderr
+    # SIGHUP: the server reads the file itself, refuses it and runs on.
+    server.proc.send_signal(1)
+    wait_for(lambda: "reload refused" in server.log(), 10, "the server's refusal")
+    assert "holidays.subdivision 'ZZ'" in server.log().split("reload refused", 1)[1]
     p = phone(server.uri("conf"), "wait_media 5; dtmf 1111#; wait 1; hangup", record=False)
     assert p.result()["hung_up_by"] == "local"
     assert "join room=demo role=participant" in server.log()
