@@ -230,9 +230,11 @@ class AppServer:
             if room.blast and not room.blast.message.lower().endswith(".wav"):
                 for lang in languages:
                     prompts.render_text(room.blast.message, lang)
-        # Not at the first call out: its decision runs on the loop (load_calendar).
-        load_calendar(config.holidays, dt.date.today())
         svc.ua.start()
+        # Not at the first call out: its decision runs on the loop (load_calendar).
+        # After SIP is bound: a call arriving meanwhile waits in the socket
+        # instead of bouncing off a closed port (a retransmission later).
+        load_calendar(config.holidays, dt.date.today())
         svc.entry.handoff.start()
         store = svc.entry.handoff.store
         if self.settings.remote_edge and store is not None:
