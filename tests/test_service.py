@@ -105,7 +105,10 @@ def test_drain_refuses_new_calls_and_waits_for_the_rest(server, phone):
         stdout=subprocess.PIPE,
         text=True,
     )
-    time.sleep(1.0)
+    # Once the server says it drains (the CLI's own start-up is not the server's).
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and "draining:" not in server.log():
+        time.sleep(0.05)
     late = phone(server.uri("conf"), "wait_media 3; hangup", record=False).result()
     assert late["code"] == 503
     assert up.result()["hung_up_by"] == "local"
